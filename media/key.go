@@ -1,0 +1,74 @@
+package media
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// CallKeySize is the size in bytes of a call key from a key source.
+const CallKeySize = 32
+
+// CallKey is one version of a call's key, as a key management service
+// delivers it. It is the input of the key schedule in kms and hybrid keying;
+// SRTP master keys are derived from it per sender and never equal it.
+//
+// A CallKey prints redacted: String, GoString and LogValue never show Key.
+type CallKey struct {
+	// URI names the call's key resource; it is what the SDP carries.
+	URI string
+	// CallID is the call the key belongs to. It salts the key schedule.
+	CallID string
+	// Version numbers the key from 1; it is the SRTP MKI on the wire.
+	Version uint32
+	// Key is the secret, CallKeySize bytes.
+	Key []byte
+	// ActivateAt is when senders switch to this version. Receivers install
+	// it as soon as they learn of it.
+	ActivateAt time.Time
+	// ExpiresAt is when the version must no longer be used; zero means it
+	// does not expire on its own.
+	ExpiresAt time.Time
+}
+
+// String returns a description of k without its secret.
+func (k CallKey) String() string {
+	return fmt.Sprintf("CallKey{URI: %q, CallID: %q, Version: %d, Key: [REDACTED], ActivateAt: %s, ExpiresAt: %s}",
+		k.URI, k.CallID, k.Version, k.ActivateAt.UTC().Format(time.RFC3339), k.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+// GoString is like String, so that %#v does not reveal the secret either.
+func (k CallKey) GoString() string { return k.String() }
+
+// LogValue implements [slog.LogValuer]; the secret is never logged.
+func (k CallKey) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("uri", k.URI),
+		slog.String("call_id", k.CallID),
+		slog.Any("version", k.Version),
+		slog.Time("activate_at", k.ActivateAt),
+		slog.Time("expires_at", k.ExpiresAt),
+	)
+}
+
+// KeySource supplies call keys for kms and hybrid keying. The kms package's
+// Client implements it; an application may plug in its own KMS.
+type KeySource interface {
+	// Keys returns the usable versions of the call key named by uri, in
+	// ascending version order.
+	Keys(ctx context.Context, uri string) ([]CallKey, error)
+}
+
+// KeyWatcher is an optional ability of a [KeySource], detected by type
+// assertion: a source that implements it reports new versions while a call
+// is up, so that keys rotate without the application doing anything.
+type KeyWatcher interface {
+	// Watch calls fn with each version of the key named by uri that is
+	// newer than the newest one it has reported, in ascending order, from
+	// one goroutine, never concurrently. It blocks until ctx is done, when
+	// it returns ctx.Err() wrapped, or until watching can no longer
+	// succeed (for example because access was revoked), when it returns
+	// that error.
+	Watch(ctx context.Context, uri string, fn func(CallKey)) error
+}
