@@ -5,10 +5,13 @@ import (
 	"fmt"
 )
 
-// ErrNegotiation is wrapped by every error that [Answer] and
-// [Description.Negotiate] return when an offer and the local capabilities
-// have nothing acceptable in common. Callers branch on it with errors.Is to
-// reject an offer, as opposed to failing on malformed text.
+// ErrNegotiation is wrapped by every error that [NewAnswer],
+// [AcceptAnswer] and [Description.Keying] return when an offer, an answer
+// and the local capabilities have nothing acceptable in common: no common
+// codec, a keying mismatch, a missing fingerprint, a bad setup role, no
+// common SDES suite. Callers branch on it with errors.Is to reject an
+// offer, as opposed to failing on malformed text (a [*ParseError]) or on
+// incomplete local capabilities.
 var ErrNegotiation = errors.New("sdp: negotiation failed")
 
 // ParseError reports malformed session description text. Line is the

@@ -1,0 +1,87 @@
+// Package sdp is the typed session description of securecall: the offers
+// and answers (RFC 3264, RFC 8829) that two calls exchange over the
+// application's signaling.
+//
+// A [Description] models what this SDK negotiates and nothing more:
+// origin, one or more media sections (audio, video) with payload formats,
+// direction, mid, rtcp-mux and SSRCs, the BUNDLE group, ICE (credentials,
+// options, candidates with every RFC 8839 field, end-of-candidates,
+// ice-lite), DTLS (fingerprints, setup role), SDES crypto lines (RFC 4568)
+// and the KMS key reference. [Unmarshal] parses text, [Description.Marshal]
+// writes it in the layout browsers use; the wire format is handled by
+// github.com/pion/sdp/v3, which no exported name of this package exposes.
+//
+// [NewOffer] builds an offer from local [Capabilities]; [NewAnswer] answers
+// a remote offer and [AcceptAnswer] checks the answer to a local offer.
+// Both return an [Agreement]: the keying mode, the common codecs, the DTLS
+// role, the peer's ICE credentials and candidates, the key reference or
+// SDES keys. What cannot be agreed fails with an error that wraps
+// [ErrNegotiation] and says what failed.
+//
+// # Keying
+//
+// [Description.Keying] reads the keying mode from what a description
+// carries: fingerprints only mean [KeyingDTLS]; a key-mgmt reference with
+// fingerprints [KeyingHybrid], without them [KeyingKMS]; crypto lines
+// [KeyingSDES]. An offer sets "a=setup:actpass"; the answerer takes the
+// active role (RFC 8842) unless the offer asked otherwise.
+//
+// # The key-mgmt attribute
+//
+// In kms and hybrid keying the description names the call key with an
+// RFC 4567 attribute whose protocol id is [KeyMgmtProtocol]:
+//
+//	a=key-mgmt:securecall <data>
+//
+// where <data> is the standard base64 encoding (RFC 4648 section 4, with
+// padding) of a UTF-8 JSON object with exactly two members:
+//
+//	{"uri":"https://kms.example.com/v1/calls/42/key","version":3}
+//
+// "uri" is the key resource at the KMS, an absolute URI of at most 2048
+// bytes without spaces or control characters; "version" is the key
+// version, an integer from 0 to 2^32-1, 0 leaving the choice to the KMS.
+// Any other member is rejected, so that a key can never ride along by
+// mistake. The attribute may appear once per level (session or media);
+// the media level wins. A key-mgmt attribute with another protocol id
+// (such as MIKEY) is rejected as an unknown keying.
+//
+// # Validation
+//
+// [Unmarshal] accepts at most [MaxSize] (64 KiB) of text with CRLF or LF
+// line endings; the last line must end with a line ending, so text cut off
+// mid-line is reported as truncated. It rejects, with a *[ParseError] that
+// names the line and the reason: lines out of the RFC 8866 order; unknown
+// line types; media kinds other than audio and video; unknown protos; ports
+// and payload types out of range; a media section with a port but without
+// ICE credentials; malformed candidates, fingerprints, crypto lines (the
+// inline key must have the length of its suite) and key-mgmt attributes;
+// and attributes repeated where they must be unique (ice-ufrag, ice-pwd,
+// setup, key-mgmt and the direction per level, mid and rtpmap/fmtp per
+// payload type per section). Attributes it does not model are skipped. No
+// input makes it panic.
+//
+// # Security
+//
+// In sdes keying the description carries the SRTP master keys in the
+// clear: anyone who reads the signaling can decrypt the media, and anyone
+// who can modify it can substitute keys. Use sdes only when the signaling
+// is encrypted (SIP over TLS, HTTPS, WSS) to a peer you trust with the
+// keys. [Crypto] prints its key redacted, and [ICE] its password.
+//
+// In kms and hybrid keying the key-mgmt attribute carries only the key's
+// URI and version, never key material: the media keys come from the
+// customer's KMS, fetched by authorized devices, so reading the signaling
+// reveals nothing that decrypts the media. The fingerprints of dtls and
+// hybrid keying are public, but a signaling-path attacker who can change
+// them can intercept DTLS-only calls; hybrid keying defends against that
+// because the attacker lacks the KMS key.
+//
+// # Concurrency
+//
+// The functions of this package keep no state and are safe to call from
+// any goroutine. A [Description] is a plain value: concurrent reads are
+// safe, and a goroutine that modifies one must not share it meanwhile.
+// [NewOffer], [NewAnswer] and [AcceptAnswer] never modify their arguments,
+// and the values they return share no memory with them.
+package sdp
