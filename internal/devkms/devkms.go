@@ -1,0 +1,262 @@
+// Package devkms runs the reference KMS for development: a dev CA, a server
+// certificate for 127.0.0.1, device certificates, a file store and the
+// server itself over TLS on a loopback port. Tests, examples/call and
+// examples/kms-server use it. Nothing here is fit for production: the CA
+// key and the KEK sit in plain files in the directory.
+package devkms
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/securecall/securecall/internal/testpki"
+	"github.com/securecall/securecall/kms"
+)
+
+// Files in an Env's directory.
+const (
+	StoreFile = "kms.db"
+	KEKFile   = "kek.hex"
+)
+
+// Options tune Start; the zero value is what Start uses.
+type Options struct {
+	// Addr is the listen address. If empty, "127.0.0.1:0".
+	Addr string
+	// Server overrides fields of the server's configuration; Store, KEK
+	// and ClientCAs are always set by Start.
+	Server kms.ServerConfig
+	// Logger for the server. If nil, silent.
+	Logger *slog.Logger
+}
+
+// Env is a running development KMS.
+type Env struct {
+	// URL is the KMS base URL, https://127.0.0.1:port.
+	URL string
+	// Dir holds the CA, certificates, KEK and store.
+	Dir string
+	// Server is the running reference server.
+	Server *kms.Server
+	// Store is the server's file store.
+	Store *kms.FileStore
+	// CA is the development CA that issued the server's and devices'
+	// certificates.
+	CA *testpki.CA
+
+	httpSrv *http.Server
+	ln      net.Listener
+	serveWG sync.WaitGroup
+
+	mu      sync.Mutex
+	clients []*kms.Client
+	closed  bool
+}
+
+// Start creates (or reuses, in dir) the dev PKI, a device certificate per
+// identity, the KEK and the store, and serves the KMS on loopback.
+func Start(ctx context.Context, dir string, identities ...string) (*Env, error) {
+	return StartWith(ctx, dir, Options{}, identities...)
+}
+
+// StartWith is Start with options.
+func StartWith(ctx context.Context, dir string, opts Options, identities ...string) (env *Env, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("devkms: %w", err)
+	}
+	ca, err := testpki.LoadOrCreateCA(dir, "securecall development CA")
+	if err != nil {
+		return nil, fmt.Errorf("devkms: CA: %w", err)
+	}
+	serverCert, err := loadOrIssue(dir, "server", func() (tls.Certificate, error) {
+		return ca.Server(testpki.Validity{}, "127.0.0.1", "localhost")
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range identities {
+		if _, err := DeviceCertificate(ca, dir, id); err != nil {
+			return nil, err
+		}
+	}
+	kek, err := loadOrCreateKEK(filepath.Join(dir, KEKFile))
+	if err != nil {
+		return nil, err
+	}
+	store, err := kms.OpenFileStore(filepath.Join(dir, StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	scfg := opts.Server
+	scfg.Store, scfg.KEK, scfg.ClientCAs = store, kek, ca.Pool()
+	if scfg.Logger == nil {
+		scfg.Logger = opts.Logger
+	}
+	srv, err := kms.NewServer(scfg)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		srv.Close()
+		store.Close()
+		return nil, fmt.Errorf("devkms: %w", err)
+	}
+	env = &Env{
+		URL:    "https://" + ln.Addr().String(),
+		Dir:    dir,
+		Server: srv,
+		Store:  store,
+		CA:     ca,
+		ln:     ln,
+		httpSrv: &http.Server{
+			Handler:           srv,
+			TLSConfig:         srv.TLSConfig(serverCert),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          nil,
+		},
+	}
+	env.httpSrv.SetKeepAlivesEnabled(true)
+	env.serveWG.Add(1)
+	go func() {
+		defer env.serveWG.Done()
+		_ = env.httpSrv.ServeTLS(ln, "", "")
+	}()
+	return env, nil
+}
+
+func loadOrIssue(dir, name string, issue func() (tls.Certificate, error)) (tls.Certificate, error) {
+	certPath, keyPath := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if _, err := os.Stat(certPath); err == nil {
+		return testpki.LoadFiles(certPath, keyPath)
+	}
+	c, err := issue()
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("devkms: issue %s: %w", name, err)
+	}
+	if err := testpki.WriteFiles(c, certPath, keyPath); err != nil {
+		return tls.Certificate{}, fmt.Errorf("devkms: %w", err)
+	}
+	return c, nil
+}
+
+// DeviceCertificate returns the certificate of identity in dir, issuing
+// and saving it (as device-<identity>.pem and device-<identity>-key.pem)
+// if there is none.
+func DeviceCertificate(ca *testpki.CA, dir, identity string) (tls.Certificate, error) {
+	if identity == "" || strings.ContainsAny(identity, `/\`) || strings.HasPrefix(identity, ".") {
+		return tls.Certificate{}, fmt.Errorf("devkms: bad identity %q", identity)
+	}
+	return loadOrIssue(dir, "device-"+identity, func() (tls.Certificate, error) {
+		return ca.Device(testpki.Validity{}, identity)
+	})
+}
+
+// DevicePaths returns the certificate and key file paths of identity.
+func DevicePaths(dir, identity string) (cert, key string) {
+	return filepath.Join(dir, "device-"+identity+".pem"), filepath.Join(dir, "device-"+identity+"-key.pem")
+}
+
+func loadOrCreateKEK(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(k) != 32 {
+			return nil, fmt.Errorf("devkms: %s is not a 32-byte hex key", path)
+		}
+		return k, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("devkms: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("devkms: %w", err)
+	}
+	return k, nil
+}
+
+// RootCAs returns a pool holding the dev CA, for clients.
+func (e *Env) RootCAs() *x509.CertPool { return e.CA.Pool() }
+
+// ClientConfig returns a client configuration for identity (issuing its
+// certificate if needed).
+func (e *Env) ClientConfig(identity string) (kms.Config, error) {
+	cert, err := DeviceCertificate(e.CA, e.Dir, identity)
+	if err != nil {
+		return kms.Config{}, err
+	}
+	return kms.Config{URL: e.URL, Certificate: cert, RootCAs: e.RootCAs()}, nil
+}
+
+// Client returns a registered client for identity, closed by Env.Close.
+func (e *Env) Client(identity string) (*kms.Client, error) {
+	cfg, err := e.ClientConfig(identity)
+	if err != nil {
+		return nil, err
+	}
+	c, err := kms.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Register(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("devkms: register %s: %w", identity, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		c.Close()
+		return nil, errors.New("devkms: closed")
+	}
+	e.clients = append(e.clients, c)
+	return c, nil
+}
+
+// Close closes the clients Env made, stops serving (ending long-polls),
+// closes the server and the store, and waits for all of it.
+func (e *Env) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return fmt.Errorf("devkms: %w", net.ErrClosed)
+	}
+	e.closed = true
+	clients := e.clients
+	e.mu.Unlock()
+	for _, c := range clients {
+		c.Close()
+	}
+	// Close the server first so that long-polls return, then shut HTTP
+	// down.
+	err := e.Server.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := e.httpSrv.Shutdown(ctx); serr != nil {
+		e.httpSrv.Close()
+	}
+	e.serveWG.Wait()
+	return errors.Join(err, e.Store.Close())
+}

@@ -1,0 +1,606 @@
+package kms
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/securecall/securecall/media"
+)
+
+// Client fetches, caches and follows the keys of calls from a KMS. It
+// implements [media.KeySource] and [media.KeyWatcher]. All methods are safe
+// for concurrent use.
+type Client struct {
+	cfg   Config
+	base  string // scheme://host, no trailing slash
+	hc    *http.Client
+	ownHC bool
+	key   *ecdsa.PrivateKey
+	kid   string
+	jwk   []byte // the device's public key as a JWK
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	cache   map[string]*cacheEntry
+	flights map[string]*flight
+}
+
+var (
+	_ media.KeySource  = (*Client)(nil)
+	_ media.KeyWatcher = (*Client)(nil)
+)
+
+type cacheEntry struct {
+	keys map[uint32]media.CallKey
+	min  uint32
+}
+
+// flight is one fetch shared by every concurrent Fetch of a URI.
+type flight struct {
+	done chan struct{}
+	keys []media.CallKey
+	err  error
+}
+
+// CallOptions describes a call key to create.
+type CallOptions struct {
+	// Participants are the identities allowed to fetch the call's keys.
+	// Required. The creator is not added implicitly.
+	Participants []string
+	// RotateEvery, if positive, makes the KMS rotate the key on this
+	// schedule (at least 10 ms). If zero, the key rotates only on demand
+	// and on participant removal.
+	RotateEvery time.Duration
+	// KeyLifetime is each version's lifetime after activation. If zero,
+	// the server's default (DefaultKeyLifetime for the reference server).
+	KeyLifetime time.Duration
+}
+
+var errClientClosed = fmt.Errorf("kms: client: %w", net.ErrClosed)
+
+// NewClient checks cfg and returns a client. It does no I/O.
+func NewClient(cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return nil, fmt.Errorf("kms: Config.URL must be an https URL without path, got %q", cfg.URL)
+	}
+	key := cfg.DeviceKey
+	hasCert := len(cfg.Certificate.Certificate) > 0
+	if key == nil && hasCert {
+		key, _ = cfg.Certificate.PrivateKey.(*ecdsa.PrivateKey)
+	}
+	if key == nil || key.Curve != elliptic.P256() {
+		return nil, errors.New("kms: a P-256 device key is required (Config.DeviceKey or the Certificate's key)")
+	}
+	if !hasCert && cfg.Token == "" && cfg.TokenSource == nil {
+		return nil, errors.New("kms: Config needs a Certificate, a Token or a TokenSource")
+	}
+	kid, err := keyID(&key.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("kms: device key: %w", err)
+	}
+	jwk, err := json.Marshal(jose.JSONWebKey{Key: &key.PublicKey})
+	if err != nil {
+		return nil, fmt.Errorf("kms: device key: %w", err)
+	}
+	c := &Client{
+		cfg:     cfg,
+		base:    "https://" + u.Host,
+		hc:      cfg.HTTPClient,
+		key:     key,
+		kid:     kid,
+		jwk:     jwk,
+		cache:   map[string]*cacheEntry{},
+		flights: map[string]*flight{},
+	}
+	if c.hc == nil {
+		tc := &tls.Config{
+			RootCAs:            cfg.RootCAs,
+			MinVersion:         tls.VersionTLS13,
+			ClientSessionCache: tls.NewLRUClientSessionCache(8),
+		}
+		if hasCert {
+			tc.Certificates = []tls.Certificate{cfg.Certificate}
+		}
+		c.hc = &http.Client{Transport: &http.Transport{
+			TLSClientConfig:     tc,
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: cfg.RequestTimeout,
+		}}
+		c.ownHC = true
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// Close ends every fetch and watch in progress, waits for the client's
+// goroutines and closes its idle connections. A second call returns an
+// error wrapping [net.ErrClosed].
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return errClientClosed
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	if c.ownHC {
+		c.hc.CloseIdleConnections()
+	}
+	c.mu.Lock()
+	for _, e := range c.cache {
+		wipeKeys(e.keys)
+	}
+	clear(c.cache)
+	c.mu.Unlock()
+	return nil
+}
+
+func wipeKeys(m map[uint32]media.CallKey) {
+	for _, k := range m {
+		clear(k.Key)
+	}
+}
+
+// callID checks that uri names a call key at this client's KMS.
+func (c *Client) callID(uri string) (string, error) {
+	id, ok := strings.CutPrefix(uri, c.base+pathCalls+"/")
+	if !ok || id == "" || len(id) > 128 || strings.ContainsAny(id, "/?#%") {
+		return "", fmt.Errorf("kms: key URI %q is not a call key of %s: %w", uri, c.base, ErrNotFound)
+	}
+	return id, nil
+}
+
+// Register registers the device's public key under its authenticated
+// identity. It is idempotent. With mutual TLS the key must be the
+// certificate's.
+func (c *Client) Register(ctx context.Context) error {
+	body, _ := json.Marshal(registerRequest{Key: c.jwk})
+	_, err := c.do(ctx, "register", http.MethodPost, pathDevices, nil, body, true, 0)
+	return err
+}
+
+// CreateCall creates a call key with its first version active at once and
+// returns its URI: the value to carry in signaling.
+func (c *Client) CreateCall(ctx context.Context, opts CallOptions) (string, error) {
+	body, err := json.Marshal(createRequest{
+		Participants:  opts.Participants,
+		RotateEveryMS: opts.RotateEvery.Milliseconds(),
+		LifetimeMS:    opts.KeyLifetime.Milliseconds(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("kms: create call: %w", err)
+	}
+	out, err := c.do(ctx, "create call", http.MethodPost, pathCalls, nil, body, true, 0)
+	if err != nil {
+		return "", err
+	}
+	var resp createResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		return "", fmt.Errorf("kms: create call: %w: %v", ErrMalformed, err)
+	}
+	if _, err := c.callID(resp.URI); err != nil {
+		return "", fmt.Errorf("kms: create call: %w: the KMS named a foreign URI", ErrMalformed)
+	}
+	return resp.URI, nil
+}
+
+// Rotate asks the KMS for a new version of the call key now and returns its
+// number. The version activates after the server's activation delay.
+func (c *Client) Rotate(ctx context.Context, uri string) (uint32, error) {
+	id, err := c.callID(uri)
+	if err != nil {
+		return 0, err
+	}
+	return c.rotateLike(ctx, "rotate", http.MethodPost, pathCalls+"/"+id+"/rotate")
+}
+
+// RemoveParticipant removes identity from the call (only the call's
+// creator may) and rotates the key at once: the removed device can never
+// fetch the new version.
+func (c *Client) RemoveParticipant(ctx context.Context, uri, identity string) error {
+	id, err := c.callID(uri)
+	if err != nil {
+		return err
+	}
+	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, pathCalls+"/"+id+"/participants/"+identity)
+	return err
+}
+
+func (c *Client) rotateLike(ctx context.Context, op, method, path string) (uint32, error) {
+	out, err := c.do(ctx, op, method, path, nil, nil, true, 0)
+	if err != nil {
+		return 0, err
+	}
+	var resp rotateResponse
+	if err := json.Unmarshal(out, &resp); err != nil || resp.Version == 0 {
+		return 0, fmt.Errorf("kms: %s: %w", op, ErrMalformed)
+	}
+	return resp.Version, nil
+}
+
+// Keys implements [media.KeySource]; it is [Client.Fetch].
+func (c *Client) Keys(ctx context.Context, uri string) ([]media.CallKey, error) {
+	return c.Fetch(ctx, uri)
+}
+
+// Fetch returns the usable versions of the call key named by uri, in
+// ascending order: pre-active, active, and superseded ones still within
+// their grace period. Concurrent fetches of one URI share one request.
+// When the KMS is unreachable it returns the last keys it fetched that have
+// not expired, if any; otherwise an error wrapping [ErrUnavailable]. Keys
+// print redacted.
+func (c *Client) Fetch(ctx context.Context, uri string) ([]media.CallKey, error) {
+	id, err := c.callID(uri)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errClientClosed
+	}
+	f := c.flights[uri]
+	if f == nil {
+		f = &flight{done: make(chan struct{})}
+		c.flights[uri] = f
+		c.wg.Add(1)
+		go c.fly(f, uri, id)
+	}
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("kms: fetch %q: %w", uri, ctx.Err())
+	}
+	if f.err == nil {
+		return copyKeys(f.keys), nil
+	}
+	if errors.Is(f.err, ErrUnavailable) {
+		if keys := c.cached(uri); len(keys) > 0 {
+			c.cfg.Logger.Warn("kms: KMS unreachable, serving cached keys", "uri", uri, "versions", len(keys), "err", f.err)
+			return keys, nil
+		}
+	}
+	if permanent(f.err) {
+		c.forget(uri)
+	}
+	return nil, f.err
+}
+
+func (c *Client) fly(f *flight, uri, id string) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
+	f.keys, f.err = c.fetchKeys(ctx, uri, id, 0, 0)
+	cancel()
+	c.mu.Lock()
+	delete(c.flights, uri)
+	c.mu.Unlock()
+	close(f.done)
+}
+
+func copyKeys(keys []media.CallKey) []media.CallKey {
+	out := slices.Clone(keys)
+	for i := range out {
+		out[i].Key = slices.Clone(out[i].Key)
+	}
+	return out
+}
+
+// cached returns the unexpired cached versions of uri, ascending.
+func (c *Client) cached(uri string) []media.CallKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.cache[uri]
+	if e == nil {
+		return nil
+	}
+	now := time.Now()
+	var out []media.CallKey
+	for _, k := range e.keys {
+		if k.Version >= e.min && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt)) {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, func(a, b media.CallKey) int { return int(a.Version) - int(b.Version) })
+	return copyKeys(out)
+}
+
+func (c *Client) forget(uri string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.cache[uri]; e != nil {
+		wipeKeys(e.keys)
+		delete(c.cache, uri)
+	}
+}
+
+// remember caches keys; a full fetch (after == 0) replaces what was there,
+// so that versions the KMS no longer delivers are dropped.
+func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	e := c.cache[uri]
+	if e == nil || after == 0 {
+		e = &cacheEntry{keys: map[uint32]media.CallKey{}}
+		c.cache[uri] = e
+	}
+	e.min = max(e.min, min)
+	for v := range e.keys {
+		if v < e.min {
+			delete(e.keys, v)
+		}
+	}
+	for _, k := range keys {
+		k.Key = slices.Clone(k.Key)
+		e.keys[k.Version] = k
+	}
+}
+
+// fetchKeys asks for the versions above after, holding up to wait.
+func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wait time.Duration) ([]media.CallKey, error) {
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(uint64(after), 10))
+	}
+	if wait > 0 {
+		q.Set("wait", strconv.FormatInt(wait.Milliseconds(), 10))
+	}
+	out, err := c.do(ctx, "fetch", http.MethodGet, pathCalls+"/"+id+"/keys", q, nil, false, wait)
+	if err != nil {
+		return nil, err
+	}
+	resp, keys, err := parseKeysResponse(out, uri, id, after, c.key, c.kid)
+	if err != nil {
+		return nil, err
+	}
+	c.remember(uri, resp.MinVersion, after, keys)
+	return keys, nil
+}
+
+// FetchVersion returns one version of the call key, for a receiver that
+// meets a version it does not have. It fails with an error wrapping
+// [ErrRevoked] for a compromised or destroyed version, [ErrBelowMinimum]
+// below the call's minimum, or [ErrExpired].
+func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (media.CallKey, error) {
+	id, err := c.callID(uri)
+	if err != nil {
+		return media.CallKey{}, err
+	}
+	q := url.Values{"version": {strconv.FormatUint(uint64(version), 10)}}
+	out, err := c.do(ctx, "fetch", http.MethodGet, pathCalls+"/"+id+"/keys", q, nil, false, 0)
+	if err != nil {
+		return media.CallKey{}, err
+	}
+	_, keys, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid)
+	if err != nil {
+		return media.CallKey{}, err
+	}
+	if len(keys) != 1 || keys[0].Version != version {
+		return media.CallKey{}, &DeliveryError{URI: uri, Version: version, Reason: ErrBinding, Detail: "the KMS sent other versions"}
+	}
+	return keys[0], nil
+}
+
+// parseKeysResponse checks and opens a key delivery: the response must be
+// for uri and call id, list versions above after in strictly ascending
+// order, none below its minimum, each a JWE that passes [unwrapKey].
+func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kid string) (keysResponse, []media.CallKey, error) {
+	var resp keysResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return resp, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
+	}
+	if resp.URI != uri || resp.CallID != id {
+		return resp, nil, &DeliveryError{URI: uri, Reason: ErrBinding, Detail: "response for another key"}
+	}
+	keys := make([]media.CallKey, 0, len(resp.Keys))
+	prev := after
+	for _, wk := range resp.Keys {
+		if wk.Version <= prev {
+			return resp, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBinding, Detail: "versions out of order or not asked for"}
+		}
+		if wk.Version < resp.MinVersion {
+			return resp, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBelowMinimum, Detail: fmt.Sprintf("minimum is %d", resp.MinVersion)}
+		}
+		k, err := unwrapKey(wk.JWE, priv, kid, binding{URI: uri, CallID: id, Version: wk.Version})
+		if err != nil {
+			for _, k := range keys {
+				clear(k.Key)
+			}
+			return resp, nil, err
+		}
+		keys = append(keys, k)
+		prev = wk.Version
+	}
+	return resp, keys, nil
+}
+
+// Watch calls fn with every version of the call key newer than the newest
+// it has reported, in ascending order, first with the versions usable now
+// and then as the KMS publishes new ones (long-poll). fn runs on Watch's
+// goroutine, never concurrently. Watch retries failures with backoff and
+// returns only when ctx is done (ctx.Err() wrapped), when the client is
+// closed ([net.ErrClosed] wrapped) or on a permanent error: unauthorized,
+// forbidden (for example after removal), not found, or an invalid delivery.
+func (c *Client) Watch(ctx context.Context, uri string, fn func(media.CallKey)) error {
+	id, err := c.callID(uri)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return errClientClosed
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.ctx, cancel)
+	defer stop()
+	var last uint32
+	var wait time.Duration
+	attempt := 0
+	for {
+		keys, err := c.fetchKeys(wctx, uri, id, last, wait)
+		if err == nil {
+			attempt = 0
+			wait = c.cfg.WatchWait
+			for _, k := range keys {
+				if k.Version > last {
+					fn(k)
+					last = k.Version
+				}
+			}
+			continue
+		}
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("kms: watch %q: %w", uri, ctx.Err())
+		case c.ctx.Err() != nil:
+			return errClientClosed
+		case permanent(err):
+			return fmt.Errorf("kms: watch %q: %w", uri, err)
+		}
+		d := c.cfg.Backoff.delay(attempt)
+		attempt++
+		c.cfg.Logger.Warn("kms: watch failed, retrying", "uri", uri, "in", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-wctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// delay returns the wait before retry number attempt (from 0): uniform in
+// [0, min(Max, Initial·2^attempt)).
+func (b Backoff) delay(attempt int) time.Duration {
+	ceil := b.Max
+	if attempt < 30 {
+		if d := b.Initial << attempt; d > 0 && d < b.Max {
+			ceil = d
+		}
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return mrand.N(ceil)
+}
+
+// do sends one request and returns the body of a 2xx response.
+func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body []byte, proof bool, wait time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout+wait)
+	defer cancel()
+	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(c.base, "https://"), Path: path, RawQuery: q.Encode()}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("kms: %s: %w", op, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	tok := c.cfg.Token
+	if c.cfg.TokenSource != nil {
+		if tok, err = c.cfg.TokenSource(ctx); err != nil {
+			return nil, fmt.Errorf("kms: %s: token: %w", op, err)
+		}
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if proof {
+		p, err := c.proof(method, req.URL.Path, body)
+		if err != nil {
+			return nil, fmt.Errorf("kms: %s: proof: %w", op, err)
+		}
+		req.Header.Set(proofHeader, p)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil && c.ctx.Err() == nil {
+			return nil, fmt.Errorf("kms: %s: %w", op, ctx.Err())
+		}
+		if c.ctx.Err() != nil {
+			return nil, errClientClosed
+		}
+		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e errorResponse
+		_ = json.Unmarshal(out, &e)
+		if len(e.Error) > 64 {
+			e.Error = e.Error[:64]
+		}
+		return nil, &ServerError{Status: resp.StatusCode, Code: e.Error, Op: op}
+	}
+	return out, nil
+}
+
+// proof signs a proof of freshness for one request.
+func (c *Client) proof(method, path string, body []byte) (string, error) {
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(proofClaims{
+		Method:   method,
+		Path:     path,
+		BodyHash: bodyHash(body),
+		Nonce:    base64.RawURLEncoding.EncodeToString(nonce),
+		IssuedMS: time.Now().UnixMilli(),
+	})
+	if err != nil {
+		return "", err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: c.key}, nil)
+	if err != nil {
+		return "", err
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
+}
+
+// String describes the client without its credentials.
+func (c *Client) String() string {
+	return fmt.Sprintf("kms.Client{URL: %s, DeviceKey: %s}", c.base, c.kid)
+}

@@ -1,0 +1,94 @@
+package kms
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Client defaults, used when the matching [Config] field is zero.
+const (
+	// DefaultInitialBackoff is the first wait after a failed request.
+	DefaultInitialBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff caps the wait between retries.
+	DefaultMaxBackoff = 10 * time.Second
+	// DefaultRequestTimeout bounds one request (a long-poll gets its wait
+	// on top).
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultWatchWait is how long a long-poll asks the KMS to hold.
+	DefaultWatchWait = 25 * time.Second
+)
+
+// Config configures a [Client]. URL and a credential (Certificate, or
+// Token/TokenSource with DeviceKey) are required; every other field's zero
+// value is valid.
+type Config struct {
+	// URL is the KMS base URL, for example "https://kms.example.com". It
+	// must be https. The client only ever sends credentials to it: key URIs
+	// under another base are refused.
+	URL string
+	// Certificate is the device identity for mutual TLS. Its private key
+	// must be a P-256 ECDSA key; it is also the device key that delivered
+	// keys are wrapped to. If empty, Token or TokenSource is required.
+	Certificate tls.Certificate
+	// Token is a bearer JWT whose subject is the device identity. If
+	// empty, TokenSource or Certificate is used.
+	Token string
+	// TokenSource, if set, is called for a token before every request
+	// (so it can refresh one); it takes precedence over Token.
+	TokenSource func(ctx context.Context) (string, error)
+	// DeviceKey is the P-256 key delivered keys are wrapped to and proofs
+	// are signed with. If nil, the Certificate's key.
+	DeviceKey *ecdsa.PrivateKey
+	// RootCAs verifies the KMS's certificate. If nil, the system roots.
+	RootCAs *x509.CertPool
+	// HTTPClient, if set, is used for every request as it is; its
+	// transport must then present the Certificate itself. If nil, the
+	// client builds one (TLS 1.3, keep-alive) and closes its idle
+	// connections in Close.
+	HTTPClient *http.Client
+	// Backoff paces retries after failures.
+	Backoff Backoff
+	// RequestTimeout bounds one request. If zero, defaults to
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// WatchWait is the long-poll duration Watch asks for. If zero,
+	// defaults to DefaultWatchWait.
+	WatchWait time.Duration
+	// Logger receives operational events (retries, serving cached keys);
+	// never keys or tokens. If nil, the client is silent.
+	Logger *slog.Logger
+}
+
+// Backoff is an exponential backoff with full jitter: the n-th wait is
+// uniform in [0, min(Max, Initial·2ⁿ)).
+type Backoff struct {
+	// Initial is the first ceiling. If zero, defaults to
+	// DefaultInitialBackoff.
+	Initial time.Duration
+	// Max caps the ceiling. If zero, defaults to DefaultMaxBackoff.
+	Max time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Backoff.Initial == 0 {
+		c.Backoff.Initial = DefaultInitialBackoff
+	}
+	if c.Backoff.Max == 0 {
+		c.Backoff.Max = DefaultMaxBackoff
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.WatchWait == 0 {
+		c.WatchWait = DefaultWatchWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

@@ -1,0 +1,3 @@
+package kms_test
+
+func runCrashChild() bool { return false }

@@ -1,0 +1,147 @@
+package kms
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Sentinel errors that callers branch on. Errors returned by [Client]
+// methods wrap one of them when it applies; test with [errors.Is].
+var (
+	// ErrUnauthorized: the KMS did not accept the device's credentials
+	// (unknown CA, expired certificate or token, bad signature, device key
+	// not registered). Retrying with the same credentials will not help.
+	ErrUnauthorized = errors.New("kms: unauthorized")
+	// ErrForbidden: the device is authenticated but not a participant of
+	// the call (or no longer is). The KMS says nothing else.
+	ErrForbidden = errors.New("kms: forbidden")
+	// ErrNotFound: no call key has this URI.
+	ErrNotFound = errors.New("kms: not found")
+	// ErrRevoked: the requested key version is compromised or destroyed.
+	ErrRevoked = errors.New("kms: key revoked")
+	// ErrBelowMinimum: the requested version is below the call's minimum
+	// usable version.
+	ErrBelowMinimum = errors.New("kms: key version below minimum")
+	// ErrExpired: the requested version is past its expiry (or its grace
+	// period after a newer version activated).
+	ErrExpired = errors.New("kms: key version expired")
+	// ErrUnavailable: the KMS could not be reached or failed; the request
+	// may succeed later.
+	ErrUnavailable = errors.New("kms: unavailable")
+	// ErrReplayed: the KMS refused a state-changing request whose proof of
+	// freshness it had already seen or that was too old.
+	ErrReplayed = errors.New("kms: replayed request")
+	// ErrInvalidDelivery: a wrapped key from the KMS failed the client's
+	// checks. The [DeliveryError] says which one.
+	ErrInvalidDelivery = errors.New("kms: invalid key delivery")
+)
+
+// Reasons a [DeliveryError] gives; each is an error of its own so that tests
+// and callers can tell them apart with [errors.Is].
+var (
+	// ErrAlgorithm: the JWE uses an algorithm outside the allow-list
+	// (only ECDH-ES+A256KW key agreement with A256GCM content encryption).
+	ErrAlgorithm = errors.New("kms: JWE algorithm not allowed")
+	// ErrTampered: the JWE failed authenticated decryption: its protected
+	// header, encrypted key, IV, ciphertext or tag was altered.
+	ErrTampered = errors.New("kms: JWE failed authentication")
+	// ErrWrongRecipient: the JWE is wrapped to another key than this
+	// device's.
+	ErrWrongRecipient = errors.New("kms: JWE wrapped to another key")
+	// ErrBinding: the JWE's protected header does not bind the key URI,
+	// call id or version the client asked for, or lacks activation/expiry.
+	ErrBinding = errors.New("kms: JWE header does not bind the request")
+	// ErrMalformed: the JWE or the response carrying it could not be parsed.
+	ErrMalformed = errors.New("kms: malformed response")
+)
+
+// DeliveryError reports a wrapped key that the client refused.
+type DeliveryError struct {
+	URI     string
+	Version uint32
+	// Reason is one of ErrAlgorithm, ErrTampered, ErrWrongRecipient,
+	// ErrBinding, ErrBelowMinimum or ErrMalformed.
+	Reason error
+	// Detail is a human-readable explanation; it never holds key material.
+	Detail string
+}
+
+func (e *DeliveryError) Error() string {
+	s := fmt.Sprintf("kms: key %q version %d refused: %v", e.URI, e.Version, e.Reason)
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+// Unwrap returns the reason and ErrInvalidDelivery.
+func (e *DeliveryError) Unwrap() []error { return []error{e.Reason, ErrInvalidDelivery} }
+
+// Error codes carried in the KMS's JSON error bodies.
+const (
+	codeBadRequest         = "bad_request"
+	codeUnauthenticated    = "unauthenticated"
+	codeUnknownAuthority   = "unknown_authority"
+	codeCertificateExpired = "certificate_expired"
+	codeTokenExpired       = "token_expired"
+	codeBadToken           = "bad_token"
+	codeNotRegistered      = "not_registered"
+	codeForbidden          = "forbidden"
+	codeNotFound           = "not_found"
+	codeCompromised        = "compromised"
+	codeDestroyed          = "destroyed"
+	codeBelowMinimum       = "below_minimum"
+	codeExpired            = "expired"
+	codeReplayed           = "replayed"
+	codeStaleProof         = "stale_proof"
+	codeBadProof           = "bad_proof"
+	codeUnavailable        = "unavailable"
+	codeInternal           = "internal"
+)
+
+// ServerError is an error response from the KMS.
+type ServerError struct {
+	// Status is the HTTP status code.
+	Status int
+	// Code is the KMS's machine-readable code, for example
+	// "certificate_expired", "token_expired", "unknown_authority",
+	// "compromised", "destroyed", "replayed".
+	Code string
+	// Op names the client operation, for example "fetch".
+	Op string
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("kms: %s: %d %s", e.Op, e.Status, e.Code)
+}
+
+// Is maps the response onto the package's sentinel errors.
+func (e *ServerError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized && e.Code != codeReplayed && e.Code != codeStaleProof
+	case ErrReplayed:
+		return e.Code == codeReplayed || e.Code == codeStaleProof
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrRevoked:
+		return e.Code == codeCompromised || e.Code == codeDestroyed
+	case ErrBelowMinimum:
+		return e.Code == codeBelowMinimum
+	case ErrExpired:
+		return e.Code == codeExpired
+	case ErrUnavailable:
+		return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+	}
+	return false
+}
+
+// permanent reports whether retrying err cannot help.
+func permanent(err error) bool {
+	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) ||
+		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
+		errors.Is(err, ErrExpired)
+}

@@ -1,0 +1,1125 @@
+package kms
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Server is the reference KMS: an [http.Handler] serving the protocol the
+// [Client] speaks. Serve it over TLS with [Server.TLSConfig] so that devices
+// can present certificates. Close stops its rotation scheduler and its store
+// writer; the caller shuts its http.Server down first.
+type Server struct {
+	cfg     ServerConfig
+	aead    cipher.AEAD
+	mux     *http.ServeMux
+	started time.Time
+
+	mu      sync.RWMutex // guards devices, calls and everything in them
+	devices map[string]*device
+	calls   map[string]*call
+
+	writeMu sync.Mutex // serializes state changes: compute, commit, apply
+
+	auth authCache
+
+	nonceMu   sync.Mutex
+	nonces    map[string]time.Time
+	lastSweep time.Time
+
+	closeMu sync.RWMutex // held for reading while sending to queue
+	closed  bool
+	queue   chan *pending
+	closing chan struct{}
+	wake    chan struct{}
+	wg      sync.WaitGroup
+}
+
+var _ http.Handler = (*Server)(nil)
+
+type device struct {
+	pub *ecdsa.PublicKey
+	kid string
+}
+
+type deviceRecord struct {
+	Identity     string          `json:"identity"`
+	Key          json.RawMessage `json:"key"`
+	RegisteredAt time.Time       `json:"registered_at"`
+}
+
+type versionRecord struct {
+	Version    uint32    `json:"version"`
+	State      string    `json:"state,omitempty"` // "", "compromised" or "destroyed"
+	CreatedAt  time.Time `json:"created_at"`
+	ActivateAt time.Time `json:"activate_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	SealedKey  []byte    `json:"sealed_key,omitempty"`
+}
+
+type callRecord struct {
+	ID            string          `json:"id"`
+	Creator       string          `json:"creator"`
+	Participants  []string        `json:"participants"`
+	RotateEveryMS int64           `json:"rotate_every_ms,omitempty"`
+	LifetimeMS    int64           `json:"lifetime_ms,omitempty"`
+	CreatedAt     time.Time       `json:"created_at"`
+	MinVersion    uint32          `json:"min_version"`
+	Versions      []versionRecord `json:"versions"`
+}
+
+func (r callRecord) clone() callRecord {
+	r.Participants = slices.Clone(r.Participants)
+	r.Versions = slices.Clone(r.Versions)
+	return r
+}
+
+type call struct {
+	rec          callRecord
+	keys         map[uint32][]byte
+	changed      chan struct{} // closed and replaced on every change
+	nextRotation time.Time     // zero when not scheduled
+}
+
+// pending is one group of writes and audit entries for the store writer.
+type pending struct {
+	writes  []Write
+	entries []AuditEntry
+	done    chan error
+}
+
+const (
+	bucketMeta = "meta"
+	metaHead   = "audit-head"
+)
+
+var errServerClosed = fmt.Errorf("kms: server: %w", net.ErrClosed)
+
+// NewServer loads the server's state from cfg.Store, unsealing every key
+// with cfg.KEK (a wrong KEK fails here), and starts its rotation scheduler
+// and store writer.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("kms: ServerConfig.Store is required")
+	}
+	if len(cfg.KEK) != 32 {
+		return nil, errors.New("kms: ServerConfig.KEK must be 32 bytes")
+	}
+	cfg = cfg.withDefaults()
+	block, err := aes.NewCipher(cfg.KEK)
+	if err != nil {
+		return nil, fmt.Errorf("kms: KEK: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("kms: KEK: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		aead:    aead,
+		started: cfg.Clock(),
+		devices: map[string]*device{},
+		calls:   map[string]*call{},
+		nonces:  map[string]time.Time{},
+		queue:   make(chan *pending, 4096),
+		closing: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+	}
+	s.auth.init()
+	if err := s.load(context.Background()); err != nil {
+		return nil, err
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST "+pathDevices, s.handleRegister)
+	s.mux.HandleFunc("POST "+pathCalls, s.handleCreate)
+	s.mux.HandleFunc("GET "+pathCalls+"/{id}/keys", s.handleKeys)
+	s.mux.HandleFunc("POST "+pathCalls+"/{id}/rotate", s.handleRotate)
+	s.mux.HandleFunc("DELETE "+pathCalls+"/{id}/participants/{identity}", s.handleRemove)
+	s.wg.Add(2)
+	go s.writer()
+	go s.scheduler()
+	return s, nil
+}
+
+func (s *Server) load(ctx context.Context) error {
+	err := s.cfg.Store.ForEach(ctx, bucketDevices, func(id string, v []byte) error {
+		var rec deviceRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		pub, err := parsePublicJWK(rec.Key)
+		if err != nil {
+			return err
+		}
+		kid, err := keyID(pub)
+		if err != nil {
+			return err
+		}
+		s.devices[id] = &device{pub: pub, kid: kid}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kms: load devices: %w", err)
+	}
+	err = s.cfg.Store.ForEach(ctx, bucketCalls, func(id string, v []byte) error {
+		var rec callRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		c := &call{rec: rec, keys: map[uint32][]byte{}, changed: make(chan struct{})}
+		for _, vr := range rec.Versions {
+			if vr.SealedKey == nil {
+				continue
+			}
+			k, err := s.unseal(id, vr.Version, vr.SealedKey)
+			if err != nil {
+				return err
+			}
+			c.keys[vr.Version] = k
+		}
+		if rec.RotateEveryMS > 0 && len(rec.Versions) > 0 {
+			c.nextRotation = rec.Versions[len(rec.Versions)-1].CreatedAt.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
+		}
+		s.calls[id] = c
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kms: load calls: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) auditHead(ctx context.Context) (AuditHead, error) {
+	head := AuditHead{Hash: genesisHash}
+	v, err := s.cfg.Store.Get(ctx, bucketMeta, metaHead)
+	if err != nil || v == nil {
+		return head, err
+	}
+	if err := json.Unmarshal(v, &head); err != nil {
+		return head, fmt.Errorf("kms: audit head: %w", err)
+	}
+	return head, nil
+}
+
+func sealAAD(callID string, version uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte("securecall-kms key\x00"+callID+"\x00"), version)
+}
+
+func (s *Server) seal(callID string, version uint32, key []byte) ([]byte, error) {
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return s.aead.Seal(nonce, nonce, key, sealAAD(callID, version)), nil
+}
+
+func (s *Server) unseal(callID string, version uint32, sealed []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("kms: sealed key too short")
+	}
+	k, err := s.aead.Open(nil, sealed[:n], sealed[n:], sealAAD(callID, version))
+	if err != nil {
+		return nil, fmt.Errorf("kms: unseal key %s v%d (wrong KEK?): %w", callID, version, err)
+	}
+	return k, nil
+}
+
+// TLSConfig returns a TLS configuration for serving the KMS with cert: TLS
+// 1.3, and client certificates requested (the server verifies them itself
+// against ClientCAs, so that it can answer each failure precisely).
+func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS13,
+		ClientAuth:   tls.RequestClientCert,
+	}
+}
+
+// ServeHTTP implements [http.Handler].
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// Close stops the rotation scheduler, writes what is queued for the store
+// and returns once every goroutine of the server has ended. It does not
+// close the Store. A second call returns an error wrapping [net.ErrClosed].
+func (s *Server) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return errServerClosed
+	}
+	s.closed = true
+	close(s.closing)
+	close(s.queue)
+	s.closeMu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// submit queues writes and audit entries for the store writer. The returned
+// channel reports the commit's outcome.
+func (s *Server) submit(writes []Write, entries ...AuditEntry) <-chan error {
+	done := make(chan error, 1)
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		done <- errServerClosed
+		return done
+	}
+	s.queue <- &pending{writes: writes, entries: entries, done: done}
+	return done
+}
+
+// commit submits and waits for durability.
+func (s *Server) commit(writes []Write, entries ...AuditEntry) error {
+	return <-s.submit(writes, entries...)
+}
+
+// audit records a decision; it is durable once the store writer's next
+// commit returns, which callers do not wait for.
+func (s *Server) audit(e AuditEntry) {
+	s.submit(nil, e)
+}
+
+// Flush returns once every decision made so far is on stable storage.
+func (s *Server) Flush(ctx context.Context) error {
+	select {
+	case err := <-s.submit(nil):
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("kms: flush: %w", ctx.Err())
+	}
+}
+
+// ExportAuditLog flushes pending decisions and writes the audit log to w
+// (see [ExportAuditLog]).
+func (s *Server) ExportAuditLog(ctx context.Context, w io.Writer) error {
+	if err := s.Flush(ctx); err != nil {
+		return err
+	}
+	return ExportAuditLog(ctx, s.cfg.Store, w)
+}
+
+// writer is the store's only writer: it groups whatever is queued into one
+// commit, chaining audit entries in queue order (group commit).
+func (s *Server) writer() {
+	defer s.wg.Done()
+	ctx := context.Background()
+	head, err := s.auditHead(ctx)
+	if err != nil {
+		s.cfg.Logger.Error("kms: reading audit head", "err", err)
+	}
+	for {
+		p, ok := <-s.queue
+		if !ok {
+			return
+		}
+		batch := []*pending{p}
+	drain:
+		for len(batch) < 1024 {
+			select {
+			case p, ok := <-s.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		var writes []Write
+		next := head
+		var sealErr error
+		for _, p := range batch {
+			writes = append(writes, p.writes...)
+			for i := range p.entries {
+				e := &p.entries[i]
+				b, err := e.seal(next)
+				if err != nil {
+					sealErr = err
+					break
+				}
+				next = AuditHead{Seq: e.Seq, Hash: e.Hash}
+				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: b})
+			}
+		}
+		if next != head {
+			hb, _ := json.Marshal(next)
+			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: hb})
+		}
+		err := sealErr
+		if err == nil && len(writes) > 0 {
+			err = s.cfg.Store.Commit(ctx, writes)
+		}
+		if err == nil {
+			head = next
+		} else {
+			s.cfg.Logger.Error("kms: store commit failed", "err", err)
+		}
+		for _, p := range batch {
+			p.done <- err
+		}
+	}
+}
+
+// scheduler rotates calls that asked for a schedule.
+func (s *Server) scheduler() {
+	defer s.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := s.cfg.Clock()
+		var due []string
+		next := now.Add(time.Hour)
+		s.mu.RLock()
+		for id, c := range s.calls {
+			if c.nextRotation.IsZero() {
+				continue
+			}
+			if !c.nextRotation.After(now) {
+				due = append(due, id)
+			} else if c.nextRotation.Before(next) {
+				next = c.nextRotation
+			}
+		}
+		s.mu.RUnlock()
+		for _, id := range due {
+			if _, err := s.rotate(id, "scheduler", "scheduled", nil); err != nil {
+				s.cfg.Logger.Warn("kms: scheduled rotation failed", "call", id, "err", err)
+				s.mu.Lock()
+				if c := s.calls[id]; c != nil && !c.nextRotation.IsZero() {
+					c.nextRotation = now.Add(time.Second)
+				}
+				s.mu.Unlock()
+			}
+		}
+		if len(due) > 0 {
+			continue
+		}
+		timer.Reset(next.Sub(now))
+		select {
+		case <-s.closing:
+			return
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// rotate adds a version to call id, after applying change (if any) to the
+// call's record, and commits both with their audit entry.
+func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error) (uint32, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.RLock()
+	c := s.calls[id]
+	var rec callRecord
+	if c != nil {
+		rec = c.rec.clone()
+	}
+	s.mu.RUnlock()
+	if c == nil {
+		return 0, errNoCall
+	}
+	if change != nil {
+		if err := change(&rec); err != nil {
+			return 0, err
+		}
+	}
+	now := s.cfg.Clock().UTC()
+	key, vr, err := s.newVersion(&rec, now, now.Add(s.cfg.ActivationDelay))
+	if err != nil {
+		return 0, err
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}},
+		AuditEntry{Time: now, Action: "rotate", Actor: actor, Call: id, Version: vr.Version, Outcome: "ok", Detail: detail})
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	c.rec = rec
+	c.keys[vr.Version] = key
+	if rec.RotateEveryMS > 0 {
+		c.nextRotation = now.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+	s.mu.Unlock()
+	s.poke()
+	s.cfg.Logger.Info("kms: rotated", "call", id, "version", vr.Version, "actor", actor)
+	return vr.Version, nil
+}
+
+var errNoCall = errors.New("kms: no such call")
+
+func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, versionRecord, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, versionRecord{}, err
+	}
+	lifetime := s.cfg.KeyLifetime
+	if rec.LifetimeMS > 0 {
+		lifetime = time.Duration(rec.LifetimeMS) * time.Millisecond
+	}
+	vr := versionRecord{
+		Version:    uint32(len(rec.Versions) + 1),
+		CreatedAt:  now,
+		ActivateAt: activate,
+		ExpiresAt:  activate.Add(lifetime),
+	}
+	sealed, err := s.seal(rec.ID, vr.Version, key)
+	if err != nil {
+		return nil, versionRecord{}, err
+	}
+	vr.SealedKey = sealed
+	rec.Versions = append(rec.Versions, vr)
+	return key, vr, nil
+}
+
+// SetKeyState marks a version of call callID compromised or destroyed (the
+// only states an operator sets; the others follow from time). Destroying
+// erases the key material from the store. Both are final and audited.
+func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32, state KeyState) error {
+	if state != StateCompromised && state != StateDestroyed {
+		return fmt.Errorf("kms: set key state: %v cannot be set", state)
+	}
+	return s.changeCall(callID, AuditEntry{Action: "state", Actor: "operator", Version: version, Detail: state.String()}, func(rec *callRecord) error {
+		if version == 0 || int(version) > len(rec.Versions) {
+			return fmt.Errorf("kms: set key state: call %q has no version %d", callID, version)
+		}
+		vr := &rec.Versions[version-1]
+		if vr.State == StateDestroyed.String() {
+			return fmt.Errorf("kms: set key state: version %d is destroyed", version)
+		}
+		vr.State = state.String()
+		if state == StateDestroyed {
+			vr.SealedKey = nil
+		}
+		return nil
+	}, func(c *call) {
+		if state == StateDestroyed {
+			delete(c.keys, version)
+		}
+	})
+}
+
+// SetMinVersion sets the lowest version of call callID that is delivered;
+// lower ones are refused from then on. It never lowers the minimum.
+func (s *Server) SetMinVersion(ctx context.Context, callID string, version uint32) error {
+	return s.changeCall(callID, AuditEntry{Action: "min-version", Actor: "operator", Version: version}, func(rec *callRecord) error {
+		if int(version) > len(rec.Versions) {
+			return fmt.Errorf("kms: set min version: call %q has no version %d", callID, version)
+		}
+		rec.MinVersion = max(rec.MinVersion, version)
+		return nil
+	}, nil)
+}
+
+func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call)) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.RLock()
+	c := s.calls[id]
+	var rec callRecord
+	if c != nil {
+		rec = c.rec.clone()
+	}
+	s.mu.RUnlock()
+	if c == nil {
+		return fmt.Errorf("kms: call %q: %w", id, ErrNotFound)
+	}
+	if err := change(&rec); err != nil {
+		return err
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	e.Time, e.Call, e.Outcome = s.cfg.Clock().UTC(), id, "ok"
+	if err := s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, e); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	c.rec = rec
+	if apply != nil {
+		apply(c)
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+	s.mu.Unlock()
+	return nil
+}
+
+// apiError is an error response: status, code, and the audit detail.
+type apiError struct {
+	status int
+	code   string
+}
+
+func (e *apiError) Error() string { return e.code }
+
+func fail(status int, code string) *apiError { return &apiError{status: status, code: code} }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// deny answers with an error and audits the denial.
+func (s *Server) deny(w http.ResponseWriter, e *apiError, action, actor, callID string) {
+	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: actor, Call: callID, Outcome: "denied", Detail: e.code})
+	writeJSON(w, e.status, errorResponse{Error: e.code})
+}
+
+func readBody(r *http.Request) ([]byte, *apiError) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, codeBadRequest)
+	}
+	return b, nil
+}
+
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+func (s *Server) baseURL(r *http.Request) string {
+	if s.cfg.BaseURL != "" {
+		return s.cfg.BaseURL
+	}
+	return "https://" + r.Host
+}
+
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	p, aerr := s.authenticate(r)
+	if aerr != nil {
+		s.deny(w, aerr, "register", "", "")
+		return
+	}
+	body, aerr := readBody(r)
+	if aerr != nil {
+		s.deny(w, aerr, "register", p.identity, "")
+		return
+	}
+	var req registerRequest
+	if err := decodeStrict(body, &req); err != nil {
+		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		return
+	}
+	pub, err := parsePublicJWK(req.Key)
+	if err != nil {
+		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		return
+	}
+	if p.certKey != nil && !p.certKey.Equal(pub) {
+		// With mutual TLS the device key is the certificate's key.
+		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		return
+	}
+	if aerr := s.checkProof(r, body, pub); aerr != nil {
+		s.deny(w, aerr, "register", p.identity, "")
+		return
+	}
+	kid, err := keyID(pub)
+	if err != nil {
+		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		return
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.RLock()
+	old := s.devices[p.identity]
+	s.mu.RUnlock()
+	if old != nil && old.kid == kid {
+		writeJSON(w, http.StatusOK, struct{}{})
+		return
+	}
+	now := s.cfg.Clock().UTC()
+	rec, _ := json.Marshal(deviceRecord{Identity: p.identity, Key: req.Key, RegisteredAt: now})
+	detail := "registered " + kid
+	if old != nil {
+		detail = "replaced " + old.kid + " with " + kid
+	}
+	if err := s.commit([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}},
+		AuditEntry{Time: now, Action: "register", Actor: p.identity, Outcome: "ok", Detail: detail}); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		return
+	}
+	s.mu.Lock()
+	s.devices[p.identity] = &device{pub: pub, kid: kid}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// maxParticipants and maxIdentity bound a call's participant list.
+const (
+	maxParticipants = 1024
+	maxIdentity     = 256
+)
+
+func (s *Server) registered(identity string) *device {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.devices[identity]
+}
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	p, aerr := s.authenticate(r)
+	if aerr != nil {
+		s.deny(w, aerr, "create", "", "")
+		return
+	}
+	dev := s.registered(p.identity)
+	if dev == nil {
+		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), "create", p.identity, "")
+		return
+	}
+	body, aerr := readBody(r)
+	if aerr != nil {
+		s.deny(w, aerr, "create", p.identity, "")
+		return
+	}
+	if aerr := s.checkProof(r, body, dev.pub); aerr != nil {
+		s.deny(w, aerr, "create", p.identity, "")
+		return
+	}
+	req, err := parseCreateRequest(body)
+	if err != nil {
+		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "create", p.identity, "")
+		return
+	}
+	idb := make([]byte, 16)
+	rand.Read(idb)
+	id := base64.RawURLEncoding.EncodeToString(idb)
+	now := s.cfg.Clock().UTC()
+	rec := callRecord{
+		ID:            id,
+		Creator:       p.identity,
+		Participants:  req.Participants,
+		RotateEveryMS: req.RotateEveryMS,
+		LifetimeMS:    req.LifetimeMS,
+		CreatedAt:     now,
+		MinVersion:    1,
+	}
+	key, vr, err := s.newVersion(&rec, now, now)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
+		return
+	}
+	val, _ := json.Marshal(rec)
+	s.writeMu.Lock()
+	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}},
+		AuditEntry{Time: now, Action: "create", Actor: p.identity, Call: id, Version: 1, Outcome: "ok",
+			Detail: fmt.Sprintf("%d participants", len(rec.Participants))})
+	if err == nil {
+		c := &call{rec: rec, keys: map[uint32][]byte{vr.Version: key}, changed: make(chan struct{})}
+		if rec.RotateEveryMS > 0 {
+			c.nextRotation = now.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
+		}
+		s.mu.Lock()
+		s.calls[id] = c
+		s.mu.Unlock()
+	}
+	s.writeMu.Unlock()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		return
+	}
+	s.poke()
+	writeJSON(w, http.StatusCreated, createResponse{URI: s.baseURL(r) + pathCalls + "/" + id, CallID: id, Version: 1})
+}
+
+// parseCreateRequest decodes and validates a create request body.
+func parseCreateRequest(body []byte) (createRequest, error) {
+	var req createRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return req, err
+	}
+	if len(req.Participants) == 0 || len(req.Participants) > maxParticipants {
+		return req, errors.New("participants: 1 to 1024 required")
+	}
+	seen := map[string]bool{}
+	for _, p := range req.Participants {
+		if p == "" || len(p) > maxIdentity || seen[p] {
+			return req, errors.New("participants: empty, too long or repeated identity")
+		}
+		seen[p] = true
+	}
+	if req.RotateEveryMS < 0 || req.LifetimeMS < 0 || (req.RotateEveryMS > 0 && req.RotateEveryMS < 10) {
+		return req, errors.New("bad rotation period or lifetime")
+	}
+	return req, nil
+}
+
+// lookup returns call id for a participant, or the error to answer.
+func (s *Server) participant(id, identity string) (*call, *apiError) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.calls[id]
+	if c == nil {
+		return nil, fail(http.StatusNotFound, codeNotFound)
+	}
+	if !slices.Contains(c.rec.Participants, identity) {
+		return nil, fail(http.StatusForbidden, codeForbidden)
+	}
+	return c, nil
+}
+
+// deliverable is one version to wrap, copied out under the lock.
+type deliverable struct {
+	version    uint32
+	state      KeyState
+	key        []byte
+	activateAt time.Time
+	expiresAt  time.Time
+}
+
+// usable lists the versions of c above after that are deliverable at now.
+// Called with s.mu held.
+func (s *Server) usable(c *call, now time.Time, after uint32) []deliverable {
+	var out []deliverable
+	vs := c.rec.Versions
+	for i, vr := range vs {
+		if vr.Version <= after || vr.Version < c.rec.MinVersion || vr.State != "" {
+			continue
+		}
+		exp := vr.ExpiresAt
+		state := StateActive
+		if now.Before(vr.ActivateAt) {
+			state = StatePreActive
+		}
+		if i+1 < len(vs) {
+			retire := vs[i+1].ActivateAt.Add(s.cfg.Grace)
+			if exp.IsZero() || retire.Before(exp) {
+				exp = retire
+			}
+			if !now.Before(vs[i+1].ActivateAt) {
+				state = StateDeactivated
+			}
+		}
+		if !exp.IsZero() && !now.Before(exp) {
+			continue
+		}
+		k := c.keys[vr.Version]
+		if k == nil {
+			continue
+		}
+		out = append(out, deliverable{version: vr.Version, state: state, key: k, activateAt: vr.ActivateAt, expiresAt: exp})
+	}
+	return out
+}
+
+func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	p, aerr := s.authenticate(r)
+	if aerr != nil {
+		s.deny(w, aerr, "fetch", "", id)
+		return
+	}
+	q := r.URL.Query()
+	after, err1 := parseUint32(q.Get("after"))
+	waitMS, err2 := strconv.ParseUint(defaultString(q.Get("wait"), "0"), 10, 32)
+	version, err3 := parseUint32(q.Get("version"))
+	if err1 != nil || err2 != nil || err3 != nil {
+		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "fetch", p.identity, id)
+		return
+	}
+	c, aerr := s.participant(id, p.identity)
+	if aerr != nil {
+		s.deny(w, aerr, "fetch", p.identity, id)
+		return
+	}
+	dev := s.registered(p.identity)
+	if dev == nil {
+		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), "fetch", p.identity, id)
+		return
+	}
+	wait := min(time.Duration(waitMS)*time.Millisecond, s.cfg.MaxWatchWait)
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	action := "fetch"
+	if wait > 0 {
+		action = "watch"
+	}
+	for {
+		now := s.cfg.Clock()
+		s.mu.RLock()
+		// Re-check membership on every wake-up: removal ends a watch.
+		member := slices.Contains(c.rec.Participants, p.identity)
+		rec := c.rec
+		changed := c.changed
+		var ds []deliverable
+		var stateErr *apiError
+		if version != 0 {
+			ds, stateErr = s.oneVersion(c, now, version)
+		} else {
+			ds = s.usable(c, now, after)
+		}
+		s.mu.RUnlock()
+		if !member {
+			s.deny(w, fail(http.StatusForbidden, codeForbidden), action, p.identity, id)
+			return
+		}
+		if stateErr != nil {
+			s.deny(w, stateErr, action, p.identity, id)
+			return
+		}
+		if len(ds) > 0 || timeout == nil {
+			s.deliver(w, r, rec, dev, ds, action, p.identity)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			timeout = nil
+		case <-r.Context().Done():
+			return
+		case <-s.closing:
+			timeout = nil
+		}
+	}
+}
+
+// oneVersion returns version v of c, or why it is not deliverable.
+// Called with s.mu held.
+func (s *Server) oneVersion(c *call, now time.Time, v uint32) ([]deliverable, *apiError) {
+	if int(v) > len(c.rec.Versions) {
+		return nil, fail(http.StatusNotFound, codeNotFound)
+	}
+	switch c.rec.Versions[v-1].State {
+	case StateCompromised.String():
+		return nil, fail(http.StatusGone, codeCompromised)
+	case StateDestroyed.String():
+		return nil, fail(http.StatusGone, codeDestroyed)
+	}
+	if v < c.rec.MinVersion {
+		return nil, fail(http.StatusGone, codeBelowMinimum)
+	}
+	for _, d := range s.usable(c, now, v-1) {
+		if d.version == v {
+			return []deliverable{d}, nil
+		}
+	}
+	return nil, fail(http.StatusGone, codeExpired)
+}
+
+func (s *Server) deliver(w http.ResponseWriter, r *http.Request, rec callRecord, dev *device, ds []deliverable, action, identity string) {
+	uri := s.baseURL(r) + pathCalls + "/" + rec.ID
+	resp := keysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wireKey, 0, len(ds))}
+	var last uint32
+	for _, d := range ds {
+		jwe, err := wrapKey(dev.pub, dev.kid, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
+			return
+		}
+		resp.Keys = append(resp.Keys, wireKey{Version: d.version, State: d.state.String(), JWE: jwe})
+		last = d.version
+	}
+	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: identity, Call: rec.ID, Version: last, Outcome: "ok",
+		Detail: fmt.Sprintf("%d versions", len(ds))})
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func parseUint32(s string) (uint32, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	return uint32(v), err
+}
+
+func defaultString(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// stateChange authenticates a state-changing request on call id: the
+// caller must be registered, a participant (or, if creatorOnly, the
+// creator) and carry a valid proof of freshness.
+func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (string, bool) {
+	id := r.PathValue("id")
+	p, aerr := s.authenticate(r)
+	if aerr != nil {
+		s.deny(w, aerr, action, "", id)
+		return "", false
+	}
+	s.mu.RLock()
+	c := s.calls[id]
+	allowed := c != nil && (c.rec.Creator == p.identity || (!creatorOnly && slices.Contains(c.rec.Participants, p.identity)))
+	s.mu.RUnlock()
+	if c == nil {
+		s.deny(w, fail(http.StatusNotFound, codeNotFound), action, p.identity, id)
+		return "", false
+	}
+	if !allowed {
+		s.deny(w, fail(http.StatusForbidden, codeForbidden), action, p.identity, id)
+		return "", false
+	}
+	dev := s.registered(p.identity)
+	if dev == nil {
+		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), action, p.identity, id)
+		return "", false
+	}
+	body, aerr := readBody(r)
+	if aerr == nil {
+		aerr = s.checkProof(r, body, dev.pub)
+	}
+	if aerr == nil && len(body) > 0 {
+		aerr = fail(http.StatusBadRequest, codeBadRequest)
+	}
+	if aerr != nil {
+		s.deny(w, aerr, action, p.identity, id)
+		return "", false
+	}
+	return p.identity, true
+}
+
+func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
+	who, ok := s.stateChange(w, r, "rotate", false)
+	if !ok {
+		return
+	}
+	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		return
+	}
+	writeJSON(w, http.StatusOK, rotateResponse{Version: v})
+}
+
+func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
+	who, ok := s.stateChange(w, r, "remove", true)
+	if !ok {
+		return
+	}
+	id, gone := r.PathValue("id"), r.PathValue("identity")
+	errNotMember := errors.New("not a participant")
+	v, err := s.rotate(id, who, "removed "+gone, func(rec *callRecord) error {
+		i := slices.Index(rec.Participants, gone)
+		if i < 0 {
+			return errNotMember
+		}
+		rec.Participants = slices.Delete(rec.Participants, i, i+1)
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNotMember):
+		s.deny(w, fail(http.StatusNotFound, codeNotFound), "remove", who, id)
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+	default:
+		writeJSON(w, http.StatusOK, rotateResponse{Version: v})
+	}
+}
+
+// checkProof verifies a request's proof of freshness: a JWS by pub over the
+// method, path and body hash, with a nonce never seen within the window.
+func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) *apiError {
+	raw := r.Header.Get(proofHeader)
+	if raw == "" {
+		return fail(http.StatusUnauthorized, codeBadProof)
+	}
+	claims, err := verifyProof(raw, pub)
+	if err != nil {
+		return fail(http.StatusUnauthorized, codeBadProof)
+	}
+	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != bodyHash(body) || len(claims.Nonce) < 16 {
+		return fail(http.StatusUnauthorized, codeBadProof)
+	}
+	now := s.cfg.Clock()
+	issued := time.UnixMilli(claims.IssuedMS)
+	win := s.cfg.FreshnessWindow
+	// Proofs older than the server's start are refused: the nonce memory
+	// does not survive a restart, so this keeps replays out across one.
+	if issued.Before(now.Add(-win)) || issued.After(now.Add(win)) || issued.Before(s.started) {
+		return fail(http.StatusUnauthorized, codeStaleProof)
+	}
+	s.nonceMu.Lock()
+	defer s.nonceMu.Unlock()
+	if now.Sub(s.lastSweep) > win {
+		for n, t := range s.nonces {
+			if now.Sub(t) > 2*win {
+				delete(s.nonces, n)
+			}
+		}
+		s.lastSweep = now
+	}
+	if _, seen := s.nonces[claims.Nonce]; seen {
+		return fail(http.StatusUnauthorized, codeReplayed)
+	}
+	s.nonces[claims.Nonce] = issued
+	return nil
+}
+
+// verifyProof parses and verifies a compact JWS proof.
+func verifyProof(raw string, pub *ecdsa.PublicKey) (proofClaims, error) {
+	var c proofClaims
+	if len(raw) > 4096 {
+		return c, errors.New("proof too long")
+	}
+	jws, err := jose.ParseSignedCompact(raw, allowedProofAlgs)
+	if err != nil {
+		return c, err
+	}
+	payload, err := jws.Verify(pub)
+	if err != nil {
+		return c, err
+	}
+	if err := decodeStrict(payload, &c); err != nil {
+		return c, err
+	}
+	return c, nil
+}
