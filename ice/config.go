@@ -1,0 +1,196 @@
+package ice
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Policy says which kinds of media path a Transport may use.
+type Policy int
+
+const (
+	// PreferDirect uses every candidate type: host and server-reflexive
+	// pairs are preferred, and a relay pair is nominated only when no direct
+	// pair has worked within Config.RelayWait.
+	PreferDirect Policy = iota
+	// DirectOnly never gathers relay candidates and refuses the peer's
+	// relay candidates: media stays on direct paths.
+	DirectOnly
+	// RelayOnly gathers only relay candidates and never reveals a host or
+	// server-reflexive address in what it sends: the peer sees only the
+	// TURN server's relayed address. It needs at least one turn: or turns:
+	// server.
+	RelayOnly
+)
+
+// String returns the policy's name.
+func (p Policy) String() string {
+	switch p {
+	case PreferDirect:
+		return "PreferDirect"
+	case DirectOnly:
+		return "DirectOnly"
+	case RelayOnly:
+		return "RelayOnly"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// Network is a transport and IP family on which candidates are gathered.
+type Network int
+
+// The networks a Transport can gather on.
+const (
+	UDP4 Network = iota + 1
+	UDP6
+	TCP4
+	TCP6
+)
+
+// String returns the network's name, such as "udp4".
+func (n Network) String() string {
+	switch n {
+	case UDP4:
+		return "udp4"
+	case UDP6:
+		return "udp6"
+	case TCP4:
+		return "tcp4"
+	case TCP6:
+		return "tcp6"
+	}
+	return fmt.Sprintf("Network(%d)", int(n))
+}
+
+// The defaults for the zero fields of Config. Each is chosen for a call
+// that must connect quickly on a direct path when one exists, and fall back
+// to a relay promptly when none does; doc.go explains the measurements.
+const (
+	// DefaultRelayWait is how long relay pairs wait for a direct pair
+	// before they may be nominated. pion's default is 2 s; the NAT matrix
+	// shows direct server-reflexive pairs through real NAT succeeding within
+	// a few tens of milliseconds of the first check, so 200 ms leaves a
+	// margin for wide-area round trips while keeping relay fallback short.
+	DefaultRelayWait = 200 * time.Millisecond
+	// DefaultPeerReflexiveWait is how long a pair with a peer-reflexive
+	// remote candidate waits before nomination, giving the signaled
+	// candidates time to arrive (pion's default is 1 s).
+	DefaultPeerReflexiveWait = 100 * time.Millisecond
+	// DefaultConnectTimeout bounds Connect when its context has no earlier
+	// deadline.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultDisconnectedTimeout is how long the selected path may be
+	// silent before the path is reported as disconnected.
+	DefaultDisconnectedTimeout = 5 * time.Second
+	// DefaultFailedTimeout is how long a disconnected path may stay silent
+	// before the Transport gives it up as failed.
+	DefaultFailedTimeout = 25 * time.Second
+	// DefaultKeepaliveInterval is how often a consent check is sent on the
+	// selected path when no packet has been sent or received on it.
+	DefaultKeepaliveInterval = 2 * time.Second
+)
+
+// checkInterval is the pacing of connectivity checks while connecting
+// (RFC 8445 Ta); pion's 200 ms would add up to that much to a relayed
+// connect and to every check round of hole punching.
+const checkInterval = 50 * time.Millisecond
+
+// srflxWait is how long server-reflexive pairs wait for a host pair before
+// nomination. Host pairs on a shared network succeed within the same check
+// round as server-reflexive ones, so a short wait suffices.
+const srflxWait = 20 * time.Millisecond
+
+// Config configures a Transport. The zero value is valid: a direct-only
+// host-candidate transport on UDP4 and UDP6 with the documented defaults.
+type Config struct {
+	// Servers are the STUN and TURN servers. If empty, only host candidates
+	// are gathered.
+	Servers []Server
+	// Policy says which kinds of path may be used. If zero, PreferDirect.
+	Policy Policy
+	// RelayWait is how long relay pairs wait for a direct pair before
+	// nomination. If zero, defaults to DefaultRelayWait.
+	RelayWait time.Duration
+	// PeerReflexiveWait is how long pairs with a peer-reflexive remote
+	// candidate wait before nomination. If zero, defaults to
+	// DefaultPeerReflexiveWait.
+	PeerReflexiveWait time.Duration
+	// Lite runs the Transport as ICE-Lite (RFC 8445 section 2.5): for a
+	// gateway with a known address; it gathers host candidates only, never
+	// sends checks and is always controlled. It cannot be combined with
+	// RelayOnly. If false, a full agent.
+	Lite bool
+	// PublicAddresses maps host candidates 1:1 to these addresses, for a
+	// gateway behind a static NAT with a known public address. If empty,
+	// host candidates carry the interface addresses.
+	PublicAddresses []netip.Addr
+	// InterfaceFilter, if set, limits gathering to interfaces for which it
+	// returns true. If nil, every interface is used.
+	InterfaceFilter func(name string) bool
+	// IPFilter, if set, limits host candidates to addresses for which it
+	// returns true. If nil, every address is used.
+	IPFilter func(netip.Addr) bool
+	// Networks are the networks to gather on. If empty, defaults to UDP4
+	// and UDP6. TCP4 and TCP6 gather passive ICE-TCP host candidates (RFC
+	// 6544) on a listener the Transport owns.
+	Networks []Network
+	// ConnectTimeout bounds Connect. If zero, defaults to
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// DisconnectedTimeout: if zero, defaults to DefaultDisconnectedTimeout.
+	DisconnectedTimeout time.Duration
+	// FailedTimeout: if zero, defaults to DefaultFailedTimeout.
+	FailedTimeout time.Duration
+	// KeepaliveInterval: if zero, defaults to DefaultKeepaliveInterval.
+	KeepaliveInterval time.Duration
+	// TLSConfig is used for turns: servers. If nil, the system roots verify
+	// the server, with the host of the server's URL as the server name.
+	// The Transport uses a clone and never modifies it.
+	TLSConfig *tls.Config
+	// OnPathChange, if set, is called each time the selected path changes,
+	// with the new path. It runs on a goroutine owned by the Transport,
+	// never concurrently with itself, and must not call Close.
+	OnPathChange func(Path)
+	// Logger receives the Transport's and pion's diagnostics, with every
+	// ICE password and TURN credential redacted. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with the zero fields set.
+func (c Config) withDefaults() Config {
+	if c.RelayWait == 0 {
+		c.RelayWait = DefaultRelayWait
+	}
+	if c.PeerReflexiveWait == 0 {
+		c.PeerReflexiveWait = DefaultPeerReflexiveWait
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.DisconnectedTimeout == 0 {
+		c.DisconnectedTimeout = DefaultDisconnectedTimeout
+	}
+	if c.FailedTimeout == 0 {
+		c.FailedTimeout = DefaultFailedTimeout
+	}
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if len(c.Networks) == 0 {
+		c.Networks = []Network{UDP4, UDP6}
+	} else {
+		c.Networks = append([]Network(nil), c.Networks...)
+	}
+	c.Servers = append([]Server(nil), c.Servers...)
+	c.PublicAddresses = append([]netip.Addr(nil), c.PublicAddresses...)
+	if c.TLSConfig != nil {
+		c.TLSConfig = c.TLSConfig.Clone()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

@@ -1,0 +1,85 @@
+// Package ice finds the shortest working media path between two
+// endpoints with ICE (RFC 8445): host candidates first, server-reflexive
+// (STUN) next, a TURN relay only when nothing direct works. It wraps
+// pion/ice/v3 and exposes none of its types.
+//
+// A [Transport] gathers local candidates ([Transport.Gather], with
+// trickle), takes the peer's credentials and candidates from its SDP
+// ([Transport.AddRemoteCandidate]), runs the checks and returns the
+// selected path as a net.Conn ([Transport.Connect]). [Transport.Path]
+// reports the selected pair, and [Config.OnPathChange] each change.
+// [Transport.Restart] performs an ICE restart without tearing the
+// connection down.
+//
+// # Policies
+//
+// [PreferDirect] (the default) uses every candidate type and nominates a
+// relay pair only when no direct pair has succeeded within
+// [Config.RelayWait]; when both succeed the direct pair wins. [DirectOnly]
+// never gathers relay candidates, never contacts TURN servers and refuses
+// the peer's relay candidates. [RelayOnly] gathers only relay candidates,
+// never contacts STUN-only servers, and sends relay candidates with their
+// related address hidden (0.0.0.0 port 0), so nothing it sends reveals a
+// host or server-reflexive address.
+//
+// # Defaults and why
+//
+// pion's defaults suit a browser that may wait: relay pairs wait 2 s and
+// peer-reflexive ones 1 s before nomination, checks are paced every 200 ms.
+// Here a direct call must connect at once and a blocked one must fall back
+// promptly:
+//
+//   - checks are paced every 50 ms while connecting (RFC 8445's Ta);
+//   - host pairs are nominated as soon as they succeed, server-reflexive
+//     pairs after 20 ms (host pairs on a shared network succeed in the same
+//     round);
+//   - [DefaultRelayWait] is 200 ms: in the NAT matrix (real Linux NAT in
+//     network namespaces) server-reflexive pairs between cone NATs succeed
+//     well within it, and a relayed call connects in about RelayWait plus
+//     one check interval;
+//   - [DefaultPeerReflexiveWait] is 100 ms, enough for trickled candidates
+//     that race their own checks to arrive;
+//   - a pair is given up after 15 unanswered checks (750 ms), and a STUN
+//     server gets 2 s to answer during gathering;
+//   - keepalive, disconnected and failed timeouts keep pion's values
+//     ([DefaultKeepaliveInterval], [DefaultDisconnectedTimeout],
+//     [DefaultFailedTimeout]); [DefaultConnectTimeout] bounds Connect.
+//
+// mDNS is disabled: candidates carry IP addresses, and peers' ".local"
+// candidates are refused. Loopback addresses are gathered only when
+// [Config.IPFilter] accepts them.
+//
+// # Security
+//
+// ICE passwords and TURN credentials never appear in logs or errors:
+// [Credentials], [Peer] and [Server] print redacted, and every message pion
+// logs passes through a filter that removes the known secrets (pion logs
+// the remote password when checks start).
+//
+// pion/stun/v2 v2.0.0 reads the address family of an XOR-MAPPED-ADDRESS,
+// XOR-PEER-ADDRESS or XOR-RELAYED-ADDRESS before checking the attribute's
+// length, so a short attribute panics the parsing goroutine (GO-2026-6163
+// in stun/v3). pion/ice reaches that parser on server-reflexive gathering,
+// which accepts the first STUN message from any source as the server's
+// answer, and in the TURN client, which accepts Data indications from any
+// source on a socket whose port the relay candidate's rport reveals. Every
+// UDP socket the Transport opens is therefore wrapped so that STUN
+// messages with such a short attribute are dropped before pion parses
+// them. Connectivity checks themselves never parse those attributes.
+//
+// turns: servers are verified with [Config.TLSConfig] (or the system
+// roots); there is no option to skip verification.
+//
+// # Concurrency
+//
+// A Transport's methods may be called from any goroutine. Gather calls its
+// function on the calling goroutine; [Config.OnPathChange] runs on a
+// goroutine owned by the Transport, one call at a time. The net.Conn from
+// Connect allows one reader and concurrent writers. Close waits for every
+// goroutine the Transport started.
+//
+// A connected Transport runs a fixed set of goroutines: pion's agent loop,
+// its check timer and one reader per local candidate socket, plus one that
+// moves received packets to the net.Conn's buffer (pion's connection has
+// no deadlines). BenchmarkGoroutinesPerTransport measures the total.
+package ice

@@ -1,0 +1,273 @@
+package ice
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/transport/v3"
+)
+
+// STUN attribute types whose value pion/stun/v2 v2.0.0 decodes with
+// XORMappedAddress.GetFromAs. That function reads the address family
+// before it checks the attribute's length, so a value shorter than two
+// bytes panics the goroutine that parses it (the bug fixed in stun/v3 as
+// GO-2026-6163). The pion/ice/v3 paths that reach it are srflx gathering,
+// which takes the first STUN message from any source as the server's
+// answer, and the TURN client, which accepts Data indications from any
+// source. The guard drops every such message before pion sees it.
+const (
+	attrXORMappedAddress  = 0x0020
+	attrXORPeerAddress    = 0x0012
+	attrXORRelayedAddress = 0x0016
+)
+
+// minXORAddressLen is the length of the shortest valid XOR address value:
+// family (2), port (2) and an IPv4 address (4).
+const minXORAddressLen = 8
+
+const stunMagicCookie = 0x2112A442
+
+// unsafeSTUN reports whether b is a STUN message with an XOR address
+// attribute too short to be valid.
+func unsafeSTUN(b []byte) bool {
+	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return false
+	}
+	end := 20 + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) {
+		end = len(b)
+	}
+	for off := 20; off+4 <= end; {
+		typ := binary.BigEndian.Uint16(b[off : off+2])
+		n := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		switch typ {
+		case attrXORMappedAddress, attrXORPeerAddress, attrXORRelayedAddress:
+			if n < minXORAddressLen {
+				return true
+			}
+		}
+		off += 4 + (n+3)&^3
+	}
+	return false
+}
+
+// unwrapTURN returns the payload of a TURN ChannelData message or of a
+// Send or Data indication, so that checks relayed through TURN are
+// measured too; anything else is returned as it is.
+func unwrapTURN(b []byte) []byte {
+	if len(b) >= 4 && b[0]&0xc0 == 0x40 {
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		if 4+n <= len(b) {
+			return b[4 : 4+n]
+		}
+		return nil
+	}
+	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return b
+	}
+	typ := binary.BigEndian.Uint16(b[0:2])
+	if typ != 0x0016 && typ != 0x0017 { // Send and Data indications
+		return b
+	}
+	end := min(20+int(binary.BigEndian.Uint16(b[2:4])), len(b))
+	for off := 20; off+4 <= end; {
+		at := binary.BigEndian.Uint16(b[off : off+2])
+		n := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if at == 0x0013 && off+4+n <= end { // DATA
+			return b[off+4 : off+4+n]
+		}
+		off += 4 + (n+3)&^3
+	}
+	return nil
+}
+
+// stunBinding returns the transaction ID and class of a STUN binding
+// message, for round-trip measurement.
+func stunBinding(b []byte) (id [12]byte, class uint16, ok bool) {
+	b = unwrapTURN(b)
+	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return id, 0, false
+	}
+	typ := binary.BigEndian.Uint16(b[0:2])
+	if typ&0x3eef != 0x0001 { // method bits: Binding
+		return id, 0, false
+	}
+	class = typ & 0x0110
+	copy(id[:], b[8:20])
+	return id, class, true
+}
+
+// rttMeter measures the round trip of ICE connectivity checks from the
+// moment a binding request leaves a socket to the moment its success
+// response arrives. It keeps a bounded set of outstanding requests.
+type rttMeter struct {
+	mu      sync.Mutex
+	pending map[[12]byte]time.Time
+	last    time.Duration
+}
+
+const maxPendingChecks = 64
+
+func (m *rttMeter) sent(b []byte) {
+	id, class, ok := stunBinding(b)
+	if !ok || class != 0x0000 {
+		return
+	}
+	m.mu.Lock()
+	if m.pending == nil {
+		m.pending = make(map[[12]byte]time.Time)
+	}
+	if len(m.pending) >= maxPendingChecks {
+		clear(m.pending)
+	}
+	m.pending[id] = time.Now()
+	m.mu.Unlock()
+}
+
+func (m *rttMeter) received(b []byte) {
+	id, class, ok := stunBinding(b)
+	if !ok || class != 0x0100 { // success response
+		return
+	}
+	m.mu.Lock()
+	if t0, ok := m.pending[id]; ok {
+		m.last = time.Since(t0)
+		delete(m.pending, id)
+	}
+	m.mu.Unlock()
+}
+
+func (m *rttMeter) rtt() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last
+}
+
+// guardNet is the transport.Net given to pion: every UDP socket it opens is
+// wrapped so that malformed STUN is dropped before pion parses it, and the
+// check round trips are measured.
+type guardNet struct {
+	transport.Net
+	rtt     *rttMeter
+	relays  *relayIndex
+	dropped func()
+}
+
+// ResolveUDPAddr remembers the names of the servers it resolves, so that a
+// relay socket's destination can be mapped back to its server's URL.
+func (n *guardNet) ResolveUDPAddr(network, address string) (*net.UDPAddr, error) {
+	a, err := n.Net.ResolveUDPAddr(network, address)
+	if err == nil {
+		n.relays.addResolved(a.String(), address)
+	}
+	return a, err
+}
+
+func (n *guardNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &guardPacketConn{PacketConn: c, n: n}, nil
+}
+
+func (n *guardNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	return &guardUDPConn{UDPConn: c, n: n}, nil
+}
+
+// guardPacketConn filters a net.PacketConn.
+type guardPacketConn struct {
+	net.PacketConn
+	n        *guardNet
+	recorded atomic.Bool
+}
+
+func (c *guardPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err == nil && unsafeSTUN(p[:n]) {
+			c.n.dropped()
+			continue
+		}
+		if err == nil {
+			c.n.rtt.received(p[:n])
+		}
+		return n, addr, err
+	}
+}
+
+func (c *guardPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if !c.recorded.Load() {
+		c.recorded.Store(true)
+		c.n.relays.sentTo(c.LocalAddr(), addr)
+	}
+	c.n.rtt.sent(p)
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+// guardUDPConn filters a transport.UDPConn. pion reads host and srflx
+// sockets with ReadFrom; the other read methods are filtered as well so
+// that no path bypasses the guard.
+type guardUDPConn struct {
+	transport.UDPConn
+	n *guardNet
+}
+
+func (c *guardUDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFrom(p)
+		if err == nil && unsafeSTUN(p[:n]) {
+			c.n.dropped()
+			continue
+		}
+		if err == nil {
+			c.n.rtt.received(p[:n])
+		}
+		return n, addr, err
+	}
+}
+
+func (c *guardUDPConn) ReadFromUDP(p []byte) (int, *net.UDPAddr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFromUDP(p)
+		if err == nil && unsafeSTUN(p[:n]) {
+			c.n.dropped()
+			continue
+		}
+		return n, addr, err
+	}
+}
+
+func (c *guardUDPConn) ReadMsgUDP(p, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	for {
+		n, oobn, flags, addr, err = c.UDPConn.ReadMsgUDP(p, oob)
+		if err == nil && unsafeSTUN(p[:n]) {
+			c.n.dropped()
+			continue
+		}
+		return n, oobn, flags, addr, err
+	}
+}
+
+func (c *guardUDPConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.UDPConn.Read(p)
+		if err == nil && unsafeSTUN(p[:n]) {
+			c.n.dropped()
+			continue
+		}
+		return n, err
+	}
+}
+
+func (c *guardUDPConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	c.n.rtt.sent(p)
+	return c.UDPConn.WriteTo(p, addr)
+}

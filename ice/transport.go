@@ -1,0 +1,669 @@
+package ice
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pice "github.com/pion/ice/v3"
+	"github.com/pion/stun/v2"
+	"github.com/pion/transport/v3/stdnet"
+
+	"github.com/securecall/securecall/sdp"
+)
+
+// Internal tuning that Config does not expose; doc.go explains each.
+const (
+	stunGatherTimeout  = 2 * time.Second
+	maxBindingRequests = 15
+)
+
+// Transport is one ICE agent: it gathers local candidates, takes the
+// peer's, runs connectivity checks and hands back the selected path as a
+// net.Conn. Make it with NewTransport; its methods may be called from any
+// goroutine.
+type Transport struct {
+	cfg     Config
+	agent   *pice.Agent
+	red     *redactor
+	rtt     *rttMeter
+	relays  *relayIndex
+	servers map[string]string // "udp|host:port" or "tcp|host:port" -> URL of a TURN server
+	tcpMux  pice.TCPMux
+	tcpLn   net.Listener
+	cancel  context.CancelFunc // stops TURN dials
+	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+
+	pathMu sync.Mutex // serializes OnPathChange
+	mu     sync.Mutex
+	local  Credentials
+	remote Peer
+	// gatherCh receives pion's candidates while a Gather call runs.
+	gatherCh   chan pice.Candidate
+	gatherDone chan struct{}
+	started    bool
+	failed     chan struct{} // closed when the checks fail
+	failedOnce sync.Once
+	conn       *conn
+	path       Path
+	closed     bool
+}
+
+// NewTransport checks cfg and makes a Transport. It does no network I/O;
+// when cfg.Networks has TCP4 or TCP6 it opens the ICE-TCP listener.
+func NewTransport(cfg Config) (*Transport, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	t := &Transport{
+		cfg:     cfg,
+		red:     &redactor{},
+		rtt:     &rttMeter{},
+		relays:  &relayIndex{},
+		servers: make(map[string]string),
+		failed:  make(chan struct{}),
+	}
+	var urls []*stun.URI
+	tlsServers := make(map[string]bool)
+	for _, s := range cfg.Servers {
+		u, err := s.parse()
+		if err != nil {
+			return nil, err
+		}
+		t.red.add(s.Credential)
+		isTURN := u.Scheme == stun.SchemeTypeTURN || u.Scheme == stun.SchemeTypeTURNS
+		switch {
+		case cfg.Policy == DirectOnly && isTURN:
+			continue // relays are never contacted
+		case cfg.Policy == RelayOnly && !isTURN:
+			continue // STUN would only reveal the server-reflexive address
+		}
+		if isTURN {
+			proto := "udp"
+			if u.Proto == stun.ProtoTypeTCP {
+				proto = "tcp"
+			}
+			t.servers[proto+"|"+hostPort(u)] = s.URL
+			if u.Scheme == stun.SchemeTypeTURNS {
+				tlsServers[hostPort(u)] = true
+			}
+		}
+		urls = append(urls, u)
+	}
+	if cfg.Policy == RelayOnly && len(urls) == 0 {
+		return nil, errors.New("ice: RelayOnly needs at least one turn: or turns: server")
+	}
+
+	creds, err := newCredentials()
+	if err != nil {
+		return nil, err
+	}
+	t.local = creds
+	t.red.add(creds.Pwd)
+
+	base, err := stdnet.NewNet()
+	if err != nil {
+		return nil, fmt.Errorf("ice: network: %w", err)
+	}
+	gnet := &guardNet{Net: base, rtt: t.rtt, relays: t.relays, dropped: func() {
+		t.dropped.Add(1)
+		t.cfg.Logger.Debug("ice: dropped a STUN message with a malformed XOR address")
+	}}
+	dctx, cancel := context.WithCancel(context.Background())
+	t.cancel = cancel
+
+	acfg := &pice.AgentConfig{
+		Urls:             urls,
+		LocalUfrag:       creds.Ufrag,
+		LocalPwd:         creds.Pwd,
+		MulticastDNSMode: pice.MulticastDNSModeDisabled,
+		LoggerFactory:    &slogFactory{log: cfg.Logger, red: t.red},
+		Lite:             cfg.Lite,
+		Net:              gnet,
+		ProxyDialer:      &turnDialer{tlsConfig: cfg.TLSConfig, tlsServers: tlsServers, ctx: dctx, relays: t.relays},
+		// Loopback addresses are gathered only when the application's
+		// IPFilter accepts them.
+		IncludeLoopback:        cfg.IPFilter != nil,
+		DisconnectedTimeout:    ptr(cfg.DisconnectedTimeout),
+		FailedTimeout:          ptr(cfg.FailedTimeout),
+		KeepaliveInterval:      ptr(cfg.KeepaliveInterval),
+		CheckInterval:          ptr(checkInterval),
+		HostAcceptanceMinWait:  ptr(time.Duration(0)),
+		SrflxAcceptanceMinWait: ptr(srflxWait),
+		PrflxAcceptanceMinWait: ptr(cfg.PeerReflexiveWait),
+		RelayAcceptanceMinWait: ptr(cfg.RelayWait),
+		STUNGatherTimeout:      ptr(stunGatherTimeout),
+		MaxBindingRequests:     ptr(uint16(maxBindingRequests)),
+	}
+	if cfg.InterfaceFilter != nil {
+		acfg.InterfaceFilter = cfg.InterfaceFilter
+	}
+	if cfg.IPFilter != nil {
+		f := cfg.IPFilter
+		acfg.IPFilter = func(ip net.IP) bool {
+			a, ok := netip.AddrFromSlice(ip)
+			return ok && f(a.Unmap())
+		}
+	}
+	for _, n := range cfg.Networks {
+		acfg.NetworkTypes = append(acfg.NetworkTypes, pionNetwork(n))
+	}
+	switch {
+	case cfg.Lite:
+		acfg.CandidateTypes = []pice.CandidateType{pice.CandidateTypeHost}
+	case cfg.Policy == DirectOnly:
+		acfg.CandidateTypes = []pice.CandidateType{pice.CandidateTypeHost, pice.CandidateTypeServerReflexive}
+	case cfg.Policy == RelayOnly:
+		acfg.CandidateTypes = []pice.CandidateType{pice.CandidateTypeRelay}
+	default:
+		acfg.CandidateTypes = []pice.CandidateType{pice.CandidateTypeHost, pice.CandidateTypeServerReflexive, pice.CandidateTypeRelay}
+	}
+	if len(urls) == 0 && !cfg.Lite {
+		acfg.CandidateTypes = []pice.CandidateType{pice.CandidateTypeHost}
+	}
+	for _, a := range cfg.PublicAddresses {
+		acfg.NAT1To1IPs = append(acfg.NAT1To1IPs, a.String())
+	}
+	if len(acfg.NAT1To1IPs) > 0 {
+		acfg.NAT1To1IPCandidateType = pice.CandidateTypeHost
+	}
+	if err := t.listenTCP(acfg); err != nil {
+		cancel()
+		return nil, err
+	}
+	agent, err := pice.NewAgent(acfg)
+	if err != nil {
+		t.closeTCP()
+		cancel()
+		return nil, fmt.Errorf("ice: %w", err)
+	}
+	t.agent = agent
+	if err := agent.OnCandidate(t.onCandidate); err != nil {
+		t.closeAgent()
+		return nil, fmt.Errorf("ice: %w", err)
+	}
+	if err := agent.OnSelectedCandidatePairChange(t.onSelected); err != nil {
+		t.closeAgent()
+		return nil, fmt.Errorf("ice: %w", err)
+	}
+	if err := agent.OnConnectionStateChange(t.onState); err != nil {
+		t.closeAgent()
+		return nil, fmt.Errorf("ice: %w", err)
+	}
+	return t, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// check reports the first problem with a Config that has its defaults.
+func (c Config) check() error {
+	switch c.Policy {
+	case PreferDirect, DirectOnly, RelayOnly:
+	default:
+		return fmt.Errorf("ice: unknown policy %d", int(c.Policy))
+	}
+	if c.Lite && c.Policy == RelayOnly {
+		return errors.New("ice: a Lite transport gathers host candidates only and cannot be RelayOnly")
+	}
+	if c.Lite && len(c.Servers) > 0 {
+		return errors.New("ice: a Lite transport uses no STUN or TURN servers; leave Servers empty")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"RelayWait", c.RelayWait}, {"PeerReflexiveWait", c.PeerReflexiveWait},
+		{"ConnectTimeout", c.ConnectTimeout}, {"DisconnectedTimeout", c.DisconnectedTimeout},
+		{"FailedTimeout", c.FailedTimeout}, {"KeepaliveInterval", c.KeepaliveInterval},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("ice: %s must not be negative, got %v", d.name, d.v)
+		}
+	}
+	for _, n := range c.Networks {
+		if n < UDP4 || n > TCP6 {
+			return fmt.Errorf("ice: unknown network %d", int(n))
+		}
+	}
+	for _, a := range c.PublicAddresses {
+		if !a.IsValid() {
+			return errors.New("ice: PublicAddresses has an invalid address")
+		}
+	}
+	if len(c.PublicAddresses) > 0 && c.Policy == RelayOnly {
+		return errors.New("ice: PublicAddresses maps host candidates, which RelayOnly never gathers")
+	}
+	return nil
+}
+
+func pionNetwork(n Network) pice.NetworkType {
+	switch n {
+	case UDP6:
+		return pice.NetworkTypeUDP6
+	case TCP4:
+		return pice.NetworkTypeTCP4
+	case TCP6:
+		return pice.NetworkTypeTCP6
+	}
+	return pice.NetworkTypeUDP4
+}
+
+// listenTCP opens the ICE-TCP listener when a TCP network is configured.
+func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
+	var v4, v6 bool
+	for _, n := range t.cfg.Networks {
+		v4 = v4 || n == TCP4
+		v6 = v6 || n == TCP6
+	}
+	if !v4 && !v6 {
+		return nil
+	}
+	network, addr := "tcp", ":0"
+	switch {
+	case v4 && !v6:
+		network, addr = "tcp4", "0.0.0.0:0"
+	case v6 && !v4:
+		network, addr = "tcp6", "[::]:0"
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return fmt.Errorf("ice: ICE-TCP listener: %w", err)
+	}
+	t.tcpLn = ln
+	t.tcpMux = pice.NewTCPMuxDefault(pice.TCPMuxParams{
+		Listener:       ln,
+		Logger:         (&slogFactory{log: t.cfg.Logger, red: t.red}).NewLogger("tcpmux"),
+		ReadBufferSize: 64,
+	})
+	acfg.TCPMux = t.tcpMux
+	return nil
+}
+
+func (t *Transport) closeTCP() {
+	if t.tcpMux != nil {
+		_ = t.tcpMux.Close()
+	}
+}
+
+func (t *Transport) closeAgent() {
+	_ = t.agent.GracefulClose()
+	t.closeTCP()
+	t.cancel()
+}
+
+// newCredentials returns a random ufrag (48 bits) and pwd (128 bits),
+// above the minimums of RFC 8445 section 5.3.
+func newCredentials() (Credentials, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+	b := make([]byte, 8+24)
+	if _, err := rand.Read(b); err != nil {
+		return Credentials{}, fmt.Errorf("ice: random: %w", err)
+	}
+	for i := range b {
+		b[i] = alphabet[b[i]&63]
+	}
+	return Credentials{Ufrag: string(b[:8]), Pwd: string(b[8:])}, nil
+}
+
+// LocalCredentials returns the local ufrag and password to put in the SDP.
+// They change only with Restart.
+func (t *Transport) LocalCredentials() Credentials {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.local
+}
+
+// onCandidate runs on pion's notifier goroutine and hands candidates to the
+// Gather call that is waiting for them.
+func (t *Transport) onCandidate(c pice.Candidate) {
+	t.mu.Lock()
+	ch, done := t.gatherCh, t.gatherDone
+	t.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- c:
+	case <-done:
+	}
+}
+
+// Gather gathers local candidates. It calls fn with each one, on the
+// calling goroutine, as soon as it is found (for trickle ICE), and returns
+// when gathering is complete or ctx is done. Gather runs once per
+// Transport and again after each Restart.
+func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
+	ch := make(chan pice.Candidate)
+	done := make(chan struct{})
+	t.mu.Lock()
+	switch {
+	case t.closed:
+		t.mu.Unlock()
+		return fmt.Errorf("ice: gather: %w", net.ErrClosed)
+	case t.gatherCh != nil:
+		t.mu.Unlock()
+		return errors.New("ice: gather: already gathering")
+	}
+	t.gatherCh, t.gatherDone = ch, done
+	t.mu.Unlock()
+	defer func() {
+		close(done)
+		t.mu.Lock()
+		t.gatherCh, t.gatherDone = nil, nil
+		t.mu.Unlock()
+	}()
+	if err := t.agent.GatherCandidates(); err != nil {
+		return fmt.Errorf("ice: gather: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ice: gather: %w", ctx.Err())
+		case pc := <-ch:
+			if pc == nil {
+				return nil
+			}
+			c, ok := t.localCandidate(pc)
+			if !ok {
+				continue
+			}
+			if fn != nil {
+				fn(c)
+			}
+		}
+	}
+}
+
+// localCandidate converts a gathered candidate and applies the policy a
+// second time: whatever pion gathered, RelayOnly sends only relay
+// candidates and never their base, and DirectOnly never sends a relay.
+func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
+	c, err := sdp.ParseCandidate("candidate:" + pc.Marshal())
+	if err != nil {
+		t.cfg.Logger.Warn("ice: skipped a local candidate pion produced", "err", err)
+		return sdp.Candidate{}, false
+	}
+	switch t.cfg.Policy {
+	case RelayOnly:
+		if c.Type != sdp.CandidateRelay {
+			return sdp.Candidate{}, false
+		}
+		// The related address of a relay candidate is the local socket
+		// that talks to the TURN server: hide it.
+		c.RelatedAddress, c.RelatedPort = "0.0.0.0", 0
+	case DirectOnly:
+		if c.Type == sdp.CandidateRelay {
+			return sdp.Candidate{}, false
+		}
+	}
+	return c, true
+}
+
+// AddRemoteCandidate adds one of the peer's candidates, from its SDP or
+// trickled. It may be called before or during Connect. Candidates with a
+// host name (mDNS) are refused, as are relay candidates under DirectOnly.
+func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
+	if c.Component != 1 {
+		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
+	}
+	if _, ok := c.AddrPort(); !ok {
+		return fmt.Errorf("ice: remote candidate %s: address %q is not an IP address (mDNS is not supported)", c.Foundation, c.Address)
+	}
+	if t.cfg.Policy == DirectOnly && c.Type == sdp.CandidateRelay {
+		return fmt.Errorf("ice: remote candidate %s: relay candidates are refused by the DirectOnly policy", c.Foundation)
+	}
+	pc, err := pice.UnmarshalCandidate(strings.TrimPrefix(c.String(), "candidate:"))
+	if err != nil {
+		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
+	}
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
+	}
+	if err := t.agent.AddRemoteCandidate(pc); err != nil {
+		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
+	}
+	return nil
+}
+
+// Connect runs connectivity checks with the peer and returns a net.Conn
+// over the selected path once one is nominated. controlling says which
+// side controls when neither is Lite (the offerer controls); a Lite side
+// is always controlled and its full peer controls (RFC 8445 section 6.1.1).
+// Connect fails with an error wrapping ErrNoPath when no pair works within
+// Config.ConnectTimeout, and with ctx's error when ctx is done first. It
+// may be called once per Transport; after Restart the returned net.Conn
+// stays in use.
+func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) (net.Conn, error) {
+	if remote.Ufrag == "" || remote.Pwd == "" {
+		return nil, errors.New("ice: connect: the peer's ufrag and pwd are required")
+	}
+	switch {
+	case t.cfg.Lite && !remote.Lite:
+		controlling = false
+	case !t.cfg.Lite && remote.Lite:
+		controlling = true
+	}
+	t.mu.Lock()
+	switch {
+	case t.closed:
+		t.mu.Unlock()
+		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
+	case t.started:
+		t.mu.Unlock()
+		return nil, errors.New("ice: connect: already called")
+	}
+	t.started = true
+	t.remote = remote
+	t.mu.Unlock()
+	t.red.add(remote.Pwd)
+
+	cctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-t.failed:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	var (
+		pc  *pice.Conn
+		err error
+	)
+	if controlling {
+		pc, err = t.agent.Dial(cctx, remote.Ufrag, remote.Pwd)
+	} else {
+		pc, err = t.agent.Accept(cctx, remote.Ufrag, remote.Pwd)
+	}
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ice: connect: %w", ctx.Err())
+		case cctx.Err() != nil:
+			select {
+			case <-t.failed:
+				return nil, fmt.Errorf("%w: connectivity checks failed", ErrNoPath)
+			default:
+			}
+			return nil, fmt.Errorf("%w within %v", ErrNoPath, t.cfg.ConnectTimeout)
+		}
+		return nil, fmt.Errorf("ice: connect: %w", err)
+	}
+	c := newConn(pc)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
+	}
+	t.conn = c
+	t.mu.Unlock()
+	return c, nil
+}
+
+// onState runs on pion's notifier goroutine.
+func (t *Transport) onState(s pice.ConnectionState) {
+	t.cfg.Logger.Debug("ice: connection state", "state", s.String())
+	if s == pice.ConnectionStateFailed {
+		t.failedOnce.Do(func() { close(t.failed) })
+	}
+}
+
+// onSelected runs on pion's notifier goroutine, one call at a time.
+func (t *Transport) onSelected(local, remote pice.Candidate) {
+	p := Path{Local: candidateInfo(local), Remote: candidateInfo(remote)}
+	if local.Type() == pice.CandidateTypeRelay {
+		p.Relay = t.relayURL(local)
+	}
+	t.mu.Lock()
+	t.path = p
+	t.mu.Unlock()
+	t.cfg.Logger.Debug("ice: selected path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay)
+	if t.cfg.OnPathChange != nil {
+		p.RTT = t.rtt.rtt()
+		t.pathMu.Lock()
+		defer t.pathMu.Unlock()
+		t.cfg.OnPathChange(p)
+	}
+}
+
+// relayURL returns the URL of the TURN server behind a local relay
+// candidate.
+func (t *Transport) relayURL(local pice.Candidate) string {
+	proto := "udp"
+	if rc, ok := local.(*pice.CandidateRelay); ok && rc.RelayProtocol() != "udp" {
+		proto = "tcp"
+	}
+	if ra := local.RelatedAddress(); ra != nil {
+		if hp, ok := t.relays.server(proto, ra.Port); ok {
+			if u, ok := t.servers[proto+"|"+hp]; ok {
+				return u
+			}
+		}
+	}
+	// One TURN server of the protocol: it is the one.
+	var only string
+	for k, u := range t.servers {
+		if strings.HasPrefix(k, proto+"|") {
+			if only != "" {
+				return ""
+			}
+			only = u
+		}
+	}
+	return only
+}
+
+func candidateInfo(c pice.Candidate) CandidateInfo {
+	info := CandidateInfo{Type: sdp.CandidateType(c.Type().String()), Protocol: "udp"}
+	if c.NetworkType().IsTCP() {
+		info.Protocol = "tcp"
+	}
+	switch c.Type() {
+	case pice.CandidateTypeServerReflexive:
+		info.Type = sdp.CandidateServerReflexive
+	case pice.CandidateTypePeerReflexive:
+		info.Type = sdp.CandidatePeerReflexive
+	}
+	if a, err := netip.ParseAddr(c.Address()); err == nil {
+		info.Address = netip.AddrPortFrom(a.Unmap(), uint16(c.Port()))
+	}
+	return info
+}
+
+// Path returns a snapshot of the selected path; the zero Path before one
+// is selected and after a Restart until a new one is.
+func (t *Transport) Path() Path {
+	t.mu.Lock()
+	p := t.path
+	t.mu.Unlock()
+	if p.Local.Type != "" {
+		p.RTT = t.rtt.rtt()
+	}
+	return p
+}
+
+// Restart begins an ICE restart (RFC 8445 section 2.4): it makes new local
+// credentials and drops the current candidates and path. The caller then
+// gathers again with Gather, sends the new credentials and candidates to
+// the peer, and gives the peer's new ones to SetRemote and
+// AddRemoteCandidate. The net.Conn from Connect stays usable: packets
+// written before a new path is selected are dropped, as on a network
+// without a route.
+func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
+	if err := ctx.Err(); err != nil {
+		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
+	}
+	creds, err := newCredentials()
+	if err != nil {
+		return Credentials{}, err
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
+	}
+	t.mu.Unlock()
+	t.red.add(creds.Pwd)
+	if err := t.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
+		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
+	}
+	t.mu.Lock()
+	t.local = creds
+	t.path = Path{}
+	t.mu.Unlock()
+	return creds, nil
+}
+
+// SetRemote sets the peer's credentials after an ICE restart.
+func (t *Transport) SetRemote(remote Peer) error {
+	if remote.Ufrag == "" || remote.Pwd == "" {
+		return errors.New("ice: set remote: the peer's ufrag and pwd are required")
+	}
+	t.red.add(remote.Pwd)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return fmt.Errorf("ice: set remote: %w", net.ErrClosed)
+	}
+	t.remote = remote
+	t.mu.Unlock()
+	if err := t.agent.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
+		return fmt.Errorf("ice: set remote: %w", err)
+	}
+	return nil
+}
+
+// Close stops the agent, closes its sockets and the net.Conn from
+// Connect, and waits for the Transport's goroutines to finish. A second
+// call returns an error wrapping net.ErrClosed.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return fmt.Errorf("ice: close: %w", net.ErrClosed)
+	}
+	t.closed = true
+	c := t.conn
+	t.mu.Unlock()
+	t.cancel()
+	err := t.agent.GracefulClose()
+	t.closeTCP()
+	if c != nil {
+		c.wait()
+	}
+	if err != nil {
+		return fmt.Errorf("ice: close: %w", err)
+	}
+	return nil
+}
