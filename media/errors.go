@@ -1,0 +1,28 @@
+package media
+
+import (
+	"errors"
+)
+
+// Errors a caller may branch on. Others are wrapped with context and the
+// "media: " prefix.
+var (
+	// ErrInvalidConfig is wrapped by every error NewSession returns for a
+	// Config that cannot work; nothing was started and the conn is untouched.
+	ErrInvalidConfig = errors.New("media: invalid config")
+
+	// ErrFingerprintMismatch means the DTLS peer's certificate matched none
+	// of Config.RemoteFingerprints: the peer is not the one the signaling
+	// described, or the signaling was tampered with.
+	ErrFingerprintMismatch = errors.New("media: peer certificate matches no remote fingerprint")
+
+	// ErrKeyExhausted means the sending key has protected as many packets as
+	// SRTP allows (2^48 SRTP, 2^31 SRTCP) or has expired, and no newer key
+	// is active; the packet was not sent. Install a new key version (kms,
+	// hybrid) or set up a new session.
+	ErrKeyExhausted = errors.New("media: sending key exhausted or expired")
+
+	// ErrNoRotation means InstallKey was called on a session whose keying
+	// (dtls, sdes) has no key versions.
+	ErrNoRotation = errors.New("media: keying mode has no key versions")
+)

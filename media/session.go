@@ -1,0 +1,700 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v2"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+
+	"github.com/securecall/securecall/sdp"
+)
+
+// Replay windows: generous, so that reordered packets are accepted, while a
+// repeated index inside the window or one older than it is always dropped.
+const (
+	srtpReplayWindow  = 1024
+	srtcpReplayWindow = 256
+)
+
+// queueLen is how many packets of one kind wait for their reader when
+// another reader read them off the transport.
+const queueLen = 32
+
+// Session is an SRTP/SRTCP session over one connected packet transport,
+// with RTP and RTCP multiplexed (RFC 5761) and DTLS demultiplexed from them
+// (RFC 7983). Create it with NewSession; all methods are safe for
+// concurrent use.
+type Session struct {
+	cfg     Config
+	conn    net.Conn
+	log     *slog.Logger
+	profile Profile
+	done    chan struct{}
+	closed  atomic.Bool
+	wg      sync.WaitGroup
+	stats   counters
+
+	// Key versions (kms, hybrid keying). keysMu serializes InstallKey.
+	keysMu    sync.Mutex
+	callID    string
+	exporter  []byte // hybrid: the DTLS exporter output, an input of every version
+	versioned bool   // MKI is the 4-byte key version
+	stopWatch context.CancelFunc
+
+	// Sending: the SRTP context and everything it protects is owned by
+	// sendMu. WriteRTP and WriteRTCP hold it for one packet.
+	sendMu       sync.Mutex
+	send         *srtp.Context
+	wHdr         rtp.Header
+	wcHdr        rtcp.Header
+	wplain, wout []byte
+	sendKey      sendKeyState
+	pending      []pendingKey // kms/hybrid: installed, not yet active, ascending
+	sendCheckAt  int64        // unix ns of the next time-based send event; 0: none
+	cbMu         sync.Mutex   // serializes OnRotationNeeded
+
+	// Receiving: recvMu owns the SRTP context and the version bookkeeping.
+	recvMu      sync.Mutex
+	recv        *srtp.Context
+	rHdr        rtp.Header
+	rcHdr       rtcp.Header
+	rtpTrailer  int // bytes after the MKI in SRTP (the HMAC tag)
+	rtcpTrailer int // likewise for SRTCP
+	recvKeys    map[uint32]bool
+	recvNewest  uint32 // newest version the peer has been seen to send
+	removeBelow uint32 // versions below it are removed at removeAt
+	removeAt    int64  // unix ns; 0: no removal pending
+	removedUpTo uint32 // versions up to it were removed; never reinstalled
+
+	// Reading. Whoever holds tok reads the transport and may use rbuf and
+	// rplain; packets of the other kind go to its queue.
+	tok          chan struct{}
+	rbuf, rplain []byte
+	rtpQ, rtcpQ  chan *packetBuf
+	rdl          deadline
+	rtpMu        sync.Mutex // serializes ReadRTP, owns csrc and ext
+	csrc         [15]uint32
+	ext          []byte
+	rtcpMu       sync.Mutex // serializes ReadRTCP
+
+	// DTLS (dtls and hybrid keying).
+	dt       *dtlsTransport
+	dconn    *dtls.Conn
+	dtlsLive atomic.Bool // the DTLS conn still answers retransmissions
+	earlyMu  sync.Mutex
+	ready    bool // keys are installed; guarded by earlyMu
+	earlyQ   chan *packetBuf
+}
+
+// sendKeyState is the key in use for sending and its consumption.
+type sendKeyState struct {
+	version     uint32
+	activated   time.Time
+	expiresAt   time.Time
+	rtp, rtcp   uint64
+	requested   bool // a rotation was requested for this version
+	lifeAsked   bool // the lifetime check is done for this version
+	expired     bool
+	rtcpBudget  uint64
+	rtpHardStop uint64
+}
+
+type pendingKey struct {
+	version              uint32
+	activateAt, expireAt time.Time
+}
+
+// packetBuf carries one packet through a queue; they are pooled.
+type packetBuf struct {
+	buf  [MaxPacketSize]byte
+	data []byte
+}
+
+var packetPool = sync.Pool{New: func() any { return new(packetBuf) }}
+
+func getPacket() *packetBuf { return packetPool.Get().(*packetBuf) }
+
+func putPacket(b *packetBuf) {
+	b.data = nil
+	packetPool.Put(b)
+}
+
+// NewSession starts a secure media session over conn, the connected
+// transport that ICE hands over. Before it returns it fetches the call keys
+// (kms, hybrid keying) and completes the DTLS handshake (dtls, hybrid),
+// bounded by ctx and Config.HandshakeTimeout.
+//
+// The session owns conn from then on and closes it in Close. If the Config
+// is invalid, NewSession returns an error wrapping ErrInvalidConfig, starts
+// nothing and leaves conn alone; if setting up fails later, conn is closed
+// and everything started is stopped before the error returns.
+func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
+	c, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, configError("nil conn")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("media: new session: %w", err)
+	}
+	s := newSession(c, conn)
+	ctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
+	defer cancel()
+	if err := s.start(ctx); err != nil {
+		s.abort()
+		return nil, err
+	}
+	s.log.Debug("media session up", "keying", string(c.Keying), "profile", s.profile.String(),
+		"send_version", s.stats.sendVersion.Load())
+	return s, nil
+}
+
+// newSession allocates a session without starting anything.
+func newSession(c Config, conn net.Conn) *Session {
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Session{
+		cfg:      c,
+		conn:     conn,
+		log:      log,
+		done:     make(chan struct{}),
+		tok:      make(chan struct{}, 1),
+		rbuf:     make([]byte, MaxPacketSize),
+		rplain:   make([]byte, MaxPacketSize),
+		wplain:   make([]byte, 0, MaxPacketSize),
+		wout:     make([]byte, 0, MaxPacketSize+64),
+		rtpQ:     make(chan *packetBuf, queueLen),
+		rtcpQ:    make(chan *packetBuf, queueLen),
+		recvKeys: map[uint32]bool{},
+	}
+}
+
+// start fetches keys and runs the handshake as the keying mode needs.
+func (s *Session) start(ctx context.Context) error {
+	var keys []CallKey
+	if usesKMS(s.cfg.Keying) {
+		var err error
+		keys, err = s.cfg.KeySource.Keys(ctx, s.cfg.KeyURI)
+		if err != nil {
+			return fmt.Errorf("media: fetch call key %q: %w", s.cfg.KeyURI, err)
+		}
+	}
+	switch s.cfg.Keying {
+	case sdp.KeyingSDES:
+		s.profile = s.cfg.SDES.Profile
+		if err := s.initSDES(); err != nil {
+			return err
+		}
+	case sdp.KeyingKMS:
+		s.profile = s.cfg.Profiles[0]
+		if err := s.initVersioned(keys); err != nil {
+			return err
+		}
+	case sdp.KeyingDTLS, sdp.KeyingHybrid:
+		profile, exported, err := s.handshake(ctx)
+		if err != nil {
+			return err
+		}
+		s.profile = profile
+		if s.cfg.Keying == sdp.KeyingDTLS {
+			err = s.initDTLS(exported)
+			clear(exported)
+		} else {
+			s.exporter = exported
+			err = s.initVersioned(keys)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	s.rtpTrailer, s.rtcpTrailer = s.profile.rtpTrailerLen(), s.profile.rtcpTrailerLen()
+	s.markReady()
+	if usesKMS(s.cfg.Keying) {
+		if w, ok := s.cfg.KeySource.(KeyWatcher); ok {
+			s.watch(w)
+		}
+	}
+	return nil
+}
+
+// markReady lets packets that arrived during the handshake through.
+func (s *Session) markReady() {
+	s.earlyMu.Lock()
+	s.ready = true
+	s.earlyMu.Unlock()
+	if s.earlyQ == nil {
+		return
+	}
+	for {
+		select {
+		case b := <-s.earlyQ:
+			s.routeToQueue(b.data)
+			putPacket(b)
+		default:
+			return
+		}
+	}
+}
+
+// watch installs the versions a KeyWatcher reports until Close.
+func (s *Session) watch(w KeyWatcher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWatch = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		err := w.Watch(ctx, s.cfg.KeyURI, func(k CallKey) {
+			if err := s.InstallKey(k); err != nil {
+				s.log.Warn("media: install watched key version", "version", k.Version, "err", err)
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("media: key watch ended; keys no longer rotate on their own", "err", err)
+		}
+	}()
+}
+
+// abort undoes a half-finished start.
+func (s *Session) abort() {
+	s.closed.Store(true)
+	close(s.done)
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	_ = s.conn.Close()
+	s.retireDTLS()
+	s.wg.Wait()
+	s.wipe()
+}
+
+// Close ends the session: it stops the key watcher, closes the transport
+// and waits for the session's goroutines. No DTLS close_notify is sent (see
+// the package documentation). A second Close returns an error wrapping
+// net.ErrClosed.
+func (s *Session) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return fmt.Errorf("media: close: %w", net.ErrClosed)
+	}
+	close(s.done)
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	err := s.conn.Close()
+	s.retireDTLS()
+	// Taking sendMu once orders Close after any WriteRTP that might still
+	// start an OnRotationNeeded goroutine, so that wg.Wait sees it.
+	s.sendMu.Lock()
+	//lint:ignore SA2001 the empty critical section is a barrier, see above
+	s.sendMu.Unlock()
+	s.wg.Wait()
+	s.rdl.stop()
+	s.wipe()
+	for _, q := range []chan *packetBuf{s.rtpQ, s.rtcpQ} {
+	drain:
+		for {
+			select {
+			case b := <-q:
+				putPacket(b)
+			default:
+				break drain
+			}
+		}
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("media: close transport: %w", err)
+	}
+	return nil
+}
+
+// wipe forgets secrets the session still holds outside the SRTP contexts.
+func (s *Session) wipe() {
+	s.keysMu.Lock()
+	clear(s.exporter)
+	s.exporter = nil
+	s.keysMu.Unlock()
+}
+
+// errClosed is returned by I/O after Close.
+func errClosed(op string) error { return fmt.Errorf("media: %s: %w", op, net.ErrClosed) }
+
+// SetReadDeadline sets the deadline for ReadRTP and ReadRTCP, like
+// net.Conn's; it relies on the transport's own SetReadDeadline.
+func (s *Session) SetReadDeadline(t time.Time) error {
+	s.rdl.set(t)
+	if err := s.conn.SetReadDeadline(t); err != nil {
+		return fmt.Errorf("media: set read deadline: %w", err)
+	}
+	return nil
+}
+
+// SetWriteDeadline sets the transport's write deadline for WriteRTP and
+// WriteRTCP.
+func (s *Session) SetWriteDeadline(t time.Time) error {
+	if err := s.conn.SetWriteDeadline(t); err != nil {
+		return fmt.Errorf("media: set write deadline: %w", err)
+	}
+	return nil
+}
+
+// WriteRTP protects an RTP packet with header h and payload and sends it.
+// The header and payload together must fit in MaxPacketSize once
+// protected. It does not retain h or payload.
+func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	out, err := s.protectRTPLocked(&h, payload)
+	if err != nil {
+		return err
+	}
+	if _, err := s.conn.Write(out); err != nil {
+		if s.closed.Load() {
+			return errClosed("write RTP")
+		}
+		return fmt.Errorf("media: write RTP: %w", err)
+	}
+	s.stats.rtpSent.Add(1)
+	s.stats.rtpBytesSent.Add(uint64(len(payload)))
+	return nil
+}
+
+// protectRTPLocked builds and protects one RTP packet into s.wout.
+func (s *Session) protectRTPLocked(h *RTPHeader, payload []byte) ([]byte, error) {
+	if s.closed.Load() {
+		return nil, errClosed("write RTP")
+	}
+	if n := h.marshalledLen() + len(payload) + s.profile.overhead() + 4; n > MaxPacketSize {
+		return nil, fmt.Errorf("media: RTP packet of up to %d bytes exceeds %d", n, MaxPacketSize)
+	}
+	if s.sendCheckAt != 0 {
+		s.sendEventsLocked(time.Now())
+	}
+	k := &s.sendKey
+	if k.expired || k.rtp >= k.rtpHardStop {
+		return nil, fmt.Errorf("media: write RTP with key version %d: %w", k.version, ErrKeyExhausted)
+	}
+	plain := h.appendTo(s.wplain[:0])
+	plain = append(plain, payload...)
+	out, err := s.send.EncryptRTP(s.wout[:0], plain, &s.wHdr)
+	if err != nil {
+		return nil, fmt.Errorf("media: protect RTP: %w", err)
+	}
+	k.rtp++
+	if k.rtp == s.cfg.MaxPackets {
+		s.requestRotationLocked(RotationPacketBudget)
+	}
+	return out, nil
+}
+
+// WriteRTCP protects a plain compound RTCP packet and sends it. Its first
+// packet must have an RTCP packet type (192 to 223) so that the peer can
+// tell it from RTP (RFC 5761).
+func (s *Session) WriteRTCP(pkt []byte) error {
+	if len(pkt) < 8 || pkt[0]>>6 != 2 || pkt[1] < 192 || pkt[1] > 223 {
+		return errors.New("media: write RTCP: not an RTCP packet (version 2, type 192..223, at least 8 bytes)")
+	}
+	if len(pkt)+s.profile.overhead()+4+4 > MaxPacketSize {
+		return fmt.Errorf("media: RTCP packet of %d bytes too large", len(pkt))
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed.Load() {
+		return errClosed("write RTCP")
+	}
+	if s.sendCheckAt != 0 {
+		s.sendEventsLocked(time.Now())
+	}
+	k := &s.sendKey
+	if k.expired || k.rtcp >= maxSRTCPPackets {
+		return fmt.Errorf("media: write RTCP with key version %d: %w", k.version, ErrKeyExhausted)
+	}
+	out, err := s.send.EncryptRTCP(s.wout[:0], pkt, &s.wcHdr)
+	if err != nil {
+		return fmt.Errorf("media: protect RTCP: %w", err)
+	}
+	k.rtcp++
+	if k.rtcp == k.rtcpBudget {
+		s.requestRotationLocked(RotationPacketBudget)
+	}
+	if _, err := s.conn.Write(out); err != nil {
+		if s.closed.Load() {
+			return errClosed("write RTCP")
+		}
+		return fmt.Errorf("media: write RTCP: %w", err)
+	}
+	s.stats.rtcpSent.Add(1)
+	s.stats.rtcpBytesSent.Add(uint64(len(pkt)))
+	return nil
+}
+
+// ReadRTP reads the next authenticated RTP packet, copies its payload into
+// payload and returns its header and the number of payload bytes copied. If
+// payload is too short, the rest is lost and the error wraps
+// io.ErrShortBuffer. Packets that fail authentication, replays and packets
+// under unknown keys are dropped and counted in Stats, never returned.
+// RTCP and DTLS packets read meanwhile are passed on to ReadRTCP and the
+// DTLS layer.
+func (s *Session) ReadRTP(payload []byte) (RTPHeader, int, error) {
+	s.rtpMu.Lock()
+	defer s.rtpMu.Unlock()
+	pkt, b, err := s.next(kindRTP, s.rtpQ)
+	if err != nil {
+		return RTPHeader{}, 0, err
+	}
+	var h RTPHeader
+	body, perr := parseRTP(pkt, &h, &s.csrc, &s.ext)
+	if b != nil {
+		defer putPacket(b)
+	} else {
+		defer s.release()
+	}
+	if perr != nil {
+		// Authenticated but malformed: the peer's bug, not an attack.
+		s.stats.malformed.Add(1)
+		return RTPHeader{}, 0, fmt.Errorf("media: read RTP: %w", perr)
+	}
+	n := copy(payload, body)
+	s.stats.rtpRecv.Add(1)
+	s.stats.rtpBytesRecv.Add(uint64(len(body)))
+	if n < len(body) {
+		return h, n, fmt.Errorf("media: read RTP: payload of %d bytes: %w", len(body), io.ErrShortBuffer)
+	}
+	return h, n, nil
+}
+
+// ReadRTCP reads the next authenticated compound RTCP packet into buf and
+// returns its length. If buf is too short, the rest is lost and the error
+// wraps io.ErrShortBuffer. It drops what ReadRTP drops, and passes RTP read
+// meanwhile on to ReadRTP.
+func (s *Session) ReadRTCP(buf []byte) (int, error) {
+	s.rtcpMu.Lock()
+	defer s.rtcpMu.Unlock()
+	pkt, b, err := s.next(kindRTCP, s.rtcpQ)
+	if err != nil {
+		return 0, err
+	}
+	n := copy(buf, pkt)
+	if b != nil {
+		putPacket(b)
+	} else {
+		s.release()
+	}
+	s.stats.rtcpRecv.Add(1)
+	s.stats.rtcpBytesRecv.Add(uint64(len(pkt)))
+	if n < len(pkt) {
+		return n, fmt.Errorf("media: read RTCP: packet of %d bytes: %w", len(pkt), io.ErrShortBuffer)
+	}
+	return n, nil
+}
+
+// release gives the read token back.
+func (s *Session) release() { <-s.tok }
+
+// next returns the next authenticated packet of kind want. Either it comes
+// from q (b is not nil: the caller returns it to the pool), or the caller
+// read it off the transport and still holds the read token (b is nil: the
+// caller calls release when done with pkt, which is in s.rplain).
+func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packetBuf, err error) {
+	op := "read RTP"
+	if want == kindRTCP {
+		op = "read RTCP"
+	}
+	for {
+		if s.closed.Load() {
+			return nil, nil, errClosed(op)
+		}
+		select {
+		case b := <-q:
+			return b.data, b, nil
+		default:
+		}
+		select {
+		case s.tok <- struct{}{}:
+		default:
+			select {
+			case b := <-q:
+				return b.data, b, nil
+			case s.tok <- struct{}{}:
+			case <-s.rdl.wait():
+				return nil, nil, fmt.Errorf("media: %s: %w", op, os.ErrDeadlineExceeded)
+			case <-s.done:
+				return nil, nil, errClosed(op)
+			}
+		}
+		n, err := s.conn.Read(s.rbuf)
+		if err != nil {
+			s.release()
+			if s.closed.Load() {
+				return nil, nil, errClosed(op)
+			}
+			return nil, nil, fmt.Errorf("media: %s: %w", op, err)
+		}
+		if pkt, ok := s.handle(s.rbuf[:n], want); ok {
+			return pkt, nil, nil
+		}
+		s.release()
+	}
+}
+
+// packetKind is what a datagram carries (RFC 7983, RFC 5761).
+type packetKind uint8
+
+const (
+	kindOther packetKind = iota
+	kindDTLS
+	kindRTP
+	kindRTCP
+)
+
+// classify demultiplexes by the first byte (RFC 7983 section 7) and, for
+// RTP and RTCP, by the second (RFC 5761 section 4).
+func classify(p []byte) packetKind {
+	if len(p) == 0 {
+		return kindOther
+	}
+	switch b := p[0]; {
+	case b >= 20 && b <= 63:
+		return kindDTLS
+	case b >= 128 && b <= 191:
+		if len(p) < 2 {
+			return kindOther
+		}
+		if p[1] >= 192 && p[1] <= 223 {
+			return kindRTCP
+		}
+		return kindRTP
+	}
+	return kindOther
+}
+
+// handle processes one datagram read by the token holder. A packet of kind
+// want is unprotected into s.rplain and returned; anything else goes where
+// it belongs.
+func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
+	kind := classify(raw)
+	switch {
+	case kind == kindDTLS:
+		s.toDTLS(raw)
+	case kind == want && want == kindRTP:
+		return s.unprotectRTP(s.rplain, raw)
+	case kind == want && want == kindRTCP:
+		return s.unprotectRTCP(s.rplain, raw)
+	case kind == kindRTP || kind == kindRTCP:
+		s.routeToQueue(raw)
+	default:
+		s.stats.malformed.Add(1)
+	}
+	return nil, false
+}
+
+// routeToQueue unprotects an SRTP or SRTCP packet into a pooled buffer and
+// queues it for its reader; with the queue full it is dropped and counted.
+func (s *Session) routeToQueue(raw []byte) {
+	b := getPacket()
+	var ok bool
+	var q chan *packetBuf
+	switch classify(raw) {
+	case kindRTP:
+		b.data, ok = s.unprotectRTP(b.buf[:0], raw)
+		q = s.rtpQ
+	case kindRTCP:
+		b.data, ok = s.unprotectRTCP(b.buf[:0], raw)
+		q = s.rtcpQ
+	default:
+		s.stats.malformed.Add(1)
+	}
+	if !ok {
+		putPacket(b)
+		return
+	}
+	select {
+	case q <- b:
+	default:
+		s.stats.queueDrops.Add(1)
+		putPacket(b)
+	}
+}
+
+// unprotectRTP authenticates and decrypts raw into dst.
+func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
+	s.recvMu.Lock()
+	if s.removeAt != 0 {
+		s.removeOldKeysLocked(time.Now())
+	}
+	out, err := s.recv.DecryptRTP(dst, raw, &s.rHdr)
+	if err == nil && s.versioned {
+		s.observeVersionLocked(raw, s.rtpTrailer)
+	}
+	s.recvMu.Unlock()
+	if err != nil {
+		s.countDrop(err)
+		return nil, false
+	}
+	if s.dtlsLive.Load() {
+		s.retireDTLS()
+	}
+	return out, true
+}
+
+// unprotectRTCP authenticates and decrypts raw into dst.
+func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
+	s.recvMu.Lock()
+	if s.removeAt != 0 {
+		s.removeOldKeysLocked(time.Now())
+	}
+	out, err := s.recv.DecryptRTCP(dst, raw, &s.rcHdr)
+	if err == nil && s.versioned {
+		s.observeVersionLocked(raw, s.rtcpTrailer)
+	}
+	s.recvMu.Unlock()
+	if err != nil {
+		s.countDrop(err)
+		return nil, false
+	}
+	if s.dtlsLive.Load() {
+		s.retireDTLS()
+	}
+	return out, true
+}
+
+// countDrop counts a packet that failed to unprotect.
+func (s *Session) countDrop(err error) {
+	switch {
+	case errors.Is(err, srtp.ErrFailedToVerifyAuthTag):
+		s.stats.authFailures.Add(1)
+	case errors.Is(err, srtp.ErrMKINotFound):
+		s.stats.unknownMKI.Add(1)
+	case isReplay(err):
+		s.stats.replays.Add(1)
+	default:
+		s.stats.malformed.Add(1)
+	}
+}
+
+// isReplay recognizes pion/srtp's replay error, whose type and sentinel are
+// unexported; TestAttackReplay pins the text.
+func isReplay(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == "duplicated packet" {
+			return true
+		}
+	}
+	return false
+}

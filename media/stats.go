@@ -1,0 +1,69 @@
+package media
+
+import (
+	"sync/atomic"
+
+	"github.com/securecall/securecall/sdp"
+)
+
+// Stats is a snapshot of a session's counters.
+type Stats struct {
+	// Keying is the session's keying mode and Profile its protection
+	// profile.
+	Keying  sdp.Keying
+	Profile Profile
+	// SendKeyVersion is the key version used for sending (0 in dtls keying
+	// and in sdes keying without MKI).
+	SendKeyVersion uint32
+
+	// Packets and payload bytes sent and received; bytes count the
+	// plaintext RTP payload and the plaintext compound RTCP packet.
+	RTPPacketsSent, RTPBytesSent           uint64
+	RTPPacketsReceived, RTPBytesReceived   uint64
+	RTCPPacketsSent, RTCPBytesSent         uint64
+	RTCPPacketsReceived, RTCPBytesReceived uint64
+
+	// AuthFailures counts SRTP and SRTCP packets whose authentication tag
+	// did not verify (tampered, forged, or under a key the session never
+	// had); ReplaysDropped those that repeated or fell behind the replay
+	// window; UnknownMKIDrops those whose MKI names no installed key
+	// version (for example a version removed after its grace period).
+	AuthFailures, ReplaysDropped, UnknownMKIDrops uint64
+	// Malformed counts datagrams that were neither DTLS nor a well-formed
+	// SRTP or SRTCP packet; QueueDrops packets dropped because nobody read
+	// them (RTCP while only ReadRTP is called, for example).
+	Malformed, QueueDrops uint64
+}
+
+// counters are the live counterparts of Stats.
+type counters struct {
+	rtpSent, rtpBytesSent, rtpRecv, rtpBytesRecv     atomic.Uint64
+	rtcpSent, rtcpBytesSent, rtcpRecv, rtcpBytesRecv atomic.Uint64
+	authFailures, replays, unknownMKI                atomic.Uint64
+	malformed, queueDrops                            atomic.Uint64
+	sendVersion                                      atomic.Uint32
+}
+
+// Stats returns a snapshot of the session's counters. It is safe to call at
+// any time, also after Close.
+func (s *Session) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Keying:              s.cfg.Keying,
+		Profile:             s.profile,
+		SendKeyVersion:      c.sendVersion.Load(),
+		RTPPacketsSent:      c.rtpSent.Load(),
+		RTPBytesSent:        c.rtpBytesSent.Load(),
+		RTPPacketsReceived:  c.rtpRecv.Load(),
+		RTPBytesReceived:    c.rtpBytesRecv.Load(),
+		RTCPPacketsSent:     c.rtcpSent.Load(),
+		RTCPBytesSent:       c.rtcpBytesSent.Load(),
+		RTCPPacketsReceived: c.rtcpRecv.Load(),
+		RTCPBytesReceived:   c.rtcpBytesRecv.Load(),
+		AuthFailures:        c.authFailures.Load(),
+		ReplaysDropped:      c.replays.Load(),
+		UnknownMKIDrops:     c.unknownMKI.Load(),
+		Malformed:           c.malformed.Load(),
+		QueueDrops:          c.queueDrops.Load(),
+	}
+}
