@@ -201,15 +201,12 @@ func (c *Capabilities) localMedia(mid, proto string) Media {
 			Ufrag:           c.ICE.Ufrag,
 			Pwd:             c.ICE.Pwd,
 			Options:         append([]string(nil), c.ICE.Options...),
-			Candidates:      append([]Candidate(nil), c.ICE.Candidates...),
+			Candidates:      cloneCandidates(c.ICE.Candidates),
 			EndOfCandidates: c.ICE.EndOfCandidates,
 		},
 	}
 	if len(m.ICE.Options) == 0 {
 		m.ICE.Options = nil
-	}
-	if len(m.ICE.Candidates) == 0 {
-		m.ICE.Candidates = nil
 	}
 	// The m= and c= lines carry the default candidate (RFC 8839 section
 	// 4.2.1.1): the first UDP RTP candidate with an IP address.
@@ -326,7 +323,7 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 	m := c.localMedia(om.MID, om.Proto)
 	m.Direction = a.Direction
 	m.RTCPMux = om.RTCPMux
-	m.Formats = a.Codecs
+	m.Formats = cloneFormats(a.Codecs)
 	if keying.usesDTLS() {
 		a.RemoteFingerprints = cloneFingerprints(om.Fingerprints)
 		switch om.Setup {
@@ -551,12 +548,9 @@ func pickCrypto(offered, local []Crypto) (remote, answer Crypto, ok bool) {
 
 func cloneICE(i ICE) ICE {
 	i.Options = append([]string(nil), i.Options...)
-	i.Candidates = append([]Candidate(nil), i.Candidates...)
+	i.Candidates = cloneCandidates(i.Candidates)
 	if len(i.Options) == 0 {
 		i.Options = nil
-	}
-	if len(i.Candidates) == 0 {
-		i.Candidates = nil
 	}
 	return i
 }
@@ -590,4 +584,16 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func cloneCandidates(cs []Candidate) []Candidate {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]Candidate, len(cs))
+	for i, c := range cs {
+		c.Extensions = append([]Extension(nil), c.Extensions...)
+		out[i] = c
+	}
+	return out
 }

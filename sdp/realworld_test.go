@@ -1,6 +1,7 @@
 package sdp
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,3 +30,5 @@ func TestRealWorldParse(t *testing.T) {
 		})
 	}
 }
+
+func isNegotiation(err error) bool { return errors.Is(err, ErrNegotiation) }

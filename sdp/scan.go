@@ -77,6 +77,9 @@ func scan(data []byte) (*layout, *ParseError) {
 		}
 		lay.lines = append(lay.lines, l)
 	}
+	if len(lay.lines) == 0 {
+		return nil, &ParseError{Line: 1, Reason: "description has only empty lines"}
+	}
 	if err := lay.checkOrder(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,68 @@
+package sdp
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+)
+
+// seedDescriptions are the real-world inputs, used as fuzz seeds.
+var seedDescriptions = []string{"chrome_offer.txt", "firefox_offer.txt", "sip_sdes_offer.txt", "lite_border_offer.txt"}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, name := range seedDescriptions {
+		crlf := readTestdata(f, name)
+		f.Add(crlf)
+		f.Add(bytes.ReplaceAll(crlf, []byte("\r\n"), []byte("\n")))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := Unmarshal(data)
+		if err != nil {
+			if _, ok := err.(*ParseError); !ok {
+				t.Fatalf("error %v is a %T, not a *ParseError", err, err)
+			}
+			return
+		}
+		text, err := d.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of an unmarshalled description: %v\ninput:\n%q", err, data)
+		}
+		again, err := Unmarshal(text)
+		if err != nil {
+			t.Fatalf("Unmarshal of marshalled text: %v\ninput:\n%q\nmarshalled:\n%q", err, data, text)
+		}
+		if !reflect.DeepEqual(d, again) {
+			t.Fatalf("round trip changed the description\ninput:\n%q\nfirst:  %#v\nsecond: %#v", data, d, again)
+		}
+		if _, err := d.Keying(); err != nil && !isNegotiation(err) {
+			t.Fatalf("Keying error %v does not wrap ErrNegotiation", err)
+		}
+	})
+}
+
+func FuzzParseCandidate(f *testing.F) {
+	for _, s := range []string{
+		"candidate:1467250027 1 udp 2122260223 192.0.2.1 46154 typ host generation 0",
+		"a=candidate:2169522962 1 udp 1686052607 192.0.2.10 58779 typ srflx raddr 10.0.0.2 rport 58779 generation 0 network-id 1",
+		"candidate:3354783371 1 tcp 1518280447 4d3f2a6c-6c0a-4b5e-9b1f-2a3c4d5e6f70.local 9 typ host tcptype active",
+		"candidate:4 1 UDP 16777215 2001:db8::1 3478 typ relay raddr 2001:db8::2 rport 50000",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCandidate(s)
+		if err != nil {
+			if _, ok := err.(*ParseError); !ok {
+				t.Fatalf("error %v is a %T, not a *ParseError", err, err)
+			}
+			return
+		}
+		again, err := ParseCandidate(c.String())
+		if err != nil {
+			t.Fatalf("ParseCandidate(%q) of String of %q: %v", c.String(), s, err)
+		}
+		if !reflect.DeepEqual(c, again) {
+			t.Fatalf("round trip of %q changed the candidate:\n%#v\n%#v", s, c, again)
+		}
+	})
+}
