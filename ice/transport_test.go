@@ -1,10 +1,23 @@
 package ice_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/pion/stun/v2"
 	"go.uber.org/goleak"
 
+	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -63,4 +76,317 @@ func TestRelayWhenDirectBlocked(t *testing.T) {
 	if p.RTT <= 0 {
 		t.Errorf("RTT = %v, want a measurement", p.RTT)
 	}
+}
+
+func TestDirectOnlyNeverRelays(t *testing.T) {
+	srv := startTURN(t)
+	cfg := loopback()
+	cfg.Servers = srv.Servers()
+	cfg.Policy = ice.DirectOnly
+	a := newSide(t, cfg)
+	a.gather(t)
+	for _, c := range a.cands {
+		if c.Type == sdp.CandidateRelay {
+			t.Errorf("DirectOnly gathered a relay candidate: %v", c)
+		}
+	}
+	if n := srv.AuthRequests(); n != 0 {
+		t.Errorf("DirectOnly sent %d authenticated requests to the TURN server", n)
+	}
+	relay := sdp.Candidate{Foundation: "1", Component: 1, Transport: "udp", Priority: 1, Address: "127.0.0.2", Port: 4000, Type: sdp.CandidateRelay}
+	if err := a.t.AddRemoteCandidate(relay); err == nil {
+		t.Error("DirectOnly accepted a remote relay candidate")
+	}
+}
+
+func TestRelayOnlyRevealsNoLocalAddress(t *testing.T) {
+	srv := startTURN(t)
+	cfg := loopback()
+	cfg.Servers = srv.Servers()
+	cfg.Policy = ice.RelayOnly
+	a := newSide(t, cfg)
+	b := newSide(t, loopback())
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	if len(a.cands) == 0 {
+		t.Fatal("no candidates")
+	}
+	for _, c := range a.cands {
+		if c.Type != sdp.CandidateRelay || c.Address != "127.0.0.2" || c.RelatedAddress != "0.0.0.0" || c.RelatedPort != 0 {
+			t.Errorf("RelayOnly sent candidate %v; want only relay candidates on 127.0.0.2 with a hidden base", c)
+		}
+	}
+	// The peer saw nothing but the relay: had any check left a local
+	// socket directly, it would have learned a peer-reflexive 127.0.0.1.
+	p := b.t.Path()
+	if p.Remote.Type != sdp.CandidateRelay || p.Remote.Address.Addr() != netip.MustParseAddr("127.0.0.2") {
+		t.Errorf("peer's path = %+v, want the remote side on the relay", p)
+	}
+	if p := a.t.Path(); p.Local.Type != sdp.CandidateRelay || p.Relay == "" {
+		t.Errorf("path = %+v, want relay", p)
+	}
+}
+
+// A full agent against a Lite one: the full side controls whatever the
+// caller passes, and the call connects.
+func TestLiteAgainstFull(t *testing.T) {
+	liteCfg := loopback()
+	liteCfg.Lite = true
+	lite, full := newSide(t, liteCfg), newSide(t, loopback())
+	// lite is passed controlling=true and full false: the roles follow
+	// RFC 8445 instead.
+	connect(t, lite, full, true, false, nil)
+	exchange(t, lite.conn, full.conn)
+	for _, c := range lite.cands {
+		if c.Type != sdp.CandidateHost {
+			t.Errorf("Lite gathered %v", c)
+		}
+	}
+	if lite.t.Path().Local.Type == "" || full.t.Path().Local.Type == "" {
+		t.Error("no path reported")
+	}
+}
+
+// A Lite gateway with a known public address advertises it.
+func TestLitePublicAddress(t *testing.T) {
+	cfg := loopback()
+	cfg.Lite = true
+	cfg.PublicAddresses = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	s := newSide(t, cfg)
+	s.gather(t)
+	if len(s.cands) == 0 || s.cands[0].Address != "127.0.0.1" {
+		t.Fatalf("candidates = %v", s.cands)
+	}
+}
+
+// Candidates trickle while Connect runs.
+func TestTrickle(t *testing.T) {
+	a, b := newSide(t, loopback()), newSide(t, loopback())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.conn, a.err = a.t.Connect(ctx, b.peer(false), true) }()
+	go func() { defer wg.Done(); b.conn, b.err = b.t.Connect(ctx, a.peer(false), false) }()
+	var n int
+	for _, d := range []struct{ from, to *side }{{a, b}, {b, a}} {
+		if err := d.from.t.Gather(ctx, func(c sdp.Candidate) {
+			n++
+			if err := d.to.t.AddRemoteCandidate(c); err != nil {
+				t.Error(err)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if a.err != nil || b.err != nil {
+		t.Fatalf("connect: %v / %v", a.err, b.err)
+	}
+	if n == 0 {
+		t.Fatal("nothing trickled")
+	}
+	exchange(t, a.conn, b.conn)
+}
+
+// After an ICE restart on both sides the connection carries data again.
+func TestRestartKeepsConn(t *testing.T) {
+	a, b := newSide(t, loopback()), newSide(t, loopback())
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	old := a.t.LocalCredentials()
+	ctx := context.Background()
+	ca, err := a.t.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.Ufrag == old.Ufrag || ca.Pwd == old.Pwd || a.t.LocalCredentials() != ca {
+		t.Fatal("restart did not change the credentials")
+	}
+	cb, err := b.t.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.t.SetRemote(ice.Peer{Ufrag: cb.Ufrag, Pwd: cb.Pwd}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.t.SetRemote(ice.Peer{Ufrag: ca.Ufrag, Pwd: ca.Pwd}); err != nil {
+		t.Fatal(err)
+	}
+	a.gather(t)
+	b.gather(t)
+	for _, c := range b.cands {
+		if err := a.t.AddRemoteCandidate(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range a.cands {
+		if err := b.t.AddRemoteCandidate(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exchange(t, a.conn, b.conn)
+	if a.t.Path().Local.Type == "" {
+		t.Error("no path after restart")
+	}
+}
+
+func TestCloseLeaksNothing(t *testing.T) {
+	srv := startTURN(t)
+	cfg := loopback()
+	cfg.Servers = srv.Servers()
+	var paths atomic.Int32
+	cfg.OnPathChange = func(ice.Path) { paths.Add(1) }
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	for _, s := range []*side{a, b} {
+		if err := s.t.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.t.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("second Close = %v, want net.ErrClosed", err)
+		}
+		if _, err := s.conn.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read after Close = %v, want net.ErrClosed", err)
+		}
+	}
+	if paths.Load() < 2 {
+		t.Errorf("OnPathChange called %d times, want once per side", paths.Load())
+	}
+	srv.Close()
+	goleak.VerifyNone(t)
+}
+
+func TestBadConfig(t *testing.T) {
+	turn := ice.Server{URL: "turn:127.0.0.1:3478", Username: "u", Credential: "c"}
+	for _, c := range []struct {
+		name string
+		cfg  ice.Config
+		want string
+	}{
+		{"relay-only without TURN", ice.Config{Policy: ice.RelayOnly, Servers: []ice.Server{{URL: "stun:127.0.0.1"}}}, "RelayOnly needs"},
+		{"lite relay-only", ice.Config{Lite: true, Policy: ice.RelayOnly}, "Lite"},
+		{"lite with servers", ice.Config{Lite: true, Servers: []ice.Server{turn}}, "Lite"},
+		{"bad URL", ice.Config{Servers: []ice.Server{{URL: "http://x"}}}, "server URL"},
+		{"TURN without credential", ice.Config{Servers: []ice.Server{{URL: "turn:127.0.0.1"}}}, "needs a Username"},
+		{"turns over udp", ice.Config{Servers: []ice.Server{{URL: "turns:127.0.0.1?transport=udp", Username: "u", Credential: "c"}}}, "TCP only"},
+		{"negative wait", ice.Config{RelayWait: -1}, "RelayWait"},
+		{"unknown policy", ice.Config{Policy: 7}, "policy"},
+		{"unknown network", ice.Config{Networks: []ice.Network{9}}, "network"},
+		{"public address with relay-only", ice.Config{Policy: ice.RelayOnly, Servers: []ice.Server{turn}, PublicAddresses: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}, "PublicAddresses"},
+	} {
+		_, err := ice.NewTransport(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "ice: ") {
+			t.Errorf("%s: err = %v, want an ice: error mentioning %q", c.name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), `"c"`) {
+			t.Errorf("%s: error reveals the credential: %v", c.name, err)
+		}
+	}
+}
+
+// Connect fails with ErrNoPath when no pair can work, and with the
+// context's error when it is cancelled.
+func TestConnectFailsCleanly(t *testing.T) {
+	cfg := loopback()
+	cfg.ConnectTimeout = 300 * time.Millisecond
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	a.gather(t)
+	b.gather(t)
+	// No candidates exchanged: nothing can work.
+	_, err := a.t.Connect(context.Background(), b.peer(false), true)
+	if !errors.Is(err, ice.ErrNoPath) {
+		t.Errorf("Connect = %v, want ErrNoPath", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.t.Connect(ctx, a.peer(false), false); !errors.Is(err, context.Canceled) {
+		t.Errorf("Connect with a cancelled context = %v, want context.Canceled", err)
+	}
+	if _, err := a.t.Connect(context.Background(), ice.Peer{}, true); err == nil {
+		t.Error("Connect without peer credentials succeeded")
+	}
+}
+
+// Nothing secret reaches the log, even at the lowest level.
+func TestLogsRedactSecrets(t *testing.T) {
+	srv := startTURN(t)
+	var buf syncBuffer
+	cfg := loopback()
+	cfg.Servers = srv.Servers()
+	cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug - 8}))
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	log := buf.String()
+	if !strings.Contains(log, "[redacted]") {
+		t.Error("pion's start message with the remote password was not seen; the test no longer exercises redaction")
+	}
+	_, turnPass := srv.Credentials()
+	for _, s := range []string{a.t.LocalCredentials().Pwd, b.t.LocalCredentials().Pwd, turnPass} {
+		if strings.Contains(log, s) {
+			t.Fatalf("log reveals a secret")
+		}
+	}
+}
+
+// A malformed STUN message sent to the TURN client's socket (whose port
+// the relay candidate's rport reveals) is dropped before pion's parser,
+// which would panic on it, and the call goes on.
+func TestMalformedSTUNDoesNotCrash(t *testing.T) {
+	srv := startTURN(t)
+	cfg := loopback()
+	cfg.Servers = srv.Servers()
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, false, false, nil)
+	var rport uint16
+	for _, c := range a.cands {
+		if c.Type == sdp.CandidateRelay {
+			rport = c.RelatedPort
+		}
+	}
+	if rport == 0 {
+		t.Fatal("no relay candidate with an rport")
+	}
+	// A Data indication whose XOR-PEER-ADDRESS is empty and ends the
+	// message.
+	msg := stun.New()
+	msg.Type = stun.NewType(stun.MethodData, stun.ClassIndication)
+	msg.TransactionID = stun.NewTransactionID()
+	msg.WriteHeader()
+	msg.Add(stun.AttrData, []byte("x"))
+	msg.Add(stun.AttrXORPeerAddress, nil)
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", rport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 50 && ice.DroppedSTUN(a.t) == 0; i++ {
+		if _, err := c.Write(msg.Raw); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ice.DroppedSTUN(a.t) == 0 {
+		t.Fatal("the guard dropped nothing")
+	}
+	exchange(t, a.conn, b.conn)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
