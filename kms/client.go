@@ -61,9 +61,10 @@ type cacheEntry struct {
 
 // flight is one fetch shared by every concurrent Fetch of a URI.
 type flight struct {
-	done chan struct{}
-	keys []media.CallKey
-	err  error
+	done   chan struct{}
+	joined int // Fetch calls waiting on it, for tests
+	keys   []media.CallKey
+	err    error
 }
 
 // CallOptions describes a call key to create.
@@ -275,6 +276,7 @@ func (c *Client) Fetch(ctx context.Context, uri string) ([]media.CallKey, error)
 		c.wg.Add(1)
 		go c.fly(f, uri, id)
 	}
+	f.joined++
 	c.mu.Unlock()
 	select {
 	case <-f.done:

@@ -1084,7 +1084,7 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 	win := s.cfg.FreshnessWindow
 	// Proofs older than the server's start are refused: the nonce memory
 	// does not survive a restart, so this keeps replays out across one.
-	if issued.Before(now.Add(-win)) || issued.After(now.Add(win)) || issued.Before(s.started) {
+	if issued.Before(now.Add(-win)) || issued.After(now.Add(win)) || claims.IssuedMS < s.started.UnixMilli() {
 		return fail(http.StatusUnauthorized, codeStaleProof)
 	}
 	s.nonceMu.Lock()

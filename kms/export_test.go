@@ -1,0 +1,40 @@
+package kms
+
+import (
+	"crypto/ecdsa"
+	"time"
+
+	"github.com/securecall/securecall/media"
+)
+
+// Test hooks into unexported parts.
+
+// BackoffDelay exposes Backoff.delay.
+func BackoffDelay(b Backoff, attempt int) time.Duration {
+	return b.withDefaults().delay(attempt)
+}
+
+func (b Backoff) withDefaults() Backoff {
+	return Config{Backoff: b}.withDefaults().Backoff
+}
+
+// FlightJoined reports how many Fetch calls share the fetch of uri in
+// progress (0 if none).
+func (c *Client) FlightJoined(uri string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.flights[uri]; f != nil {
+		return f.joined
+	}
+	return 0
+}
+
+// ParseKeysResponse exposes the client's delivery parser.
+func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey) ([]media.CallKey, error) {
+	kid, err := keyID(&priv.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	_, keys, err := parseKeysResponse(body, uri, id, after, priv, kid)
+	return keys, err
+}
