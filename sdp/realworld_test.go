@@ -1,6 +1,7 @@
 package sdp
 
 import (
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -32,3 +33,5 @@ func TestRealWorldParse(t *testing.T) {
 }
 
 func isNegotiation(err error) bool { return errors.Is(err, ErrNegotiation) }
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
