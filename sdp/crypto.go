@@ -156,9 +156,7 @@ func parseCrypto(v string) (Crypto, string) {
 	if len(rest) > 0 {
 		return Crypto{}, "crypto key parameter must be key[|lifetime][|mki:length]"
 	}
-	for _, p := range f[3:] {
-		c.Params = append(c.Params, p)
-	}
+	c.Params = append(c.Params, f[3:]...)
 	return c, ""
 }
 

@@ -15,6 +15,28 @@ func FuzzUnmarshal(f *testing.F) {
 		f.Add(crlf)
 		f.Add(bytes.ReplaceAll(crlf, []byte("\r\n"), []byte("\n")))
 	}
+	// Offers and answers of every keying mode, so that the fuzzer starts
+	// from key-mgmt, crypto and setup lines as this package writes them.
+	for _, k := range []Keying{KeyingDTLS, KeyingKMS, KeyingHybrid, KeyingSDES} {
+		offer, err := NewOffer(caps(k))
+		if err != nil {
+			f.Fatal(err)
+		}
+		text, err := offer.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(text)
+		answer, _, err := NewAnswer(offer, caps(k))
+		if err != nil {
+			f.Fatal(err)
+		}
+		if text, err = answer.Marshal(); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(text)
+	}
+	f.Add([]byte(minimal))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := Unmarshal(data)
 		if err != nil {

@@ -65,16 +65,6 @@ func (i ICE) LogValue() slog.Value {
 
 var _ slog.LogValuer = ICE{}
 
-// hasOption reports whether the ICE options include opt.
-func (i ICE) hasOption(opt string) bool {
-	for _, o := range i.Options {
-		if o == opt {
-			return true
-		}
-	}
-	return false
-}
-
 // validUfrag and validPwd apply the lengths of RFC 8839 section 5.4.
 func validUfrag(s string) bool { return len(s) >= 4 && len(s) <= 256 && allICEChars(s) }
 func validPwd(s string) bool   { return len(s) >= 22 && len(s) <= 256 && allICEChars(s) }

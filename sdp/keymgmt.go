@@ -84,6 +84,6 @@ func parseKeyMgmt(v string) (*KeyRef, string) {
 // value returns the "a=key-mgmt" attribute value for r.
 func (r KeyRef) value() string {
 	// Encoding a string and an integer cannot fail.
-	raw, _ := json.Marshal(keyRefJSON{URI: r.URI, Version: r.Version})
+	raw, _ := json.Marshal(keyRefJSON(r))
 	return KeyMgmtProtocol + " " + base64.StdEncoding.EncodeToString(raw)
 }
