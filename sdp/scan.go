@@ -8,6 +8,7 @@ import (
 // textLine is one line of the input with its 1-based number.
 type textLine struct {
 	num int
+	off int // byte offset of the line's start in the input
 	typ byte
 	val string
 }
@@ -50,10 +51,12 @@ func scan(data []byte) (*layout, *ParseError) {
 	text := string(data)
 	lay := &layout{conn: []textLine{{}}}
 	num := 0
-	emptyAt := 0
+	emptyAt, off := 0, 0
 	for text != "" {
 		num++
+		start := off
 		raw, rest, found := strings.Cut(text, "\n")
+		off += len(raw) + 1
 		text = rest
 		raw = strings.TrimSuffix(raw, "\r")
 		if !found {
@@ -71,7 +74,7 @@ func scan(data []byte) (*layout, *ParseError) {
 		if len(raw) < 2 || raw[1] != '=' || raw[0] < 'a' || raw[0] > 'z' {
 			return nil, &ParseError{Line: num, Text: quoteText(raw), Reason: `line must be a lower-case letter, "=" and a value`}
 		}
-		l := textLine{num: num, typ: raw[0], val: raw[2:]}
+		l := textLine{num: num, off: start, typ: raw[0], val: raw[2:]}
 		if !isText(l.val) {
 			return nil, l.fail("line contains a carriage return or NUL inside it")
 		}

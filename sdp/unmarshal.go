@@ -48,9 +48,15 @@ func (lay *layout) wireError(err error) *ParseError {
 			}
 		}
 	}
-	var inner *ParseError
-	if errors.As(err, &inner) {
-		return inner
+	if _, after, ok := strings.Cut(msg, "at pos "); ok {
+		digits, _, _ := strings.Cut(after, ":")
+		if pos, perr := strconv.Atoi(digits); perr == nil {
+			for i := len(lay.lines) - 1; i >= 0; i-- {
+				if lay.lines[i].off <= pos {
+					return lay.lines[i].fail(msg)
+				}
+			}
+		}
 	}
 	return &ParseError{Reason: msg}
 }

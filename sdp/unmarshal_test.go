@@ -101,6 +101,8 @@ func TestUnmarshalValidation(t *testing.T) {
 		{"empty line inside", edit("s=", "s=-\r\n\r\n"), 4, "empty line"},
 		{"stray carriage return", edit("s=", "s=a\rb\r\n"), 3, "carriage return"},
 		{"unknown line type", edit("s=", "s=-\r\nx=1\r\n"), 4, "unknown line type"},
+		{"bad timing", edit("t=", "t=0 x\r\n"), 4, "syntax error"},
+		{"bad bandwidth", edit("c=", "c=IN IP4 0.0.0.0\r\nb=AS\r\n"), 8, "invalid"},
 		{"bad version", edit("v=", "v=1\r\n"), 1, "version must be 0"},
 		{"origin fields", edit("o=", "o=- 1 1 IN IP4\r\n"), 2, "six fields"},
 		{"origin id overflow", edit("o=", "o=- 99999999999999999999 1 IN IP4 0.0.0.0\r\n"), 2, "session id"},
