@@ -134,7 +134,10 @@ var staticFormats = map[uint8]Format{
 // SSRC is a synchronization source announced in the description with its
 // RTCP canonical name.
 type SSRC struct {
-	ID    uint32
+	// ID is the SSRC value.
+	ID uint32
+	// CNAME is the "cname" source attribute; it names the endpoint, the
+	// same for all of its sources.
 	CNAME string
 }
 

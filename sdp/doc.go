@@ -8,8 +8,9 @@
 // options, candidates with every RFC 8839 field, end-of-candidates,
 // ice-lite), DTLS (fingerprints, setup role), SDES crypto lines (RFC 4568)
 // and the KMS key reference. [Unmarshal] parses text, [Description.Marshal]
-// writes it in the layout browsers use; the wire format is handled by
-// github.com/pion/sdp/v3, which no exported name of this package exposes.
+// writes it in the layout browsers use. The wire format is read and
+// written by a dependency that stays internal: no exported name of this
+// package exposes its types, so it can change without breaking callers.
 //
 // [NewOffer] builds an offer from local [Capabilities]; [NewAnswer] answers
 // a remote offer and [AcceptAnswer] checks the answer to a local offer.

@@ -24,6 +24,7 @@ type ParseError struct {
 	Reason string
 }
 
+// Error returns the reason with the line number and text when known.
 func (e *ParseError) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("sdp: line %d %q: %s", e.Line, e.Text, e.Reason)

@@ -37,6 +37,9 @@ func FuzzUnmarshal(f *testing.F) {
 		f.Add(text)
 	}
 	f.Add([]byte(minimal))
+	for _, in := range trickyInputs {
+		f.Add([]byte(in))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := Unmarshal(data)
 		if err != nil {

@@ -194,3 +194,58 @@ func TestKeyMgmtFormat(t *testing.T) {
 		}
 	}
 }
+
+// trickyInputs are valid descriptions at the edges of the grammar; each
+// must parse and survive a round trip. They also seed FuzzUnmarshal.
+var trickyInputs = []string{
+	add("a=ice-lite\r\n"),
+	add("a=fmtp:111  minptime=10 \r\n"),
+	edit("t=", "t=0 0\r\nt=1 2\r\nr=7d 1h 0 25h\r\na=ice-options:trickle\r\n") + "a=ice-options:ice2 renomination\r\n",
+	add("a=ssrc:5 cname:\r\na=ssrc:5 cname:other\r\na=ssrc:6 msid:x y\r\n"),
+	add("a=crypto:01 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|0|0:1\r\n"),
+	add("a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|1\r\n"),
+	add("a=rtpmap:0 foo/1\r\na=rtpmap:99 notlisted/8000\r\na=fmtp:98 x=1\r\n"),
+	edit("a=group", "a=group:BUNDLE  0 0\r\na=group:LS 0\r\n"),
+	edit("o=", "o=a@b:c 0 0 IN IP6 host.example\r\n"),
+	edit("c=", "c=IN IP4 ::1\r\n"),
+	strings.Replace(edit("c=", ""), "t=0 0\r\n", "c=IN IP6 fe80::1%eth0\r\nb=AS:64\r\nt=0 0\r\n", 1),
+	add("a=candidate:1 2 UDP 7 fe80::1%eth0 0 typ srflx raddr x.local rport 0 typ y\r\na=end-of-candidates\r\n"),
+	add("a=rtcp-mux:junk\r\na=key-mgmt:securecall " + b64(`{"URI":"urn:x","version":0}`) + "\r\n"),
+	minimal + "m=video 0 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n",
+	edit("s=", "s= \r\ni=info\r\nu=http://x/\r\ne=a@b\r\np=+1\r\n"),
+}
+
+func TestRoundTripTricky(t *testing.T) {
+	for i, in := range trickyInputs {
+		d, err := Unmarshal([]byte(in))
+		if err != nil {
+			t.Errorf("input %d: %v\n%s", i, err, in)
+			continue
+		}
+		text, err := d.Marshal()
+		if err != nil {
+			t.Errorf("input %d: Marshal: %v", i, err)
+			continue
+		}
+		again, err := Unmarshal(text)
+		if err != nil || !reflect.DeepEqual(d, again) {
+			t.Errorf("input %d: round trip: %v\n%#v\n%#v", i, err, d, again)
+		}
+	}
+}
+
+func TestAnswerDirection(t *testing.T) {
+	for offered, want := range map[Direction]Direction{SendRecv: SendRecv, SendOnly: RecvOnly, RecvOnly: SendOnly, Inactive: Inactive} {
+		d, err := Unmarshal([]byte(add("a=" + string(offered) + "\r\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, a, err := NewAnswer(d, caps(KeyingDTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Direction != want || answer.Media[0].Direction != want {
+			t.Errorf("offer %s: answer %s, agreement %s; want %s", offered, answer.Media[0].Direction, a.Direction, want)
+		}
+	}
+}
