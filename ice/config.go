@@ -76,9 +76,13 @@ const (
 	// margin for wide-area round trips while keeping relay fallback short.
 	DefaultRelayWait = 200 * time.Millisecond
 	// DefaultPeerReflexiveWait is how long a pair with a peer-reflexive
-	// remote candidate waits before nomination, giving the signaled
-	// candidates time to arrive (pion's default is 1 s).
-	DefaultPeerReflexiveWait = 100 * time.Millisecond
+	// remote candidate waits before nomination (pion's default is 1 s).
+	// Through NAT the peer's checks arrive from its mapped address, which
+	// pion learns as peer-reflexive, so this wait is on the critical path
+	// of every direct call through NAT; one check interval (50 ms) lets a
+	// host pair on a shared network, which succeeds in the same round,
+	// win first.
+	DefaultPeerReflexiveWait = 50 * time.Millisecond
 	// DefaultConnectTimeout bounds Connect when its context has no earlier
 	// deadline.
 	DefaultConnectTimeout = 10 * time.Second

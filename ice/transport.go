@@ -500,6 +500,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		}
 		return nil, fmt.Errorf("ice: connect: %w", err)
 	}
+	t.notePath()
 	c := newConn(pc)
 	t.mu.Lock()
 	if t.closed {
@@ -521,10 +522,7 @@ func (t *Transport) onState(s pice.ConnectionState) {
 
 // onSelected runs on pion's notifier goroutine, one call at a time.
 func (t *Transport) onSelected(local, remote pice.Candidate) {
-	p := Path{Local: candidateInfo(local), Remote: candidateInfo(remote)}
-	if local.Type() == pice.CandidateTypeRelay {
-		p.Relay = t.relayURL(local)
-	}
+	p := t.makePath(local, remote)
 	t.mu.Lock()
 	t.path = p
 	t.mu.Unlock()
@@ -537,31 +535,54 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 	}
 }
 
+// notePath records the selected pair when Connect returns, in case pion's
+// notifier has not yet run onSelected, so that Path is current as soon as
+// Connect returns.
+func (t *Transport) notePath() {
+	pair, err := t.agent.GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return
+	}
+	p := t.makePath(pair.Local, pair.Remote)
+	t.mu.Lock()
+	if t.path.Local.Type == "" {
+		t.path = p
+	}
+	t.mu.Unlock()
+}
+
+func (t *Transport) makePath(local, remote pice.Candidate) Path {
+	p := Path{Local: candidateInfo(local), Remote: candidateInfo(remote)}
+	if local.Type() == pice.CandidateTypeRelay {
+		p.Relay = t.relayURL(local)
+	}
+	return p
+}
+
 // relayURL returns the URL of the TURN server behind a local relay
-// candidate.
+// candidate, found by the local port of the socket that talks to it (the
+// candidate's related port).
 func (t *Transport) relayURL(local pice.Candidate) string {
-	proto := "udp"
-	if rc, ok := local.(*pice.CandidateRelay); ok && rc.RelayProtocol() != "udp" {
-		proto = "tcp"
+	protos := []string{"udp", "tcp"}
+	if rc, ok := local.(*pice.CandidateRelay); ok && (rc.RelayProtocol() == "tcp" || rc.RelayProtocol() == "tls") {
+		protos = []string{"tcp"}
 	}
 	if ra := local.RelatedAddress(); ra != nil {
-		if hp, ok := t.relays.server(proto, ra.Port); ok {
-			if u, ok := t.servers[proto+"|"+hp]; ok {
-				return u
+		for _, proto := range protos {
+			if hp, ok := t.relays.server(proto, ra.Port); ok {
+				if u, ok := t.servers[proto+"|"+hp]; ok {
+					return u
+				}
 			}
 		}
 	}
-	// One TURN server of the protocol: it is the one.
-	var only string
-	for k, u := range t.servers {
-		if strings.HasPrefix(k, proto+"|") {
-			if only != "" {
-				return ""
-			}
-			only = u
+	// A single TURN server is the one.
+	if len(t.servers) == 1 {
+		for _, u := range t.servers {
+			return u
 		}
 	}
-	return only
+	return ""
 }
 
 func candidateInfo(c pice.Candidate) CandidateInfo {
