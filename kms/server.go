@@ -104,6 +104,7 @@ type call struct {
 type pending struct {
 	writes  []Write
 	entries []AuditEntry
+	apply   func() // run by the writer after a successful commit, in queue order
 	done    chan error
 }
 
@@ -280,6 +281,12 @@ func (s *Server) Close() error {
 // submit queues writes and audit entries for the store writer. The returned
 // channel reports the commit's outcome.
 func (s *Server) submit(writes []Write, entries ...AuditEntry) <-chan error {
+	return s.submitApply(writes, nil, entries...)
+}
+
+// submitApply is submit with a function the writer runs once the commit
+// is durable, before it reports success.
+func (s *Server) submitApply(writes []Write, apply func(), entries ...AuditEntry) <-chan error {
 	done := make(chan error, 1)
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
@@ -287,7 +294,7 @@ func (s *Server) submit(writes []Write, entries ...AuditEntry) <-chan error {
 		done <- errServerClosed
 		return done
 	}
-	s.queue <- &pending{writes: writes, entries: entries, done: done}
+	s.queue <- &pending{writes: writes, entries: entries, apply: apply, done: done}
 	return done
 }
 
@@ -378,6 +385,9 @@ func (s *Server) writer() {
 			s.cfg.Logger.Error("kms: store commit failed", "err", err)
 		}
 		for _, p := range batch {
+			if err == nil && p.apply != nil {
+				p.apply()
+			}
 			p.done <- err
 		}
 	}
@@ -671,8 +681,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
 		return
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
+	// Registrations of different devices are independent: they are not
+	// serialized with other state changes, only applied in commit order.
 	s.mu.RLock()
 	old := s.devices[p.identity]
 	s.mu.RUnlock()
@@ -686,14 +696,16 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if old != nil {
 		detail = "replaced " + old.kid + " with " + kid
 	}
-	if err := s.commit([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}},
-		AuditEntry{Time: now, Action: "register", Actor: p.identity, Outcome: "ok", Detail: detail}); err != nil {
+	dev := &device{pub: pub, kid: kid}
+	done := s.submitApply([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}}, func() {
+		s.mu.Lock()
+		s.devices[p.identity] = dev
+		s.mu.Unlock()
+	}, AuditEntry{Time: now, Action: "register", Actor: p.identity, Outcome: "ok", Detail: detail})
+	if err := <-done; err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
 		return
 	}
-	s.mu.Lock()
-	s.devices[p.identity] = &device{pub: pub, kid: kid}
-	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 

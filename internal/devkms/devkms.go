@@ -219,7 +219,7 @@ func (e *Env) Client(identity string) (*kms.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.Register(ctx); err != nil {
 		c.Close()
