@@ -51,21 +51,28 @@ type Origin struct {
 // it, with session-level ICE, DTLS and key-mgmt attributes folded in when
 // the section does not override them.
 type Media struct {
-	// Kind is "audio" or "video".
+	// Kind is "audio", "video" or "application". This SDK sends audio;
+	// the others are parsed so that browser offers with video or a data
+	// channel can be answered, rejecting those sections.
 	Kind string
 	// Port is the transport port of the "m=" line; 0 means the section is
 	// rejected (in an answer) or disabled.
 	Port uint16
-	// Proto is the transport protocol: "UDP/TLS/RTP/SAVPF",
-	// "UDP/TLS/RTP/SAVP", "RTP/SAVPF", "RTP/SAVP", "RTP/AVPF" or "RTP/AVP".
+	// Proto is the transport protocol: for audio and video
+	// "UDP/TLS/RTP/SAVPF", "UDP/TLS/RTP/SAVP", "RTP/SAVPF", "RTP/SAVP",
+	// "RTP/AVPF" or "RTP/AVP"; for application "UDP/DTLS/SCTP",
+	// "TCP/DTLS/SCTP" or "DTLS/SCTP".
 	Proto string
 	// Address is the connection address of the "c=" line (media level, or
 	// else session level). Marshal writes 0.0.0.0 when it is empty, as
 	// WebRTC stacks do when ICE carries the real addresses.
 	Address string
 	// Formats are the payload formats in the order of the "m=" line, with
-	// their rtpmap and fmtp attributes.
+	// their rtpmap and fmtp attributes; nil for an application section.
 	Formats []Format
+	// Tokens are the format tokens of an application section's "m=" line,
+	// such as "webrtc-datachannel"; nil for audio and video.
+	Tokens []string
 	// Direction is the media direction; Unmarshal sets SendRecv when the
 	// description names none, and Marshal writes SendRecv for zero.
 	Direction Direction
@@ -185,7 +192,13 @@ func (d Direction) reverse() Direction {
 	return SendRecv
 }
 
-// protos are the transport protocols this package accepts in "m=" lines.
+// dataProtos are the transport protocols of application sections.
+var dataProtos = map[string]bool{"UDP/DTLS/SCTP": true, "TCP/DTLS/SCTP": true, "DTLS/SCTP": true}
+
+// isRTPKind reports whether sections of this kind carry RTP.
+func isRTPKind(kind string) bool { return kind == "audio" || kind == "video" }
+
+// protos are the RTP transport protocols this package accepts in "m=" lines.
 var protos = map[string]bool{
 	"UDP/TLS/RTP/SAVPF": true,
 	"UDP/TLS/RTP/SAVP":  true,

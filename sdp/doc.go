@@ -3,7 +3,9 @@
 // application's signaling.
 //
 // A [Description] models what this SDK negotiates and nothing more:
-// origin, one or more media sections (audio, video) with payload formats,
+// origin, one or more media sections (audio, video, and application
+// sections such as a browser's data channel, which an answer rejects) with
+// payload formats,
 // direction, mid, rtcp-mux and SSRCs, the BUNDLE group, ICE (credentials,
 // options, candidates with every RFC 8839 field, end-of-candidates,
 // ice-lite), DTLS (fingerprints, setup role), SDES crypto lines (RFC 4568)
@@ -53,7 +55,8 @@
 // line endings; the last line must end with a line ending, so text cut off
 // mid-line is reported as truncated. It rejects, with a *[ParseError] that
 // names the line and the reason: lines out of the RFC 8866 order; unknown
-// line types; media kinds other than audio and video; unknown protos; ports
+// line types; media kinds other than audio, video and application; unknown
+// protos; ports
 // and payload types out of range; a media section with a port but without
 // ICE credentials; malformed candidates, fingerprints, crypto lines (the
 // inline key must have the length of its suite) and key-mgmt attributes;

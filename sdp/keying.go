@@ -32,8 +32,8 @@ func (k Keying) valid() bool {
 func (k Keying) usesDTLS() bool { return k == KeyingDTLS || k == KeyingHybrid }
 func (k Keying) usesKMS() bool  { return k == KeyingKMS || k == KeyingHybrid }
 
-// Keying returns the keying mode that the description's active media
-// sections (port not 0) carry:
+// Keying returns the keying mode that the description's active audio and
+// video sections (port not 0) carry:
 //
 //   - key-mgmt and fingerprint: [KeyingHybrid]
 //   - key-mgmt without fingerprint: [KeyingKMS]
@@ -47,8 +47,8 @@ func (d *Description) Keying() (Keying, error) {
 	var k Keying
 	for i := range d.Media {
 		m := &d.Media[i]
-		if m.Port == 0 {
-			continue
+		if m.Port == 0 || !isRTPKind(m.Kind) {
+			continue // SRTP keying concerns RTP sections only
 		}
 		mk, reason := m.keying()
 		if reason != "" {

@@ -79,6 +79,7 @@ func (m *Media) wire() *pionsdp.MediaDescription {
 	for _, f := range m.Formats {
 		md.MediaName.Formats = append(md.MediaName.Formats, strconv.Itoa(int(f.PayloadType)))
 	}
+	md.MediaName.Formats = append(md.MediaName.Formats, m.Tokens...)
 	attr := func(key, value string) {
 		md.Attributes = append(md.Attributes, pionsdp.NewAttribute(key, value))
 	}
@@ -178,13 +179,24 @@ func (d *Description) check() error {
 
 func (m *Media) check() string {
 	switch {
-	case m.Kind != "audio" && m.Kind != "video":
-		return fmt.Sprintf("kind %q is not audio or video", m.Kind)
+	case m.Kind == "application":
+		if !dataProtos[m.Proto] || len(m.Tokens) == 0 || len(m.Formats) != 0 {
+			return "an application section needs a DTLS/SCTP proto and format tokens, and no RTP formats"
+		}
+		for _, tok := range m.Tokens {
+			if !isToken(tok) {
+				return fmt.Sprintf("application format %q is not a token", tok)
+			}
+		}
+	case !isRTPKind(m.Kind):
+		return fmt.Sprintf("kind %q is not audio, video or application", m.Kind)
 	case !protos[m.Proto]:
 		return fmt.Sprintf("unknown proto %q", m.Proto)
+	case len(m.Tokens) != 0:
+		return "audio and video sections have RTP formats, not tokens"
 	case m.Address != "" && !isAddress(m.Address):
 		return fmt.Sprintf("address %q is not an IP address or host name", m.Address)
-	case len(m.Formats) == 0:
+	case len(m.Formats) == 0 && len(m.Tokens) == 0:
 		return "no formats"
 	case m.Direction != "" && !m.Direction.valid():
 		return fmt.Sprintf("unknown direction %q", m.Direction)

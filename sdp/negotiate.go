@@ -383,6 +383,7 @@ func rejected(om *Media) Media {
 		Proto:     om.Proto,
 		Address:   "0.0.0.0",
 		Formats:   cloneFormats(om.Formats),
+		Tokens:    append([]string(nil), om.Tokens...),
 		Direction: Inactive,
 		MID:       om.MID,
 	}

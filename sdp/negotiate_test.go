@@ -158,8 +158,11 @@ func TestAnswerToChromeOffer(t *testing.T) {
 	if !strings.HasPrefix(video, " 0 UDP/TLS/RTP/SAVPF 96 97 102 103\r\n") || !strings.Contains(video, "a=mid:1\r\n") {
 		t.Errorf("video section is not rejected with port 0 and its mid:\nm=video%s", video)
 	}
+	if !strings.Contains(s, "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n") {
+		t.Errorf("data channel section is not rejected with port 0 and its mid:\n%s", s)
+	}
 	if strings.Contains(s, "BUNDLE 0 1") {
-		t.Error("rejected video section is still in the BUNDLE group")
+		t.Error("rejected sections are still in the BUNDLE group")
 	}
 	// G722 is not in the local codecs; the answer keeps the offer's order.
 	c.Codecs = []Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 120, Name: "OPUS", ClockRate: 48000, Channels: 2}}

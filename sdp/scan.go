@@ -211,11 +211,22 @@ func checkMediaLine(l textLine) *ParseError {
 	if len(f) < 4 || strings.ContainsRune(l.val, '\t') {
 		return l.fail("media line needs a kind, a port, a proto and at least one format")
 	}
-	if f[0] != "audio" && f[0] != "video" {
-		return l.fail("media kind " + strconv.Quote(quoteText(f[0])) + " is not supported (audio or video)")
+	if f[0] != "audio" && f[0] != "video" && f[0] != "application" {
+		return l.fail("media kind " + strconv.Quote(quoteText(f[0])) + " is not supported (audio, video or application)")
 	}
 	if _, err := strconv.ParseUint(f[1], 10, 16); err != nil {
 		return l.fail("media port must be a number from 0 to 65535")
+	}
+	if !isRTPKind(f[0]) {
+		if !dataProtos[f[2]] {
+			return l.fail("unknown application proto " + strconv.Quote(quoteText(f[2])))
+		}
+		for _, tok := range f[3:] {
+			if !isToken(tok) {
+				return l.fail("application format must be a token")
+			}
+		}
+		return nil
 	}
 	if !protos[f[2]] {
 		return l.fail("unknown media proto " + strconv.Quote(quoteText(f[2])))

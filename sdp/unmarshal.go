@@ -233,7 +233,13 @@ func (lay *layout) buildMedia(d *Description, i int, md *pionsdp.MediaDescriptio
 		return Media{}, mline.fail("media section has no c= line and the session has none")
 	}
 	byPT := make(map[uint8]int, len(md.MediaName.Formats))
+	if !isRTPKind(m.Kind) {
+		m.Tokens = append([]string(nil), md.MediaName.Formats...)
+	}
 	for _, f := range md.MediaName.Formats {
+		if !isRTPKind(m.Kind) {
+			break
+		}
 		n, _ := strconv.ParseUint(f, 10, 8) // checked by scan
 		pt := uint8(n)
 		byPT[pt] = len(m.Formats)
