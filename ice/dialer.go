@@ -22,6 +22,7 @@ type turnDialer struct {
 	tlsServers map[string]bool
 	ctx        context.Context // cancelled by Close
 	relays     *relayIndex
+	guard      *guardNet
 }
 
 func (d *turnDialer) Dial(network, address string) (net.Conn, error) {
@@ -51,7 +52,7 @@ func (d *turnDialer) Dial(network, address string) (net.Conn, error) {
 		c = tc
 	}
 	d.relays.add("tcp", c.LocalAddr(), address)
-	return c, nil
+	return newGuardStream(c, d.guard), nil
 }
 
 // relayIndex remembers which TURN server ("host:port") each local socket

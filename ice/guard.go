@@ -271,3 +271,76 @@ func (c *guardUDPConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	c.n.rtt.sent(p)
 	return c.UDPConn.WriteTo(p, addr)
 }
+
+// guardStream filters a TCP or TLS connection to a TURN server, where STUN
+// messages and ChannelData are framed back to back (RFC 5766 section
+// 11.5): complete frames are passed on, STUN messages that would crash
+// pion's parser are dropped, and relayed checks are timed.
+type guardStream struct {
+	net.Conn
+	n   *guardNet
+	in  []byte // bytes read but not yet framed
+	out []byte // the frame being delivered
+	tmp []byte
+}
+
+func newGuardStream(c net.Conn, n *guardNet) *guardStream {
+	return &guardStream{Conn: c, n: n, tmp: make([]byte, 4096)}
+}
+
+// frameLen returns the length of the frame at the start of b, or 0 when
+// more bytes are needed; -1 when b does not start with a frame.
+func frameLen(b []byte) int {
+	if len(b) < 4 {
+		return 0
+	}
+	var n int
+	switch b[0] >> 6 {
+	case 0: // STUN
+		n = 20 + int(binary.BigEndian.Uint16(b[2:4]))
+	case 1: // ChannelData, padded to 4 bytes over streams
+		n = 4 + (int(binary.BigEndian.Uint16(b[2:4]))+3)&^3
+	default:
+		return -1
+	}
+	if len(b) < n {
+		return 0
+	}
+	return n
+}
+
+func (s *guardStream) Read(p []byte) (int, error) {
+	for len(s.out) == 0 {
+		switch n := frameLen(s.in); {
+		case n > 0:
+			frame := s.in[:n:n]
+			s.in = s.in[n:]
+			if unsafeSTUN(frame) {
+				s.n.dropped()
+				continue
+			}
+			s.n.rtt.received(frame)
+			s.out = frame
+		case n < 0:
+			// Not framed: pass it on and let pion reject it.
+			s.out, s.in = s.in, nil
+		default:
+			m, err := s.Conn.Read(s.tmp)
+			if m > 0 {
+				s.in = append(s.in, s.tmp[:m]...)
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
+	n := copy(p, s.out)
+	s.out = s.out[n:]
+	return n, nil
+}
+
+func (s *guardStream) Write(p []byte) (int, error) {
+	s.n.rtt.sent(p)
+	return s.Conn.Write(p)
+}

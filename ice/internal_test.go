@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +181,66 @@ func TestRedaction(t *testing.T) {
 	if got := r.redact("pwd " + secret + " end"); strings.Contains(got, secret) {
 		t.Errorf("redact = %q", got)
 	}
+}
+
+// readerConn is a net.Conn whose reads come from a byte slice, in chunks
+// of a given size, to exercise reframing.
+type readerConn struct {
+	net.Conn
+	b     []byte
+	chunk int
+}
+
+func (r *readerConn) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.chunk, len(r.b))
+	copy(p, r.b[:n])
+	r.b = r.b[n:]
+	return n, nil
+}
+
+func readAllStream(s *guardStream) []byte {
+	var out []byte
+	buf := make([]byte, 7)
+	for {
+		n, err := s.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			return out
+		}
+	}
+}
+
+func TestGuardStream(t *testing.T) {
+	good := stun.MustBuild(stun.TransactionID, stun.BindingSuccess, &stun.XORMappedAddress{IP: []byte{10, 0, 0, 1}, Port: 9}).Raw
+	bad := stunWithAttr(attrXORPeerAddress, stun.ClassIndication, nil)
+	cd := []byte{0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c', 0} // ChannelData, padded
+	var in, want []byte
+	in = append(append(append(append(in, good...), bad...), cd...), good...)
+	want = append(append(append(want, good...), cd...), good...)
+	for _, chunk := range []int{1, 3, 20, 4096} {
+		var drops int
+		g := &guardNet{rtt: &rttMeter{}, relays: &relayIndex{}, dropped: func() { drops++ }}
+		s := newGuardStream(&readerConn{b: append([]byte(nil), in...), chunk: chunk}, g)
+		if got := readAllStream(s); !bytes.Equal(got, want) || drops != 1 {
+			t.Errorf("chunk %d: got %d bytes and %d drops, want %d bytes and 1 drop", chunk, len(got), drops, len(want))
+		}
+	}
+}
+
+func FuzzGuardStream(f *testing.F) {
+	f.Add(stunWithAttr(attrXORPeerAddress, stun.ClassIndication, nil), 5)
+	f.Add([]byte{0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c', 0}, 1)
+	f.Fuzz(func(t *testing.T, b []byte, chunk int) {
+		if chunk < 1 || chunk > 5000 {
+			chunk = 1
+		}
+		g := &guardNet{rtt: &rttMeter{}, relays: &relayIndex{}, dropped: func() {}}
+		got := readAllStream(newGuardStream(&readerConn{b: append([]byte(nil), b...), chunk: chunk}, g))
+		if len(got) > len(b) {
+			t.Fatalf("stream grew from %d to %d bytes", len(b), len(got))
+		}
+	})
 }

@@ -40,10 +40,13 @@ func (r *redactor) redact(s string) string {
 type slogFactory struct {
 	log *slog.Logger
 	red *redactor
+	// problem, if set, receives pion's warnings and errors (redacted): the
+	// only way pion reports why a TURN allocation failed.
+	problem func(msg string)
 }
 
 func (f *slogFactory) NewLogger(scope string) logging.LeveledLogger {
-	return &slogLeveled{log: f.log.With("pion", scope), red: f.red}
+	return &slogLeveled{log: f.log.With("pion", scope), red: f.red, problem: f.problem}
 }
 
 // levelTrace is below slog.LevelDebug: pion's per-packet trace messages.
@@ -54,8 +57,9 @@ const levelTrace = slog.LevelDebug - 4
 // Info and Warn, which for a library embedded in an application are debug
 // and info material.
 type slogLeveled struct {
-	log *slog.Logger
-	red *redactor
+	log     *slog.Logger
+	red     *redactor
+	problem func(msg string)
 }
 
 func (l *slogLeveled) emit(level slog.Level, msg string) {
@@ -79,7 +83,14 @@ func (l *slogLeveled) Debug(msg string)                  { l.emit(levelTrace, ms
 func (l *slogLeveled) Debugf(format string, args ...any) { l.emitf(levelTrace, format, args...) }
 func (l *slogLeveled) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
 func (l *slogLeveled) Infof(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
-func (l *slogLeveled) Warn(msg string)                   { l.emit(slog.LevelInfo, msg) }
-func (l *slogLeveled) Warnf(format string, args ...any)  { l.emitf(slog.LevelInfo, format, args...) }
-func (l *slogLeveled) Error(msg string)                  { l.emit(slog.LevelWarn, msg) }
-func (l *slogLeveled) Errorf(format string, args ...any) { l.emitf(slog.LevelWarn, format, args...) }
+func (l *slogLeveled) Warn(msg string)                   { l.report(slog.LevelInfo, msg) }
+func (l *slogLeveled) Warnf(format string, args ...any)  { l.report(slog.LevelInfo, fmt.Sprintf(format, args...)) }
+func (l *slogLeveled) Error(msg string)                  { l.report(slog.LevelWarn, msg) }
+func (l *slogLeveled) Errorf(format string, args ...any) { l.report(slog.LevelWarn, fmt.Sprintf(format, args...)) }
+
+func (l *slogLeveled) report(level slog.Level, msg string) {
+	if l.problem != nil {
+		l.problem(l.red.redact(msg))
+	}
+	l.emit(level, msg)
+}

@@ -54,6 +54,8 @@ type Transport struct {
 	conn       *conn
 	path       Path
 	closed     bool
+	relayErr   string // pion's last complaint about a TURN server
+	wantRelay  bool   // TURN servers are configured and the policy uses them
 }
 
 // NewTransport checks cfg and makes a Transport. It does no network I/O;
@@ -98,6 +100,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 		}
 		urls = append(urls, u)
 	}
+	t.wantRelay = len(t.servers) > 0 && cfg.Policy != DirectOnly && !cfg.Lite
 	if cfg.Policy == RelayOnly && len(urls) == 0 {
 		return nil, errors.New("ice: RelayOnly needs at least one turn: or turns: server")
 	}
@@ -125,10 +128,10 @@ func NewTransport(cfg Config) (*Transport, error) {
 		LocalUfrag:       creds.Ufrag,
 		LocalPwd:         creds.Pwd,
 		MulticastDNSMode: pice.MulticastDNSModeDisabled,
-		LoggerFactory:    &slogFactory{log: cfg.Logger, red: t.red},
+		LoggerFactory:    &slogFactory{log: cfg.Logger, red: t.red, problem: t.notePionProblem},
 		Lite:             cfg.Lite,
 		Net:              gnet,
-		ProxyDialer:      &turnDialer{tlsConfig: cfg.TLSConfig, tlsServers: tlsServers, ctx: dctx, relays: t.relays},
+		ProxyDialer:      &turnDialer{tlsConfig: cfg.TLSConfig, tlsServers: tlsServers, ctx: dctx, relays: t.relays, guard: gnet},
 		// Loopback addresses are gathered only when the application's
 		// IPFilter accepts them.
 		IncludeLoopback:        cfg.IPFilter != nil,
@@ -360,26 +363,64 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 		t.gatherCh, t.gatherDone = nil, nil
 		t.mu.Unlock()
 	}()
+	t.mu.Lock()
+	t.relayErr = ""
+	t.mu.Unlock()
 	if err := t.agent.GatherCandidates(); err != nil {
 		return fmt.Errorf("ice: gather: %w", err)
 	}
+	var relays int
 	for {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("ice: gather: %w", ctx.Err())
 		case pc := <-ch:
 			if pc == nil {
-				return nil
+				return t.checkRelays(relays)
 			}
 			c, ok := t.localCandidate(pc)
 			if !ok {
 				continue
+			}
+			if c.Type == sdp.CandidateRelay {
+				relays++
 			}
 			if fn != nil {
 				fn(c)
 			}
 		}
 	}
+}
+
+// checkRelays reports a gathering that produced no relay candidate though
+// TURN servers are configured: an error under RelayOnly, which then has
+// nothing to offer, and a warning otherwise.
+func (t *Transport) checkRelays(n int) error {
+	if n > 0 || !t.wantRelay {
+		return nil
+	}
+	t.mu.Lock()
+	why := t.relayErr
+	t.mu.Unlock()
+	if why == "" {
+		why = "no TURN server answered"
+	}
+	if t.cfg.Policy == RelayOnly {
+		return fmt.Errorf("ice: gather: no relay candidate under the RelayOnly policy: %s", why)
+	}
+	t.cfg.Logger.Warn("ice: no relay candidate; calls that need a relay will fail", "reason", why)
+	return nil
+}
+
+// notePionProblem keeps pion's last warning about a TURN server, which is
+// the only report pion gives of why an allocation failed.
+func (t *Transport) notePionProblem(msg string) {
+	if !strings.Contains(msg, "TURN") && !strings.Contains(msg, "relay") {
+		return
+	}
+	t.mu.Lock()
+	t.relayErr = msg
+	t.mu.Unlock()
 }
 
 // localCandidate converts a gathered candidate and applies the policy a
