@@ -164,7 +164,10 @@ func TestCoturnRESTCredentials(t *testing.T) {
 		name       string
 		user, cred string
 	}{
-		{"wrong secret", user, func() string { _, c := ice.RESTCredentials("not-the-secret", "alice", time.Now().Add(time.Hour)); return c }()},
+		{"wrong secret", user, func() string {
+			_, c := ice.RESTCredentials("not-the-secret", "alice", time.Now().Add(time.Hour))
+			return c
+		}()},
 		{"expired", func() string { u, _ := ice.RESTCredentials(secret, "alice", time.Now().Add(-time.Hour)); return u }(),
 			func() string { _, c := ice.RESTCredentials(secret, "alice", time.Now().Add(-time.Hour)); return c }()},
 	} {

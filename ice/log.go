@@ -84,9 +84,13 @@ func (l *slogLeveled) Debugf(format string, args ...any) { l.emitf(levelTrace, f
 func (l *slogLeveled) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
 func (l *slogLeveled) Infof(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
 func (l *slogLeveled) Warn(msg string)                   { l.report(slog.LevelInfo, msg) }
-func (l *slogLeveled) Warnf(format string, args ...any)  { l.report(slog.LevelInfo, fmt.Sprintf(format, args...)) }
-func (l *slogLeveled) Error(msg string)                  { l.report(slog.LevelWarn, msg) }
-func (l *slogLeveled) Errorf(format string, args ...any) { l.report(slog.LevelWarn, fmt.Sprintf(format, args...)) }
+func (l *slogLeveled) Warnf(format string, args ...any) {
+	l.report(slog.LevelInfo, fmt.Sprintf(format, args...))
+}
+func (l *slogLeveled) Error(msg string) { l.report(slog.LevelWarn, msg) }
+func (l *slogLeveled) Errorf(format string, args ...any) {
+	l.report(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
 
 func (l *slogLeveled) report(level slog.Level, msg string) {
 	if l.problem != nil {
