@@ -29,6 +29,17 @@
 // [KeyingSDES]. An offer sets "a=setup:actpass"; the answerer takes the
 // active role (RFC 8842) unless the offer asked otherwise.
 //
+// # Roles
+//
+// The DTLS role follows RFC 5763 and RFC 8842: the offer says actpass, and
+// [NewAnswer] takes active (the answerer is the DTLS client) unless the
+// offer named a role, in which case it takes the other one. The ICE role
+// follows RFC 8445 section 6.1.1, reported in the ICEControlling field of
+// [Agreement]:
+// a full agent facing an ICE-Lite peer (session-level "a=ice-lite") is
+// controlling whether it offered or answered; between two full agents or
+// two Lite agents the offerer is controlling.
+//
 // # The key-mgmt attribute
 //
 // In kms and hybrid keying the description names the call key with an

@@ -111,7 +111,10 @@ func (m *Media) wire() *pionsdp.MediaDescription {
 	if dir == "" {
 		dir = SendRecv
 	}
-	flag(string(dir))
+	// A data channel has no direction; write one only if it was given.
+	if isRTPKind(m.Kind) || dir != SendRecv {
+		flag(string(dir))
+	}
 	if m.RTCPMux {
 		flag("rtcp-mux")
 	}

@@ -377,6 +377,10 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 // declines: port 0, the offer's kind, proto, formats and mid (RFC 8829
 // section 5.3.1).
 func rejected(om *Media) Media {
+	dir := Inactive
+	if !isRTPKind(om.Kind) {
+		dir = SendRecv // written as no direction attribute at all
+	}
 	return Media{
 		Kind:      om.Kind,
 		Port:      0,
@@ -384,7 +388,7 @@ func rejected(om *Media) Media {
 		Address:   "0.0.0.0",
 		Formats:   cloneFormats(om.Formats),
 		Tokens:    append([]string(nil), om.Tokens...),
-		Direction: Inactive,
+		Direction: dir,
 		MID:       om.MID,
 	}
 }
