@@ -26,8 +26,9 @@
 // [Description.Keying] reads the keying mode from what a description
 // carries: fingerprints only mean [KeyingDTLS]; a key-mgmt reference with
 // fingerprints [KeyingHybrid], without them [KeyingKMS]; crypto lines
-// [KeyingSDES]. An offer sets "a=setup:actpass"; the answerer takes the
-// active role (RFC 8842) unless the offer asked otherwise.
+// [KeyingSDES]. A section with both fingerprints and crypto lines counts
+// as dtls: keys negotiated in DTLS are preferred over keys in the
+// signaling.
 //
 // # Roles
 //

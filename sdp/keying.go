@@ -40,6 +40,9 @@ func (k Keying) usesKMS() bool  { return k == KeyingKMS || k == KeyingHybrid }
 //   - fingerprint only: [KeyingDTLS]
 //   - crypto lines only: [KeyingSDES]
 //
+// A section with both fingerprints and crypto lines counts as dtls.
+// Application (data channel) sections and rejected ones do not count.
+//
 // It fails, wrapping [ErrNegotiation], when a section carries none of
 // these, when a UDP/TLS section has no fingerprint, or when sections
 // disagree.

@@ -285,6 +285,9 @@ func audioSection(d *Description) int {
 // Errors that come from the offer and the capabilities having nothing
 // acceptable in common wrap [ErrNegotiation].
 func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, error) {
+	if offer == nil {
+		return nil, Agreement{}, errors.New("sdp: NewAnswer: nil offer")
+	}
 	c, err := c.withDefaults()
 	if err != nil {
 		return nil, Agreement{}, err
@@ -397,6 +400,9 @@ func rejected(om *Media) Media {
 // the agreement from the offerer's side. Errors for an answer that does
 // not fit the offer wrap [ErrNegotiation].
 func AcceptAnswer(offer, answer *Description) (Agreement, error) {
+	if offer == nil || answer == nil {
+		return Agreement{}, errors.New("sdp: AcceptAnswer: nil description")
+	}
 	if len(answer.Media) != len(offer.Media) {
 		return Agreement{}, fmt.Errorf("%w: the answer has %d media sections, the offer %d", ErrNegotiation, len(answer.Media), len(offer.Media))
 	}
