@@ -232,8 +232,8 @@ func (m *Media) check() string {
 		seen[f.PayloadType] = true
 	}
 	for _, o := range m.ICE.Options {
-		if o == "" || !allICEChars(o) {
-			return fmt.Sprintf("ICE option %q is not an ice-char token", o)
+		if !isToken(o) {
+			return fmt.Sprintf("ICE option %q is not a token", o)
 		}
 	}
 	for _, c := range m.ICE.Candidates {

@@ -198,7 +198,7 @@ func TestKeyMgmtFormat(t *testing.T) {
 // trickyInputs are valid descriptions at the edges of the grammar; each
 // must parse and survive a round trip. They also seed FuzzUnmarshal.
 var trickyInputs = []string{
-	add("a=ice-lite\r\n"),
+	add("a=ice-lite\r\na=ice-options:google-ice\r\n"),
 	add("a=fmtp:111  minptime=10 \r\n"),
 	edit("t=", "t=0 0\r\nt=1 2\r\nr=7d 1h 0 25h\r\na=ice-options:trickle\r\n") + "a=ice-options:ice2 renomination\r\n",
 	add("a=ssrc:5 cname:\r\na=ssrc:5 cname:other\r\na=ssrc:6 msid:x y\r\n"),

@@ -102,8 +102,8 @@ func (la *levelAttrs) common(l textLine, key, val string) (bool, *ParseError) {
 			return true, l.fail("ice-options needs at least one option")
 		}
 		for _, o := range opts {
-			if !allICEChars(o) {
-				return true, l.fail("ice-options must be ice-char tokens")
+			if !isToken(o) {
+				return true, l.fail("ice-options must be tokens")
 			}
 		}
 		la.options = append(la.options, opts...)
