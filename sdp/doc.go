@@ -83,7 +83,9 @@
 // clear: anyone who reads the signaling can decrypt the media, and anyone
 // who can modify it can substitute keys. Use sdes only when the signaling
 // is encrypted (SIP over TLS, HTTPS, WSS) to a peer you trust with the
-// keys. [Crypto] prints its key redacted, and [ICE] its password.
+// keys. [Crypto] prints its key redacted, and [ICE] its password; a
+// [ParseError] that quotes a line redacts SDES keys, ICE passwords and
+// "k=" values, so that errors can be logged.
 //
 // In kms and hybrid keying the key-mgmt attribute carries only the key's
 // URI and version, never key material: the media keys come from the

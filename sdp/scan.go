@@ -15,8 +15,40 @@ type textLine struct {
 
 func (l textLine) text() string { return string(l.typ) + "=" + l.val }
 
+// fail returns a ParseError for the line, with any secret in its text
+// redacted.
 func (l textLine) fail(reason string) *ParseError {
-	return &ParseError{Line: l.num, Text: quoteText(l.text()), Reason: reason}
+	return &ParseError{Line: l.num, Text: quoteText(redactText(l.text())), Reason: reason}
+}
+
+// redactText returns a line of input with the secrets it may carry
+// replaced, because errors get logged and keys and passwords must not be:
+// the value of a "k=" line, what follows "ice-pwd", and each SDES key
+// after "inline:".
+func redactText(s string) string {
+	if strings.HasPrefix(s, "k=") {
+		return "k=" + redacted
+	}
+	if before, _, found := strings.Cut(s, "ice-pwd"); found {
+		return before + "ice-pwd:" + redacted
+	}
+	if !strings.Contains(s, "inline:") {
+		return s
+	}
+	var b strings.Builder
+	for {
+		before, after, found := strings.Cut(s, "inline:")
+		b.WriteString(before)
+		if !found {
+			return b.String()
+		}
+		b.WriteString("inline:" + redacted)
+		end := strings.IndexAny(after, " ;")
+		if end < 0 {
+			return b.String()
+		}
+		s = after[end:]
+	}
 }
 
 // layout is the line structure of a description: its lines, and for each
@@ -60,7 +92,7 @@ func scan(data []byte) (*layout, *ParseError) {
 		text = rest
 		raw = strings.TrimSuffix(raw, "\r")
 		if !found {
-			return nil, &ParseError{Line: num, Text: quoteText(raw), Reason: "text ends in the middle of a line: the description is truncated"}
+			return nil, &ParseError{Line: num, Text: quoteText(redactText(raw)), Reason: "text ends in the middle of a line: the description is truncated"}
 		}
 		if raw == "" {
 			if emptyAt == 0 {
@@ -72,7 +104,7 @@ func scan(data []byte) (*layout, *ParseError) {
 			return nil, &ParseError{Line: emptyAt, Reason: "empty line inside the description"}
 		}
 		if len(raw) < 2 || raw[1] != '=' || raw[0] < 'a' || raw[0] > 'z' {
-			return nil, &ParseError{Line: num, Text: quoteText(raw), Reason: `line must be a lower-case letter, "=" and a value`}
+			return nil, &ParseError{Line: num, Text: quoteText(redactText(raw)), Reason: `line must be a lower-case letter, "=" and a value`}
 		}
 		l := textLine{num: num, off: start, typ: raw[0], val: raw[2:]}
 		if !isText(l.val) {

@@ -225,3 +225,26 @@ func TestUnmarshalRejectedSectionNeedsNoICE(t *testing.T) {
 		t.Errorf("Keying() = %v, %v; a rejected section must not count", k, err)
 	}
 }
+
+func TestParseErrorsRedactSecrets(t *testing.T) {
+	const secretKey = "c2VjcmV0c2VjcmV0c2VjcmV0"
+	for _, tc := range []struct{ name, in, secret string }{
+		{"crypto key of the wrong length", add("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + secretKey + "|2^20\r\n"), secretKey},
+		{"crypto with two keys", add("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + ";inline:" + secretKey + "\r\n"), secretKey},
+		{"truncated crypto line", add("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + secretKey), secretKey},
+		{"short ice-pwd", edit("a=ice-pwd", "a=ice-pwd:shortsecret\r\n"), "shortsecret"},
+		{"duplicate ice-pwd", add("a=ice-pwd:anothersecretpassword12\r\n"), "anothersecretpassword12"},
+		{"k= line out of order", edit("s=", "s=-\r\nk=clear:topsecret\r\n"), "topsecret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Unmarshal([]byte(tc.in))
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("err = %v, want a *ParseError", err)
+			}
+			if strings.Contains(err.Error(), tc.secret) || !strings.Contains(pe.Text, redacted) {
+				t.Errorf("error shows the secret: %v", err)
+			}
+		})
+	}
+}
