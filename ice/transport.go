@@ -73,20 +73,36 @@ func NewTransport(cfg Config) (*Transport, error) {
 		servers: make(map[string]string),
 		failed:  make(chan struct{}),
 	}
-	var urls []*stun.URI
-	tlsServers := make(map[string]bool)
+	var (
+		urls       []*stun.URI
+		parsed     []*stun.URI
+		tlsServers = make(map[string]bool)
+		turnUDP    = make(map[string]bool) // host:port of turn: servers over UDP
+	)
 	for _, s := range cfg.Servers {
 		u, err := s.parse()
 		if err != nil {
 			return nil, err
 		}
 		t.red.add(s.Credential)
+		parsed = append(parsed, u)
+		if u.Scheme == stun.SchemeTypeTURN && u.Proto == stun.ProtoTypeUDP && cfg.Policy != DirectOnly {
+			turnUDP[hostPort(u)] = true
+		}
+	}
+	for i, u := range parsed {
+		s := cfg.Servers[i]
 		isTURN := u.Scheme == stun.SchemeTypeTURN || u.Scheme == stun.SchemeTypeTURNS
 		switch {
 		case cfg.Policy == DirectOnly && isTURN:
 			continue // relays are never contacted
 		case cfg.Policy == RelayOnly && !isTURN:
 			continue // STUN would only reveal the server-reflexive address
+		case !isTURN && turnUDP[hostPort(u)]:
+			// pion asks every server for the server-reflexive address; a
+			// STUN URL for a TURN server already listed would open a
+			// second socket for the same answer.
+			continue
 		}
 		if isTURN {
 			proto := "udp"

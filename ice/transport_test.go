@@ -118,8 +118,10 @@ func TestRelayOnlyRevealsNoLocalAddress(t *testing.T) {
 	}
 	// The peer saw nothing but the relay: had any check left a local
 	// socket directly, it would have learned a peer-reflexive 127.0.0.1.
+	// (It may learn the relay's address as peer-reflexive when a check
+	// overtakes the signaled candidate.)
 	p := b.t.Path()
-	if p.Remote.Type != sdp.CandidateRelay || p.Remote.Address.Addr() != netip.MustParseAddr("127.0.0.2") {
+	if p.Remote.Address.Addr() != netip.MustParseAddr("127.0.0.2") {
 		t.Errorf("peer's path = %+v, want the remote side on the relay", p)
 	}
 	if p := a.t.Path(); p.Local.Type != sdp.CandidateRelay || p.Relay == "" {
