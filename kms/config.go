@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -91,4 +92,30 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// String describes c without its secrets: the token and keys are redacted.
+func (c Config) String() string {
+	return fmt.Sprintf("kms.Config{URL: %q, Certificate: %s, Token: %s, TokenSource: %t, DeviceKey: %s, RootCAs: %t, HTTPClient: %t, Backoff: %+v, RequestTimeout: %s, WatchWait: %s}",
+		c.URL, redacted(len(c.Certificate.Certificate) > 0), redacted(c.Token != ""), c.TokenSource != nil, redacted(c.DeviceKey != nil),
+		c.RootCAs != nil, c.HTTPClient != nil, c.Backoff, c.RequestTimeout, c.WatchWait)
+}
+
+// GoString is String, so that %#v does not reveal secrets either.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue implements [slog.LogValuer] without the secrets.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("url", c.URL),
+		slog.Bool("certificate", len(c.Certificate.Certificate) > 0),
+		slog.Bool("token", c.Token != "" || c.TokenSource != nil),
+	)
+}
+
+func redacted(set bool) string {
+	if set {
+		return "[REDACTED]"
+	}
+	return "none"
 }
