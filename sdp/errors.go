@@ -17,7 +17,8 @@ var ErrNegotiation = errors.New("sdp: negotiation failed")
 // ParseError reports malformed session description text. Line is the
 // 1-based line number in the input (0 when the error is not tied to a line,
 // as for a candidate parsed on its own), Text is that line as received,
-// truncated to a readable length, and Reason says what is wrong with it.
+// truncated to a readable length and with SDES keys, ICE passwords and
+// "k=" values redacted, and Reason says what is wrong with it.
 type ParseError struct {
 	Line   int
 	Text   string

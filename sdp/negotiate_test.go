@@ -498,3 +498,40 @@ func TestOfferSharesNoMemory(t *testing.T) {
 		t.Error("NewOffer numbered the caller's crypto lines")
 	}
 }
+
+// TestConcurrentUse runs parsing and negotiation from several goroutines
+// on shared inputs; with -race it checks that nothing is shared mutably.
+func TestConcurrentUse(t *testing.T) {
+	data := readTestdata(t, "chrome_offer.txt")
+	offer, err := Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := caps(KeyingDTLS)
+	done := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for range 20 {
+				if _, err := Unmarshal(data); err != nil {
+					done <- err
+					return
+				}
+				answer, _, err := NewAnswer(offer, c)
+				if err != nil {
+					done <- err
+					return
+				}
+				if _, err := answer.Marshal(); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
