@@ -1,0 +1,510 @@
+package securecall_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/stunturn"
+	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/media"
+	"github.com/securecall/securecall/sdp"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// loopbackICE keeps every test on 127.0.0.1.
+func loopbackICE() ice.Config {
+	return ice.Config{
+		InterfaceFilter: func(name string) bool { return name == "lo" },
+		IPFilter:        func(a netip.Addr) bool { return a.IsLoopback() && a.Is4() },
+		Networks:        []ice.Network{ice.UDP4},
+	}
+}
+
+// kmsEnv starts a reference KMS with the given devices.
+func kmsEnv(t *testing.T, ids ...string) *devkms.Env {
+	t.Helper()
+	env, err := devkms.Start(context.Background(), t.TempDir(), ids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	return env
+}
+
+func kmsClient(t *testing.T, env *devkms.Env, id string) *kms.Client {
+	t.Helper()
+	c, err := env.Client(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// pair makes two calls, exchanges offer and answer and waits until both
+// are connected.
+func pair(t *testing.T, ca, cb securecall.Config) (a, b *securecall.Call) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := securecall.New(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err = securecall.New(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Connect(ctx); err != nil {
+		t.Fatalf("caller Connect: %v", err)
+	}
+	if err := b.Connect(ctx); err != nil {
+		t.Fatalf("callee Connect: %v", err)
+	}
+	return a, b
+}
+
+// sendRecv sends n RTP packets from a to b and checks that b reads them
+// all, in order, with their payloads.
+func sendRecv(t *testing.T, a, b *securecall.Call, n int) {
+	t.Helper()
+	pt := a.Codec().PayloadType
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		for i := 0; i < n; i++ {
+			h, m, err := b.ReadRTP(buf)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if h.PayloadType != pt || m != 160 || buf[0] != byte(i) {
+				errc <- errors.New("packet arrived altered")
+				return
+			}
+		}
+		errc <- nil
+	}()
+	payload := make([]byte, 160)
+	for i := 0; i < n; i++ {
+		payload[0] = byte(i)
+		h := media.RTPHeader{PayloadType: pt, SequenceNumber: uint16(100 + i), Timestamp: uint32(160 * i), SSRC: a.SSRC()}
+		if err := a.WriteRTP(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // loopback UDP drops bursts past the socket buffer
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("packets did not arrive")
+	}
+}
+
+// rtcpBothWays checks that compound RTCP crosses in both directions.
+func rtcpBothWays(t *testing.T, a, b *securecall.Call) {
+	t.Helper()
+	// A receiver report with no report blocks: V=2, PT=201, length 1.
+	rr := []byte{0x80, 201, 0, 1, 0, 0, 0, 0}
+	for _, p := range [][2]*securecall.Call{{a, b}, {b, a}} {
+		from, to := p[0], p[1]
+		ssrc := from.SSRC()
+		rr[4], rr[5], rr[6], rr[7] = byte(ssrc>>24), byte(ssrc>>16), byte(ssrc>>8), byte(ssrc)
+		if err := from.WriteRTCP(rr); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		n, err := to.ReadRTCP(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != len(rr) || buf[1] != 201 {
+			t.Fatalf("RTCP arrived as %x", buf[:n])
+		}
+	}
+}
+
+func TestCallKeyingModes(t *testing.T) {
+	for _, keying := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid} {
+		t.Run(string(keying), func(t *testing.T) {
+			ca := securecall.Config{ICE: loopbackICE(), Keying: keying}
+			cb := ca
+			if keying != sdp.KeyingDTLS {
+				env := kmsEnv(t, "alice", "bob")
+				alice := kmsClient(t, env, "alice")
+				uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ca.KeySource, ca.KeyURI = alice, uri
+				cb.KeySource = kmsClient(t, env, "bob")
+			}
+			a, b := pair(t, ca, cb)
+			if a.Keying() != keying || b.Keying() != keying {
+				t.Fatalf("keying = %s/%s, want %s", a.Keying(), b.Keying(), keying)
+			}
+			if a.State() != securecall.StateConnected {
+				t.Fatalf("state = %s, want connected", a.State())
+			}
+			sendRecv(t, a, b, 50)
+			sendRecv(t, b, a, 50)
+			rtcpBothWays(t, a, b)
+			st := b.Stats()
+			if st.RTPPacketsReceived < 50 || st.AuthFailures != 0 || st.Keying != keying {
+				t.Fatalf("callee stats %+v", st)
+			}
+			if keying != sdp.KeyingDTLS && st.SendKeyVersion == 0 {
+				t.Fatal("kms keying but no key version in use")
+			}
+			if p := a.Path(); p.Local.Type != sdp.CandidateHost || p.Remote.Type != sdp.CandidateHost {
+				t.Fatalf("loopback call took path %+v, want host to host", p)
+			}
+		})
+	}
+}
+
+func TestCallForcedRelay(t *testing.T) {
+	srv, err := stunturn.Start(context.Background(), stunturn.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cfg := securecall.Config{ICE: loopbackICE()}
+	cfg.ICE.Servers = srv.Servers()
+	cfg.ICE.Policy = ice.RelayOnly
+	a, b := pair(t, cfg, cfg)
+	if p := a.Path(); p.Local.Type != sdp.CandidateRelay || p.Relay == "" {
+		t.Fatalf("relay-only call took path %+v", p)
+	}
+	sendRecv(t, a, b, 20)
+	sendRecv(t, b, a, 20)
+}
+
+// Keys rotate every second while 50 packets a second flow both ways for
+// ten seconds: nothing may fail to decrypt and nothing may be lost.
+func TestCallRotationUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ten seconds of media; skipped with -short")
+	}
+	env := kmsEnv(t, "alice", "bob")
+	alice := kmsClient(t, env, "alice")
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}, RotateEvery: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri}
+	cb := securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")}
+	a, b := pair(t, ca, cb)
+
+	const seconds, rate = 10, 50
+	const n = seconds * rate
+	var wg sync.WaitGroup
+	var got [2]atomic.Int64
+	for i, c := range []*securecall.Call{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1500)
+			for got[i].Load() < n {
+				if _, _, err := c.ReadRTP(buf); err != nil {
+					return
+				}
+				got[i].Add(1)
+			}
+		}()
+	}
+	versions := map[uint32]bool{}
+	tick := time.NewTicker(time.Second / rate)
+	ha := media.RTPHeader{PayloadType: a.Codec().PayloadType, SSRC: a.SSRC(), SequenceNumber: 65000}
+	hb := media.RTPHeader{PayloadType: b.Codec().PayloadType, SSRC: b.SSRC(), SequenceNumber: 1}
+	payload := make([]byte, 160)
+	for range n {
+		<-tick.C
+		if err := a.WriteRTP(ha, payload); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.WriteRTP(hb, payload); err != nil {
+			t.Fatal(err)
+		}
+		ha.SequenceNumber++
+		hb.SequenceNumber++
+		ha.Timestamp += 160
+		hb.Timestamp += 160
+		versions[a.Stats().SendKeyVersion] = true
+	}
+	tick.Stop()
+	waitFor(t, 3*time.Second, func() bool { return got[0].Load() == n && got[1].Load() == n })
+	a.Close()
+	b.Close()
+	wg.Wait()
+	sa, sb := a.Stats(), b.Stats()
+	if sa.AuthFailures+sb.AuthFailures+sa.UnknownMKIDrops+sb.UnknownMKIDrops+sa.ReplaysDropped+sb.ReplaysDropped != 0 {
+		t.Errorf("decrypt failures: caller %+v, callee %+v", sa.Stats, sb.Stats)
+	}
+	if got[0].Load() != n || got[1].Load() != n {
+		t.Errorf("received %d and %d of %d packets", got[0].Load(), got[1].Load(), n)
+	}
+	if len(versions) < seconds-2 {
+		t.Errorf("saw %d key versions in %d s of rotation every second", len(versions), seconds)
+	}
+}
+
+// After a participant is removed the KMS rotates at once; the removed
+// device cannot fetch the new version, so once senders switch to it the
+// removed side decrypts nothing more, while the remaining side carries on.
+func TestCallParticipantRemoval(t *testing.T) {
+	env := kmsEnv(t, "alice", "bob")
+	alice := kmsClient(t, env, "alice")
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := pair(t,
+		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri},
+		securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")})
+	sendRecv(t, a, b, 10)
+	before := a.Stats().SendKeyVersion
+
+	if err := alice.RemoveParticipant(context.Background(), uri, "bob"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bob keeps reading; every packet he can decrypt is recorded by its
+	// sequence number.
+	var mu sync.Mutex
+	var delivered []uint16
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			h, _, err := b.ReadRTP(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			delivered = append(delivered, h.SequenceNumber)
+			mu.Unlock()
+		}
+	}()
+	// Alice sends until she has switched to the version made at the
+	// removal (the switch happens on the send path at its activation
+	// time), then 20 packets more.
+	h := media.RTPHeader{PayloadType: a.Codec().PayloadType, SSRC: a.SSRC(), SequenceNumber: 500}
+	var first uint16 // the first sequence number under the new version
+	deadline := time.Now().Add(10 * time.Second)
+	for sent := 0; sent < 20; {
+		if err := a.WriteRTP(h, make([]byte, 160)); err != nil {
+			t.Fatalf("the remaining participant can no longer send: %v", err)
+		}
+		if a.Stats().SendKeyVersion > before {
+			if sent == 0 {
+				first = h.SequenceNumber
+			}
+			sent++
+		} else if time.Now().After(deadline) {
+			t.Fatal("the caller never switched to the version made at the removal")
+		}
+		h.SequenceNumber++
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitFor(t, 5*time.Second, func() bool { return b.Stats().UnknownMKIDrops+b.Stats().AuthFailures >= 20 })
+	b.Close()
+	<-done
+	for _, seq := range delivered {
+		if seq >= first {
+			t.Fatalf("the removed participant decrypted packet %d, sent under the new key (first %d)", seq, first)
+		}
+	}
+	if a.State() != securecall.StateConnected {
+		t.Fatalf("the remaining participant's call is %s", a.State())
+	}
+}
+
+func TestAnswerUnauthorized(t *testing.T) {
+	env := kmsEnv(t, "alice", "bob", "mallory")
+	alice := kmsClient(t, env, "alice")
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := securecall.New(securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	m, err := securecall.New(securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "mallory")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Answer(ctx, offer)
+	if !errors.Is(err, kms.ErrForbidden) {
+		t.Fatalf("Answer by a non-participant: %v, want kms.ErrForbidden", err)
+	}
+	if m.State() != securecall.StateNew {
+		t.Fatalf("a failed Answer left the call %s", m.State())
+	}
+}
+
+func TestCallBadInput(t *testing.T) {
+	ctx := context.Background()
+	if _, err := securecall.New(securecall.Config{Keying: sdp.KeyingKMS}); err == nil {
+		t.Error("kms keying without a KeySource was accepted")
+	}
+	if _, err := securecall.New(securecall.Config{Keying: "rot13"}); err == nil {
+		t.Error("unknown keying was accepted")
+	}
+	c, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Answer(ctx, "v=0\r\nnot sdp"); err == nil {
+		t.Error("Answer took garbage")
+	}
+	var se *securecall.StateError
+	if err := c.SetAnswer(ctx, validOffer(t)); !errors.As(err, &se) {
+		t.Errorf("SetAnswer without an offer: %v, want a StateError", err)
+	}
+	if err := c.Connect(ctx); !errors.As(err, &se) {
+		t.Errorf("Connect before any exchange: %v, want a StateError", err)
+	}
+	if err := c.WriteRTP(media.RTPHeader{}, nil); !errors.Is(err, securecall.ErrNotConnected) {
+		t.Errorf("WriteRTP before connecting: %v", err)
+	}
+	if c.State() != securecall.StateNew {
+		t.Errorf("bad input moved the call to %s", c.State())
+	}
+	// The call is still usable after all that.
+	if _, err := c.Answer(ctx, validOffer(t)); err != nil {
+		t.Errorf("Answer after bad input: %v", err)
+	}
+}
+
+func validOffer(t *testing.T) string {
+	t.Helper()
+	o, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	offer, err := o.Offer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offer
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	a, _ := pair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()})
+	if err := a.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := a.Close(); !errors.Is(err, securecall.ErrClosed) {
+		t.Fatalf("second Close: %v, want ErrClosed", err)
+	}
+	if cause := context.Cause(a.Context()); !errors.Is(cause, securecall.ErrClosed) {
+		t.Fatalf("Context cause after Close: %v", cause)
+	}
+	if _, _, err := a.ReadRTP(make([]byte, 10)); !errors.Is(err, securecall.ErrClosed) {
+		t.Fatalf("ReadRTP after Close: %v", err)
+	}
+	if a.State() != securecall.StateClosed {
+		t.Fatalf("state after Close: %s", a.State())
+	}
+}
+
+func TestTrickle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var toA, toB = make(chan sdp.Candidate, 16), make(chan sdp.Candidate, 16)
+	ca := securecall.Config{ICE: loopbackICE(), OnCandidate: func(c sdp.Candidate) { toB <- c }}
+	cb := securecall.Config{ICE: loopbackICE(), OnCandidate: func(c sdp.Candidate) { toA <- c }}
+	a, err := securecall.New(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := securecall.New(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		t.Fatal(err)
+	}
+	connected := make(chan error, 2)
+	go func() { connected <- a.Connect(ctx) }()
+	go func() { connected <- b.Connect(ctx) }()
+	for n := 0; n < 2; {
+		select {
+		case c := <-toA:
+			if err := a.AddRemoteCandidate(c.String()); err != nil {
+				t.Fatal(err)
+			}
+		case c := <-toB:
+			if err := b.AddRemoteCandidate(c.String()); err != nil {
+				t.Fatal(err)
+			}
+		case err := <-connected:
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	sendRecv(t, a, b, 10)
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,32 @@
+package securecall
+
+import "strconv"
+
+// State is where a call is in its life.
+type State int
+
+// The states of a call, in the order a call moves through them. A call
+// reaches StateFailed or StateClosed once and stays there.
+const (
+	// StateNew: made by New, no session description exchanged yet.
+	StateNew State = iota
+	// StateConnecting: descriptions exchanged; ICE, DTLS and keys are
+	// being set up.
+	StateConnecting
+	// StateConnected: media flows.
+	StateConnected
+	// StateFailed: the call could not connect or lost its path for good;
+	// Context's cause says why.
+	StateFailed
+	// StateClosed: Close was called.
+	StateClosed
+)
+
+var stateNames = [...]string{"new", "connecting", "connected", "failed", "closed"}
+
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}

@@ -1,0 +1,28 @@
+package securecall
+
+import (
+	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/media"
+)
+
+// Stats is a snapshot of a call: the media session's counters (packets and
+// bytes each way, authentication failures, replays and unknown-key drops,
+// the key version and profile in use), the state and the media path.
+type Stats struct {
+	media.Stats
+	State State
+	Path  ice.Path
+}
+
+// Stats returns a snapshot of the call. Media counters are zero until the
+// call is connected.
+func (c *Call) Stats() Stats {
+	st := Stats{State: c.State(), Path: c.ice.Path()}
+	c.mu.Lock()
+	s := c.session
+	c.mu.Unlock()
+	if s != nil {
+		st.Stats = s.Stats()
+	}
+	return st
+}
