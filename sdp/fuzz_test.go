@@ -44,10 +44,10 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Fuzz(checkRoundTrip)
 }
 
-// FuzzUnmarshalAttribute fuzzes one attribute line placed in a valid
+// FuzzAttribute fuzzes one attribute line placed in a valid
 // description, at session or media level, so that the fuzzer spends its
 // time in the attribute parsers rather than in the line structure.
-func FuzzUnmarshalAttribute(f *testing.F) {
+func FuzzAttribute(f *testing.F) {
 	for _, line := range []string{
 		"crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|2^20|1:4 UNENCRYPTED_SRTCP",
 		"crypto:2 AEAD_AES_128_GCM inline:" + b64(string(testKey28)),
