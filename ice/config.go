@@ -150,6 +150,10 @@ type Config struct {
 	FailedTimeout time.Duration
 	// KeepaliveInterval: if zero, defaults to DefaultKeepaliveInterval.
 	KeepaliveInterval time.Duration
+	// UDPMux, if set, is a socket shared with other Transports for the UDP
+	// host candidate (see ListenUDPMux); the Transport does not close it.
+	// If nil, the Transport opens its own sockets.
+	UDPMux *UDPMux
 	// TLSConfig is used for turns: servers. If nil, the system roots verify
 	// the server, with the host of the server's URL as the server name.
 	// The Transport uses a clone and never modifies it.

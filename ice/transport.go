@@ -165,6 +165,9 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if cfg.InterfaceFilter != nil {
 		acfg.InterfaceFilter = cfg.InterfaceFilter
 	}
+	if cfg.UDPMux != nil {
+		acfg.UDPMux = &transportMux{m: cfg.UDPMux, n: gnet, ipFilter: cfg.IPFilter}
+	}
 	if cfg.IPFilter != nil {
 		f := cfg.IPFilter
 		acfg.IPFilter = func(ip net.IP) bool {

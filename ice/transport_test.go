@@ -392,3 +392,62 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Many transports share one UDP socket for their host candidates: a
+// gateway with three calls to three peers that have sockets of their own.
+// (Packets are demultiplexed by remote address, so each call needs a
+// distinct peer address, as calls to different endpoints have.)
+func TestUDPMux(t *testing.T) {
+	mux, err := ice.ListenUDPMux(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mux.Close()
+	cfg := loopback()
+	cfg.UDPMux = mux
+	var gw, peers []*side
+	for range 3 {
+		a, b := newSide(t, cfg), newSide(t, loopback())
+		connect(t, a, b, false, false, nil)
+		gw, peers = append(gw, a), append(peers, b)
+	}
+	for i := range gw {
+		exchange(t, gw[i].conn, peers[i].conn)
+		p := gw[i].t.Path()
+		if p.Local.Address != mux.Addr() || p.Local.Type != sdp.CandidateHost {
+			t.Errorf("path %+v, want the shared socket %v", p, mux.Addr())
+		}
+		if p.RTT <= 0 {
+			t.Errorf("no RTT measured over the shared socket")
+		}
+	}
+	for _, s := range append(gw, peers...) {
+		s.t.Close()
+	}
+	if err := mux.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mux.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v", err)
+	}
+	if _, err := ice.ListenUDPMux(netip.MustParseAddrPort("0.0.0.0:0"), nil); err == nil {
+		t.Error("ListenUDPMux accepted an unspecified address")
+	}
+}
+
+// ICE-TCP (RFC 6544): with only TCP4, the call runs over TCP.
+func TestICETCP(t *testing.T) {
+	cfg := loopback()
+	cfg.Networks = []ice.Network{ice.TCP4}
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	if p := a.t.Path(); p.Local.Protocol != "tcp" || p.Remote.Protocol != "tcp" {
+		t.Errorf("path = %+v, want TCP", p)
+	}
+	for _, c := range a.cands {
+		if c.Transport != "tcp" || c.TCPType == "" {
+			t.Errorf("candidate %v, want ICE-TCP", c)
+		}
+	}
+}
