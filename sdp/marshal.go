@@ -20,7 +20,7 @@ import (
 // example an empty ICE ufrag in a media section whose port is not 0.
 func (d *Description) Marshal() ([]byte, error) {
 	if err := d.check(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sdp: marshal: %w", err)
 	}
 	username := d.Origin.Username
 	if username == "" {
@@ -148,9 +148,7 @@ func (m *Media) wire() *pionsdp.MediaDescription {
 // check reports what keeps d from being written as a description that
 // Unmarshal accepts.
 func (d *Description) check() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("sdp: marshal: "+format, args...)
-	}
+	bad := fmt.Errorf
 	if d.Origin.Username != "" && (!isText(d.Origin.Username) || strings.ContainsAny(d.Origin.Username, " \t")) {
 		return bad("origin username must be one word")
 	}

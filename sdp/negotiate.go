@@ -121,6 +121,11 @@ func (c *Capabilities) check(offer bool) error {
 	if c.Keying == KeyingSDES && len(c.Crypto) == 0 {
 		return errors.New("sdp: capabilities: sdes keying needs Crypto lines")
 	}
+	for i, cr := range c.Crypto {
+		if reason := cr.check(); reason != "" {
+			return fmt.Errorf("sdp: capabilities: crypto line %d: %s", i, reason)
+		}
+	}
 	for i, f := range c.Codecs {
 		if f.Name == "" || f.ClockRate == 0 || f.PayloadType > 127 {
 			return fmt.Errorf("sdp: capabilities: codec %d needs a name, a clock rate and a payload type from 0 to 127", i)
@@ -371,7 +376,7 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 		answer.Bundle = []string{m.MID}
 	}
 	if err := answer.check(); err != nil {
-		return nil, Agreement{}, fmt.Errorf("sdp: answer: %w", err)
+		return nil, Agreement{}, fmt.Errorf("sdp: answer from these capabilities: %w", err)
 	}
 	return answer, a, nil
 }

@@ -41,8 +41,10 @@ func (lay *layout) wireError(err error) *ParseError {
 	if _, quoted, ok := strings.Cut(msg, "`"); ok {
 		quoted, _, _ = strings.Cut(quoted, "`")
 		if quoted != "" {
+			// Attribute lines reach the wire parser as opaque text, so the
+			// quoted value is on another line.
 			for _, l := range lay.lines {
-				if strings.Contains(l.text(), quoted) {
+				if l.typ != 'a' && strings.Contains(l.text(), quoted) {
 					return l.fail(msg)
 				}
 			}
