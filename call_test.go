@@ -34,7 +34,7 @@ func loopbackICE() ice.Config {
 }
 
 // kmsEnv starts a reference KMS with the given devices.
-func kmsEnv(t *testing.T, ids ...string) *devkms.Env {
+func kmsEnv(t testing.TB, ids ...string) *devkms.Env {
 	t.Helper()
 	env, err := devkms.Start(context.Background(), t.TempDir(), ids...)
 	if err != nil {
@@ -44,7 +44,7 @@ func kmsEnv(t *testing.T, ids ...string) *devkms.Env {
 	return env
 }
 
-func kmsClient(t *testing.T, env *devkms.Env, id string) *kms.Client {
+func kmsClient(t testing.TB, env *devkms.Env, id string) *kms.Client {
 	t.Helper()
 	c, err := env.Client(id)
 	if err != nil {

@@ -1,0 +1,127 @@
+package securecall_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/media"
+	"github.com/securecall/securecall/sdp"
+)
+
+// BenchmarkCallSetup measures one call from New on both sides to the first
+// packet decrypted at the far end, both ends in this process on loopback.
+func BenchmarkCallSetup(b *testing.B) {
+	for _, keying := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid} {
+		b.Run("keying="+string(keying), func(b *testing.B) {
+			ca := securecall.Config{ICE: loopbackICE(), Keying: keying}
+			cb := ca
+			if keying != sdp.KeyingDTLS {
+				env := kmsEnv(b, "alice", "bob")
+				alice := kmsClient(b, env, "alice")
+				uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ca.KeySource, ca.KeyURI = alice, uri
+				cb.KeySource = kmsClient(b, env, "bob")
+			}
+			// A certificate made once, as an application would keep its own.
+			cert, err := media.GenerateCertificate()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ca.Certificate, cb.Certificate = cert, cert
+			payload := make([]byte, 160)
+			buf := make([]byte, 1500)
+			b.ResetTimer()
+			for range b.N {
+				a, z := connectPair(b, ca, cb)
+				h := media.RTPHeader{PayloadType: a.Codec().PayloadType, SSRC: a.SSRC()}
+				if err := a.WriteRTP(h, payload); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := z.ReadRTP(buf); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				a.Close()
+				z.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// connectPair is pair without the test cleanups, for benchmarks that make
+// many calls.
+func connectPair(tb testing.TB, ca, cb securecall.Config) (a, b *securecall.Call) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := securecall.New(ca)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err = securecall.New(cb)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		tb.Fatal(err)
+	}
+	if err := a.Connect(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	if err := b.Connect(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return a, b
+}
+
+// BenchmarkCallFootprint measures the heap and goroutines each connected
+// call endpoint holds, with 100 calls (200 endpoints) up at once in dtls
+// keying. The figures are reported per endpoint.
+func BenchmarkCallFootprint(b *testing.B) {
+	const calls = 100
+	cfg := securecall.Config{ICE: loopbackICE()}
+	cert, err := media.GenerateCertificate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Certificate = cert
+	for range b.N {
+		b.StopTimer()
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		g0 := runtime.NumGoroutine()
+		b.StartTimer()
+		var all []*securecall.Call
+		for range calls {
+			a, z := connectPair(b, cfg, cfg)
+			all = append(all, a, z)
+		}
+		b.StopTimer()
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		g1 := runtime.NumGoroutine()
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(all)), "heap-B/endpoint")
+		b.ReportMetric(float64(g1-g0)/float64(len(all)), "goroutines/endpoint")
+		for _, c := range all {
+			c.Close()
+		}
+		b.StartTimer()
+	}
+}
