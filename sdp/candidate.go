@@ -224,8 +224,9 @@ func isICEChar(b byte) bool {
 	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '+' || b == '/'
 }
 
-// isAddress accepts an IP address or an RFC 1123 style host name, which
-// covers the mDNS names browsers put in candidates.
+// isAddress accepts an IP address or an RFC 1123 host name (labels of 1 to
+// 63 letters, digits and inner hyphens), which covers the mDNS names
+// browsers put in candidates.
 func isAddress(s string) bool {
 	if _, err := netip.ParseAddr(s); err == nil {
 		return true
@@ -233,10 +234,15 @@ func isAddress(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '.') {
+	for label := range strings.SplitSeq(s, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
+		}
+		for i := 0; i < len(label); i++ {
+			b := label[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-') {
+				return false
+			}
 		}
 	}
 	return true
