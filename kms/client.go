@@ -56,6 +56,7 @@ var (
 
 type cacheEntry struct {
 	keys map[uint32]media.CallKey
+	jwes map[uint32]string // the JWE each cached key came in
 	min  uint32
 }
 
@@ -347,7 +348,7 @@ func (c *Client) forget(uri string) {
 
 // remember caches keys; a full fetch (after == 0) replaces what was there,
 // so that versions the KMS no longer delivers are dropped.
-func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey) {
+func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey, jwes []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -355,18 +356,58 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 	}
 	e := c.cache[uri]
 	if e == nil || after == 0 {
-		e = &cacheEntry{keys: map[uint32]media.CallKey{}}
+		old := e
+		e = &cacheEntry{keys: map[uint32]media.CallKey{}, jwes: map[uint32]string{}}
 		c.cache[uri] = e
-	}
-	e.min = max(e.min, min)
-	for v := range e.keys {
-		if v < e.min {
-			delete(e.keys, v)
+		if old != nil {
+			defer wipeDropped(old.keys, e.keys)
 		}
 	}
-	for _, k := range keys {
+	e.min = max(e.min, min)
+	for v, k := range e.keys {
+		if v < e.min {
+			clear(k.Key)
+			delete(e.keys, v)
+			delete(e.jwes, v)
+		}
+	}
+	for i, k := range keys {
+		if old, ok := e.keys[k.Version]; ok && &old.Key[0] == &k.Key[0] {
+			e.jwes[k.Version] = jwes[i]
+			continue
+		}
 		k.Key = slices.Clone(k.Key)
 		e.keys[k.Version] = k
+		e.jwes[k.Version] = jwes[i]
+	}
+}
+
+// wipeDropped clears the key material of versions in old that are not in
+// cur (the same version in cur has its own copy).
+func wipeDropped(old, cur map[uint32]media.CallKey) {
+	for v, k := range old {
+		if n, ok := cur[v]; !ok || &n.Key[0] != &k.Key[0] {
+			clear(k.Key)
+		}
+	}
+}
+
+// known returns the cached key that came in exactly this JWE: a repeated
+// delivery needs no second key agreement. Identical bytes were already
+// checked and opened once.
+func (c *Client) known(uri string) func(version uint32, jwe string) (media.CallKey, bool) {
+	return func(version uint32, jwe string) (media.CallKey, bool) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		e := c.cache[uri]
+		if e == nil || e.jwes[version] != jwe {
+			return media.CallKey{}, false
+		}
+		k, ok := e.keys[version]
+		if ok {
+			k.Key = slices.Clone(k.Key)
+		}
+		return k, ok
 	}
 }
 
@@ -383,11 +424,11 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if err != nil {
 		return nil, err
 	}
-	resp, keys, err := parseKeysResponse(out, uri, id, after, c.key, c.kid)
+	resp, keys, jwes, err := parseKeysResponse(out, uri, id, after, c.key, c.kid, c.known(uri))
 	if err != nil {
 		return nil, err
 	}
-	c.remember(uri, resp.MinVersion, after, keys)
+	c.remember(uri, resp.MinVersion, after, keys, jwes)
 	return keys, nil
 }
 
@@ -405,7 +446,7 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 	if err != nil {
 		return media.CallKey{}, err
 	}
-	_, keys, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid)
+	_, keys, _, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid, nil)
 	if err != nil {
 		return media.CallKey{}, err
 	}
@@ -417,35 +458,46 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 
 // parseKeysResponse checks and opens a key delivery: the response must be
 // for uri and call id, list versions above after in strictly ascending
-// order, none below its minimum, each a JWE that passes [unwrapKey].
-func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kid string) (keysResponse, []media.CallKey, error) {
+// order, none below its minimum, each a JWE that passes [unwrapKey] (or,
+// if known is not nil, one that known already opened). It returns the keys
+// and the JWEs they came in.
+func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kid string,
+	known func(uint32, string) (media.CallKey, bool)) (keysResponse, []media.CallKey, []string, error) {
 	var resp keysResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
-		return resp, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
+		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
 	}
 	if resp.URI != uri || resp.CallID != id {
-		return resp, nil, &DeliveryError{URI: uri, Reason: ErrBinding, Detail: "response for another key"}
+		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrBinding, Detail: "response for another key"}
 	}
 	keys := make([]media.CallKey, 0, len(resp.Keys))
+	jwes := make([]string, 0, len(resp.Keys))
 	prev := after
 	for _, wk := range resp.Keys {
 		if wk.Version <= prev {
-			return resp, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBinding, Detail: "versions out of order or not asked for"}
+			return resp, nil, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBinding, Detail: "versions out of order or not asked for"}
 		}
 		if wk.Version < resp.MinVersion {
-			return resp, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBelowMinimum, Detail: fmt.Sprintf("minimum is %d", resp.MinVersion)}
+			return resp, nil, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBelowMinimum, Detail: fmt.Sprintf("minimum is %d", resp.MinVersion)}
 		}
-		k, err := unwrapKey(wk.JWE, priv, kid, binding{URI: uri, CallID: id, Version: wk.Version})
-		if err != nil {
-			for _, k := range keys {
-				clear(k.Key)
+		k, ok := media.CallKey{}, false
+		if known != nil {
+			k, ok = known(wk.Version, wk.JWE)
+		}
+		if !ok {
+			var err error
+			if k, err = unwrapKey(wk.JWE, priv, kid, binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
+				for _, k := range keys {
+					clear(k.Key)
+				}
+				return resp, nil, nil, err
 			}
-			return resp, nil, err
 		}
 		keys = append(keys, k)
+		jwes = append(jwes, wk.JWE)
 		prev = wk.Version
 	}
-	return resp, keys, nil
+	return resp, keys, jwes, nil
 }
 
 // Watch calls fn with every version of the call key newer than the newest

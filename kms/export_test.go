@@ -35,6 +35,6 @@ func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 	if err != nil {
 		return nil, err
 	}
-	_, keys, err := parseKeysResponse(body, uri, id, after, priv, kid)
+	_, keys, _, err := parseKeysResponse(body, uri, id, after, priv, kid, nil)
 	return keys, err
 }

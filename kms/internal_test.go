@@ -219,7 +219,7 @@ func FuzzParseKeysResponse(f *testing.F) {
 	f.Add([]byte(`{"uri":"https://kms/v1/calls/c1","call_id":"c1","keys":[{"version":1,"jwe":"a.b.c.d.e"}]}`), uint32(0))
 	f.Add([]byte(`{"keys":null}`), uint32(3))
 	f.Fuzz(func(t *testing.T, body []byte, after uint32) {
-		_, keys, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", after, priv, kid)
+		_, keys, _, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", after, priv, kid, nil)
 		if err != nil {
 			if keys != nil {
 				t.Fatal("keys returned with an error")
@@ -335,4 +335,33 @@ func FuzzParsePublicJWK(f *testing.F) {
 			t.Fatal("accepted a key that is not a valid P-256 point")
 		}
 	})
+}
+
+// BenchmarkWrapKey is the server's cost of one fresh JWE (ECDH-ES key
+// agreement with an ephemeral key, A256KW, A256GCM): what a fetch costs
+// when the wrapped-key cache misses.
+func BenchmarkWrapKey(b *testing.B) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kid, _ := keyID(&priv.PublicKey)
+	key := make([]byte, media.CallKeySize)
+	bd := binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1, ActivateAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	for b.Loop() {
+		if _, err := wrapKey(&priv.PublicKey, kid, bd, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnwrapKey is the client's cost of checking and opening one JWE
+// it has not seen before.
+func BenchmarkUnwrapKey(b *testing.B) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kid, _ := keyID(&priv.PublicKey)
+	_, jwe := delivery(b, priv)
+	want := binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1}
+	for b.Loop() {
+		if _, err := unwrapKey(jwe, priv, kid, want); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

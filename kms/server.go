@@ -98,6 +98,42 @@ type call struct {
 	keys         map[uint32][]byte
 	changed      chan struct{} // closed and replaced on every change
 	nextRotation time.Time     // zero when not scheduled
+
+	// wrapped caches the JWEs delivered to each device key, so that a
+	// repeated fetch costs no key agreement. The key holds everything the
+	// JWE binds, so an entry can never be stale, only unused.
+	wrapMu  sync.Mutex
+	wrapped map[wrapID]string
+}
+
+type wrapID struct {
+	kid              string
+	version          uint32
+	activate, expire int64
+}
+
+// maxWrapCache bounds a call's JWE cache; it is emptied when full.
+const maxWrapCache = 4096
+
+func (c *call) wrap(dev *device, b binding, key []byte) (string, error) {
+	id := wrapID{kid: dev.kid, version: b.Version, activate: unixMS(b.ActivateAt), expire: unixMS(b.ExpiresAt)}
+	c.wrapMu.Lock()
+	jwe, ok := c.wrapped[id]
+	c.wrapMu.Unlock()
+	if ok {
+		return jwe, nil
+	}
+	jwe, err := wrapKey(dev.pub, dev.kid, b, key)
+	if err != nil {
+		return "", err
+	}
+	c.wrapMu.Lock()
+	if c.wrapped == nil || len(c.wrapped) >= maxWrapCache {
+		c.wrapped = map[wrapID]string{}
+	}
+	c.wrapped[id] = jwe
+	c.wrapMu.Unlock()
+	return jwe, nil
 }
 
 // pending is one group of writes and audit entries for the store writer.
@@ -586,6 +622,9 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 	if apply != nil {
 		apply(c)
 	}
+	c.wrapMu.Lock()
+	c.wrapped = nil // no wrapped copy of a destroyed key stays around
+	c.wrapMu.Unlock()
 	close(c.changed)
 	c.changed = make(chan struct{})
 	s.mu.Unlock()
@@ -927,7 +966,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if len(ds) > 0 || timeout == nil {
-			s.deliver(w, r, rec, dev, ds, action, p.identity)
+			s.deliver(w, r, c, rec, dev, ds, action, p.identity)
 			return
 		}
 		select {
@@ -965,12 +1004,12 @@ func (s *Server) oneVersion(c *call, now time.Time, v uint32) ([]deliverable, *a
 	return nil, fail(http.StatusGone, codeExpired)
 }
 
-func (s *Server) deliver(w http.ResponseWriter, r *http.Request, rec callRecord, dev *device, ds []deliverable, action, identity string) {
+func (s *Server) deliver(w http.ResponseWriter, r *http.Request, c *call, rec callRecord, dev *device, ds []deliverable, action, identity string) {
 	uri := s.baseURL(r) + pathCalls + "/" + rec.ID
 	resp := keysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wireKey, 0, len(ds))}
 	var last uint32
 	for _, d := range ds {
-		jwe, err := wrapKey(dev.pub, dev.kid, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
+		jwe, err := c.wrap(dev, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
 			return
