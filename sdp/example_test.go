@@ -145,3 +145,53 @@ func ExampleNewAnswer() {
 	// controlling: false
 	// true sdp: negotiation failed: no common codec: the offer has opus/48000/2 (111), PCMU/8000 (0), this endpoint supports G729/8000 (18)
 }
+
+// ExampleAcceptAnswer runs a whole exchange in kms keying: the offerer
+// names the call key, the answerer echoes the reference, and both end up
+// with the same agreement from their own side.
+func ExampleAcceptAnswer() {
+	ref := &sdp.KeyRef{URI: "https://kms.example.com/calls/42", Version: 2}
+	offer, err := sdp.NewOffer(sdp.Capabilities{
+		Keying: sdp.KeyingKMS,
+		ICE:    sdp.ICE{Ufrag: "offr", Pwd: "offererpasswordoffere1"},
+		KeyRef: ref,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	offerText, _ := offer.Marshal() // sent over the signaling
+
+	received, err := sdp.Unmarshal(offerText)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	answer, answerer, err := sdp.NewAnswer(received, sdp.Capabilities{
+		Keying: sdp.KeyingKMS,
+		ICE:    sdp.ICE{Ufrag: "answ", Pwd: "answererpasswordanswer"},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	answerText, _ := answer.Marshal() // sent back
+
+	remote, err := sdp.Unmarshal(answerText)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	offerer, err := sdp.AcceptAnswer(offer, remote)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("offerer:", offerer.Keying, *offerer.KeyRef, offerer.Codecs[0], "controlling:", offerer.ICEControlling, "peer:", offerer.Remote.Ufrag)
+	fmt.Println("answerer:", answerer.Keying, *answerer.KeyRef, answerer.Codecs[0], "controlling:", answerer.ICEControlling, "peer:", answerer.Remote.Ufrag)
+	fmt.Println("secret-free:", !strings.Contains(string(offerText), "inline:") && !strings.Contains(string(answerText), "inline:"))
+	// Output:
+	// offerer: kms {https://kms.example.com/calls/42 2} opus/48000/2 (111) controlling: true peer: answ
+	// answerer: kms {https://kms.example.com/calls/42 2} opus/48000/2 (111) controlling: false peer: offr
+	// secret-free: true
+}
