@@ -50,6 +50,7 @@ type Transport struct {
 	gatherDone chan struct{}
 	started    bool
 	failed     chan struct{} // closed when the checks fail
+	closing    chan struct{} // closed by Close
 	failedOnce sync.Once
 	conn       *conn
 	path       Path
@@ -72,6 +73,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 		relays:  &relayIndex{},
 		servers: make(map[string]string),
 		failed:  make(chan struct{}),
+		closing: make(chan struct{}),
 	}
 	var (
 		urls       []*stun.URI
@@ -393,6 +395,8 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("ice: gather: %w", ctx.Err())
+		case <-t.closing:
+			return fmt.Errorf("ice: gather: %w", net.ErrClosed)
 		case pc := <-ch:
 			if pc == nil {
 				return t.checkRelays(relays)
@@ -737,6 +741,7 @@ func (t *Transport) Close() error {
 	t.closed = true
 	c := t.conn
 	t.mu.Unlock()
+	close(t.closing)
 	t.cancel()
 	err := t.agent.GracefulClose()
 	t.closeTCP()

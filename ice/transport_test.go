@@ -451,3 +451,27 @@ func TestICETCP(t *testing.T) {
 		}
 	}
 }
+
+// Close ends a Gather that waits on an unresponsive STUN server.
+func TestCloseDuringGather(t *testing.T) {
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	cfg := loopback()
+	cfg.Servers = []ice.Server{{URL: "stun:" + silent.LocalAddr().String()}}
+	tr, err := ice.NewTransport(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- tr.Gather(context.Background(), nil) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, net.ErrClosed) && err != nil {
+		t.Errorf("Gather after Close = %v, want nil or net.ErrClosed", err)
+	}
+}
