@@ -112,8 +112,8 @@ func (c Candidate) String() string {
 }
 
 // ParseCandidate parses one candidate in the form of RFC 8839 section 5.1.
-// It accepts the value with or without the "a=" and "candidate:" prefixes,
-// so that both SDP attribute values and trickled candidates parse.
+// It accepts "a=candidate:...", "candidate:..." (the form of a trickled
+// candidate) and the bare value after "candidate:".
 func ParseCandidate(s string) (Candidate, error) {
 	c, reason := parseCandidate(s)
 	if reason != "" {
@@ -125,10 +125,7 @@ func ParseCandidate(s string) (Candidate, error) {
 // parseCandidate returns the candidate, or a reason why s is not one.
 func parseCandidate(s string) (Candidate, string) {
 	s = strings.TrimPrefix(s, "a=")
-	v, ok := strings.CutPrefix(s, "candidate:")
-	if !ok {
-		return Candidate{}, `candidate must start with "candidate:"`
-	}
+	v := strings.TrimPrefix(s, "candidate:")
 	f := strings.Fields(v)
 	if len(f) < 8 {
 		return Candidate{}, "candidate needs foundation, component, transport, priority, address, port and typ"

@@ -24,7 +24,7 @@ func TestParseCandidate(t *testing.T) {
 		{"candidate:r/+1 2 udp 16777215 2001:db8::1 50000 typ relay raddr 2001:db8::2 rport 40000 network-cost 999",
 			Candidate{Foundation: "r/+1", Component: 2, Transport: "udp", Priority: 16777215, Address: "2001:db8::1", Port: 50000, Type: CandidateRelay,
 				RelatedAddress: "2001:db8::2", RelatedPort: 40000, Extensions: []Extension{{"network-cost", "999"}}}},
-		{"candidate:4 1 udp 1 192.0.2.9 1 typ prflx",
+		{"4 1 udp 1 192.0.2.9 1 typ prflx",
 			Candidate{Foundation: "4", Component: 1, Transport: "udp", Priority: 1, Address: "192.0.2.9", Port: 1, Type: CandidatePeerReflexive}},
 	} {
 		got, err := ParseCandidate(tc.in)
@@ -44,7 +44,8 @@ func TestParseCandidate(t *testing.T) {
 
 func TestParseCandidateErrors(t *testing.T) {
 	for _, tc := range []struct{ in, reason string }{
-		{"1 1 udp 1 192.0.2.1 1 typ host", `start with "candidate:"`},
+		{"a=1 1 udp 1 192.0.2.1 1 typ", "needs foundation"},
+		{"candidate:candidate:1 1 udp 1 192.0.2.1 1 typ host", "foundation"},
 		{"candidate:1 1 udp 1 192.0.2.1 1 typ", "needs foundation"},
 		{"candidate:" + strings.Repeat("a", 33) + " 1 udp 1 192.0.2.1 1 typ host", "foundation"},
 		{"candidate:a-b 1 udp 1 192.0.2.1 1 typ host", "foundation"},
