@@ -535,3 +535,59 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+func TestSetupRoles(t *testing.T) {
+	for _, tc := range []struct {
+		offered, want Setup
+	}{{SetupActpass, SetupActive}, {SetupPassive, SetupActive}, {SetupActive, SetupPassive}, {"", SetupPassive}} {
+		offer, err := NewOffer(caps(KeyingDTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		offer.Media[0].Setup = tc.offered
+		answer, a, err := NewAnswer(wire(t, offer), caps(KeyingDTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.LocalSetup != tc.want || answer.Media[0].Setup != tc.want {
+			t.Errorf("offer setup %q: answerer takes %q (answer says %q), want %q", tc.offered, a.LocalSetup, answer.Media[0].Setup, tc.want)
+		}
+		off, err := AcceptAnswer(offer, wire(t, answer))
+		if err != nil {
+			t.Fatalf("offer setup %q: %v", tc.offered, err)
+		}
+		if off.LocalSetup == a.LocalSetup {
+			t.Errorf("offer setup %q: both sides took %q", tc.offered, a.LocalSetup)
+		}
+	}
+	for _, tc := range []struct {
+		offered, answered Setup
+		ok                bool
+		want              Setup
+	}{
+		{SetupActpass, SetupActive, true, SetupPassive},
+		{SetupActpass, SetupPassive, true, SetupActive},
+		{SetupActpass, "", true, SetupPassive},
+		{SetupActpass, SetupActpass, false, ""},
+		{SetupActive, SetupActive, false, ""},
+		{SetupPassive, SetupPassive, false, ""},
+	} {
+		offer, err := NewOffer(caps(KeyingDTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		offer.Media[0].Setup = tc.offered
+		answer, _, err := NewAnswer(wire(t, offer), caps(KeyingDTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer.Media[0].Setup = tc.answered
+		a, err := AcceptAnswer(offer, answer)
+		switch {
+		case tc.ok && (err != nil || a.LocalSetup != tc.want):
+			t.Errorf("offer %q answer %q: %v, %q; want %q", tc.offered, tc.answered, err, a.LocalSetup, tc.want)
+		case !tc.ok && (!errors.Is(err, ErrNegotiation) || !strings.Contains(err.Error(), "bad setup")):
+			t.Errorf("offer %q answer %q: err = %v, want a bad setup error", tc.offered, tc.answered, err)
+		}
+	}
+}
