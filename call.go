@@ -41,6 +41,10 @@ type Call struct {
 	state      State
 	keying     sdp.Keying
 	offer      *sdp.Description // the local offer, while an answer is awaited
+	restarting bool             // offer is an ICE restart of a started call
+	keyURI     string           // the call's key resource, once started
+	remoteSID  uint64           // the peer's session id, once started
+	version    uint64           // the origin version of this end's last description
 	agreement  sdp.Agreement
 	started    bool // the connect goroutine has been started
 	session    *media.Session
@@ -231,6 +235,7 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 	}
 	c.mu.Lock()
 	c.offer = d
+	c.version = d.Origin.SessionVersion
 	c.gathering = false
 	c.mu.Unlock()
 	return string(text), nil
@@ -245,6 +250,12 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
+	}
+	c.mu.Lock()
+	restart := c.started && !c.closed
+	c.mu.Unlock()
+	if restart {
+		return c.answerRestart(ctx, remote)
 	}
 	keying, err := remote.Keying()
 	if err != nil {
@@ -303,8 +314,9 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	c.mu.Lock()
 	c.keying = keying
 	c.gathering = false
+	c.version = answer.Origin.SessionVersion
 	c.mu.Unlock()
-	c.start(agreement, keyURI, senderID("offerer", remote), senderID("answerer", answer), false)
+	c.start(agreement, keyURI, remote.Origin.SessionID, senderID("offerer", remote), senderID("answerer", answer), false)
 	return string(text), nil
 }
 
@@ -341,8 +353,130 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 			agreement.Keying, c.keying, sdp.ErrNegotiation)
 	}
 	c.offer = nil
+	if c.restarting {
+		c.restarting = false
+		c.mu.Unlock()
+		return c.applyRemote(agreement, "SetAnswer")
+	}
 	c.mu.Unlock()
-	c.start(agreement, c.cfg.KeyURI, senderID("answerer", remote), senderID("offerer", offer), true)
+	c.start(agreement, c.cfg.KeyURI, remote.Origin.SessionID, senderID("answerer", remote), senderID("offerer", offer), true)
+	return nil
+}
+
+// Restart begins an ICE restart (RFC 8445 section 2.4) without ending the
+// call, for when the path failed or the network changed: it makes new ICE
+// credentials, gathers candidates again and returns a new offer for the
+// peer, whose Answer recognizes it as a restart of the same call; pass the
+// answer to SetAnswer. DTLS, the SRTP keys and the media session carry on
+// across the restart; packets sent before the new path is selected are
+// lost, as on a network without a route.
+func (c *Call) Restart(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return "", ErrClosed
+	case !c.started:
+		st := c.state
+		c.mu.Unlock()
+		return "", &StateError{Op: "Restart", State: st, Why: "the call has not started; exchange an offer and an answer first"}
+	case c.offer != nil || c.gathering:
+		st := c.state
+		c.mu.Unlock()
+		return "", &StateError{Op: "Restart", State: st, Why: "an offer is already awaiting its answer"}
+	}
+	c.gathering = true
+	keying, keyURI := c.keying, c.keyURI
+	c.mu.Unlock()
+	if _, err := c.ice.Restart(ctx); err != nil {
+		c.abort()
+		return "", fmt.Errorf("securecall: Restart: %w", err)
+	}
+	cands, err := c.gather(ctx)
+	if err != nil {
+		c.abort()
+		return "", err
+	}
+	d, err := sdp.NewOffer(c.capabilities(keying, keyURI, cands))
+	if err != nil {
+		c.abort()
+		return "", fmt.Errorf("securecall: Restart: %w", err)
+	}
+	c.mu.Lock()
+	d.Origin.SessionVersion = c.version + 1
+	c.mu.Unlock()
+	text, err := d.Marshal()
+	if err != nil {
+		c.abort()
+		return "", fmt.Errorf("securecall: Restart: %w", err)
+	}
+	c.mu.Lock()
+	c.offer, c.restarting, c.version, c.gathering = d, true, d.Origin.SessionVersion, false
+	c.mu.Unlock()
+	return string(text), nil
+}
+
+// answerRestart answers an ICE restart offer from the peer of a started
+// call: same session, new ICE credentials.
+func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (string, error) {
+	c.mu.Lock()
+	switch {
+	case remote.Origin.SessionID != c.remoteSID:
+		st := c.state
+		c.mu.Unlock()
+		return "", &StateError{Op: "Answer", State: st, Why: "the call has started and this offer is from another session"}
+	case c.offer != nil || c.gathering:
+		st := c.state
+		c.mu.Unlock()
+		return "", &StateError{Op: "Answer", State: st, Why: "this end's own offer is awaiting its answer"}
+	}
+	c.gathering = true
+	keying, keyURI := c.keying, c.keyURI
+	c.mu.Unlock()
+	if k, err := remote.Keying(); err != nil || k != keying {
+		c.abort()
+		return "", fmt.Errorf("securecall: Answer: a restart offer must keep %s keying: %w", keying, sdp.ErrNegotiation)
+	}
+	if _, err := c.ice.Restart(ctx); err != nil {
+		c.abort()
+		return "", fmt.Errorf("securecall: Answer: %w", err)
+	}
+	cands, err := c.gather(ctx)
+	if err != nil {
+		c.abort()
+		return "", err
+	}
+	answer, agreement, err := sdp.NewAnswer(remote, c.capabilities(keying, keyURI, cands))
+	if err != nil {
+		c.abort()
+		return "", fmt.Errorf("securecall: Answer: %w", err)
+	}
+	c.mu.Lock()
+	answer.Origin.SessionVersion = c.version + 1
+	c.version = answer.Origin.SessionVersion
+	c.gathering = false
+	c.mu.Unlock()
+	text, err := answer.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("securecall: Answer: %w", err)
+	}
+	if err := c.applyRemote(agreement, "Answer"); err != nil {
+		return "", err
+	}
+	return string(text), nil
+}
+
+// applyRemote gives ICE the peer's new credentials and candidates after a
+// restart.
+func (c *Call) applyRemote(a sdp.Agreement, op string) error {
+	if err := c.ice.SetRemote(ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}); err != nil {
+		return fmt.Errorf("securecall: %s: %w", op, err)
+	}
+	for _, cand := range a.Remote.Candidates {
+		if err := c.ice.AddRemoteCandidate(cand); err != nil {
+			c.log.Debug("securecall: remote candidate skipped", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -367,9 +501,11 @@ func senderID(role string, d *sdp.Description) string {
 
 // start moves the call to connecting and starts the goroutine that brings
 // up ICE, DTLS and the media session.
-func (c *Call) start(a sdp.Agreement, keyURI, remoteID, localID string, controlling bool) {
+func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID, localID string, controlling bool) {
 	c.mu.Lock()
 	c.agreement = a
+	c.keyURI = keyURI
+	c.remoteSID = remoteSID
 	c.started = true
 	c.mu.Unlock()
 	c.setState(StateConnecting)
