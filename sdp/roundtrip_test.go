@@ -124,6 +124,23 @@ func TestMarshalRejectsWhatCannotBeParsed(t *testing.T) {
 		{"MKI without length", func(d *Description) {
 			d.Media[0].Crypto = []Crypto{{Suite: "AEAD_AES_128_GCM", Key: testKey28, MKI: 1}}
 		}, "MKI"},
+		{"crypto tag out of range", func(d *Description) {
+			d.Media[0].Crypto = []Crypto{{Tag: 1000000000, Suite: "AEAD_AES_128_GCM", Key: testKey28}}
+		}, "tag"},
+		{"MKI does not fit", func(d *Description) {
+			d.Media[0].Crypto = []Crypto{{Suite: "AEAD_AES_128_GCM", Key: testKey28, MKI: 256, MKILength: 1}}
+		}, "fit"},
+		{"crypto param with space", func(d *Description) {
+			d.Media[0].Crypto = []Crypto{{Suite: "AEAD_AES_128_GCM", Key: testKey28, Params: []string{"A B"}}}
+		}, "session parameter"},
+		{"crypto tag twice", func(d *Description) {
+			d.Media[0].Crypto = []Crypto{{Suite: "AEAD_AES_128_GCM", Key: testKey28}, {Suite: "AEAD_AES_128_GCM", Key: testKey28}}
+		}, "appears twice"},
+		{"ssrc twice", func(d *Description) { d.Media[0].SSRCs = []SSRC{{ID: 1}, {ID: 1}} }, "ssrc 1"},
+		{"application with RTP formats", func(d *Description) { d.Media[0].Kind = "application" }, "application section"},
+		{"audio with tokens", func(d *Description) { d.Media[0].Tokens = []string{"x"} }, "not tokens"},
+		{"static payload type without name", func(d *Description) { d.Media[0].Formats[1].Name = "" }, "static payload type"},
+		{"duplicate mid", func(d *Description) { d.Media = append(d.Media, d.Media[0]) }, "used twice"},
 		{"relative key URI", func(d *Description) { d.Media[0].KeyRef = &KeyRef{URI: "calls/1"} }, "absolute URI"},
 		{"BUNDLE unknown mid", func(d *Description) { d.Bundle = []string{"9"} }, "BUNDLE"},
 		{"bad direction", func(d *Description) { d.Media[0].Direction = "both" }, "direction"},
