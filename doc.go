@@ -3,12 +3,66 @@
 // appliances that must keep media on the shortest path and media keys in the
 // customer's hands.
 //
-// Two endpoints exchange session descriptions over whatever signaling the
-// application already has, find the shortest media path with ICE (host
-// candidates first, server-reflexive next, a TURN relay only when nothing
-// direct works), and carry SRTP media whose keys come from the customer's
-// own key management service, rotated during the call without losing a
-// packet.
+// An application makes a [Call] with [New], carries two session
+// descriptions over the signaling it already has ([Call.Offer],
+// [Call.Answer], [Call.SetAnswer]), waits for [Call.Connect], and then sends
+// and receives RTP with [Call.WriteRTP] and [Call.ReadRTP]. Underneath, ICE
+// finds the shortest working media path (host candidates first,
+// server-reflexive next, a TURN relay only when nothing direct works), and
+// SRTP protects the media with keys that, in kms and hybrid keying, come
+// from the customer's own key management service and rotate during the call
+// without losing a packet.
+//
+// # Keying
+//
+// [Config.Keying] selects where the SRTP keys come from:
+//
+//   - dtls: a DTLS-SRTP handshake (RFC 5764) whose certificates are bound to
+//     the session descriptions by their fingerprints. This is what browsers
+//     and standard WebRTC and SIP stacks speak.
+//   - kms: keys derived from a call key that each device fetches from the
+//     KMS with its own credentials; the descriptions carry only the key's
+//     URI. Works through media relays that do not terminate DTLS.
+//   - hybrid (the default when [Config.KeySource] is set): keys derived from
+//     both the DTLS handshake and the KMS call key.
+//
+// Every sender derives its own SRTP master key; each packet names its key
+// version in the SRTP MKI, so receivers install a new version as soon as the
+// KMS publishes it and senders switch at its activation time with no packet
+// lost.
+//
+// # Security
+//
+// What an attacker can do depends on the keying:
+//
+//   - On the signaling path (can read and change the descriptions): in dtls
+//     keying, swap the fingerprints and sit in the middle of the media, as
+//     with any DTLS-SRTP whose signaling is not authenticated. In kms and
+//     hybrid keying they learn the key's URI only, and without a device
+//     authorized at the KMS they cannot derive any SRTP key; changing the
+//     descriptions can only break the call.
+//   - Holding the KMS (or a participant's device credentials): in kms keying,
+//     decrypt media it records. In hybrid keying, not recorded media: the
+//     keys also depend on the DTLS handshake's ephemeral ECDH secret, which
+//     the KMS never sees (forward secrecy). Only by also being in the middle
+//     of both signaling and media while the call is set up could it read
+//     hybrid media.
+//   - A TURN relay (or any router) sees only SRTP: the timing and sizes of
+//     packets and the endpoints' addresses, never the media.
+//   - A participant removed from the call's key resource at the KMS cannot
+//     fetch the version the KMS makes at the removal, so once the senders
+//     switch to it the removed device can decrypt nothing more.
+//
+// Keys, ICE passwords and credentials are never logged.
+//
+// # Media path
+//
+// [ice.Config.Policy] chooses the path: ice.PreferDirect (the default: a
+// direct path when one works, the relay otherwise), ice.DirectOnly (media
+// stays local: relays are never gathered or used) and ice.RelayOnly (local
+// addresses are never revealed to the peer). [Call.Path] reports the chosen
+// path and [Config.OnPathChange] each change; [Call.Restart] restarts ICE
+// without ending the call.
 //
 // # Packages
 //
@@ -22,15 +76,10 @@
 //   - [github.com/securecall/securecall/kms]: the KMS client and a reference
 //     KMS server.
 //
-// # Security
-//
-// In kms and hybrid keying the session description carries only the URI of
-// the call's key resource, never key material; each device fetches the key
-// with its own credentials and receives it wrapped to its own key. See the
-// media and kms packages for the full model.
-//
 // # Concurrency
 //
-// Every type documents which of its methods may be called concurrently.
-// Every goroutine a type starts is joined by its Close method.
+// The methods of a Call may be called from any goroutine. ReadRTP and
+// ReadRTCP may each be used by one goroutine at a time while other
+// goroutines write. Callbacks in [Config] say on which goroutine they run.
+// Every goroutine a Call starts is joined by [Call.Close].
 package securecall
