@@ -146,6 +146,52 @@ func (m *rttMeter) rtt() time.Duration {
 	return m.last
 }
 
+// txidSet remembers the transaction IDs of the last STUN requests a
+// socket sent, so that a response can be matched to a request. pion takes
+// the first STUN message to arrive on a server-reflexive gathering socket
+// as the server's answer, whoever sent it; with this, a response must
+// answer a request sent from the same socket, which an off-path sender
+// cannot know (96 random bits).
+type txidSet struct {
+	mu   sync.Mutex
+	ids  [maxPendingChecks][12]byte
+	next int
+	n    int
+}
+
+func (s *txidSet) sent(b []byte) {
+	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return
+	}
+	if binary.BigEndian.Uint16(b[0:2])&0x0110 != 0 { // not a request
+		return
+	}
+	s.mu.Lock()
+	copy(s.ids[s.next][:], b[8:20])
+	s.next = (s.next + 1) % len(s.ids)
+	s.n = min(s.n+1, len(s.ids))
+	s.mu.Unlock()
+}
+
+// unsolicited reports whether b is a STUN response to no request that
+// this socket sent recently.
+func (s *txidSet) unsolicited(b []byte) bool {
+	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return false
+	}
+	if binary.BigEndian.Uint16(b[0:2])&0x0100 == 0 { // requests and indications
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.n {
+		if string(s.ids[i][:]) == string(b[8:20]) {
+			return false
+		}
+	}
+	return true
+}
+
 // guardNet is the transport.Net given to pion: every UDP socket it opens is
 // wrapped so that malformed STUN is dropped before pion parses it, and the
 // check round trips are measured.
@@ -171,7 +217,7 @@ func (n *guardNet) ListenPacket(network, address string) (net.PacketConn, error)
 	if err != nil {
 		return nil, err
 	}
-	return &guardPacketConn{PacketConn: c, n: n}, nil
+	return &guardPacketConn{PacketConn: c, n: n, txids: &txidSet{}}, nil
 }
 
 func (n *guardNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
@@ -179,7 +225,7 @@ func (n *guardNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 	if err != nil {
 		return nil, err
 	}
-	return &guardUDPConn{UDPConn: c, n: n}, nil
+	return &guardUDPConn{UDPConn: c, n: n, txids: &txidSet{}}, nil
 }
 
 // guardPacketConn filters a net.PacketConn.
@@ -187,12 +233,15 @@ type guardPacketConn struct {
 	net.PacketConn
 	n        *guardNet
 	recorded atomic.Bool
+	// txids, when set, drops unsolicited STUN responses. A socket shared
+	// by many Transports is not matched (its set would overflow).
+	txids *txidSet
 }
 
 func (c *guardPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err == nil && unsafeSTUN(p[:n]) {
+		if err == nil && (unsafeSTUN(p[:n]) || c.txids != nil && c.txids.unsolicited(p[:n])) {
 			c.n.dropped()
 			continue
 		}
@@ -208,6 +257,9 @@ func (c *guardPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.recorded.Store(true)
 		c.n.relays.sentTo(c.LocalAddr(), addr)
 	}
+	if c.txids != nil {
+		c.txids.sent(p)
+	}
 	c.n.rtt.sent(p)
 	return c.PacketConn.WriteTo(p, addr)
 }
@@ -217,14 +269,23 @@ func (c *guardPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // that no path bypasses the guard.
 type guardUDPConn struct {
 	transport.UDPConn
-	n *guardNet
+	n     *guardNet
+	txids *txidSet
+}
+
+// drop reports whether a received packet must not reach pion.
+func (c *guardUDPConn) drop(b []byte) bool {
+	if unsafeSTUN(b) || c.txids.unsolicited(b) {
+		c.n.dropped()
+		return true
+	}
+	return false
 }
 
 func (c *guardUDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.UDPConn.ReadFrom(p)
-		if err == nil && unsafeSTUN(p[:n]) {
-			c.n.dropped()
+		if err == nil && c.drop(p[:n]) {
 			continue
 		}
 		if err == nil {
@@ -237,8 +298,7 @@ func (c *guardUDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *guardUDPConn) ReadFromUDP(p []byte) (int, *net.UDPAddr, error) {
 	for {
 		n, addr, err := c.UDPConn.ReadFromUDP(p)
-		if err == nil && unsafeSTUN(p[:n]) {
-			c.n.dropped()
+		if err == nil && c.drop(p[:n]) {
 			continue
 		}
 		return n, addr, err
@@ -248,8 +308,7 @@ func (c *guardUDPConn) ReadFromUDP(p []byte) (int, *net.UDPAddr, error) {
 func (c *guardUDPConn) ReadMsgUDP(p, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
 	for {
 		n, oobn, flags, addr, err = c.UDPConn.ReadMsgUDP(p, oob)
-		if err == nil && unsafeSTUN(p[:n]) {
-			c.n.dropped()
+		if err == nil && c.drop(p[:n]) {
 			continue
 		}
 		return n, oobn, flags, addr, err
@@ -259,8 +318,7 @@ func (c *guardUDPConn) ReadMsgUDP(p, oob []byte) (n, oobn, flags int, addr *net.
 func (c *guardUDPConn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.UDPConn.Read(p)
-		if err == nil && unsafeSTUN(p[:n]) {
-			c.n.dropped()
+		if err == nil && c.drop(p[:n]) {
 			continue
 		}
 		return n, err
@@ -268,6 +326,7 @@ func (c *guardUDPConn) Read(p []byte) (int, error) {
 }
 
 func (c *guardUDPConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	c.txids.sent(p)
 	c.n.rtt.sent(p)
 	return c.UDPConn.WriteTo(p, addr)
 }
@@ -278,10 +337,11 @@ func (c *guardUDPConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // pion's parser are dropped, and relayed checks are timed.
 type guardStream struct {
 	net.Conn
-	n   *guardNet
-	in  []byte // bytes read but not yet framed
-	out []byte // the frame being delivered
-	tmp []byte
+	n     *guardNet
+	in    []byte // bytes read but not yet framed
+	out   []byte // the frame being delivered
+	tmp   []byte
+	txids txidSet
 }
 
 func newGuardStream(c net.Conn, n *guardNet) *guardStream {
@@ -315,7 +375,7 @@ func (s *guardStream) Read(p []byte) (int, error) {
 		case n > 0:
 			frame := s.in[:n:n]
 			s.in = s.in[n:]
-			if unsafeSTUN(frame) {
+			if unsafeSTUN(frame) || s.txids.unsolicited(frame) {
 				s.n.dropped()
 				continue
 			}
@@ -341,6 +401,7 @@ func (s *guardStream) Read(p []byte) (int, error) {
 }
 
 func (s *guardStream) Write(p []byte) (int, error) {
+	s.txids.sent(p)
 	s.n.rtt.sent(p)
 	return s.Conn.Write(p)
 }

@@ -213,20 +213,61 @@ func readAllStream(s *guardStream) []byte {
 	}
 }
 
+func (r *readerConn) Write(p []byte) (int, error) { return len(p), nil }
+
 func TestGuardStream(t *testing.T) {
-	good := stun.MustBuild(stun.TransactionID, stun.BindingSuccess, &stun.XORMappedAddress{IP: []byte{10, 0, 0, 1}, Port: 9}).Raw
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	good := stun.MustBuild(req, stun.BindingSuccess, &stun.XORMappedAddress{IP: []byte{10, 0, 0, 1}, Port: 9}).Raw
+	unsolicited := stun.MustBuild(stun.TransactionID, stun.BindingSuccess, &stun.XORMappedAddress{IP: []byte{10, 0, 0, 2}, Port: 9}).Raw
 	bad := stunWithAttr(attrXORPeerAddress, stun.ClassIndication, nil)
 	cd := []byte{0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c', 0} // ChannelData, padded
 	var in, want []byte
-	in = append(append(append(append(in, good...), bad...), cd...), good...)
-	want = append(append(append(want, good...), cd...), good...)
+	for _, f := range [][]byte{good, bad, cd, unsolicited, good} {
+		in = append(in, f...)
+	}
+	for _, f := range [][]byte{good, cd, good} {
+		want = append(want, f...)
+	}
 	for _, chunk := range []int{1, 3, 20, 4096} {
 		var drops int
 		g := &guardNet{rtt: &rttMeter{}, relays: &relayIndex{}, dropped: func() { drops++ }}
 		s := newGuardStream(&readerConn{b: append([]byte(nil), in...), chunk: chunk}, g)
-		if got := readAllStream(s); !bytes.Equal(got, want) || drops != 1 {
-			t.Errorf("chunk %d: got %d bytes and %d drops, want %d bytes and 1 drop", chunk, len(got), drops, len(want))
+		if _, err := s.Write(req.Raw); err != nil {
+			t.Fatal(err)
 		}
+		if got := readAllStream(s); !bytes.Equal(got, want) || drops != 2 {
+			t.Errorf("chunk %d: got %d bytes and %d drops, want %d bytes and 2 drops", chunk, len(got), drops, len(want))
+		}
+	}
+}
+
+// Responses are matched to the requests a socket sent; requests and
+// indications from peers pass.
+func TestTxidSet(t *testing.T) {
+	var s txidSet
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	resp := stun.MustBuild(req, stun.BindingSuccess)
+	errResp := stun.MustBuild(req, stun.NewType(stun.MethodBinding, stun.ClassErrorResponse))
+	other := stun.MustBuild(stun.TransactionID, stun.BindingSuccess)
+	peerReq := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if !s.unsolicited(resp.Raw) {
+		t.Error("response before its request passed")
+	}
+	s.sent(req.Raw)
+	if s.unsolicited(resp.Raw) || s.unsolicited(errResp.Raw) {
+		t.Error("response to a sent request dropped")
+	}
+	if !s.unsolicited(other.Raw) {
+		t.Error("unsolicited response passed")
+	}
+	if s.unsolicited(peerReq.Raw) || s.unsolicited([]byte("rtp or other data, not stun")) {
+		t.Error("a request or non-STUN packet was taken for a response")
+	}
+	for range maxPendingChecks {
+		s.sent(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	}
+	if !s.unsolicited(resp.Raw) {
+		t.Error("a request older than the window still matched")
 	}
 }
 

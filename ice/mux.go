@@ -87,7 +87,7 @@ func (t *transportMux) GetConn(ufrag string, addr net.Addr) (net.PacketConn, err
 	if err != nil {
 		return nil, err
 	}
-	return &guardPacketConn{PacketConn: c, n: t.n}, nil
+	return &guardPacketConn{PacketConn: c, n: t.n, txids: &txidSet{}}, nil
 }
 
 func (t *transportMux) RemoveConnByUfrag(ufrag string) { t.m.mux.RemoveConnByUfrag(ufrag) }
