@@ -29,6 +29,8 @@ type coturnAuth struct {
 // TURN over UDP and TCP on Port and over TLS on TLSPort.
 type coturn struct {
 	Port, TLSPort int
+	// MinPort and MaxPort bound the relay addresses coturn allocates.
+	MinPort, MaxPort int
 	// Roots trusts the server's TLS certificate, for turns: URLs.
 	Roots *x509.CertPool
 	proc  *process
@@ -58,14 +60,15 @@ func startCoturn(t testing.TB, auth coturnAuth) *coturn {
 	c := &coturn{Port: freePort(t, "tcp"), TLSPort: freePort(t, "tcp"), Roots: ca.Pool()}
 	// A relay port range of its own, away from the ephemeral range that
 	// the test's sockets use.
-	minPort := 20000 + int(time.Now().UnixNano()%400)*100
+	c.MinPort = 20000 + int(time.Now().UnixNano()%400)*100
+	c.MaxPort = c.MinPort + 99
 	conf := []string{
 		"listening-ip=127.0.0.1",
 		"relay-ip=127.0.0.1",
 		fmt.Sprintf("listening-port=%d", c.Port),
 		fmt.Sprintf("tls-listening-port=%d", c.TLSPort),
-		fmt.Sprintf("min-port=%d", minPort),
-		fmt.Sprintf("max-port=%d", minPort+99),
+		fmt.Sprintf("min-port=%d", c.MinPort),
+		fmt.Sprintf("max-port=%d", c.MaxPort),
 		"realm=" + coturnRealm,
 		"fingerprint",
 		// The peers of these tests are on loopback, which coturn refuses

@@ -50,20 +50,22 @@ func TestInteropCoturn(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run("long-term/"+transport, func(t *testing.T) {
 			srv := ice.Server{URL: longTerm.URL(transport), Username: user, Credential: password}
-			relayedCall(t, srv, &tls.Config{RootCAs: longTerm.Roots})
+			relayedCall(t, longTerm, srv)
 		})
 		t.Run("rest/"+transport, func(t *testing.T) {
 			name, cred := ice.RESTCredentials(secret, user, time.Now().Add(time.Hour))
 			srv := ice.Server{URL: rest.URL(transport), Username: name, Credential: cred}
-			relayedCall(t, srv, &tls.Config{RootCAs: rest.Roots})
+			relayedCall(t, rest, srv)
 		})
 	}
 
 }
 
 // relayedCall connects two Calls that may only use relay candidates from
-// srv and checks that audio flows both ways through the relay.
-func relayedCall(t *testing.T, srv ice.Server, roots *tls.Config) {
+// srv, a server of turn, and checks that audio flows both ways through
+// turn's relay addresses.
+func relayedCall(t *testing.T, turn *coturn, srv ice.Server) {
+	roots := &tls.Config{RootCAs: turn.Roots}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var ends [2]*callEndpoint
@@ -81,8 +83,14 @@ func relayedCall(t *testing.T, srv ice.Server, roots *tls.Config) {
 	}
 	for i, e := range ends {
 		p := e.Path()
-		if p.Local.Type != sdp.CandidateRelay || p.Remote.Type != sdp.CandidateRelay || p.Relay == "" {
+		if p.Local.Type != sdp.CandidateRelay || p.Remote.Type != sdp.CandidateRelay || p.Relay != srv.URL {
 			t.Fatalf("end %d: path %+v, want relay to relay through %s", i, p, srv.URL)
+		}
+		for _, a := range []netip.AddrPort{p.Local.Address, p.Remote.Address} {
+			if port := int(a.Port()); port < turn.MinPort || port > turn.MaxPort {
+				t.Fatalf("end %d: path %+v: %v is not one of coturn's relay addresses (ports %d-%d)",
+					i, p, a, turn.MinPort, turn.MaxPort)
+			}
 		}
 	}
 	var recvs [2]*receiver
