@@ -238,15 +238,19 @@ func newDTLSTransport(s *Session) *dtlsTransport {
 var errDTLSApplicationData = errors.New("media: refusing to send DTLS application data")
 
 func (t *dtlsTransport) Read(p []byte) (int, error) {
-	select {
-	case b := <-t.in:
-		n := copy(p, b.data)
-		putPacket(b)
-		return n, nil
-	case <-t.closed:
-		return 0, net.ErrClosed
-	case <-t.rdl.wait():
-		return 0, os.ErrDeadlineExceeded
+	for {
+		select {
+		case b := <-t.in:
+			n := copy(p, b.data)
+			putPacket(b)
+			return n, nil
+		case <-t.closed:
+			return 0, net.ErrClosed
+		case <-t.rdl.wait():
+			if t.rdl.exceeded() {
+				return 0, os.ErrDeadlineExceeded
+			}
+		}
 	}
 }
 

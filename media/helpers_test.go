@@ -67,12 +67,7 @@ func (f *fakeKeys) Keys(ctx context.Context, uri string) ([]CallKey, error) {
 }
 
 func (f *fakeKeys) Watch(ctx context.Context, uri string, fn func(CallKey)) error {
-	var reported uint32
-	f.mu.Lock()
-	for _, k := range f.versions {
-		reported = max(reported, k.Version)
-	}
-	f.mu.Unlock()
+	var reported uint32 // none yet: the first round reports every version
 	for {
 		f.mu.Lock()
 		var fresh []CallKey

@@ -533,7 +533,10 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 				return b.data, b, nil
 			case s.tok <- struct{}{}:
 			case <-s.rdl.wait():
-				return nil, nil, fmt.Errorf("media: %s: %w", op, os.ErrDeadlineExceeded)
+				if s.rdl.exceeded() {
+					return nil, nil, fmt.Errorf("media: %s: %w", op, os.ErrDeadlineExceeded)
+				}
+				continue // the deadline moved
 			case <-s.done:
 				return nil, nil, errClosed(op)
 			}
