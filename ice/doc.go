@@ -74,7 +74,13 @@
 // source on a socket whose port the relay candidate's rport reveals. Every
 // UDP socket the Transport opens is therefore wrapped so that STUN
 // messages with such a short attribute are dropped before pion parses
-// them. Connectivity checks themselves never parse those attributes.
+// them, on TCP and TLS connections to TURN servers as well. Connectivity
+// checks themselves never parse those attributes.
+//
+// The same wrapping drops STUN responses that answer no request sent from
+// that socket: pion's server-reflexive gathering would otherwise take a
+// well-formed answer from any sender, which lets an off-path host that
+// guesses the port plant a false server-reflexive address.
 //
 // turns: servers are verified with [Config.TLSConfig] (or the system
 // roots); there is no option to skip verification.
