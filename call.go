@@ -316,7 +316,7 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	c.gathering = false
 	c.version = answer.Origin.SessionVersion
 	c.mu.Unlock()
-	c.start(agreement, keyURI, remote.Origin.SessionID, senderID("offerer", remote), senderID("answerer", answer), false)
+	c.start(agreement, keyURI, remote.Origin.SessionID, senderID("offerer", remote), senderID("answerer", answer))
 	return string(text), nil
 }
 
@@ -359,7 +359,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		return c.applyRemote(agreement, "SetAnswer")
 	}
 	c.mu.Unlock()
-	c.start(agreement, c.cfg.KeyURI, remote.Origin.SessionID, senderID("answerer", remote), senderID("offerer", offer), true)
+	c.start(agreement, c.cfg.KeyURI, remote.Origin.SessionID, senderID("answerer", remote), senderID("offerer", offer))
 	return nil
 }
 
@@ -500,8 +500,10 @@ func senderID(role string, d *sdp.Description) string {
 }
 
 // start moves the call to connecting and starts the goroutine that brings
-// up ICE, DTLS and the media session.
-func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID, localID string, controlling bool) {
+// up ICE, DTLS and the media session. The ICE role is the agreement's: the
+// offerer controls unless it is Lite and the answerer is not (RFC 8445
+// section 6.1.1).
+func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID, localID string) {
 	c.mu.Lock()
 	c.agreement = a
 	c.keyURI = keyURI
@@ -518,7 +520,7 @@ func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID,
 	go func() {
 		defer c.wg.Done()
 		defer close(c.ready)
-		err := c.connect(a, keyURI, localID, remoteID, controlling)
+		err := c.connect(a, keyURI, localID, remoteID)
 		c.mu.Lock()
 		c.connectErr = err
 		c.mu.Unlock()
@@ -534,8 +536,8 @@ func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID,
 	}()
 }
 
-func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string, controlling bool) error {
-	conn, err := c.ice.Connect(c.ctx, ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}, controlling)
+func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error {
+	conn, err := c.ice.Connect(c.ctx, ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}, a.ICEControlling)
 	if err != nil {
 		return fmt.Errorf("securecall: ICE: %w", err)
 	}
