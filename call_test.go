@@ -537,6 +537,24 @@ func TestCallRestart(t *testing.T) {
 	}
 }
 
+// A gateway on the premises runs ICE-Lite; a full endpoint calls it and is
+// called by it, and the full side always controls.
+func TestCallLite(t *testing.T) {
+	full := securecall.Config{ICE: loopbackICE()}
+	lite := securecall.Config{ICE: loopbackICE()}
+	lite.ICE.Lite = true
+	for _, tt := range []struct {
+		name       string
+		caller, cb securecall.Config
+	}{{"full calls lite", full, lite}, {"lite calls full", lite, full}} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := pair(t, tt.caller, tt.cb)
+			sendRecv(t, a, b, 10)
+			sendRecv(t, b, a, 10)
+		})
+	}
+}
+
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
