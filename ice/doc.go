@@ -19,8 +19,9 @@
 // never gathers relay candidates, never contacts TURN servers and refuses
 // the peer's relay candidates. [RelayOnly] gathers only relay candidates,
 // never contacts STUN-only servers, and sends relay candidates with their
-// related address hidden (0.0.0.0 port 0), so nothing it sends reveals a
-// host or server-reflexive address.
+// related address hidden, so nothing it sends reveals a host or
+// server-reflexive address. Under every policy the related address of
+// reflexive and relay candidates is sent as 0.0.0.0 port 0.
 //
 // # Defaults and why
 //
@@ -71,7 +72,10 @@
 // in stun/v3). pion/ice reaches that parser on server-reflexive gathering,
 // which accepts the first STUN message from any source as the server's
 // answer, and in the TURN client, which accepts Data indications from any
-// source on a socket whose port the relay candidate's rport reveals. Every
+// source on a socket whose port pion puts in the relay candidate's rport
+// (this package sends 0.0.0.0 port 0 instead, but the port can be
+// guessed or observed). That one is reachable: a test shows an empty
+// XOR-PEER-ADDRESS sent to that socket panics an unguarded process. Every
 // UDP socket the Transport opens is therefore wrapped so that STUN
 // messages with such a short attribute are dropped before pion parses
 // them, on TCP and TLS connections to TURN servers as well. Connectivity

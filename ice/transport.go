@@ -455,14 +455,18 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 		t.cfg.Logger.Warn("ice: skipped a local candidate pion produced", "err", err)
 		return sdp.Candidate{}, false
 	}
+	if c.RelatedAddress != "" {
+		// The related address of a reflexive or relay candidate names a
+		// local socket (pion gives its port); the peer has no use for it
+		// (RFC 8445 section 5.1.3 leaves it informational), so it is
+		// hidden, as browsers do.
+		c.RelatedAddress, c.RelatedPort = "0.0.0.0", 0
+	}
 	switch t.cfg.Policy {
 	case RelayOnly:
 		if c.Type != sdp.CandidateRelay {
 			return sdp.Candidate{}, false
 		}
-		// The related address of a relay candidate is the local socket
-		// that talks to the TURN server: hide it.
-		c.RelatedAddress, c.RelatedPort = "0.0.0.0", 0
 	case DirectOnly:
 		if c.Type == sdp.CandidateRelay {
 			return sdp.Candidate{}, false

@@ -149,15 +149,16 @@ func TestLiteAgainstFull(t *testing.T) {
 	}
 }
 
-// A Lite gateway with a known public address advertises it.
+// A Lite gateway with a known public address advertises it instead of
+// its interface address. (Only gathered: nothing is sent to it.)
 func TestLitePublicAddress(t *testing.T) {
 	cfg := loopback()
 	cfg.Lite = true
-	cfg.PublicAddresses = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	cfg.PublicAddresses = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
 	s := newSide(t, cfg)
 	s.gather(t)
-	if len(s.cands) == 0 || s.cands[0].Address != "127.0.0.1" {
-		t.Fatalf("candidates = %v", s.cands)
+	if len(s.cands) != 1 || s.cands[0].Address != "192.0.2.10" || s.cands[0].Type != sdp.CandidateHost {
+		t.Fatalf("candidates = %v, want one host candidate on 192.0.2.10", s.cands)
 	}
 }
 
@@ -191,9 +192,13 @@ func TestTrickle(t *testing.T) {
 	exchange(t, a.conn, b.conn)
 }
 
-// After an ICE restart on both sides the connection carries data again.
+// After an ICE restart on both sides the connection carries data again,
+// and the new path is reported.
 func TestRestartKeepsConn(t *testing.T) {
-	a, b := newSide(t, loopback()), newSide(t, loopback())
+	cfg := loopback()
+	paths := make(chan ice.Path, 10)
+	cfg.OnPathChange = func(p ice.Path) { paths <- p }
+	a, b := newSide(t, cfg), newSide(t, loopback())
 	connect(t, a, b, false, false, nil)
 	exchange(t, a.conn, b.conn)
 	old := a.t.LocalCredentials()
@@ -231,6 +236,22 @@ func TestRestartKeepsConn(t *testing.T) {
 	if a.t.Path().Local.Type == "" {
 		t.Error("no path after restart")
 	}
+	for i := range 2 {
+		select {
+		case <-paths:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("OnPathChange called %d times, want once before and once after the restart", i)
+		}
+	}
+}
+
+// Two Lite agents: the offerer controls (RFC 8445 section 6.1.1).
+func TestLiteAgainstLite(t *testing.T) {
+	cfg := loopback()
+	cfg.Lite = true
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, true, true, nil)
+	exchange(t, a.conn, b.conn)
 }
 
 func TestCloseLeaksNothing(t *testing.T) {
@@ -334,22 +355,23 @@ func TestLogsRedactSecrets(t *testing.T) {
 }
 
 // A malformed STUN message sent to the TURN client's socket (whose port
-// the relay candidate's rport reveals) is dropped before pion's parser,
-// which would panic on it, and the call goes on.
+// pion's relay candidates reveal as rport; this package hides it, so the
+// test finds the socket from the TURN server's side) is dropped before
+// pion's parser, which would panic on it, and the call goes on.
 func TestMalformedSTUNDoesNotCrash(t *testing.T) {
 	srv := startTURN(t)
 	cfg := loopback()
 	cfg.Servers = srv.Servers()
 	a, b := newSide(t, cfg), newSide(t, cfg)
 	connect(t, a, b, false, false, nil)
-	var rport uint16
-	for _, c := range a.cands {
-		if c.Type == sdp.CandidateRelay {
-			rport = c.RelatedPort
+	for _, c := range append(a.cands, b.cands...) {
+		if c.RelatedAddress != "" && (c.RelatedAddress != "0.0.0.0" || c.RelatedPort != 0) {
+			t.Errorf("candidate %v reveals its base", c)
 		}
 	}
+	rport := ice.TURNClientPort(a.t)
 	if rport == 0 {
-		t.Fatal("no relay candidate with an rport")
+		t.Fatal("no TURN client socket")
 	}
 	// A Data indication whose XOR-PEER-ADDRESS is empty and ends the
 	// message.
