@@ -36,7 +36,8 @@
 //     round);
 //   - [DefaultRelayWait] is 200 ms. In the NAT matrix (real Linux NAT in
 //     network namespaces, TestNATMatrix) a direct call between two cone
-//     NATs connects in about 52 ms, with or without TURN configured, so
+//     NATs connects in 50-105 ms (one or two check rounds), with or
+//     without TURN configured, so
 //     the direct pair is nominated long before relays may be; a call with
 //     a symmetric NAT connects through coturn in 208-237 ms. On loopback
 //     (BenchmarkConnect) a direct Connect takes about 0.34 ms and a relayed
