@@ -160,6 +160,7 @@ func (s *Session) initVersioned(keys []CallKey) error {
 		return err
 	}
 	s.sendKey.version, s.sendKey.expiresAt = sending.Version, sending.ExpiresAt
+	s.scheduleSendChecksLocked()
 	s.stats.sendVersion.Store(sending.Version)
 	s.recvKeys[first.Version] = true
 	for _, k := range usable {

@@ -20,11 +20,12 @@ import (
 	"github.com/securecall/securecall/sdp"
 )
 
-// Replay windows: generous, so that reordered packets are accepted, while a
-// repeated index inside the window or one older than it is always dropped.
+// Replay windows: 128 packets, libsrtp's default. Reordered packets within
+// the window are accepted; a repeated index, or one older than the window,
+// is always dropped. A larger window costs time on every packet.
 const (
-	srtpReplayWindow  = 1024
-	srtcpReplayWindow = 256
+	srtpReplayWindow  = 128
+	srtcpReplayWindow = 128
 )
 
 // queueLen is how many packets of one kind wait for their reader when

@@ -1,0 +1,219 @@
+package media
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // the floor of AES_CM_128_HMAC_SHA1_80 is HMAC-SHA1
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/securecall/securecall/sdp"
+)
+
+// benchSessions returns a sender and a receiver with matching keys and no
+// transport: the benchmarks measure the protect and unprotect paths as
+// WriteRTP and ReadRTP run them (lock, key checks, header, SRTP), not the
+// system calls. mki selects kms keying (4-byte MKI = version) or sdes
+// keying without MKI.
+func benchSessions(b testing.TB, p Profile, mki bool) (*Session, *Session) {
+	b.Helper()
+	if mki {
+		keys := newFakeKeys(b, 1)
+		var ss [2]*Session
+		for i, ids := range [][2]string{{"alice", "bob"}, {"bob", "alice"}} {
+			c, err := Config{Keying: sdp.KeyingKMS, Profiles: []Profile{p}, KeySource: keys, KeyURI: testURI, LocalID: ids[0], RemoteID: ids[1]}.resolve()
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := newSession(c, nil)
+			s.profile = p
+			ks, _ := keys.Keys(b.Context(), testURI)
+			if err := s.initVersioned(ks); err != nil {
+				b.Fatal(err)
+			}
+			s.rtpTrailer, s.rtcpTrailer = p.rtpTrailerLen(), p.rtcpTrailerLen()
+			ss[i] = s
+		}
+		return ss[0], ss[1]
+	}
+	ka, kb := make([]byte, p.keyLen()+p.saltLen()), make([]byte, p.keyLen()+p.saltLen())
+	rand.Read(ka)
+	rand.Read(kb)
+	var ss [2]*Session
+	for i, d := range []SDES{{Profile: p, LocalKey: ka, RemoteKey: kb}, {Profile: p, LocalKey: kb, RemoteKey: ka}} {
+		c, err := Config{Keying: sdp.KeyingSDES, SDES: d}.resolve()
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := newSession(c, nil)
+		s.profile = p
+		if err := s.initSDES(); err != nil {
+			b.Fatal(err)
+		}
+		s.rtpTrailer, s.rtcpTrailer = p.rtpTrailerLen(), p.rtcpTrailerLen()
+		ss[i] = s
+	}
+	return ss[0], ss[1]
+}
+
+var benchProfiles = []struct {
+	name string
+	p    Profile
+}{{"GCM", ProfileAEADAES128GCM}, {"CM80", ProfileAES128CMHMACSHA1_80}}
+
+var benchPayloads = []int{160, 1200}
+
+func forEachBench(b *testing.B, fn func(b *testing.B, p Profile, size int, mki bool)) {
+	for _, prof := range benchProfiles {
+		for _, size := range benchPayloads {
+			for _, mki := range []bool{true, false} {
+				onOff := "off"
+				if mki {
+					onOff = "on"
+				}
+				b.Run(fmt.Sprintf("profile=%s/payload=%d/mki=%s", prof.name, size, onOff), func(b *testing.B) {
+					fn(b, prof.p, size, mki)
+				})
+			}
+		}
+	}
+}
+
+func BenchmarkProtect(b *testing.B) {
+	forEachBench(b, func(b *testing.B, p Profile, size int, mki bool) {
+		s, _ := benchSessions(b, p, mki)
+		payload := make([]byte, size)
+		h := RTPHeader{PayloadType: 0, SSRC: 1}
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			s.sendMu.Lock()
+			_, err := s.protectRTPLocked(&h, payload)
+			s.sendMu.Unlock()
+			if err != nil {
+				b.Fatal(err)
+			}
+			h.SequenceNumber++
+			h.Timestamp += 160
+		}
+	})
+}
+
+func BenchmarkUnprotect(b *testing.B) {
+	forEachBench(b, func(b *testing.B, p Profile, size int, mki bool) {
+		s, r := benchSessions(b, p, mki)
+		payload := make([]byte, size)
+		h := RTPHeader{PayloadType: 0, SSRC: 1}
+		// Replay protection refuses a packet twice, so the receiver gets a
+		// fresh batch whenever it has used one up.
+		const batch = 4096
+		pkts := make([][]byte, batch)
+		fill := func() {
+			for i := range pkts {
+				s.sendMu.Lock()
+				out, err := s.protectRTPLocked(&h, payload)
+				s.sendMu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+				pkts[i] = append(pkts[i][:0], out...)
+				h.SequenceNumber++
+				h.Timestamp += 160
+			}
+		}
+		fill()
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if i == batch {
+				b.StopTimer()
+				fill()
+				i = 0
+				b.StartTimer()
+			}
+			if _, ok := r.unprotectRTP(r.rplain, pkts[i]); !ok {
+				b.Fatalf("packet %d did not unprotect: %+v", i, r.Stats())
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkFloor is the raw cryptography each profile cannot avoid, on the
+// same payloads with a 12-byte RTP header: AES-128-GCM Seal and Open with
+// the header as additional data, and AES-128-CTR plus a 80-bit HMAC-SHA1
+// over header, payload and rollover counter.
+func BenchmarkFloor(b *testing.B) {
+	key := make([]byte, 16)
+	rand.Read(key)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range benchPayloads {
+		header := make([]byte, 12)
+		payload := make([]byte, size)
+		nonce := make([]byte, 12)
+		dst := make([]byte, 0, size+64)
+		b.Run(fmt.Sprintf("profile=GCM/payload=%d/op=seal", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				binary.BigEndian.PutUint32(nonce[8:], binary.BigEndian.Uint32(nonce[8:])+1)
+				dst = gcm.Seal(dst[:0], nonce, payload, header)
+			}
+		})
+		sealed := gcm.Seal(nil, nonce, payload, header)
+		b.Run(fmt.Sprintf("profile=GCM/payload=%d/op=open", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if dst, err = gcm.Open(dst[:0], nonce, sealed, header); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		mac := hmac.New(sha1.New, key)
+		iv := make([]byte, 16)
+		sum := make([]byte, 0, sha1.Size)
+		out := make([]byte, size)
+		var roc [4]byte
+		b.Run(fmt.Sprintf("profile=CM80/payload=%d/op=protect", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				binary.BigEndian.PutUint32(iv[10:], binary.BigEndian.Uint32(iv[10:])+1)
+				cipher.NewCTR(block, iv).XORKeyStream(out, payload)
+				mac.Reset()
+				mac.Write(header)
+				mac.Write(out)
+				mac.Write(roc[:])
+				sum = mac.Sum(sum[:0])
+			}
+		})
+		b.Run(fmt.Sprintf("profile=CM80/payload=%d/op=unprotect", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			want := append([]byte(nil), sum[:10]...)
+			for b.Loop() {
+				mac.Reset()
+				mac.Write(header)
+				mac.Write(out)
+				mac.Write(roc[:])
+				sum = mac.Sum(sum[:0])
+				if hmac.Equal(sum[:10], want) {
+					cipher.NewCTR(block, iv).XORKeyStream(payload, out)
+				}
+			}
+		})
+	}
+}
