@@ -91,12 +91,14 @@ func TestBadConfig(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		"unknown keying":    {dtlsCfg, func(c *Config) { c.Keying = "zrtp" }, "unknown keying"},
-		"bad profile":       {dtlsCfg, func(c *Config) { c.Profiles = []Profile{0x0005} }, "unsupported protection profile"},
-		"no role":           {dtlsCfg, func(c *Config) { c.DTLSRole = 0 }, "DTLSRole"},
-		"no fingerprints":   {dtlsCfg, func(c *Config) { c.RemoteFingerprints = nil }, "RemoteFingerprints"},
-		"bad fingerprint":   {dtlsCfg, func(c *Config) { c.RemoteFingerprints = []sdp.Fingerprint{{Algorithm: "md5", Value: make([]byte, 16)}} }, "md5"},
-		"short fingerprint": {dtlsCfg, func(c *Config) { c.RemoteFingerprints = []sdp.Fingerprint{{Algorithm: "sha-256", Value: make([]byte, 20)}} }, "sha-256 fingerprint has 20 bytes"},
+		"unknown keying":  {dtlsCfg, func(c *Config) { c.Keying = "zrtp" }, "unknown keying"},
+		"bad profile":     {dtlsCfg, func(c *Config) { c.Profiles = []Profile{0x0005} }, "unsupported protection profile"},
+		"no role":         {dtlsCfg, func(c *Config) { c.DTLSRole = 0 }, "DTLSRole"},
+		"no fingerprints": {dtlsCfg, func(c *Config) { c.RemoteFingerprints = nil }, "RemoteFingerprints"},
+		"bad fingerprint": {dtlsCfg, func(c *Config) { c.RemoteFingerprints = []sdp.Fingerprint{{Algorithm: "md5", Value: make([]byte, 16)}} }, "md5"},
+		"short fingerprint": {dtlsCfg, func(c *Config) {
+			c.RemoteFingerprints = []sdp.Fingerprint{{Algorithm: "sha-256", Value: make([]byte, 20)}}
+		}, "sha-256 fingerprint has 20 bytes"},
 		"no key source":     {kmsCfg, func(c *Config) { c.KeySource = nil }, "needs a KeySource"},
 		"no key uri":        {kmsCfg, func(c *Config) { c.KeyURI = "" }, "needs a KeyURI"},
 		"no local id":       {kmsCfg, func(c *Config) { c.LocalID = "" }, "LocalID and RemoteID"},
