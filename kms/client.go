@@ -347,7 +347,8 @@ func (c *Client) forget(uri string) {
 }
 
 // remember caches keys; a full fetch (after == 0) replaces what was there,
-// so that versions the KMS no longer delivers are dropped.
+// so that versions the KMS no longer delivers are dropped. Replaced key
+// material is wiped; callers hold their own copies.
 func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey, jwes []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -356,12 +357,11 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 	}
 	e := c.cache[uri]
 	if e == nil || after == 0 {
-		old := e
+		if e != nil {
+			wipeKeys(e.keys)
+		}
 		e = &cacheEntry{keys: map[uint32]media.CallKey{}, jwes: map[uint32]string{}}
 		c.cache[uri] = e
-		if old != nil {
-			defer wipeDropped(old.keys, e.keys)
-		}
 	}
 	e.min = max(e.min, min)
 	for v, k := range e.keys {
@@ -372,23 +372,12 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 		}
 	}
 	for i, k := range keys {
-		if old, ok := e.keys[k.Version]; ok && &old.Key[0] == &k.Key[0] {
-			e.jwes[k.Version] = jwes[i]
-			continue
+		if old, ok := e.keys[k.Version]; ok {
+			clear(old.Key)
 		}
 		k.Key = slices.Clone(k.Key)
 		e.keys[k.Version] = k
 		e.jwes[k.Version] = jwes[i]
-	}
-}
-
-// wipeDropped clears the key material of versions in old that are not in
-// cur (the same version in cur has its own copy).
-func wipeDropped(old, cur map[uint32]media.CallKey) {
-	for v, k := range old {
-		if n, ok := cur[v]; !ok || &n.Key[0] != &k.Key[0] {
-			clear(k.Key)
-		}
 	}
 }
 

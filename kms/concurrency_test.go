@@ -209,22 +209,31 @@ func TestCachedKeysWhileUnreachable(t *testing.T) {
 	if err := alice.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, KeyLifetime: 2 * time.Second})
+	long, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := alice.Fetch(ctx, uri)
+	short, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, KeyLifetime: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := alice.Fetch(ctx, long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortKeys, err := alice.Fetch(ctx, short)
 	if err != nil {
 		t.Fatal(err)
 	}
 	env.Close() // the KMS goes away
-	cached, err := alice.Fetch(ctx, uri)
+	cached, err := alice.Fetch(ctx, long)
 	if err != nil || len(cached) != 1 || string(cached[0].Key) != string(fresh[0].Key) {
 		t.Fatalf("unreachable KMS: %v, %v; want the cached key", cached, err)
 	}
-	// Wait for the expiry itself (a condition, not a timing assertion).
-	time.Sleep(time.Until(fresh[0].ExpiresAt) + 10*time.Millisecond)
-	if keys, err := alice.Fetch(ctx, uri); !errors.Is(err, kms.ErrUnavailable) || keys != nil {
+	// Wait for the short key's expiry itself (a condition, not a timing
+	// assertion): then nothing is left to serve.
+	time.Sleep(time.Until(shortKeys[0].ExpiresAt) + 10*time.Millisecond)
+	if keys, err := alice.Fetch(ctx, short); !errors.Is(err, kms.ErrUnavailable) || keys != nil {
 		t.Fatalf("after expiry: %v, %v; want ErrUnavailable", keys, err)
 	}
 }

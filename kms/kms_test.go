@@ -84,7 +84,9 @@ func TestCreateFetchRotate(t *testing.T) {
 		t.Fatalf("lifetime %v, want %v", ka[0].ExpiresAt.Sub(ka[0].ActivateAt), kms.DefaultKeyLifetime)
 	}
 
+	before := time.Now().Truncate(time.Millisecond)
 	v, err := bob.Rotate(ctx, uri)
+	after := time.Now()
 	if err != nil || v != 2 {
 		t.Fatalf("rotate: %d, %v", v, err)
 	}
@@ -100,8 +102,8 @@ func TestCreateFetchRotate(t *testing.T) {
 	}
 	// The new version activates after the activation delay; the old one
 	// stays usable for the grace period after that.
-	if d := time.Until(kb[1].ActivateAt); d <= 0 || d > kms.DefaultActivationDelay {
-		t.Fatalf("v2 activates in %v, want within (0, %v]", d, kms.DefaultActivationDelay)
+	if act := kb[1].ActivateAt; act.Before(before.Add(kms.DefaultActivationDelay)) || act.After(after.Add(kms.DefaultActivationDelay)) {
+		t.Fatalf("v2 activates at %v, want the rotation time (%v to %v) + %v", act, before, after, kms.DefaultActivationDelay)
 	}
 	if !kb[0].ExpiresAt.Equal(kb[1].ActivateAt.Add(kms.DefaultGrace)) {
 		t.Fatalf("v1 expires %v, want v2 activation + grace %v", kb[0].ExpiresAt, kb[1].ActivateAt.Add(kms.DefaultGrace))
