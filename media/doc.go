@@ -1,0 +1,113 @@
+// Package media turns a connected packet transport (the net.Conn that ICE
+// hands over) into a secure RTP/RTCP session: SRTP and SRTCP (RFC 3711,
+// RFC 7714) with RTP and RTCP on one transport (RFC 5761) and DTLS
+// demultiplexed from them by the first byte (RFC 7983).
+//
+// [NewSession] keys the session, then [Session.WriteRTP] and
+// [Session.ReadRTP] carry media and [Session.WriteRTCP] and
+// [Session.ReadRTCP] compound RTCP. Keys rotate during the call without
+// losing a packet: [Session.InstallKey], or automatically when the
+// [KeySource] is also a [KeyWatcher].
+//
+// # Keying modes
+//
+// Config.Keying chooses where the SRTP master keys come from:
+//
+//	mode    master key and salt from                        MKI on the wire
+//	dtls    DTLS-SRTP exporter (RFC 5764), peer checked      none (use_srtp has none)
+//	        against the SDP fingerprint (RFC 8122)
+//	kms     key schedule over the KMS call key               4 bytes: key version
+//	hybrid  key schedule over the DTLS exporter output       4 bytes: key version
+//	        and the KMS call key
+//	sdes    the keys of "a=crypto" (RFC 4568), as given      as given, or none
+//
+// The key schedule (internal/keyschedule) is HKDF-SHA256 with the call key
+// (followed, in hybrid keying, by the exporter output) as input keying
+// material, the call id as salt, and an info string naming the purpose, the
+// keying mode, the sending endpoint (Config.LocalID or RemoteID), the key
+// version and the protection profile. Every sender has its own master key
+// and salt for every version: no two senders ever share one.
+//
+// In dtls and hybrid keying DTLS negotiates the profile from
+// Config.Profiles (AEAD_AES_128_GCM, then AES_CM_128_HMAC_SHA1_80 by
+// default). In kms keying nothing is negotiated: both sides use the first
+// of their Profiles, which is the same when both keep the default.
+//
+// # Rotation
+//
+// A new version is installed for receiving as soon as it is known, and for
+// sending from its ActivateAt on. A receiver removes the versions older
+// than the newest one its peer sends with, Config.RotationGrace (5 s) after
+// it first saw that newest one, so late and reordered packets still
+// decrypt. When the sending key nears Config.MaxPackets or
+// Config.KeyLifetime, Config.OnRotationNeeded is called; a key never
+// protects more than the SRTP limits (2^48 SRTP, 2^31 SRTCP packets), nor
+// anything after its ExpiresAt: WriteRTP then fails with ErrKeyExhausted.
+//
+// # Security
+//
+// What each keying mode protects against:
+//
+//   - dtls: a passive eavesdropper anywhere, and an active attacker on the
+//     media path (the peer must prove the certificate whose fingerprint the
+//     signaling carried). Keys have forward secrecy (ECDHE). Whoever can
+//     change the signaling can swap fingerprints and sit in the middle.
+//   - kms: eavesdroppers and media relays, including ones that do not
+//     terminate DTLS; the signaling carries only the key's URI, so an
+//     attacker on the signaling path learns nothing and cannot swap keys.
+//     Anyone who obtains the call key (the KMS, a compromised participant)
+//     can decrypt recorded media of its versions: there is no forward
+//     secrecy beyond rotation.
+//   - hybrid (the default when a KeySource is set): both. An attacker who
+//     swaps fingerprints in the signaling lacks the call key; a KMS
+//     compromise alone cannot decrypt recorded media, because the DTLS
+//     exporter output (ECDHE) is an input of every key.
+//   - sdes: the keys travel in the signaling, so media is exactly as safe as
+//     the signaling channel. Use it only where that channel is encrypted and
+//     trusted, for SIP trunks, border elements and tools that speak nothing
+//     else.
+//
+// In every mode each packet is authenticated before it is used: forged,
+// tampered and replayed packets (replay protection is always on, with a
+// 128-packet window) and packets under unknown or removed key versions are
+// dropped and counted in [Stats], never returned. The DTLS record layer
+// carries only the handshake: the session never sends DTLS application
+// data (see GO-2026-4479 in SECURITY.md), and it never sends a
+// close_notify, which browsers take as the end of the call. Key material is
+// never logged; [CallKey] and [SDES] print redacted.
+//
+// # Concurrency
+//
+// All methods of [Session] are safe for concurrent use. WriteRTP and
+// WriteRTCP share one mutex around the sending SRTP context (uncontended,
+// it costs about 20 ns of the 150 to 300 ns a packet takes); ReadRTP and
+// ReadRTCP share the receiving one. Concurrent calls of one Read method are
+// serialized.
+//
+// The session starts no goroutine to read: whichever of ReadRTP and
+// ReadRTCP is called reads the transport, and hands a packet of the other
+// kind to a small queue (32 packets; overflow is counted as QueueDrops).
+// So an application that only calls ReadRTP still gets its RTCP counted
+// and can call ReadRTCP later; one that never calls ReadRTCP loses only
+// RTCP. Goroutines a session owns:
+//
+//   - dtls and hybrid keying: during the handshake, one reader plus
+//     pion/dtls's own (three). They end when the first packet from the peer
+//     authenticates (proof that the peer has its keys and will never need a
+//     DTLS retransmission); pion/dtls's end asynchronously, within
+//     milliseconds of that.
+//   - kms and hybrid keying with a KeyWatcher: one, running Watch.
+//   - OnRotationNeeded: one short-lived goroutine per request, serialized,
+//     so callbacks never run concurrently. Close waits for them.
+//
+// No timer runs while a session is idle: key activation, expiry and grace
+// periods are checked on the packet paths, and the clock is read there only
+// while such an event is pending. SetReadDeadline arms one timer, which
+// fires once, at the deadline.
+//
+// # Performance
+//
+// WriteRTP and ReadRTP allocate nothing per packet. See README.md for the
+// measured costs of the protect and unprotect paths against the raw
+// cryptography they cannot avoid.
+package media
