@@ -12,8 +12,8 @@ type Stats struct {
 	// profile.
 	Keying  sdp.Keying
 	Profile Profile
-	// SendKeyVersion is the key version used for sending (0 in dtls keying
-	// and in sdes keying without MKI).
+	// SendKeyVersion is the call key version used for sending in kms and
+	// hybrid keying; 0 in dtls and sdes keying, which have no versions.
 	SendKeyVersion uint32
 
 	// Packets and payload bytes sent and received; bytes count the
