@@ -241,7 +241,7 @@ func (r *dtlsRecorder) tap(p []byte) bool {
 	defer r.mu.Unlock()
 	for len(p) >= 13 {
 		r.counts[p[0]]++
-		l := 13 + int(p[11])<<8 | int(p[12])
+		l := 13 + (int(p[11])<<8 | int(p[12]))
 		if l > len(p) {
 			break
 		}

@@ -271,7 +271,7 @@ func hasApplicationData(p []byte) bool {
 		if p[0] == 23 {
 			return true
 		}
-		l := 13 + int(p[11])<<8 | int(p[12])
+		l := 13 + (int(p[11])<<8 | int(p[12]))
 		if l > len(p) {
 			break
 		}

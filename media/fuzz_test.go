@@ -25,6 +25,7 @@ func FuzzReadPath(f *testing.F) {
 	_, kmsRecv := benchSessions(f, ProfileAEADAES128GCM, true)
 	_, sdesRecv := benchSessions(f, ProfileAES128CMHMACSHA1_80, false)
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		hasApplicationData(raw)
 		for _, r := range []*Session{kmsRecv, sdesRecv} {
 			before := r.Stats()
 			for _, want := range []packetKind{kindRTP, kindRTCP} {
