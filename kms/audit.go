@@ -56,6 +56,7 @@ type AuditError struct {
 	Reason string
 }
 
+// Error describes the break.
 func (e *AuditError) Error() string {
 	return fmt.Sprintf("kms: audit log line %d: %s", e.Line, e.Reason)
 }
@@ -67,7 +68,9 @@ func (e *AuditError) Unwrap() error { return ErrAuditChain }
 // from the store: comparing it later detects a log truncated at its end,
 // which the chain alone cannot.
 type AuditHead struct {
-	Seq  uint64
+	// Seq is the last entry's sequence number, 0 for an empty log.
+	Seq uint64
+	// Hash is the last entry's hash (hex), 64 zeros for an empty log.
 	Hash string
 }
 

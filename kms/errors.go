@@ -58,7 +58,9 @@ var (
 
 // DeliveryError reports a wrapped key that the client refused.
 type DeliveryError struct {
-	URI     string
+	// URI is the key URI the client asked for.
+	URI string
+	// Version is the version refused, 0 when the whole response was.
 	Version uint32
 	// Reason is one of ErrAlgorithm, ErrTampered, ErrWrongRecipient,
 	// ErrBinding, ErrBelowMinimum or ErrMalformed.
@@ -67,6 +69,7 @@ type DeliveryError struct {
 	Detail string
 }
 
+// Error describes the refusal.
 func (e *DeliveryError) Error() string {
 	s := fmt.Sprintf("kms: key %q version %d refused: %v", e.URI, e.Version, e.Reason)
 	if e.Detail != "" {
@@ -112,6 +115,7 @@ type ServerError struct {
 	Op string
 }
 
+// Error describes the response.
 func (e *ServerError) Error() string {
 	return fmt.Sprintf("kms: %s: %d %s", e.Op, e.Status, e.Code)
 }

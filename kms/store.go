@@ -33,9 +33,12 @@ type Store interface {
 
 // Write is one change in a [Store.Commit].
 type Write struct {
+	// Bucket groups keys: "devices", "calls", "audit" or "meta".
 	Bucket string
-	Key    string
-	Value  []byte
+	// Key names the value within its bucket.
+	Key string
+	// Value is the new value; nil deletes Key.
+	Value []byte
 }
 
 // The buckets the server uses.

@@ -26,14 +26,19 @@ const DefaultValidity = 10 * 365 * 24 * time.Hour
 
 // CA is a development certificate authority.
 type CA struct {
+	// Cert is the self-signed CA certificate.
 	Cert *x509.Certificate
-	Key  *ecdsa.PrivateKey
+	// Key signs the certificates the CA issues.
+	Key *ecdsa.PrivateKey
 }
 
 // Validity bounds a certificate's lifetime; the zero value means
 // [DefaultValidity] starting an hour ago.
 type Validity struct {
-	NotBefore, NotAfter time.Time
+	// NotBefore is the start; if zero, an hour ago.
+	NotBefore time.Time
+	// NotAfter is the end; if zero, NotBefore plus DefaultValidity.
+	NotAfter time.Time
 }
 
 func (v Validity) bounds() (time.Time, time.Time) {
