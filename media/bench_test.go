@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -8,6 +9,7 @@ import (
 	"crypto/sha1" //nolint:gosec // the floor of AES_CM_128_HMAC_SHA1_80 is HMAC-SHA1
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/securecall/securecall/sdp"
@@ -276,4 +278,42 @@ func BenchmarkPionBaseline(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSessionFootprint measures the memory and goroutines a session
+// in kms keying costs while it is up and idle (one pair of sessions per
+// op, over an in-memory link, with a KeySource that does not watch): the
+// numbers that bound how many calls fit in one process.
+func BenchmarkSessionFootprint(b *testing.B) {
+	keys := staticKeys{newFakeKeys(b, 1)}
+	var sessions []*Session
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	for b.Loop() {
+		ca, cb := memPairCap(1) // about 0.5 KB each: the transport is not the session's
+		a, c := pairConfigs(b, sdp.KeyingKMS, keys)
+		sa, sb, errA, errB := startPair(b, ca, cb, a, c)
+		if errA != nil || errB != nil {
+			b.Fatal(errA, errB)
+		}
+		sessions = append(sessions, sa, sb)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	n := float64(len(sessions))
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heapB/session")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/session")
+	for _, s := range sessions {
+		s.Close()
+	}
+}
+
+// staticKeys hides fakeKeys's Watch: a KeySource without KeyWatcher.
+type staticKeys struct{ f *fakeKeys }
+
+func (s staticKeys) Keys(ctx context.Context, uri string) ([]CallKey, error) {
+	return s.f.Keys(ctx, uri)
 }

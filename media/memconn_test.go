@@ -36,9 +36,12 @@ type memAddr string
 func (a memAddr) Network() string { return "mem" }
 func (a memAddr) String() string  { return string(a) }
 
-func memPair() (*memConn, *memConn) {
-	a := &memConn{in: make(chan []byte, 8192), closed: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
-	b := &memConn{in: make(chan []byte, 8192), closed: make(chan struct{}), rng: rand.New(rand.NewPCG(3, 4))}
+func memPair() (*memConn, *memConn) { return memPairCap(8192) }
+
+// memPairCap is memPair with room for n datagrams in flight each way.
+func memPairCap(n int) (*memConn, *memConn) {
+	a := &memConn{in: make(chan []byte, n), closed: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
+	b := &memConn{in: make(chan []byte, n), closed: make(chan struct{}), rng: rand.New(rand.NewPCG(3, 4))}
 	a.peer, b.peer = b, a
 	return a, b
 }
