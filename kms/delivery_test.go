@@ -2,6 +2,7 @@ package kms_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -324,5 +325,60 @@ func TestAuthenticationFailures(t *testing.T) {
 		if !hasEntry(entries, "fetch", "", "denied", code) {
 			t.Errorf("%s not audited", code)
 		}
+	}
+}
+
+func TestTokenSourceAndAudience(t *testing.T) {
+	issuer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	env := startEnv(t, devkms.Options{Server: kms.ServerConfig{TokenKeys: []crypto.PublicKey{issuer.Public()}, TokenAudience: "securecall-kms"}})
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: issuer}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(aud ...string) string {
+		tok, err := jwt.Signed(signer).Claims(jwt.Claims{Subject: "erin", Audience: aud, Expiry: jwt.NewNumericDate(time.Now().Add(time.Minute))}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	devKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var minted int
+	var aud []string
+	errSource := errors.New("no token today")
+	var fail bool
+	c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), DeviceKey: devKey,
+		TokenSource: func(context.Context) (string, error) {
+			if fail {
+				return "", errSource
+			}
+			minted++
+			return mint(aud...), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	if err := c.Register(ctx); !errors.Is(err, kms.ErrUnauthorized) || serverCode(err) != "bad_token" {
+		t.Fatalf("token without the audience: %v", err)
+	}
+	aud = []string{"securecall-kms"}
+	if err := c.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	uri, err := c.CreateCall(ctx, kms.CallOptions{Participants: []string{"erin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := c.Fetch(ctx, uri); err != nil || len(keys) != 1 {
+		t.Fatalf("%v %v", keys, err)
+	}
+	if minted != 4 {
+		t.Fatalf("TokenSource called %d times for 4 requests", minted)
+	}
+	fail = true
+	if _, err := c.Rotate(ctx, uri); !errors.Is(err, errSource) {
+		t.Fatalf("TokenSource error not returned: %v", err)
 	}
 }
