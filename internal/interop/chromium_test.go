@@ -90,7 +90,10 @@ func (s *signaling) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fail := func(err error) {
-		s.pageErr <- err.Error()
+		select {
+		case s.pageErr <- err.Error():
+		default:
+		}
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
 	switch {
@@ -234,6 +237,11 @@ func browserCall(t *testing.T, role string, newPeer func() (endpoint, error)) {
 	sent, err := send.close()
 	if err != nil {
 		t.Fatalf("WriteAudio: %v", err)
+	}
+	if c, ok := peer.(*callEndpoint); ok {
+		if st := c.Stats(); st.AuthFailures != 0 || st.ReplaysDropped != 0 || st.UnknownMKIDrops != 0 {
+			t.Fatalf("the Call dropped packets from the browser: %+v", st)
+		}
 	}
 	rep := sig.lastReport()
 	t.Logf("browser %ss: Go side received %d %s packets (payload type %d) and sent %d; browser received %d, sent %d; browser transport %s / %s",
