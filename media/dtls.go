@@ -30,6 +30,9 @@ const exporterLabel = "EXTRACTOR-dtls_srtp"
 // dtlsQueueLen bounds the DTLS records waiting for pion/dtls.
 const dtlsQueueLen = 16
 
+// maxPumpFailures is how many read errors in a row end the handshake pump.
+const maxPumpFailures = 100
+
 // earlyQueueLen bounds the SRTP packets that arrive before the keys.
 const earlyQueueLen = 32
 
@@ -143,24 +146,32 @@ func (s *Session) pump() {
 	defer s.wg.Done()
 	defer s.release()
 	buf := make([]byte, MaxPacketSize)
+	failures := 0
 	for {
 		n, err := s.conn.Read(buf)
 		if err != nil {
-			if !s.closed.Load() && !errors.Is(err, net.ErrClosed) {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					s.earlyMu.Lock()
-					ready := s.ready
-					s.earlyMu.Unlock()
-					if ready {
-						return // SetReadDeadline: the readers take over
-					}
-					continue
-				}
-				s.log.Debug("media: transport read during handshake", "err", err)
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.earlyMu.Lock()
+				ready := s.ready
+				s.earlyMu.Unlock()
+				if ready {
+					return // SetReadDeadline: the readers take over
+				}
+			}
+			// A connected UDP socket reports an ICMP port unreachable
+			// (the peer not listening yet) as a read error: keep going,
+			// unless the transport only fails.
+			s.log.Debug("media: transport read during handshake", "err", err)
+			if failures++; failures > maxPumpFailures {
+				return
+			}
+			continue
 		}
+		failures = 0
 		raw := buf[:n]
 		switch classify(raw) {
 		case kindDTLS:

@@ -1,7 +1,10 @@
 package media
 
 import (
+	"context"
+	"net"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -39,4 +42,42 @@ func TestKeyingModesOverLoopback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHandshakeSurvivesLateServer starts the DTLS client while nothing
+// listens at the server's port, so that its connected UDP socket reads
+// ICMP port-unreachable errors, then starts the server: the handshake must
+// still complete by retransmission.
+func TestHandshakeSurvivesLateServer(t *testing.T) {
+	ca, cb := udpPair(t)
+	serverAddr := cb.LocalAddr().(*net.UDPAddr)
+	clientAddr := ca.LocalAddr().(*net.UDPAddr)
+	cb.Close()
+	a, b := pairConfigs(t, sdp.KeyingDTLS, nil)
+	type result struct {
+		s   *Session
+		err error
+	}
+	client := make(chan result, 1)
+	go func() {
+		s, err := NewSession(context.Background(), ca, a)
+		client <- result{s, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // ClientHello meets a closed port
+	cb2, err := net.DialUDP("udp", serverAddr, clientAddr)
+	if err != nil {
+		t.Skipf("could not rebind the server port: %v", err)
+	}
+	sb, err := NewSession(context.Background(), cb2, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	r := <-client
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.s.Close()
+	exchange(t, r.s, sb, 1, 1)
+	exchange(t, sb, r.s, 2, 1)
 }
