@@ -30,8 +30,9 @@ const exporterLabel = "EXTRACTOR-dtls_srtp"
 // dtlsQueueLen bounds the DTLS records waiting for pion/dtls.
 const dtlsQueueLen = 16
 
-// maxPumpFailures is how many read errors in a row end the handshake pump.
-const maxPumpFailures = 100
+// maxReadFailures is how many transport read errors in a row (other than
+// timeouts and closing) the handshake pump and the readers ride out.
+const maxReadFailures = 100
 
 // earlyQueueLen bounds the SRTP packets that arrive before the keys.
 const earlyQueueLen = 32
@@ -166,7 +167,7 @@ func (s *Session) pump() {
 			// (the peer not listening yet) as a read error: keep going,
 			// unless the transport only fails.
 			s.log.Debug("media: transport read during handshake", "err", err)
-			if failures++; failures > maxPumpFailures {
+			if failures++; failures > maxReadFailures {
 				return
 			}
 			continue

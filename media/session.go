@@ -517,6 +517,7 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 	if want == kindRTCP {
 		op = "read RTCP"
 	}
+	failures := 0
 	for {
 		if s.closed.Load() {
 			return nil, nil, errClosed(op)
@@ -548,8 +549,16 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 			if s.closed.Load() {
 				return nil, nil, errClosed(op)
 			}
-			return nil, nil, fmt.Errorf("media: %s: %w", op, err)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, net.ErrClosed) || failures >= maxReadFailures {
+				return nil, nil, fmt.Errorf("media: %s: %w", op, err)
+			}
+			// Transient, such as an ICMP port unreachable reported on a
+			// connected UDP socket: the next datagram may be fine.
+			failures++
+			continue
 		}
+		failures = 0
 		if pkt, ok := s.handle(s.rbuf[:n], want); ok {
 			return pkt, nil, nil
 		}
