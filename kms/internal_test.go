@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/securecall/securecall/media"
 )
@@ -364,4 +369,78 @@ func BenchmarkUnwrapKey(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzServerRequest sends arbitrary requests, from an authenticated and
+// registered device, through the whole handler: routing, query and body
+// parsing, proofs. No input may crash it or get a 500.
+func FuzzServerRequest(f *testing.F) {
+	issuer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := NewServer(ServerConfig{Store: newMemStore(), KEK: make([]byte, 32), TokenKeys: []crypto.PublicKey{issuer.Public()}, MaxWatchWait: time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: issuer}, nil)
+	tok, _ := jwt.Signed(signer).Claims(jwt.Claims{Subject: "alice", Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}).Serialize()
+	dev, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c := &Client{key: dev}
+	serve := func(method, target string, body []byte, proof string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, target, bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+tok)
+		if proof != "" {
+			r.Header.Set(proofHeader, proof)
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return w
+	}
+	jwk, _ := json.Marshal(jose.JSONWebKey{Key: &dev.PublicKey})
+	reg, _ := json.Marshal(registerRequest{Key: jwk})
+	p, _ := c.proof("POST", pathDevices, reg)
+	if w := serve("POST", pathDevices, reg, p); w.Code != 200 {
+		f.Fatalf("register: %d %s", w.Code, w.Body)
+	}
+	create := []byte(`{"participants":["alice"]}`)
+	p, _ = c.proof("POST", pathCalls, create)
+	w := serve("POST", pathCalls, create, p)
+	var cr createResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &cr); err != nil || cr.CallID == "" {
+		f.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	base := pathCalls + "/" + cr.CallID
+	f.Add("GET", base+"/keys", []byte(nil), false)
+	f.Add("GET", base+"/keys?after=1&wait=5", []byte(nil), false)
+	f.Add("GET", base+"/keys?version=99999999999", []byte(nil), false)
+	f.Add("POST", base+"/rotate", []byte(nil), true)
+	f.Add("DELETE", base+"/participants/bob", []byte(nil), true)
+	f.Add("POST", pathCalls, []byte(`{"participants":["a","b"],"rotate_every_ms":5}`), true)
+	f.Add("POST", pathDevices, []byte(`{"key":{"kty":"EC"}}`), true)
+	f.Fuzz(func(t *testing.T, method, target string, body []byte, withProof bool) {
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n\t") || len(target) > 512 {
+			return
+		}
+		if _, err := url.ParseRequestURI(target); err != nil {
+			return // not a request line a server could receive
+		}
+		switch method {
+		case "GET", "POST", "DELETE", "PUT":
+		default:
+			return
+		}
+		proof := ""
+		if withProof {
+			path, _, _ := strings.Cut(target, "?")
+			proof, _ = c.proof(method, path, body)
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("%s %s: panic %v", method, target, r)
+			}
+		}()
+		w := serve(method, target, body, proof)
+		if w.Code >= 500 && w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%s %s %q: %d %s", method, target, body, w.Code, w.Body)
+		}
+	})
 }
