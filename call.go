@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/media"
@@ -690,6 +691,28 @@ func (c *Call) ReadRTCP(buf []byte) (int, error) {
 		return 0, err
 	}
 	return s.ReadRTCP(buf)
+}
+
+// SetReadDeadline sets the deadline for ReadRTP and ReadRTCP, as on a
+// net.Conn: a read blocked past t returns an error for which
+// errors.Is(err, os.ErrDeadlineExceeded) holds. The zero time means no
+// deadline. It applies once the call is connected.
+func (c *Call) SetReadDeadline(t time.Time) error {
+	s, err := c.media()
+	if err != nil {
+		return err
+	}
+	return s.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the deadline for WriteRTP and WriteRTCP, as on a
+// net.Conn. The zero time means no deadline.
+func (c *Call) SetWriteDeadline(t time.Time) error {
+	s, err := c.media()
+	if err != nil {
+		return err
+	}
+	return s.SetWriteDeadline(t)
 }
 
 // SSRC returns the synchronization source this end announces in its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -448,6 +449,16 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if a.State() != securecall.StateClosed {
 		t.Fatalf("state after Close: %s", a.State())
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	a, _ := pair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()})
+	if err := a.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.ReadRTP(make([]byte, 1500)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadRTP past its deadline: %v", err)
 	}
 }
 
