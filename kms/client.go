@@ -129,7 +129,11 @@ func NewClient(cfg Config) (*Client, error) {
 		if hasCert {
 			tc.Certificates = []tls.Certificate{cfg.Certificate}
 		}
+		// HTTP/2 when the server offers it: a device's fetches and its
+		// long-poll watches, one per call, share one connection instead
+		// of holding one each.
 		c.hc = &http.Client{Transport: &http.Transport{
+			ForceAttemptHTTP2:   true,
 			TLSClientConfig:     tc,
 			MaxIdleConnsPerHost: 16,
 			IdleConnTimeout:     90 * time.Second,
