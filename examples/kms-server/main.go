@@ -76,7 +76,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer env.Close()
 
+	// examples/caller and examples/callee find the server through this file.
+	if err := os.WriteFile(filepath.Join(abs, "kms-url"), []byte(env.URL+"\n"), 0o644); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "kms-server: listening on %s\n", env.URL)
+	fmt.Fprintf(stdout, "  URL file:        %s\n", filepath.Join(abs, "kms-url"))
 	fmt.Fprintf(stdout, "  CA certificate:  %s\n", filepath.Join(abs, "ca.pem"))
 	fmt.Fprintf(stdout, "  store:           %s (key material sealed under %s)\n", filepath.Join(abs, devkms.StoreFile), filepath.Join(abs, devkms.KEKFile))
 	for _, id := range ids {
