@@ -60,7 +60,8 @@ func (c *conn) Read(p []byte) (int, error) {
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return n, err
+			// As a net.Conn's: a timeout that is os.ErrDeadlineExceeded.
+			return n, timeoutError{op: "read"}
 		}
 		if errors.Is(err, packetio.ErrFull) || errors.Is(err, io.ErrShortBuffer) {
 			return n, fmt.Errorf("ice: read: %w", err)
@@ -81,7 +82,7 @@ func (c *conn) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("ice: write: %w", net.ErrClosed)
 	}
 	if !dl.IsZero() && !time.Now().Before(dl) {
-		return 0, timeoutError{}
+		return 0, timeoutError{op: "write"}
 	}
 	n, err := c.pc.Write(p)
 	if err != nil {
@@ -131,10 +132,12 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// timeoutError is returned by Write after its deadline.
-type timeoutError struct{}
+// timeoutError is returned by Read and Write after their deadlines; like
+// the standard library's, it is a net.Error whose Timeout is true and it
+// unwraps to os.ErrDeadlineExceeded.
+type timeoutError struct{ op string }
 
-func (timeoutError) Error() string   { return "ice: write: i/o timeout" }
+func (e timeoutError) Error() string { return "ice: " + e.op + ": i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 func (timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -495,5 +496,26 @@ func TestCloseDuringGather(t *testing.T) {
 	}
 	if err := <-errc; !errors.Is(err, net.ErrClosed) && err != nil {
 		t.Errorf("Gather after Close = %v, want nil or net.ErrClosed", err)
+	}
+}
+
+// Deadlines behave as on a net.Conn: the error is a timeout and is
+// os.ErrDeadlineExceeded, so callers can tell it from a closed conn.
+func TestConnDeadlines(t *testing.T) {
+	a, b := newSide(t, loopback()), newSide(t, loopback())
+	connect(t, a, b, false, false, nil)
+	if err := a.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.conn.Read(make([]byte, 100))
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read past its deadline: %v", err)
+	}
+	if err := a.conn.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.conn.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write past its deadline: %v", err)
 	}
 }
