@@ -226,6 +226,10 @@ func (s *Session) retireDTLS() {
 	s.dtlsLive.Store(false)
 	if s.dconn != nil {
 		_ = s.dconn.Close()
+		// Only this function touches dconn after the handshake, and the
+		// CompareAndSwap above lets it run once: dropping the reference lets
+		// pion/dtls's handshake state (several KB a call) be collected.
+		s.dconn = nil
 	}
 	s.dt.Close()
 }
