@@ -188,8 +188,10 @@ func TestCallKeyingModes(t *testing.T) {
 			if keying != sdp.KeyingDTLS && st.SendKeyVersion == 0 {
 				t.Fatal("kms keying but no key version in use")
 			}
-			if p := a.Path(); p.Local.Type != sdp.CandidateHost || p.Remote.Type != sdp.CandidateHost {
-				t.Fatalf("loopback call took path %+v, want host to host", p)
+			// The far end may be learned as peer-reflexive when its first
+			// check arrives before its answer: still the direct path.
+			if p := a.Path(); p.Local.Type != sdp.CandidateHost || !p.Direct() {
+				t.Fatalf("loopback call took path %+v, want a direct one from a host candidate", p)
 			}
 		})
 	}

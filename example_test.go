@@ -64,12 +64,12 @@ func Example() {
 	}
 	st := bob.Stats()
 	fmt.Println("keying:", bob.Keying(), st.Profile)
-	fmt.Println("path:", st.Path.Local.Type, "to", st.Path.Remote.Type)
+	fmt.Println("direct path:", st.Path.Direct())
 	fmt.Println("codec:", bob.Codec().Name)
 	fmt.Println("received:", n, "bytes")
 	// Output:
 	// keying: dtls AEAD_AES_128_GCM
-	// path: host to host
+	// direct path: true
 	// codec: PCMU
 	// received: 160 bytes
 }

@@ -23,7 +23,7 @@ func TestExampleRuns(t *testing.T) {
 		want []string
 	}{
 		{[]string{"-duration", "2500ms", "-rotate", "1s"}, []string{
-			`(?m)^path: +host 127\.0\.0\.1:\d+ -> host 127\.0\.0\.1:\d+ over udp`,
+			`(?m)^path: +host 127\.0\.0\.1:\d+ -> (host|prflx) 127\.0\.0\.1:\d+ over udp \(connected`,
 			`(?m)^keying: +hybrid, profile AEAD_AES_128_GCM, codec PCMU/8000$`,
 			`(?m)^rotation: caller now sends under key version [2-9]`,
 			`(?m)^losses: +0$`,
