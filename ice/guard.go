@@ -2,7 +2,9 @@ package ice
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,9 +199,65 @@ func (s *txidSet) unsolicited(b []byte) bool {
 // check round trips are measured.
 type guardNet struct {
 	transport.Net
+	ifs     []*transport.Interface // from interfaces, when the transport was made
 	rtt     *rttMeter
 	relays  *relayIndex
 	dropped func()
+}
+
+// Interfaces returns the interfaces as listed when the transport was made,
+// as pion's own Net does.
+func (n *guardNet) Interfaces() ([]*transport.Interface, error) { return n.ifs, nil }
+
+// InterfaceByIndex returns the interface with the given index.
+func (n *guardNet) InterfaceByIndex(index int) (*transport.Interface, error) {
+	for _, ifc := range n.ifs {
+		if ifc.Index == index {
+			return ifc, nil
+		}
+	}
+	return nil, fmt.Errorf("ice: no interface with index %d", index)
+}
+
+// InterfaceByName returns the interface with the given name.
+func (n *guardNet) InterfaceByName(name string) (*transport.Interface, error) {
+	for _, ifc := range n.ifs {
+		if ifc.Name == name {
+			return ifc, nil
+		}
+	}
+	return nil, fmt.Errorf("ice: no interface named %q", name)
+}
+
+// interfaces lists the network interfaces and their addresses, copying
+// every byte slice: on Linux the standard library's results point into the
+// kernel's whole netlink reply, which a transport would otherwise keep alive
+// for its lifetime (about 6 KB each, most of a call's idle footprint after
+// the SRTP contexts).
+func interfaces() ([]*transport.Interface, error) {
+	list, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	ifs := make([]*transport.Interface, 0, len(list))
+	for _, ni := range list {
+		ni.HardwareAddr = slices.Clone(ni.HardwareAddr)
+		ifc := transport.NewInterface(ni)
+		addrs, err := ni.Addrs()
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			switch a := a.(type) {
+			case *net.IPNet:
+				ifc.AddAddress(&net.IPNet{IP: slices.Clone(a.IP), Mask: slices.Clone(a.Mask)})
+			case *net.IPAddr:
+				ifc.AddAddress(&net.IPAddr{IP: slices.Clone(a.IP), Zone: a.Zone})
+			}
+		}
+		ifs = append(ifs, ifc)
+	}
+	return ifs, nil
 }
 
 // ResolveUDPAddr remembers the names of the servers it resolves, so that a

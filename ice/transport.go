@@ -130,11 +130,13 @@ func NewTransport(cfg Config) (*Transport, error) {
 	t.local = creds
 	t.red.add(creds.Pwd)
 
-	base, err := stdnet.NewNet()
+	ifs, err := interfaces()
 	if err != nil {
-		return nil, fmt.Errorf("ice: network: %w", err)
+		return nil, fmt.Errorf("ice: network interfaces: %w", err)
 	}
-	gnet := &guardNet{Net: base, rtt: t.rtt, relays: t.relays, dropped: func() {
+	// A zero stdnet.Net: its socket methods wrap package net directly, and
+	// guardNet serves the interface list.
+	gnet := &guardNet{Net: &stdnet.Net{}, ifs: ifs, rtt: t.rtt, relays: t.relays, dropped: func() {
 		t.dropped.Add(1)
 		t.cfg.Logger.Debug("ice: dropped a STUN message with a malformed XOR address")
 	}}
