@@ -209,37 +209,53 @@ func (c *Call) abort() {
 	c.mu.Unlock()
 }
 
-// Offer gathers candidates and returns the call's offer, to be sent to the
-// peer over the application's signaling. In kms and hybrid keying the offer
-// carries Config.KeyURI and no key material.
-func (c *Call) Offer(ctx context.Context) (string, error) {
-	if usesKMS(c.keying) && c.cfg.KeyURI == "" {
-		return "", fmt.Errorf("securecall: Offer: %s keying needs Config.KeyURI", c.keying)
-	}
-	if err := c.begin("Offer"); err != nil {
-		return "", err
-	}
+// describe gathers candidates and builds this end's description from them
+// with build, numbering it version unless that is zero. On failure it undoes
+// begin, so that the call is as it was.
+func (c *Call) describe(ctx context.Context, op string, keying sdp.Keying, keyURI string, version uint64,
+	build func(sdp.Capabilities) (*sdp.Description, error)) (*sdp.Description, string, error) {
 	cands, err := c.gather(ctx)
 	if err != nil {
 		c.abort()
-		return "", err
+		return nil, "", err
 	}
-	d, err := sdp.NewOffer(c.capabilities(c.keying, c.cfg.KeyURI, cands))
+	d, err := build(c.capabilities(keying, keyURI, cands))
 	if err != nil {
 		c.abort()
-		return "", fmt.Errorf("securecall: Offer: %w", err)
+		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
+	}
+	if version != 0 {
+		d.Origin.SessionVersion = version
 	}
 	text, err := d.Marshal()
 	if err != nil {
 		c.abort()
-		return "", fmt.Errorf("securecall: Offer: %w", err)
+		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
+	}
+	return d, string(text), nil
+}
+
+// Offer gathers candidates and returns the call's offer, to be sent to the
+// peer over the application's signaling. In kms and hybrid keying the offer
+// carries Config.KeyURI and no key material.
+func (c *Call) Offer(ctx context.Context) (string, error) {
+	keying := c.Keying()
+	if usesKMS(keying) && c.cfg.KeyURI == "" {
+		return "", fmt.Errorf("securecall: Offer: %s keying needs Config.KeyURI", keying)
+	}
+	if err := c.begin("Offer"); err != nil {
+		return "", err
+	}
+	d, text, err := c.describe(ctx, "Offer", keying, c.cfg.KeyURI, 0, sdp.NewOffer)
+	if err != nil {
+		return "", err
 	}
 	c.mu.Lock()
 	c.offer = d
 	c.version = d.Origin.SessionVersion
 	c.gathering = false
 	c.mu.Unlock()
-	return string(text), nil
+	return text, nil
 }
 
 // Answer takes the peer's offer and returns the answer to send back. In kms
@@ -297,20 +313,14 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	if err := c.begin("Answer"); err != nil {
 		return "", err
 	}
-	cands, err := c.gather(ctx)
+	var agreement sdp.Agreement
+	answer, text, err := c.describe(ctx, "Answer", keying, keyURI, 0, func(caps sdp.Capabilities) (*sdp.Description, error) {
+		d, a, err := sdp.NewAnswer(remote, caps)
+		agreement = a
+		return d, err
+	})
 	if err != nil {
-		c.abort()
 		return "", err
-	}
-	answer, agreement, err := sdp.NewAnswer(remote, c.capabilities(keying, keyURI, cands))
-	if err != nil {
-		c.abort()
-		return "", fmt.Errorf("securecall: Answer: %w", err)
-	}
-	text, err := answer.Marshal()
-	if err != nil {
-		c.abort()
-		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
 	c.mu.Lock()
 	c.keying = keying
@@ -318,7 +328,7 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	c.version = answer.Origin.SessionVersion
 	c.mu.Unlock()
 	c.start(agreement, keyURI, remote.Origin.SessionID, senderID("offerer", remote), senderID("answerer", answer))
-	return string(text), nil
+	return text, nil
 }
 
 // SetAnswer takes the peer's answer to this call's offer. A failed
@@ -387,34 +397,20 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 		return "", &StateError{Op: "Restart", State: st, Why: "an offer is already awaiting its answer"}
 	}
 	c.gathering = true
-	keying, keyURI := c.keying, c.keyURI
+	keying, keyURI, version := c.keying, c.keyURI, c.version
 	c.mu.Unlock()
 	if _, err := c.ice.Restart(ctx); err != nil {
 		c.abort()
 		return "", fmt.Errorf("securecall: Restart: %w", err)
 	}
-	cands, err := c.gather(ctx)
+	d, text, err := c.describe(ctx, "Restart", keying, keyURI, version+1, sdp.NewOffer)
 	if err != nil {
-		c.abort()
 		return "", err
-	}
-	d, err := sdp.NewOffer(c.capabilities(keying, keyURI, cands))
-	if err != nil {
-		c.abort()
-		return "", fmt.Errorf("securecall: Restart: %w", err)
-	}
-	c.mu.Lock()
-	d.Origin.SessionVersion = c.version + 1
-	c.mu.Unlock()
-	text, err := d.Marshal()
-	if err != nil {
-		c.abort()
-		return "", fmt.Errorf("securecall: Restart: %w", err)
 	}
 	c.mu.Lock()
 	c.offer, c.restarting, c.version, c.gathering = d, true, d.Origin.SessionVersion, false
 	c.mu.Unlock()
-	return string(text), nil
+	return text, nil
 }
 
 // answerRestart answers an ICE restart offer from the peer of a started
@@ -432,7 +428,7 @@ func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (stri
 		return "", &StateError{Op: "Answer", State: st, Why: "this end's own offer is awaiting its answer"}
 	}
 	c.gathering = true
-	keying, keyURI := c.keying, c.keyURI
+	keying, keyURI, version := c.keying, c.keyURI, c.version
 	c.mu.Unlock()
 	if k, err := remote.Keying(); err != nil || k != keying {
 		c.abort()
@@ -442,29 +438,23 @@ func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (stri
 		c.abort()
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
-	cands, err := c.gather(ctx)
+	var agreement sdp.Agreement
+	answer, text, err := c.describe(ctx, "Answer", keying, keyURI, version+1, func(caps sdp.Capabilities) (*sdp.Description, error) {
+		d, a, err := sdp.NewAnswer(remote, caps)
+		agreement = a
+		return d, err
+	})
 	if err != nil {
-		c.abort()
 		return "", err
 	}
-	answer, agreement, err := sdp.NewAnswer(remote, c.capabilities(keying, keyURI, cands))
-	if err != nil {
-		c.abort()
-		return "", fmt.Errorf("securecall: Answer: %w", err)
-	}
 	c.mu.Lock()
-	answer.Origin.SessionVersion = c.version + 1
 	c.version = answer.Origin.SessionVersion
 	c.gathering = false
 	c.mu.Unlock()
-	text, err := answer.Marshal()
-	if err != nil {
-		return "", fmt.Errorf("securecall: Answer: %w", err)
-	}
 	if err := c.applyRemote(agreement, "Answer"); err != nil {
 		return "", err
 	}
-	return string(text), nil
+	return text, nil
 }
 
 // applyRemote gives ICE the peer's new credentials and candidates after a
