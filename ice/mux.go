@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	pice "github.com/pion/ice/v3"
+
+	"github.com/securecall/securecall/internal/pionlog"
 )
 
 // UDPMux is one UDP socket shared by many Transports, for a process that
@@ -36,7 +38,7 @@ func ListenUDPMux(addr netip.AddrPort, logger *slog.Logger) (*UDPMux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ice: UDP mux: %w", err)
 	}
-	lf := &slogFactory{log: logger, red: &redactor{}}
+	lf := &pionlog.Factory{Log: logger, Prefix: "ice: "}
 	// The shared socket is guarded like every other; round trips are
 	// measured per Transport, on the connections GetConn hands out.
 	guard := &guardNet{rtt: &rttMeter{}, relays: &relayIndex{}, dropped: func() {

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/stun/v2"
 	"github.com/pion/transport/v3/stdnet"
 
+	"github.com/securecall/securecall/internal/pionlog"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -148,7 +149,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 		LocalUfrag:       creds.Ufrag,
 		LocalPwd:         creds.Pwd,
 		MulticastDNSMode: pice.MulticastDNSModeDisabled,
-		LoggerFactory:    &slogFactory{log: cfg.Logger, red: t.red, problem: t.notePionProblem},
+		LoggerFactory:    &pionlog.Factory{Log: cfg.Logger, Prefix: "ice: ", Redact: t.red.redact, Problem: t.notePionProblem},
 		Lite:             cfg.Lite,
 		Net:              gnet,
 		ProxyDialer:      &turnDialer{tlsConfig: cfg.TLSConfig, tlsServers: tlsServers, ctx: dctx, relays: t.relays, guard: gnet},
@@ -306,7 +307,7 @@ func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
 	t.tcpLn = ln
 	t.tcpMux = pice.NewTCPMuxDefault(pice.TCPMuxParams{
 		Listener:       ln,
-		Logger:         (&slogFactory{log: t.cfg.Logger, red: t.red}).NewLogger("tcpmux"),
+		Logger:         (&pionlog.Factory{Log: t.cfg.Logger, Prefix: "ice: ", Redact: t.red.redact}).NewLogger("tcpmux"),
 		ReadBufferSize: 64,
 	})
 	acfg.TCPMux = t.tcpMux

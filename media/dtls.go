@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v2"
-	"github.com/pion/logging"
 
+	"github.com/securecall/securecall/internal/pionlog"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -101,7 +101,9 @@ func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
 			}
 			return nil
 		},
-		LoggerFactory: pionLoggers{s.log},
+		// pion/dtls's errors after the association is retired are about
+		// the closed transport: debug material.
+		LoggerFactory: &pionlog.Factory{Log: s.log, Prefix: "media: ", MaxLevel: slog.LevelDebug},
 		// The HelloVerifyRequest cookie (RFC 6347 section 4.2.1) keeps a
 		// spoofed source address from drawing a server's larger flight.
 		// DTLS here runs only on a path ICE has verified with
@@ -334,30 +336,3 @@ func (t *dtlsTransport) SetReadDeadline(d time.Time) error {
 // SetWriteDeadline does nothing: writes go straight to the shared transport,
 // whose deadline belongs to the session.
 func (t *dtlsTransport) SetWriteDeadline(time.Time) error { return nil }
-
-// pionLoggers sends pion/dtls's logs to the session's logger at debug level:
-// they are diagnostics of a library below this one.
-type pionLoggers struct{ log *slog.Logger }
-
-func (f pionLoggers) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{f.log.With("pion", scope)}
-}
-
-type pionLogger struct{ log *slog.Logger }
-
-func (l pionLogger) Trace(string)                   {}
-func (l pionLogger) Tracef(string, ...any)          {}
-func (l pionLogger) Debug(msg string)               { l.log.Debug(msg) }
-func (l pionLogger) Debugf(format string, a ...any) { l.logf(format, a...) }
-func (l pionLogger) Info(msg string)                { l.log.Debug(msg) }
-func (l pionLogger) Infof(format string, a ...any)  { l.logf(format, a...) }
-func (l pionLogger) Warn(msg string)                { l.log.Debug(msg) }
-func (l pionLogger) Warnf(format string, a ...any)  { l.logf(format, a...) }
-func (l pionLogger) Error(msg string)               { l.log.Debug(msg) }
-func (l pionLogger) Errorf(format string, a ...any) { l.logf(format, a...) }
-
-func (l pionLogger) logf(format string, a ...any) {
-	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug(fmt.Sprintf(format, a...))
-	}
-}

@@ -13,10 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/turn/v3"
 
 	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/internal/pionlog"
 )
 
 // Config configures a Server. The zero value is valid.
@@ -111,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("stunturn: listen tcp: %w", err)
 	}
 
-	lf := &logFactory{log: cfg.Logger}
+	lf := &pionlog.Factory{Log: cfg.Logger, Prefix: "stunturn: "}
 	var auth turn.AuthHandler
 	if cfg.Secret != "" {
 		auth = turn.LongTermTURNRESTAuthHandler(cfg.Secret, lf.NewLogger("auth"))
@@ -218,23 +218,3 @@ func (s *Server) Close() error {
 	}
 	return nil
 }
-
-// logFactory adapts slog to pion's logging.
-type logFactory struct{ log *slog.Logger }
-
-func (f *logFactory) NewLogger(scope string) logging.LeveledLogger {
-	return &leveled{log: f.log.With("pion", scope)}
-}
-
-type leveled struct{ log *slog.Logger }
-
-func (l *leveled) Trace(string)              {}
-func (l *leveled) Tracef(string, ...any)     {}
-func (l *leveled) Debug(m string)            { l.log.Debug(m) }
-func (l *leveled) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l *leveled) Info(m string)             { l.log.Debug(m) }
-func (l *leveled) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l *leveled) Warn(m string)             { l.log.Info(m) }
-func (l *leveled) Warnf(f string, a ...any)  { l.log.Info(fmt.Sprintf(f, a...)) }
-func (l *leveled) Error(m string)            { l.log.Warn(m) }
-func (l *leveled) Errorf(f string, a ...any) { l.log.Warn(fmt.Sprintf(f, a...)) }
