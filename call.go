@@ -116,6 +116,13 @@ func New(cfg Config) (*Call, error) {
 			cfg.OnPathChange(p)
 		}
 	}
+	userConn := cfg.ICE.OnConnectivity
+	iceCfg.OnConnectivity = func(up bool) {
+		if userConn != nil {
+			userConn(up)
+		}
+		c.pathAnswering(up)
+	}
 	if iceCfg.Logger == nil {
 		iceCfg.Logger = cfg.Logger
 	}
@@ -563,6 +570,20 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	c.session = s
 	c.mu.Unlock()
 	return nil
+}
+
+// pathAnswering moves a connected call to disconnected when its path stops
+// answering and back when it answers again.
+func (c *Call) pathAnswering(up bool) {
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	switch {
+	case !up && st == StateConnected:
+		c.setState(StateDisconnected)
+	case up && st == StateDisconnected:
+		c.setState(StateConnected)
+	}
 }
 
 // setState records s and reports it to OnStateChange if it is a change.

@@ -568,6 +568,36 @@ func TestCallLite(t *testing.T) {
 	}
 }
 
+// When the path stops answering, a connected call says so, so that the
+// application can restart ICE; the call itself is kept.
+func TestCallDisconnected(t *testing.T) {
+	cfg := securecall.Config{ICE: loopbackICE()}
+	cfg.ICE.KeepaliveInterval = 50 * time.Millisecond
+	cfg.ICE.DisconnectedTimeout = 300 * time.Millisecond
+	var mu sync.Mutex
+	var states []securecall.State
+	ca := cfg
+	ca.OnStateChange = func(s securecall.State) {
+		mu.Lock()
+		states = append(states, s)
+		mu.Unlock()
+	}
+	a, b := pair(t, ca, cfg)
+	sendRecv(t, a, b, 3)
+	b.Close() // the far end goes silent
+	waitFor(t, 10*time.Second, func() bool { return a.State() == securecall.StateDisconnected })
+	mu.Lock()
+	got := append([]securecall.State(nil), states...)
+	mu.Unlock()
+	want := []securecall.State{securecall.StateConnecting, securecall.StateConnected, securecall.StateDisconnected}
+	if len(got) < len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("states reported: %v, want %v", got, want)
+	}
+	if err := a.WriteRTP(media.RTPHeader{SSRC: a.SSRC()}, make([]byte, 10)); err != nil {
+		t.Fatalf("a disconnected call refused a write: %v", err)
+	}
+}
+
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

@@ -57,7 +57,9 @@ type Config struct {
 	// itself.
 	OnCandidate func(sdp.Candidate)
 
-	// OnStateChange, if set, is called with each new state. It is called
+	// OnStateChange, if set, is called with each new state. On
+	// StateDisconnected an application would usually call Restart and
+	// send the new offer to the peer. It is called
 	// on a goroutine of the Call or of the caller of Close, never
 	// concurrently with itself, and must not call Close (start a
 	// goroutine to do that).

@@ -6,7 +6,9 @@ import "strconv"
 type State int
 
 // The states of a call, in the order a call moves through them. A call
-// reaches StateFailed or StateClosed once and stays there.
+// moves between StateConnected and StateDisconnected as its path stops and
+// starts answering; it reaches StateFailed or StateClosed once and stays
+// there.
 const (
 	// StateNew: made by New, no session description exchanged yet.
 	StateNew State = iota
@@ -15,6 +17,11 @@ const (
 	StateConnecting
 	// StateConnected: media flows.
 	StateConnected
+	// StateDisconnected: the media path stopped answering (see
+	// ice.Config.DisconnectedTimeout). Media is lost until the path answers
+	// again or a Restart finds a new one; the call, its keys and its media
+	// session are kept.
+	StateDisconnected
 	// StateFailed: the call could not connect or lost its path for good;
 	// Context's cause says why.
 	StateFailed
@@ -22,7 +29,7 @@ const (
 	StateClosed
 )
 
-var stateNames = [...]string{"new", "connecting", "connected", "failed", "closed"}
+var stateNames = [...]string{"new", "connecting", "connected", "disconnected", "failed", "closed"}
 
 func (s State) String() string {
 	if s >= 0 && int(s) < len(stateNames) {

@@ -162,6 +162,14 @@ type Config struct {
 	// with the new path. It runs on a goroutine owned by the Transport,
 	// never concurrently with itself, and must not call Close.
 	OnPathChange func(Path)
+
+	// OnConnectivity, if set, is called with false when the connected path
+	// stops answering (no consent or response within DisconnectedTimeout,
+	// or failed for good after FailedTimeout) and with true when it answers
+	// again, for example after Restart. It is called only for changes after
+	// Connect has succeeded, on pion's notifier goroutine, never
+	// concurrently with itself.
+	OnConnectivity func(connected bool)
 	// Logger receives the Transport's and pion's diagnostics, with every
 	// ICE password and TURN credential redacted. If nil, nothing is logged.
 	Logger *slog.Logger

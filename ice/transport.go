@@ -50,14 +50,17 @@ type Transport struct {
 	gatherCh   chan pice.Candidate
 	gatherDone chan struct{}
 	started    bool
-	failed     chan struct{} // closed when the checks fail
-	closing    chan struct{} // closed by Close
-	failedOnce sync.Once
-	conn       *conn
-	path       Path
-	closed     bool
-	relayErr   string // pion's last complaint about a TURN server
-	wantRelay  bool   // TURN servers are configured and the policy uses them
+	// everUp and wasUp track what OnConnectivity last reported; only
+	// pion's notifier goroutine touches them.
+	everUp, wasUp bool
+	failed        chan struct{} // closed when the checks fail
+	closing       chan struct{} // closed by Close
+	failedOnce    sync.Once
+	conn          *conn
+	path          Path
+	closed        bool
+	relayErr      string // pion's last complaint about a TURN server
+	wantRelay     bool   // TURN servers are configured and the policy uses them
 }
 
 // NewTransport checks cfg and makes a Transport. It does no network I/O;
@@ -583,9 +586,33 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 	return c, nil
 }
 
+// noteConnectivity reports to OnConnectivity when a connected path stops
+// or starts answering again. The first connection is Connect's to report.
+func (t *Transport) noteConnectivity(s pice.ConnectionState) {
+	if t.cfg.OnConnectivity == nil {
+		return
+	}
+	var up bool
+	switch s {
+	case pice.ConnectionStateConnected, pice.ConnectionStateCompleted:
+		up = true
+	case pice.ConnectionStateDisconnected, pice.ConnectionStateFailed:
+	default:
+		return // new, checking, closed: nothing to report
+	}
+	switch {
+	case !t.everUp:
+		t.everUp, t.wasUp = up, up
+	case up != t.wasUp:
+		t.wasUp = up
+		t.cfg.OnConnectivity(up)
+	}
+}
+
 // onState runs on pion's notifier goroutine.
 func (t *Transport) onState(s pice.ConnectionState) {
 	t.cfg.Logger.Debug("ice: connection state", "state", s.String())
+	t.noteConnectivity(s)
 	if s == pice.ConnectionStateFailed {
 		t.failedOnce.Do(func() { close(t.failed) })
 	}

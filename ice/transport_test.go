@@ -519,3 +519,27 @@ func TestConnDeadlines(t *testing.T) {
 		t.Fatalf("Write past its deadline: %v", err)
 	}
 }
+
+// OnConnectivity reports a connected path that stops answering, and not
+// the first connection, which is Connect's to report.
+func TestOnConnectivity(t *testing.T) {
+	cfg := loopback()
+	cfg.KeepaliveInterval = 50 * time.Millisecond
+	cfg.DisconnectedTimeout = 300 * time.Millisecond
+	reports := make(chan bool, 10)
+	cfg.OnConnectivity = func(up bool) { reports <- up }
+	a, b := newSide(t, cfg), newSide(t, loopback())
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	if err := b.t.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case up := <-reports:
+		if up {
+			t.Fatal("first report was true: the initial connection was reported")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report after the peer went silent")
+	}
+}
