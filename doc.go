@@ -61,7 +61,8 @@
 // direct path when one works, the relay otherwise), ice.DirectOnly (media
 // stays local: relays are never gathered or used) and ice.RelayOnly (local
 // addresses are never revealed to the peer). [Call.Path] reports the chosen
-// path and [Config.OnPathChange] each change; [Call.Restart] restarts ICE
+// path and [Config.OnPathChange] each change. A call whose path stops
+// answering moves to [StateDisconnected]; [Call.Restart] then restarts ICE
 // without ending the call.
 //
 // # Packages
