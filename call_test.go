@@ -386,6 +386,40 @@ func TestAnswerUnauthorized(t *testing.T) {
 	}
 }
 
+// The documented defaults of Config: dtls keying without a key source and
+// hybrid with one, AEAD_AES_128_GCM first, Opus first, a generated
+// certificate, and the caller's Config left as it was.
+func TestConfigDefaults(t *testing.T) {
+	c, err := securecall.New(securecall.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Keying() != sdp.KeyingDTLS {
+		t.Errorf("zero Config keying = %s, want dtls", c.Keying())
+	}
+	env := kmsEnv(t, "alice")
+	cfg := securecall.Config{KeySource: kmsClient(t, env, "alice"), ICE: loopbackICE()}
+	h, err := securecall.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Keying() != sdp.KeyingHybrid {
+		t.Errorf("keying with a KeySource = %s, want hybrid", h.Keying())
+	}
+	if cfg.Keying != "" || cfg.ICE.OnConnectivity != nil || cfg.ICE.OnPathChange != nil || len(cfg.Certificate.Certificate) != 0 {
+		t.Error("New modified the caller's Config")
+	}
+	a, b := pair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()})
+	if got := a.Codec().Name; got != "opus" {
+		t.Errorf("default codec = %q, want opus first", got)
+	}
+	if got := b.Stats().Profile; got != media.ProfileAEADAES128GCM {
+		t.Errorf("default profile = %s, want AEAD_AES_128_GCM", got)
+	}
+}
+
 func TestCallBadInput(t *testing.T) {
 	ctx := context.Background()
 	if _, err := securecall.New(securecall.Config{Keying: sdp.KeyingKMS}); err == nil {

@@ -27,7 +27,7 @@ type Config struct {
 	// KeySource supplies the call's keys in kms and hybrid keying, for
 	// example a *kms.Client. If it also implements [media.KeyWatcher],
 	// rotations reach the media session without the application doing
-	// anything.
+	// anything. If nil, the call can use dtls keying only.
 	KeySource media.KeySource
 
 	// KeyURI names the call's key resource in the KMS. The offerer sets it
