@@ -105,7 +105,7 @@ func natCell(t *testing.T, na, nb natlab.NAT, turn bool) {
 	}
 	var procs []*natlab.Process
 	for i, ns := range []string{lab.HostA, lab.HostB} {
-		cmd := lab.Command(ctx, ns, os.Args[0], "-test.run=^TestNATMatrixAgent$", "-test.v")
+		cmd := lab.Command(ctx, ns, os.Args[0])
 		cmd.Env = append(os.Environ(), agentEnv+"=1",
 			"NATLAB_SOCK="+sock, "NATLAB_SERVERS="+servers,
 			fmt.Sprintf("NATLAB_CONTROLLING=%t", i == 0))
@@ -227,12 +227,27 @@ func natCell(t *testing.T, na, nb natlab.NAT, turn bool) {
 	}
 }
 
-// TestNATMatrixAgent is one side of a NAT matrix cell, run by
-// TestNATMatrix inside a host namespace; it skips anywhere else.
-func TestNATMatrixAgent(t *testing.T) {
-	if os.Getenv(agentEnv) != "1" {
-		t.Skip("runs only as a NAT matrix agent inside a namespace")
-	}
+// agentT is what natMatrixAgent needs of a *testing.T.
+type agentT interface {
+	Fatal(args ...any)
+	Logf(format string, args ...any)
+}
+
+// agentLog stands in for a *testing.T in the agent process, where the
+// coordinator reads the output only when a cell fails.
+type agentLog struct{}
+
+func (agentLog) Fatal(args ...any) {
+	fmt.Println(args...)
+	os.Exit(1)
+}
+
+func (agentLog) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+
+// natMatrixAgent is one side of a NAT matrix cell. TestNATMatrix starts
+// this test binary inside a host namespace with agentEnv set, and TestMain
+// then runs this instead of the tests.
+func natMatrixAgent(t agentT) {
 	controlling := os.Getenv("NATLAB_CONTROLLING") == "true"
 	cfg := ice.Config{
 		InterfaceFilter: func(name string) bool { return name == natlab.HostInterface },

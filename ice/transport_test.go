@@ -23,6 +23,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(agentEnv) == "1" {
+		natMatrixAgent(agentLog{})
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 
