@@ -46,7 +46,7 @@ func BenchmarkCallSetup(b *testing.B) {
 				}
 				z.SetReadDeadline(time.Now().Add(5 * time.Second))
 				if _, _, err := z.ReadRTP(buf); err != nil {
-					b.Fatal(err)
+					b.Fatalf("%v\nsender %+v\nreceiver %+v", err, a.Stats(), z.Stats())
 				}
 				b.StopTimer()
 				a.Close()

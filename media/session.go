@@ -508,6 +508,10 @@ func (s *Session) ReadRTCP(buf []byte) (int, error) {
 // release gives the read token back.
 func (s *Session) release() { <-s.tok }
 
+// testHookBeforeToken, set only by tests, runs between a reader's look at
+// its queue and its try for the read token.
+var testHookBeforeToken func(*Session)
+
 // next returns the next authenticated packet of kind want. Either it comes
 // from q (b is not nil: the caller returns it to the pool), or the caller
 // read it off the transport and still holds the read token (b is nil: the
@@ -527,6 +531,9 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 			return b.data, b, nil
 		default:
 		}
+		if testHookBeforeToken != nil {
+			testHookBeforeToken(s)
+		}
 		select {
 		case s.tok <- struct{}{}:
 		default:
@@ -542,6 +549,16 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 			case <-s.done:
 				return nil, nil, errClosed(op)
 			}
+		}
+		// The previous holder may have queued a packet of this kind just
+		// before it released the token, and select picks at random among
+		// ready cases: look again, or the packet would wait in the queue
+		// while this reader blocks on the transport.
+		select {
+		case b := <-q:
+			s.release()
+			return b.data, b, nil
+		default:
 		}
 		n, err := s.conn.Read(s.rbuf)
 		if err != nil {
