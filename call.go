@@ -389,26 +389,14 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // across the restart; packets sent before the new path is selected are
 // lost, as on a network without a route.
 func (c *Call) Restart(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	switch {
-	case c.closed:
-		c.mu.Unlock()
-		return "", ErrClosed
-	case !c.started:
-		st := c.state
-		c.mu.Unlock()
-		return "", &StateError{Op: "Restart", State: st, Why: "the call has not started; exchange an offer and an answer first"}
-	case c.offer != nil || c.gathering:
-		st := c.state
-		c.mu.Unlock()
-		return "", &StateError{Op: "Restart", State: st, Why: "an offer is already awaiting its answer"}
-	}
-	c.gathering = true
-	keying, keyURI, version := c.keying, c.keyURI, c.version
-	c.mu.Unlock()
-	if _, err := c.ice.Restart(ctx); err != nil {
-		c.abort()
-		return "", fmt.Errorf("securecall: Restart: %w", err)
+	keying, keyURI, version, err := c.beginRestart(ctx, "Restart", func() error {
+		if !c.started {
+			return &StateError{Op: "Restart", State: c.state, Why: "the call has not started; exchange an offer and an answer first"}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
 	d, text, err := c.describe(ctx, "Restart", keying, keyURI, version+1, sdp.NewOffer)
 	if err != nil {
@@ -420,30 +408,49 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 	return text, nil
 }
 
-// answerRestart answers an ICE restart offer from the peer of a started
-// call: same session, new ICE credentials.
-func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (string, error) {
+// beginRestart starts an ICE restart for op unless the call is closed, is
+// already making a description, or refuse (run with c.mu held) objects: it
+// marks the call as gathering, gives ICE new credentials and returns what
+// the new description needs. On failure the call is as it was.
+func (c *Call) beginRestart(ctx context.Context, op string, refuse func() error) (sdp.Keying, string, uint64, error) {
 	c.mu.Lock()
+	var err error
 	switch {
-	case remote.Origin.SessionID != c.remoteSID:
-		st := c.state
-		c.mu.Unlock()
-		return "", &StateError{Op: "Answer", State: st, Why: "the call has started and this offer is from another session"}
+	case c.closed:
+		err = ErrClosed
 	case c.offer != nil || c.gathering:
-		st := c.state
+		err = &StateError{Op: op, State: c.state, Why: "a description is already being made or awaits its answer"}
+	default:
+		err = refuse()
+	}
+	if err != nil {
 		c.mu.Unlock()
-		return "", &StateError{Op: "Answer", State: st, Why: "this end's own offer is awaiting its answer"}
+		return "", "", 0, err
 	}
 	c.gathering = true
 	keying, keyURI, version := c.keying, c.keyURI, c.version
 	c.mu.Unlock()
-	if k, err := remote.Keying(); err != nil || k != keying {
-		c.abort()
-		return "", fmt.Errorf("securecall: Answer: a restart offer must keep %s keying: %w", keying, sdp.ErrNegotiation)
-	}
 	if _, err := c.ice.Restart(ctx); err != nil {
 		c.abort()
-		return "", fmt.Errorf("securecall: Answer: %w", err)
+		return "", "", 0, fmt.Errorf("securecall: %s: %w", op, err)
+	}
+	return keying, keyURI, version, nil
+}
+
+// answerRestart answers an ICE restart offer from the peer of a started
+// call: same session, new ICE credentials.
+func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (string, error) {
+	keying, keyURI, version, err := c.beginRestart(ctx, "Answer", func() error {
+		if remote.Origin.SessionID != c.remoteSID {
+			return &StateError{Op: "Answer", State: c.state, Why: "the call has started and this offer is from another session"}
+		}
+		if k, err := remote.Keying(); err != nil || k != c.keying {
+			return fmt.Errorf("securecall: Answer: a restart offer must keep %s keying: %w", c.keying, sdp.ErrNegotiation)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
 	var agreement sdp.Agreement
 	answer, text, err := c.describe(ctx, "Answer", keying, keyURI, version+1, func(caps sdp.Capabilities) (*sdp.Description, error) {
