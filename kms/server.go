@@ -480,18 +480,25 @@ func (s *Server) poke() {
 	}
 }
 
+// callForChange returns call id and a copy of its record to change, or nil
+// if there is no such call. The caller holds writeMu, so the record cannot
+// change until the caller stores its copy back.
+func (s *Server) callForChange(id string) (*call, callRecord) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.calls[id]
+	if c == nil {
+		return nil, callRecord{}
+	}
+	return c, c.rec.clone()
+}
+
 // rotate adds a version to call id, after applying change (if any) to the
 // call's record, and commits both with their audit entry.
 func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error) (uint32, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	s.mu.RLock()
-	c := s.calls[id]
-	var rec callRecord
-	if c != nil {
-		rec = c.rec.clone()
-	}
-	s.mu.RUnlock()
+	c, rec := s.callForChange(id)
 	if c == nil {
 		return 0, errNoCall
 	}
@@ -596,13 +603,7 @@ func (s *Server) SetMinVersion(ctx context.Context, callID string, version uint3
 func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call)) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	s.mu.RLock()
-	c := s.calls[id]
-	var rec callRecord
-	if c != nil {
-		rec = c.rec.clone()
-	}
-	s.mu.RUnlock()
+	c, rec := s.callForChange(id)
 	if c == nil {
 		return fmt.Errorf("kms: call %q: %w", id, ErrNotFound)
 	}
