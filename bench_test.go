@@ -57,39 +57,6 @@ func BenchmarkCallSetup(b *testing.B) {
 	}
 }
 
-// connectPair is pair without the test cleanups, for benchmarks that make
-// many calls.
-func connectPair(tb testing.TB, ca, cb securecall.Config) (a, b *securecall.Call) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	a, err := securecall.New(ca)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, err = securecall.New(cb)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	offer, err := a.Offer(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	answer, err := b.Answer(ctx, offer)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := a.SetAnswer(ctx, answer); err != nil {
-		tb.Fatal(err)
-	}
-	if err := a.Connect(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	if err := b.Connect(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	return a, b
-}
-
 // BenchmarkCallFootprint measures the heap and goroutines each connected
 // call endpoint holds, with 100 calls (200 endpoints) up at once and a
 // packet decrypted each way on every call, as once audio flows. The

@@ -54,38 +54,54 @@ func kmsClient(t testing.TB, env *devkms.Env, id string) *kms.Client {
 	return c
 }
 
-// pair makes two calls, exchanges offer and answer and waits until both
-// are connected.
+// pair makes two calls, exchanges offer and answer, waits until both are
+// connected, and closes them when the test ends.
 func pair(t *testing.T, ca, cb securecall.Config) (a, b *securecall.Call) {
 	t.Helper()
+	a, b = connectPair(t, ca, cb)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// connectPair is pair for callers that close the calls themselves, such as
+// benchmarks that make many. On failure it closes what it made.
+func connectPair(tb testing.TB, ca, cb securecall.Config) (a, b *securecall.Call) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a, err := securecall.New(ca)
-	if err != nil {
-		t.Fatal(err)
+	fail := func(format string, args ...any) {
+		tb.Helper()
+		if a != nil {
+			a.Close()
+		}
+		if b != nil {
+			b.Close()
+		}
+		tb.Fatalf(format, args...)
 	}
-	t.Cleanup(func() { a.Close() })
-	b, err = securecall.New(cb)
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	if a, err = securecall.New(ca); err != nil {
+		fail("caller New: %v", err)
 	}
-	t.Cleanup(func() { b.Close() })
+	if b, err = securecall.New(cb); err != nil {
+		fail("callee New: %v", err)
+	}
 	offer, err := a.Offer(ctx)
 	if err != nil {
-		t.Fatal(err)
+		fail("Offer: %v", err)
 	}
 	answer, err := b.Answer(ctx, offer)
 	if err != nil {
-		t.Fatal(err)
+		fail("Answer: %v", err)
 	}
 	if err := a.SetAnswer(ctx, answer); err != nil {
-		t.Fatal(err)
+		fail("SetAnswer: %v", err)
 	}
 	if err := a.Connect(ctx); err != nil {
-		t.Fatalf("caller Connect: %v", err)
+		fail("caller Connect: %v", err)
 	}
 	if err := b.Connect(ctx); err != nil {
-		t.Fatalf("callee Connect: %v", err)
+		fail("callee Connect: %v", err)
 	}
 	return a, b
 }
