@@ -205,7 +205,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if len(acfg.NAT1To1IPs) > 0 {
 		acfg.NAT1To1IPCandidateType = pice.CandidateTypeHost
 	}
-	if err := t.listenTCP(acfg); err != nil {
+	if err := t.listenTCP(acfg, gnet); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -287,7 +287,7 @@ func pionNetwork(n Network) pice.NetworkType {
 }
 
 // listenTCP opens the ICE-TCP listener when a TCP network is configured.
-func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
+func (t *Transport) listenTCP(acfg *pice.AgentConfig, guard *guardNet) error {
 	var v4, v6 bool
 	for _, n := range t.cfg.Networks {
 		v4 = v4 || n == TCP4
@@ -309,7 +309,7 @@ func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
 	}
 	t.tcpLn = ln
 	t.tcpMux = pice.NewTCPMuxDefault(pice.TCPMuxParams{
-		Listener:       ln,
+		Listener:       &guardListener{Listener: ln, n: guard},
 		Logger:         (&pionlog.Factory{Log: t.cfg.Logger, Prefix: "ice: ", Redact: t.red.redact}).NewLogger("tcpmux"),
 		ReadBufferSize: 64,
 	})
