@@ -39,6 +39,12 @@ func TestConfigDefaults(t *testing.T) {
 			t.Errorf("%s = %v, want %v", d.name, d.got, d.want)
 		}
 	}
+	if c.MaxRemoteCandidates != DefaultMaxRemoteCandidates || DefaultMaxRemoteCandidates != 50 {
+		t.Errorf("MaxRemoteCandidates = %d, want DefaultMaxRemoteCandidates (50, as documented)", c.MaxRemoteCandidates)
+	}
+	if c.MaxCandidatePairs != DefaultMaxCandidatePairs || DefaultMaxCandidatePairs != 100 {
+		t.Errorf("MaxCandidatePairs = %d, want DefaultMaxCandidatePairs (100, as RFC 8445 suggests)", c.MaxCandidatePairs)
+	}
 	if c.Policy != PreferDirect {
 		t.Errorf("Policy = %v, want PreferDirect", c.Policy)
 	}

@@ -41,6 +41,7 @@ type Transport struct {
 	tcpLn   net.Listener
 	cancel  context.CancelFunc // stops TURN dials
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+	limit   candidateLimit     // bounds the peer's candidates and the check list
 
 	pathMu sync.Mutex // serializes OnPathChange
 	mu     sync.Mutex
@@ -78,6 +79,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 		servers: make(map[string]string),
 		failed:  make(chan struct{}),
 		closing: make(chan struct{}),
+		limit:   candidateLimit{maxRemote: cfg.MaxRemoteCandidates, maxPairs: cfg.MaxCandidatePairs, log: cfg.Logger},
 	}
 	var (
 		urls       []*stun.URI
@@ -245,6 +247,9 @@ func (c Config) check() error {
 	}
 	if c.Lite && len(c.Servers) > 0 {
 		return errors.New("ice: a Lite transport uses no STUN or TURN servers; leave Servers empty")
+	}
+	if c.MaxRemoteCandidates < 0 || c.MaxCandidatePairs < 0 {
+		return errors.New("ice: MaxRemoteCandidates and MaxCandidatePairs must not be negative")
 	}
 	for _, d := range []struct {
 		name string
@@ -484,6 +489,8 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // AddRemoteCandidate adds one of the peer's candidates, from its SDP or
 // trickled. It may be called before or during Connect. Candidates with a
 // host name (mDNS) are refused, as are relay candidates under DirectOnly.
+// Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
+// are dropped without an error and counted in Stats.
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if c.Component != 1 {
 		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
@@ -503,6 +510,10 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	t.mu.Unlock()
 	if closed {
 		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
+	}
+	key := pc.NetworkType().String() + " " + pc.Type().String() + " " + pc.Address() + " " + fmt.Sprint(pc.Port())
+	if !t.limit.admit(key, pc.NetworkType(), t.localsByType()) {
+		return nil
 	}
 	if err := t.agent.AddRemoteCandidate(pc); err != nil {
 		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
@@ -737,6 +748,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := t.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
 	}
+	t.limit.reset()
 	t.mu.Lock()
 	t.local = creds
 	t.path = Path{}
