@@ -61,6 +61,22 @@ func (s *stunAnswerer) serve() {
 	}
 }
 
+// last returns where the last request came from.
+func (s *stunAnswerer) last() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.from[len(s.from)-1]
+}
+
+// txIDOf is a stun.Setter that gives a message req's transaction ID.
+type txIDOf []byte
+
+func (r txIDOf) AddTo(m *stun.Message) error {
+	copy(m.TransactionID[:], r[8:20])
+	m.WriteTransactionID()
+	return nil
+}
+
 func (s *stunAnswerer) server() ice.Server {
 	return ice.Server{URL: "stun:" + s.conn.LocalAddr().String()}
 }
@@ -302,12 +318,19 @@ func FuzzTransportDatagram(f *testing.F) {
 
 func fuzzGathering(t *testing.T, dgram []byte) {
 	answered := make(chan struct{}, 1)
-	srv := startAnswerer(t, func(req []byte) []byte {
+	var srv *stunAnswerer
+	srv = startAnswerer(t, func(req []byte) []byte {
 		select {
 		case answered <- struct{}{}:
 		default:
+			return nil
 		}
-		return withTxID(dgram, req)
+		// The fuzzed answer, then a well-formed one: if the guard
+		// dropped the first, pion takes the second instead of waiting
+		// for its gathering timeout.
+		_, _ = srv.conn.WriteToUDPAddrPort(withTxID(dgram, req), srv.last())
+		return stun.MustBuild(txIDOf(req), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}).Raw
 	})
 	cfg := loopback()
 	cfg.Servers = []ice.Server{srv.server()}
@@ -318,17 +341,6 @@ func fuzzGathering(t *testing.T, dgram []byte) {
 	defer tr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), fuzzTimeout)
 	defer cancel()
-	// A dropped answer leaves pion waiting for the server's answer until
-	// its gathering timeout: once pion has had the answer for a moment,
-	// the input is done.
-	go func() {
-		select {
-		case <-answered:
-			time.Sleep(20 * time.Millisecond)
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
 	_ = tr.Gather(ctx, nil)
 }
 
