@@ -144,7 +144,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 	// guardNet serves the interface list.
 	gnet := &guardNet{Net: &stdnet.Net{}, ifs: ifs, rtt: t.rtt, relays: t.relays, dropped: func() {
 		t.dropped.Add(1)
-		t.cfg.Logger.Debug("ice: dropped a STUN message with a malformed XOR address")
+		t.cfg.Logger.Debug("ice: the guard dropped a datagram pion must not parse")
 	}}
 	dctx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel
