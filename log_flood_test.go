@@ -93,3 +93,30 @@ func TestSecurityLogFlooding(t *testing.T) {
 		t.Errorf("%d datagrams from an unauthenticated sender made %d Info records; by message: %v", 3*each, n, msgs)
 	}
 }
+
+// What the ICE transport refused shows in the call's Stats.
+func TestStatsReportICEDrops(t *testing.T) {
+	cfg := securecall.Config{ICE: loopbackICE(), Keying: sdp.KeyingDTLS}
+	ca := cfg
+	ca.ICE.MaxRemoteCandidates = 1 // the peer's one host candidate
+	a, _ := pair(t, ca, cfg)
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(a.Path().Local.Address))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A binding indication whose only attribute is an empty legacy
+	// XOR-MAPPED-ADDRESS.
+	bad := []byte{0x00, 0x11, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x80, 0x20, 0x00, 0x00}
+	waitFor(t, 2*time.Second, func() bool {
+		_, _ = c.Write(bad)
+		return a.Stats().ICE.STUNDropped > 0
+	})
+	// A trickled candidate beyond the limit is dropped without an error.
+	if err := a.AddRemoteCandidate("candidate:9 1 udp 1 127.0.0.1 9 typ host"); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Stats().ICE.CandidatesDropped; got != 1 {
+		t.Errorf("CandidatesDropped = %d, want 1", got)
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v2"
+	"go.uber.org/goleak"
 
 	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/sdp"
@@ -303,6 +305,7 @@ func FuzzTransportDatagram(f *testing.F) {
 		if len(dgram) > 1500 {
 			dgram = dgram[:1500]
 		}
+		noLeaks(t)
 		switch fuzzStage(stage) % numStages {
 		case stageGathering:
 			fuzzGathering(t, dgram)
@@ -314,6 +317,27 @@ func FuzzTransportDatagram(f *testing.F) {
 			fuzzConnected(t, dgram, true)
 		}
 	})
+}
+
+// noLeaks checks, after every cleanup of the test has run, that the test
+// left no goroutine and no open file (socket) behind.
+func noLeaks(t *testing.T) {
+	opts := goleak.IgnoreCurrent()
+	fds := openFiles(t)
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, opts)
+		if n := openFiles(t); n > fds {
+			t.Errorf("%d files open after the input, %d before", n, fds)
+		}
+	})
+}
+
+func openFiles(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0 // not Linux: goroutines are still checked
+	}
+	return len(ents)
 }
 
 func fuzzGathering(t *testing.T, dgram []byte) {
@@ -405,5 +429,44 @@ func fuzzConnected(t *testing.T, dgram []byte, relayed bool) {
 	}
 	// The call still carries packets after the datagram (a crash would
 	// have ended the process already).
+	exchange(t, a.conn, b.conn)
+}
+
+// The ICE-TCP listener's connections are guarded too: pion's TCP mux
+// parses the first RFC 4571 frame of every connection as STUN, and later
+// ones as the agent parses datagrams. At 7a67b0e they reached pion
+// unchecked.
+func TestSecurityICETCPFrames(t *testing.T) {
+	cfg := loopback()
+	cfg.Networks = []ice.Network{ice.TCP4}
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, false, false, nil)
+	var passive sdp.Candidate
+	for _, c := range a.cands {
+		if c.TCPType == "passive" {
+			passive = c
+		}
+	}
+	if passive.Port == 0 {
+		t.Fatal("no passive ICE-TCP candidate")
+	}
+	bad := endingIn(0x0001, 64, 0x0024, []byte{1, 2, 3}) // PRIORITY of 3 bytes
+	frame := binary.BigEndian.AppendUint16(nil, uint16(len(bad)))
+	frame = append(frame, bad...)
+	before := ice.DroppedSTUN(a.t)
+	c, err := net.Dial("tcp", net.JoinHostPort(passive.Address, fmt.Sprint(passive.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && ice.DroppedSTUN(a.t) == before; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ice.DroppedSTUN(a.t) == before {
+		t.Error("the guard dropped nothing")
+	}
 	exchange(t, a.conn, b.conn)
 }
