@@ -385,3 +385,24 @@ func FuzzGuardStream(f *testing.F) {
 		}
 	})
 }
+
+// The guard's cost per datagram: a connectivity check (the common STUN
+// message), and media, which is not STUN.
+func BenchmarkSafeDatagram(b *testing.B) {
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("abcdefgh:ijklmnop"),
+		pice.PriorityAttr(1), pice.AttrControlling(2), pice.UseCandidate(), stun.NewShortTermIntegrity("pwd"), stun.Fingerprint).Raw
+	rtp := append([]byte{0x80, 0x00}, make([]byte, 170)...)
+	for _, c := range []struct {
+		name string
+		b    []byte
+	}{{"check", req}, {"rtp", rtp}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !safeDatagram(c.b, false) {
+					b.Fatal("dropped")
+				}
+			}
+		})
+	}
+}
