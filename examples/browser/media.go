@@ -79,21 +79,31 @@ func (e *echoLine) pop(dst []byte) bool {
 	return true
 }
 
-// receive reads the page's audio until the call is closed, feeding the
-// echo line.
+// receive reads the page's audio until the call is closed or fails,
+// feeding the echo line.
 func (sess *session) receive() {
 	buf := make([]byte, 1500)
 	for {
 		h, n, err := sess.call.ReadRTP(buf)
 		if err != nil {
-			if errors.Is(err, securecall.ErrClosed) {
-				return
-			}
-			continue // a packet the session refused; it counts it in Stats
+			// Closed, or failed: the session drops bad packets itself
+			// (counting them in Stats), so an error ends the call.
+			return
 		}
 		sess.read.Add(1)
 		if h.PayloadType == pcmu.PayloadType {
 			sess.echo.push(buf[:n])
+		}
+	}
+}
+
+// receiveRTCP reads the page's RTCP (its receiver reports) until the call
+// is closed, so that Stats count it; the example has no use for it yet.
+func (sess *session) receiveRTCP() {
+	buf := make([]byte, 1500)
+	for {
+		if _, err := sess.call.ReadRTCP(buf); err != nil {
+			return
 		}
 	}
 }

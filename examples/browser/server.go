@@ -403,8 +403,9 @@ func (s *Server) run(sess *session) {
 			p := call.Path()
 			s.opts.Log.Printf("call %s: connected over %s %s -> %s %s (%s), %s",
 				sess.id, p.Local.Type, p.Local.Address, p.Remote.Type, p.Remote.Address, direct(p.Direct()), call.Stats().Profile)
-			media.Add(2)
+			media.Add(3)
 			go func() { defer media.Done(); sess.receive() }()
+			go func() { defer media.Done(); sess.receiveRTCP() }()
 			go func() { defer media.Done(); sess.send(s.opts.Log) }()
 		case <-call.Context().Done():
 			sess.end(fmt.Errorf("the call failed: %w", context.Cause(call.Context())))
