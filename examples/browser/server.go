@@ -11,7 +11,10 @@ import (
 	"io"
 	"io/fs"
 	"log"
+	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,17 +147,49 @@ func NewServer(opts Options) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP serves requests addressed to this server by IP address or
+// localhost and coming from its own page. Another site open in the same
+// browser can send requests to 127.0.0.1 (a form post, or a name of its
+// own that it rebinds to 127.0.0.1): those are refused.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if why := foreign(r); why != "" {
+		s.opts.Log.Printf("refused %s %s: %s", r.Method, r.URL.Path, why)
+		writeError(w, http.StatusForbidden, why)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// foreign says why r does not come from the page this server serves, or
+// returns "".
+func foreign(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && host != "localhost" {
+		return fmt.Sprintf("host %q is not an IP address or localhost", r.Host)
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "http://"+r.Host {
+		return fmt.Sprintf("cross-origin request from %q", origin)
+	}
+	return ""
+}
 
 // Close hangs up the running call, if any, and waits until every call's
 // goroutines have finished. Event streams still open then end with an
-// "ended" event. A second Close does nothing.
+// "ended" event. A second Close waits likewise and returns an error
+// wrapping net.ErrClosed.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	again := s.closed
 	s.closed = true
 	s.mu.Unlock()
 	s.abort(errServerClosed)
 	s.wg.Wait()
+	if again {
+		return fmt.Errorf("browser: server closed: %w", net.ErrClosed)
+	}
 	return nil
 }
 

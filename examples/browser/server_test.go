@@ -478,6 +478,51 @@ func TestEchoLine(t *testing.T) {
 	}
 }
 
+// TestServerForeignRequests: a request from another site's page, or to a
+// host name that is not this server's (DNS rebinding), is refused and
+// starts nothing.
+func TestServerForeignRequests(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	for _, tc := range []struct {
+		name, host, origin string
+	}{
+		{"cross-origin post", "", "http://evil.example"},
+		{"rebound name", "evil.example:8080", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, ts.url+"/offer", strings.NewReader("v=0"))
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			if tc.origin != "" {
+				req.Header.Set("Origin", tc.origin)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || !ts.Idle() {
+				t.Fatalf("%d, want 403 and no call", resp.StatusCode)
+			}
+		})
+	}
+	// The page's own requests carry its origin.
+	req, _ := http.NewRequest(http.MethodGet, ts.url+"/", nil)
+	req.Header.Set("Origin", ts.url)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the page from its own origin: %d", resp.StatusCode)
+	}
+	if got := strings.Count(ts.terminal.String(), "refused POST /offer"); got != 2 {
+		t.Errorf("terminal has %d refusals, want 2:\n%s", got, ts.terminal)
+	}
+}
+
 func TestFlags(t *testing.T) {
 	for _, tc := range []struct {
 		f    flags
