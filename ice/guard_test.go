@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,13 +24,11 @@ import (
 // can send.
 type stunAnswerer struct {
 	conn   *net.UDPConn
-	answer func(req []byte) []byte
+	answer func(req []byte) [][]byte // the datagrams to send back, in order
 	done   chan struct{}
-	mu     sync.Mutex
-	from   []netip.AddrPort // where requests came from
 }
 
-func startAnswerer(t testing.TB, answer func(req []byte) []byte) *stunAnswerer {
+func startAnswerer(t testing.TB, answer func(req []byte) [][]byte) *stunAnswerer {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -51,23 +48,13 @@ func (s *stunAnswerer) serve() {
 		if err != nil {
 			return
 		}
-		s.mu.Lock()
-		s.from = append(s.from[:min(len(s.from), 16)], from)
-		s.mu.Unlock()
 		if !stun.IsMessage(buf[:n]) {
 			continue
 		}
-		if out := s.answer(buf[:n]); out != nil {
+		for _, out := range s.answer(buf[:n]) {
 			_, _ = s.conn.WriteToUDPAddrPort(out, from)
 		}
 	}
-}
-
-// last returns where the last request came from.
-func (s *stunAnswerer) last() netip.AddrPort {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.from[len(s.from)-1]
 }
 
 // txIDOf is a stun.Setter that gives a message req's transaction ID.
@@ -125,7 +112,7 @@ const srflxGatherBuffer = 1280
 // dropped. On the original code the process panics inside pion instead.
 func gatherAgainst(t *testing.T, answer func(req []byte) []byte) ([]sdp.Candidate, uint64) {
 	t.Helper()
-	srv := startAnswerer(t, answer)
+	srv := startAnswerer(t, func(req []byte) [][]byte { return [][]byte{answer(req)} })
 	cfg := loopback()
 	cfg.Servers = []ice.Server{srv.server()}
 	s := newSide(t, cfg)
@@ -341,20 +328,17 @@ func openFiles(t *testing.T) int {
 }
 
 func fuzzGathering(t *testing.T, dgram []byte) {
-	answered := make(chan struct{}, 1)
-	var srv *stunAnswerer
-	srv = startAnswerer(t, func(req []byte) []byte {
-		select {
-		case answered <- struct{}{}:
-		default:
+	answered := false // only the serving goroutine touches it
+	srv := startAnswerer(t, func(req []byte) [][]byte {
+		if answered {
 			return nil
 		}
+		answered = true
 		// The fuzzed answer, then a well-formed one: if the guard
 		// dropped the first, pion takes the second instead of waiting
 		// for its gathering timeout.
-		_, _ = srv.conn.WriteToUDPAddrPort(withTxID(dgram, req), srv.last())
-		return stun.MustBuild(txIDOf(req), stun.BindingSuccess,
-			&stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}).Raw
+		return [][]byte{withTxID(dgram, req), stun.MustBuild(txIDOf(req), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}).Raw}
 	})
 	cfg := loopback()
 	cfg.Servers = []ice.Server{srv.server()}
@@ -372,8 +356,8 @@ func fuzzChecking(t *testing.T, dgram []byte) {
 	// The peer's only candidate is the raw socket: every check pion sends
 	// reaches it and is answered with the datagram, as a response to that
 	// check; the datagram is also sent as it is.
-	raw := startAnswerer(t, func(req []byte) []byte {
-		return withTxID(dgram, req)
+	raw := startAnswerer(t, func(req []byte) [][]byte {
+		return [][]byte{withTxID(dgram, req)}
 	})
 	tr, err := ice.NewTransport(withTimeout(loopback(), 150*time.Millisecond))
 	if err != nil {
