@@ -406,3 +406,20 @@ func BenchmarkSafeDatagram(b *testing.B) {
 		})
 	}
 }
+
+// pion is never given a socket the guard does not read.
+func TestGuardRefusesUnguardedSockets(t *testing.T) {
+	n := &guardNet{}
+	if _, err := n.Dial("udp", "127.0.0.1:9"); err != errUnguardedSocket {
+		t.Errorf("Dial = %v", err)
+	}
+	if _, err := n.DialUDP("udp", nil, &net.UDPAddr{}); err != errUnguardedSocket {
+		t.Errorf("DialUDP = %v", err)
+	}
+	if _, err := n.DialTCP("tcp", nil, &net.TCPAddr{}); err != errUnguardedSocket {
+		t.Errorf("DialTCP = %v", err)
+	}
+	if _, err := n.ListenTCP("tcp", &net.TCPAddr{}); err != errUnguardedSocket {
+		t.Errorf("ListenTCP = %v", err)
+	}
+}
