@@ -80,8 +80,14 @@
 // the TURN client's UDP socket and its TCP and TLS streams (re-framed as
 // pion's STUNConn frames them), the shared [UDPMux] socket, and the
 // ICE-TCP listener's connections (RFC 4571 frames). Socket kinds the guard
-// would not read (pion's own TCP and DTLS dials) are refused. On each
-// datagram the guard:
+// would not read (pion's own TCP and DTLS dials) are refused. One socket
+// is not wrapped: when [Config.Networks] has TCP4 or TCP6 and the peer
+// offers a passive ICE-TCP candidate, pion dials it with its own dialer
+// (active ICE-TCP), and what that connection returns reaches pion's agent
+// unguarded. The agent decodes only USERNAME, PRIORITY, ICE-CONTROLLED,
+// ICE-CONTROLLING, USE-CANDIDATE and MESSAGE-INTEGRITY there, none of
+// which reads past its value in this pion version, and
+// FuzzTransportDatagram drives that path too. On each datagram the guard:
 //
 //   - decides what is STUN with pion's own test (the magic cookie), so
 //     nothing pion parses as STUN escapes it;

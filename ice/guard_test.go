@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -262,6 +263,7 @@ const (
 	stageChecking                   // as the answer to a connectivity check, and unsolicited
 	stageConnected                  // to the host socket of a connected transport
 	stageRelayed                    // to the TURN client socket of a connected transport
+	stageActiveTCP                  // from the peer's passive ICE-TCP candidate, which pion dials
 	numStages
 )
 
@@ -288,6 +290,7 @@ func FuzzTransportDatagram(f *testing.F) {
 		&stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}, stun.Fingerprint).Raw)
 	f.Add(byte(stageConnected), []byte{0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 'r', 't', 'p'})
 	f.Add(byte(stageConnected), []byte{22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	f.Add(byte(stageActiveTCP), endingIn(0x0101, 64, 0x0024, []byte{1, 2, 3}))
 	f.Fuzz(func(t *testing.T, stage byte, dgram []byte) {
 		if len(dgram) > 1500 {
 			dgram = dgram[:1500]
@@ -302,6 +305,8 @@ func FuzzTransportDatagram(f *testing.F) {
 			fuzzConnected(t, dgram, false)
 		case stageRelayed:
 			fuzzConnected(t, dgram, true)
+		case stageActiveTCP:
+			fuzzActiveTCP(t, dgram)
 		}
 	})
 }
@@ -453,4 +458,57 @@ func TestSecurityICETCPFrames(t *testing.T) {
 		t.Error("the guard dropped nothing")
 	}
 	exchange(t, a.conn, b.conn)
+}
+
+// fuzzActiveTCP poses as a peer's passive ICE-TCP candidate: pion dials it
+// with its own dialer (active ICE-TCP, which the guard cannot wrap) and
+// parses what comes back as the agent parses datagrams. The datagram is
+// sent framed (RFC 4571) as the answer to pion's first check.
+func fuzzActiveTCP(t *testing.T, dgram []byte) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := withTimeout(loopback(), 150*time.Millisecond)
+	cfg.Networks = []ice.Network{ice.TCP4}
+	tr, err := ice.NewTransport(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fuzzTimeout)
+	defer cancel()
+	if err := tr.Gather(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	if err := tr.AddRemoteCandidate(sdp.Candidate{Foundation: "1", Component: 1, Transport: "tcp", Priority: 1,
+		Address: ap.Addr().String(), Port: ap.Port(), Type: sdp.CandidateHost, TCPType: "passive"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = tr.Connect(ctx, ice.Peer{Ufrag: "fuzzufrag", Pwd: "fuzzpasswordfuzzpassword"}, true)
+	}()
+	defer func() { <-done }()
+	_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		return // pion did not dial within the bound: nothing to answer
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	var hdr [2]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return
+	}
+	req := make([]byte, binary.BigEndian.Uint16(hdr[:]))
+	if _, err := io.ReadFull(c, req); err != nil {
+		return
+	}
+	out := withTxID(dgram, req)
+	_, _ = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...))
+	<-done
 }
