@@ -511,7 +511,7 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if closed {
 		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
 	}
-	key := pc.NetworkType().String() + " " + pc.Type().String() + " " + pc.Address() + " " + fmt.Sprint(pc.Port())
+	key := fmt.Sprint(pc.Component(), " ", pc.NetworkType(), " ", pc.Type(), " ", pc.Address(), " ", pc.Port())
 	if !t.limit.admit(key, pc.NetworkType(), t.localsByType()) {
 		return nil
 	}
