@@ -42,7 +42,8 @@ const (
 	Interval = time.Minute
 )
 
-// Factory implements pion's logging.LoggerFactory.
+// Factory implements pion's logging.LoggerFactory. Its loggers share one
+// rate limit, so a Factory must not be copied after its first NewLogger.
 type Factory struct {
 	// Log receives the messages. If nil, nothing is logged (Problem is
 	// still called).
