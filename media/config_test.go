@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securecall/securecall/internal/cfgcheck"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -62,6 +63,32 @@ func TestDocumentedDefaults(t *testing.T) {
 	k.Keying = ""
 	if got, _ := k.resolve(); got.Keying != sdp.KeyingHybrid {
 		t.Errorf("zero Keying with KeySource resolved to %q", got.Keying)
+	}
+}
+
+// TestNewSessionDoesNotModifyConfig compares each side's Config after a
+// whole session with a deep snapshot taken before, in every keying mode,
+// so that a changed slice element (a profile, a fingerprint byte, a key
+// byte) is seen, not only a replaced field.
+func TestNewSessionDoesNotModifyConfig(t *testing.T) {
+	for _, mode := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid, sdp.KeyingSDES} {
+		t.Run(string(mode), func(t *testing.T) {
+			a, b := pairConfigs(t, mode, newFakeKeys(t, 1))
+			a.Profiles = []Profile{ProfileAEADAES128GCM, ProfileAES128CMHMACSHA1_80}
+			b.Profiles = []Profile{ProfileAEADAES128GCM, ProfileAES128CMHMACSHA1_80}
+			beforeA, beforeB := cfgcheck.Snapshot(a), cfgcheck.Snapshot(b)
+			ca, cb := memPair()
+			sa, sb := mustPair(t, ca, cb, a, b)
+			exchange(t, sa, sb, 1, 1)
+			sa.Close()
+			sb.Close()
+			if d := cfgcheck.Diff(beforeA, a); d != "" {
+				t.Errorf("NewSession changed the client's Config: %s", d)
+			}
+			if d := cfgcheck.Diff(beforeB, b); d != "" {
+				t.Errorf("NewSession changed the server's Config: %s", d)
+			}
+		})
 	}
 }
 
