@@ -97,13 +97,62 @@ func attackerConfig(t *testing.T) *dtls.Config {
 func TestSecurityDTLSSpoofedClientHello(t *testing.T) {
 	for _, mode := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingHybrid} {
 		for _, victim := range []DTLSRole{DTLSServer, DTLSClient} {
-			t.Run(string(mode)+"/"+victim.String(), func(t *testing.T) {
+			t.Run(string(mode)+"/on-path/"+victim.String(), func(t *testing.T) {
 				before := goleak.IgnoreCurrent()
 				spoofedHandshake(t, mode, victim)
 				goleak.VerifyNone(t, before)
 			})
 		}
+		t.Run(string(mode)+"/off-path/server", func(t *testing.T) {
+			before := goleak.IgnoreCurrent()
+			spoofedHelloOnly(t, mode)
+			goleak.VerifyNone(t, before)
+		})
 	}
+}
+
+// spoofedHelloOnly is the blind form: one ClientHello of another party's
+// reaches the server from the client's address first, and its sender never
+// sees the answer.
+func spoofedHelloOnly(t *testing.T, mode sdp.Keying) {
+	hello := make(chan []byte, 1)
+	tc := newTapConn(func(p []byte) {
+		select {
+		case hello <- p:
+		default:
+		}
+	})
+	actx, acancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if dc, err := dtls.ClientWithContext(actx, tc, attackerConfig(t)); err == nil {
+			dc.Close()
+		}
+	}()
+	spoofed := <-hello
+	acancel()
+	tc.Close()
+	<-done
+	if _, ok := clientHelloRandom(spoofed); !ok {
+		t.Fatalf("the attacker's first datagram is not a ClientHello: %x", spoofed[:min(len(spoofed), 32)])
+	}
+
+	ca, cb := memPair()
+	a, b := pairConfigs(t, mode, newFakeKeys(t, 1))
+	cb.inject(spoofed) // waiting before the server reads at all
+	sa, sb, errA, errB := startPair(t, ca, cb, a, b)
+	if sa != nil {
+		defer sa.Close()
+	}
+	if sb != nil {
+		defer sb.Close()
+	}
+	if errA != nil || errB != nil {
+		t.Fatalf("a spoofed ClientHello took the session down: client %v; server %v", errA, errB)
+	}
+	exchange(t, sa, sb, 1, 3)
+	exchange(t, sb, sa, 2, 3)
 }
 
 func spoofedHandshake(t *testing.T, mode sdp.Keying, victim DTLSRole) {
