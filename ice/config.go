@@ -173,6 +173,14 @@ type Config struct {
 	// Logger receives the Transport's and pion's diagnostics, with every
 	// ICE password and TURN credential redacted. If nil, nothing is logged.
 	Logger *slog.Logger
+	// SiteNetworks are the networks the customer calls local: under
+	// DirectOnly the remote address of the selected pair must lie in one
+	// of them, whatever type the peer gives its candidate. Other policies
+	// ignore it. If empty, defaults to DefaultSiteNetworks (loopback,
+	// RFC 1918, IPv4 link-local, IPv6 ULA and link-local). To keep
+	// DirectOnly's "no relay" rule without limiting addresses, list
+	// 0.0.0.0/0 and ::/0.
+	SiteNetworks []netip.Prefix
 }
 
 // withDefaults returns a copy of c with the zero fields set.
@@ -202,6 +210,11 @@ func (c Config) withDefaults() Config {
 	}
 	c.Servers = append([]Server(nil), c.Servers...)
 	c.PublicAddresses = append([]netip.Addr(nil), c.PublicAddresses...)
+	if len(c.SiteNetworks) == 0 {
+		c.SiteNetworks = DefaultSiteNetworks()
+	} else {
+		c.SiteNetworks = append([]netip.Prefix(nil), c.SiteNetworks...)
+	}
 	if c.TLSConfig != nil {
 		c.TLSConfig = c.TLSConfig.Clone()
 	}
