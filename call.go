@@ -109,6 +109,7 @@ func New(cfg Config) (*Call, error) {
 	userPath := cfg.ICE.OnPathChange
 	iceCfg.OnPathChange = func(p ice.Path) {
 		c.log.Debug("securecall: path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay != "")
+		c.attest()
 		if userPath != nil {
 			userPath(p)
 		}
@@ -564,6 +565,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		mcfg.LocalID = localID
 		mcfg.RemoteID = remoteID
 	}
+	c.attestConfig(&mcfg, a.Keying)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
 		return fmt.Errorf("securecall: media: %w", err)
@@ -576,6 +578,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	}
 	c.session = s
 	c.mu.Unlock()
+	c.attest()
 	return nil
 }
 

@@ -61,6 +61,7 @@ type Transport struct {
 	failedOnce    sync.Once
 	conn          *conn
 	path          Path
+	peerLocal     *CandidateInfo // what the peer attested; nil: unattested
 	closed        bool
 	relayErr      string // pion's last complaint about a TURN server
 	wantRelay     bool   // TURN servers are configured and the policy uses them
@@ -649,6 +650,7 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 	p := t.makePath(local, remote)
 	t.mu.Lock()
 	t.path = p
+	p = t.withAttestationLocked(p)
 	t.mu.Unlock()
 	t.cfg.Logger.Debug("ice: selected path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay)
 	if t.cfg.OnPathChange != nil {
@@ -730,7 +732,7 @@ func candidateInfo(c pice.Candidate) CandidateInfo {
 // is selected and after a Restart until a new one is.
 func (t *Transport) Path() Path {
 	t.mu.Lock()
-	p := t.path
+	p := t.withAttestationLocked(t.path)
 	t.mu.Unlock()
 	if p.Local.Type != "" {
 		p.RTT = t.rtt.rtt()
@@ -766,6 +768,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.mu.Lock()
 	t.local = creds
 	t.path = Path{}
+	t.peerLocal = nil
 	t.mu.Unlock()
 	return creds, nil
 }
