@@ -16,8 +16,12 @@ const (
 	// pairs are preferred, and a relay pair is nominated only when no direct
 	// pair has worked within Config.RelayWait.
 	PreferDirect Policy = iota
-	// DirectOnly never gathers relay candidates and refuses the peer's
-	// relay candidates: media stays on direct paths.
+	// DirectOnly keeps media on the site's networks: it never gathers
+	// relay candidates, refuses the peer's relay candidates, and refuses
+	// every remote address outside Config.SiteNetworks whatever its
+	// candidate type; in kms and hybrid keying a peer that attests a
+	// relay is refused too. The package documentation says what it
+	// proves and what it cannot know.
 	DirectOnly
 	// RelayOnly gathers only relay candidates and never reveals a host or
 	// server-reflexive address in what it sends: the peer sees only the
