@@ -51,7 +51,8 @@ func connectBoth(a, b *side) (net.Conn, error) {
 }
 
 // checkRefused asserts that err is the policy's refusal of the relay's
-// address, and that nothing connected.
+// address, and that nothing connected: not this side, and not the relayed
+// peer, which would if this side had answered a single check of its.
 func checkRefused(t *testing.T, a, b *side, err error, relay netip.Addr) {
 	t.Helper()
 	if err == nil {
@@ -60,6 +61,9 @@ func checkRefused(t *testing.T, a, b *side, err error, relay netip.Addr) {
 			p, p.Direct(), flows(a.conn, b.conn))
 	}
 	t.Logf("refused: %v", err)
+	if b.err == nil {
+		t.Error("the relayed peer connected: this side answered its checks through the relay")
+	}
 	if !errors.Is(err, ice.ErrPolicy) {
 		t.Fatalf("Connect = %v, want an error wrapping ice.ErrPolicy", err)
 	}
@@ -145,4 +149,31 @@ func TestSecurityDirectOnlyRelayLabelledHost(t *testing.T) {
 	}
 	_, err := connectBoth(a, b)
 	checkRefused(t, a, b, err, netip.MustParseAddr("127.0.0.2"))
+}
+
+// The same attack on a transport whose host candidate is a shared UDPMux
+// socket: the mux hands packets to the transport past its own socket
+// guard, so the site filter must sit on that path too.
+func TestSecurityDirectOnlyRelayedPeerReflexiveUDPMux(t *testing.T) {
+	srv := startTURN(t)
+	mux, err := ice.ListenUDPMux(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mux.Close()
+	cfg := directOnlySite()
+	cfg.UDPMux = mux
+	a := newSide(t, cfg)
+	b := relayedPeer(t, srv)
+	a.gather(t)
+	b.gather(t)
+	for _, c := range a.cands {
+		if err := b.t.AddRemoteCandidate(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = connectBoth(a, b)
+	checkRefused(t, a, b, err, netip.MustParseAddr("127.0.0.2"))
+	a.t.Close()
+	b.t.Close()
 }

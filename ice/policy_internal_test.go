@@ -2,11 +2,14 @@ package ice
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	pice "github.com/pion/ice/v3"
+	"github.com/pion/stun/v2"
 
 	"github.com/securecall/securecall/sdp"
 )
@@ -102,5 +105,80 @@ func TestPathAllowed(t *testing.T) {
 	other := &Transport{cfg: Config{}.withDefaults()}
 	if err := other.pathAllowed(host("10.0.0.1"), relay("203.0.113.7")); err != nil {
 		t.Errorf("PreferDirect refused a relay path: %v", err)
+	}
+}
+
+// ICE-TCP connections from off the site are closed before pion sees
+// them; those from the site are handed on.
+func TestSiteListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []netip.AddrPort
+	sl := &siteListener{Listener: ln, g: &siteGuard{
+		site:    siteNetworks{netip.MustParsePrefix("127.0.0.1/32")},
+		refused: func(ap netip.AddrPort) { refused = append(refused, ap) },
+	}}
+	defer sl.Close()
+	dial := func(from string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	off := dial("127.0.0.2")
+	defer off.Close()
+	on := dial("127.0.0.1")
+	defer on.Close()
+	c, err := sl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.RemoteAddr().(*net.TCPAddr).IP.String(); got != "127.0.0.1" {
+		t.Errorf("accepted a connection from %s, want only 127.0.0.1", got)
+	}
+	if len(refused) != 1 || refused[0].Addr() != netip.MustParseAddr("127.0.0.2") {
+		t.Errorf("refused %v, want the connection from 127.0.0.2", refused)
+	}
+}
+
+// The site guard lets STUN responses from anywhere through (a STUN
+// server's answer), and nothing else from off the site.
+func TestSiteGuardAdmit(t *testing.T) {
+	var refused int
+	g := &siteGuard{site: siteNetworks{netip.MustParsePrefix("10.0.0.0/8")}, refused: func(netip.AddrPort) { refused++ }}
+	on := &net.UDPAddr{IP: net.ParseIP("10.1.1.1"), Port: 1}
+	off := &net.UDPAddr{IP: net.ParseIP("203.0.113.1"), Port: 1}
+	request := stunWithAttr(0x0006, stun.ClassRequest, []byte("user"))
+	response := stunWithAttr(0x0020, stun.ClassSuccessResponse, make([]byte, 8))
+	errResponse := stunWithAttr(0x0009, stun.ClassErrorResponse, make([]byte, 4))
+	indication := stunWithAttr(0x0006, stun.ClassIndication, []byte("user"))
+	rtp := []byte{0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1}
+	for _, c := range []struct {
+		name string
+		b    []byte
+		from net.Addr
+		want bool
+	}{
+		{"request on site", request, on, true},
+		{"media on site", rtp, on, true},
+		{"request off site", request, off, false},
+		{"indication off site", indication, off, false},
+		{"media off site", rtp, off, false},
+		{"response off site", response, off, true},
+		{"error response off site", errResponse, off, true},
+		{"mapped v6 off site", request, &net.UDPAddr{IP: net.ParseIP("::ffff:203.0.113.1"), Port: 1}, false},
+		{"mapped v6 on site", request, &net.UDPAddr{IP: net.ParseIP("::ffff:10.0.0.1"), Port: 1}, true},
+	} {
+		if got := g.admit(c.b, c.from); got != c.want {
+			t.Errorf("%s: admit = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if refused != 4 {
+		t.Errorf("%d refusals noted, want 4", refused)
 	}
 }
