@@ -570,6 +570,10 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	if err != nil {
 		return fmt.Errorf("securecall: media: %w", err)
 	}
+	if err := c.startAttesting(s, a.Keying); err != nil {
+		s.Close()
+		return err
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -578,7 +582,6 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	}
 	c.session = s
 	c.mu.Unlock()
-	c.attest()
 	return nil
 }
 

@@ -33,8 +33,8 @@ func kmsConfigs(t *testing.T, keying sdp.Keying, ca, cb securecall.Config) (secu
 // A DirectOnly call whose peer relays through a TURN server inside the
 // site: the relay's address passes the site filter (127.0.0.2 is loopback,
 // on the default site), but the peer attests, inside SRTCP, that its end
-// is a relay. The call fails with the policy error before a single media
-// packet is delivered, and no more media is written on that path.
+// is a relay. Connect fails with the policy error naming the relay, the
+// call fails, and it never carries media.
 func TestSecurityDirectOnlyPeerAttestsRelay(t *testing.T) {
 	srv, err := stunturn.Start(context.Background(), stunturn.Config{RelayAddress: netip.MustParseAddr("127.0.0.2")})
 	if err != nil {
@@ -49,57 +49,71 @@ func TestSecurityDirectOnlyPeerAttestsRelay(t *testing.T) {
 			relayed.ICE.Servers = srv.Servers()
 			relayed.ICE.Policy = ice.RelayOnly
 			ca, cb := kmsConfigs(t, keying, direct, relayed)
-			a, b := pair(t, ca, cb)
-			if p := b.Path(); p.Local.Type != sdp.CandidateRelay {
-				t.Fatalf("the relayed peer's path is %+v, want its relay", p)
+			a, b := offerAnswer(t, ca, cb)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() { errc <- b.Connect(ctx) }()
+			errA := a.Connect(ctx)
+			if err := <-errc; err != nil {
+				t.Fatalf("the relayed peer did not connect: %v", err)
 			}
-			// The relayed peer sends media; the DirectOnly side reads.
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() {
-				payload := make([]byte, 160)
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					case <-time.After(10 * time.Millisecond):
-					}
-					h := media.RTPHeader{PayloadType: b.Codec().PayloadType, SequenceNumber: uint16(i), Timestamp: uint32(160 * i), SSRC: b.SSRC()}
-					if b.WriteRTP(h, payload) != nil {
-						return
-					}
-				}
-			}()
-			a.SetReadDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 1500)
-			var delivered int
-			for {
-				_, _, err = a.ReadRTP(buf)
-				if err != nil {
-					break
-				}
-				delivered++
+			relay := b.Path().Local
+			if relay.Type != sdp.CandidateRelay {
+				t.Fatalf("the relayed peer's path is %+v, want its relay", b.Path())
 			}
-			if !errors.Is(err, ice.ErrPolicy) {
-				t.Fatalf("ReadRTP on the DirectOnly side = %v after %d packets, want the policy error (path %+v)", err, delivered, a.Path())
+			if errA == nil {
+				t.Fatalf("the DirectOnly call connected to a peer behind a relay: path %+v", a.Path())
 			}
 			var pe *ice.PolicyError
-			if !errors.As(err, &pe) || pe.Type != sdp.CandidateRelay || pe.Address != b.Path().Local.Address {
-				t.Errorf("policy error %v, want one naming the peer's relay %v", err, b.Path().Local.Address)
+			if !errors.Is(errA, ice.ErrPolicy) || !errors.As(errA, &pe) || pe.Type != sdp.CandidateRelay || pe.Address != relay.Address {
+				t.Fatalf("Connect = %v, want the policy error naming the peer's relay %v", errA, relay.Address)
 			}
-			if delivered != 0 {
-				t.Errorf("%d media packets from the relayed peer were delivered before the refusal", delivered)
+			if a.State() != securecall.StateFailed {
+				t.Errorf("state = %s, want failed", a.State())
 			}
-			waitFor(t, 5*time.Second, func() bool { return a.State() == securecall.StateFailed })
 			if cause := context.Cause(a.Context()); !errors.Is(cause, ice.ErrPolicy) {
 				t.Errorf("the call's context ended with %v, want the policy error", cause)
 			}
 			h := media.RTPHeader{PayloadType: a.Codec().PayloadType, SSRC: a.SSRC()}
-			if err := a.WriteRTP(h, make([]byte, 160)); !errors.Is(err, ice.ErrPolicy) {
-				t.Errorf("WriteRTP after the refusal = %v, want the policy error", err)
+			if err := a.WriteRTP(h, make([]byte, 160)); err == nil {
+				t.Error("WriteRTP succeeded on the refused call")
+			}
+			if _, _, err := a.ReadRTP(make([]byte, 1500)); err == nil {
+				t.Error("ReadRTP delivered media on the refused call")
 			}
 		})
 	}
+}
+
+// offerAnswer makes two calls and exchanges offer and answer, without
+// waiting for them to connect; they are closed when the test ends.
+func offerAnswer(t *testing.T, ca, cb securecall.Config) (a, b *securecall.Call) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := securecall.New(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err = securecall.New(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }
 
 // In kms and hybrid keying each end reports what the other attested:

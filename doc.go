@@ -65,9 +65,12 @@
 // [Call.Path] reports the chosen path and [Config.OnPathChange] each
 // change. In kms and hybrid keying each end attests its own end of the
 // path inside SRTCP; the path reports what the peer attested, and a
-// DirectOnly call whose peer attests a relay fails with ice.ErrPolicy
-// (the package documentation of ice says what DirectOnly can and cannot
-// prove). A call whose path stops
+// DirectOnly call whose peer attests a relay fails with ice.ErrPolicy. A
+// DirectOnly call in those keying modes waits up to 2 s for the peer's
+// attestation before [Call.Connect] returns (a peer that attests nothing
+// is then unattested), so that no media is sent to a peer that attests a
+// relay. The package documentation of ice says what DirectOnly can and
+// cannot prove. A call whose path stops
 // answering moves to [StateDisconnected]; [Call.Restart] then restarts ICE
 // without ending the call.
 //

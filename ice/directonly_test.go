@@ -177,3 +177,56 @@ func TestSecurityDirectOnlyRelayedPeerReflexiveUDPMux(t *testing.T) {
 	a.t.Close()
 	b.t.Close()
 }
+
+// An attestation the caller has authenticated: under DirectOnly one that
+// names a relay, or an address outside the site, refuses the connected
+// path (the net.Conn fails with the policy error); a matching host one
+// is reported.
+func TestNotePeerAttestation(t *testing.T) {
+	cfg := loopback()
+	cfg.Policy = ice.DirectOnly
+	a, b := newSide(t, cfg), newSide(t, cfg)
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	peer := b.t.Path().Local
+	if err := a.t.NotePeerAttestation(peer); err != nil {
+		t.Fatal(err)
+	}
+	if p := a.t.Path(); !p.PeerAttested || p.PeerLocal != peer || p.AttestationMatches != (peer.Address == p.Remote.Address) {
+		t.Errorf("path %+v after the attestation of %+v", p, peer)
+	}
+	if err := a.t.NotePeerAttestation(ice.CandidateInfo{Type: "bogus", Address: peer.Address}); err == nil || errors.Is(err, ice.ErrPolicy) {
+		t.Errorf("a malformed attestation: %v, want a plain error", err)
+	}
+	offSite := ice.CandidateInfo{Type: sdp.CandidateHost, Address: netip.MustParseAddrPort("203.0.113.9:5000"), Protocol: "udp"}
+	relay := ice.CandidateInfo{Type: sdp.CandidateRelay, Address: peer.Address, Protocol: "udp"}
+	for _, c := range []struct {
+		name string
+		side *side
+		info ice.CandidateInfo
+	}{{"relay", a, relay}, {"off site", b, offSite}} {
+		err := c.side.t.NotePeerAttestation(c.info)
+		var pe *ice.PolicyError
+		if !errors.As(err, &pe) || pe.Address != c.info.Address || pe.Type != c.info.Type {
+			t.Errorf("%s: NotePeerAttestation = %v, want a PolicyError naming %v", c.name, err, c.info.Address)
+		}
+		if _, err := c.side.conn.Write([]byte("x")); !errors.Is(err, ice.ErrPolicy) {
+			t.Errorf("%s: Write after the refusal = %v, want the policy error", c.name, err)
+		}
+		if _, err := c.side.conn.Read(make([]byte, 10)); !errors.Is(err, ice.ErrPolicy) {
+			t.Errorf("%s: Read after the refusal = %v, want the policy error", c.name, err)
+		}
+		if p := c.side.t.Path(); p.Local.Type != "" {
+			t.Errorf("%s: path %+v after the refusal, want none", c.name, p)
+		}
+	}
+	// PreferDirect records, and refuses nothing.
+	x, y := newSide(t, loopback()), newSide(t, loopback())
+	connect(t, x, y, false, false, nil)
+	if err := x.t.NotePeerAttestation(relay); err != nil {
+		t.Errorf("PreferDirect refused an attested relay: %v", err)
+	}
+	if p := x.t.Path(); !p.PeerAttested || p.PeerLocal.Type != sdp.CandidateRelay || p.AttestationMatches {
+		t.Errorf("PreferDirect path %+v, want the relay attestation reported, not matching", p)
+	}
+}

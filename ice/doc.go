@@ -69,10 +69,13 @@
 //     datagram. An attacker on the media path can forge a site source
 //     address, but still needs the ICE password to pass a check and the
 //     SRTP keys to deliver media; an attestation it cannot forge;
-//   - media sent before an attestation arrives: attestations are read as
-//     media is read, so the first packets of a call through an on-site
-//     relay may have crossed it before the refusal. The address checks
-//     act before any media; the attestation detects and stops.
+//   - media after a path change: a securecall.Call under DirectOnly waits
+//     (up to 2 s) for the peer's attestation before it reports the call
+//     connected, so no media crosses a relay the peer attests at set-up;
+//     after a later path change the new attestation is taken as media is
+//     read, so packets on the new path may cross an on-site relay before
+//     the refusal. The address checks act before any media; the
+//     attestation detects and stops.
 //
 // To keep DirectOnly's rule against relays without limiting addresses,
 // set SiteNetworks to 0.0.0.0/0 and ::/0.

@@ -1,9 +1,11 @@
 package media
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -245,4 +247,87 @@ func (s *Session) receiveAttestation(p []byte) {
 	if s.cfg.OnPeerAttestation != nil {
 		s.cfg.OnPeerAttestation(a)
 	}
+}
+
+// awaitSlice is how long one transport read of AwaitPeerAttestation waits
+// before it resends this side's attestation and looks at ctx again.
+const awaitSlice = 50 * time.Millisecond
+
+// AwaitPeerAttestation reads the transport until the peer's first
+// attestation has been taken (and reported to Config.OnPeerAttestation)
+// or ctx is done, for a caller that must know the peer's end of the path
+// before it sends media. It reports whether an attestation arrived; a
+// done ctx is not an error (the peer may be one that never attests).
+// Media read meanwhile is queued for ReadRTP and ReadRTCP as usual, up to
+// their queue length. This side's own attestation, if any, is resent
+// while it waits. It must be called before the application reads: it
+// uses the transport's read deadline.
+func (s *Session) AwaitPeerAttestation(ctx context.Context) (bool, error) {
+	if !usesKMS(s.cfg.Keying) {
+		return false, nil
+	}
+	tick := time.NewTimer(awaitSlice)
+	defer tick.Stop()
+	for !s.peerAttested() {
+		if ctx.Err() != nil || s.closed.Load() {
+			break
+		}
+		s.sendMu.Lock()
+		if s.attestOut.next != 0 {
+			s.resendAttestationLocked(time.Now())
+		}
+		s.sendMu.Unlock()
+		tick.Reset(awaitSlice)
+		// Another reader (the DTLS pump until the first media packet) may
+		// hold the token and take the attestation itself: look again at
+		// every slice.
+		select {
+		case s.tok <- struct{}{}:
+			err := s.readSliceLocked(ctx)
+			s.release()
+			if err != nil {
+				return false, err
+			}
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	return s.peerAttested(), nil
+}
+
+// readSliceLocked reads and handles datagrams for up to awaitSlice; the
+// caller holds the read token.
+func (s *Session) readSliceLocked(ctx context.Context) error {
+	dl := time.Now().Add(awaitSlice)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	if err := s.conn.SetReadDeadline(dl); err != nil {
+		return fmt.Errorf("media: await attestation: %w", err)
+	}
+	defer s.conn.SetReadDeadline(time.Time{})
+	for failures := 0; !s.peerAttested(); {
+		n, err := s.conn.Read(s.rbuf)
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				return nil
+			case s.closed.Load() || errors.Is(err, net.ErrClosed) || failures >= maxReadFailures:
+				return fmt.Errorf("media: await attestation: %w", err)
+			}
+			failures++
+			continue
+		}
+		failures = 0
+		s.handle(s.rbuf[:n], kindOther)
+	}
+	return nil
+}
+
+// peerAttested reports whether an attestation has been taken.
+func (s *Session) peerAttested() bool {
+	s.attestIn.mu.Lock()
+	defer s.attestIn.mu.Unlock()
+	return s.attestIn.newest > 0
 }

@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
 	"sync"
 	"testing"
@@ -256,6 +257,41 @@ func FuzzTakeAttestations(f *testing.F) {
 		}
 		if len(out) == len(in) && !bytes.Equal(out, in) {
 			t.Fatalf("changed without removing: %x -> %x", in, out)
+		}
+	})
+}
+
+// AwaitPeerAttestation returns as soon as the peer's attestation is
+// taken, keeps the media it read meanwhile for ReadRTP, and gives up at
+// ctx's end without an error when the peer attests nothing.
+func TestAwaitPeerAttestation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newAttestPair(t, sdp.KeyingKMS)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if ok, err := p.b.AwaitPeerAttestation(ctx); ok || err != nil {
+			t.Fatalf("with no attestation: AwaitPeerAttestation = %v, %v; want false, nil", ok, err)
+		}
+		if err := p.a.WriteRTP(RTPHeader{SequenceNumber: 1, SSRC: 0xa}, []byte("early media")); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.a.Attest(testAttestation); err != nil {
+			t.Fatal(err)
+		}
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel2()
+		start := time.Now()
+		ok, err := p.b.AwaitPeerAttestation(ctx2)
+		if !ok || err != nil || time.Since(start) > awaitSlice {
+			t.Fatalf("AwaitPeerAttestation = %v, %v after %v; want true at once", ok, err, time.Since(start))
+		}
+		if got := p.seen(); len(got) != 1 || got[0] != testAttestation {
+			t.Errorf("attestations seen = %+v", got)
+		}
+		buf := make([]byte, 100)
+		p.b.SetReadDeadline(time.Now().Add(time.Second))
+		if _, n, err := p.b.ReadRTP(buf); err != nil || string(buf[:n]) != "early media" {
+			t.Errorf("ReadRTP after the wait = %q, %v; want the media read during it", buf[:n], err)
 		}
 	})
 }

@@ -91,6 +91,8 @@
 // written. Attestations are taken out of the SRTCP stream before
 // ReadRTCP, so the application never sees them; a packet holding only
 // attestations is not delivered at all. They count in RTCPPacketsSent.
+// [Session.AwaitPeerAttestation] reads until the peer's first attestation
+// arrives, for a caller that must know it before sending media.
 // dtls and sdes keying neither send nor report them: their keys are only
 // as trustworthy as the signaling.
 //
