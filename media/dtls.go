@@ -99,6 +99,7 @@ func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
 	s.wg.Add(1)
 	go s.pump()
 
+	s.log.Debug("media: DTLS handshake", "role", s.cfg.DTLSRole, "retransmit", s.cfg.retransmitInterval())
 	var (
 		dc          *dtls.Conn
 		err         error
