@@ -135,6 +135,58 @@ func New(cfg Config) (*Call, error) {
 	return c, nil
 }
 
+// answerKeyings returns the keying modes a first Answer accepts: the
+// configured one; with a zero Keying and a KeySource, kms or hybrid and
+// never less; with neither, dtls.
+func (c *Call) answerKeyings() []sdp.Keying {
+	switch {
+	case c.cfg.Keying != "":
+		return []sdp.Keying{c.cfg.Keying}
+	case c.cfg.KeySource != nil:
+		return []sdp.Keying{sdp.KeyingHybrid, sdp.KeyingKMS}
+	}
+	return []sdp.Keying{sdp.KeyingDTLS}
+}
+
+// keyingStrength orders keying modes by what an attacker must hold to read
+// the media: the signaling alone (sdes), the signaling path to swap
+// fingerprints (dtls), the KMS key (kms), or both the KMS key and the DTLS
+// session (hybrid).
+func keyingStrength(k sdp.Keying) int {
+	switch k {
+	case sdp.KeyingDTLS:
+		return 1
+	case sdp.KeyingKMS:
+		return 2
+	case sdp.KeyingHybrid:
+		return 3
+	}
+	return 0
+}
+
+// checkKeying refuses a remote description whose keying is not among
+// allowed. A keying weaker than every allowed one is a downgrade: it is
+// refused with a *DowngradeError and logged at Warn, so that the stripped
+// a=key-mgmt line an attacker on the signaling path removed shows up.
+func (c *Call) checkKeying(op string, remote sdp.Keying, allowed []sdp.Keying) error {
+	weakest := 0
+	for i, k := range allowed {
+		if k == remote {
+			return nil
+		}
+		if s := keyingStrength(k); i == 0 || s < weakest {
+			weakest = s
+		}
+	}
+	if keyingStrength(remote) < weakest {
+		err := &DowngradeError{Op: op, Offered: remote, Required: append([]sdp.Keying(nil), allowed...)}
+		c.log.Warn("securecall: keying downgrade refused", "op", op, "offered", string(remote), "required", fmt.Sprint(allowed))
+		return err
+	}
+	return fmt.Errorf("securecall: %s: the peer's description asks for %s keying, this call accepts %v: %w",
+		op, remote, allowed, sdp.ErrNegotiation)
+}
+
 func usesDTLS(k sdp.Keying) bool { return k == sdp.KeyingDTLS || k == sdp.KeyingHybrid }
 
 func usesKMS(k sdp.Keying) bool { return k == sdp.KeyingKMS || k == sdp.KeyingHybrid }
@@ -285,9 +337,8 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
-	if c.cfg.Keying != "" && keying != c.cfg.Keying {
-		return "", fmt.Errorf("securecall: Answer: offer asks for %s keying, this call is configured for %s: %w",
-			keying, c.cfg.Keying, sdp.ErrNegotiation)
+	if err := c.checkKeying("Answer", keying, c.answerKeyings()); err != nil {
+		return "", err
 	}
 	var keyURI string
 	switch keying {
@@ -360,6 +411,12 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		return &StateError{Op: "SetAnswer", State: st, Why: "the call has no offer awaiting an answer"}
 	}
 	offer := c.offer
+	if k, err := remote.Keying(); err == nil {
+		if err := c.checkKeying("SetAnswer", k, []sdp.Keying{c.keying}); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+	}
 	agreement, err := sdp.AcceptAnswer(offer, remote)
 	if err != nil {
 		c.mu.Unlock()
@@ -444,10 +501,11 @@ func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (stri
 		if remote.Origin.SessionID != c.remoteSID {
 			return &StateError{Op: "Answer", State: c.state, Why: "the call has started and this offer is from another session"}
 		}
-		if k, err := remote.Keying(); err != nil || k != c.keying {
-			return fmt.Errorf("securecall: Answer: a restart offer must keep %s keying: %w", c.keying, sdp.ErrNegotiation)
+		k, err := remote.Keying()
+		if err != nil {
+			return fmt.Errorf("securecall: Answer: %w", err)
 		}
-		return nil
+		return c.checkKeying("Answer", k, []sdp.Keying{c.keying})
 	})
 	if err != nil {
 		return "", err

@@ -20,8 +20,17 @@ type Config struct {
 	// Keying selects how SRTP keys are made: sdp.KeyingDTLS,
 	// sdp.KeyingKMS or sdp.KeyingHybrid. If zero, defaults to
 	// sdp.KeyingHybrid when KeySource is set and to sdp.KeyingDTLS
-	// otherwise. An answerer follows the offer's keying and fails Answer if
-	// it differs from a Keying set here.
+	// otherwise.
+	//
+	// A zero Keying with a KeySource means "kms or hybrid, never less": the
+	// call offers hybrid, and as answerer it accepts a kms or hybrid offer
+	// and refuses any other (such as an offer whose a=key-mgmt line was
+	// stripped on the signaling path, which would otherwise read as dtls)
+	// with [ErrDowngrade]. A Call with a KeySource runs dtls keying only when
+	// Keying is set to sdp.KeyingDTLS. A Keying set here is the only mode
+	// the call accepts. Once started, a call keeps its keying: an answer or
+	// a restart offer in another mode is refused, and one that drops the KMS
+	// key fails with ErrDowngrade. A refused description changes nothing.
 	Keying sdp.Keying
 
 	// KeySource supplies the call's keys in kms and hybrid keying, for

@@ -40,7 +40,10 @@
 //     with any DTLS-SRTP whose signaling is not authenticated. In kms and
 //     hybrid keying they learn the key's URI only, and without a device
 //     authorized at the KMS they cannot derive any SRTP key; changing the
-//     descriptions can only break the call.
+//     descriptions can only break the call: a Call with a KeySource never
+//     falls back to dtls keying unless Config.Keying asks for it, so an
+//     offer, answer or restart stripped of its a=key-mgmt line fails with
+//     [ErrDowngrade] instead of leaving the customer's keys.
 //   - Holding the KMS (or a participant's device credentials): in kms keying,
 //     decrypt media it records. In hybrid keying, not recorded media: the
 //     keys also depend on the DTLS handshake's ephemeral ECDH secret, which
