@@ -57,3 +57,14 @@ func (e *DowngradeError) Error() string {
 
 // Unwrap returns ErrDowngrade and sdp.ErrNegotiation.
 func (e *DowngradeError) Unwrap() []error { return []error{ErrDowngrade, sdp.ErrNegotiation} }
+
+// ErrGlare is returned by Answer when the peer's offer crossed this end's
+// own pending offer (both ends called Restart at once, for example on
+// StateDisconnected) and this end's offer wins: the peer rolls its offer
+// back and answers this end's, so the application drops the peer's offer
+// and keeps waiting for the answer to its own. The rule, the same at both
+// ends: in a started call the end that made the call's first offer wins;
+// before the call has started, the end with the larger o= session id. The
+// losing end's Answer rolls its own offer back and answers. The call is
+// unchanged by the refused offer.
+var ErrGlare = errors.New("securecall: offers crossed (glare); this end's pending offer wins, the peer answers it")
