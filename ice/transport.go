@@ -53,7 +53,7 @@ type Transport struct {
 	// everUp, wasUp and failReported track what OnConnectivity and
 	// OnFailed last reported; only pion's notifier goroutine touches them.
 	everUp, wasUp bool
-	failReported  bool // OnFailed has been called
+	failReported  bool          // OnFailed has been called
 	failed        chan struct{} // closed when the checks fail
 	closing       chan struct{} // closed by Close
 	failedOnce    sync.Once

@@ -37,11 +37,11 @@ type heldMKIPacket struct {
 
 // fetchState is the on-demand fetch bookkeeping; recvMu guards it.
 type fetchState struct {
-	fetcher   KeyFetcher
-	held      []heldMKIPacket
-	inFlight  bool
-	nextTry   time.Time     // no new fetch before
-	retry     time.Duration // the wait after the next failure
+	fetcher  KeyFetcher
+	held     []heldMKIPacket
+	inFlight bool
+	nextTry  time.Time     // no new fetch before
+	retry    time.Duration // the wait after the next failure
 }
 
 // newestHeldLocked returns the newest version installed for receiving
