@@ -107,6 +107,13 @@ func New(cfg Config) (*Call, error) {
 	default:
 		return nil, fmt.Errorf("securecall: unknown keying %q", c.keying)
 	}
+	if w := cfg.Media.ReplayWindow; w != 0 && (w <= media.HeldPacketLimit || w > maxReplayWindow) {
+		return nil, fmt.Errorf("securecall: Media.ReplayWindow %d outside %d to %d", w, media.HeldPacketLimit+1, maxReplayWindow)
+	}
+	if cfg.Media.MaxPackets > maxSRTPPackets || cfg.Media.KeyLifetime < 0 || cfg.Media.RotationGrace < 0 ||
+		cfg.Media.HandshakeTimeout < 0 || cfg.Media.SilenceTimeout < 0 {
+		return nil, errors.New("securecall: Media has a negative duration or a packet limit beyond SRTP's 2^48")
+	}
 	if usesDTLS(c.keying) {
 		c.cert = cfg.Certificate
 		if len(c.cert.Certificate) == 0 {

@@ -104,6 +104,12 @@ type Config struct {
 // DefaultRestartTimeout is the default of Config.RestartTimeout.
 const DefaultRestartTimeout = 10 * time.Second
 
+// Bounds New checks in MediaConfig, as the media package does.
+const (
+	maxReplayWindow = 1 << 15
+	maxSRTPPackets  = 1 << 48
+)
+
 // withDefaults returns a copy of c with the zero fields the Call itself
 // uses set; the ice and media packages apply their own defaults.
 func (c Config) withDefaults() Config {
@@ -132,8 +138,9 @@ type MediaConfig struct {
 	RotationGrace time.Duration
 
 	// ReplayWindow is the SRTP and SRTCP replay window in packets: a packet
-	// further behind the newest one received is dropped as a replay. If
-	// zero, defaults to media.DefaultReplayWindow (128).
+	// further behind the newest one received is dropped as a replay. It
+	// must lie above media.HeldPacketLimit and at most 32768. If zero,
+	// defaults to media.DefaultReplayWindow (128).
 	ReplayWindow uint
 
 	// HandshakeTimeout bounds the DTLS handshake and the key fetch when the

@@ -3,6 +3,7 @@ package securecall_test
 import (
 	"context"
 	"errors"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
@@ -478,5 +480,89 @@ func TestMediaSilence(t *testing.T) {
 	}
 	if a.State() != securecall.StateConnected {
 		t.Fatalf("silence changed the state: %s", a.State())
+	}
+}
+
+// A sender that reaches its key's packet budget asks the KMS for a
+// rotation itself (kms.Client is a media.KeyRotator), and both ends move
+// to the new version without the application doing anything but
+// configuring the budget.
+func TestKeyBudgetRotates(t *testing.T) {
+	env := kmsEnv(t, "alice", "bob")
+	alice := kmsClient(t, env, "alice")
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan media.RotationRequest, 4)
+	ca := securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri}
+	ca.Media.MaxPackets = 20
+	ca.Media.OnRotationNeeded = func(r media.RotationRequest) { asked <- r }
+	a, b := pair(t, ca, securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")})
+	v1 := a.Stats().SendKeyVersion
+	sendRecv(t, a, b, 25)
+	select {
+	case r := <-asked:
+		if r.Reason != media.RotationPacketBudget || r.Version != v1 {
+			t.Fatalf("rotation request %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no rotation request at the packet budget")
+	}
+	// The KMS's new version activates after its activation delay; keep
+	// sending until the sender has switched.
+	deadline := time.Now().Add(15 * time.Second)
+	for a.Stats().SendKeyVersion == v1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the sender never moved to a new version after its budget ran out")
+		}
+		sendRecv(t, a, b, 5)
+	}
+	sendRecv(t, a, b, 10)
+	if st := b.Stats(); st.AuthFailures != 0 || st.UnknownMKIDrops != 0 {
+		t.Fatalf("receiver drops across the budget rotation: %+v", st)
+	}
+}
+
+// Every documented default of Config and MediaConfig names the constant
+// it uses, and the constants are those of the packages underneath.
+func TestConfigDocumentedDefaults(t *testing.T) {
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var words []string
+	for _, w := range strings.Fields(string(src)) {
+		if w != "//" {
+			words = append(words, w)
+		}
+	}
+	doc := strings.Join(words, " ")
+	for _, want := range []string{
+		"defaults to DefaultRestartTimeout (10 s)",
+		"defaults to media.DefaultMaxPackets (2^30)",
+		"defaults to media.DefaultRotationGrace (5 s)",
+		"defaults to media.DefaultReplayWindow (128)",
+		"defaults to media.DefaultHandshakeTimeout (15 s)",
+		"KeyLifetime time.Duration",
+		"If zero, defaults to off",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("config.go does not say %q", want)
+		}
+	}
+	if securecall.DefaultRestartTimeout != 10*time.Second || media.DefaultMaxPackets != 1<<30 ||
+		media.DefaultRotationGrace != 5*time.Second || media.DefaultReplayWindow != 128 ||
+		media.DefaultHandshakeTimeout != 15*time.Second {
+		t.Error("a default constant disagrees with its documentation")
+	}
+	// A replay window the media session cannot use is refused by New.
+	for _, w := range []uint{1, media.HeldPacketLimit, 1<<15 + 1} {
+		cfg := securecall.Config{}
+		cfg.Media.ReplayWindow = w
+		if c, err := securecall.New(cfg); err == nil {
+			c.Close()
+			t.Errorf("New took a replay window of %d", w)
+		}
 	}
 }
