@@ -69,6 +69,8 @@ type Call struct {
 	lastOffer         uint64
 	lastAnswer        string
 	lastAnswerVersion uint64
+	answerTaken       bool          // SetAnswer has taken an answer
+	idle              chan struct{} // closed when the description being made is done
 	agreement         sdp.Agreement
 	started           bool // the connect goroutine has been started
 	session           *media.Session
@@ -299,6 +301,11 @@ func (c *Call) begin(name string, op signalingOp, refuse func() error) error {
 	case c.making:
 		return &StateError{Op: name, State: c.state, Why: "another description is being made"}
 	}
+	return c.beginLocked(name, op, refuse)
+}
+
+// beginLocked is begin with c.mu held and nothing being made.
+func (c *Call) beginLocked(name string, op signalingOp, refuse func() error) error {
 	if refuse != nil {
 		if err := refuse(); err != nil {
 			return err
@@ -309,14 +316,24 @@ func (c *Call) begin(name string, op signalingOp, refuse func() error) error {
 		return &StateError{Op: name, State: c.state, Why: err.Error()}
 	}
 	c.signaling, c.making = next, true
+	c.idle = make(chan struct{})
 	return nil
+}
+
+// doneMaking ends what begin started (c.mu held).
+func (c *Call) doneMakingLocked() {
+	c.making = false
+	if c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
 }
 
 // abort undoes begin after a failure: the exchange is as it was before.
 func (c *Call) abort() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.making = false
+	c.doneMakingLocked()
 	if c.signaling != SignalingClosed {
 		c.signaling = SignalingStable
 	}
@@ -391,7 +408,8 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 		return "", err
 	}
 	c.mu.Lock()
-	c.offer, c.version, c.making = d, d.Origin.SessionVersion, false
+	c.offer, c.version = d, d.Origin.SessionVersion
+	c.doneMakingLocked()
 	c.mu.Unlock()
 	return text, nil
 }
@@ -483,9 +501,9 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
 	c.mu.Lock()
-	if c.closed {
+	if err := c.waitIdleLocked(ctx); err != nil {
 		c.mu.Unlock()
-		return "", ErrClosed
+		return "", err
 	}
 	kind := c.classifyOffer(remote)
 	last := c.lastAnswer
@@ -504,8 +522,15 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 // beginAnswer takes the remote-offer step for Answer, resolving glare: if
 // this end has an offer pending, it wins (ErrGlare) or rolls its own back.
 // refuse runs first, with c.mu held.
-func (c *Call) beginAnswer(remote *sdp.Description, refuse func() error) error {
-	return c.begin("Answer", opRemoteOffer, func() error {
+func (c *Call) beginAnswer(ctx context.Context, remote *sdp.Description, refuse func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// The peer's offer may cross this end's while that is still being
+	// made (gathering): wait for it, then resolve the glare.
+	if err := c.waitIdleLocked(ctx); err != nil {
+		return err
+	}
+	return c.beginLocked("Answer", opRemoteOffer, func() error {
 		if refuse != nil {
 			if err := refuse(); err != nil {
 				return err
@@ -521,6 +546,28 @@ func (c *Call) beginAnswer(remote *sdp.Description, refuse func() error) error {
 		}
 		return nil
 	})
+}
+
+// waitIdleLocked waits (c.mu held, released meanwhile) until no
+// description is being made, for Answer: an offer that crosses this end's
+// own offer, or a retransmission of one being answered, is handled once
+// that is done.
+func (c *Call) waitIdleLocked(ctx context.Context) error {
+	for c.making && !c.closed {
+		idle := c.idle
+		c.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			c.mu.Lock()
+			return fmt.Errorf("securecall: Answer: %w", ctx.Err())
+		}
+		c.mu.Lock()
+	}
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
 }
 
 // answerFirst answers the offer that starts the call.
@@ -561,7 +608,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 		return "", fmt.Errorf("securecall: Answer: %s keying needs a DTLS certificate: %w", keying, sdp.ErrNegotiation)
 	}
 	var restartICE bool
-	err = c.beginAnswer(remote, func() error {
+	err = c.beginAnswer(ctx, remote, func() error {
 		if c.started {
 			return &StateError{Op: "Answer", State: c.state, Why: "the call has started meanwhile"}
 		}
@@ -584,7 +631,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	}
 	c.mu.Lock()
 	c.keying = keying
-	c.making = false
+	c.doneMakingLocked()
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.version = answer.Origin.SessionVersion
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
@@ -603,7 +650,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		version uint64
 		reuse   []sdp.Candidate
 	)
-	err := c.beginAnswer(remote, func() error {
+	err := c.beginAnswer(ctx, remote, func() error {
 		k, err := remote.Keying()
 		if err != nil {
 			return fmt.Errorf("securecall: Answer: %w", err)
@@ -631,9 +678,14 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 	}
 	c.mu.Lock()
 	c.version = answer.Origin.SessionVersion
-	c.making = false
+	c.doneMakingLocked()
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	if restart {
+		// Now, with lastOffer: a retransmission of this offer must find
+		// its credentials current.
+		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
+	}
 	c.mu.Unlock()
 	if restart {
 		if err := c.applyRemote(agreement, "Answer"); err != nil {
@@ -660,7 +712,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	case c.closed:
 		c.mu.Unlock()
 		return ErrClosed
-	case c.signaling == SignalingStable && c.started && remote.Origin.SessionID == c.remoteSID &&
+	case c.signaling == SignalingStable && c.answerTaken && remote.Origin.SessionID == c.remoteSID &&
 		remote.Origin.SessionVersion == c.lastAnswerVersion:
 		c.mu.Unlock()
 		return nil // the answer already taken, sent again
@@ -693,7 +745,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	c.signaling, _ = c.signaling.next(opRemoteAnswer)
 	c.stopOfferTimerLocked()
 	c.offer = nil
-	c.lastAnswerVersion = remote.Origin.SessionVersion
+	c.lastAnswerVersion, c.answerTaken = remote.Origin.SessionVersion, true
 	restarting := c.started
 	if restarting {
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
@@ -744,7 +796,8 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 		return "", err
 	}
 	c.mu.Lock()
-	c.offer, c.version, c.making = d, d.Origin.SessionVersion, false
+	c.offer, c.version = d, d.Origin.SessionVersion
+	c.doneMakingLocked()
 	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.restartUnanswered(d) })
 	c.mu.Unlock()
 	return text, nil
@@ -930,7 +983,9 @@ func (c *Call) fail(cause error) {
 	c.failErr = cause
 	s := c.session
 	c.stopOfferTimerLocked()
+	c.wg.Add(1) // Close waits for the teardown below
 	c.mu.Unlock()
+	defer c.wg.Done()
 	c.log.Warn("securecall: call failed", "err", cause)
 	c.cancel(cause)
 	c.silence.stop()

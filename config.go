@@ -166,7 +166,8 @@ type MediaConfig struct {
 	SilenceTimeout time.Duration
 
 	// OnSilence receives the media-silence reports (see SilenceTimeout).
-	// It runs on a goroutine of the call, never concurrently with itself.
+	// It runs on a goroutine of the call, never concurrently with itself,
+	// and must not call Close (start a goroutine to do that).
 	OnSilence func(silent bool)
 }
 

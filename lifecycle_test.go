@@ -566,3 +566,53 @@ func TestConfigDocumentedDefaults(t *testing.T) {
 		}
 	}
 }
+
+// An offer retransmitted while the first copy is still being answered
+// gets the same answer once that is done, not an error or a second ICE
+// session.
+func TestAnswerRetransmittedWhileAnswering(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan string, 2)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			ans, err := b.Answer(ctx, offer)
+			answers <- ans
+			errs <- err
+		}()
+	}
+	first, second := <-answers, <-answers
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent copies of one offer: %v", err)
+		}
+	}
+	if first != second {
+		t.Fatal("two copies of one offer got different answers")
+	}
+	if err := a.SetAnswer(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sendRecv(t, a, b, 3)
+}
