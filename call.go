@@ -995,13 +995,6 @@ func (c *Call) fail(cause error) {
 	c.setState(StateFailed)
 }
 
-// failure returns why the call failed, or nil.
-func (c *Call) failure() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.failErr
-}
-
 // pathAnswering moves a connected call to disconnected when its path stops
 // answering and back when it answers again.
 func (c *Call) pathAnswering(up bool) {
