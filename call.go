@@ -500,6 +500,23 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
+	answer, err := c.answer(ctx, remote)
+	if errors.Is(err, errStartedMeanwhile) {
+		// Another copy of this offer (or another offer) started the call
+		// while this one was checked: judge it again as a later offer.
+		answer, err = c.answer(ctx, remote)
+	}
+	if errors.Is(err, errStartedMeanwhile) {
+		err = &StateError{Op: "Answer", State: c.State(), Why: "the call has started meanwhile"}
+	}
+	return answer, err
+}
+
+// errStartedMeanwhile: answerFirst found the call started by the time it
+// could begin; Answer classifies the offer again.
+var errStartedMeanwhile = errors.New("securecall: the call started meanwhile")
+
+func (c *Call) answer(ctx context.Context, remote *sdp.Description) (string, error) {
 	c.mu.Lock()
 	if err := c.waitIdleLocked(ctx); err != nil {
 		c.mu.Unlock()
@@ -610,7 +627,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	var restartICE bool
 	err = c.beginAnswer(ctx, remote, func() error {
 		if c.started {
-			return &StateError{Op: "Answer", State: c.state, Why: "the call has started meanwhile"}
+			return errStartedMeanwhile
 		}
 		return nil
 	})
@@ -635,8 +652,9 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.version = answer.Origin.SessionVersion
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	c.startedLocked(agreement, keyURI, remote.Origin.SessionID, false)
 	c.mu.Unlock()
-	c.start(agreement, keyURI, remote.Origin.SessionID, false, senderID("offerer", remote), senderID("answerer", answer))
+	c.start(agreement, keyURI, senderID("offerer", remote), senderID("answerer", answer))
 	return text, nil
 }
 
@@ -749,12 +767,14 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	restarting := c.started
 	if restarting {
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
+	} else {
+		c.startedLocked(agreement, c.cfg.KeyURI, remote.Origin.SessionID, true)
 	}
 	c.mu.Unlock()
 	if restarting {
 		return c.applyRemote(agreement, "SetAnswer")
 	}
-	c.start(agreement, c.cfg.KeyURI, remote.Origin.SessionID, true, senderID("answerer", remote), senderID("offerer", offer))
+	c.start(agreement, c.cfg.KeyURI, senderID("answerer", remote), senderID("offerer", offer))
 	return nil
 }
 
@@ -892,19 +912,22 @@ func senderID(role string, d *sdp.Description) string {
 	return role + "/" + strconv.FormatUint(d.Origin.SessionID, 10)
 }
 
-// start moves the call to connecting and starts the goroutine that brings
-// up ICE, DTLS and the media session. The ICE role is the agreement's: the
-// offerer controls unless it is Lite and the answerer is not (RFC 8445
-// section 6.1.1).
-func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, offerer bool, remoteID, localID string) {
-	c.mu.Lock()
+// startedLocked records, in the same step as the exchange that started
+// the call (c.mu held), what later offers are judged by.
+func (c *Call) startedLocked(a sdp.Agreement, keyURI string, remoteSID uint64, offerer bool) {
 	c.agreement = a
 	c.keyURI = keyURI
 	c.remoteSID = remoteSID
 	c.remoteICE = sdp.ICE{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd}
 	c.offerer = offerer
 	c.started = true
-	c.mu.Unlock()
+}
+
+// start moves the call to connecting and starts the goroutine that brings
+// up ICE, DTLS and the media session. The ICE role is the agreement's: the
+// offerer controls unless it is Lite and the answerer is not (RFC 8445
+// section 6.1.1).
+func (c *Call) start(a sdp.Agreement, keyURI, remoteID, localID string) {
 	c.setState(StateConnecting)
 	for _, cand := range a.Remote.Candidates {
 		if err := c.ice.AddRemoteCandidate(cand); err != nil {
