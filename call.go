@@ -1003,7 +1003,16 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 // moves to StateFailed, and the media session is closed so that reads and
 // writes return cause. Only the first cause counts; a closed call does not
 // fail.
-func (c *Call) fail(cause error) {
+func (c *Call) fail(cause error) { c.failWith(cause, false) }
+
+// failFromSession is fail for callbacks that run on a goroutine of the
+// media session (its reader, its key watcher): everything but closing the
+// session happens at once, and the session is closed on a goroutine of
+// the call's own, which Close joins, since a session cannot wait for the
+// goroutine that closes it.
+func (c *Call) failFromSession(cause error) { c.failWith(cause, true) }
+
+func (c *Call) failWith(cause error, closeLater bool) {
 	c.mu.Lock()
 	if c.closed || c.failErr != nil {
 		c.mu.Unlock()
@@ -1014,14 +1023,21 @@ func (c *Call) fail(cause error) {
 	c.stopOfferTimerLocked()
 	c.wg.Add(1) // Close waits for the teardown below
 	c.mu.Unlock()
-	defer c.wg.Done()
 	c.log.Warn("securecall: call failed", "err", cause)
 	c.cancel(cause)
 	c.silence.stop()
-	if s != nil {
-		s.Close()
-	}
 	c.setState(StateFailed)
+	closeSession := func() {
+		defer c.wg.Done()
+		if s != nil {
+			s.Close()
+		}
+	}
+	if closeLater {
+		go closeSession()
+		return
+	}
+	closeSession()
 }
 
 // pathAnswering moves a connected call to disconnected when its path stops
