@@ -964,6 +964,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	mcfg.Profiles = c.cfg.Profiles
 	mcfg.Certificate = c.cert
 	mcfg.RemoteFingerprints = a.RemoteFingerprints
+	mcfg.HandshakeRTT = c.ice.Path().RTT
 	mcfg.Logger = c.cfg.Logger
 	if a.LocalSetup == sdp.SetupActive {
 		mcfg.DTLSRole = media.DTLSClient
