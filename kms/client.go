@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -38,6 +39,9 @@ type Client struct {
 	key   *ecdsa.PrivateKey
 	kid   string
 	jwk   []byte // the device's public key as a JWK
+	// signers are the pinned KMS signing keys by key id (RFC 7638
+	// thumbprint, the kid of the KMS's signatures).
+	signers map[string]*ecdsa.PublicKey
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -110,8 +114,13 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kms: device key: %w", err)
 	}
+	signers, err := pinSigners(cfg.KMSKeys)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		cfg:     cfg,
+		signers: signers,
 		base:    "https://" + u.Host,
 		hc:      cfg.HTTPClient,
 		key:     key,
@@ -132,6 +141,8 @@ func NewClient(cfg Config) (*Client, error) {
 		// HTTP/2 when the server offers it: a device's fetches and its
 		// long-poll watches, one per call, share one connection instead
 		// of holding one each.
+		// No Proxy: credentials go to the configured host and nowhere
+		// else, whatever the environment says.
 		c.hc = &http.Client{Transport: &http.Transport{
 			ForceAttemptHTTP2:   true,
 			TLSClientConfig:     tc,
@@ -140,9 +151,36 @@ func NewClient(cfg Config) (*Client, error) {
 			TLSHandshakeTimeout: cfg.RequestTimeout,
 		}}
 		c.ownHC = true
+	} else {
+		hc := *c.hc
+		c.hc = &hc
 	}
+	// Never follow a redirect: the request would carry the client
+	// certificate, the token and the proof to wherever it points.
+	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// pinSigners indexes the KMS signing keys by key id; each must be a P-256
+// ECDSA public key, and at least one is required.
+func pinSigners(keys []crypto.PublicKey) (map[string]*ecdsa.PublicKey, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("kms: Config.KMSKeys is required: the KMS's signing keys, which every delivery must be signed by")
+	}
+	out := make(map[string]*ecdsa.PublicKey, len(keys))
+	for i, k := range keys {
+		pub, ok := k.(*ecdsa.PublicKey)
+		if !ok || pub.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("kms: Config.KMSKeys[%d] is %T, want a P-256 *ecdsa.PublicKey", i, k)
+		}
+		kid, err := keyID(pub)
+		if err != nil {
+			return nil, fmt.Errorf("kms: Config.KMSKeys[%d]: %w", i, err)
+		}
+		out[kid] = pub
+	}
+	return out, nil
 }
 
 // Close ends every fetch and watch in progress, waits for the client's
@@ -417,7 +455,7 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if err != nil {
 		return nil, err
 	}
-	resp, keys, jwes, err := parseKeysResponse(out, uri, id, after, c.key, c.kid, c.known(uri))
+	resp, keys, jwes, err := parseKeysResponse(out, uri, id, after, c.key, c.kid, c.signers, c.known(uri))
 	if err != nil {
 		return nil, err
 	}
@@ -439,7 +477,7 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 	if err != nil {
 		return media.CallKey{}, err
 	}
-	_, keys, _, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid, nil)
+	_, keys, _, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid, c.signers, nil)
 	if err != nil {
 		return media.CallKey{}, err
 	}
@@ -455,7 +493,7 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 // if known is not nil, one that known already opened). It returns the keys
 // and the JWEs they came in.
 func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kid string,
-	known func(uint32, string) (media.CallKey, bool)) (keysResponse, []media.CallKey, []string, error) {
+	signers map[string]*ecdsa.PublicKey, known func(uint32, string) (media.CallKey, bool)) (keysResponse, []media.CallKey, []string, error) {
 	var resp keysResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
@@ -479,7 +517,7 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 		}
 		if !ok {
 			var err error
-			if k, err = unwrapKey(wk.JWE, priv, kid, binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
+			if k, err = unwrapKey(wk.JWE, priv, kid, signers, binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
 				for _, k := range keys {
 					clear(k.Key)
 				}
@@ -605,6 +643,13 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 == 3 {
+		loc := resp.Header.Get("Location")
+		if len(loc) > 256 {
+			loc = loc[:256]
+		}
+		return nil, &RedirectError{Op: op, Status: resp.StatusCode, Location: loc}
+	}
 	out, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)

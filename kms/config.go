@@ -2,12 +2,14 @@ package kms
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -45,11 +47,20 @@ type Config struct {
 	// DeviceKey is the P-256 key delivered keys are wrapped to and proofs
 	// are signed with. If nil, the Certificate's key.
 	DeviceKey *ecdsa.PrivateKey
+	// KMSKeys are the KMS's delivery-signing public keys (P-256 ECDSA),
+	// as its operator publishes them (the reference server's SigningKeys,
+	// distributed with [MarshalKMSKeys] and [ParseKMSKeys]). Required: the
+	// client accepts a delivered key only if one of them signed it, so that
+	// nothing between the device and the KMS (a TLS-terminating proxy, a
+	// load balancer) can hand the device a key of its own. Pin the
+	// current and the next key; a KMS signs with one at a time.
+	KMSKeys []crypto.PublicKey
 	// RootCAs verifies the KMS's certificate. If nil, the system roots.
 	RootCAs *x509.CertPool
-	// HTTPClient, if set, is used for every request as it is; its
-	// transport must then present the Certificate itself. If nil, the
-	// client builds one (TLS 1.3, keep-alive) and closes its idle
+	// HTTPClient, if set, carries every request; its transport must then
+	// present the Certificate itself. The client uses a copy whose
+	// CheckRedirect refuses every redirect. If nil, the client builds one
+	// (TLS 1.3, keep-alive, no proxy, no redirects) and closes its idle
 	// connections in Close.
 	HTTPClient *http.Client
 	// Backoff paces retries after failures.
@@ -91,14 +102,15 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.KMSKeys = slices.Clone(c.KMSKeys)
 	return c
 }
 
 // String describes c without its secrets: the token and keys are redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("kms.Config{URL: %q, Certificate: %s, Token: %s, TokenSource: %t, DeviceKey: %s, RootCAs: %t, HTTPClient: %t, Backoff: %+v, RequestTimeout: %s, WatchWait: %s}",
+	return fmt.Sprintf("kms.Config{URL: %q, Certificate: %s, Token: %s, TokenSource: %t, DeviceKey: %s, KMSKeys: %d, RootCAs: %t, HTTPClient: %t, Backoff: %+v, RequestTimeout: %s, WatchWait: %s}",
 		c.URL, redacted(len(c.Certificate.Certificate) > 0), redacted(c.Token != ""), c.TokenSource != nil, redacted(c.DeviceKey != nil),
-		c.RootCAs != nil, c.HTTPClient != nil, c.Backoff, c.RequestTimeout, c.WatchWait)
+		len(c.KMSKeys), c.RootCAs != nil, c.HTTPClient != nil, c.Backoff, c.RequestTimeout, c.WatchWait)
 }
 
 // GoString is String, so that %#v does not reveal secrets either.

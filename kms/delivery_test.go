@@ -270,7 +270,7 @@ func TestAuthenticationFailures(t *testing.T) {
 	}
 	daveKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tokenClient := func(tok string) *kms.Client {
-		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), Token: tok, DeviceKey: daveKey})
+		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), Token: tok, DeviceKey: daveKey})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +293,7 @@ func TestAuthenticationFailures(t *testing.T) {
 	foreign, _ := otherCA.Device(testpki.Validity{}, "alice")
 	expired, _ := env.CA.Device(testpki.Validity{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}, "alice")
 	certClient := func(cert tls.Certificate) *kms.Client {
-		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), Certificate: cert})
+		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), Certificate: cert})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +347,7 @@ func TestTokenSourceAndAudience(t *testing.T) {
 	var aud []string
 	errSource := errors.New("no token today")
 	var fail bool
-	c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), DeviceKey: devKey,
+	c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), DeviceKey: devKey,
 		TokenSource: func(context.Context) (string, error) {
 			if fail {
 				return "", errSource

@@ -35,6 +35,10 @@ var (
 	// ErrInvalidDelivery: a wrapped key from the KMS failed the client's
 	// checks. The [DeliveryError] says which one.
 	ErrInvalidDelivery = errors.New("kms: invalid key delivery")
+	// ErrRedirect: the KMS (or something between it and the client)
+	// answered with a redirect. The client never follows one; the
+	// [RedirectError] names the location.
+	ErrRedirect = errors.New("kms: redirect refused")
 )
 
 // Reasons a [DeliveryError] gives; each is an error of its own so that tests
@@ -54,6 +58,17 @@ var (
 	ErrBinding = errors.New("kms: JWE header does not bind the request")
 	// ErrMalformed: the JWE or the response carrying it could not be parsed.
 	ErrMalformed = errors.New("kms: malformed response")
+	// ErrUnsigned: the JWE opened, but what it carries is not a key
+	// delivery signed by a KMS (a bare key, or another kind of object):
+	// whoever wrapped it to this device is not known to be the KMS.
+	ErrUnsigned = errors.New("kms: key delivery not signed")
+	// ErrSigner: the delivery is signed, but not by a pinned KMS signing
+	// key ([Config].KMSKeys), or its signature does not verify.
+	ErrSigner = errors.New("kms: key delivery signed by an untrusted key")
+	// ErrSignedClaims: the KMS's signed claims (URI, call id, version,
+	// activation, expiry, recipient device) differ from the envelope that
+	// carries them or from this device.
+	ErrSignedClaims = errors.New("kms: signed claims do not match the delivery")
 )
 
 // DeliveryError reports a wrapped key that the client refused.
@@ -63,7 +78,8 @@ type DeliveryError struct {
 	// Version is the version refused, 0 when the whole response was.
 	Version uint32
 	// Reason is one of ErrAlgorithm, ErrTampered, ErrWrongRecipient,
-	// ErrBinding, ErrBelowMinimum or ErrMalformed.
+	// ErrBinding, ErrUnsigned, ErrSigner, ErrSignedClaims, ErrBelowMinimum
+	// or ErrMalformed.
 	Reason error
 	// Detail is a human-readable explanation; it never holds key material.
 	Detail string
@@ -80,6 +96,27 @@ func (e *DeliveryError) Error() string {
 
 // Unwrap returns the reason and ErrInvalidDelivery.
 func (e *DeliveryError) Unwrap() []error { return []error{e.Reason, ErrInvalidDelivery} }
+
+// RedirectError reports a 3xx response, which the client refuses: it never
+// sends a request, and so never its certificate, token or proof, to another
+// location than its configured KMS URL.
+type RedirectError struct {
+	// Op names the client operation, for example "fetch".
+	Op string
+	// Status is the HTTP status code.
+	Status int
+	// Location is the redirect's Location header, as received (at most
+	// 256 bytes), empty if there was none.
+	Location string
+}
+
+// Error describes the refused redirect.
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("kms: %s: %d redirect to %q refused", e.Op, e.Status, e.Location)
+}
+
+// Unwrap returns [ErrRedirect].
+func (e *RedirectError) Unwrap() error { return ErrRedirect }
 
 // Error codes carried in the KMS's JSON error bodies.
 const (
@@ -147,5 +184,5 @@ func (e *ServerError) Is(target error) bool {
 func permanent(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) ||
 		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
-		errors.Is(err, ErrExpired)
+		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect)
 }

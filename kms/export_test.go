@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"time"
 
@@ -30,11 +31,15 @@ func (c *Client) FlightJoined(uri string) int {
 }
 
 // ParseKeysResponse exposes the client's delivery parser.
-func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey) ([]media.CallKey, error) {
+func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kmsKeys []crypto.PublicKey) ([]media.CallKey, error) {
 	kid, err := keyID(&priv.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	_, keys, _, err := parseKeysResponse(body, uri, id, after, priv, kid, nil)
+	signers, err := pinSigners(kmsKeys)
+	if err != nil {
+		return nil, err
+	}
+	_, keys, _, err := parseKeysResponse(body, uri, id, after, priv, kid, signers, nil)
 	return keys, err
 }

@@ -125,7 +125,7 @@ func TestConfigsNotMutated(t *testing.T) {
 		t.Fatal("the server shares the caller's KEK slice")
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ccfg := Config{URL: "https://127.0.0.1:1", Token: "secret-token", DeviceKey: key}
+	ccfg := Config{URL: "https://127.0.0.1:1", Token: "secret-token", DeviceKey: key, KMSKeys: testKMSKeys}
 	cb := ccfg
 	c, err := NewClient(ccfg)
 	if err != nil {
@@ -149,7 +149,7 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Fatalf("second server Close: %v", err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c, err := NewClient(Config{URL: "https://127.0.0.1:1", Token: "t", DeviceKey: key})
+	c, err := NewClient(Config{URL: "https://127.0.0.1:1", Token: "t", DeviceKey: key, KMSKeys: testKMSKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestCloseIdempotent(t *testing.T) {
 
 func TestSecretsRedacted(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	cfg := Config{URL: "https://127.0.0.1:1", Token: "secret-token-value", DeviceKey: key}
+	cfg := Config{URL: "https://127.0.0.1:1", Token: "secret-token-value", DeviceKey: key, KMSKeys: testKMSKeys}
 	var logged bytes.Buffer
 	l := slog.New(slog.NewTextHandler(&logged, nil))
 	l.Info("cfg", "config", cfg)
@@ -184,18 +184,20 @@ func TestNewClientChecksConfig(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	for name, cfg := range map[string]Config{
-		"http":          {URL: "http://127.0.0.1:1", Token: "t", DeviceKey: key},
-		"path":          {URL: "https://127.0.0.1:1/kms", Token: "t", DeviceKey: key},
-		"no credential": {URL: "https://127.0.0.1:1", DeviceKey: key},
+		"http":          {URL: "http://127.0.0.1:1", Token: "t", DeviceKey: key, KMSKeys: testKMSKeys},
+		"path":          {URL: "https://127.0.0.1:1/kms", Token: "t", DeviceKey: key, KMSKeys: testKMSKeys},
+		"no credential": {URL: "https://127.0.0.1:1", DeviceKey: key, KMSKeys: testKMSKeys},
 		"no device key": {URL: "https://127.0.0.1:1", Token: "t"},
-		"P-384":         {URL: "https://127.0.0.1:1", Token: "t", DeviceKey: p384},
+		"P-384":         {URL: "https://127.0.0.1:1", Token: "t", DeviceKey: p384, KMSKeys: testKMSKeys},
+		"no KMS keys":   {URL: "https://127.0.0.1:1", Token: "t", DeviceKey: key},
+		"P-384 KMS key": {URL: "https://127.0.0.1:1", Token: "t", DeviceKey: key, KMSKeys: []crypto.PublicKey{&p384.PublicKey}},
 	} {
 		if c, err := NewClient(cfg); err == nil {
 			c.Close()
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	c, _ := NewClient(Config{URL: "https://127.0.0.1:1", Token: "t", DeviceKey: key})
+	c, _ := NewClient(Config{URL: "https://127.0.0.1:1", Token: "t", DeviceKey: key, KMSKeys: testKMSKeys})
 	defer c.Close()
 	for _, uri := range []string{"https://evil.example/v1/calls/x", "https://127.0.0.1:1/v1/calls/", "https://127.0.0.1:1/v1/calls/a/b"} {
 		if _, err := c.Fetch(context.Background(), uri); err == nil {
@@ -204,11 +206,23 @@ func TestNewClientChecksConfig(t *testing.T) {
 	}
 }
 
+// testSigner signs deliveries built by hand with a KMS key that
+// testKMSKeys and testSigners pin.
+var testKMSKeys, testSigner, testSigners = func() ([]crypto.PublicKey, jose.Signer, map[string]*ecdsa.PublicKey) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kid, _ := keyID(&priv.PublicKey)
+	sig, err := newDeliverySigner(priv, kid)
+	if err != nil {
+		panic(err)
+	}
+	return []crypto.PublicKey{&priv.PublicKey}, sig, map[string]*ecdsa.PublicKey{kid: &priv.PublicKey}
+}()
+
 // delivery builds a valid keys response for fuzz seeds.
 func delivery(t testing.TB, priv *ecdsa.PrivateKey) (body []byte, jwe string) {
 	kid, _ := keyID(&priv.PublicKey)
 	now := time.Now()
-	jwe, err := wrapKey(&priv.PublicKey, kid, binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1, ActivateAt: now, ExpiresAt: now.Add(time.Hour)}, bytes.Repeat([]byte{1}, media.CallKeySize))
+	jwe, err := wrapKey(&priv.PublicKey, kid, binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1, ActivateAt: now, ExpiresAt: now.Add(time.Hour)}, bytes.Repeat([]byte{1}, media.CallKeySize), testSigner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +238,7 @@ func FuzzParseKeysResponse(f *testing.F) {
 	f.Add([]byte(`{"uri":"https://kms/v1/calls/c1","call_id":"c1","keys":[{"version":1,"jwe":"a.b.c.d.e"}]}`), uint32(0))
 	f.Add([]byte(`{"keys":null}`), uint32(3))
 	f.Fuzz(func(t *testing.T, body []byte, after uint32) {
-		_, keys, _, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", after, priv, kid, nil)
+		_, keys, _, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", after, priv, kid, testSigners, nil)
 		if err != nil {
 			if keys != nil {
 				t.Fatal("keys returned with an error")
@@ -251,7 +265,7 @@ func FuzzUnwrapKey(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.....")
 	f.Fuzz(func(t *testing.T, jwe string) {
 		want := binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1}
-		k, err := unwrapKey(jwe, priv, kid, want)
+		k, err := unwrapKey(jwe, priv, kid, testSigners, want)
 		if err == nil && (len(k.Key) != media.CallKeySize || k.Version != 1 || k.CallID != "c1" || k.ActivateAt.IsZero()) {
 			t.Fatalf("accepted %v", k)
 		}
@@ -351,7 +365,7 @@ func BenchmarkWrapKey(b *testing.B) {
 	key := make([]byte, media.CallKeySize)
 	bd := binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1, ActivateAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
 	for b.Loop() {
-		if _, err := wrapKey(&priv.PublicKey, kid, bd, key); err != nil {
+		if _, err := wrapKey(&priv.PublicKey, kid, bd, key, testSigner); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -365,7 +379,7 @@ func BenchmarkUnwrapKey(b *testing.B) {
 	_, jwe := delivery(b, priv)
 	want := binding{URI: "https://kms/v1/calls/c1", CallID: "c1", Version: 1}
 	for b.Loop() {
-		if _, err := unwrapKey(jwe, priv, kid, want); err != nil {
+		if _, err := unwrapKey(jwe, priv, kid, testSigners, want); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -40,6 +40,10 @@ const (
 	hdrActivate = "sc-act" // Unix milliseconds
 	hdrExpires  = "sc-exp" // Unix milliseconds, 0 for none
 
+	// deliveryType is the typ of the JWS a delivery's JWE carries, and the
+	// cty of that JWE: the KMS's signature over the key and its binding.
+	deliveryType = "securecall-key+jws"
+
 	// maxBody bounds every request and response body the package reads.
 	maxBody = 1 << 20
 )
@@ -49,6 +53,7 @@ var (
 	allowedKeyAlgs   = []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}
 	allowedContent   = []jose.ContentEncryption{jose.A256GCM}
 	allowedProofAlgs = []jose.SignatureAlgorithm{jose.ES256}
+	allowedSigAlgs   = []jose.SignatureAlgorithm{jose.ES256}
 	allowedTokenAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.EdDSA}
 )
 
@@ -151,10 +156,50 @@ func fromUnixMS(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// wrapKey wraps key to the device key pub as a compact JWE whose protected
-// header binds b.
-func wrapKey(pub *ecdsa.PublicKey, kid string, b binding, key []byte) (string, error) {
+// deliveryClaims is what the KMS signs for one delivered key: the key and
+// everything it is bound to, including the device it is for. The JWE that
+// carries the signature repeats the binding in its header (the envelope);
+// the client requires both to agree.
+type deliveryClaims struct {
+	URI        string `json:"uri"`
+	CallID     string `json:"call"`
+	Version    uint32 `json:"ver"`
+	ActivateMS int64  `json:"act"`
+	ExpiresMS  int64  `json:"exp"`
+	Recipient  string `json:"rcpt"` // the device key's thumbprint
+	Key        []byte `json:"key"`
+}
+
+// newDeliverySigner returns a signer of deliveries with priv, naming kid in
+// every signature's protected header.
+func newDeliverySigner(priv *ecdsa.PrivateKey, kid string) (jose.Signer, error) {
+	return jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: priv, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType(deliveryType))
+}
+
+// wrapKey signs key and its binding b with sig (sign-then-encrypt: a
+// compact JWS, ES256, typ deliveryType) and encrypts the signature to the
+// device key pub as a compact JWE whose protected header also binds b.
+func wrapKey(pub *ecdsa.PublicKey, kid string, b binding, key []byte, sig jose.Signer) (string, error) {
+	payload, err := json.Marshal(deliveryClaims{
+		URI: b.URI, CallID: b.CallID, Version: b.Version,
+		ActivateMS: unixMS(b.ActivateAt), ExpiresMS: unixMS(b.ExpiresAt),
+		Recipient: kid, Key: key,
+	})
+	if err != nil {
+		return "", err
+	}
+	defer clear(payload)
+	jws, err := sig.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	signed, err := jws.CompactSerialize()
+	if err != nil {
+		return "", err
+	}
 	opts := (&jose.EncrypterOptions{}).
+		WithContentType(deliveryType).
 		WithHeader(hdrURI, b.URI).
 		WithHeader(hdrCallID, b.CallID).
 		WithHeader(hdrVersion, b.Version).
@@ -164,7 +209,7 @@ func wrapKey(pub *ecdsa.PublicKey, kid string, b binding, key []byte) (string, e
 	if err != nil {
 		return "", err
 	}
-	obj, err := enc.Encrypt(key)
+	obj, err := enc.Encrypt([]byte(signed))
 	if err != nil {
 		return "", err
 	}
@@ -204,8 +249,9 @@ func headerInt(h map[jose.HeaderKey]any, k jose.HeaderKey) (int64, bool) {
 
 // unwrapKey checks and opens one delivered key. want names the URI, call id
 // and version the client asked for; activation and expiry come from the
-// protected header, which the AEAD authenticates.
-func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, want binding) (media.CallKey, error) {
+// protected header, which the AEAD authenticates, and must equal what the
+// KMS signed. signers are the pinned KMS signing keys by key id.
+func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[string]*ecdsa.PublicKey, want binding) (media.CallKey, error) {
 	fail := func(reason error, format string, args ...any) (media.CallKey, error) {
 		return media.CallKey{}, &DeliveryError{URI: want.URI, Version: want.Version, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
@@ -242,15 +288,61 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, want binding)
 		return fail(ErrBinding, "header names another version")
 	case !okA || !okE || act == 0:
 		return fail(ErrBinding, "header lacks activation or expiry")
-	case len(plain) != media.CallKeySize:
-		return fail(ErrMalformed, "key is %d bytes, want %d", len(plain), media.CallKeySize)
+	}
+	claims, detail, reason := verifyDelivery(plain, signers)
+	clear(plain)
+	if reason != nil {
+		return fail(reason, "%s", detail)
+	}
+	switch {
+	case claims.URI != uri:
+		return fail(ErrSignedClaims, "signed URI %q, envelope %q", claims.URI, uri)
+	case claims.CallID != callID:
+		return fail(ErrSignedClaims, "signed call %q, envelope %q", claims.CallID, callID)
+	case int64(claims.Version) != ver:
+		return fail(ErrSignedClaims, "signed version %d, envelope %d", claims.Version, ver)
+	case claims.ActivateMS != act:
+		return fail(ErrSignedClaims, "signed activation %d, envelope %d", claims.ActivateMS, act)
+	case claims.ExpiresMS != exp:
+		return fail(ErrSignedClaims, "signed expiry %d, envelope %d", claims.ExpiresMS, exp)
+	case claims.Recipient != kid:
+		return fail(ErrSignedClaims, "signed for device key %q, not this device's", claims.Recipient)
+	case len(claims.Key) != media.CallKeySize:
+		clear(claims.Key)
+		return fail(ErrMalformed, "key is %d bytes, want %d", len(claims.Key), media.CallKeySize)
 	}
 	return media.CallKey{
 		URI:        want.URI,
 		CallID:     want.CallID,
 		Version:    want.Version,
-		Key:        plain,
+		Key:        claims.Key,
 		ActivateAt: fromUnixMS(act),
 		ExpiresAt:  fromUnixMS(exp),
 	}, nil
+}
+
+// verifyDelivery checks that a delivery's plaintext is a JWS of the right
+// type by one of signers and returns its claims, or the reason it is not.
+func verifyDelivery(plain []byte, signers map[string]*ecdsa.PublicKey) (claims deliveryClaims, detail string, reason error) {
+	jws, err := jose.ParseSignedCompact(string(plain), allowedSigAlgs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return claims, "the JWE does not carry a KMS signature", ErrUnsigned
+	}
+	hdr := jws.Signatures[0].Protected
+	if typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string); typ != deliveryType {
+		return claims, fmt.Sprintf("the JWE carries a JWS of type %q, not a key delivery", typ), ErrUnsigned
+	}
+	pub := signers[hdr.KeyID]
+	if pub == nil {
+		return claims, fmt.Sprintf("signed by key %q, which is not a pinned KMS key", hdr.KeyID), ErrSigner
+	}
+	payload, err := jws.Verify(pub)
+	if err != nil {
+		return claims, fmt.Sprintf("signature by key %q does not verify", hdr.KeyID), ErrSigner
+	}
+	defer clear(payload)
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return claims, "signed claims: " + err.Error(), ErrMalformed
+	}
+	return claims, "", nil
 }

@@ -42,6 +42,10 @@ type Server struct {
 
 	auth authCache
 
+	sigMu      sync.RWMutex
+	sigCurrent *signingKey // signs every delivery
+	sigNext    *signingKey // published, current after RotateSigningKey
+
 	nonceMu   sync.Mutex
 	nonces    map[string]time.Time
 	lastSweep time.Time
@@ -107,7 +111,7 @@ type call struct {
 }
 
 type wrapID struct {
-	kid              string
+	kid, signer      string
 	version          uint32
 	activate, expire int64
 }
@@ -115,15 +119,15 @@ type wrapID struct {
 // maxWrapCache bounds a call's JWE cache; it is emptied when full.
 const maxWrapCache = 4096
 
-func (c *call) wrap(dev *device, b binding, key []byte) (string, error) {
-	id := wrapID{kid: dev.kid, version: b.Version, activate: unixMS(b.ActivateAt), expire: unixMS(b.ExpiresAt)}
+func (c *call) wrap(dev *device, sig *signingKey, b binding, key []byte) (string, error) {
+	id := wrapID{kid: dev.kid, signer: sig.kid, version: b.Version, activate: unixMS(b.ActivateAt), expire: unixMS(b.ExpiresAt)}
 	c.wrapMu.Lock()
 	jwe, ok := c.wrapped[id]
 	c.wrapMu.Unlock()
 	if ok {
 		return jwe, nil
 	}
-	jwe, err := wrapKey(dev.pub, dev.kid, b, key)
+	jwe, err := wrapKey(dev.pub, dev.kid, b, key, sig.signer)
 	if err != nil {
 		return "", err
 	}
@@ -185,6 +189,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := s.load(context.Background()); err != nil {
 		return nil, err
 	}
+	haveSigner, err := s.loadSigningKeys(context.Background())
+	if err != nil {
+		return nil, err
+	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+pathDevices, s.handleRegister)
 	s.mux.HandleFunc("POST "+pathCalls, s.handleCreate)
@@ -194,6 +202,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.wg.Add(2)
 	go s.writer()
 	go s.scheduler()
+	if !haveSigner {
+		if err := s.initSigningKeys(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("kms: create signing keys: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -262,19 +276,29 @@ func sealAAD(callID string, version uint32) []byte {
 }
 
 func (s *Server) seal(callID string, version uint32, key []byte) ([]byte, error) {
+	return s.sealWith(sealAAD(callID, version), key)
+}
+
+// sealWith encrypts plain under the KEK (AES-256-GCM, random nonce first).
+func (s *Server) sealWith(aad, plain []byte) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, key, sealAAD(callID, version)), nil
+	return s.aead.Seal(nonce, nonce, plain, aad), nil
+}
+
+// openWith reverses sealWith.
+func (s *Server) openWith(aad, sealed []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed value too short")
+	}
+	return s.aead.Open(nil, sealed[:n], sealed[n:], aad)
 }
 
 func (s *Server) unseal(callID string, version uint32, sealed []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < n {
-		return nil, errors.New("kms: sealed key too short")
-	}
-	k, err := s.aead.Open(nil, sealed[:n], sealed[n:], sealAAD(callID, version))
+	k, err := s.openWith(sealAAD(callID, version), sealed)
 	if err != nil {
 		return nil, fmt.Errorf("kms: unseal key %s v%d (wrong KEK?): %w", callID, version, err)
 	}
@@ -1009,8 +1033,9 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, c *call, rec ca
 	uri := s.baseURL(r) + pathCalls + "/" + rec.ID
 	resp := keysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wireKey, 0, len(ds))}
 	var last uint32
+	sig := s.currentSigner()
 	for _, d := range ds {
-		jwe, err := c.wrap(dev, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
+		jwe, err := c.wrap(dev, sig, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
 			return

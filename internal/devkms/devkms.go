@@ -206,7 +206,7 @@ func (e *Env) ClientConfig(identity string) (kms.Config, error) {
 	if err != nil {
 		return kms.Config{}, err
 	}
-	return kms.Config{URL: e.URL, Certificate: cert, RootCAs: e.RootCAs()}, nil
+	return kms.Config{URL: e.URL, Certificate: cert, RootCAs: e.RootCAs(), KMSKeys: e.Server.SigningKeys()}, nil
 }
 
 // Client returns a registered client for identity, closed by Env.Close.
