@@ -24,9 +24,13 @@
 //
 // A participant fetches the usable versions ([Client.Fetch], which is also
 // [media.KeySource.Keys]) and follows new ones by long-poll ([Client.Watch],
-// [media.KeyWatcher]). Every version arrives as a compact JWE wrapped to the
-// device's registered key (ECDH-ES+A256KW, A256GCM) whose protected header
-// binds the key URI, the call id, the version, the activation and the expiry.
+// [media.KeyWatcher]). Every version arrives signed, then encrypted: a
+// compact JWS (ES256, by the KMS's signing key) over the key, its URI, call
+// id, version, activation, expiry and the recipient device key, inside a
+// compact JWE wrapped to the device's registered key (ECDH-ES+A256KW,
+// A256GCM) whose protected header repeats the binding. The client pins the
+// KMS's signing keys ([Config].KMSKeys) and checks the signature and that
+// the signed claims equal the envelope and the request.
 // The key URI is https://kms-host/v1/calls/{id}: it names the key and carries
 // nothing secret, so the SDP can carry it.
 //
@@ -54,14 +58,39 @@
 // What each party can and cannot do:
 //
 //   - A network attacker sees TLS only. Keys are wrapped to the device key
-//     inside TLS as well, so even a TLS-terminating proxy sees JWEs, not
-//     keys. A replayed state-changing request is refused (ErrReplayed on
-//     the wire: 401 "replayed"). The client refuses any delivery whose JWE
-//     fails authentication ([ErrTampered]), is wrapped to another key
-//     ([ErrWrongRecipient]), uses an algorithm outside its allow-list
+//     inside TLS as well, so even a TLS-terminating hop (an inspection
+//     proxy, a load balancer) sees JWEs, not keys. Such a hop also sees
+//     every device's public key at registration and could wrap a key of
+//     its own to it; it cannot sign one. The client refuses any delivery
+//     whose JWE fails authentication ([ErrTampered]), is wrapped to another
+//     key ([ErrWrongRecipient]), uses an algorithm outside its allow-list
 //     ([ErrAlgorithm]), binds another URI, call or version ([ErrBinding]),
-//     or lies below the call's minimum ([ErrBelowMinimum]); each is a
-//     [*DeliveryError].
+//     carries no KMS signature ([ErrUnsigned]), is signed by a key that is
+//     not pinned or does not verify ([ErrSigner]), whose signed claims
+//     differ from the envelope or name another recipient device
+//     ([ErrSignedClaims]: a genuine signature moved to another call,
+//     version, time or device), or lies below the call's minimum
+//     ([ErrBelowMinimum]); each is a [*DeliveryError]. A replayed
+//     state-changing request is refused (ErrReplayed on the wire: 401
+//     "replayed"). A hop can still deny service and see who fetches
+//     which call when.
+//   - The KMS signing key (P-256) is created at the server's first start,
+//     sealed under the KEK in the store like key material, and survives
+//     restarts. The server publishes two public keys, the current one and
+//     the next one ([Server.SigningKeys], encoded with [MarshalKMSKeys]);
+//     devices pin both. [Server.RotateSigningKey] makes the next key
+//     current and creates a new next key, so the keys a device pinned
+//     before a rotation still verify after it, and must be refreshed
+//     before the rotation after that: the overlap is the time between two
+//     rotations. Signatures name their key in the JWS kid (its RFC 7638
+//     thumbprint). Pinning is the trust anchor: deliver the keys to
+//     devices the way the device certificates are delivered, never over
+//     the path they protect.
+//   - The client never follows an HTTP redirect: a 3xx is a
+//     [*RedirectError] ([ErrRedirect]) naming the location, so no request,
+//     and no certificate, token or proof, goes to another host than
+//     [Config].URL. The client's own transport ignores proxy settings from
+//     the environment.
 //   - A device that is not a participant gets 403 and nothing else, and the
 //     denial is audited. A removed participant keeps the versions it
 //     already had (it had them) but can never fetch a later one: removal

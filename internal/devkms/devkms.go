@@ -30,6 +30,9 @@ import (
 const (
 	StoreFile = "kms.db"
 	KEKFile   = "kek.hex"
+	// KMSKeysFile holds the server's signing public keys (a JWK Set, see
+	// kms.ParseKMSKeys), rewritten at every start: devices pin them.
+	KMSKeysFile = "kms-keys.jwks"
 )
 
 // Options tune Start; the zero value is what Start uses.
@@ -109,6 +112,15 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	if err != nil {
 		store.Close()
 		return nil, err
+	}
+	jwks, err := kms.MarshalKMSKeys(srv.SigningKeys())
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, KMSKeysFile), jwks, 0o644)
+	}
+	if err != nil {
+		srv.Close()
+		store.Close()
+		return nil, fmt.Errorf("devkms: signing keys: %w", err)
 	}
 	addr := opts.Addr
 	if addr == "" {
