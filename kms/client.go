@@ -6,9 +6,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
 
@@ -106,7 +105,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if !hasCert && cfg.Token == "" && cfg.TokenSource == nil {
 		return nil, errors.New("kms: Config needs a Certificate, a Token or a TokenSource")
 	}
-	kid, err := keyID(&key.PublicKey)
+	kid, err := wire.KeyID(&key.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("kms: device key: %w", err)
 	}
@@ -174,7 +173,7 @@ func pinSigners(keys []crypto.PublicKey) (map[string]*ecdsa.PublicKey, error) {
 		if !ok || pub.Curve != elliptic.P256() {
 			return nil, fmt.Errorf("kms: Config.KMSKeys[%d] is %T, want a P-256 *ecdsa.PublicKey", i, k)
 		}
-		kid, err := keyID(pub)
+		kid, err := wire.KeyID(pub)
 		if err != nil {
 			return nil, fmt.Errorf("kms: Config.KMSKeys[%d]: %w", i, err)
 		}
@@ -216,7 +215,7 @@ func wipeKeys(m map[uint32]media.CallKey) {
 
 // callID checks that uri names a call key at this client's KMS.
 func (c *Client) callID(uri string) (string, error) {
-	id, ok := strings.CutPrefix(uri, c.base+pathCalls+"/")
+	id, ok := strings.CutPrefix(uri, c.base+wire.PathCalls+"/")
 	if !ok || id == "" || len(id) > 128 || strings.ContainsAny(id, "/?#%") {
 		return "", fmt.Errorf("kms: key URI %q is not a call key of %s: %w", uri, c.base, ErrNotFound)
 	}
@@ -227,15 +226,15 @@ func (c *Client) callID(uri string) (string, error) {
 // identity. It is idempotent. With mutual TLS the key must be the
 // certificate's.
 func (c *Client) Register(ctx context.Context) error {
-	body, _ := json.Marshal(registerRequest{Key: c.jwk})
-	_, err := c.do(ctx, "register", http.MethodPost, pathDevices, nil, body, true, 0)
+	body, _ := json.Marshal(wire.RegisterRequest{Key: c.jwk})
+	_, err := c.do(ctx, "register", http.MethodPost, wire.PathDevices, nil, body, true, 0)
 	return err
 }
 
 // CreateCall creates a call key with its first version active at once and
 // returns its URI: the value to carry in signaling.
 func (c *Client) CreateCall(ctx context.Context, opts CallOptions) (string, error) {
-	body, err := json.Marshal(createRequest{
+	body, err := json.Marshal(wire.CreateRequest{
 		Participants:  opts.Participants,
 		RotateEveryMS: opts.RotateEvery.Milliseconds(),
 		LifetimeMS:    opts.KeyLifetime.Milliseconds(),
@@ -243,11 +242,11 @@ func (c *Client) CreateCall(ctx context.Context, opts CallOptions) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("kms: create call: %w", err)
 	}
-	out, err := c.do(ctx, "create call", http.MethodPost, pathCalls, nil, body, true, 0)
+	out, err := c.do(ctx, "create call", http.MethodPost, wire.PathCalls, nil, body, true, 0)
 	if err != nil {
 		return "", err
 	}
-	var resp createResponse
+	var resp wire.CreateResponse
 	if err := json.Unmarshal(out, &resp); err != nil {
 		return "", fmt.Errorf("kms: create call: %w: %v", ErrMalformed, err)
 	}
@@ -264,7 +263,7 @@ func (c *Client) Rotate(ctx context.Context, uri string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	return c.rotateLike(ctx, "rotate", http.MethodPost, pathCalls+"/"+id+"/rotate")
+	return c.rotateLike(ctx, "rotate", http.MethodPost, wire.PathCalls+"/"+id+"/rotate")
 }
 
 // RemoveParticipant removes identity from the call (only the call's
@@ -275,7 +274,7 @@ func (c *Client) RemoveParticipant(ctx context.Context, uri, identity string) er
 	if err != nil {
 		return err
 	}
-	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, pathCalls+"/"+id+"/participants/"+identity)
+	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, wire.PathCalls+"/"+id+"/participants/"+identity)
 	return err
 }
 
@@ -284,7 +283,7 @@ func (c *Client) rotateLike(ctx context.Context, op, method, path string) (uint3
 	if err != nil {
 		return 0, err
 	}
-	var resp rotateResponse
+	var resp wire.RotateResponse
 	if err := json.Unmarshal(out, &resp); err != nil || resp.Version == 0 {
 		return 0, fmt.Errorf("kms: %s: %w", op, ErrMalformed)
 	}
@@ -451,7 +450,7 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if wait > 0 {
 		q.Set("wait", strconv.FormatInt(wait.Milliseconds(), 10))
 	}
-	out, err := c.do(ctx, "fetch", http.MethodGet, pathCalls+"/"+id+"/keys", q, nil, false, wait)
+	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, wait)
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +472,7 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 		return media.CallKey{}, err
 	}
 	q := url.Values{"version": {strconv.FormatUint(uint64(version), 10)}}
-	out, err := c.do(ctx, "fetch", http.MethodGet, pathCalls+"/"+id+"/keys", q, nil, false, 0)
+	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, 0)
 	if err != nil {
 		return media.CallKey{}, err
 	}
@@ -493,8 +492,8 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 // if known is not nil, one that known already opened). It returns the keys
 // and the JWEs they came in.
 func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kid string,
-	signers map[string]*ecdsa.PublicKey, known func(uint32, string) (media.CallKey, bool)) (keysResponse, []media.CallKey, []string, error) {
-	var resp keysResponse
+	signers map[string]*ecdsa.PublicKey, known func(uint32, string) (media.CallKey, bool)) (wire.KeysResponse, []media.CallKey, []string, error) {
+	var resp wire.KeysResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
 	}
@@ -517,7 +516,7 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 		}
 		if !ok {
 			var err error
-			if k, err = unwrapKey(wk.JWE, priv, kid, signers, binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
+			if k, err = unwrapKey(wk.JWE, priv, kid, signers, wire.Binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
 				for _, k := range keys {
 					clear(k.Key)
 				}
@@ -630,7 +629,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		if err != nil {
 			return nil, fmt.Errorf("kms: %s: proof: %w", op, err)
 		}
-		req.Header.Set(proofHeader, p)
+		req.Header.Set(wire.ProofHeader, p)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -650,12 +649,12 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		}
 		return nil, &RedirectError{Op: op, Status: resp.StatusCode, Location: loc}
 	}
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	out, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody))
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e errorResponse
+		var e wire.ErrorResponse
 		_ = json.Unmarshal(out, &e)
 		if len(e.Error) > 64 {
 			e.Error = e.Error[:64]
@@ -667,29 +666,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 
 // proof signs a proof of freshness for one request.
 func (c *Client) proof(method, path string, body []byte) (string, error) {
-	nonce := make([]byte, 16)
-	if _, err := rand.Read(nonce); err != nil {
-		return "", err
-	}
-	payload, err := json.Marshal(proofClaims{
-		Method:   method,
-		Path:     path,
-		BodyHash: bodyHash(body),
-		Nonce:    base64.RawURLEncoding.EncodeToString(nonce),
-		IssuedMS: time.Now().UnixMilli(),
-	})
-	if err != nil {
-		return "", err
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: c.key}, nil)
-	if err != nil {
-		return "", err
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		return "", err
-	}
-	return jws.CompactSerialize()
+	return wire.SignProof(c.key, method, path, body, time.Now())
 }
 
 // String describes the client without its credentials.

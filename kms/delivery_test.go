@@ -23,6 +23,7 @@ import (
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/testpki"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // tamper rewrites the JWE of the first key of a delivery.
@@ -208,13 +209,13 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 		t.Fatalf("%v %v", keys, err)
 	}
 	id := keys[0].CallID
-	if err := env.Server.SetKeyState(ctx, id, 3, kms.StateCompromised); err != nil {
+	if err := env.Server.SetKeyState(ctx, id, 3, kmsserver.StateCompromised); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Server.SetKeyState(ctx, id, 4, kms.StateDestroyed); err != nil {
+	if err := env.Server.SetKeyState(ctx, id, 4, kmsserver.StateDestroyed); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Server.SetKeyState(ctx, id, 4, kms.StateCompromised); err == nil {
+	if err := env.Server.SetKeyState(ctx, id, 4, kmsserver.StateCompromised); err == nil {
 		t.Fatal("a destroyed key changed state")
 	}
 	if err := env.Server.SetMinVersion(ctx, id, 2); err != nil {
@@ -250,7 +251,7 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 
 func TestAuthenticationFailures(t *testing.T) {
 	issuer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	env := startEnv(t, devkms.Options{Server: kms.ServerConfig{TokenKeys: []crypto.PublicKey{issuer.Public()}}}, "alice")
+	env := startEnv(t, devkms.Options{Server: kmsserver.Config{TokenKeys: []crypto.PublicKey{issuer.Public()}}}, "alice")
 	alice := mustClient(t, env, "alice")
 	ctx := ctxT(t)
 	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "dave"}})
@@ -330,7 +331,7 @@ func TestAuthenticationFailures(t *testing.T) {
 
 func TestTokenSourceAndAudience(t *testing.T) {
 	issuer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	env := startEnv(t, devkms.Options{Server: kms.ServerConfig{TokenKeys: []crypto.PublicKey{issuer.Public()}, TokenAudience: "securecall-kms"}})
+	env := startEnv(t, devkms.Options{Server: kmsserver.Config{TokenKeys: []crypto.PublicKey{issuer.Public()}, TokenAudience: "securecall-kms"}})
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: issuer}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,9 @@
-// Package kms fetches call keys from a key management service, and is one:
-// it holds the [Client] the SDK uses to fetch, cache and follow rotations of
-// call keys, and the reference KMS [Server], an [net/http.Handler] with an
-// embedded file [Store], so that the SDK works out of the box and can be
-// tested for real.
+// Package kms fetches call keys from a key management service: it holds the
+// [Client] the SDK uses to fetch, cache and follow rotations of call keys,
+// and the wire types devices need. The reference KMS (an [net/http.Handler]
+// with an embedded file store and a hash-chained audit log) is package
+// [github.com/securecall/securecall/kms/kmsserver]; an application that
+// only fetches keys links neither it nor its store.
 //
 // # Model
 //
@@ -10,17 +11,16 @@
 // TLS, or the subject of a bearer JWT) and a P-256 key pair; it registers
 // the public key ([Client.Register]). A call is a resource created by a
 // device ([Client.CreateCall]) with a list of participant identities; its
-// key is versioned (1, 2, ...) and each version has a state ([KeyState]:
-// pre-active, active, deactivated, compromised, destroyed), an activation
-// time and an expiry, after Vault's transit keys and KMIP. A call has a
-// minimum usable version ([Server.SetMinVersion]).
+// key is versioned (1, 2, ...) and each version has a state (pre-active,
+// active, deactivated, compromised, destroyed), an activation time and an
+// expiry, after Vault's transit keys and KMIP. A call has a minimum usable
+// version, which the KMS operator raises.
 //
 // Keys rotate on a schedule ([CallOptions].RotateEvery), on demand
 // ([Client.Rotate]) and at once when a participant is removed
-// ([Client.RemoveParticipant]). A new version activates after
-// [ServerConfig].ActivationDelay so that receivers install it before
-// senders switch; the version it supersedes stays deliverable for
-// [ServerConfig].Grace after that.
+// ([Client.RemoveParticipant]). A new version activates after the KMS's
+// activation delay so that receivers install it before senders switch; the
+// version it supersedes stays deliverable for a grace period after that.
 //
 // A participant fetches the usable versions ([Client.Fetch], which is also
 // [media.KeySource.Keys]) and follows new ones by long-poll ([Client.Watch],
@@ -45,13 +45,8 @@
 //
 // Requests marked (proof) change state and carry a proof of freshness in
 // the Securecall-Proof header: a JWS (ES256) by the device key over the
-// method, path, body hash, a random nonce and the time. The server refuses
-// a proof it has seen, one older than [ServerConfig].FreshnessWindow, and
-// one signed before the server started (the nonce memory is not persisted).
-//
-// Every decision (register, create, fetch, watch, rotate, remove, state,
-// min-version; granted or denied) is appended to a hash-chained audit log;
-// [Server.ExportAuditLog] writes it and [VerifyAuditLog] checks it.
+// method, path, body hash, a random nonce and the time; the server refuses
+// a replayed or stale one (see package kmsserver).
 //
 // # Security
 //
@@ -77,8 +72,8 @@
 //   - The KMS signing key (P-256) is created at the server's first start,
 //     sealed under the KEK in the store like key material, and survives
 //     restarts. The server publishes two public keys, the current one and
-//     the next one ([Server.SigningKeys], encoded with [MarshalKMSKeys]);
-//     devices pin both. [Server.RotateSigningKey] makes the next key
+//     the next one (kmsserver's Server.SigningKeysJWKS; [ParseKMSKeys]
+//     reads it); devices pin both. Server.RotateSigningKey makes the next key
 //     current and creates a new next key, so the keys a device pinned
 //     before a rotation still verify after it, and must be refreshed
 //     before the rotation after that: the overlap is the time between two
@@ -103,30 +98,18 @@
 //     proofs, but it can register a new device key for its subject; keep
 //     tokens short-lived. Device certificates must carry P-256 keys, and
 //     with mutual TLS the registered key must be the certificate's.
-//   - The KMS operator can read every key: the server unwraps keys from the
-//     store to wrap them to devices. That is the point of a customer-held
-//     KMS: the customer, not the SDK vendor or the signaling provider, is
-//     the operator. With hybrid keying (see package media) a KMS operator
-//     alone still cannot decrypt recorded media, because the DTLS exporter
-//     (ECDHE) is mixed in. Someone with the store file but not the KEK
-//     learns participants and times, not keys; without the KEK the server
-//     refuses to start. The audit log detects rewriting, removal and
-//     reordering of entries; truncation at the end is detected by comparing
-//     with a previously kept [AuditHead].
+//   - The KMS operator can read every key; with hybrid keying (see package
+//     media) a KMS operator alone still cannot decrypt recorded media,
+//     because the DTLS exporter (ECDHE) is mixed in. What the store and
+//     the audit log protect is described in package kmsserver.
 //   - The client never sends credentials to a URI from signaling that is
 //     not under its configured KMS URL (such URIs fail with [ErrNotFound]).
 //     Keys, tokens and private keys are never logged; [media.CallKey] and
 //     [Config] print redacted.
 //
-// Durability: every state change (registration, call, version, state) is
-// committed with its audit entry in one fsynced transaction before the
-// request is answered, so a crash loses nothing that was acknowledged.
-// Fetch and denial entries are committed asynchronously by the same group
-// commit, normally within milliseconds; a crash can lose the last of them.
-//
 // # Concurrency
 //
-// [Client] and [Server] are safe for concurrent use. Concurrent
+// [Client] is safe for concurrent use. Concurrent
 // [Client.Fetch] calls for one URI share one request. [Client.Watch] calls
 // its function on the goroutine that called Watch, never concurrently, and
 // returns when its context is done, when the client closes, or on a
@@ -135,11 +118,9 @@
 // exponential backoff and full jitter ([Backoff]). While the KMS is
 // unreachable, Fetch serves the last keys it fetched that have not expired.
 //
-// The server owns two goroutines, joined by [Server.Close]: a store writer
-// (group commit: it batches whatever is queued into one transaction) and a
-// rotation scheduler. State changes are serialized; fetches are not, and a
-// fetch that repeats costs no key agreement: wrapped keys are cached per
-// device key and binding, opened keys per JWE on the client.
+// A fetch that repeats costs no key agreement: opened keys are cached per
+// JWE on the client (and wrapped keys per device key on the reference
+// server).
 //
 // # Performance
 //

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // Sentinel errors that callers branch on. Errors returned by [Client]
@@ -118,28 +120,6 @@ func (e *RedirectError) Error() string {
 // Unwrap returns [ErrRedirect].
 func (e *RedirectError) Unwrap() error { return ErrRedirect }
 
-// Error codes carried in the KMS's JSON error bodies.
-const (
-	codeBadRequest         = "bad_request"
-	codeUnauthenticated    = "unauthenticated"
-	codeUnknownAuthority   = "unknown_authority"
-	codeCertificateExpired = "certificate_expired"
-	codeTokenExpired       = "token_expired"
-	codeBadToken           = "bad_token"
-	codeNotRegistered      = "not_registered"
-	codeForbidden          = "forbidden"
-	codeNotFound           = "not_found"
-	codeCompromised        = "compromised"
-	codeDestroyed          = "destroyed"
-	codeBelowMinimum       = "below_minimum"
-	codeExpired            = "expired"
-	codeReplayed           = "replayed"
-	codeStaleProof         = "stale_proof"
-	codeBadProof           = "bad_proof"
-	codeUnavailable        = "unavailable"
-	codeInternal           = "internal"
-)
-
 // ServerError is an error response from the KMS.
 type ServerError struct {
 	// Status is the HTTP status code.
@@ -161,19 +141,19 @@ func (e *ServerError) Error() string {
 func (e *ServerError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
-		return e.Status == http.StatusUnauthorized && e.Code != codeReplayed && e.Code != codeStaleProof
+		return e.Status == http.StatusUnauthorized && e.Code != wire.CodeReplayed && e.Code != wire.CodeStaleProof
 	case ErrReplayed:
-		return e.Code == codeReplayed || e.Code == codeStaleProof
+		return e.Code == wire.CodeReplayed || e.Code == wire.CodeStaleProof
 	case ErrForbidden:
 		return e.Status == http.StatusForbidden
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound
 	case ErrRevoked:
-		return e.Code == codeCompromised || e.Code == codeDestroyed
+		return e.Code == wire.CodeCompromised || e.Code == wire.CodeDestroyed
 	case ErrBelowMinimum:
-		return e.Code == codeBelowMinimum
+		return e.Code == wire.CodeBelowMinimum
 	case ErrExpired:
-		return e.Code == codeExpired
+		return e.Code == wire.CodeExpired
 	case ErrUnavailable:
 		return e.Status >= 500 || e.Status == http.StatusTooManyRequests
 	}

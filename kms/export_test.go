@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"time"
 
+	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
 
@@ -32,7 +33,7 @@ func (c *Client) FlightJoined(uri string) int {
 
 // ParseKeysResponse exposes the client's delivery parser.
 func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kmsKeys []crypto.PublicKey) ([]media.CallKey, error) {
-	kid, err := keyID(&priv.PublicKey)
+	kid, err := wire.KeyID(&priv.PublicKey)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 )
 
@@ -80,8 +81,8 @@ func TestCreateFetchRotate(t *testing.T) {
 	if len(ka[0].Key) != media.CallKeySize || ka[0].URI != uri || ka[0].CallID == "" {
 		t.Fatalf("bad key %v", ka[0])
 	}
-	if ka[0].ExpiresAt.Sub(ka[0].ActivateAt) != kms.DefaultKeyLifetime {
-		t.Fatalf("lifetime %v, want %v", ka[0].ExpiresAt.Sub(ka[0].ActivateAt), kms.DefaultKeyLifetime)
+	if ka[0].ExpiresAt.Sub(ka[0].ActivateAt) != kmsserver.DefaultKeyLifetime {
+		t.Fatalf("lifetime %v, want %v", ka[0].ExpiresAt.Sub(ka[0].ActivateAt), kmsserver.DefaultKeyLifetime)
 	}
 
 	before := time.Now().Truncate(time.Millisecond)
@@ -102,11 +103,11 @@ func TestCreateFetchRotate(t *testing.T) {
 	}
 	// The new version activates after the activation delay; the old one
 	// stays usable for the grace period after that.
-	if act := kb[1].ActivateAt; act.Before(before.Add(kms.DefaultActivationDelay)) || act.After(after.Add(kms.DefaultActivationDelay)) {
-		t.Fatalf("v2 activates at %v, want the rotation time (%v to %v) + %v", act, before, after, kms.DefaultActivationDelay)
+	if act := kb[1].ActivateAt; act.Before(before.Add(kmsserver.DefaultActivationDelay)) || act.After(after.Add(kmsserver.DefaultActivationDelay)) {
+		t.Fatalf("v2 activates at %v, want the rotation time (%v to %v) + %v", act, before, after, kmsserver.DefaultActivationDelay)
 	}
-	if !kb[0].ExpiresAt.Equal(kb[1].ActivateAt.Add(kms.DefaultGrace)) {
-		t.Fatalf("v1 expires %v, want v2 activation + grace %v", kb[0].ExpiresAt, kb[1].ActivateAt.Add(kms.DefaultGrace))
+	if !kb[0].ExpiresAt.Equal(kb[1].ActivateAt.Add(kmsserver.DefaultGrace)) {
+		t.Fatalf("v1 expires %v, want v2 activation + grace %v", kb[0].ExpiresAt, kb[1].ActivateAt.Add(kmsserver.DefaultGrace))
 	}
 	if s := fmt.Sprintf("%v %+v %#v", kb[0], kb[0], kb); containsKey(s, kb[0].Key) {
 		t.Fatalf("printed key material: %s", s)

@@ -1,220 +1,18 @@
 package kms
 
 import (
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
-
-// The wire protocol: HTTPS + JSON, keys as compact JWE, proofs as compact JWS.
-//
-//	POST   /v1/devices                          register the device key   (proof)
-//	POST   /v1/calls                            create a call key         (proof)
-//	GET    /v1/calls/{id}/keys[?after=&wait=]   usable versions; long-poll with wait
-//	GET    /v1/calls/{id}/keys?version=N        one version
-//	POST   /v1/calls/{id}/rotate                new version               (proof)
-//	DELETE /v1/calls/{id}/participants/{who}    remove and rotate          (proof)
-
-const (
-	pathDevices = "/v1/devices"
-	pathCalls   = "/v1/calls"
-
-	// proofHeader carries the proof of freshness of a state-changing request.
-	proofHeader = "Securecall-Proof"
-
-	// Protected JWE header parameters binding a delivered key.
-	hdrURI      = "sc-uri"
-	hdrCallID   = "sc-call"
-	hdrVersion  = "sc-ver"
-	hdrActivate = "sc-act" // Unix milliseconds
-	hdrExpires  = "sc-exp" // Unix milliseconds, 0 for none
-
-	// deliveryType is the typ of the JWS a delivery's JWE carries, and the
-	// cty of that JWE: the KMS's signature over the key and its binding.
-	deliveryType = "securecall-key+jws"
-
-	// maxBody bounds every request and response body the package reads.
-	maxBody = 1 << 20
-)
-
-// The allow-lists: nothing else is accepted for wrapped keys or signatures.
-var (
-	allowedKeyAlgs   = []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}
-	allowedContent   = []jose.ContentEncryption{jose.A256GCM}
-	allowedProofAlgs = []jose.SignatureAlgorithm{jose.ES256}
-	allowedSigAlgs   = []jose.SignatureAlgorithm{jose.ES256}
-	allowedTokenAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.EdDSA}
-)
-
-type registerRequest struct {
-	Key json.RawMessage `json:"key"` // public JWK
-}
-
-type createRequest struct {
-	Participants  []string `json:"participants"`
-	RotateEveryMS int64    `json:"rotate_every_ms,omitempty"`
-	LifetimeMS    int64    `json:"lifetime_ms,omitempty"`
-}
-
-type createResponse struct {
-	URI     string `json:"uri"`
-	CallID  string `json:"call_id"`
-	Version uint32 `json:"version"`
-}
-
-type rotateResponse struct {
-	Version uint32 `json:"version"`
-}
-
-type wireKey struct {
-	Version uint32 `json:"version"`
-	State   string `json:"state"`
-	JWE     string `json:"jwe"`
-}
-
-type keysResponse struct {
-	URI        string    `json:"uri"`
-	CallID     string    `json:"call_id"`
-	MinVersion uint32    `json:"min_version"`
-	Latest     uint32    `json:"latest"`
-	Keys       []wireKey `json:"keys"`
-}
-
-type errorResponse struct {
-	Error string `json:"error"`
-}
-
-// proofClaims is the payload of a proof of freshness: it binds the method,
-// path and body of one request, a fresh nonce and the time of signing.
-type proofClaims struct {
-	Method   string `json:"htm"`
-	Path     string `json:"htu"`
-	BodyHash string `json:"bh"`
-	Nonce    string `json:"jti"`
-	IssuedMS int64  `json:"iat"`
-}
-
-func bodyHash(body []byte) string {
-	h := sha256.Sum256(body)
-	return base64.RawURLEncoding.EncodeToString(h[:])
-}
-
-// keyID is the RFC 7638 thumbprint of a P-256 public key, base64url.
-func keyID(pub *ecdsa.PublicKey) (string, error) {
-	jwk := jose.JSONWebKey{Key: pub}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(tp), nil
-}
-
-// parsePublicJWK accepts only a public P-256 ECDSA key.
-func parsePublicJWK(raw []byte) (*ecdsa.PublicKey, error) {
-	var jwk jose.JSONWebKey
-	if err := jwk.UnmarshalJSON(raw); err != nil {
-		return nil, err
-	}
-	pub, ok := jwk.Key.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, errors.New("key must be a public P-256 ECDSA key")
-	}
-	return pub, nil
-}
-
-// binding is what a wrapped key's protected header must state.
-type binding struct {
-	URI        string
-	CallID     string
-	Version    uint32
-	ActivateAt time.Time
-	ExpiresAt  time.Time
-}
-
-func unixMS(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromUnixMS(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
-
-// deliveryClaims is what the KMS signs for one delivered key: the key and
-// everything it is bound to, including the device it is for. The JWE that
-// carries the signature repeats the binding in its header (the envelope);
-// the client requires both to agree.
-type deliveryClaims struct {
-	URI        string `json:"uri"`
-	CallID     string `json:"call"`
-	Version    uint32 `json:"ver"`
-	ActivateMS int64  `json:"act"`
-	ExpiresMS  int64  `json:"exp"`
-	Recipient  string `json:"rcpt"` // the device key's thumbprint
-	Key        []byte `json:"key"`
-}
-
-// newDeliverySigner returns a signer of deliveries with priv, naming kid in
-// every signature's protected header.
-func newDeliverySigner(priv *ecdsa.PrivateKey, kid string) (jose.Signer, error) {
-	return jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: priv, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType(deliveryType))
-}
-
-// wrapKey signs key and its binding b with sig (sign-then-encrypt: a
-// compact JWS, ES256, typ deliveryType) and encrypts the signature to the
-// device key pub as a compact JWE whose protected header also binds b.
-func wrapKey(pub *ecdsa.PublicKey, kid string, b binding, key []byte, sig jose.Signer) (string, error) {
-	payload, err := json.Marshal(deliveryClaims{
-		URI: b.URI, CallID: b.CallID, Version: b.Version,
-		ActivateMS: unixMS(b.ActivateAt), ExpiresMS: unixMS(b.ExpiresAt),
-		Recipient: kid, Key: key,
-	})
-	if err != nil {
-		return "", err
-	}
-	defer clear(payload)
-	jws, err := sig.Sign(payload)
-	if err != nil {
-		return "", err
-	}
-	signed, err := jws.CompactSerialize()
-	if err != nil {
-		return "", err
-	}
-	opts := (&jose.EncrypterOptions{}).
-		WithContentType(deliveryType).
-		WithHeader(hdrURI, b.URI).
-		WithHeader(hdrCallID, b.CallID).
-		WithHeader(hdrVersion, b.Version).
-		WithHeader(hdrActivate, unixMS(b.ActivateAt)).
-		WithHeader(hdrExpires, unixMS(b.ExpiresAt))
-	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.ECDH_ES_A256KW, Key: pub, KeyID: kid}, opts)
-	if err != nil {
-		return "", err
-	}
-	obj, err := enc.Encrypt([]byte(signed))
-	if err != nil {
-		return "", err
-	}
-	return obj.CompactSerialize()
-}
 
 // jweAlgs reads alg and enc from a compact JWE's protected header without
 // trusting anything else in it.
@@ -251,7 +49,7 @@ func headerInt(h map[jose.HeaderKey]any, k jose.HeaderKey) (int64, bool) {
 // and version the client asked for; activation and expiry come from the
 // protected header, which the AEAD authenticates, and must equal what the
 // KMS signed. signers are the pinned KMS signing keys by key id.
-func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[string]*ecdsa.PublicKey, want binding) (media.CallKey, error) {
+func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[string]*ecdsa.PublicKey, want wire.Binding) (media.CallKey, error) {
 	fail := func(reason error, format string, args ...any) (media.CallKey, error) {
 		return media.CallKey{}, &DeliveryError{URI: want.URI, Version: want.Version, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
@@ -262,7 +60,7 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[s
 	if alg != string(jose.ECDH_ES_A256KW) || enc != string(jose.A256GCM) {
 		return fail(ErrAlgorithm, "alg %q enc %q", alg, enc)
 	}
-	obj, err := jose.ParseEncryptedCompact(compact, allowedKeyAlgs, allowedContent)
+	obj, err := jose.ParseEncryptedCompact(compact, wire.AllowedKeyAlgs, wire.AllowedContent)
 	if err != nil {
 		return fail(ErrMalformed, "%v", err)
 	}
@@ -274,11 +72,11 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[s
 		return fail(ErrTampered, "%v", err)
 	}
 	h := obj.Header.ExtraHeaders
-	uri, _ := h[hdrURI].(string)
-	callID, _ := h[hdrCallID].(string)
-	ver, okV := headerInt(h, hdrVersion)
-	act, okA := headerInt(h, hdrActivate)
-	exp, okE := headerInt(h, hdrExpires)
+	uri, _ := h[wire.HdrURI].(string)
+	callID, _ := h[wire.HdrCallID].(string)
+	ver, okV := headerInt(h, wire.HdrVersion)
+	act, okA := headerInt(h, wire.HdrActivate)
+	exp, okE := headerInt(h, wire.HdrExpires)
 	switch {
 	case uri != want.URI:
 		return fail(ErrBinding, "header names key %q", uri)
@@ -316,20 +114,20 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[s
 		CallID:     want.CallID,
 		Version:    want.Version,
 		Key:        claims.Key,
-		ActivateAt: fromUnixMS(act),
-		ExpiresAt:  fromUnixMS(exp),
+		ActivateAt: wire.FromUnixMS(act),
+		ExpiresAt:  wire.FromUnixMS(exp),
 	}, nil
 }
 
 // verifyDelivery checks that a delivery's plaintext is a JWS of the right
 // type by one of signers and returns its claims, or the reason it is not.
-func verifyDelivery(plain []byte, signers map[string]*ecdsa.PublicKey) (claims deliveryClaims, detail string, reason error) {
-	jws, err := jose.ParseSignedCompact(string(plain), allowedSigAlgs)
+func verifyDelivery(plain []byte, signers map[string]*ecdsa.PublicKey) (claims wire.DeliveryClaims, detail string, reason error) {
+	jws, err := jose.ParseSignedCompact(string(plain), wire.AllowedSigAlgs)
 	if err != nil || len(jws.Signatures) != 1 {
 		return claims, "the JWE does not carry a KMS signature", ErrUnsigned
 	}
 	hdr := jws.Signatures[0].Protected
-	if typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string); typ != deliveryType {
+	if typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string); typ != wire.DeliveryType {
 		return claims, fmt.Sprintf("the JWE carries a JWS of type %q, not a key delivery", typ), ErrUnsigned
 	}
 	pub := signers[hdr.KeyID]

@@ -266,14 +266,13 @@ func TestSigningKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	published := env.Server.SigningKeys()
-	jwks, err := kms.MarshalKMSKeys(published)
+	jwks, err := env.Server.SigningKeysJWKS()
 	if err != nil {
 		t.Fatal(err)
 	}
 	env.Close()
 	env = reopen(t, dir, env.URL)
-	if again, _ := kms.MarshalKMSKeys(env.Server.SigningKeys()); !bytes.Equal(again, jwks) {
+	if again, _ := env.Server.SigningKeysJWKS(); !bytes.Equal(again, jwks) {
 		t.Fatalf("signing keys changed across a restart:\n%s\n%s", jwks, again)
 	}
 	pinned, err := kms.ParseKMSKeys(jwks)

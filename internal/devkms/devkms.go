@@ -1,4 +1,4 @@
-// Package devkms runs the reference KMS for development: a dev CA, a server
+// Package devkms runs the reference KMS (package kms/kmsserver) for development: a dev CA, a server
 // certificate for 127.0.0.1, device certificates, a file store and the
 // server itself over TLS on a loopback port. Tests, examples/call and
 // examples/kms-server use it. Nothing here is fit for production: the CA
@@ -24,6 +24,7 @@ import (
 
 	"github.com/securecall/securecall/internal/testpki"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // Files in an Env's directory.
@@ -41,7 +42,7 @@ type Options struct {
 	Addr string
 	// Server overrides fields of the server's configuration; Store, KEK
 	// and ClientCAs are always set by Start.
-	Server kms.ServerConfig
+	Server kmsserver.Config
 	// Logger for the server. If nil, silent.
 	Logger *slog.Logger
 }
@@ -53,9 +54,9 @@ type Env struct {
 	// Dir holds the CA, certificates, KEK and store.
 	Dir string
 	// Server is the running reference server.
-	Server *kms.Server
+	Server *kmsserver.Server
 	// Store is the server's file store.
-	Store *kms.FileStore
+	Store *kmsserver.FileStore
 	// CA is the development CA that issued the server's and devices'
 	// certificates.
 	CA *testpki.CA
@@ -99,7 +100,7 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	if err != nil {
 		return nil, err
 	}
-	store, err := kms.OpenFileStore(filepath.Join(dir, StoreFile))
+	store, err := kmsserver.OpenFileStore(filepath.Join(dir, StoreFile))
 	if err != nil {
 		return nil, err
 	}
@@ -108,12 +109,12 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	if scfg.Logger == nil {
 		scfg.Logger = opts.Logger
 	}
-	srv, err := kms.NewServer(scfg)
+	srv, err := kmsserver.New(scfg)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	jwks, err := kms.MarshalKMSKeys(srv.SigningKeys())
+	jwks, err := srv.SigningKeysJWKS()
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, KMSKeysFile), jwks, 0o644)
 	}

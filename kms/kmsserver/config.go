@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"crypto"
@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Server defaults, used when the matching [ServerConfig] field is zero.
+// Server defaults, used when the matching [Config] field is zero.
 const (
 	// DefaultActivationDelay is the lead time between a new version's
 	// creation and its activation, so that receivers install it before
@@ -26,9 +26,9 @@ const (
 	DefaultMaxWatchWait = 30 * time.Second
 )
 
-// ServerConfig configures a [Server]. Store and KEK are required; every other
+// Config configures a [Server]. Store and KEK are required; every other
 // field's zero value is valid.
-type ServerConfig struct {
+type Config struct {
 	// Store keeps all state. Required; the server does not close it.
 	Store Store
 	// KEK is the 32-byte key-encryption key that seals key material before
@@ -72,7 +72,7 @@ type ServerConfig struct {
 	Logger *slog.Logger
 }
 
-func (c ServerConfig) withDefaults() ServerConfig {
+func (c Config) withDefaults() Config {
 	if c.ActivationDelay == 0 {
 		c.ActivationDelay = DefaultActivationDelay
 	} else if c.ActivationDelay < 0 {

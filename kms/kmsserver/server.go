@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"bytes"
@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -22,14 +21,16 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // Server is the reference KMS: an [http.Handler] serving the protocol the
-// [Client] speaks. Serve it over TLS with [Server.TLSConfig] so that devices
+// [github.com/securecall/securecall/kms.Client] speaks. Serve it over TLS with [Server.TLSConfig] so that devices
 // can present certificates. Close stops its rotation scheduler and its store
 // writer; the caller shuts its http.Server down first.
 type Server struct {
-	cfg     ServerConfig
+	cfg     Config
 	aead    cipher.AEAD
 	mux     *http.ServeMux
 	started time.Time
@@ -119,15 +120,15 @@ type wrapID struct {
 // maxWrapCache bounds a call's JWE cache; it is emptied when full.
 const maxWrapCache = 4096
 
-func (c *call) wrap(dev *device, sig *signingKey, b binding, key []byte) (string, error) {
-	id := wrapID{kid: dev.kid, signer: sig.kid, version: b.Version, activate: unixMS(b.ActivateAt), expire: unixMS(b.ExpiresAt)}
+func (c *call) wrap(dev *device, sig *signingKey, b wire.Binding, key []byte) (string, error) {
+	id := wrapID{kid: dev.kid, signer: sig.kid, version: b.Version, activate: wire.UnixMS(b.ActivateAt), expire: wire.UnixMS(b.ExpiresAt)}
 	c.wrapMu.Lock()
 	jwe, ok := c.wrapped[id]
 	c.wrapMu.Unlock()
 	if ok {
 		return jwe, nil
 	}
-	jwe, err := wrapKey(dev.pub, dev.kid, b, key, sig.signer)
+	jwe, err := wire.WrapKey(dev.pub, dev.kid, b, key, sig.signer)
 	if err != nil {
 		return "", err
 	}
@@ -153,26 +154,24 @@ const (
 	metaHead   = "audit-head"
 )
 
-var errServerClosed = fmt.Errorf("kms: server: %w", net.ErrClosed)
-
-// NewServer loads the server's state from cfg.Store, unsealing every key
+// New loads the server's state from cfg.Store, unsealing every key
 // with cfg.KEK (a wrong KEK fails here), and starts its rotation scheduler
 // and store writer.
-func NewServer(cfg ServerConfig) (*Server, error) {
+func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
-		return nil, errors.New("kms: ServerConfig.Store is required")
+		return nil, errors.New("kmsserver: Config.Store is required")
 	}
 	if len(cfg.KEK) != 32 {
-		return nil, errors.New("kms: ServerConfig.KEK must be 32 bytes")
+		return nil, errors.New("kmsserver: Config.KEK must be 32 bytes")
 	}
 	cfg = cfg.withDefaults()
 	block, err := aes.NewCipher(cfg.KEK)
 	if err != nil {
-		return nil, fmt.Errorf("kms: KEK: %w", err)
+		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("kms: KEK: %w", err)
+		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
 	}
 	s := &Server{
 		cfg:     cfg,
@@ -194,18 +193,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("POST "+pathDevices, s.handleRegister)
-	s.mux.HandleFunc("POST "+pathCalls, s.handleCreate)
-	s.mux.HandleFunc("GET "+pathCalls+"/{id}/keys", s.handleKeys)
-	s.mux.HandleFunc("POST "+pathCalls+"/{id}/rotate", s.handleRotate)
-	s.mux.HandleFunc("DELETE "+pathCalls+"/{id}/participants/{identity}", s.handleRemove)
+	s.mux.HandleFunc("POST "+wire.PathDevices, s.handleRegister)
+	s.mux.HandleFunc("POST "+wire.PathCalls, s.handleCreate)
+	s.mux.HandleFunc("GET "+wire.PathCalls+"/{id}/keys", s.handleKeys)
+	s.mux.HandleFunc("POST "+wire.PathCalls+"/{id}/rotate", s.handleRotate)
+	s.mux.HandleFunc("DELETE "+wire.PathCalls+"/{id}/participants/{identity}", s.handleRemove)
 	s.wg.Add(2)
 	go s.writer()
 	go s.scheduler()
 	if !haveSigner {
 		if err := s.initSigningKeys(); err != nil {
 			s.Close()
-			return nil, fmt.Errorf("kms: create signing keys: %w", err)
+			return nil, fmt.Errorf("kmsserver: create signing keys: %w", err)
 		}
 	}
 	return s, nil
@@ -217,11 +216,11 @@ func (s *Server) load(ctx context.Context) error {
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return err
 		}
-		pub, err := parsePublicJWK(rec.Key)
+		pub, err := wire.ParsePublicJWK(rec.Key)
 		if err != nil {
 			return err
 		}
-		kid, err := keyID(pub)
+		kid, err := wire.KeyID(pub)
 		if err != nil {
 			return err
 		}
@@ -229,7 +228,7 @@ func (s *Server) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kms: load devices: %w", err)
+		return fmt.Errorf("kmsserver: load devices: %w", err)
 	}
 	err = s.cfg.Store.ForEach(ctx, bucketCalls, func(id string, v []byte) error {
 		var rec callRecord
@@ -254,7 +253,7 @@ func (s *Server) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kms: load calls: %w", err)
+		return fmt.Errorf("kmsserver: load calls: %w", err)
 	}
 	return nil
 }
@@ -266,7 +265,7 @@ func (s *Server) auditHead(ctx context.Context) (AuditHead, error) {
 		return head, err
 	}
 	if err := json.Unmarshal(v, &head); err != nil {
-		return head, fmt.Errorf("kms: audit head: %w", err)
+		return head, fmt.Errorf("kmsserver: audit head: %w", err)
 	}
 	return head, nil
 }
@@ -300,7 +299,7 @@ func (s *Server) openWith(aad, sealed []byte) ([]byte, error) {
 func (s *Server) unseal(callID string, version uint32, sealed []byte) ([]byte, error) {
 	k, err := s.openWith(sealAAD(callID, version), sealed)
 	if err != nil {
-		return nil, fmt.Errorf("kms: unseal key %s v%d (wrong KEK?): %w", callID, version, err)
+		return nil, fmt.Errorf("kmsserver: unseal key %s v%d (wrong KEK?): %w", callID, version, err)
 	}
 	return k, nil
 }
@@ -375,7 +374,7 @@ func (s *Server) Flush(ctx context.Context) error {
 	case err := <-s.submit(nil):
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("kms: flush: %w", ctx.Err())
+		return fmt.Errorf("kmsserver: flush: %w", ctx.Err())
 	}
 }
 
@@ -395,7 +394,7 @@ func (s *Server) writer() {
 	ctx := context.Background()
 	head, err := s.auditHead(ctx)
 	if err != nil {
-		s.cfg.Logger.Error("kms: reading audit head", "err", err)
+		s.cfg.Logger.Error("kmsserver: reading audit head", "err", err)
 	}
 	for {
 		p, ok := <-s.queue
@@ -442,7 +441,7 @@ func (s *Server) writer() {
 		if err == nil {
 			head = next
 		} else {
-			s.cfg.Logger.Error("kms: store commit failed", "err", err)
+			s.cfg.Logger.Error("kmsserver: store commit failed", "err", err)
 		}
 		for _, p := range batch {
 			if err == nil && p.apply != nil {
@@ -476,7 +475,7 @@ func (s *Server) scheduler() {
 		s.mu.RUnlock()
 		for _, id := range due {
 			if _, err := s.rotate(id, "scheduler", "scheduled", nil); err != nil {
-				s.cfg.Logger.Warn("kms: scheduled rotation failed", "call", id, "err", err)
+				s.cfg.Logger.Warn("kmsserver: scheduled rotation failed", "call", id, "err", err)
 				s.mu.Lock()
 				if c := s.calls[id]; c != nil && !c.nextRotation.IsZero() {
 					c.nextRotation = now.Add(time.Second)
@@ -524,7 +523,7 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
 	if c == nil {
-		return 0, errNoCall
+		return 0, ErrNoCall
 	}
 	if change != nil {
 		if err := change(&rec); err != nil {
@@ -555,11 +554,9 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	c.changed = make(chan struct{})
 	s.mu.Unlock()
 	s.poke()
-	s.cfg.Logger.Info("kms: rotated", "call", id, "version", vr.Version, "actor", actor)
+	s.cfg.Logger.Info("kmsserver: rotated", "call", id, "version", vr.Version, "actor", actor)
 	return vr.Version, nil
 }
-
-var errNoCall = errors.New("kms: no such call")
 
 func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, versionRecord, error) {
 	key := make([]byte, 32)
@@ -590,15 +587,15 @@ func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, v
 // erases the key material from the store. Both are final and audited.
 func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32, state KeyState) error {
 	if state != StateCompromised && state != StateDestroyed {
-		return fmt.Errorf("kms: set key state: %v cannot be set", state)
+		return fmt.Errorf("kmsserver: set key state: %v cannot be set", state)
 	}
 	return s.changeCall(callID, AuditEntry{Action: "state", Actor: "operator", Version: version, Detail: state.String()}, func(rec *callRecord) error {
 		if version == 0 || int(version) > len(rec.Versions) {
-			return fmt.Errorf("kms: set key state: call %q has no version %d", callID, version)
+			return fmt.Errorf("kmsserver: set key state: call %q has no version %d", callID, version)
 		}
 		vr := &rec.Versions[version-1]
 		if vr.State == StateDestroyed.String() {
-			return fmt.Errorf("kms: set key state: version %d is destroyed", version)
+			return fmt.Errorf("kmsserver: set key state: version %d is destroyed", version)
 		}
 		vr.State = state.String()
 		if state == StateDestroyed {
@@ -617,7 +614,7 @@ func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32,
 func (s *Server) SetMinVersion(ctx context.Context, callID string, version uint32) error {
 	return s.changeCall(callID, AuditEntry{Action: "min-version", Actor: "operator", Version: version}, func(rec *callRecord) error {
 		if int(version) > len(rec.Versions) {
-			return fmt.Errorf("kms: set min version: call %q has no version %d", callID, version)
+			return fmt.Errorf("kmsserver: set min version: call %q has no version %d", callID, version)
 		}
 		rec.MinVersion = max(rec.MinVersion, version)
 		return nil
@@ -629,7 +626,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
 	if c == nil {
-		return fmt.Errorf("kms: call %q: %w", id, ErrNotFound)
+		return fmt.Errorf("kmsserver: call %q: %w", id, ErrNoCall)
 	}
 	if err := change(&rec); err != nil {
 		return err
@@ -680,13 +677,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // deny answers with an error and audits the denial.
 func (s *Server) deny(w http.ResponseWriter, e *apiError, action, actor, callID string) {
 	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: actor, Call: callID, Outcome: "denied", Detail: e.code})
-	writeJSON(w, e.status, errorResponse{Error: e.code})
+	writeJSON(w, e.status, wire.ErrorResponse{Error: e.code})
 }
 
 func readBody(r *http.Request) ([]byte, *apiError) {
-	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, wire.MaxBody))
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, codeBadRequest)
+		return nil, fail(http.StatusBadRequest, wire.CodeBadRequest)
 	}
 	return b, nil
 }
@@ -721,28 +718,28 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "register", p.identity, "")
 		return
 	}
-	var req registerRequest
+	var req wire.RegisterRequest
 	if err := decodeStrict(body, &req); err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
-	pub, err := parsePublicJWK(req.Key)
+	pub, err := wire.ParsePublicJWK(req.Key)
 	if err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
 	if p.certKey != nil && !p.certKey.Equal(pub) {
 		// With mutual TLS the device key is the certificate's key.
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
 	if aerr := s.checkProof(r, body, pub); aerr != nil {
 		s.deny(w, aerr, "register", p.identity, "")
 		return
 	}
-	kid, err := keyID(pub)
+	kid, err := wire.KeyID(pub)
 	if err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
 	// Registrations of different devices are independent: they are not
@@ -767,7 +764,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}, AuditEntry{Time: now, Action: "register", Actor: p.identity, Outcome: "ok", Detail: detail})
 	if err := <-done; err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
@@ -793,7 +790,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
-		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), "create", p.identity, "")
+		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), "create", p.identity, "")
 		return
 	}
 	body, aerr := readBody(r)
@@ -807,7 +804,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := parseCreateRequest(body)
 	if err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "create", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "create", p.identity, "")
 		return
 	}
 	idb := make([]byte, 16)
@@ -825,7 +822,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	key, vr, err := s.newVersion(&rec, now, now)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
+		writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: wire.CodeInternal})
 		return
 	}
 	val, _ := json.Marshal(rec)
@@ -844,16 +841,16 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeMu.Unlock()
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
 	}
 	s.poke()
-	writeJSON(w, http.StatusCreated, createResponse{URI: s.baseURL(r) + pathCalls + "/" + id, CallID: id, Version: 1})
+	writeJSON(w, http.StatusCreated, wire.CreateResponse{URI: s.baseURL(r) + wire.PathCalls + "/" + id, CallID: id, Version: 1})
 }
 
 // parseCreateRequest decodes and validates a create request body.
-func parseCreateRequest(body []byte) (createRequest, error) {
-	var req createRequest
+func parseCreateRequest(body []byte) (wire.CreateRequest, error) {
+	var req wire.CreateRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return req, err
 	}
@@ -879,10 +876,10 @@ func (s *Server) participant(id, identity string) (*call, *apiError) {
 	defer s.mu.RUnlock()
 	c := s.calls[id]
 	if c == nil {
-		return nil, fail(http.StatusNotFound, codeNotFound)
+		return nil, fail(http.StatusNotFound, wire.CodeNotFound)
 	}
 	if !slices.Contains(c.rec.Participants, identity) {
-		return nil, fail(http.StatusForbidden, codeForbidden)
+		return nil, fail(http.StatusForbidden, wire.CodeForbidden)
 	}
 	return c, nil
 }
@@ -943,7 +940,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 	waitMS, err2 := strconv.ParseUint(defaultString(q.Get("wait"), "0"), 10, 32)
 	version, err3 := parseUint32(q.Get("version"))
 	if err1 != nil || err2 != nil || err3 != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "fetch", p.identity, id)
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "fetch", p.identity, id)
 		return
 	}
 	c, aerr := s.participant(id, p.identity)
@@ -953,7 +950,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
-		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), "fetch", p.identity, id)
+		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), "fetch", p.identity, id)
 		return
 	}
 	wait := min(time.Duration(waitMS)*time.Millisecond, s.cfg.MaxWatchWait)
@@ -983,7 +980,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.RUnlock()
 		if !member {
-			s.deny(w, fail(http.StatusForbidden, codeForbidden), action, p.identity, id)
+			s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
 			return
 		}
 		if stateErr != nil {
@@ -1010,37 +1007,37 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 // Called with s.mu held.
 func (s *Server) oneVersion(c *call, now time.Time, v uint32) ([]deliverable, *apiError) {
 	if int(v) > len(c.rec.Versions) {
-		return nil, fail(http.StatusNotFound, codeNotFound)
+		return nil, fail(http.StatusNotFound, wire.CodeNotFound)
 	}
 	switch c.rec.Versions[v-1].State {
 	case StateCompromised.String():
-		return nil, fail(http.StatusGone, codeCompromised)
+		return nil, fail(http.StatusGone, wire.CodeCompromised)
 	case StateDestroyed.String():
-		return nil, fail(http.StatusGone, codeDestroyed)
+		return nil, fail(http.StatusGone, wire.CodeDestroyed)
 	}
 	if v < c.rec.MinVersion {
-		return nil, fail(http.StatusGone, codeBelowMinimum)
+		return nil, fail(http.StatusGone, wire.CodeBelowMinimum)
 	}
 	for _, d := range s.usable(c, now, v-1) {
 		if d.version == v {
 			return []deliverable{d}, nil
 		}
 	}
-	return nil, fail(http.StatusGone, codeExpired)
+	return nil, fail(http.StatusGone, wire.CodeExpired)
 }
 
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request, c *call, rec callRecord, dev *device, ds []deliverable, action, identity string) {
-	uri := s.baseURL(r) + pathCalls + "/" + rec.ID
-	resp := keysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wireKey, 0, len(ds))}
+	uri := s.baseURL(r) + wire.PathCalls + "/" + rec.ID
+	resp := wire.KeysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wire.Key, 0, len(ds))}
 	var last uint32
 	sig := s.currentSigner()
 	for _, d := range ds {
-		jwe, err := c.wrap(dev, sig, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
+		jwe, err := c.wrap(dev, sig, wire.Binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
 		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
+			writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: wire.CodeInternal})
 			return
 		}
-		resp.Keys = append(resp.Keys, wireKey{Version: d.version, State: d.state.String(), JWE: jwe})
+		resp.Keys = append(resp.Keys, wire.Key{Version: d.version, State: d.state.String(), JWE: jwe})
 		last = d.version
 	}
 	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: identity, Call: rec.ID, Version: last, Outcome: "ok",
@@ -1078,16 +1075,16 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	allowed := c != nil && (c.rec.Creator == p.identity || (!creatorOnly && slices.Contains(c.rec.Participants, p.identity)))
 	s.mu.RUnlock()
 	if c == nil {
-		s.deny(w, fail(http.StatusNotFound, codeNotFound), action, p.identity, id)
+		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), action, p.identity, id)
 		return "", false
 	}
 	if !allowed {
-		s.deny(w, fail(http.StatusForbidden, codeForbidden), action, p.identity, id)
+		s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
 		return "", false
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
-		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), action, p.identity, id)
+		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), action, p.identity, id)
 		return "", false
 	}
 	body, aerr := readBody(r)
@@ -1095,7 +1092,7 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 		aerr = s.checkProof(r, body, dev.pub)
 	}
 	if aerr == nil && len(body) > 0 {
-		aerr = fail(http.StatusBadRequest, codeBadRequest)
+		aerr = fail(http.StatusBadRequest, wire.CodeBadRequest)
 	}
 	if aerr != nil {
 		s.deny(w, aerr, action, p.identity, id)
@@ -1111,10 +1108,10 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil)
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
 	}
-	writeJSON(w, http.StatusOK, rotateResponse{Version: v})
+	writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 }
 
 func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
@@ -1134,27 +1131,27 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case errors.Is(err, errNotMember):
-		s.deny(w, fail(http.StatusNotFound, codeNotFound), "remove", who, id)
+		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), "remove", who, id)
 	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 	default:
-		writeJSON(w, http.StatusOK, rotateResponse{Version: v})
+		writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 	}
 }
 
 // checkProof verifies a request's proof of freshness: a JWS by pub over the
 // method, path and body hash, with a nonce never seen within the window.
 func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) *apiError {
-	raw := r.Header.Get(proofHeader)
+	raw := r.Header.Get(wire.ProofHeader)
 	if raw == "" {
-		return fail(http.StatusUnauthorized, codeBadProof)
+		return fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	claims, err := verifyProof(raw, pub)
 	if err != nil {
-		return fail(http.StatusUnauthorized, codeBadProof)
+		return fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
-	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != bodyHash(body) || len(claims.Nonce) < 16 {
-		return fail(http.StatusUnauthorized, codeBadProof)
+	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != wire.BodyHash(body) || len(claims.Nonce) < 16 {
+		return fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	now := s.cfg.Clock()
 	issued := time.UnixMilli(claims.IssuedMS)
@@ -1162,7 +1159,7 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 	// Proofs older than the server's start are refused: the nonce memory
 	// does not survive a restart, so this keeps replays out across one.
 	if issued.Before(now.Add(-win)) || issued.After(now.Add(win)) || claims.IssuedMS < s.started.UnixMilli() {
-		return fail(http.StatusUnauthorized, codeStaleProof)
+		return fail(http.StatusUnauthorized, wire.CodeStaleProof)
 	}
 	s.nonceMu.Lock()
 	defer s.nonceMu.Unlock()
@@ -1175,19 +1172,19 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 		s.lastSweep = now
 	}
 	if _, seen := s.nonces[claims.Nonce]; seen {
-		return fail(http.StatusUnauthorized, codeReplayed)
+		return fail(http.StatusUnauthorized, wire.CodeReplayed)
 	}
 	s.nonces[claims.Nonce] = issued
 	return nil
 }
 
 // verifyProof parses and verifies a compact JWS proof.
-func verifyProof(raw string, pub *ecdsa.PublicKey) (proofClaims, error) {
-	var c proofClaims
+func verifyProof(raw string, pub *ecdsa.PublicKey) (wire.ProofClaims, error) {
+	var c wire.ProofClaims
 	if len(raw) > 4096 {
 		return c, errors.New("proof too long")
 	}
-	jws, err := jose.ParseSignedCompact(raw, allowedProofAlgs)
+	jws, err := jose.ParseSignedCompact(raw, wire.AllowedProofAlgs)
 	if err != nil {
 		return c, err
 	}

@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"crypto/ecdsa"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // principal is an authenticated device.
@@ -65,7 +67,7 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok || len(s.cfg.TokenKeys) == 0 || len(tok) > 8192 {
-			return principal{}, fail(http.StatusUnauthorized, codeBadToken)
+			return principal{}, fail(http.StatusUnauthorized, wire.CodeBadToken)
 		}
 		k := sha256.Sum256([]byte("token\x00" + tok))
 		if p, ok := s.auth.get(k, now); ok {
@@ -79,7 +81,7 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 		return p, nil
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || s.cfg.ClientCAs == nil {
-		return principal{}, fail(http.StatusUnauthorized, codeUnauthenticated)
+		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	certs := r.TLS.PeerCertificates
 	h := sha256.New()
@@ -106,16 +108,16 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 		var ua x509.UnknownAuthorityError
 		switch {
 		case errors.As(err, &inv) && inv.Reason == x509.Expired:
-			return principal{}, fail(http.StatusUnauthorized, codeCertificateExpired)
+			return principal{}, fail(http.StatusUnauthorized, wire.CodeCertificateExpired)
 		case errors.As(err, &ua):
-			return principal{}, fail(http.StatusUnauthorized, codeUnknownAuthority)
+			return principal{}, fail(http.StatusUnauthorized, wire.CodeUnknownAuthority)
 		}
-		return principal{}, fail(http.StatusUnauthorized, codeUnauthenticated)
+		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	leaf := certs[0]
 	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() || leaf.Subject.CommonName == "" {
-		return principal{}, fail(http.StatusUnauthorized, codeUnauthenticated)
+		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	e := authEntry{p: principal{identity: leaf.Subject.CommonName, certKey: pub}, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	for _, c := range chains[0][1:] {
@@ -133,8 +135,8 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 // verifyToken checks a bearer JWT's signature against the configured keys,
 // then its expiry (required), not-before, audience and subject.
 func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *apiError) {
-	bad := fail(http.StatusUnauthorized, codeBadToken)
-	tok, err := jwt.ParseSigned(raw, allowedTokenAlgs)
+	bad := fail(http.StatusUnauthorized, wire.CodeBadToken)
+	tok, err := jwt.ParseSigned(raw, wire.AllowedTokenAlgs)
 	if err != nil {
 		return principal{}, time.Time{}, bad
 	}
@@ -155,7 +157,7 @@ func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *
 	}
 	if err := claims.ValidateWithLeeway(exp, tokenLeeway); err != nil {
 		if errors.Is(err, jwt.ErrExpired) {
-			return principal{}, time.Time{}, fail(http.StatusUnauthorized, codeTokenExpired)
+			return principal{}, time.Time{}, fail(http.StatusUnauthorized, wire.CodeTokenExpired)
 		}
 		return principal{}, time.Time{}, bad
 	}

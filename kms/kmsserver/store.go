@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"context"
@@ -63,7 +63,7 @@ var _ Store = (*FileStore)(nil)
 func OpenFileStore(path string) (*FileStore, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("kms: open store %q: %w", path, err)
+		return nil, fmt.Errorf("kmsserver: open store %q: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range []string{bucketDevices, bucketCalls, bucketAudit} {
@@ -75,7 +75,7 @@ func OpenFileStore(path string) (*FileStore, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("kms: open store %q: %w", path, err)
+		return nil, fmt.Errorf("kmsserver: open store %q: %w", path, err)
 	}
 	return &FileStore{db: db}, nil
 }
@@ -94,7 +94,7 @@ func (s *FileStore) Get(ctx context.Context, bucket, key string) ([]byte, error)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kms: store get: %w", err)
+		return nil, fmt.Errorf("kmsserver: store get: %w", err)
 	}
 	return out, nil
 }
@@ -138,7 +138,7 @@ func (s *FileStore) Commit(ctx context.Context, writes []Write) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kms: store commit: %w", err)
+		return fmt.Errorf("kmsserver: store commit: %w", err)
 	}
 	return nil
 }
@@ -149,11 +149,11 @@ func (s *FileStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done {
-		return fmt.Errorf("kms: store: %w", net.ErrClosed)
+		return fmt.Errorf("kmsserver: store: %w", net.ErrClosed)
 	}
 	s.done = true
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("kms: close store: %w", err)
+		return fmt.Errorf("kmsserver: close store: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"bufio"
@@ -46,7 +46,7 @@ type AuditEntry struct {
 var genesisHash = hex.EncodeToString(make([]byte, sha256.Size))
 
 // ErrAuditChain reports an audit log whose hash chain does not verify.
-var ErrAuditChain = errors.New("kms: audit chain broken")
+var ErrAuditChain = errors.New("kmsserver: audit chain broken")
 
 // AuditError locates a break in the audit chain.
 type AuditError struct {
@@ -58,7 +58,7 @@ type AuditError struct {
 
 // Error describes the break.
 func (e *AuditError) Error() string {
-	return fmt.Sprintf("kms: audit log line %d: %s", e.Line, e.Reason)
+	return fmt.Sprintf("kmsserver: audit log line %d: %s", e.Line, e.Reason)
 }
 
 // Unwrap returns [ErrAuditChain].
@@ -163,10 +163,10 @@ func ExportAuditLog(ctx context.Context, store Store, w io.Writer) error {
 		return bw.WriteByte('\n')
 	})
 	if err != nil {
-		return fmt.Errorf("kms: export audit log: %w", err)
+		return fmt.Errorf("kmsserver: export audit log: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("kms: export audit log: %w", err)
+		return fmt.Errorf("kmsserver: export audit log: %w", err)
 	}
 	return nil
 }

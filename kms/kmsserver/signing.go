@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"context"
@@ -8,16 +8,17 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // The KMS signs every delivery with its current signing key and publishes
 // two public keys, the current and the next one. Devices pin both
-// ([Config].KMSKeys). RotateSigningKey makes the next key current and
+// ([github.com/securecall/securecall/kms.Config].KMSKeys). RotateSigningKey makes the next key current and
 // creates a new next key, so a device that pinned the keys published before
 // a rotation keeps verifying after it; it must learn the new next key
 // before the rotation after that. The overlap is therefore the time between
@@ -53,7 +54,7 @@ func (s *Server) newSigningKey(now time.Time) (*signingKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	kid, err := keyID(&priv.PublicKey)
+	kid, err := wire.KeyID(&priv.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -73,21 +74,21 @@ func (s *Server) newSigningKey(now time.Time) (*signingKey, error) {
 func (s *Server) openSigningKey(rec signingKeyRecord) (*signingKey, error) {
 	der, err := s.openWith(signingAAD(rec.KID), rec.Sealed)
 	if err != nil {
-		return nil, fmt.Errorf("kms: unseal signing key %s (wrong KEK?): %w", rec.KID, err)
+		return nil, fmt.Errorf("kmsserver: unseal signing key %s (wrong KEK?): %w", rec.KID, err)
 	}
 	defer clear(der)
 	k, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
-		return nil, fmt.Errorf("kms: signing key %s: %w", rec.KID, err)
+		return nil, fmt.Errorf("kmsserver: signing key %s: %w", rec.KID, err)
 	}
 	priv, ok := k.(*ecdsa.PrivateKey)
 	if !ok || priv.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("kms: signing key %s is not a P-256 key", rec.KID)
+		return nil, fmt.Errorf("kmsserver: signing key %s is not a P-256 key", rec.KID)
 	}
-	if kid, err := keyID(&priv.PublicKey); err != nil || kid != rec.KID {
-		return nil, fmt.Errorf("kms: signing key %s: key id does not match the key", rec.KID)
+	if kid, err := wire.KeyID(&priv.PublicKey); err != nil || kid != rec.KID {
+		return nil, fmt.Errorf("kmsserver: signing key %s: key id does not match the key", rec.KID)
 	}
-	signer, err := newDeliverySigner(priv, rec.KID)
+	signer, err := wire.NewDeliverySigner(priv, rec.KID)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +103,7 @@ func (s *Server) loadSigningKeys(ctx context.Context) (bool, error) {
 	}
 	var rec signingKeysRecord
 	if err := json.Unmarshal(v, &rec); err != nil {
-		return false, fmt.Errorf("kms: signing keys: %w", err)
+		return false, fmt.Errorf("kmsserver: signing keys: %w", err)
 	}
 	cur, err := s.openSigningKey(rec.Current)
 	if err != nil {
@@ -154,9 +155,9 @@ func (s *Server) currentSigner() *signingKey {
 	return s.sigCurrent
 }
 
-// SigningKeys returns the public keys devices pin ([Config].KMSKeys): the
+// SigningKeys returns the public keys devices pin ([github.com/securecall/securecall/kms.Config].KMSKeys): the
 // key deliveries are signed with now, then the one that replaces it at the
-// next [Server.RotateSigningKey]. Publish both with [MarshalKMSKeys].
+// next [Server.RotateSigningKey]. Publish both, for example with [Server.SigningKeysJWKS].
 func (s *Server) SigningKeys() []crypto.PublicKey {
 	s.sigMu.RLock()
 	defer s.sigMu.RUnlock()
@@ -169,14 +170,14 @@ func (s *Server) SigningKeys() []crypto.PublicKey {
 // give them the new SigningKeys before the following rotation. Audited.
 func (s *Server) RotateSigningKey(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("kms: rotate signing key: %w", err)
+		return fmt.Errorf("kmsserver: rotate signing key: %w", err)
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	now := s.cfg.Clock().UTC()
 	next, err := s.newSigningKey(now)
 	if err != nil {
-		return fmt.Errorf("kms: rotate signing key: %w", err)
+		return fmt.Errorf("kmsserver: rotate signing key: %w", err)
 	}
 	s.sigMu.RLock()
 	old, cur := s.sigCurrent, s.sigNext
@@ -184,7 +185,7 @@ func (s *Server) RotateSigningKey(ctx context.Context) error {
 	err = s.storeSigningKeys(cur, next, AuditEntry{Time: now, Action: "signing-key", Actor: "operator", Outcome: "ok",
 		Detail: "retired " + old.kid + " current " + cur.kid + " next " + next.kid})
 	if err != nil {
-		return fmt.Errorf("kms: rotate signing key: %w", err)
+		return fmt.Errorf("kmsserver: rotate signing key: %w", err)
 	}
 	// Deliveries signed by the retired key are not served again.
 	s.mu.RLock()
@@ -194,47 +195,22 @@ func (s *Server) RotateSigningKey(ctx context.Context) error {
 		c.wrapMu.Unlock()
 	}
 	s.mu.RUnlock()
-	s.cfg.Logger.Info("kms: signing key rotated", "current", cur.kid, "next", next.kid)
+	s.cfg.Logger.Info("kmsserver: signing key rotated", "current", cur.kid, "next", next.kid)
 	return nil
 }
 
-// MarshalKMSKeys encodes KMS signing public keys as a JWK Set, the form in
-// which an operator publishes them to devices.
-func MarshalKMSKeys(keys []crypto.PublicKey) ([]byte, error) {
+// SigningKeysJWKS is [Server.SigningKeys] as a JWK Set, the form in which
+// an operator publishes them to devices (the client reads it with
+// [github.com/securecall/securecall/kms.ParseKMSKeys]).
+func (s *Server) SigningKeysJWKS() ([]byte, error) {
 	set := jose.JSONWebKeySet{}
-	for _, k := range keys {
-		pub, ok := k.(*ecdsa.PublicKey)
-		if !ok || pub.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("kms: marshal KMS keys: %T is not a P-256 public key", k)
-		}
-		kid, err := keyID(pub)
+	for _, k := range s.SigningKeys() {
+		pub := k.(*ecdsa.PublicKey)
+		kid, err := wire.KeyID(pub)
 		if err != nil {
-			return nil, fmt.Errorf("kms: marshal KMS keys: %w", err)
+			return nil, fmt.Errorf("kmsserver: signing keys: %w", err)
 		}
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"})
 	}
 	return json.Marshal(set)
-}
-
-// ParseKMSKeys decodes a JWK Set of KMS signing public keys (P-256 only,
-// no private keys), for [Config].KMSKeys.
-func ParseKMSKeys(jwks []byte) ([]crypto.PublicKey, error) {
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(jwks, &set); err != nil {
-		return nil, fmt.Errorf("kms: parse KMS keys: %w", err)
-	}
-	if len(set.Keys) == 0 {
-		return nil, errors.New("kms: parse KMS keys: no keys")
-	}
-	out := make([]crypto.PublicKey, 0, len(set.Keys))
-	for i, raw := range set.Keys {
-		pub, err := parsePublicJWK(raw)
-		if err != nil {
-			return nil, fmt.Errorf("kms: parse KMS keys: key %d: %w", i, err)
-		}
-		out = append(out, pub)
-	}
-	return out, nil
 }
