@@ -157,7 +157,7 @@ func VerifyAuditLog(r io.Reader) (AuditHead, error) {
 func ExportAuditLog(ctx context.Context, store Store, w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	err := store.ForEach(ctx, bucketAudit, func(_ string, v []byte) error {
-		if _, err := bw.Write(v); err != nil {
+		if _, err := bw.Write(recordValue(v)); err != nil {
 			return err
 		}
 		return bw.WriteByte('\n')

@@ -32,6 +32,8 @@ import (
 type Server struct {
 	cfg     Config
 	aead    cipher.AEAD
+	macKey  []byte    // authenticates every store record
+	head0   AuditHead // the audit head verified at start, for the writer
 	mux     *http.ServeMux
 	started time.Time
 
@@ -173,9 +175,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
 	}
+	macKey, err := deriveMACKey(cfg.KEK)
+	if err != nil {
+		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
+	}
 	s := &Server{
 		cfg:     cfg,
 		aead:    aead,
+		macKey:  macKey,
 		started: cfg.Clock(),
 		devices: map[string]*device{},
 		calls:   map[string]*call{},
@@ -185,12 +192,16 @@ func New(cfg Config) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.auth.init()
-	if err := s.load(context.Background()); err != nil {
+	seqs := map[recordID]uint64{}
+	if err := s.load(context.Background(), seqs); err != nil {
 		return nil, err
 	}
-	haveSigner, err := s.loadSigningKeys(context.Background())
+	haveSigner, err := s.loadSigningKeys(context.Background(), seqs)
 	if err != nil {
 		return nil, err
+	}
+	if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
+		return nil, fmt.Errorf("kmsserver: store: %w", err)
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+wire.PathDevices, s.handleRegister)
@@ -210,11 +221,18 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) load(ctx context.Context) error {
-	err := s.cfg.Store.ForEach(ctx, bucketDevices, func(id string, v []byte) error {
-		var rec deviceRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
+// load reads every device and call, authenticating each record, and notes
+// the audit entry each was written with in seqs.
+func (s *Server) load(ctx context.Context, seqs map[recordID]uint64) error {
+	err := s.cfg.Store.ForEach(ctx, bucketDevices, func(id string, stored []byte) error {
+		seq, v, err := s.openRecord(bucketDevices, id, stored)
+		if err != nil {
 			return err
+		}
+		seqs[recordID{bucketDevices, id}] = seq
+		var rec deviceRecord
+		if err := json.Unmarshal(v, &rec); err != nil || rec.Identity != id {
+			return &RecordError{Bucket: bucketDevices, Key: id, Reason: "not a device record"}
 		}
 		pub, err := wire.ParsePublicJWK(rec.Key)
 		if err != nil {
@@ -230,10 +248,15 @@ func (s *Server) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kmsserver: load devices: %w", err)
 	}
-	err = s.cfg.Store.ForEach(ctx, bucketCalls, func(id string, v []byte) error {
-		var rec callRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
+	err = s.cfg.Store.ForEach(ctx, bucketCalls, func(id string, stored []byte) error {
+		seq, v, err := s.openRecord(bucketCalls, id, stored)
+		if err != nil {
 			return err
+		}
+		seqs[recordID{bucketCalls, id}] = seq
+		var rec callRecord
+		if err := json.Unmarshal(v, &rec); err != nil || rec.ID != id {
+			return &RecordError{Bucket: bucketCalls, Key: id, Reason: "not a call record"}
 		}
 		c := &call{rec: rec, keys: map[uint32][]byte{}, changed: make(chan struct{})}
 		for _, vr := range rec.Versions {
@@ -256,18 +279,6 @@ func (s *Server) load(ctx context.Context) error {
 		return fmt.Errorf("kmsserver: load calls: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) auditHead(ctx context.Context) (AuditHead, error) {
-	head := AuditHead{Hash: genesisHash}
-	v, err := s.cfg.Store.Get(ctx, bucketMeta, metaHead)
-	if err != nil || v == nil {
-		return head, err
-	}
-	if err := json.Unmarshal(v, &head); err != nil {
-		return head, fmt.Errorf("kmsserver: audit head: %w", err)
-	}
-	return head, nil
 }
 
 func sealAAD(callID string, version uint32) []byte {
@@ -392,10 +403,7 @@ func (s *Server) ExportAuditLog(ctx context.Context, w io.Writer) error {
 func (s *Server) writer() {
 	defer s.wg.Done()
 	ctx := context.Background()
-	head, err := s.auditHead(ctx)
-	if err != nil {
-		s.cfg.Logger.Error("kmsserver: reading audit head", "err", err)
-	}
+	head := s.head0
 	for {
 		p, ok := <-s.queue
 		if !ok {
@@ -418,7 +426,6 @@ func (s *Server) writer() {
 		next := head
 		var sealErr error
 		for _, p := range batch {
-			writes = append(writes, p.writes...)
 			for i := range p.entries {
 				e := &p.entries[i]
 				b, err := e.seal(next)
@@ -427,12 +434,20 @@ func (s *Server) writer() {
 					break
 				}
 				next = AuditHead{Seq: e.Seq, Hash: e.Hash}
-				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: b})
+				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: s.sealRecord(bucketAudit, auditKey(e.Seq), e.Seq, b)})
+			}
+			// A record carries the sequence number of the audit entry
+			// committed with it (every state change has one).
+			for _, w := range p.writes {
+				if w.Value != nil {
+					w.Value = s.sealRecord(w.Bucket, w.Key, next.Seq, w.Value)
+				}
+				writes = append(writes, w)
 			}
 		}
 		if next != head {
 			hb, _ := json.Marshal(next)
-			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: hb})
+			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: s.sealRecord(bucketMeta, metaHead, next.Seq, hb)})
 		}
 		err := sealErr
 		if err == nil && len(writes) > 0 {

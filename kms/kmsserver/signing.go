@@ -96,14 +96,15 @@ func (s *Server) openSigningKey(rec signingKeyRecord) (*signingKey, error) {
 }
 
 // loadSigningKeys reads the signing keys, or reports that there are none.
-func (s *Server) loadSigningKeys(ctx context.Context) (bool, error) {
-	v, err := s.cfg.Store.Get(ctx, bucketMeta, metaSigningKeys)
-	if err != nil || v == nil {
+func (s *Server) loadSigningKeys(ctx context.Context, seqs map[recordID]uint64) (bool, error) {
+	r, err := s.readRecord(ctx, bucketMeta, metaSigningKeys)
+	if err != nil || r.value == nil {
 		return false, err
 	}
+	seqs[recordID{bucketMeta, metaSigningKeys}] = r.seq
 	var rec signingKeysRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return false, fmt.Errorf("kmsserver: signing keys: %w", err)
+	if err := json.Unmarshal(r.value, &rec); err != nil {
+		return false, &RecordError{Bucket: bucketMeta, Key: metaSigningKeys, Reason: "not a signing keys record"}
 	}
 	cur, err := s.openSigningKey(rec.Current)
 	if err != nil {
