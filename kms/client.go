@@ -48,7 +48,8 @@ type Client struct {
 
 	mu      sync.Mutex
 	closed  bool
-	cache   map[string]*cacheEntry
+	cache   map[string]*cacheEntry // at most cfg.MaxCachedCalls entries
+	tick    uint64
 	flights map[string]*flight
 }
 
@@ -61,6 +62,7 @@ type cacheEntry struct {
 	keys map[uint32]media.CallKey
 	jwes map[uint32]string // the JWE each cached key came in
 	min  uint32
+	used uint64 // c.tick at the last fetch or use, for eviction
 }
 
 // flight is one fetch shared by every concurrent Fetch of a URI.
@@ -290,6 +292,30 @@ func (c *Client) rotateLike(ctx context.Context, op, method, path string) (uint3
 	return resp.Version, nil
 }
 
+// EndCall ends the call named by uri at the KMS (only its creator may):
+// scheduled rotation stops, its keys are never delivered again (fetches and
+// watches fail with [ErrEnded]) and the KMS destroys them after its
+// retention. The client forgets the call's keys. Ending an ended call
+// succeeds.
+func (c *Client) EndCall(ctx context.Context, uri string) error {
+	id, err := c.callID(uri)
+	if err != nil {
+		return err
+	}
+	if _, err := c.do(ctx, "end call", http.MethodPost, wire.PathCalls+"/"+id+"/end", nil, nil, true, 0); err != nil {
+		return err
+	}
+	c.Release(uri)
+	return nil
+}
+
+// Release forgets the cached keys of uri (wiping them), for an application
+// that is done with a call it did not end itself. A later Fetch asks the
+// KMS again.
+func (c *Client) Release(uri string) {
+	c.forget(uri)
+}
+
 // Keys implements [media.KeySource]; it is [Client.Fetch].
 func (c *Client) Keys(ctx context.Context, uri string) ([]media.CallKey, error) {
 	return c.Fetch(ctx, uri)
@@ -400,10 +426,14 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 	if e == nil || after == 0 {
 		if e != nil {
 			wipeKeys(e.keys)
+		} else if len(c.cache) >= c.cfg.MaxCachedCalls {
+			c.evictLocked()
 		}
 		e = &cacheEntry{keys: map[uint32]media.CallKey{}, jwes: map[uint32]string{}}
 		c.cache[uri] = e
 	}
+	c.tick++
+	e.used = c.tick
 	e.min = max(e.min, min)
 	for v, k := range e.keys {
 		if v < e.min {
@@ -419,6 +449,22 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 		k.Key = slices.Clone(k.Key)
 		e.keys[k.Version] = k
 		e.jwes[k.Version] = jwes[i]
+	}
+}
+
+// evictLocked drops the least recently used cache entry. Called with c.mu
+// held.
+func (c *Client) evictLocked() {
+	var oldest string
+	var used uint64
+	for uri, e := range c.cache {
+		if oldest == "" || e.used < used {
+			oldest, used = uri, e.used
+		}
+	}
+	if e := c.cache[oldest]; e != nil {
+		wipeKeys(e.keys)
+		delete(c.cache, oldest)
 	}
 }
 
@@ -574,6 +620,7 @@ func (c *Client) Watch(ctx context.Context, uri string, fn func(media.CallKey)) 
 		case c.ctx.Err() != nil:
 			return errClientClosed
 		case permanent(err):
+			c.forget(uri)
 			return fmt.Errorf("kms: watch %q: %w", uri, err)
 		}
 		d := c.cfg.Backoff.delay(attempt)

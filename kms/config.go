@@ -24,6 +24,9 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	// DefaultWatchWait is how long a long-poll asks the KMS to hold.
 	DefaultWatchWait = 25 * time.Second
+	// DefaultMaxCachedCalls bounds the calls whose keys the client keeps;
+	// the least recently fetched one is forgotten first.
+	DefaultMaxCachedCalls = 1024
 )
 
 // Config configures a [Client]. URL and a credential (Certificate, or
@@ -71,6 +74,12 @@ type Config struct {
 	// WatchWait is the long-poll duration Watch asks for. If zero,
 	// defaults to DefaultWatchWait.
 	WatchWait time.Duration
+	// MaxCachedCalls bounds how many calls' keys the client caches (for
+	// serving while the KMS is unreachable and for skipping repeated key
+	// agreements). Entries also go when a call ends ([Client.EndCall], or
+	// a fetch or watch that sees [ErrEnded] or another permanent error)
+	// and on [Client.Release]. If zero, defaults to DefaultMaxCachedCalls.
+	MaxCachedCalls int
 	// Logger receives operational events (retries, serving cached keys);
 	// never keys or tokens. If nil, the client is silent.
 	Logger *slog.Logger
@@ -98,6 +107,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WatchWait == 0 {
 		c.WatchWait = DefaultWatchWait
+	}
+	if c.MaxCachedCalls <= 0 {
+		c.MaxCachedCalls = DefaultMaxCachedCalls
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

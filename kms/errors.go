@@ -37,6 +37,9 @@ var (
 	// ErrInvalidDelivery: a wrapped key from the KMS failed the client's
 	// checks. The [DeliveryError] says which one.
 	ErrInvalidDelivery = errors.New("kms: invalid key delivery")
+	// ErrEnded: the call has ended ([Client.EndCall], or its maximum
+	// lifetime on the KMS); its keys are no longer delivered.
+	ErrEnded = errors.New("kms: call ended")
 	// ErrRedirect: the KMS (or something between it and the client)
 	// answered with a redirect. The client never follows one; the
 	// [RedirectError] names the location.
@@ -154,6 +157,8 @@ func (e *ServerError) Is(target error) bool {
 		return e.Code == wire.CodeBelowMinimum
 	case ErrExpired:
 		return e.Code == wire.CodeExpired
+	case ErrEnded:
+		return e.Code == wire.CodeEnded
 	case ErrUnavailable:
 		return e.Status >= 500 || e.Status == http.StatusTooManyRequests
 	}
@@ -164,5 +169,5 @@ func (e *ServerError) Is(target error) bool {
 func permanent(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) ||
 		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
-		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect)
+		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect) || errors.Is(err, ErrEnded)
 }

@@ -44,3 +44,10 @@ func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 	_, keys, _, err := parseKeysResponse(body, uri, id, after, priv, kid, signers, nil)
 	return keys, err
 }
+
+// CachedCalls reports how many calls' keys the client caches.
+func (c *Client) CachedCalls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cache)
+}

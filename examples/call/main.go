@@ -113,6 +113,11 @@ func run(opts options) error {
 		if err != nil {
 			return fmt.Errorf("create the call's key: %w", err)
 		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			alice.EndCall(ctx, uri) // the KMS stops rotating it and destroys its keys later
+		}()
 		fmt.Printf("kms:      %s (call key %s, rotating every %s)\n", env.URL, uri, opts.rotate)
 		caller.KeySource, caller.KeyURI = alice, uri
 		callee.KeySource = bob

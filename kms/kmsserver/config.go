@@ -24,6 +24,13 @@ const (
 	DefaultFreshnessWindow = time.Minute
 	// DefaultMaxWatchWait caps the wait a long-poll may ask for.
 	DefaultMaxWatchWait = 30 * time.Second
+	// DefaultMaxCallLifetime is how long a call that is never ended lasts:
+	// then the server ends it (audited, actor "scheduler").
+	DefaultMaxCallLifetime = 24 * time.Hour
+	// DefaultEndedRetention is how long an ended call's record and sealed
+	// keys stay in the store (undeliverable, for the operator's audit)
+	// before they are destroyed.
+	DefaultEndedRetention = time.Hour
 )
 
 // Config configures a [Server]. Store and KEK are required; every other
@@ -64,6 +71,13 @@ type Config struct {
 	// MaxWatchWait caps a long-poll. If zero, defaults to
 	// DefaultMaxWatchWait.
 	MaxWatchWait time.Duration
+	// MaxCallLifetime ends a call this long after its creation if it has
+	// not ended before. If zero, defaults to DefaultMaxCallLifetime.
+	MaxCallLifetime time.Duration
+	// EndedRetention is how long an ended call stays in the store before
+	// its record is purged and its keys destroyed. If zero, defaults to
+	// DefaultEndedRetention; negative means at once.
+	EndedRetention time.Duration
 	// Clock returns the time for every decision (activation, expiry,
 	// certificate and token validity, freshness). If nil, time.Now.
 	Clock func() time.Time
@@ -89,6 +103,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxWatchWait == 0 {
 		c.MaxWatchWait = DefaultMaxWatchWait
+	}
+	if c.MaxCallLifetime == 0 {
+		c.MaxCallLifetime = DefaultMaxCallLifetime
+	}
+	if c.EndedRetention == 0 {
+		c.EndedRetention = DefaultEndedRetention
+	} else if c.EndedRetention < 0 {
+		c.EndedRetention = 0
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

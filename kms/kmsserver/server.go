@@ -92,7 +92,12 @@ type callRecord struct {
 	CreatedAt     time.Time       `json:"created_at"`
 	MinVersion    uint32          `json:"min_version"`
 	Versions      []versionRecord `json:"versions"`
+	// EndedAt is when the call ended (by its creator, or at the maximum
+	// lifetime); zero while it runs.
+	EndedAt time.Time `json:"ended_at,omitzero"`
 }
+
+func (r *callRecord) ended() bool { return !r.EndedAt.IsZero() }
 
 func (r callRecord) clone() callRecord {
 	r.Participants = slices.Clone(r.Participants)
@@ -209,6 +214,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET "+wire.PathCalls+"/{id}/keys", s.handleKeys)
 	s.mux.HandleFunc("POST "+wire.PathCalls+"/{id}/rotate", s.handleRotate)
 	s.mux.HandleFunc("DELETE "+wire.PathCalls+"/{id}/participants/{identity}", s.handleRemove)
+	s.mux.HandleFunc("POST "+wire.PathCalls+"/{id}/end", s.handleEnd)
 	s.wg.Add(2)
 	go s.writer()
 	go s.scheduler()
@@ -269,7 +275,7 @@ func (s *Server) load(ctx context.Context, seqs map[recordID]uint64) error {
 			}
 			c.keys[vr.Version] = k
 		}
-		if rec.RotateEveryMS > 0 && len(rec.Versions) > 0 {
+		if rec.RotateEveryMS > 0 && len(rec.Versions) > 0 && !rec.ended() {
 			c.nextRotation = rec.Versions[len(rec.Versions)-1].CreatedAt.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
 		}
 		s.calls[id] = c
@@ -467,35 +473,65 @@ func (s *Server) writer() {
 	}
 }
 
-// scheduler rotates calls that asked for a schedule.
+// scheduler rotates calls that asked for a schedule, ends calls at their
+// maximum lifetime, and purges ended calls after the retention.
 func (s *Server) scheduler() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	type job struct {
+		id   string
+		kind int // jobRotate, jobEnd or jobPurge
+	}
+	const (
+		jobRotate = iota
+		jobEnd
+		jobPurge
+	)
 	for {
 		now := s.cfg.Clock()
-		var due []string
+		var due []job
 		next := now.Add(time.Hour)
+		at := func(id string, kind int, t time.Time) {
+			if !t.After(now) {
+				due = append(due, job{id, kind})
+			} else if t.Before(next) {
+				next = t
+			}
+		}
 		s.mu.RLock()
 		for id, c := range s.calls {
-			if c.nextRotation.IsZero() {
+			if c.rec.ended() {
+				at(id, jobPurge, c.rec.EndedAt.Add(s.cfg.EndedRetention))
 				continue
 			}
-			if !c.nextRotation.After(now) {
-				due = append(due, id)
-			} else if c.nextRotation.Before(next) {
-				next = c.nextRotation
+			at(id, jobEnd, c.rec.CreatedAt.Add(s.cfg.MaxCallLifetime))
+			if !c.nextRotation.IsZero() {
+				at(id, jobRotate, c.nextRotation)
 			}
 		}
 		s.mu.RUnlock()
-		for _, id := range due {
-			if _, err := s.rotate(id, "scheduler", "scheduled", nil); err != nil {
-				s.cfg.Logger.Warn("kmsserver: scheduled rotation failed", "call", id, "err", err)
+		for _, j := range due {
+			var err error
+			switch j.kind {
+			case jobRotate:
+				_, err = s.rotate(j.id, "scheduler", "scheduled", nil)
+			case jobEnd:
+				err = s.endCall(j.id, "scheduler", "maximum lifetime")
+			case jobPurge:
+				err = s.purge(j.id)
+			}
+			if err != nil && !errors.Is(err, ErrNoCall) && !errors.Is(err, errEnded) {
+				s.cfg.Logger.Warn("kmsserver: scheduled change failed", "call", j.id, "err", err)
+				// Retry in a second rather than at once.
 				s.mu.Lock()
-				if c := s.calls[id]; c != nil && !c.nextRotation.IsZero() {
+				if c := s.calls[j.id]; c != nil && !c.nextRotation.IsZero() {
 					c.nextRotation = now.Add(time.Second)
 				}
 				s.mu.Unlock()
+				next = now.Add(time.Second)
+				due = nil
+				break
 			}
 		}
 		if len(due) > 0 {
@@ -509,6 +545,71 @@ func (s *Server) scheduler() {
 		case <-timer.C:
 		}
 	}
+}
+
+// errEnded: the call has ended; nothing changes it but its purge.
+var errEnded = errors.New("kmsserver: call ended")
+
+// EndCall ends call callID: rotation stops, no key of it is delivered
+// again, and its keys are destroyed (its record purged from the store)
+// after [Config].EndedRetention. Audited. Ending an ended call is a no-op.
+func (s *Server) EndCall(ctx context.Context, callID string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kmsserver: end call: %w", err)
+	}
+	err := s.endCall(callID, "operator", "")
+	if errors.Is(err, errEnded) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) endCall(id, actor, detail string) error {
+	err := s.changeCall(id, AuditEntry{Action: "end", Actor: actor, Detail: detail}, func(rec *callRecord) error {
+		if rec.ended() {
+			return errEnded
+		}
+		rec.EndedAt = s.cfg.Clock().UTC()
+		return nil
+	}, func(c *call) {
+		c.nextRotation = time.Time{}
+	})
+	if err == nil {
+		s.poke()
+		s.cfg.Logger.Info("kmsserver: call ended", "call", id, "actor", actor)
+	}
+	return err
+}
+
+// purge removes an ended call from the store and wipes its keys.
+func (s *Server) purge(id string) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	c, rec := s.callForChange(id)
+	if c == nil {
+		return ErrNoCall
+	}
+	if !rec.ended() {
+		return fmt.Errorf("kmsserver: purge %q: the call has not ended", id)
+	}
+	err := s.commit([]Write{{Bucket: bucketCalls, Key: id}},
+		AuditEntry{Time: s.cfg.Clock().UTC(), Action: "purge", Actor: "scheduler", Call: id, Outcome: "ok", Detail: "retention over, keys destroyed"})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.calls, id)
+	for _, k := range c.keys {
+		clear(k)
+	}
+	clear(c.keys)
+	close(c.changed)
+	c.changed = make(chan struct{})
+	s.mu.Unlock()
+	c.wrapMu.Lock()
+	c.wrapped = nil
+	c.wrapMu.Unlock()
+	return nil
 }
 
 func (s *Server) poke() {
@@ -539,6 +640,9 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	c, rec := s.callForChange(id)
 	if c == nil {
 		return 0, ErrNoCall
+	}
+	if rec.ended() {
+		return 0, errEnded
 	}
 	if change != nil {
 		if err := change(&rec); err != nil {
@@ -998,6 +1102,12 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 			s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
 			return
 		}
+		if rec.ended() {
+			// An ended call's keys are never delivered again; this also
+			// ends its watches.
+			s.deny(w, fail(http.StatusGone, wire.CodeEnded), action, p.identity, id)
+			return
+		}
 		if stateErr != nil {
 			s.deny(w, stateErr, action, p.identity, id)
 			return
@@ -1122,6 +1232,10 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil)
+	if errors.Is(err, errEnded) {
+		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "rotate", who, r.PathValue("id"))
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
@@ -1147,11 +1261,26 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errNotMember):
 		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), "remove", who, id)
+	case errors.Is(err, errEnded):
+		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "remove", who, id)
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 	default:
 		writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 	}
+}
+
+func (s *Server) handleEnd(w http.ResponseWriter, r *http.Request) {
+	who, ok := s.stateChange(w, r, "end", true)
+	if !ok {
+		return
+	}
+	err := s.endCall(r.PathValue("id"), who, "")
+	if err != nil && !errors.Is(err, errEnded) {
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 // checkProof verifies a request's proof of freshness: a JWS by pub over the

@@ -247,6 +247,7 @@ const (
 	CodeStaleProof         = "stale_proof"
 	CodeBadProof           = "bad_proof"
 	CodeUnavailable        = "unavailable"
+	CodeEnded              = "ended"
 	CodeInternal           = "internal"
 )
 
