@@ -27,8 +27,9 @@ import (
 
 // memStore is an in-memory Store for tests that need no file.
 type memStore struct {
-	mu sync.Mutex
-	m  map[string]map[string][]byte
+	mu      sync.Mutex
+	m       map[string]map[string][]byte
+	commits int // what a file store would fsync
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string]map[string][]byte{}} }
@@ -54,6 +55,7 @@ func (s *memStore) ForEach(_ context.Context, bucket string, fn func(string, []b
 func (s *memStore) Commit(_ context.Context, writes []Write) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.commits++
 	for _, w := range writes {
 		if s.m[w.Bucket] == nil {
 			s.m[w.Bucket] = map[string][]byte{}
@@ -68,6 +70,16 @@ func (s *memStore) Commit(_ context.Context, writes []Write) error {
 }
 
 func (s *memStore) Close() error { return nil }
+
+// size returns the bytes held in bucket and the number of commits so far.
+func (s *memStore) size(bucket string) (bytes, commits int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.m[bucket] {
+		bytes += len(v)
+	}
+	return bytes, s.commits
+}
 
 func TestServerDefaults(t *testing.T) {
 	c := Config{}.withDefaults()
@@ -154,7 +166,7 @@ func FuzzParseCreateRequest(f *testing.F) {
 	f.Add([]byte(`{"participants":[]}`))
 	f.Add([]byte(`{"participants":["a","a"]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := parseCreateRequest(body)
+		req, err := parseCreateRequest(body, DefaultMinRotateEvery)
 		if err != nil {
 			return
 		}
@@ -254,7 +266,7 @@ func FuzzServerRequest(f *testing.F) {
 	if w := serve("POST", wire.PathDevices, reg, p); w.Code != 200 {
 		f.Fatalf("register: %d %s", w.Code, w.Body)
 	}
-	create := []byte(`{"participants":["alice"]}`)
+	create := []byte(`{"participants":["token:alice"]}`)
 	p, _ = wire.SignProof(dev, "POST", wire.PathCalls, create, time.Now())
 	w := serve("POST", wire.PathCalls, create, p)
 	var cr wire.CreateResponse
