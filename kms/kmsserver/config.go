@@ -58,6 +58,15 @@ const (
 	// DefaultMaxClockSkew is how far in the future a proof of freshness
 	// may be dated.
 	DefaultMaxClockSkew = 5 * time.Second
+	// DefaultReadHeaderTimeout, DefaultReadTimeout, DefaultWriteTimeout
+	// and DefaultIdleTimeout are the timeouts of [Server.HTTPServer].
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	// DefaultMaxConns bounds the connections [Server.LimitListener]
+	// accepts at once (below a typical limit of 1,024 descriptors).
+	DefaultMaxConns = 512
 	// DefaultDenialInterval is the period over which refused requests are
 	// aggregated into audit entries.
 	DefaultDenialInterval = 10 * time.Second
@@ -137,6 +146,16 @@ type Config struct {
 	// DenialInterval is how often aggregated denials are written to the
 	// audit log. If zero, defaults to DefaultDenialInterval.
 	DenialInterval time.Duration
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// timeouts of [Server.HTTPServer] (a long-poll's write deadline is its
+	// wait plus WriteTimeout). If zero, the matching Default.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// MaxConns bounds the connections of [Server.LimitListener]. If zero,
+	// defaults to DefaultMaxConns.
+	MaxConns int
 	// Clock returns the time for every decision (activation, expiry,
 	// certificate and token validity, freshness). If nil, time.Now.
 	Clock func() time.Time
@@ -185,6 +204,11 @@ func (c Config) withDefaults() Config {
 	c.MinRotateEvery = positive(c.MinRotateEvery, DefaultMinRotateEvery)
 	c.MaxClockSkew = positive(c.MaxClockSkew, DefaultMaxClockSkew)
 	c.DenialInterval = positive(c.DenialInterval, DefaultDenialInterval)
+	c.ReadHeaderTimeout = positive(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	c.ReadTimeout = positive(c.ReadTimeout, DefaultReadTimeout)
+	c.WriteTimeout = positive(c.WriteTimeout, DefaultWriteTimeout)
+	c.IdleTimeout = positive(c.IdleTimeout, DefaultIdleTimeout)
+	c.MaxConns = positive(c.MaxConns, DefaultMaxConns)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}

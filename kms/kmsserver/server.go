@@ -836,6 +836,10 @@ func (s *Server) deny(w http.ResponseWriter, e *apiError, action, actor, callID 
 		callID = "(malformed)"
 	}
 	s.denials.add(denialKey{action: action, actor: actor, call: callID, code: e.code}, s.cfg.Clock())
+	if e.status == http.StatusUnauthorized {
+		// Do not keep an unauthenticated client's connection alive.
+		w.Header().Set("Connection", "close")
+	}
 	if e.retry > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, (e.retry+time.Second-1)/time.Second))))
 	}
@@ -1159,6 +1163,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	wait := min(time.Duration(waitMS)*time.Millisecond, s.cfg.MaxWatchWait)
 	if wait > 0 {
+		extendWrite(w, wait, s.cfg.WriteTimeout)
 		n := s.watches.add(p.identity, 1)
 		defer s.watches.add(p.identity, -1)
 		if n > s.cfg.MaxWatchesPerDevice {
