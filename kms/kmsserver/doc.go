@@ -77,7 +77,12 @@
 // (action, identity, call, reason), whose Detail counts them ("forbidden
 // x37 since ..."), and at most 1,024 such entries, the rest counted in one.
 // Granted fetches are audited one by one (each device's request bucket
-// bounds them).
+// bounds them). The log stays bounded in the store: every hour the server
+// removes entries older than [Config].AuditRetention (default 30 days;
+// [Server.CompactAudit]), leaving a checkpoint record (the last removed
+// entry's hash, and which entry last wrote each record it vouches for) and
+// an audited "compact" entry, so the rest of the chain still verifies and
+// the store's records are still checked against it.
 //
 // # Store
 //

@@ -32,12 +32,15 @@ import (
 // can present certificates. Close stops its rotation scheduler and its store
 // writer; the caller shuts its http.Server down first.
 type Server struct {
-	cfg     Config
-	aead    cipher.AEAD
-	macKey  []byte    // authenticates every store record
-	head0   AuditHead // the audit head verified at start, for the writer
-	mux     *http.ServeMux
-	started time.Time
+	cfg    Config
+	aead   cipher.AEAD
+	macKey []byte    // authenticates every store record
+	head0  AuditHead // the audit head verified at start, for the writer
+	// recordSeqs is the audit sequence number each live record was last
+	// written with; the writer's alone once it runs.
+	recordSeqs map[recordID]uint64
+	mux        *http.ServeMux
+	started    time.Time
 
 	mu      sync.RWMutex // guards devices, calls and everything in them
 	devices map[string]*device
@@ -162,6 +165,8 @@ type pending struct {
 	writes  []Write
 	entries []AuditEntry
 	apply   func() // run by the writer after a successful commit, in queue order
+	// compact, if set, removes audit entries older than it (see compact).
+	compact time.Time
 	done    chan error
 }
 
@@ -220,6 +225,7 @@ func New(cfg Config) (*Server, error) {
 	if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
 		return nil, fmt.Errorf("kmsserver: store: %w", err)
 	}
+	s.recordSeqs = seqs
 	if err := s.loadNonces(context.Background()); err != nil {
 		return nil, err
 	}
@@ -451,7 +457,21 @@ func (s *Server) writer() {
 		var writes []Write
 		next := head
 		var sealErr error
+		type stamped struct {
+			id  recordID
+			seq uint64
+		}
+		var written []stamped
 		for _, p := range batch {
+			if !p.compact.IsZero() && sealErr == nil {
+				deletes, base, es, err := s.compaction(ctx, p.compact)
+				if err != nil {
+					sealErr = err
+				}
+				writes = append(writes, deletes...)
+				p.writes = append(p.writes, base...)
+				p.entries = append(p.entries, es...)
+			}
 			for i := range p.entries {
 				e := &p.entries[i]
 				b, err := e.seal(next)
@@ -469,6 +489,9 @@ func (s *Server) writer() {
 					w.Value = s.sealRecord(w.Bucket, w.Key, next.Seq, w.Value)
 				}
 				writes = append(writes, w)
+				if w.Bucket != bucketNonces {
+					written = append(written, stamped{recordID{w.Bucket, w.Key}, next.Seq})
+				}
 			}
 		}
 		if len(writes) > 0 {
@@ -486,6 +509,14 @@ func (s *Server) writer() {
 		}
 		if err == nil {
 			head = next
+			for _, w := range written {
+				s.recordSeqs[w.id] = w.seq
+			}
+			for _, w := range writes {
+				if w.Value == nil && w.Bucket != bucketNonces && w.Bucket != bucketAudit {
+					delete(s.recordSeqs, recordID{w.Bucket, w.Key})
+				}
+			}
 		} else {
 			s.cfg.Logger.Error("kmsserver: store commit failed", "err", err)
 		}
@@ -498,8 +529,12 @@ func (s *Server) writer() {
 	}
 }
 
+// compactEvery is how often the scheduler compacts the audit log.
+const compactEvery = time.Hour
+
 // scheduler rotates calls that asked for a schedule, ends calls at their
-// maximum lifetime, and purges ended calls after the retention.
+// maximum lifetime, purges ended calls after the retention, flushes
+// aggregated denials and compacts the audit log.
 func (s *Server) scheduler() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -514,17 +549,28 @@ func (s *Server) scheduler() {
 		jobPurge
 	)
 	flushAt := s.cfg.Clock().Add(s.cfg.DenialInterval)
+	compactAt := s.cfg.Clock().Add(compactEvery)
 	for {
 		now := s.cfg.Clock()
 		var due []job
-		next := now.Add(time.Hour)
 		if !now.Before(flushAt) {
 			if es := s.denials.take(now); len(es) > 0 {
 				s.submit(nil, es...)
 			}
 			flushAt = now.Add(s.cfg.DenialInterval)
 		}
-		next = flushAt
+		if !now.Before(compactAt) {
+			s.closeMu.RLock()
+			if !s.closed {
+				s.queue <- &pending{compact: now.Add(-s.cfg.AuditRetention), done: make(chan error, 1)}
+			}
+			s.closeMu.RUnlock()
+			compactAt = now.Add(compactEvery)
+		}
+		next := flushAt
+		if compactAt.Before(next) {
+			next = compactAt
+		}
 		at := func(id string, kind int, t time.Time) {
 			if !t.After(now) {
 				due = append(due, job{id, kind})
