@@ -141,18 +141,19 @@
 // test -bench 'FetchWarm|ServerThroughput' -benchtime 2s -count 3 ./kms),
 // client and server in one process, every limit of the server on the path
 // (the benchmark's request bucket set above what its devices ask), signed
-// deliveries, authenticated store records. The machine was heavily loaded
-// by other builds (load average 6 to 9), and the same runs of the code
-// before signed deliveries and limits, back to back, gave the same range:
+// deliveries, authenticated store records, against the code before them
+// (7a67b0e) run just before, load average 4 to 7 from other builds:
 //
-//	                           before (7a67b0e)        after
-//	BenchmarkFetchWarm p50     55-59 µs                62-65 µs      (goal: <= 0.5 ms)
-//	BenchmarkFetchWarm p99     1.05-2.3 ms             1.07-1.57 ms
-//	BenchmarkServerThroughput  2,700-4,100 fetches/s   3,300-7,700 fetches/s (goal: >= 5,000)
+//	                           before (7a67b0e)          after
+//	BenchmarkFetchWarm p50     47-49 µs                  52-56 µs      (goal: <= 0.5 ms)
+//	BenchmarkFetchWarm p99     0.42-0.49 ms              0.48-0.52 ms
+//	BenchmarkServerThroughput  15,400-16,900 fetches/s   13,600-14,700 fetches/s (goal: >= 5,000)
 //
-// At load average 2, the code before gave 8,400-10,900 fetches/s and p50
-// 53-55 µs. Warm fetches reuse wrapped (signed) deliveries on the server
-// and opened keys on the client, as a device re-fetching a call's keys
-// does; a fresh delivery costs one ES256 signature and one ECDH-ES wrap on
-// the server, one verification and one unwrap on the client.
+// About a tenth of the throughput goes to larger deliveries (a JWS inside
+// each JWE), the limiters and the MAC of every audit record. Under heavier
+// load (load average 6 to 9) both trees gave 2,700-7,700 fetches/s. Warm
+// fetches reuse wrapped (signed) deliveries on the server and opened keys
+// on the client, as a device re-fetching a call's keys does; a fresh
+// delivery costs one ES256 signature and one ECDH-ES wrap on the server,
+// one verification and one unwrap on the client.
 package kms
