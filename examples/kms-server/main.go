@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "kms-server: listening on %s\n", env.URL)
 	fmt.Fprintf(stdout, "  URL file:        %s\n", filepath.Join(abs, "kms-url"))
 	fmt.Fprintf(stdout, "  CA certificate:  %s\n", filepath.Join(abs, "ca.pem"))
+	fmt.Fprintf(stdout, "  signing keys:    %s (clients pin them: kms.Config.KMSKeys)\n", filepath.Join(abs, devkms.KMSKeysFile))
 	fmt.Fprintf(stdout, "  store:           %s (key material sealed under %s)\n", filepath.Join(abs, devkms.StoreFile), filepath.Join(abs, devkms.KEKFile))
 	for _, id := range ids {
 		cert, key := devkms.DevicePaths(abs, id)
@@ -97,7 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 Use from Go (package github.com/securecall/securecall/kms):
   cert, _ := tls.LoadX509KeyPair(%q, %q)
   roots := x509.NewCertPool(); roots.AppendCertsFromPEM(caPEM) // %s
-  c, _ := kms.NewClient(kms.Config{URL: %q, Certificate: cert, RootCAs: roots})
+  kmsKeys, _ := kms.ParseKMSKeys(jwks)                         // %s
+  c, _ := kms.NewClient(kms.Config{URL: %q, Certificate: cert, RootCAs: roots, KMSKeys: kmsKeys})
   c.Register(ctx); uri, _ := c.CreateCall(ctx, kms.CallOptions{Participants: []string{%q}})
   keys, _ := c.Fetch(ctx, uri)
 
@@ -105,7 +107,7 @@ Fetch a call's wrapped keys with curl (reads need no proof of freshness):
   curl --cacert %s --cert %s --key %s %s/v1/calls/CALL-ID/keys
 
 Ctrl-C stops the server; everything stays in %s for the next start.
-`, cert, key, filepath.Join(abs, "ca.pem"), env.URL, first,
+`, cert, key, filepath.Join(abs, "ca.pem"), filepath.Join(abs, devkms.KMSKeysFile), env.URL, first,
 		filepath.Join(abs, "ca.pem"), cert, key, env.URL, abs)
 
 	<-ctx.Done()

@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"bytes"
@@ -14,25 +14,33 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // Server is the reference KMS: an [http.Handler] serving the protocol the
-// [Client] speaks. Serve it over TLS with [Server.TLSConfig] so that devices
+// [github.com/securecall/securecall/kms.Client] speaks. Serve it over TLS with [Server.TLSConfig] so that devices
 // can present certificates. Close stops its rotation scheduler and its store
 // writer; the caller shuts its http.Server down first.
 type Server struct {
-	cfg     ServerConfig
-	aead    cipher.AEAD
-	mux     *http.ServeMux
-	started time.Time
+	cfg    Config
+	aead   cipher.AEAD
+	macKey []byte    // authenticates every store record
+	head0  AuditHead // the audit head verified at start, for the writer
+	// recordSeqs is the audit sequence number each live record was last
+	// written with; the writer's alone once it runs.
+	recordSeqs map[recordID]uint64
+	mux        *http.ServeMux
+	started    time.Time
 
 	mu      sync.RWMutex // guards devices, calls and everything in them
 	devices map[string]*device
@@ -42,9 +50,21 @@ type Server struct {
 
 	auth authCache
 
+	sigMu      sync.RWMutex
+	sigCurrent *signingKey // signs every delivery
+	sigNext    *signingKey // published, current after RotateSigningKey
+
 	nonceMu   sync.Mutex
 	nonces    map[string]time.Time
 	lastSweep time.Time
+	nonceGone []string // expired nonces to delete from the store
+
+	requests     *limiter // per device
+	authFailures *limiter // failed authentications per remote address
+	rotates      *limiter // per call
+	creators     counter  // running calls by creator
+	watches      counter  // long-polls by device
+	denials      denials
 
 	closeMu sync.RWMutex // held for reading while sending to queue
 	closed  bool
@@ -85,7 +105,12 @@ type callRecord struct {
 	CreatedAt     time.Time       `json:"created_at"`
 	MinVersion    uint32          `json:"min_version"`
 	Versions      []versionRecord `json:"versions"`
+	// EndedAt is when the call ended (by its creator, or at the maximum
+	// lifetime); zero while it runs.
+	EndedAt time.Time `json:"ended_at,omitzero"`
 }
+
+func (r *callRecord) ended() bool { return !r.EndedAt.IsZero() }
 
 func (r callRecord) clone() callRecord {
 	r.Participants = slices.Clone(r.Participants)
@@ -107,7 +132,7 @@ type call struct {
 }
 
 type wrapID struct {
-	kid              string
+	kid, signer      string
 	version          uint32
 	activate, expire int64
 }
@@ -115,15 +140,15 @@ type wrapID struct {
 // maxWrapCache bounds a call's JWE cache; it is emptied when full.
 const maxWrapCache = 4096
 
-func (c *call) wrap(dev *device, b binding, key []byte) (string, error) {
-	id := wrapID{kid: dev.kid, version: b.Version, activate: unixMS(b.ActivateAt), expire: unixMS(b.ExpiresAt)}
+func (c *call) wrap(dev *device, sig *signingKey, b wire.Binding, key []byte) (string, error) {
+	id := wrapID{kid: dev.kid, signer: sig.kid, version: b.Version, activate: wire.UnixMS(b.ActivateAt), expire: wire.UnixMS(b.ExpiresAt)}
 	c.wrapMu.Lock()
 	jwe, ok := c.wrapped[id]
 	c.wrapMu.Unlock()
 	if ok {
 		return jwe, nil
 	}
-	jwe, err := wrapKey(dev.pub, dev.kid, b, key)
+	jwe, err := wire.WrapKey(dev.pub, dev.kid, b, key, sig.signer)
 	if err != nil {
 		return "", err
 	}
@@ -141,6 +166,8 @@ type pending struct {
 	writes  []Write
 	entries []AuditEntry
 	apply   func() // run by the writer after a successful commit, in queue order
+	// compact, if set, removes audit entries older than it (see compact).
+	compact time.Time
 	done    chan error
 }
 
@@ -149,30 +176,33 @@ const (
 	metaHead   = "audit-head"
 )
 
-var errServerClosed = fmt.Errorf("kms: server: %w", net.ErrClosed)
-
-// NewServer loads the server's state from cfg.Store, unsealing every key
+// New loads the server's state from cfg.Store, unsealing every key
 // with cfg.KEK (a wrong KEK fails here), and starts its rotation scheduler
 // and store writer.
-func NewServer(cfg ServerConfig) (*Server, error) {
+func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
-		return nil, errors.New("kms: ServerConfig.Store is required")
+		return nil, errors.New("kmsserver: Config.Store is required")
 	}
 	if len(cfg.KEK) != 32 {
-		return nil, errors.New("kms: ServerConfig.KEK must be 32 bytes")
+		return nil, errors.New("kmsserver: Config.KEK must be 32 bytes")
 	}
 	cfg = cfg.withDefaults()
 	block, err := aes.NewCipher(cfg.KEK)
 	if err != nil {
-		return nil, fmt.Errorf("kms: KEK: %w", err)
+		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("kms: KEK: %w", err)
+		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
+	}
+	macKey, err := deriveMACKey(cfg.KEK)
+	if err != nil {
+		return nil, fmt.Errorf("kmsserver: KEK: %w", err)
 	}
 	s := &Server{
 		cfg:     cfg,
 		aead:    aead,
+		macKey:  macKey,
 		started: cfg.Clock(),
 		devices: map[string]*device{},
 		calls:   map[string]*call{},
@@ -182,32 +212,67 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.auth.init()
-	if err := s.load(context.Background()); err != nil {
+	s.requests = newLimiter(cfg.RequestRate, cfg.RequestBurst, 100_000)
+	s.authFailures = newLimiter(cfg.FailedAuthRate, 5*int(max(1, cfg.FailedAuthRate)), 100_000)
+	s.rotates = newLimiter(float64(cfg.RotationsPerMinute)/60, max(1, cfg.RotationsPerMinute/10), 100_000)
+	s.denials.maxKeys = 1024
+	seqs := map[recordID]uint64{}
+	if err := s.load(context.Background(), seqs); err != nil {
 		return nil, err
 	}
+	haveSigner, err := s.loadSigningKeys(context.Background(), seqs)
+	if err != nil {
+		return nil, err
+	}
+	if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
+		return nil, fmt.Errorf("kmsserver: store: %w", err)
+	}
+	s.recordSeqs = seqs
+	if err := s.loadNonces(context.Background()); err != nil {
+		return nil, err
+	}
+	for _, c := range s.calls {
+		if !c.rec.ended() {
+			s.creators.add(c.rec.Creator, 1)
+		}
+	}
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("POST "+pathDevices, s.handleRegister)
-	s.mux.HandleFunc("POST "+pathCalls, s.handleCreate)
-	s.mux.HandleFunc("GET "+pathCalls+"/{id}/keys", s.handleKeys)
-	s.mux.HandleFunc("POST "+pathCalls+"/{id}/rotate", s.handleRotate)
-	s.mux.HandleFunc("DELETE "+pathCalls+"/{id}/participants/{identity}", s.handleRemove)
+	s.mux.HandleFunc("POST "+wire.PathDevices, s.handleRegister)
+	s.mux.HandleFunc("POST "+wire.PathCalls, s.handleCreate)
+	s.mux.HandleFunc("GET "+wire.PathCalls+"/{id}/keys", s.handleKeys)
+	s.mux.HandleFunc("POST "+wire.PathCalls+"/{id}/rotate", s.handleRotate)
+	s.mux.HandleFunc("DELETE "+wire.PathCalls+"/{id}/participants/{identity}", s.handleRemove)
+	s.mux.HandleFunc("POST "+wire.PathCalls+"/{id}/end", s.handleEnd)
 	s.wg.Add(2)
 	go s.writer()
 	go s.scheduler()
+	if !haveSigner {
+		if err := s.initSigningKeys(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("kmsserver: create signing keys: %w", err)
+		}
+	}
 	return s, nil
 }
 
-func (s *Server) load(ctx context.Context) error {
-	err := s.cfg.Store.ForEach(ctx, bucketDevices, func(id string, v []byte) error {
-		var rec deviceRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return err
-		}
-		pub, err := parsePublicJWK(rec.Key)
+// load reads every device and call, authenticating each record, and notes
+// the audit entry each was written with in seqs.
+func (s *Server) load(ctx context.Context, seqs map[recordID]uint64) error {
+	err := s.cfg.Store.ForEach(ctx, bucketDevices, func(id string, stored []byte) error {
+		seq, v, err := s.openRecord(bucketDevices, id, stored)
 		if err != nil {
 			return err
 		}
-		kid, err := keyID(pub)
+		seqs[recordID{bucketDevices, id}] = seq
+		var rec deviceRecord
+		if err := json.Unmarshal(v, &rec); err != nil || rec.Identity != id {
+			return &RecordError{Bucket: bucketDevices, Key: id, Reason: "not a device record"}
+		}
+		pub, err := wire.ParsePublicJWK(rec.Key)
+		if err != nil {
+			return err
+		}
+		kid, err := wire.KeyID(pub)
 		if err != nil {
 			return err
 		}
@@ -215,12 +280,17 @@ func (s *Server) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kms: load devices: %w", err)
+		return fmt.Errorf("kmsserver: load devices: %w", err)
 	}
-	err = s.cfg.Store.ForEach(ctx, bucketCalls, func(id string, v []byte) error {
-		var rec callRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
+	err = s.cfg.Store.ForEach(ctx, bucketCalls, func(id string, stored []byte) error {
+		seq, v, err := s.openRecord(bucketCalls, id, stored)
+		if err != nil {
 			return err
+		}
+		seqs[recordID{bucketCalls, id}] = seq
+		var rec callRecord
+		if err := json.Unmarshal(v, &rec); err != nil || rec.ID != id {
+			return &RecordError{Bucket: bucketCalls, Key: id, Reason: "not a call record"}
 		}
 		c := &call{rec: rec, keys: map[uint32][]byte{}, changed: make(chan struct{})}
 		for _, vr := range rec.Versions {
@@ -233,28 +303,16 @@ func (s *Server) load(ctx context.Context) error {
 			}
 			c.keys[vr.Version] = k
 		}
-		if rec.RotateEveryMS > 0 && len(rec.Versions) > 0 {
+		if rec.RotateEveryMS > 0 && len(rec.Versions) > 0 && !rec.ended() {
 			c.nextRotation = rec.Versions[len(rec.Versions)-1].CreatedAt.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
 		}
 		s.calls[id] = c
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kms: load calls: %w", err)
+		return fmt.Errorf("kmsserver: load calls: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) auditHead(ctx context.Context) (AuditHead, error) {
-	head := AuditHead{Hash: genesisHash}
-	v, err := s.cfg.Store.Get(ctx, bucketMeta, metaHead)
-	if err != nil || v == nil {
-		return head, err
-	}
-	if err := json.Unmarshal(v, &head); err != nil {
-		return head, fmt.Errorf("kms: audit head: %w", err)
-	}
-	return head, nil
 }
 
 func sealAAD(callID string, version uint32) []byte {
@@ -262,21 +320,31 @@ func sealAAD(callID string, version uint32) []byte {
 }
 
 func (s *Server) seal(callID string, version uint32, key []byte) ([]byte, error) {
+	return s.sealWith(sealAAD(callID, version), key)
+}
+
+// sealWith encrypts plain under the KEK (AES-256-GCM, random nonce first).
+func (s *Server) sealWith(aad, plain []byte) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, key, sealAAD(callID, version)), nil
+	return s.aead.Seal(nonce, nonce, plain, aad), nil
+}
+
+// openWith reverses sealWith.
+func (s *Server) openWith(aad, sealed []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed value too short")
+	}
+	return s.aead.Open(nil, sealed[:n], sealed[n:], aad)
 }
 
 func (s *Server) unseal(callID string, version uint32, sealed []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < n {
-		return nil, errors.New("kms: sealed key too short")
-	}
-	k, err := s.aead.Open(nil, sealed[:n], sealed[n:], sealAAD(callID, version))
+	k, err := s.openWith(sealAAD(callID, version), sealed)
 	if err != nil {
-		return nil, fmt.Errorf("kms: unseal key %s v%d (wrong KEK?): %w", callID, version, err)
+		return nil, fmt.Errorf("kmsserver: unseal key %s v%d (wrong KEK?): %w", callID, version, err)
 	}
 	return k, nil
 }
@@ -348,10 +416,10 @@ func (s *Server) audit(e AuditEntry) {
 // Flush returns once every decision made so far is on stable storage.
 func (s *Server) Flush(ctx context.Context) error {
 	select {
-	case err := <-s.submit(nil):
+	case err := <-s.submit(nil, s.denials.take(s.cfg.Clock())...):
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("kms: flush: %w", ctx.Err())
+		return fmt.Errorf("kmsserver: flush: %w", ctx.Err())
 	}
 }
 
@@ -369,10 +437,7 @@ func (s *Server) ExportAuditLog(ctx context.Context, w io.Writer) error {
 func (s *Server) writer() {
 	defer s.wg.Done()
 	ctx := context.Background()
-	head, err := s.auditHead(ctx)
-	if err != nil {
-		s.cfg.Logger.Error("kms: reading audit head", "err", err)
-	}
+	head := s.head0
 	for {
 		p, ok := <-s.queue
 		if !ok {
@@ -394,8 +459,21 @@ func (s *Server) writer() {
 		var writes []Write
 		next := head
 		var sealErr error
+		type stamped struct {
+			id  recordID
+			seq uint64
+		}
+		var written []stamped
 		for _, p := range batch {
-			writes = append(writes, p.writes...)
+			if !p.compact.IsZero() && sealErr == nil {
+				deletes, base, es, err := s.compaction(ctx, p.compact)
+				if err != nil {
+					sealErr = err
+				}
+				writes = append(writes, deletes...)
+				p.writes = append(p.writes, base...)
+				p.entries = append(p.entries, es...)
+			}
 			for i := range p.entries {
 				e := &p.entries[i]
 				b, err := e.seal(next)
@@ -404,12 +482,28 @@ func (s *Server) writer() {
 					break
 				}
 				next = AuditHead{Seq: e.Seq, Hash: e.Hash}
-				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: b})
+				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: s.sealRecord(bucketAudit, auditKey(e.Seq), e.Seq, b)})
+			}
+			// A record carries the sequence number of the audit entry
+			// committed with it (every state change has one).
+			for _, w := range p.writes {
+				if w.Value != nil {
+					w.Value = s.sealRecord(w.Bucket, w.Key, next.Seq, w.Value)
+				}
+				writes = append(writes, w)
+				if w.Bucket != bucketNonces {
+					written = append(written, stamped{recordID{w.Bucket, w.Key}, next.Seq})
+				}
+			}
+		}
+		if len(writes) > 0 {
+			for _, n := range s.takeNonceGone() {
+				writes = append(writes, Write{Bucket: bucketNonces, Key: n})
 			}
 		}
 		if next != head {
 			hb, _ := json.Marshal(next)
-			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: hb})
+			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: s.sealRecord(bucketMeta, metaHead, next.Seq, hb)})
 		}
 		err := sealErr
 		if err == nil && len(writes) > 0 {
@@ -417,8 +511,16 @@ func (s *Server) writer() {
 		}
 		if err == nil {
 			head = next
+			for _, w := range written {
+				s.recordSeqs[w.id] = w.seq
+			}
+			for _, w := range writes {
+				if w.Value == nil && w.Bucket != bucketNonces && w.Bucket != bucketAudit {
+					delete(s.recordSeqs, recordID{w.Bucket, w.Key})
+				}
+			}
 		} else {
-			s.cfg.Logger.Error("kms: store commit failed", "err", err)
+			s.cfg.Logger.Error("kmsserver: store commit failed", "err", err)
 		}
 		for _, p := range batch {
 			if err == nil && p.apply != nil {
@@ -429,35 +531,88 @@ func (s *Server) writer() {
 	}
 }
 
-// scheduler rotates calls that asked for a schedule.
+// compactEvery is how often the scheduler compacts the audit log.
+const compactEvery = time.Hour
+
+// scheduler rotates calls that asked for a schedule, ends calls at their
+// maximum lifetime, purges ended calls after the retention, flushes
+// aggregated denials and compacts the audit log.
 func (s *Server) scheduler() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	type job struct {
+		id   string
+		kind int // jobRotate, jobEnd or jobPurge
+	}
+	const (
+		jobRotate = iota
+		jobEnd
+		jobPurge
+	)
+	flushAt := s.cfg.Clock().Add(s.cfg.DenialInterval)
+	compactAt := s.cfg.Clock().Add(compactEvery)
 	for {
 		now := s.cfg.Clock()
-		var due []string
-		next := now.Add(time.Hour)
+		var due []job
+		if !now.Before(flushAt) {
+			if es := s.denials.take(now); len(es) > 0 {
+				s.submit(nil, es...)
+			}
+			flushAt = now.Add(s.cfg.DenialInterval)
+		}
+		if !now.Before(compactAt) {
+			s.closeMu.RLock()
+			if !s.closed {
+				s.queue <- &pending{compact: now.Add(-s.cfg.AuditRetention), done: make(chan error, 1)}
+			}
+			s.closeMu.RUnlock()
+			compactAt = now.Add(compactEvery)
+		}
+		next := flushAt
+		if compactAt.Before(next) {
+			next = compactAt
+		}
+		at := func(id string, kind int, t time.Time) {
+			if !t.After(now) {
+				due = append(due, job{id, kind})
+			} else if t.Before(next) {
+				next = t
+			}
+		}
 		s.mu.RLock()
 		for id, c := range s.calls {
-			if c.nextRotation.IsZero() {
+			if c.rec.ended() {
+				at(id, jobPurge, c.rec.EndedAt.Add(s.cfg.EndedRetention))
 				continue
 			}
-			if !c.nextRotation.After(now) {
-				due = append(due, id)
-			} else if c.nextRotation.Before(next) {
-				next = c.nextRotation
+			at(id, jobEnd, c.rec.CreatedAt.Add(s.cfg.MaxCallLifetime))
+			if !c.nextRotation.IsZero() {
+				at(id, jobRotate, c.nextRotation)
 			}
 		}
 		s.mu.RUnlock()
-		for _, id := range due {
-			if _, err := s.rotate(id, "scheduler", "scheduled", nil); err != nil {
-				s.cfg.Logger.Warn("kms: scheduled rotation failed", "call", id, "err", err)
+		for _, j := range due {
+			var err error
+			switch j.kind {
+			case jobRotate:
+				_, err = s.rotate(j.id, "scheduler", "scheduled", nil)
+			case jobEnd:
+				err = s.endCall(j.id, "scheduler", "maximum lifetime")
+			case jobPurge:
+				err = s.purge(j.id)
+			}
+			if err != nil && !errors.Is(err, ErrNoCall) && !errors.Is(err, errEnded) {
+				s.cfg.Logger.Warn("kmsserver: scheduled change failed", "call", j.id, "err", err)
+				// Retry in a second rather than at once.
 				s.mu.Lock()
-				if c := s.calls[id]; c != nil && !c.nextRotation.IsZero() {
+				if c := s.calls[j.id]; c != nil && !c.nextRotation.IsZero() {
 					c.nextRotation = now.Add(time.Second)
 				}
 				s.mu.Unlock()
+				next = now.Add(time.Second)
+				due = nil
+				break
 			}
 		}
 		if len(due) > 0 {
@@ -471,6 +626,72 @@ func (s *Server) scheduler() {
 		case <-timer.C:
 		}
 	}
+}
+
+// errEnded: the call has ended; nothing changes it but its purge.
+var errEnded = errors.New("kmsserver: call ended")
+
+// EndCall ends call callID: rotation stops, no key of it is delivered
+// again, and its keys are destroyed (its record purged from the store)
+// after [Config].EndedRetention. Audited. Ending an ended call is a no-op.
+func (s *Server) EndCall(ctx context.Context, callID string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kmsserver: end call: %w", err)
+	}
+	err := s.endCall(callID, "operator", "")
+	if errors.Is(err, errEnded) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) endCall(id, actor, detail string, extra ...Write) error {
+	err := s.changeCall(id, AuditEntry{Action: "end", Actor: actor, Detail: detail}, func(rec *callRecord) error {
+		if rec.ended() {
+			return errEnded
+		}
+		rec.EndedAt = s.cfg.Clock().UTC()
+		return nil
+	}, func(c *call) {
+		c.nextRotation = time.Time{}
+		s.creators.add(c.rec.Creator, -1)
+	}, extra...)
+	if err == nil {
+		s.poke()
+		s.cfg.Logger.Info("kmsserver: call ended", "call", id, "actor", actor)
+	}
+	return err
+}
+
+// purge removes an ended call from the store and wipes its keys.
+func (s *Server) purge(id string) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	c, rec := s.callForChange(id)
+	if c == nil {
+		return ErrNoCall
+	}
+	if !rec.ended() {
+		return fmt.Errorf("kmsserver: purge %q: the call has not ended", id)
+	}
+	err := s.commit([]Write{{Bucket: bucketCalls, Key: id}},
+		AuditEntry{Time: s.cfg.Clock().UTC(), Action: "purge", Actor: "scheduler", Call: id, Outcome: "ok", Detail: "retention over, keys destroyed"})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.calls, id)
+	for _, k := range c.keys {
+		clear(k)
+	}
+	clear(c.keys)
+	close(c.changed)
+	c.changed = make(chan struct{})
+	s.mu.Unlock()
+	c.wrapMu.Lock()
+	c.wrapped = nil
+	c.wrapMu.Unlock()
+	return nil
 }
 
 func (s *Server) poke() {
@@ -495,12 +716,15 @@ func (s *Server) callForChange(id string) (*call, callRecord) {
 
 // rotate adds a version to call id, after applying change (if any) to the
 // call's record, and commits both with their audit entry.
-func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error) (uint32, error) {
+func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error, extra ...Write) (uint32, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
 	if c == nil {
-		return 0, errNoCall
+		return 0, ErrNoCall
+	}
+	if rec.ended() {
+		return 0, errEnded
 	}
 	if change != nil {
 		if err := change(&rec); err != nil {
@@ -516,7 +740,7 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	if err != nil {
 		return 0, err
 	}
-	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}},
+	err = s.commit(append([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, extra...),
 		AuditEntry{Time: now, Action: "rotate", Actor: actor, Call: id, Version: vr.Version, Outcome: "ok", Detail: detail})
 	if err != nil {
 		return 0, err
@@ -531,11 +755,9 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	c.changed = make(chan struct{})
 	s.mu.Unlock()
 	s.poke()
-	s.cfg.Logger.Info("kms: rotated", "call", id, "version", vr.Version, "actor", actor)
+	s.cfg.Logger.Info("kmsserver: rotated", "call", id, "version", vr.Version, "actor", actor)
 	return vr.Version, nil
 }
-
-var errNoCall = errors.New("kms: no such call")
 
 func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, versionRecord, error) {
 	key := make([]byte, 32)
@@ -566,15 +788,15 @@ func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, v
 // erases the key material from the store. Both are final and audited.
 func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32, state KeyState) error {
 	if state != StateCompromised && state != StateDestroyed {
-		return fmt.Errorf("kms: set key state: %v cannot be set", state)
+		return fmt.Errorf("kmsserver: set key state: %v cannot be set", state)
 	}
 	return s.changeCall(callID, AuditEntry{Action: "state", Actor: "operator", Version: version, Detail: state.String()}, func(rec *callRecord) error {
 		if version == 0 || int(version) > len(rec.Versions) {
-			return fmt.Errorf("kms: set key state: call %q has no version %d", callID, version)
+			return fmt.Errorf("kmsserver: set key state: call %q has no version %d", callID, version)
 		}
 		vr := &rec.Versions[version-1]
 		if vr.State == StateDestroyed.String() {
-			return fmt.Errorf("kms: set key state: version %d is destroyed", version)
+			return fmt.Errorf("kmsserver: set key state: version %d is destroyed", version)
 		}
 		vr.State = state.String()
 		if state == StateDestroyed {
@@ -593,19 +815,19 @@ func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32,
 func (s *Server) SetMinVersion(ctx context.Context, callID string, version uint32) error {
 	return s.changeCall(callID, AuditEntry{Action: "min-version", Actor: "operator", Version: version}, func(rec *callRecord) error {
 		if int(version) > len(rec.Versions) {
-			return fmt.Errorf("kms: set min version: call %q has no version %d", callID, version)
+			return fmt.Errorf("kmsserver: set min version: call %q has no version %d", callID, version)
 		}
 		rec.MinVersion = max(rec.MinVersion, version)
 		return nil
 	}, nil)
 }
 
-func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call)) error {
+func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call), extra ...Write) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
 	if c == nil {
-		return fmt.Errorf("kms: call %q: %w", id, ErrNotFound)
+		return fmt.Errorf("kmsserver: call %q: %w", id, ErrNoCall)
 	}
 	if err := change(&rec); err != nil {
 		return err
@@ -615,7 +837,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 		return err
 	}
 	e.Time, e.Call, e.Outcome = s.cfg.Clock().UTC(), id, "ok"
-	if err := s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, e); err != nil {
+	if err := s.commit(append([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, extra...), e); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -636,6 +858,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 type apiError struct {
 	status int
 	code   string
+	retry  time.Duration // Retry-After, for 429
 }
 
 func (e *apiError) Error() string { return e.code }
@@ -654,15 +877,44 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // deny answers with an error and audits the denial.
+// deny answers with an error and counts the denial for the audit log,
+// where denials are aggregated (see denials).
 func (s *Server) deny(w http.ResponseWriter, e *apiError, action, actor, callID string) {
-	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: actor, Call: callID, Outcome: "denied", Detail: e.code})
-	writeJSON(w, e.status, errorResponse{Error: e.code})
+	if !validCallID(callID) {
+		callID = "(malformed)"
+	}
+	s.denials.add(denialKey{action: action, actor: actor, call: callID, code: e.code}, s.cfg.Clock())
+	if e.status == http.StatusUnauthorized {
+		// Do not keep an unauthenticated client's connection alive.
+		w.Header().Set("Connection", "close")
+	}
+	if e.retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, (e.retry+time.Second-1)/time.Second))))
+	}
+	writeJSON(w, e.status, wire.ErrorResponse{Error: e.code})
+}
+
+// validCallID reports whether id can be a call id this server made (16
+// random bytes, base64url), or is empty.
+func validCallID(id string) bool {
+	if id == "" {
+		return true
+	}
+	if len(id) != 22 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func readBody(r *http.Request) ([]byte, *apiError) {
-	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, wire.MaxBody))
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, codeBadRequest)
+		return nil, fail(http.StatusBadRequest, wire.CodeBadRequest)
 	}
 	return b, nil
 }
@@ -697,28 +949,29 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "register", p.identity, "")
 		return
 	}
-	var req registerRequest
+	var req wire.RegisterRequest
 	if err := decodeStrict(body, &req); err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
-	pub, err := parsePublicJWK(req.Key)
+	pub, err := wire.ParsePublicJWK(req.Key)
 	if err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
 	if p.certKey != nil && !p.certKey.Equal(pub) {
 		// With mutual TLS the device key is the certificate's key.
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
-	if aerr := s.checkProof(r, body, pub); aerr != nil {
+	nonce, aerr := s.checkProof(r, body, pub)
+	if aerr != nil {
 		s.deny(w, aerr, "register", p.identity, "")
 		return
 	}
-	kid, err := keyID(pub)
+	kid, err := wire.KeyID(pub)
 	if err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "register", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
 	// Registrations of different devices are independent: they are not
@@ -737,13 +990,13 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		detail = "replaced " + old.kid + " with " + kid
 	}
 	dev := &device{pub: pub, kid: kid}
-	done := s.submitApply([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}}, func() {
+	done := s.submitApply([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}, nonce}, func() {
 		s.mu.Lock()
 		s.devices[p.identity] = dev
 		s.mu.Unlock()
 	}, AuditEntry{Time: now, Action: "register", Actor: p.identity, Outcome: "ok", Detail: detail})
 	if err := <-done; err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
@@ -769,7 +1022,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
-		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), "create", p.identity, "")
+		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), "create", p.identity, "")
 		return
 	}
 	body, aerr := readBody(r)
@@ -777,13 +1030,19 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "create", p.identity, "")
 		return
 	}
-	if aerr := s.checkProof(r, body, dev.pub); aerr != nil {
+	nonce, aerr := s.checkProof(r, body, dev.pub)
+	if aerr != nil {
 		s.deny(w, aerr, "create", p.identity, "")
 		return
 	}
-	req, err := parseCreateRequest(body)
+	req, err := parseCreateRequest(body, s.cfg.MinRotateEvery)
 	if err != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "create", p.identity, "")
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "create", p.identity, "")
+		return
+	}
+	if s.creators.add(p.identity, 1) > s.cfg.MaxCallsPerDevice {
+		s.creators.add(p.identity, -1)
+		s.deny(w, fail(http.StatusTooManyRequests, wire.CodeQuota), "create", p.identity, "")
 		return
 	}
 	idb := make([]byte, 16)
@@ -801,12 +1060,13 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	key, vr, err := s.newVersion(&rec, now, now)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
+		s.creators.add(p.identity, -1)
+		writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: wire.CodeInternal})
 		return
 	}
 	val, _ := json.Marshal(rec)
 	s.writeMu.Lock()
-	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}},
+	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}, nonce},
 		AuditEntry{Time: now, Action: "create", Actor: p.identity, Call: id, Version: 1, Outcome: "ok",
 			Detail: fmt.Sprintf("%d participants", len(rec.Participants))})
 	if err == nil {
@@ -820,16 +1080,17 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeMu.Unlock()
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		s.creators.add(p.identity, -1)
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
 	}
 	s.poke()
-	writeJSON(w, http.StatusCreated, createResponse{URI: s.baseURL(r) + pathCalls + "/" + id, CallID: id, Version: 1})
+	writeJSON(w, http.StatusCreated, wire.CreateResponse{URI: s.baseURL(r) + wire.PathCalls + "/" + id, CallID: id, Version: 1})
 }
 
 // parseCreateRequest decodes and validates a create request body.
-func parseCreateRequest(body []byte) (createRequest, error) {
-	var req createRequest
+func parseCreateRequest(body []byte, minRotate time.Duration) (wire.CreateRequest, error) {
+	var req wire.CreateRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return req, err
 	}
@@ -838,15 +1099,28 @@ func parseCreateRequest(body []byte) (createRequest, error) {
 	}
 	seen := map[string]bool{}
 	for _, p := range req.Participants {
-		if p == "" || len(p) > maxIdentity || seen[p] {
+		if !validIdentity(p) || seen[p] {
 			return req, errors.New("participants: empty, too long or repeated identity")
 		}
 		seen[p] = true
 	}
-	if req.RotateEveryMS < 0 || req.LifetimeMS < 0 || (req.RotateEveryMS > 0 && req.RotateEveryMS < 10) {
+	if req.RotateEveryMS < 0 || req.LifetimeMS < 0 || (req.RotateEveryMS > 0 && req.RotateEveryMS < minRotate.Milliseconds()) {
 		return req, errors.New("bad rotation period or lifetime")
 	}
 	return req, nil
+}
+
+// validIdentity reports whether id can name a device: a certificate
+// identity (no ':') or a token identity (TokenIdentityPrefix and a subject),
+// at most maxIdentity bytes of UTF-8.
+func validIdentity(id string) bool {
+	if id == "" || len(id) > maxIdentity || !utf8.ValidString(id) {
+		return false
+	}
+	if sub, ok := strings.CutPrefix(id, TokenIdentityPrefix); ok {
+		return sub != ""
+	}
+	return !strings.Contains(id, ":")
 }
 
 // lookup returns call id for a participant, or the error to answer.
@@ -855,10 +1129,10 @@ func (s *Server) participant(id, identity string) (*call, *apiError) {
 	defer s.mu.RUnlock()
 	c := s.calls[id]
 	if c == nil {
-		return nil, fail(http.StatusNotFound, codeNotFound)
+		return nil, fail(http.StatusNotFound, wire.CodeNotFound)
 	}
 	if !slices.Contains(c.rec.Participants, identity) {
-		return nil, fail(http.StatusForbidden, codeForbidden)
+		return nil, fail(http.StatusForbidden, wire.CodeForbidden)
 	}
 	return c, nil
 }
@@ -904,6 +1178,9 @@ func (s *Server) usable(c *call, now time.Time, after uint32) []deliverable {
 		}
 		out = append(out, deliverable{version: vr.Version, state: state, key: k, activateAt: vr.ActivateAt, expiresAt: exp})
 	}
+	if n := s.cfg.MaxKeysPerResponse; len(out) > n {
+		out = out[len(out)-n:] // the newest: what senders and receivers use now
+	}
 	return out
 }
 
@@ -919,7 +1196,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 	waitMS, err2 := strconv.ParseUint(defaultString(q.Get("wait"), "0"), 10, 32)
 	version, err3 := parseUint32(q.Get("version"))
 	if err1 != nil || err2 != nil || err3 != nil {
-		s.deny(w, fail(http.StatusBadRequest, codeBadRequest), "fetch", p.identity, id)
+		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "fetch", p.identity, id)
 		return
 	}
 	c, aerr := s.participant(id, p.identity)
@@ -929,10 +1206,19 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
-		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), "fetch", p.identity, id)
+		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), "fetch", p.identity, id)
 		return
 	}
 	wait := min(time.Duration(waitMS)*time.Millisecond, s.cfg.MaxWatchWait)
+	if wait > 0 {
+		extendWrite(w, wait, s.cfg.WriteTimeout)
+		n := s.watches.add(p.identity, 1)
+		defer s.watches.add(p.identity, -1)
+		if n > s.cfg.MaxWatchesPerDevice {
+			s.deny(w, &apiError{status: http.StatusTooManyRequests, code: wire.CodeTooManyWatches, retry: time.Second}, "watch", p.identity, id)
+			return
+		}
+	}
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -959,7 +1245,13 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.RUnlock()
 		if !member {
-			s.deny(w, fail(http.StatusForbidden, codeForbidden), action, p.identity, id)
+			s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
+			return
+		}
+		if rec.ended() {
+			// An ended call's keys are never delivered again; this also
+			// ends its watches.
+			s.deny(w, fail(http.StatusGone, wire.CodeEnded), action, p.identity, id)
 			return
 		}
 		if stateErr != nil {
@@ -986,36 +1278,37 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 // Called with s.mu held.
 func (s *Server) oneVersion(c *call, now time.Time, v uint32) ([]deliverable, *apiError) {
 	if int(v) > len(c.rec.Versions) {
-		return nil, fail(http.StatusNotFound, codeNotFound)
+		return nil, fail(http.StatusNotFound, wire.CodeNotFound)
 	}
 	switch c.rec.Versions[v-1].State {
 	case StateCompromised.String():
-		return nil, fail(http.StatusGone, codeCompromised)
+		return nil, fail(http.StatusGone, wire.CodeCompromised)
 	case StateDestroyed.String():
-		return nil, fail(http.StatusGone, codeDestroyed)
+		return nil, fail(http.StatusGone, wire.CodeDestroyed)
 	}
 	if v < c.rec.MinVersion {
-		return nil, fail(http.StatusGone, codeBelowMinimum)
+		return nil, fail(http.StatusGone, wire.CodeBelowMinimum)
 	}
 	for _, d := range s.usable(c, now, v-1) {
 		if d.version == v {
 			return []deliverable{d}, nil
 		}
 	}
-	return nil, fail(http.StatusGone, codeExpired)
+	return nil, fail(http.StatusGone, wire.CodeExpired)
 }
 
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request, c *call, rec callRecord, dev *device, ds []deliverable, action, identity string) {
-	uri := s.baseURL(r) + pathCalls + "/" + rec.ID
-	resp := keysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wireKey, 0, len(ds))}
+	uri := s.baseURL(r) + wire.PathCalls + "/" + rec.ID
+	resp := wire.KeysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wire.Key, 0, len(ds))}
 	var last uint32
+	sig := s.currentSigner()
 	for _, d := range ds {
-		jwe, err := c.wrap(dev, binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
+		jwe, err := c.wrap(dev, sig, wire.Binding{URI: uri, CallID: rec.ID, Version: d.version, ActivateAt: d.activateAt, ExpiresAt: d.expiresAt}, d.key)
 		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, errorResponse{Error: codeInternal})
+			writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: wire.CodeInternal})
 			return
 		}
-		resp.Keys = append(resp.Keys, wireKey{Version: d.version, State: d.state.String(), JWE: jwe})
+		resp.Keys = append(resp.Keys, wire.Key{Version: d.version, State: d.state.String(), JWE: jwe})
 		last = d.version
 	}
 	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: identity, Call: rec.ID, Version: last, Outcome: "ok",
@@ -1041,59 +1334,69 @@ func defaultString(s, def string) string {
 // stateChange authenticates a state-changing request on call id: the
 // caller must be registered, a participant (or, if creatorOnly, the
 // creator) and carry a valid proof of freshness.
-func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (string, bool) {
+func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (string, Write, bool) {
 	id := r.PathValue("id")
 	p, aerr := s.authenticate(r)
 	if aerr != nil {
 		s.deny(w, aerr, action, "", id)
-		return "", false
+		return "", Write{}, false
 	}
 	s.mu.RLock()
 	c := s.calls[id]
 	allowed := c != nil && (c.rec.Creator == p.identity || (!creatorOnly && slices.Contains(c.rec.Participants, p.identity)))
 	s.mu.RUnlock()
 	if c == nil {
-		s.deny(w, fail(http.StatusNotFound, codeNotFound), action, p.identity, id)
-		return "", false
+		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), action, p.identity, id)
+		return "", Write{}, false
 	}
 	if !allowed {
-		s.deny(w, fail(http.StatusForbidden, codeForbidden), action, p.identity, id)
-		return "", false
+		s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
+		return "", Write{}, false
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
-		s.deny(w, fail(http.StatusUnauthorized, codeNotRegistered), action, p.identity, id)
-		return "", false
+		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), action, p.identity, id)
+		return "", Write{}, false
 	}
 	body, aerr := readBody(r)
+	var nonce Write
 	if aerr == nil {
-		aerr = s.checkProof(r, body, dev.pub)
+		nonce, aerr = s.checkProof(r, body, dev.pub)
 	}
 	if aerr == nil && len(body) > 0 {
-		aerr = fail(http.StatusBadRequest, codeBadRequest)
+		aerr = fail(http.StatusBadRequest, wire.CodeBadRequest)
+	}
+	if (action == "rotate" || action == "remove") && aerr == nil {
+		if ok, retry := s.rotates.allow(id, s.cfg.Clock()); !ok {
+			aerr = &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+		}
 	}
 	if aerr != nil {
 		s.deny(w, aerr, action, p.identity, id)
-		return "", false
+		return "", Write{}, false
 	}
-	return p.identity, true
+	return p.identity, nonce, true
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
-	who, ok := s.stateChange(w, r, "rotate", false)
+	who, nonce, ok := s.stateChange(w, r, "rotate", false)
 	if !ok {
 		return
 	}
-	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil)
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil, nonce)
+	if errors.Is(err, errEnded) {
+		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "rotate", who, r.PathValue("id"))
 		return
 	}
-	writeJSON(w, http.StatusOK, rotateResponse{Version: v})
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 }
 
 func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
-	who, ok := s.stateChange(w, r, "remove", true)
+	who, nonce, ok := s.stateChange(w, r, "remove", true)
 	if !ok {
 		return
 	}
@@ -1106,63 +1409,125 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
 		}
 		rec.Participants = slices.Delete(rec.Participants, i, i+1)
 		return nil
-	})
+	}, nonce)
 	switch {
 	case errors.Is(err, errNotMember):
-		s.deny(w, fail(http.StatusNotFound, codeNotFound), "remove", who, id)
+		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), "remove", who, id)
+	case errors.Is(err, errEnded):
+		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "remove", who, id)
 	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: codeUnavailable})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 	default:
-		writeJSON(w, http.StatusOK, rotateResponse{Version: v})
+		writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 	}
 }
 
+func (s *Server) handleEnd(w http.ResponseWriter, r *http.Request) {
+	who, nonce, ok := s.stateChange(w, r, "end", true)
+	if !ok {
+		return
+	}
+	err := s.endCall(r.PathValue("id"), who, "", nonce)
+	if err != nil && !errors.Is(err, errEnded) {
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
 // checkProof verifies a request's proof of freshness: a JWS by pub over the
-// method, path and body hash, with a nonce never seen within the window.
-func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) *apiError {
-	raw := r.Header.Get(proofHeader)
+// method, path and body hash, with a nonce never seen within the window,
+// dated at most MaxClockSkew ahead. It returns the write that persists the
+// nonce, for the state change's commit, so that a proof is refused after a
+// restart too.
+func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) (Write, *apiError) {
+	raw := r.Header.Get(wire.ProofHeader)
 	if raw == "" {
-		return fail(http.StatusUnauthorized, codeBadProof)
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	claims, err := verifyProof(raw, pub)
 	if err != nil {
-		return fail(http.StatusUnauthorized, codeBadProof)
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
-	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != bodyHash(body) || len(claims.Nonce) < 16 {
-		return fail(http.StatusUnauthorized, codeBadProof)
+	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != wire.BodyHash(body) ||
+		len(claims.Nonce) < 16 || len(claims.Nonce) > maxNonce {
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	now := s.cfg.Clock()
 	issued := time.UnixMilli(claims.IssuedMS)
 	win := s.cfg.FreshnessWindow
-	// Proofs older than the server's start are refused: the nonce memory
-	// does not survive a restart, so this keeps replays out across one.
-	if issued.Before(now.Add(-win)) || issued.After(now.Add(win)) || claims.IssuedMS < s.started.UnixMilli() {
-		return fail(http.StatusUnauthorized, codeStaleProof)
+	if issued.Before(now.Add(-win)) || issued.After(now.Add(s.cfg.MaxClockSkew)) {
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeStaleProof)
 	}
 	s.nonceMu.Lock()
 	defer s.nonceMu.Unlock()
-	if now.Sub(s.lastSweep) > win {
-		for n, t := range s.nonces {
-			if now.Sub(t) > 2*win {
-				delete(s.nonces, n)
-			}
-		}
-		s.lastSweep = now
+	if since := now.Sub(s.lastSweep); since > win || (len(s.nonces) >= s.cfg.MaxNonces && since > time.Second) {
+		s.sweepNonces(now)
 	}
 	if _, seen := s.nonces[claims.Nonce]; seen {
-		return fail(http.StatusUnauthorized, codeReplayed)
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
+	}
+	if len(s.nonces) >= s.cfg.MaxNonces {
+		return Write{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: win}
 	}
 	s.nonces[claims.Nonce] = issued
-	return nil
+	return Write{Bucket: bucketNonces, Key: claims.Nonce, Value: binary.BigEndian.AppendUint64(nil, uint64(claims.IssuedMS))}, nil
+}
+
+// maxNonce bounds a proof's nonce (the client sends 22 characters).
+const maxNonce = 64
+
+// sweepNonces forgets nonces too old to be accepted again. Called with
+// nonceMu held.
+func (s *Server) sweepNonces(now time.Time) {
+	for n, t := range s.nonces {
+		if now.Sub(t) > s.cfg.FreshnessWindow {
+			delete(s.nonces, n)
+			if len(s.nonceGone) < s.cfg.MaxNonces {
+				s.nonceGone = append(s.nonceGone, n)
+			}
+		}
+	}
+	s.lastSweep = now
+}
+
+func (s *Server) takeNonceGone() []string {
+	s.nonceMu.Lock()
+	defer s.nonceMu.Unlock()
+	out := s.nonceGone
+	s.nonceGone = nil
+	return out
+}
+
+// loadNonces reads the persisted nonces of accepted proofs still within
+// the window; older ones are deleted with the next commit.
+func (s *Server) loadNonces(ctx context.Context) error {
+	now := s.cfg.Clock()
+	return s.cfg.Store.ForEach(ctx, bucketNonces, func(n string, stored []byte) error {
+		_, v, err := s.openRecord(bucketNonces, n, stored)
+		if err != nil {
+			return fmt.Errorf("kmsserver: store: %w", err)
+		}
+		if len(v) != 8 {
+			return fmt.Errorf("kmsserver: store: %w", &RecordError{Bucket: bucketNonces, Key: n, Reason: "malformed"})
+		}
+		issued := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
+		if now.Sub(issued) > s.cfg.FreshnessWindow {
+			s.nonceGone = append(s.nonceGone, n)
+		} else {
+			s.nonces[n] = issued
+		}
+		return nil
+	})
 }
 
 // verifyProof parses and verifies a compact JWS proof.
-func verifyProof(raw string, pub *ecdsa.PublicKey) (proofClaims, error) {
-	var c proofClaims
+func verifyProof(raw string, pub *ecdsa.PublicKey) (wire.ProofClaims, error) {
+	var c wire.ProofClaims
 	if len(raw) > 4096 {
 		return c, errors.New("proof too long")
 	}
-	jws, err := jose.ParseSignedCompact(raw, allowedProofAlgs)
+	jws, err := jose.ParseSignedCompact(raw, wire.AllowedProofAlgs)
 	if err != nil {
 		return c, err
 	}
