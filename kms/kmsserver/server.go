@@ -43,6 +43,8 @@ type Server struct {
 
 	writeMu sync.Mutex // serializes state changes: compute, commit, apply
 
+	shared *replicas // nil unless cfg.Store is a SharedStore
+
 	auth authCache
 
 	sigMu      sync.RWMutex
@@ -154,6 +156,9 @@ type pending struct {
 	entries []AuditEntry
 	apply   func() // run by the writer after a successful commit, in queue order
 	done    chan error
+
+	seq      uint64 // the audit seq its records were sealed with
+	conflict bool   // left out of a shared commit: see ErrConflict
 }
 
 const (
@@ -198,15 +203,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.auth.init()
 	seqs := map[recordID]uint64{}
-	if err := s.load(context.Background(), seqs); err != nil {
-		return nil, err
+	var haveSigner bool
+	loadAll := func() error {
+		if err := s.load(context.Background(), seqs); err != nil {
+			return err
+		}
+		if haveSigner, err = s.loadSigningKeys(context.Background(), seqs); err != nil {
+			return err
+		}
+		if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
+			return fmt.Errorf("kmsserver: store: %w", err)
+		}
+		return nil
 	}
-	haveSigner, err := s.loadSigningKeys(context.Background(), seqs)
-	if err != nil {
+	if err := s.loadShared(loadAll, seqs); err != nil {
 		return nil, err
-	}
-	if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
-		return nil, fmt.Errorf("kmsserver: store: %w", err)
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+wire.PathDevices, s.handleRegister)
@@ -218,8 +229,17 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(2)
 	go s.writer()
 	go s.scheduler()
+	if s.shared != nil {
+		s.wg.Add(1)
+		go s.follow()
+	}
 	if !haveSigner {
-		if err := s.initSigningKeys(); err != nil {
+		err := s.initSigningKeys()
+		if errors.Is(err, ErrConflict) {
+			// Another replica created them first.
+			_, err = s.loadSigningKeys(context.Background(), seqs)
+		}
+		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("kmsserver: create signing keys: %w", err)
 		}
@@ -374,9 +394,19 @@ func (s *Server) submitApply(writes []Write, apply func(), entries ...AuditEntry
 	return done
 }
 
-// commit submits and waits for durability.
+// commit submits and waits for durability. On a SharedStore, a change
+// refused with ErrConflict has its records read again before commit
+// returns.
 func (s *Server) commit(writes []Write, entries ...AuditEntry) error {
-	return <-s.submit(writes, entries...)
+	err := <-s.submit(writes, entries...)
+	if errors.Is(err, ErrConflict) {
+		for _, w := range writes {
+			if rerr := s.refreshLocked(recordID{w.Bucket, w.Key}); rerr != nil {
+				s.cfg.Logger.Warn("kmsserver: read a changed record again", "bucket", w.Bucket, "err", rerr)
+			}
+		}
+	}
+	return err
 }
 
 // audit records a decision; it is durable once the store writer's next
@@ -428,36 +458,17 @@ func (s *Server) writer() {
 				break drain
 			}
 		}
-		var writes []Write
-		next := head
-		var sealErr error
-		for _, p := range batch {
-			for i := range p.entries {
-				e := &p.entries[i]
-				b, err := e.seal(next)
-				if err != nil {
-					sealErr = err
-					break
-				}
-				next = AuditHead{Seq: e.Seq, Hash: e.Hash}
-				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: s.sealRecord(bucketAudit, auditKey(e.Seq), e.Seq, b)})
+		var err error
+		var next AuditHead
+		if s.shared != nil {
+			// The head is the store's, shared with the other replicas.
+			next, err = s.commitShared(ctx, batch)
+		} else {
+			var writes []Write
+			writes, next, err = s.batchWrites(batch, head)
+			if err == nil && len(writes) > 0 {
+				err = s.cfg.Store.Commit(ctx, writes)
 			}
-			// A record carries the sequence number of the audit entry
-			// committed with it (every state change has one).
-			for _, w := range p.writes {
-				if w.Value != nil {
-					w.Value = s.sealRecord(w.Bucket, w.Key, next.Seq, w.Value)
-				}
-				writes = append(writes, w)
-			}
-		}
-		if next != head {
-			hb, _ := json.Marshal(next)
-			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: s.sealRecord(bucketMeta, metaHead, next.Seq, hb)})
-		}
-		err := sealErr
-		if err == nil && len(writes) > 0 {
-			err = s.cfg.Store.Commit(ctx, writes)
 		}
 		if err == nil {
 			head = next
@@ -465,10 +476,17 @@ func (s *Server) writer() {
 			s.cfg.Logger.Error("kmsserver: store commit failed", "err", err)
 		}
 		for _, p := range batch {
-			if err == nil && p.apply != nil {
-				p.apply()
+			perr := err
+			if perr == nil && p.conflict {
+				perr = ErrConflict
 			}
-			p.done <- err
+			if perr == nil {
+				s.noteCommitted(p)
+				if p.apply != nil {
+					p.apply()
+				}
+			}
+			p.done <- perr
 		}
 	}
 }
@@ -520,6 +538,11 @@ func (s *Server) scheduler() {
 				err = s.endCall(j.id, "scheduler", "maximum lifetime")
 			case jobPurge:
 				err = s.purge(j.id)
+			}
+			if errors.Is(err, ErrConflict) {
+				// Another replica changed the call first (did this
+				// rotation); the call has been read again.
+				continue
 			}
 			if err != nil && !errors.Is(err, ErrNoCall) && !errors.Is(err, errEnded) {
 				s.cfg.Logger.Warn("kmsserver: scheduled change failed", "call", j.id, "err", err)
@@ -1317,6 +1340,16 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 	}
 	if _, seen := s.nonces[claims.Nonce]; seen {
 		return fail(http.StatusUnauthorized, wire.CodeReplayed)
+	}
+	if s.shared != nil {
+		// Replay protection across replicas: the store records it.
+		fresh, err := s.useNonce(claims.Nonce, issued.Add(2*win))
+		if err != nil {
+			return fail(http.StatusServiceUnavailable, wire.CodeUnavailable)
+		}
+		if !fresh {
+			return fail(http.StatusUnauthorized, wire.CodeReplayed)
+		}
 	}
 	s.nonces[claims.Nonce] = issued
 	return nil
