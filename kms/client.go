@@ -54,6 +54,7 @@ type Client struct {
 	closed  bool
 	cache   map[string]*cacheEntry // at most cfg.MaxCachedCalls entries
 	tick    uint64
+	retryAt time.Time // no request before: the KMS said 429, Retry-After
 	flights map[string]*flight
 }
 
@@ -281,7 +282,12 @@ func (c *Client) RemoveParticipant(ctx context.Context, uri, identity string) er
 	if err != nil {
 		return err
 	}
-	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, wire.PathCalls+"/"+id+"/participants/"+identity)
+	if identity == "" {
+		return fmt.Errorf("kms: remove participant: empty identity: %w", ErrNotFound)
+	}
+	// Escaped, so that an identity with "/" (SPIFFE style) or "?" stays one
+	// path segment.
+	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, wire.PathCalls+"/"+id+"/participants/"+url.PathEscape(identity))
 	return err
 }
 
@@ -658,10 +664,17 @@ func (b Backoff) delay(attempt int) time.Duration {
 // doAt sends one request to the KMS at base and returns the body of a 2xx
 // response. sent reports whether the request reached a connection.
 func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.Values, body []byte, proof bool, wait time.Duration, sent *bool) ([]byte, error) {
+	if err := c.waitRetryAfter(ctx); err != nil {
+		return nil, fmt.Errorf("kms: %s: %w", op, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout+wait)
 	defer cancel()
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { *sent = true }})
-	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(base, "https://"), Path: path, RawQuery: q.Encode()}
+	unescaped, err := url.PathUnescape(path)
+	if err != nil {
+		return nil, fmt.Errorf("kms: %s: %w", op, err)
+	}
+	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(base, "https://"), Path: unescaped, RawPath: path, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w", op, err)
@@ -707,6 +720,9 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
 	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		c.retryAfter(resp.Header.Get("Retry-After"))
+	}
 	if resp.StatusCode/100 != 2 {
 		var e wire.ErrorResponse
 		_ = json.Unmarshal(out, &e)
@@ -716,6 +732,44 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 		return nil, &ServerError{Status: resp.StatusCode, Code: e.Error, Op: op}
 	}
 	return out, nil
+}
+
+// maxRetryAfter caps how long the client honours a Retry-After.
+const maxRetryAfter = time.Minute
+
+// retryAfter notes a 429's Retry-After (seconds): no request leaves before
+// it has passed.
+func (c *Client) retryAfter(h string) {
+	secs, err := strconv.Atoi(strings.TrimSpace(h))
+	if err != nil || secs <= 0 {
+		secs = 1
+	}
+	at := time.Now().Add(min(time.Duration(secs)*time.Second, maxRetryAfter))
+	c.mu.Lock()
+	if at.After(c.retryAt) {
+		c.retryAt = at
+	}
+	c.mu.Unlock()
+}
+
+// waitRetryAfter waits until a Retry-After the KMS gave has passed.
+func (c *Client) waitRetryAfter(ctx context.Context) error {
+	c.mu.Lock()
+	d := time.Until(c.retryAt)
+	c.mu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return net.ErrClosed
+	}
 }
 
 // proof signs a proof of freshness for one request.

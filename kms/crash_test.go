@@ -44,7 +44,7 @@ func runCrashChild() bool {
 func crashChild(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	env, err := devkms.Start(ctx, dir, "alice")
+	env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: hammering}, "alice")
 	if err != nil {
 		return err
 	}

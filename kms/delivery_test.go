@@ -254,7 +254,7 @@ func TestAuthenticationFailures(t *testing.T) {
 	env := startEnv(t, devkms.Options{Server: kmsserver.Config{TokenKeys: []crypto.PublicKey{issuer.Public()}}}, "alice")
 	alice := mustClient(t, env, "alice")
 	ctx := ctxT(t)
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "dave"}})
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "token:dave"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func TestTokenSourceAndAudience(t *testing.T) {
 	if err := c.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	uri, err := c.CreateCall(ctx, kms.CallOptions{Participants: []string{"erin"}})
+	uri, err := c.CreateCall(ctx, kms.CallOptions{Participants: []string{"token:erin"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,9 @@ var (
 	// ErrInvalidDelivery: a wrapped key from the KMS failed the client's
 	// checks. The [DeliveryError] says which one.
 	ErrInvalidDelivery = errors.New("kms: invalid key delivery")
+	// ErrQuota: the KMS refused to create a call: the device has as many
+	// running calls as the KMS allows. End some first.
+	ErrQuota = errors.New("kms: call quota exceeded")
 	// ErrEnded: the call has ended ([Client.EndCall], or its maximum
 	// lifetime on the KMS); its keys are no longer delivered.
 	ErrEnded = errors.New("kms: call ended")
@@ -160,7 +163,9 @@ func (e *ServerError) Is(target error) bool {
 	case ErrEnded:
 		return e.Code == wire.CodeEnded
 	case ErrUnavailable:
-		return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+		return e.Status >= 500 || (e.Status == http.StatusTooManyRequests && e.Code != wire.CodeQuota)
+	case ErrQuota:
+		return e.Code == wire.CodeQuota
 	}
 	return false
 }
@@ -169,5 +174,5 @@ func (e *ServerError) Is(target error) bool {
 func permanent(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) ||
 		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
-		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect) || errors.Is(err, ErrEnded)
+		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect) || errors.Is(err, ErrEnded) || errors.Is(err, ErrQuota)
 }

@@ -83,7 +83,8 @@ func Example() {
 	defer bob.Close()
 	defer mallory.Close()
 
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	// A token's subject "alice" is the identity "token:alice".
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"token:alice", "token:bob"}})
 	if err != nil {
 		panic(err)
 	}

@@ -35,6 +35,9 @@ func TestClientDefaults(t *testing.T) {
 	if c.Logger == nil {
 		t.Error("nil Logger not replaced by a silent one")
 	}
+	if c.MaxCachedCalls != DefaultMaxCachedCalls {
+		t.Errorf("MaxCachedCalls defaults to %d, documented %d", c.MaxCachedCalls, DefaultMaxCachedCalls)
+	}
 }
 
 func TestClientConfigNotMutated(t *testing.T) {

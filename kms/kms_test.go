@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// hammering is a server configuration for tests that rotate as fast as
+// they can on purpose: limits far above what they do.
+var hammering = kmsserver.Config{RotationsPerMinute: 1 << 20, RequestRate: 1e6, RequestBurst: 1 << 20, MinRotateEvery: 10 * time.Millisecond}
+
 // startEnv runs a development KMS in a temporary directory for the test.
 func startEnv(t testing.TB, opts devkms.Options, identities ...string) *devkms.Env {
 	t.Helper()
@@ -163,7 +167,7 @@ func TestWatchSeesRotations(t *testing.T) {
 }
 
 func TestScheduledRotation(t *testing.T) {
-	env := startEnv(t, devkms.Options{}, "alice")
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
 	alice := mustClient(t, env, "alice")
 	ctx := ctxT(t)
 	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: 50 * time.Millisecond})
@@ -185,4 +189,8 @@ func TestScheduledRotation(t *testing.T) {
 		}
 	}
 	cancel()
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
 }

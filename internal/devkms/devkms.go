@@ -13,6 +13,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -148,19 +150,17 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 		Server: srv,
 		Store:  store,
 		CA:     ca,
-		ln:     ln,
-		httpSrv: &http.Server{
-			Handler:           srv,
-			TLSConfig:         srv.TLSConfig(serverCert),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          nil,
-		},
+		ln:      srv.LimitListener(ln),
+		httpSrv: srv.HTTPServer(serverCert),
 	}
+	// The server's own timeouts; its TLS and HTTP errors (scanners, idle
+	// connections cut) are not logged.
+	env.httpSrv.ErrorLog = log.New(io.Discard, "", 0)
 	env.httpSrv.SetKeepAlivesEnabled(true)
 	env.serveWG.Add(1)
 	go func() {
 		defer env.serveWG.Done()
-		_ = env.httpSrv.ServeTLS(ln, "", "")
+		_ = env.httpSrv.ServeTLS(env.ln, "", "")
 	}()
 	return env, nil
 }

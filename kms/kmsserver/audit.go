@@ -106,7 +106,7 @@ func (e *AuditEntry) seal(prev AuditHead) ([]byte, error) {
 func auditKey(seq uint64) string { return fmt.Sprintf("%016x", seq) }
 
 // maxAuditLine bounds one line of an exported audit log.
-const maxAuditLine = 64 << 10
+const maxAuditLine = 1 << 20
 
 // VerifyAuditLog reads an audit log exported by [ExportAuditLog] (one JSON
 // entry per line) and checks the whole hash chain from the first entry. It

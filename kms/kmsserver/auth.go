@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
@@ -60,9 +61,28 @@ func (a *authCache) put(k [32]byte, e authEntry) {
 // tokenLeeway tolerates clock skew in a token's exp and nbf.
 const tokenLeeway = 5 * time.Second
 
-// authenticate identifies the device: a bearer token if the request has an
-// Authorization header, else a client certificate.
+// authenticate identifies the device and takes a token from its request
+// bucket (429 with Retry-After when it has none).
 func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
+	p, aerr := s.identify(r)
+	if aerr != nil {
+		return p, aerr
+	}
+	if ok, retry := s.requests.allow(p.identity, s.cfg.Clock()); !ok {
+		return principal{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+	}
+	return p, nil
+}
+
+// TokenIdentityPrefix starts the identity of every device that
+// authenticates with a bearer token: the token's subject "alice" is the
+// identity "token:alice". Certificate identities (common names) cannot
+// contain ':', so the two kinds never name the same device.
+const TokenIdentityPrefix = "token:"
+
+// identify identifies the device: a bearer token if the request has an
+// Authorization header, else a client certificate.
+func (s *Server) identify(r *http.Request) (principal, *apiError) {
 	now := s.cfg.Clock()
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
@@ -116,7 +136,8 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 	}
 	leaf := certs[0]
 	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() || leaf.Subject.CommonName == "" {
+	cn := leaf.Subject.CommonName
+	if !ok || pub.Curve != elliptic.P256() || cn == "" || len(cn) > maxIdentity || strings.ContainsAny(cn, ":") || !utf8.ValidString(cn) {
 		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	e := authEntry{p: principal{identity: leaf.Subject.CommonName, certKey: pub}, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
@@ -148,7 +169,7 @@ func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *
 			break
 		}
 	}
-	if !verified || claims.Expiry == nil || claims.Subject == "" || len(claims.Subject) > maxIdentity {
+	if !verified || claims.Expiry == nil || claims.Subject == "" || len(TokenIdentityPrefix+claims.Subject) > maxIdentity || !utf8.ValidString(claims.Subject) {
 		return principal{}, time.Time{}, bad
 	}
 	exp := jwt.Expected{Time: now}
@@ -161,5 +182,5 @@ func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *
 		}
 		return principal{}, time.Time{}, bad
 	}
-	return principal{identity: claims.Subject}, claims.Expiry.Time().Add(tokenLeeway), nil
+	return principal{identity: TokenIdentityPrefix + claims.Subject}, claims.Expiry.Time().Add(tokenLeeway), nil
 }

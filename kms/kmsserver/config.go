@@ -31,6 +31,45 @@ const (
 	// keys stay in the store (undeliverable, for the operator's audit)
 	// before they are destroyed.
 	DefaultEndedRetention = time.Hour
+	// DefaultRequestRate and DefaultRequestBurst are each device's token
+	// bucket for requests: beyond it the server answers 429 with
+	// Retry-After.
+	DefaultRequestRate  = 50.0
+	DefaultRequestBurst = 100
+	// DefaultMaxCallsPerDevice bounds the running (not ended) calls one
+	// device has created.
+	DefaultMaxCallsPerDevice = 100
+	// DefaultMaxWatchesPerDevice bounds one device's long-polls in
+	// progress.
+	DefaultMaxWatchesPerDevice = 64
+	// DefaultMinRotateEvery is the shortest rotation schedule a call may
+	// ask for.
+	DefaultMinRotateEvery = time.Second
+	// DefaultRotationsPerMinute bounds on-demand rotations (and removals)
+	// of one call: a bucket of this many per minute, bursts of a tenth.
+	DefaultRotationsPerMinute = 60
+	// DefaultMaxKeysPerResponse bounds the versions one keys response
+	// delivers (the newest ones).
+	DefaultMaxKeysPerResponse = 64
+	// DefaultMaxNonces bounds the proofs of freshness remembered against
+	// replay; when full, state changes are refused (429) until old ones
+	// expire.
+	DefaultMaxNonces = 100_000
+	// DefaultMaxClockSkew is how far in the future a proof of freshness
+	// may be dated.
+	DefaultMaxClockSkew = 5 * time.Second
+	// DefaultReadHeaderTimeout, DefaultReadTimeout, DefaultWriteTimeout
+	// and DefaultIdleTimeout are the timeouts of [Server.HTTPServer].
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	// DefaultMaxConns bounds the connections [Server.LimitListener]
+	// accepts at once (below a typical limit of 1,024 descriptors).
+	DefaultMaxConns = 512
+	// DefaultDenialInterval is the period over which refused requests are
+	// aggregated into audit entries.
+	DefaultDenialInterval = 10 * time.Second
 )
 
 // Config configures a [Server]. Store and KEK are required; every other
@@ -78,6 +117,45 @@ type Config struct {
 	// its record is purged and its keys destroyed. If zero, defaults to
 	// DefaultEndedRetention; negative means at once.
 	EndedRetention time.Duration
+	// RequestRate is each device's sustained requests per second, and
+	// RequestBurst its bucket size. If zero, DefaultRequestRate and
+	// DefaultRequestBurst.
+	RequestRate  float64
+	RequestBurst int
+	// MaxCallsPerDevice bounds the running calls a device has created. If
+	// zero, defaults to DefaultMaxCallsPerDevice.
+	MaxCallsPerDevice int
+	// MaxWatchesPerDevice bounds a device's concurrent long-polls. If
+	// zero, defaults to DefaultMaxWatchesPerDevice.
+	MaxWatchesPerDevice int
+	// MinRotateEvery is the shortest rotation schedule accepted. If zero,
+	// defaults to DefaultMinRotateEvery.
+	MinRotateEvery time.Duration
+	// RotationsPerMinute bounds on-demand rotations of a call. If zero,
+	// defaults to DefaultRotationsPerMinute.
+	RotationsPerMinute int
+	// MaxKeysPerResponse bounds the versions one response delivers. If
+	// zero, defaults to DefaultMaxKeysPerResponse.
+	MaxKeysPerResponse int
+	// MaxNonces bounds the replay memory. If zero, defaults to
+	// DefaultMaxNonces.
+	MaxNonces int
+	// MaxClockSkew bounds how far ahead of the server's clock a proof may
+	// be dated. If zero, defaults to DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+	// DenialInterval is how often aggregated denials are written to the
+	// audit log. If zero, defaults to DefaultDenialInterval.
+	DenialInterval time.Duration
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// timeouts of [Server.HTTPServer] (a long-poll's write deadline is its
+	// wait plus WriteTimeout). If zero, the matching Default.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// MaxConns bounds the connections of [Server.LimitListener]. If zero,
+	// defaults to DefaultMaxConns.
+	MaxConns int
 	// Clock returns the time for every decision (activation, expiry,
 	// certificate and token validity, freshness). If nil, time.Now.
 	Clock func() time.Time
@@ -112,6 +190,25 @@ func (c Config) withDefaults() Config {
 	} else if c.EndedRetention < 0 {
 		c.EndedRetention = 0
 	}
+	if c.RequestRate <= 0 {
+		c.RequestRate = DefaultRequestRate
+	}
+	if c.RequestBurst <= 0 {
+		c.RequestBurst = DefaultRequestBurst
+	}
+	c.MaxCallsPerDevice = positive(c.MaxCallsPerDevice, DefaultMaxCallsPerDevice)
+	c.MaxWatchesPerDevice = positive(c.MaxWatchesPerDevice, DefaultMaxWatchesPerDevice)
+	c.RotationsPerMinute = positive(c.RotationsPerMinute, DefaultRotationsPerMinute)
+	c.MaxKeysPerResponse = positive(c.MaxKeysPerResponse, DefaultMaxKeysPerResponse)
+	c.MaxNonces = positive(c.MaxNonces, DefaultMaxNonces)
+	c.MinRotateEvery = positive(c.MinRotateEvery, DefaultMinRotateEvery)
+	c.MaxClockSkew = positive(c.MaxClockSkew, DefaultMaxClockSkew)
+	c.DenialInterval = positive(c.DenialInterval, DefaultDenialInterval)
+	c.ReadHeaderTimeout = positive(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	c.ReadTimeout = positive(c.ReadTimeout, DefaultReadTimeout)
+	c.WriteTimeout = positive(c.WriteTimeout, DefaultWriteTimeout)
+	c.IdleTimeout = positive(c.IdleTimeout, DefaultIdleTimeout)
+	c.MaxConns = positive(c.MaxConns, DefaultMaxConns)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -121,4 +218,11 @@ func (c Config) withDefaults() Config {
 	c.KEK = append([]byte(nil), c.KEK...)
 	c.TokenKeys = append([]crypto.PublicKey(nil), c.TokenKeys...)
 	return c
+}
+
+func positive[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }

@@ -7,9 +7,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -27,8 +29,9 @@ import (
 
 // memStore is an in-memory Store for tests that need no file.
 type memStore struct {
-	mu sync.Mutex
-	m  map[string]map[string][]byte
+	mu      sync.Mutex
+	m       map[string]map[string][]byte
+	commits int // what a file store would fsync
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string]map[string][]byte{}} }
@@ -54,6 +57,7 @@ func (s *memStore) ForEach(_ context.Context, bucket string, fn func(string, []b
 func (s *memStore) Commit(_ context.Context, writes []Write) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.commits++
 	for _, w := range writes {
 		if s.m[w.Bucket] == nil {
 			s.m[w.Bucket] = map[string][]byte{}
@@ -69,21 +73,63 @@ func (s *memStore) Commit(_ context.Context, writes []Write) error {
 
 func (s *memStore) Close() error { return nil }
 
+// size returns the bytes held in bucket and the number of commits so far.
+func (s *memStore) size(bucket string) (bytes, commits int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.m[bucket] {
+		bytes += len(v)
+	}
+	return bytes, s.commits
+}
+
 func TestServerDefaults(t *testing.T) {
 	c := Config{}.withDefaults()
 	for name, got := range map[string][2]time.Duration{
-		"ActivationDelay": {c.ActivationDelay, DefaultActivationDelay},
-		"Grace":           {c.Grace, DefaultGrace},
-		"KeyLifetime":     {c.KeyLifetime, DefaultKeyLifetime},
-		"FreshnessWindow": {c.FreshnessWindow, DefaultFreshnessWindow},
-		"MaxWatchWait":    {c.MaxWatchWait, DefaultMaxWatchWait},
+		"ActivationDelay":   {c.ActivationDelay, DefaultActivationDelay},
+		"Grace":             {c.Grace, DefaultGrace},
+		"KeyLifetime":       {c.KeyLifetime, DefaultKeyLifetime},
+		"FreshnessWindow":   {c.FreshnessWindow, DefaultFreshnessWindow},
+		"MaxWatchWait":      {c.MaxWatchWait, DefaultMaxWatchWait},
+		"MaxCallLifetime":   {c.MaxCallLifetime, DefaultMaxCallLifetime},
+		"EndedRetention":    {c.EndedRetention, DefaultEndedRetention},
+		"MinRotateEvery":    {c.MinRotateEvery, DefaultMinRotateEvery},
+		"MaxClockSkew":      {c.MaxClockSkew, DefaultMaxClockSkew},
+		"DenialInterval":    {c.DenialInterval, DefaultDenialInterval},
+		"ReadHeaderTimeout": {c.ReadHeaderTimeout, DefaultReadHeaderTimeout},
+		"ReadTimeout":       {c.ReadTimeout, DefaultReadTimeout},
+		"WriteTimeout":      {c.WriteTimeout, DefaultWriteTimeout},
+		"IdleTimeout":       {c.IdleTimeout, DefaultIdleTimeout},
 	} {
 		if got[0] != got[1] {
 			t.Errorf("%s defaults to %v, documented %v", name, got[0], got[1])
 		}
 	}
+	for name, got := range map[string][2]int{
+		"RequestBurst":        {c.RequestBurst, DefaultRequestBurst},
+		"MaxCallsPerDevice":   {c.MaxCallsPerDevice, DefaultMaxCallsPerDevice},
+		"MaxWatchesPerDevice": {c.MaxWatchesPerDevice, DefaultMaxWatchesPerDevice},
+		"RotationsPerMinute":  {c.RotationsPerMinute, DefaultRotationsPerMinute},
+		"MaxKeysPerResponse":  {c.MaxKeysPerResponse, DefaultMaxKeysPerResponse},
+		"MaxNonces":           {c.MaxNonces, DefaultMaxNonces},
+		"MaxConns":            {c.MaxConns, DefaultMaxConns},
+	} {
+		if got[0] != got[1] {
+			t.Errorf("%s defaults to %v, documented %v", name, got[0], got[1])
+		}
+	}
+	if c.RequestRate != DefaultRequestRate {
+		t.Errorf("RequestRate defaults to %v, documented %v", c.RequestRate, DefaultRequestRate)
+	}
 	if c.Clock == nil || c.Logger == nil {
 		t.Error("nil Clock or Logger not defaulted")
+	}
+	if d := (Config{EndedRetention: -1}).withDefaults().EndedRetention; d != 0 {
+		t.Errorf("negative EndedRetention gives %v, documented at once", d)
+	}
+	srv := (&Server{cfg: c}).HTTPServer(tls.Certificate{})
+	if srv.ReadHeaderTimeout != c.ReadHeaderTimeout || srv.ReadTimeout != c.ReadTimeout || srv.WriteTimeout != c.WriteTimeout || srv.IdleTimeout != c.IdleTimeout {
+		t.Errorf("HTTPServer does not carry the configured timeouts: %+v", srv)
 	}
 	if d := (Config{ActivationDelay: -1}).withDefaults().ActivationDelay; d != 0 {
 		t.Errorf("negative ActivationDelay gives %v, documented at once", d)
@@ -154,7 +200,7 @@ func FuzzParseCreateRequest(f *testing.F) {
 	f.Add([]byte(`{"participants":[]}`))
 	f.Add([]byte(`{"participants":["a","a"]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := parseCreateRequest(body)
+		req, err := parseCreateRequest(body, DefaultMinRotateEvery)
 		if err != nil {
 			return
 		}
@@ -254,7 +300,7 @@ func FuzzServerRequest(f *testing.F) {
 	if w := serve("POST", wire.PathDevices, reg, p); w.Code != 200 {
 		f.Fatalf("register: %d %s", w.Code, w.Body)
 	}
-	create := []byte(`{"participants":["alice"]}`)
+	create := []byte(`{"participants":["token:alice"]}`)
 	p, _ = wire.SignProof(dev, "POST", wire.PathCalls, create, time.Now())
 	w := serve("POST", wire.PathCalls, create, p)
 	var cr wire.CreateResponse
@@ -296,4 +342,46 @@ func FuzzServerRequest(f *testing.F) {
 			t.Fatalf("%s %s %q: %d %s", method, target, body, w.Code, w.Body)
 		}
 	})
+}
+
+// LimitListener accepts MaxConns connections, and the next only when one
+// of them closes.
+func TestLimitListener(t *testing.T) {
+	s := &Server{cfg: Config{MaxConns: 2}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := s.LimitListener(ln)
+	defer l.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var clients []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	a, b := <-accepted, <-accepted
+	select {
+	case <-accepted:
+		t.Fatal("a third connection accepted beyond MaxConns 2")
+	case <-time.After(100 * time.Millisecond):
+	}
+	a.Close()
+	third := <-accepted
+	third.Close()
+	b.Close()
 }

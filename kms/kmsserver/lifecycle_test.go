@@ -18,8 +18,8 @@ func TestSecurityCallsEnd(t *testing.T) {
 		defer func() { h.s.Close() }()
 		h.register("alice")
 		h.register("bob")
-		id := h.create("alice", wire.CreateRequest{Participants: []string{"alice", "bob"}, RotateEveryMS: 1000})
-		orphan := h.create("alice", wire.CreateRequest{Participants: []string{"alice"}})
+		id := h.create("alice", wire.CreateRequest{Participants: []string{"token:alice", "token:bob"}, RotateEveryMS: 1000})
+		orphan := h.create("alice", wire.CreateRequest{Participants: []string{"token:alice"}})
 		keys := wire.PathCalls + "/" + id + "/keys"
 
 		time.Sleep(3500 * time.Millisecond)

@@ -17,8 +17,10 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -54,6 +56,13 @@ type Server struct {
 	nonceMu   sync.Mutex
 	nonces    map[string]time.Time
 	lastSweep time.Time
+	nonceGone []string // expired nonces to delete from the store
+
+	requests *limiter // per device
+	rotates  *limiter // per call
+	creators counter  // running calls by creator
+	watches  counter  // long-polls by device
+	denials  denials
 
 	closeMu sync.RWMutex // held for reading while sending to queue
 	closed  bool
@@ -202,6 +211,9 @@ func New(cfg Config) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.auth.init()
+	s.requests = newLimiter(cfg.RequestRate, cfg.RequestBurst, 100_000)
+	s.rotates = newLimiter(float64(cfg.RotationsPerMinute)/60, max(1, cfg.RotationsPerMinute/10), 100_000)
+	s.denials.maxKeys = 1024
 	seqs := map[recordID]uint64{}
 	var haveSigner bool
 	loadAll := func() error {
@@ -214,10 +226,15 @@ func New(cfg Config) (*Server, error) {
 		if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
 			return fmt.Errorf("kmsserver: store: %w", err)
 		}
-		return nil
+		return s.loadNonces(context.Background())
 	}
 	if err := s.loadShared(loadAll, seqs); err != nil {
 		return nil, err
+	}
+	for _, c := range s.calls {
+		if !c.rec.ended() {
+			s.creators.add(c.rec.Creator, 1)
+		}
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+wire.PathDevices, s.handleRegister)
@@ -418,7 +435,7 @@ func (s *Server) audit(e AuditEntry) {
 // Flush returns once every decision made so far is on stable storage.
 func (s *Server) Flush(ctx context.Context) error {
 	select {
-	case err := <-s.submit(nil):
+	case err := <-s.submit(nil, s.denials.take(s.cfg.Clock())...):
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("kmsserver: flush: %w", ctx.Err())
@@ -506,10 +523,18 @@ func (s *Server) scheduler() {
 		jobEnd
 		jobPurge
 	)
+	flushAt := s.cfg.Clock().Add(s.cfg.DenialInterval)
 	for {
 		now := s.cfg.Clock()
 		var due []job
 		next := now.Add(time.Hour)
+		if !now.Before(flushAt) {
+			if es := s.denials.take(now); len(es) > 0 {
+				s.submit(nil, es...)
+			}
+			flushAt = now.Add(s.cfg.DenialInterval)
+		}
+		next = flushAt
 		at := func(id string, kind int, t time.Time) {
 			if !t.After(now) {
 				due = append(due, job{id, kind})
@@ -587,7 +612,7 @@ func (s *Server) EndCall(ctx context.Context, callID string) error {
 	return err
 }
 
-func (s *Server) endCall(id, actor, detail string) error {
+func (s *Server) endCall(id, actor, detail string, extra ...Write) error {
 	err := s.changeCall(id, AuditEntry{Action: "end", Actor: actor, Detail: detail}, func(rec *callRecord) error {
 		if rec.ended() {
 			return errEnded
@@ -596,7 +621,8 @@ func (s *Server) endCall(id, actor, detail string) error {
 		return nil
 	}, func(c *call) {
 		c.nextRotation = time.Time{}
-	})
+		s.creators.add(c.rec.Creator, -1)
+	}, extra...)
 	if err == nil {
 		s.poke()
 		s.cfg.Logger.Info("kmsserver: call ended", "call", id, "actor", actor)
@@ -657,7 +683,7 @@ func (s *Server) callForChange(id string) (*call, callRecord) {
 
 // rotate adds a version to call id, after applying change (if any) to the
 // call's record, and commits both with their audit entry.
-func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error) (uint32, error) {
+func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error, extra ...Write) (uint32, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
@@ -681,7 +707,7 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	if err != nil {
 		return 0, err
 	}
-	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}},
+	err = s.commit(append([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, extra...),
 		AuditEntry{Time: now, Action: "rotate", Actor: actor, Call: id, Version: vr.Version, Outcome: "ok", Detail: detail})
 	if err != nil {
 		return 0, err
@@ -763,7 +789,7 @@ func (s *Server) SetMinVersion(ctx context.Context, callID string, version uint3
 	}, nil)
 }
 
-func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call)) error {
+func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call), extra ...Write) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
@@ -778,7 +804,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 		return err
 	}
 	e.Time, e.Call, e.Outcome = s.cfg.Clock().UTC(), id, "ok"
-	if err := s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, e); err != nil {
+	if err := s.commit(append([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, extra...), e); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -799,6 +825,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 type apiError struct {
 	status int
 	code   string
+	retry  time.Duration // Retry-After, for 429
 }
 
 func (e *apiError) Error() string { return e.code }
@@ -817,9 +844,38 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // deny answers with an error and audits the denial.
+// deny answers with an error and counts the denial for the audit log,
+// where denials are aggregated (see denials).
 func (s *Server) deny(w http.ResponseWriter, e *apiError, action, actor, callID string) {
-	s.audit(AuditEntry{Time: s.cfg.Clock().UTC(), Action: action, Actor: actor, Call: callID, Outcome: "denied", Detail: e.code})
+	if !validCallID(callID) {
+		callID = "(malformed)"
+	}
+	s.denials.add(denialKey{action: action, actor: actor, call: callID, code: e.code}, s.cfg.Clock())
+	if e.status == http.StatusUnauthorized {
+		// Do not keep an unauthenticated client's connection alive.
+		w.Header().Set("Connection", "close")
+	}
+	if e.retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, (e.retry+time.Second-1)/time.Second))))
+	}
 	writeJSON(w, e.status, wire.ErrorResponse{Error: e.code})
+}
+
+// validCallID reports whether id can be a call id this server made (16
+// random bytes, base64url), or is empty.
+func validCallID(id string) bool {
+	if id == "" {
+		return true
+	}
+	if len(id) != 22 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func readBody(r *http.Request) ([]byte, *apiError) {
@@ -875,7 +931,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
-	if aerr := s.checkProof(r, body, pub); aerr != nil {
+	nonce, aerr := s.checkProof(r, body, pub)
+	if aerr != nil {
 		s.deny(w, aerr, "register", p.identity, "")
 		return
 	}
@@ -900,7 +957,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		detail = "replaced " + old.kid + " with " + kid
 	}
 	dev := &device{pub: pub, kid: kid}
-	done := s.submitApply([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}}, func() {
+	done := s.submitApply([]Write{{Bucket: bucketDevices, Key: p.identity, Value: rec}, nonce}, func() {
 		s.mu.Lock()
 		s.devices[p.identity] = dev
 		s.mu.Unlock()
@@ -940,13 +997,19 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "create", p.identity, "")
 		return
 	}
-	if aerr := s.checkProof(r, body, dev.pub); aerr != nil {
+	nonce, aerr := s.checkProof(r, body, dev.pub)
+	if aerr != nil {
 		s.deny(w, aerr, "create", p.identity, "")
 		return
 	}
-	req, err := parseCreateRequest(body)
+	req, err := parseCreateRequest(body, s.cfg.MinRotateEvery)
 	if err != nil {
 		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "create", p.identity, "")
+		return
+	}
+	if s.creators.add(p.identity, 1) > s.cfg.MaxCallsPerDevice {
+		s.creators.add(p.identity, -1)
+		s.deny(w, fail(http.StatusTooManyRequests, wire.CodeQuota), "create", p.identity, "")
 		return
 	}
 	idb := make([]byte, 16)
@@ -964,12 +1027,13 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	key, vr, err := s.newVersion(&rec, now, now)
 	if err != nil {
+		s.creators.add(p.identity, -1)
 		writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: wire.CodeInternal})
 		return
 	}
 	val, _ := json.Marshal(rec)
 	s.writeMu.Lock()
-	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}},
+	err = s.commit([]Write{{Bucket: bucketCalls, Key: id, Value: val}, nonce},
 		AuditEntry{Time: now, Action: "create", Actor: p.identity, Call: id, Version: 1, Outcome: "ok",
 			Detail: fmt.Sprintf("%d participants", len(rec.Participants))})
 	if err == nil {
@@ -983,6 +1047,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeMu.Unlock()
 	if err != nil {
+		s.creators.add(p.identity, -1)
 		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
 	}
@@ -991,7 +1056,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseCreateRequest decodes and validates a create request body.
-func parseCreateRequest(body []byte) (wire.CreateRequest, error) {
+func parseCreateRequest(body []byte, minRotate time.Duration) (wire.CreateRequest, error) {
 	var req wire.CreateRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return req, err
@@ -1001,15 +1066,28 @@ func parseCreateRequest(body []byte) (wire.CreateRequest, error) {
 	}
 	seen := map[string]bool{}
 	for _, p := range req.Participants {
-		if p == "" || len(p) > maxIdentity || seen[p] {
+		if !validIdentity(p) || seen[p] {
 			return req, errors.New("participants: empty, too long or repeated identity")
 		}
 		seen[p] = true
 	}
-	if req.RotateEveryMS < 0 || req.LifetimeMS < 0 || (req.RotateEveryMS > 0 && req.RotateEveryMS < 10) {
+	if req.RotateEveryMS < 0 || req.LifetimeMS < 0 || (req.RotateEveryMS > 0 && req.RotateEveryMS < minRotate.Milliseconds()) {
 		return req, errors.New("bad rotation period or lifetime")
 	}
 	return req, nil
+}
+
+// validIdentity reports whether id can name a device: a certificate
+// identity (no ':') or a token identity (TokenIdentityPrefix and a subject),
+// at most maxIdentity bytes of UTF-8.
+func validIdentity(id string) bool {
+	if id == "" || len(id) > maxIdentity || !utf8.ValidString(id) {
+		return false
+	}
+	if sub, ok := strings.CutPrefix(id, TokenIdentityPrefix); ok {
+		return sub != ""
+	}
+	return !strings.Contains(id, ":")
 }
 
 // lookup returns call id for a participant, or the error to answer.
@@ -1067,6 +1145,9 @@ func (s *Server) usable(c *call, now time.Time, after uint32) []deliverable {
 		}
 		out = append(out, deliverable{version: vr.Version, state: state, key: k, activateAt: vr.ActivateAt, expiresAt: exp})
 	}
+	if n := s.cfg.MaxKeysPerResponse; len(out) > n {
+		out = out[len(out)-n:] // the newest: what senders and receivers use now
+	}
 	return out
 }
 
@@ -1096,6 +1177,15 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait := min(time.Duration(waitMS)*time.Millisecond, s.cfg.MaxWatchWait)
+	if wait > 0 {
+		extendWrite(w, wait, s.cfg.WriteTimeout)
+		n := s.watches.add(p.identity, 1)
+		defer s.watches.add(p.identity, -1)
+		if n > s.cfg.MaxWatchesPerDevice {
+			s.deny(w, &apiError{status: http.StatusTooManyRequests, code: wire.CodeTooManyWatches, retry: time.Second}, "watch", p.identity, id)
+			return
+		}
+	}
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -1211,12 +1301,12 @@ func defaultString(s, def string) string {
 // stateChange authenticates a state-changing request on call id: the
 // caller must be registered, a participant (or, if creatorOnly, the
 // creator) and carry a valid proof of freshness.
-func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (string, bool) {
+func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (string, Write, bool) {
 	id := r.PathValue("id")
 	p, aerr := s.authenticate(r)
 	if aerr != nil {
 		s.deny(w, aerr, action, "", id)
-		return "", false
+		return "", Write{}, false
 	}
 	s.mu.RLock()
 	c := s.calls[id]
@@ -1224,37 +1314,43 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	s.mu.RUnlock()
 	if c == nil {
 		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), action, p.identity, id)
-		return "", false
+		return "", Write{}, false
 	}
 	if !allowed {
 		s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
-		return "", false
+		return "", Write{}, false
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
 		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), action, p.identity, id)
-		return "", false
+		return "", Write{}, false
 	}
 	body, aerr := readBody(r)
+	var nonce Write
 	if aerr == nil {
-		aerr = s.checkProof(r, body, dev.pub)
+		nonce, aerr = s.checkProof(r, body, dev.pub)
 	}
 	if aerr == nil && len(body) > 0 {
 		aerr = fail(http.StatusBadRequest, wire.CodeBadRequest)
 	}
+	if (action == "rotate" || action == "remove") && aerr == nil {
+		if ok, retry := s.rotates.allow(id, s.cfg.Clock()); !ok {
+			aerr = &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+		}
+	}
 	if aerr != nil {
 		s.deny(w, aerr, action, p.identity, id)
-		return "", false
+		return "", Write{}, false
 	}
-	return p.identity, true
+	return p.identity, nonce, true
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
-	who, ok := s.stateChange(w, r, "rotate", false)
+	who, nonce, ok := s.stateChange(w, r, "rotate", false)
 	if !ok {
 		return
 	}
-	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil)
+	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil, nonce)
 	if errors.Is(err, errEnded) {
 		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "rotate", who, r.PathValue("id"))
 		return
@@ -1267,7 +1363,7 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
-	who, ok := s.stateChange(w, r, "remove", true)
+	who, nonce, ok := s.stateChange(w, r, "remove", true)
 	if !ok {
 		return
 	}
@@ -1280,7 +1376,7 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
 		}
 		rec.Participants = slices.Delete(rec.Participants, i, i+1)
 		return nil
-	})
+	}, nonce)
 	switch {
 	case errors.Is(err, errNotMember):
 		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), "remove", who, id)
@@ -1294,11 +1390,11 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleEnd(w http.ResponseWriter, r *http.Request) {
-	who, ok := s.stateChange(w, r, "end", true)
+	who, nonce, ok := s.stateChange(w, r, "end", true)
 	if !ok {
 		return
 	}
-	err := s.endCall(r.PathValue("id"), who, "")
+	err := s.endCall(r.PathValue("id"), who, "", nonce)
 	if err != nil && !errors.Is(err, errEnded) {
 		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 		return
@@ -1307,52 +1403,99 @@ func (s *Server) handleEnd(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkProof verifies a request's proof of freshness: a JWS by pub over the
-// method, path and body hash, with a nonce never seen within the window.
-func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) *apiError {
+// method, path and body hash, with a nonce never seen within the window,
+// dated at most MaxClockSkew ahead. It returns the write that persists the
+// nonce, for the state change's commit, so that a proof is refused after a
+// restart too.
+func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) (Write, *apiError) {
 	raw := r.Header.Get(wire.ProofHeader)
 	if raw == "" {
-		return fail(http.StatusUnauthorized, wire.CodeBadProof)
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	claims, err := verifyProof(raw, pub)
 	if err != nil {
-		return fail(http.StatusUnauthorized, wire.CodeBadProof)
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
-	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != wire.BodyHash(body) || len(claims.Nonce) < 16 {
-		return fail(http.StatusUnauthorized, wire.CodeBadProof)
+	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != wire.BodyHash(body) ||
+		len(claims.Nonce) < 16 || len(claims.Nonce) > maxNonce {
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	now := s.cfg.Clock()
 	issued := time.UnixMilli(claims.IssuedMS)
 	win := s.cfg.FreshnessWindow
-	// Proofs older than the server's start are refused: the nonce memory
-	// does not survive a restart, so this keeps replays out across one.
-	if issued.Before(now.Add(-win)) || issued.After(now.Add(win)) || claims.IssuedMS < s.started.UnixMilli() {
-		return fail(http.StatusUnauthorized, wire.CodeStaleProof)
+	if issued.Before(now.Add(-win)) || issued.After(now.Add(s.cfg.MaxClockSkew)) {
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeStaleProof)
 	}
 	s.nonceMu.Lock()
 	defer s.nonceMu.Unlock()
-	if now.Sub(s.lastSweep) > win {
-		for n, t := range s.nonces {
-			if now.Sub(t) > 2*win {
-				delete(s.nonces, n)
-			}
-		}
-		s.lastSweep = now
+	if since := now.Sub(s.lastSweep); since > win || (len(s.nonces) >= s.cfg.MaxNonces && since > time.Second) {
+		s.sweepNonces(now)
 	}
 	if _, seen := s.nonces[claims.Nonce]; seen {
-		return fail(http.StatusUnauthorized, wire.CodeReplayed)
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
+	}
+	if len(s.nonces) >= s.cfg.MaxNonces {
+		return Write{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: win}
 	}
 	if s.shared != nil {
 		// Replay protection across replicas: the store records it.
 		fresh, err := s.useNonce(claims.Nonce, issued.Add(2*win))
 		if err != nil {
-			return fail(http.StatusServiceUnavailable, wire.CodeUnavailable)
+			return Write{}, fail(http.StatusServiceUnavailable, wire.CodeUnavailable)
 		}
 		if !fresh {
-			return fail(http.StatusUnauthorized, wire.CodeReplayed)
+			return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
 		}
 	}
 	s.nonces[claims.Nonce] = issued
-	return nil
+	return Write{Bucket: bucketNonces, Key: claims.Nonce, Value: binary.BigEndian.AppendUint64(nil, uint64(claims.IssuedMS))}, nil
+}
+
+// maxNonce bounds a proof's nonce (the client sends 22 characters).
+const maxNonce = 64
+
+// sweepNonces forgets nonces too old to be accepted again. Called with
+// nonceMu held.
+func (s *Server) sweepNonces(now time.Time) {
+	for n, t := range s.nonces {
+		if now.Sub(t) > s.cfg.FreshnessWindow {
+			delete(s.nonces, n)
+			if len(s.nonceGone) < s.cfg.MaxNonces {
+				s.nonceGone = append(s.nonceGone, n)
+			}
+		}
+	}
+	s.lastSweep = now
+}
+
+func (s *Server) takeNonceGone() []string {
+	s.nonceMu.Lock()
+	defer s.nonceMu.Unlock()
+	out := s.nonceGone
+	s.nonceGone = nil
+	return out
+}
+
+// loadNonces reads the persisted nonces of accepted proofs still within
+// the window; older ones are deleted with the next commit.
+func (s *Server) loadNonces(ctx context.Context) error {
+	now := s.cfg.Clock()
+	return s.cfg.Store.ForEach(ctx, bucketNonces, func(n string, stored []byte) error {
+		_, v, err := s.openRecord(bucketNonces, n, stored)
+		if err != nil {
+			return fmt.Errorf("kmsserver: store: %w", err)
+		}
+		if len(v) != 8 {
+			return fmt.Errorf("kmsserver: store: %w", &RecordError{Bucket: bucketNonces, Key: n, Reason: "malformed"})
+		}
+		issued := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
+		if now.Sub(issued) > s.cfg.FreshnessWindow {
+			s.nonceGone = append(s.nonceGone, n)
+		} else {
+			s.nonces[n] = issued
+		}
+		return nil
+	})
 }
 
 // verifyProof parses and verifies a compact JWS proof.

@@ -185,6 +185,11 @@ func (s *Server) batchWrites(batch []*pending, head AuditHead) ([]Write, AuditHe
 		}
 		p.seq = next.Seq
 	}
+	if len(writes) > 0 {
+		for _, n := range s.takeNonceGone() {
+			writes = append(writes, Write{Bucket: bucketNonces, Key: n})
+		}
+	}
 	if next != head {
 		hb, _ := json.Marshal(next)
 		writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: s.sealRecord(bucketMeta, metaHead, next.Seq, hb)})

@@ -51,6 +51,7 @@ const (
 	bucketDevices = "devices"
 	bucketCalls   = "calls"
 	bucketAudit   = "audit"
+	bucketNonces  = "nonces"
 )
 
 // FileStore is the embedded [Store]: one bbolt file, fsynced on every commit.
@@ -82,7 +83,7 @@ func OpenFileStore(path string) (*FileStore, error) {
 			return struct{}{}, err
 		}
 		return struct{}{}, db.Update(func(tx *bolt.Tx) error {
-			for _, b := range []string{bucketDevices, bucketCalls, bucketAudit, bucketMeta} {
+			for _, b := range []string{bucketDevices, bucketCalls, bucketAudit, bucketMeta, bucketNonces} {
 				if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 					return err
 				}

@@ -248,6 +248,9 @@ const (
 	CodeBadProof           = "bad_proof"
 	CodeUnavailable        = "unavailable"
 	CodeEnded              = "ended"
+	CodeRateLimited        = "rate_limited"
+	CodeQuota              = "quota_exceeded"
+	CodeTooManyWatches     = "too_many_watches"
 	CodeInternal           = "internal"
 )
 
