@@ -145,11 +145,11 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 		return nil, fmt.Errorf("devkms: %w", err)
 	}
 	env = &Env{
-		URL:    "https://" + ln.Addr().String(),
-		Dir:    dir,
-		Server: srv,
-		Store:  store,
-		CA:     ca,
+		URL:     "https://" + ln.Addr().String(),
+		Dir:     dir,
+		Server:  srv,
+		Store:   store,
+		CA:      ca,
 		ln:      srv.LimitListener(ln),
 		httpSrv: srv.HTTPServer(serverCert),
 	}
