@@ -558,13 +558,13 @@ func (s *Server) scheduler() {
 			var err error
 			switch j.kind {
 			case jobRotate:
-				_, err = s.rotate(j.id, "scheduler", "scheduled", nil)
+				_, err = s.rotate(j.id, "scheduler", "scheduled", stillDue(now))
 			case jobEnd:
 				err = s.endCall(j.id, "scheduler", "maximum lifetime")
 			case jobPurge:
 				err = s.purge(j.id)
 			}
-			if errors.Is(err, ErrConflict) {
+			if errors.Is(err, ErrConflict) || errors.Is(err, errNotDue) {
 				// Another replica changed the call first (did this
 				// rotation); the call has been read again.
 				continue
@@ -977,8 +977,14 @@ const (
 
 func (s *Server) registered(identity string) *device {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.devices[identity]
+	d := s.devices[identity]
+	s.mu.RUnlock()
+	if d == nil && s.readThrough(recordID{bucketDevices, identity}) {
+		s.mu.RLock()
+		d = s.devices[identity]
+		s.mu.RUnlock()
+	}
+	return d
 }
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
@@ -1093,8 +1099,15 @@ func validIdentity(id string) bool {
 // lookup returns call id for a participant, or the error to answer.
 func (s *Server) participant(id, identity string) (*call, *apiError) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	c := s.calls[id]
+	s.mu.RUnlock()
+	if c == nil && s.readThrough(recordID{bucketCalls, id}) {
+		s.mu.RLock()
+		c = s.calls[id]
+		s.mu.RUnlock()
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if c == nil {
 		return nil, fail(http.StatusNotFound, wire.CodeNotFound)
 	}
@@ -1307,6 +1320,9 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	if aerr != nil {
 		s.deny(w, aerr, action, "", id)
 		return "", Write{}, false
+	}
+	if s.shared != nil {
+		s.participant(id, p.identity) // reads a call another replica just created
 	}
 	s.mu.RLock()
 	c := s.calls[id]

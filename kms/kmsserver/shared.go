@@ -429,3 +429,38 @@ func (s *Server) loadShared(loadAll func() error, seqs map[recordID]uint64) erro
 	}
 	return nil
 }
+
+// errNotDue: a scheduled rotation another replica has done meanwhile.
+var errNotDue = errors.New("kmsserver: rotation not due")
+
+// stillDue is the scheduler's check, under writeMu on the record about to
+// change, that the rotation it decided on is still due: another replica's
+// rotation may have been followed since.
+func stillDue(now time.Time) func(*callRecord) error {
+	return func(rec *callRecord) error {
+		if rec.RotateEveryMS <= 0 || len(rec.Versions) == 0 {
+			return errNotDue
+		}
+		last := rec.Versions[len(rec.Versions)-1].CreatedAt
+		if last.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond).After(now) {
+			return errNotDue
+		}
+		return nil
+	}
+}
+
+// readThrough reads a record this server does not hold from a shared
+// store (another replica may have just created it) and reports whether
+// the server holds it now.
+func (s *Server) readThrough(id recordID) bool {
+	if s.shared == nil || len(id.key) > maxIdentity {
+		return false
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.refreshLocked(id); err != nil {
+		s.cfg.Logger.Warn("kmsserver: read a record of another replica", "bucket", id.bucket, "err", err)
+		return false
+	}
+	return true
+}

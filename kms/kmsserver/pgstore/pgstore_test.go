@@ -7,11 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/securecall/securecall/internal/pgtest"
 	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/kms/kmsserver/pgstore"
 	"github.com/securecall/securecall/kms/kmsserver/storetest"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var dbSeq atomic.Int64
 
