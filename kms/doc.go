@@ -8,7 +8,8 @@
 // # Model
 //
 // A device has an identity (the common name of its certificate for mutual
-// TLS, or the subject of a bearer JWT) and a P-256 key pair; it registers
+// TLS, or "token:" and the subject of a bearer JWT: the two kinds never
+// name the same device) and a P-256 key pair; it registers
 // the public key ([Client.Register]). A call is a resource created by a
 // device ([Client.CreateCall]) with a list of participant identities; its
 // key is versioned (1, 2, ...) and each version has a state (pre-active,
@@ -34,6 +35,10 @@
 // The key URI is https://kms-host/v1/calls/{id}: it names the key and carries
 // nothing secret, so the SDP can carry it.
 //
+// A call ends when its creator ends it ([Client.EndCall]) or at the KMS's
+// maximum call lifetime: it rotates no more, its keys are never delivered
+// again ([ErrEnded]) and the KMS destroys them after its retention.
+//
 // The protocol is HTTPS with JSON bodies:
 //
 //	POST   /v1/devices                          register the device key (proof)
@@ -41,7 +46,8 @@
 //	GET    /v1/calls/{id}/keys[?after=N&wait=ms] usable versions; long-poll with wait
 //	GET    /v1/calls/{id}/keys?version=N        one version
 //	POST   /v1/calls/{id}/rotate                new version             (proof)
-//	DELETE /v1/calls/{id}/participants/{who}    remove and rotate       (proof)
+//	DELETE /v1/calls/{id}/participants/{who}    remove and rotate       (proof; who path-escaped)
+//	POST   /v1/calls/{id}/end                   end the call            (proof)
 //
 // Requests marked (proof) change state and carry a proof of freshness in
 // the Securecall-Proof header: a JWS (ES256) by the device key over the
@@ -114,9 +120,16 @@
 // its function on the goroutine that called Watch, never concurrently, and
 // returns when its context is done, when the client closes, or on a
 // permanent error ([ErrUnauthorized], [ErrForbidden], [ErrNotFound],
-// [ErrRevoked], [ErrInvalidDelivery]); transient errors are retried with
-// exponential backoff and full jitter ([Backoff]). While the KMS is
-// unreachable, Fetch serves the last keys it fetched that have not expired.
+// [ErrRevoked], [ErrEnded], [ErrRedirect], [ErrInvalidDelivery]); transient
+// errors are retried with exponential backoff and full jitter ([Backoff]).
+// While the KMS is unreachable, Fetch serves the last keys it fetched that
+// have not expired. After a 429 the client sends nothing before its
+// Retry-After (at most a minute) has passed.
+//
+// The client's cache of keys is bounded: [Config].MaxCachedCalls calls
+// (default 1,024; the least recently fetched goes first), and a call's
+// entry is wiped when the call ends, when a fetch or watch meets a
+// permanent error, and on [Client.Release].
 //
 // A fetch that repeats costs no key agreement: opened keys are cached per
 // JWE on the client (and wrapped keys per device key on the reference

@@ -109,7 +109,12 @@ func auditKey(seq uint64) string { return fmt.Sprintf("%016x", seq) }
 const maxAuditLine = 1 << 20
 
 // VerifyAuditLog reads an audit log exported by [ExportAuditLog] (one JSON
-// entry per line) and checks the whole hash chain from the first entry. It
+// entry per line) and checks the whole hash chain from the first entry.
+// A log the server has compacted ([Server.CompactAudit]) starts after its
+// checkpoint, at an entry other than 1; its "compact" entries name the
+// entries removed and the hash of the last one, and a previously kept
+// [AuditHead] at or after that point tells a compaction from a log cut at
+// its start. It
 // returns the head of the verified chain, or an error wrapping
 // [ErrAuditChain] (an [*AuditError]) at the first entry that does not
 // verify.
@@ -129,6 +134,10 @@ func VerifyAuditLog(r io.Reader) (AuditHead, error) {
 		}
 		if dec.More() {
 			return head, &AuditError{Line: line, Reason: "trailing data"}
+		}
+		if line == 1 && e.Seq > 1 {
+			// A compacted log starts after its checkpoint.
+			head = AuditHead{Seq: e.Seq - 1, Hash: e.Prev}
 		}
 		if e.Seq != head.Seq+1 {
 			return head, &AuditError{Line: line, Reason: fmt.Sprintf("sequence %d after %d", e.Seq, head.Seq)}

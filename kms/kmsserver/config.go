@@ -58,6 +58,9 @@ const (
 	// DefaultMaxClockSkew is how far in the future a proof of freshness
 	// may be dated.
 	DefaultMaxClockSkew = 5 * time.Second
+	// DefaultAuditRetention is how long audit entries are kept before a
+	// compaction removes them (leaving a checkpoint).
+	DefaultAuditRetention = 30 * 24 * time.Hour
 	// DefaultReadHeaderTimeout, DefaultReadTimeout, DefaultWriteTimeout
 	// and DefaultIdleTimeout are the timeouts of [Server.HTTPServer].
 	DefaultReadHeaderTimeout = 5 * time.Second
@@ -146,6 +149,10 @@ type Config struct {
 	// DenialInterval is how often aggregated denials are written to the
 	// audit log. If zero, defaults to DefaultDenialInterval.
 	DenialInterval time.Duration
+	// AuditRetention is how long audit entries stay in the store; older
+	// ones are compacted away hourly ([Server.CompactAudit]). If zero,
+	// defaults to DefaultAuditRetention.
+	AuditRetention time.Duration
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
 	// timeouts of [Server.HTTPServer] (a long-poll's write deadline is its
 	// wait plus WriteTimeout). If zero, the matching Default.
@@ -209,6 +216,7 @@ func (c Config) withDefaults() Config {
 	c.WriteTimeout = positive(c.WriteTimeout, DefaultWriteTimeout)
 	c.IdleTimeout = positive(c.IdleTimeout, DefaultIdleTimeout)
 	c.MaxConns = positive(c.MaxConns, DefaultMaxConns)
+	c.AuditRetention = positive(c.AuditRetention, DefaultAuditRetention)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}

@@ -21,15 +21,68 @@
 // [Server.SigningKeysJWKS] publish the current and the next key, which
 // devices pin, and [Server.RotateSigningKey] moves to the next.
 //
-// State-changing requests carry a proof of freshness (a JWS by the device
-// key over the method, path, body hash, a nonce and the time). The server
-// refuses a proof it has seen, one older than [Config].FreshnessWindow, and
-// one signed before the server started (the nonce memory is not persisted).
+// Identities: a certificate's common name (which may not contain ':') or,
+// for a bearer token, [TokenIdentityPrefix] and the token's subject
+// ("token:alice"), so the two kinds never name the same device. Participant
+// lists use these identities.
 //
-// Every decision (register, create, fetch, watch, rotate, remove, state,
-// min-version, signing-key; granted or denied) is appended to a
-// hash-chained audit log; [Server.ExportAuditLog] writes it and
-// [VerifyAuditLog] checks it.
+// State-changing requests carry a proof of freshness (a JWS by the device
+// key over the method, path, body hash, a nonce of 16 to 64 bytes and the
+// time). The server refuses a proof it has seen, one older than
+// [Config].FreshnessWindow, and one dated more than [Config].MaxClockSkew
+// ahead. The nonce of a proof that changed state is stored in the same
+// commit as the change, so its replay is refused after a restart too.
+//
+// # Calls end
+//
+// A call ends when its creator ends it (POST /v1/calls/{id}/end,
+// kms.Client.EndCall, or [Server.EndCall]) or [Config].MaxCallLifetime
+// (default 24 h) after its creation. An ended call rotates no more and
+// delivers no key (410 "ended"; its watches end); [Config].EndedRetention
+// (default 1 h) later its record and sealed keys are purged from the
+// store and wiped from memory. Every end and purge is audited.
+//
+// # Limits
+//
+// Each has a [Config] field and a default:
+//
+//	requests per device     token bucket, 50/s, burst 100     429 rate_limited, Retry-After
+//	running calls           100 per creating device           429 quota_exceeded
+//	concurrent watches      64 per device                     429 too_many_watches
+//	on-demand rotations     60 per minute per call, burst 6   429 rate_limited, Retry-After
+//	rotation schedule       at least 1 s                      400 bad_request
+//	versions per response   the newest 64
+//	participants            1,024 per call, identities of at most 256 bytes
+//	proof nonces            16 to 64 bytes; 100,000 remembered, then 429
+//	proof time              at most 5 s ahead, 1 min old
+//	request bodies          1 MiB; headers 32 KiB; call ids in paths 22 characters
+//	audit of denials        aggregated per 10 s (see below)
+//	HTTP (Server.HTTPServer) read header 5 s, read 10 s, write 10 s (a
+//	                        long-poll: its wait plus 10 s), idle 30 s;
+//	                        Server.LimitListener: 512 connections;
+//	                        a 401 closes its connection
+//
+// Serve the KMS with [Server.HTTPServer] on [Server.LimitListener] (as
+// internal/devkms and examples/kms-server do); a plain http.Server has none
+// of the HTTP limits.
+//
+// Every decision (register, create, fetch, watch, rotate, remove, end,
+// purge, state, min-version, signing-key; granted or denied) is appended to
+// a hash-chained audit log; [Server.ExportAuditLog] writes it and
+// [VerifyAuditLog] checks it. Every field of an entry is bounded (a call id
+// that is not one this server could have made is recorded as
+// "(malformed)"). Denials are aggregated, not written one by one, so that
+// no client, authenticated or not, drives an fsync or disk growth per
+// request: each [Config].DenialInterval yields at most one entry per
+// (action, identity, call, reason), whose Detail counts them ("forbidden
+// x37 since ..."), and at most 1,024 such entries, the rest counted in one.
+// Granted fetches are audited one by one (each device's request bucket
+// bounds them). The log stays bounded in the store: every hour the server
+// removes entries older than [Config].AuditRetention (default 30 days;
+// [Server.CompactAudit]), leaving a checkpoint record (the last removed
+// entry's hash, and which entry last wrote each record it vouches for) and
+// an audited "compact" entry, so the rest of the chain still verifies and
+// the store's records are still checked against it.
 //
 // # Store
 //
@@ -38,11 +91,12 @@
 // kmsserver/storetest holds the conformance tests every Store must pass.
 //
 // Durability: every state change (registration, call, version, state,
-// signing key) is committed with its audit entry in one fsynced transaction
+// end, purge, signing key) is committed with its audit entry in one fsynced transaction
 // before the request is answered, so a crash loses nothing that was
-// acknowledged. Fetch and denial entries are committed asynchronously by
-// the same group commit, normally within milliseconds; a crash can lose the
-// last of them.
+// acknowledged. Fetch entries are committed asynchronously by the same
+// group commit, normally within milliseconds, and aggregated denials every
+// DenialInterval (and on [Server.Flush]); a crash can lose the last of
+// them.
 //
 // # Security
 //
@@ -54,6 +108,21 @@
 //     participants and times, not keys, and cannot sign deliveries: key
 //     versions and the signing keys are sealed with AES-256-GCM under the
 //     KEK. Without the right KEK the server refuses to start.
+//   - Someone who can write the store file but has not the KEK cannot
+//     change what the server grants: every record (device, call, signing
+//     keys, audit entry, audit head, nonce) carries an HMAC-SHA256 under a
+//     key derived from the KEK over its bucket, key, value and the
+//     sequence number of the audit entry written with it. At start the
+//     server checks every MAC, the whole audit chain, that the head is the
+//     chain's end, that each record was written by the last audit entry
+//     that changed it (an older copy put back is refused) and that every
+//     record the log says exists is there (a deleted one is refused); the
+//     [*RecordError] names the record. What remains: the whole file
+//     replaced by an older copy of itself is consistent, and is caught
+//     only by comparing with an [AuditHead] kept elsewhere.
+//   - A damaged file (truncated, a page altered) fails [OpenFileStore]
+//     with an error naming it ([ErrDamagedStore]); the server never
+//     panics or faults on it.
 //   - The audit log detects rewriting, removal and reordering of entries;
 //     truncation at the end is detected by comparing with a previously kept
 //     [AuditHead].
@@ -73,7 +142,8 @@
 //
 // [Server] is safe for concurrent use. It owns two goroutines, joined by
 // [Server.Close]: a store writer (group commit: it batches whatever is
-// queued into one transaction) and a rotation scheduler. State changes are
+// queued into one transaction) and a scheduler (rotations, ends at the
+// maximum lifetime, purges, denial flushes). State changes are
 // serialized; fetches are not, and a fetch that repeats costs no key
 // agreement: wrapped keys are cached per device key and binding.
 package kmsserver

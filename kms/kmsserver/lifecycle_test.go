@@ -1,6 +1,7 @@
 package kmsserver
 
 import (
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -90,5 +91,52 @@ func TestSecurityCallsEnd(t *testing.T) {
 		}
 		// The store still opens: purged records are accounted for.
 		h.restart()
+	})
+}
+
+// The audit log stays bounded: entries older than the retention are
+// compacted away, hourly, leaving a checkpoint from which the rest of the
+// chain verifies, both by VerifyAuditLog and by the server at start; the
+// records the removed entries wrote are still vouched for (an older copy
+// of one is still refused).
+func TestSecurityAuditCompaction(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{AuditRetention: 2 * time.Hour})
+		defer func() { h.s.Close() }()
+		h.register("alice")
+		id := h.create("alice", wire.CreateRequest{Participants: []string{"token:alice"}})
+		old, _ := h.store.Get(t.Context(), bucketCalls, id)
+		h.do("alice", "POST", wire.PathCalls+"/"+id+"/rotate", nil, true)
+		for range 50 {
+			h.do("alice", "GET", wire.PathCalls+"/"+id+"/keys", nil, false)
+		}
+		h.s.Flush(t.Context())
+		before := len(h.entries("fetch", "ok"))
+		time.Sleep(3 * time.Hour) // hourly compactions run meanwhile
+		synctest.Wait()
+		h.do("alice", "GET", wire.PathCalls+"/"+id+"/keys", nil, false)
+		h.s.Flush(t.Context())
+		if after := len(h.entries("fetch", "ok")); before < 50 || after != 1 {
+			t.Fatalf("fetch entries: %d before, %d after compaction; want the old ones gone", before, after)
+		}
+		if len(h.entries("compact", "ok")) == 0 {
+			t.Fatal("the compaction is not audited")
+		}
+		h.restart() // the chain from the checkpoint verifies at start
+		if w := h.do("alice", "GET", wire.PathCalls+"/"+id+"/keys", nil, false); w.Code != 200 {
+			t.Fatalf("after compaction and restart: %d", w.Code)
+		}
+		h.s.Close()
+		h.store.Commit(t.Context(), []Write{{Bucket: bucketCalls, Key: id, Value: old}}) // an older copy of the call
+		_, err := New(h.cfg)
+		var re *RecordError
+		if !errors.As(err, &re) || re.Key != id {
+			t.Fatalf("an older copy of a record written before the checkpoint: %v", err)
+		}
+		h.store.Commit(t.Context(), []Write{{Bucket: bucketCalls, Key: id}})
+		if _, err := New(h.cfg); !errors.As(err, &re) || re.Key != id {
+			t.Fatalf("a record deleted after the checkpoint vouched for it: %v", err)
+		}
+		h.s, _ = New(Config{Store: newMemStore(), KEK: h.cfg.KEK}) // for the deferred Close
 	})
 }

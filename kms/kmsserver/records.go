@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Every value the server writes to its Store is a record: a magic, the
@@ -117,6 +118,8 @@ func changedRecord(e *AuditEntry) (recordID, bool) {
 		return recordID{bucketCalls, e.Call}, true
 	case "signing-key":
 		return recordID{bucketMeta, metaSigningKeys}, true
+	case "compact":
+		return recordID{bucketMeta, metaAuditBase}, true
 	}
 	return recordID{}, false
 }
@@ -129,7 +132,24 @@ func (s *Server) checkAudit(ctx context.Context, seqs map[recordID]uint64) (Audi
 	head := AuditHead{Hash: genesisHash}
 	last := map[recordID]uint64{}
 	deleted := map[recordID]bool{}
-	err := s.cfg.Store.ForEach(ctx, bucketAudit, func(k string, v []byte) error {
+	// After a compaction the chain starts at its checkpoint, which says
+	// which entry last wrote each record older than it.
+	base, err := s.readRecord(ctx, bucketMeta, metaAuditBase)
+	if err != nil {
+		return head, err
+	}
+	if base.value != nil {
+		var b auditBase
+		if err := json.Unmarshal(base.value, &b); err != nil {
+			return head, &RecordError{Bucket: bucketMeta, Key: metaAuditBase, Reason: "malformed"}
+		}
+		head = AuditHead{Seq: b.Seq, Hash: b.Hash}
+		for _, r := range b.Records {
+			last[recordID{r.Bucket, r.Key}] = r.Seq
+		}
+		seqs[recordID{bucketMeta, metaAuditBase}] = base.seq
+	}
+	err = s.cfg.Store.ForEach(ctx, bucketAudit, func(k string, v []byte) error {
 		seq, val, err := s.openRecord(bucketAudit, k, v)
 		if err != nil {
 			return err
@@ -202,4 +222,92 @@ func (s *Server) readRecord(ctx context.Context, bucket, key string) (storedReco
 		return storedRecord{}, err
 	}
 	return storedRecord{seq: seq, value: val}, nil
+}
+
+const metaAuditBase = "audit-base"
+
+// auditBase is the checkpoint a compaction leaves: the last entry it
+// removed, and the entry that last wrote each record it still vouches for.
+type auditBase struct {
+	Seq     uint64       `json:"seq"`
+	Hash    string       `json:"hash"`
+	Records []baseRecord `json:"records"`
+}
+
+type baseRecord struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	Seq    uint64 `json:"seq"`
+}
+
+// maxCompact bounds the entries one compaction removes (one transaction).
+const maxCompact = 10_000
+
+var errStop = errors.New("stop")
+
+// compaction computes, in the writer, the removal of the audit entries
+// older than before (at most maxCompact of them): the deletes, the new
+// checkpoint record (to be stamped with the "compact" entry) and that entry.
+func (s *Server) compaction(ctx context.Context, before time.Time) (deletes, base []Write, entries []AuditEntry, err error) {
+	var from, last uint64
+	var lastHash string
+	err = s.cfg.Store.ForEach(ctx, bucketAudit, func(k string, v []byte) error {
+		seq, val, err := s.openRecord(bucketAudit, k, v)
+		if err != nil {
+			return err
+		}
+		var e AuditEntry
+		if err := json.Unmarshal(val, &e); err != nil {
+			return err
+		}
+		if !e.Time.Before(before) || (from != 0 && seq-from >= maxCompact) {
+			return errStop
+		}
+		if from == 0 {
+			from = seq
+		}
+		last, lastHash = seq, e.Hash
+		deletes = append(deletes, Write{Bucket: bucketAudit, Key: k})
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, nil, nil, err
+	}
+	if last == 0 {
+		return nil, nil, nil, nil
+	}
+	b := auditBase{Seq: last, Hash: lastHash}
+	for id, seq := range s.recordSeqs {
+		if seq <= last && id != (recordID{bucketMeta, metaAuditBase}) {
+			b.Records = append(b.Records, baseRecord{Bucket: id.bucket, Key: id.key, Seq: seq})
+		}
+	}
+	val, err := json.Marshal(b)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	e := AuditEntry{Time: s.cfg.Clock().UTC(), Action: "compact", Actor: "server", Outcome: "ok",
+		Detail: fmt.Sprintf("removed entries %d to %d; entry %d hash %s", from, last, last, lastHash)}
+	return deletes, []Write{{Bucket: bucketMeta, Key: metaAuditBase, Value: val}}, []AuditEntry{e}, nil
+}
+
+// CompactAudit removes the audit entries older than [Config].AuditRetention
+// (at most 10,000 at a time), leaving a checkpoint from which the rest of
+// the chain still verifies, and an audited "compact" entry naming what it
+// removed and the removed chain's last hash. The scheduler runs it hourly.
+func (s *Server) CompactAudit(ctx context.Context) error {
+	done := make(chan error, 1)
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return errServerClosed
+	}
+	s.queue <- &pending{compact: s.cfg.Clock().Add(-s.cfg.AuditRetention), done: done}
+	s.closeMu.RUnlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("kmsserver: compact audit: %w", ctx.Err())
+	}
 }

@@ -32,12 +32,15 @@ import (
 // can present certificates. Close stops its rotation scheduler and its store
 // writer; the caller shuts its http.Server down first.
 type Server struct {
-	cfg     Config
-	aead    cipher.AEAD
-	macKey  []byte    // authenticates every store record
-	head0   AuditHead // the audit head verified at start, for the writer
-	mux     *http.ServeMux
-	started time.Time
+	cfg    Config
+	aead   cipher.AEAD
+	macKey []byte    // authenticates every store record
+	head0  AuditHead // the audit head verified at start, for the writer
+	// recordSeqs is the audit sequence number each live record was last
+	// written with; the writer's alone once it runs.
+	recordSeqs map[recordID]uint64
+	mux        *http.ServeMux
+	started    time.Time
 
 	mu      sync.RWMutex // guards devices, calls and everything in them
 	devices map[string]*device
@@ -164,6 +167,8 @@ type pending struct {
 	writes  []Write
 	entries []AuditEntry
 	apply   func() // run by the writer after a successful commit, in queue order
+	// compact, if set, removes audit entries older than it (see compact).
+	compact time.Time
 	done    chan error
 
 	seq      uint64 // the audit seq its records were sealed with
@@ -226,6 +231,7 @@ func New(cfg Config) (*Server, error) {
 		if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
 			return fmt.Errorf("kmsserver: store: %w", err)
 		}
+		s.recordSeqs = seqs
 		return s.loadNonces(context.Background())
 	}
 	if err := s.loadShared(loadAll, seqs); err != nil {
@@ -477,18 +483,26 @@ func (s *Server) writer() {
 		}
 		var err error
 		var next AuditHead
+		var written []stamped
 		if s.shared != nil {
 			// The head is the store's, shared with the other replicas.
-			next, err = s.commitShared(ctx, batch)
+			next, written, err = s.commitShared(ctx, batch)
 		} else {
 			var writes []Write
-			writes, next, err = s.batchWrites(batch, head)
+			writes, next, written, err = s.batchWrites(ctx, batch, head)
 			if err == nil && len(writes) > 0 {
 				err = s.cfg.Store.Commit(ctx, writes)
 			}
 		}
 		if err == nil {
 			head = next
+			for _, w := range written {
+				if w.seq == 0 {
+					delete(s.recordSeqs, w.id)
+				} else {
+					s.recordSeqs[w.id] = w.seq
+				}
+			}
 		} else {
 			s.cfg.Logger.Error("kmsserver: store commit failed", "err", err)
 		}
@@ -508,8 +522,12 @@ func (s *Server) writer() {
 	}
 }
 
+// compactEvery is how often the scheduler compacts the audit log.
+const compactEvery = time.Hour
+
 // scheduler rotates calls that asked for a schedule, ends calls at their
-// maximum lifetime, and purges ended calls after the retention.
+// maximum lifetime, purges ended calls after the retention, flushes
+// aggregated denials and compacts the audit log.
 func (s *Server) scheduler() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -524,17 +542,28 @@ func (s *Server) scheduler() {
 		jobPurge
 	)
 	flushAt := s.cfg.Clock().Add(s.cfg.DenialInterval)
+	compactAt := s.cfg.Clock().Add(compactEvery)
 	for {
 		now := s.cfg.Clock()
 		var due []job
-		next := now.Add(time.Hour)
 		if !now.Before(flushAt) {
 			if es := s.denials.take(now); len(es) > 0 {
 				s.submit(nil, es...)
 			}
 			flushAt = now.Add(s.cfg.DenialInterval)
 		}
-		next = flushAt
+		if !now.Before(compactAt) {
+			s.closeMu.RLock()
+			if !s.closed {
+				s.queue <- &pending{compact: now.Add(-s.cfg.AuditRetention), done: make(chan error, 1)}
+			}
+			s.closeMu.RUnlock()
+			compactAt = now.Add(compactEvery)
+		}
+		next := flushAt
+		if compactAt.Before(next) {
+			next = compactAt
+		}
 		at := func(id string, kind int, t time.Time) {
 			if !t.After(now) {
 				due = append(due, job{id, kind})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,9 +99,10 @@ func (s *Server) storedSeq(bucket, key string, stored []byte) (uint64, error) {
 // chain head is read inside the transaction, and a pending group whose
 // records changed since this server read them is left out and fails with
 // ErrConflict. It returns the new head.
-func (s *Server) commitShared(ctx context.Context, batch []*pending) (AuditHead, error) {
+func (s *Server) commitShared(ctx context.Context, batch []*pending) (AuditHead, []stamped, error) {
 	sh := s.shared.store
 	var next AuditHead
+	var written []stamped
 	var conflicts []*pending
 	err := sh.Update(ctx, func(get func(bucket, key string) ([]byte, error)) ([]Write, error) {
 		conflicts = conflicts[:0]
@@ -143,12 +145,17 @@ func (s *Server) commitShared(ctx context.Context, batch []*pending) (AuditHead,
 				ok = append(ok, p)
 			}
 		}
-		writes, n, err := s.batchWrites(ok, head)
-		next = n
+		if slices.ContainsFunc(ok, func(p *pending) bool { return !p.compact.IsZero() }) {
+			if s.recordSeqs, err = s.storeSeqs(ctx); err != nil {
+				return nil, err
+			}
+		}
+		writes, n, w, err := s.batchWrites(ctx, ok, head)
+		next, written = n, w
 		return writes, err
 	})
 	if err != nil {
-		return next, err
+		return next, nil, err
 	}
 	for _, p := range batch {
 		p.conflict = false
@@ -156,21 +163,40 @@ func (s *Server) commitShared(ctx context.Context, batch []*pending) (AuditHead,
 	for _, p := range conflicts {
 		p.conflict = true
 	}
-	return next, nil
+	return next, written, nil
 }
 
-// batchWrites chains the batch's audit entries after head and seals every
-// record with the sequence number of its group's last entry; it records
-// that number in each pending.
-func (s *Server) batchWrites(batch []*pending, head AuditHead) ([]Write, AuditHead, error) {
+// stamped is a record a commit wrote (seq, the audit entry it carries) or
+// deleted (seq 0).
+type stamped struct {
+	id  recordID
+	seq uint64
+}
+
+// batchWrites chains the batch's audit entries after head (running a
+// compaction a pending asks for) and seals every record with the sequence
+// number of its group's last entry; it records that number in each
+// pending and returns the records written.
+func (s *Server) batchWrites(ctx context.Context, batch []*pending, head AuditHead) ([]Write, AuditHead, []stamped, error) {
 	var writes []Write
+	var written []stamped
 	next := head
 	for _, p := range batch {
+		if !p.compact.IsZero() {
+			deletes, base, es, err := s.compaction(ctx, p.compact)
+			if err != nil {
+				return nil, head, nil, err
+			}
+			writes = append(writes, deletes...)
+			p.writes = append(p.writes, base...)
+			p.entries = append(p.entries, es...)
+			p.compact = time.Time{}
+		}
 		for i := range p.entries {
 			e := &p.entries[i]
 			b, err := e.seal(next)
 			if err != nil {
-				return nil, head, err
+				return nil, head, nil, err
 			}
 			next = AuditHead{Seq: e.Seq, Hash: e.Hash}
 			writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: s.sealRecord(bucketAudit, auditKey(e.Seq), e.Seq, b)})
@@ -182,6 +208,14 @@ func (s *Server) batchWrites(batch []*pending, head AuditHead) ([]Write, AuditHe
 				w.Value = s.sealRecord(w.Bucket, w.Key, next.Seq, w.Value)
 			}
 			writes = append(writes, w)
+			if w.Bucket == bucketNonces || w.Bucket == bucketAudit {
+				continue
+			}
+			seq := next.Seq
+			if w.Value == nil {
+				seq = 0
+			}
+			written = append(written, stamped{recordID{w.Bucket, w.Key}, seq})
 		}
 		p.seq = next.Seq
 	}
@@ -194,7 +228,39 @@ func (s *Server) batchWrites(batch []*pending, head AuditHead) ([]Write, AuditHe
 		hb, _ := json.Marshal(next)
 		writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: s.sealRecord(bucketMeta, metaHead, next.Seq, hb)})
 	}
-	return writes, next, nil
+	return writes, next, written, nil
+}
+
+// storeSeqs reads the audit sequence number of every live record from
+// the store, for a compaction on a shared store: this server's own view
+// may lag the other replicas'. Called inside Update, whose lock keeps the
+// store still.
+func (s *Server) storeSeqs(ctx context.Context) (map[recordID]uint64, error) {
+	seqs := map[recordID]uint64{}
+	for _, b := range []string{bucketDevices, bucketCalls} {
+		err := s.cfg.Store.ForEach(ctx, b, func(k string, v []byte) error {
+			seq, err := s.storedSeq(b, k, v)
+			seqs[recordID{b, k}] = seq
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range []string{metaSigningKeys, metaAuditBase} {
+		v, err := s.cfg.Store.Get(ctx, bucketMeta, k)
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			seq, err := s.storedSeq(bucketMeta, k, v)
+			if err != nil {
+				return nil, err
+			}
+			seqs[recordID{bucketMeta, k}] = seq
+		}
+	}
+	return seqs, nil
 }
 
 // noteCommitted records, after a successful shared commit, which stored
