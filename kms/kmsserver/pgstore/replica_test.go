@@ -334,3 +334,37 @@ func waitFetch(ctx context.Context, cl *kms.Client, uri string, want uint32) err
 	}
 	return fmt.Errorf("fetch %s: %d keys, %v; want the newest to be version %d", uri, len(last), err, want)
 }
+
+// A compaction on one replica vouches for records the other replica
+// wrote: a replica started afterwards accepts the store.
+func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
+	c := pgtest.Start(t)
+	scfg := kmsserver.Config{AuditRetention: time.Millisecond}
+	rs := startReplicas(t, c, 2, scfg)
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := bob.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFetch(ctx, alice, uri, 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := rs.envs[0].Server.CompactAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	scfg.BaseURL = rs.envs[0].URL
+	rs.add(scfg) // New checks every record against the compacted log
+	carol := rs.client("alice", 2)
+	if err := waitFetch(ctx, carol, uri, 3); err != nil {
+		t.Fatal(err)
+	}
+	rs.audit(rs.envs[2].Server)
+}
