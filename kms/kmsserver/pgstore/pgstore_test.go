@@ -15,7 +15,12 @@ import (
 	"github.com/securecall/securecall/kms/kmsserver/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if runReplica() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var dbSeq atomic.Int64
 
