@@ -57,8 +57,8 @@ type Config struct {
 	// are signed with. If nil, the Certificate's key.
 	DeviceKey *ecdsa.PrivateKey
 	// KMSKeys are the KMS's delivery-signing public keys (P-256 ECDSA),
-	// as its operator publishes them (the reference server's SigningKeys,
-	// distributed with [MarshalKMSKeys] and [ParseKMSKeys]). Required: the
+	// as its operator publishes them (the reference server's
+	// SigningKeysJWKS, read with [ParseKMSKeys]). Required: the
 	// client accepts a delivered key only if one of them signed it, so that
 	// nothing between the device and the KMS (a TLS-terminating proxy, a
 	// load balancer) can hand the device a key of its own. Pin the

@@ -192,3 +192,20 @@ func BenchmarkUnwrapKey(b *testing.B) {
 		}
 	}
 }
+
+func FuzzParseKMSKeys(f *testing.F) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := json.Marshal(map[string]any{"keys": []any{jose.JSONWebKey{Key: &priv.PublicKey}}})
+	f.Add(b)
+	f.Add([]byte(`{"keys":[]}`))
+	f.Add([]byte(`{"keys":[{"kty":"EC","crv":"P-256"}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		keys, err := ParseKMSKeys(raw)
+		if err != nil {
+			return
+		}
+		if _, err := pinSigners(keys); err != nil {
+			t.Fatalf("parsed keys that cannot be pinned: %v", err)
+		}
+	})
+}
