@@ -28,7 +28,7 @@ func newDB(t *testing.T, c *pgtest.Cluster) string {
 	return c.CreateDatabase(t, fmt.Sprintf("t%d", dbSeq.Add(1)))
 }
 
-func open(t *testing.T, dsn string) *pgstore.Store {
+func open(t testing.TB, dsn string) *pgstore.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
