@@ -22,7 +22,6 @@ type Store struct {
 	pool    *pgxpool.Pool
 	connCfg *pgx.ConnConfig
 	changes chan kmsserver.Change
-	resync  atomic.Bool // a change was dropped: send a Resync
 	sweep   atomic.Int64
 
 	ctx    context.Context // cancelled by Close
@@ -66,8 +65,8 @@ var SchemaVersion = len(migrations)
 // ErrSchema reports a database whose schema is newer than this package.
 var ErrSchema = errors.New("pgstore: database schema is newer than this server")
 
-// maxChanges bounds the notifications queued for the server; beyond it
-// they are dropped for one Resync.
+// maxChanges is how many notifications wait for the server in memory;
+// beyond it the listener waits and PostgreSQL queues them.
 const maxChanges = 4096
 
 // Open connects to the database named by dsn (a PostgreSQL connection
@@ -165,19 +164,14 @@ func (s *Store) listener(conn *pgx.Conn) {
 				break
 			}
 			backoff = 50 * time.Millisecond
-			if s.resync.Load() {
-				if !s.send(kmsserver.Change{Resync: true}) {
-					continue
-				}
-				s.resync.Store(false)
-			}
 			bucket, key, ok := strings.Cut(n.Payload, "/")
+			c := kmsserver.Change{Bucket: bucket, Key: key}
 			if !ok {
-				s.send(kmsserver.Change{Resync: true})
-				continue
+				c = kmsserver.Change{Resync: true}
 			}
-			if !s.send(kmsserver.Change{Bucket: bucket, Key: key}) {
-				s.resync.Store(true)
+			if !s.send(c) {
+				conn.Close(context.Background())
+				return
 			}
 		}
 		select {
@@ -196,17 +190,19 @@ func (s *Store) listener(conn *pgx.Conn) {
 		// Whatever was committed while no connection listened is read
 		// again by the server.
 		if !s.send(kmsserver.Change{Resync: true}) {
-			s.resync.Store(true)
+			conn.Close(context.Background())
+			return
 		}
 	}
 }
 
-// send queues c unless the queue is full.
+// send hands c to the server, waiting while the queue is full (PostgreSQL
+// keeps later notifications meanwhile); false once the store is closed.
 func (s *Store) send(c kmsserver.Change) bool {
 	select {
 	case s.changes <- c:
 		return true
-	default:
+	case <-s.ctx.Done():
 		return false
 	}
 }
