@@ -720,12 +720,15 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
 	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		c.retryAfter(resp.Header.Get("Retry-After"))
-	}
 	if resp.StatusCode/100 != 2 {
 		var e wire.ErrorResponse
 		_ = json.Unmarshal(out, &e)
+		if resp.StatusCode == http.StatusTooManyRequests && e.Error != wire.CodeQuota && e.Error != wire.CodeTooManyWatches {
+			// The device's request bucket is empty: nothing leaves before
+			// Retry-After. (A quota or the watch limit concerns one kind of
+			// request, not all of them.)
+			c.retryAfter(resp.Header.Get("Retry-After"))
+		}
 		if len(e.Error) > 64 {
 			e.Error = e.Error[:64]
 		}

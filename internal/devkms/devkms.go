@@ -38,12 +38,19 @@ const (
 	KMSKeysFile = "kms-keys.jwks"
 )
 
+// DevRequestRate is the per-device request rate (per second; the burst is
+// twice it) of a development KMS whose Options leave the request bucket
+// zero: far above the server's default, because tests and benchmarks set
+// up calls from one device as fast as they can.
+const DevRequestRate = 10_000
+
 // Options tune Start; the zero value is what Start uses.
 type Options struct {
 	// Addr is the listen address. If empty, "127.0.0.1:0".
 	Addr string
 	// Server overrides fields of the server's configuration; Store, KEK
-	// and ClientCAs are always set by Start.
+	// and ClientCAs are always set by Start, and a zero request bucket is
+	// DevRequestRate.
 	Server kmsserver.Config
 	// Logger for the server. If nil, silent.
 	Logger *slog.Logger
@@ -116,6 +123,11 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	}
 	scfg := opts.Server
 	scfg.Store, scfg.KEK, scfg.ClientCAs = backing, kek, ca.Pool()
+	if scfg.RequestRate == 0 && scfg.RequestBurst == 0 {
+		// Tests and benchmarks set up calls from one device as fast as
+		// they can; every other limit stays the server's default.
+		scfg.RequestRate, scfg.RequestBurst = DevRequestRate, 2*DevRequestRate
+	}
 	if scfg.Logger == nil {
 		scfg.Logger = opts.Logger
 	}

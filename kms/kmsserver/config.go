@@ -41,7 +41,7 @@ const (
 	DefaultMaxCallsPerDevice = 100
 	// DefaultMaxWatchesPerDevice bounds one device's long-polls in
 	// progress.
-	DefaultMaxWatchesPerDevice = 64
+	DefaultMaxWatchesPerDevice = 1024
 	// DefaultMinRotateEvery is the shortest rotation schedule a call may
 	// ask for.
 	DefaultMinRotateEvery = time.Second

@@ -48,7 +48,7 @@
 //
 //	requests per device     token bucket, 50/s, burst 100     429 rate_limited, Retry-After
 //	running calls           100 per creating device           429 quota_exceeded
-//	concurrent watches      64 per device                     429 too_many_watches
+//	concurrent watches      1,024 per device (one per call)   429 too_many_watches
 //	on-demand rotations     60 per minute per call, burst 6   429 rate_limited, Retry-After
 //	rotation schedule       at least 1 s                      400 bad_request
 //	versions per response   the newest 64

@@ -30,8 +30,9 @@ const (
 	// maxHeaderBytes bounds a request's header: a token, a proof and the
 	// usual fields fit in a few KiB.
 	maxHeaderBytes = 32 << 10
-	// maxStreams bounds the concurrent requests of one HTTP/2 connection;
-	// MaxWatchesPerDevice bounds a device's long-polls below it.
+	// maxStreams bounds the concurrent requests of one HTTP/2 connection
+	// (a client with more long-polls opens another connection, within
+	// MaxConns and MaxWatchesPerDevice).
 	maxStreams = 128
 )
 
