@@ -40,6 +40,17 @@
 // one replica is refused on every other. Expired nonces are deleted at
 // most once a minute.
 //
+// # Measured
+//
+// On a shared, loaded 2-core machine with the clients, the replicas and
+// PostgreSQL on the same cores (benchmarks BenchmarkInteropPostgres*, one
+// run): warm fetch p50 64 µs, p99 0.7-2.6 ms, with 1 to 3 replicas (the
+// file store in the same run: 60 µs); 16 devices fetching in parallel
+// 2,700-7,300 fetches/s in total (file store 4,100/s); on-demand
+// rotations 350-610/s (file store 1,300/s); a version created on one
+// replica reaches a watch on another in 0.85 ms p50, 3.5 ms p99. These
+// describe that machine, not a deployment.
+//
 // # Security
 //
 // The database holds only what the file store holds: key material sealed
