@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -66,12 +67,36 @@ const tokenLeeway = 5 * time.Second
 func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 	p, aerr := s.identify(r)
 	if aerr != nil {
+		if aerr.status == http.StatusUnauthorized {
+			s.authFailures.allow(remoteHost(r), s.cfg.Clock())
+		}
 		return p, aerr
 	}
 	if ok, retry := s.requests.allow(p.identity, s.cfg.Clock()); !ok {
 		return principal{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
 	}
 	return p, nil
+}
+
+// authGate refuses to verify new credentials from an address whose failed
+// authentications have used up its bucket ([Config].FailedAuthRate):
+// verifying a certificate chain or a token signature is the work an
+// unauthenticated flood would make the server do. Credentials already
+// verified (in the cache) are not gated, so devices behind the same
+// address (a proxy, a NAT) that authenticated before keep working.
+func (s *Server) authGate(r *http.Request, now time.Time) *apiError {
+	if ok, retry := s.authFailures.peek(remoteHost(r), now); !ok {
+		return &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+	}
+	return nil
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // TokenIdentityPrefix starts the identity of every device that
@@ -92,6 +117,9 @@ func (s *Server) identify(r *http.Request) (principal, *apiError) {
 		k := sha256.Sum256([]byte("token\x00" + tok))
 		if p, ok := s.auth.get(k, now); ok {
 			return p, nil
+		}
+		if aerr := s.authGate(r, now); aerr != nil {
+			return principal{}, aerr
 		}
 		p, exp, aerr := s.verifyToken(tok, now)
 		if aerr != nil {
@@ -116,6 +144,9 @@ func (s *Server) identify(r *http.Request) (principal, *apiError) {
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
+	}
+	if aerr := s.authGate(r, now); aerr != nil {
+		return principal{}, aerr
 	}
 	chains, err := certs[0].Verify(x509.VerifyOptions{
 		Roots:         s.cfg.ClientCAs,

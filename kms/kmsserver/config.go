@@ -36,6 +36,10 @@ const (
 	// Retry-After.
 	DefaultRequestRate  = 50.0
 	DefaultRequestBurst = 100
+	// DefaultFailedAuthRate is the failed authentications per second (burst
+	// five times as many) a remote address may cause before the server
+	// stops verifying new credentials from it for a while (429).
+	DefaultFailedAuthRate = 10.0
 	// DefaultMaxCallsPerDevice bounds the running (not ended) calls one
 	// device has created.
 	DefaultMaxCallsPerDevice = 100
@@ -125,6 +129,12 @@ type Config struct {
 	// DefaultRequestBurst.
 	RequestRate  float64
 	RequestBurst int
+	// FailedAuthRate bounds the failed authentications per second from one
+	// remote address (burst five times as many); beyond it, new
+	// credentials from that address are not verified (429) until its
+	// bucket refills; credentials verified before still work. If zero,
+	// defaults to DefaultFailedAuthRate.
+	FailedAuthRate float64
 	// MaxCallsPerDevice bounds the running calls a device has created. If
 	// zero, defaults to DefaultMaxCallsPerDevice.
 	MaxCallsPerDevice int
@@ -199,6 +209,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestRate <= 0 {
 		c.RequestRate = DefaultRequestRate
+	}
+	if c.FailedAuthRate <= 0 {
+		c.FailedAuthRate = DefaultFailedAuthRate
 	}
 	if c.RequestBurst <= 0 {
 		c.RequestBurst = DefaultRequestBurst

@@ -47,6 +47,7 @@
 // Each has a [Config] field and a default:
 //
 //	requests per device     token bucket, 50/s, burst 100     429 rate_limited, Retry-After
+//	failed authentications  10/s per remote address, burst 50 429 before verifying new credentials
 //	running calls           100 per creating device           429 quota_exceeded
 //	concurrent watches      1,024 per device (one per call)   429 too_many_watches
 //	on-demand rotations     60 per minute per call, burst 6   429 rate_limited, Retry-After

@@ -118,8 +118,8 @@ func TestServerDefaults(t *testing.T) {
 			t.Errorf("%s defaults to %v, documented %v", name, got[0], got[1])
 		}
 	}
-	if c.RequestRate != DefaultRequestRate {
-		t.Errorf("RequestRate defaults to %v, documented %v", c.RequestRate, DefaultRequestRate)
+	if c.RequestRate != DefaultRequestRate || c.FailedAuthRate != DefaultFailedAuthRate {
+		t.Errorf("RequestRate and FailedAuthRate default to %v and %v, documented %v and %v", c.RequestRate, c.FailedAuthRate, DefaultRequestRate, DefaultFailedAuthRate)
 	}
 	if c.Clock == nil || c.Logger == nil {
 		t.Error("nil Clock or Logger not defaulted")
@@ -365,14 +365,12 @@ func TestLimitListener(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	var clients []net.Conn
 	for range 3 {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		clients = append(clients, c)
 	}
 	a, b := <-accepted, <-accepted
 	select {

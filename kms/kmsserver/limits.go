@@ -57,6 +57,17 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
+// peek reports whether key has a token, without taking it.
+func (l *limiter) peek(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.m[key]
+	if b == nil || l.refill(b, now) >= 1 {
+		return true, 0
+	}
+	return false, time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
+}
+
 func (l *limiter) refill(b *bucket, now time.Time) float64 {
 	if d := now.Sub(b.last); d > 0 {
 		b.tokens = min(l.burst, b.tokens+d.Seconds()*l.rate)

@@ -236,3 +236,42 @@ func TestSecurityProofFromFuture(t *testing.T) {
 		}
 	})
 }
+
+// A flood of bad credentials from one address stops costing signature and
+// chain verifications: past its bucket the server answers 429 without
+// verifying, while a device from the same address whose credentials were
+// verified before keeps working.
+func TestSecurityFailedAuthFlood(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{FailedAuthRate: 2})
+		defer func() { h.s.Close() }()
+		h.register("alice")
+		good := h.token("alice")
+		send := func(tok string) *httptest.ResponseRecorder {
+			r := httptest.NewRequest("GET", wire.PathCalls+"/AAAAAAAAAAAAAAAAAAAAAA/keys", nil)
+			r.RemoteAddr = "192.0.2.7:40000"
+			r.Header.Set("Authorization", "Bearer "+tok)
+			w := httptest.NewRecorder()
+			h.s.ServeHTTP(w, r)
+			return w
+		}
+		if w := send(good); w.Code != http.StatusNotFound {
+			t.Fatalf("alice: %d", w.Code)
+		}
+		forged := good[:len(good)-4] + "AAAA" // a bad signature
+		var codes []int
+		for range 20 {
+			codes = append(codes, send(forged).Code)
+		}
+		if codes[0] != http.StatusUnauthorized || codes[len(codes)-1] != http.StatusTooManyRequests {
+			t.Fatalf("bad tokens: %v; want 401s, then 429 once the address's bucket (burst 10) is used up", codes)
+		}
+		if w := send(good); w.Code != http.StatusNotFound {
+			t.Fatalf("alice's verified token from the flooding address: %d", w.Code)
+		}
+		time.Sleep(5 * time.Second)
+		if w := send(forged); w.Code != http.StatusUnauthorized {
+			t.Fatalf("after the bucket refilled: %d", w.Code)
+		}
+	})
+}

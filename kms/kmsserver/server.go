@@ -61,11 +61,12 @@ type Server struct {
 	lastSweep time.Time
 	nonceGone []string // expired nonces to delete from the store
 
-	requests *limiter // per device
-	rotates  *limiter // per call
-	creators counter  // running calls by creator
-	watches  counter  // long-polls by device
-	denials  denials
+	requests     *limiter // per device
+	authFailures *limiter // failed authentications per remote address
+	rotates      *limiter // per call
+	creators     counter  // running calls by creator
+	watches      counter  // long-polls by device
+	denials      denials
 
 	closeMu sync.RWMutex // held for reading while sending to queue
 	closed  bool
@@ -217,6 +218,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.auth.init()
 	s.requests = newLimiter(cfg.RequestRate, cfg.RequestBurst, 100_000)
+	s.authFailures = newLimiter(cfg.FailedAuthRate, 5*int(max(1, cfg.FailedAuthRate)), 100_000)
 	s.rotates = newLimiter(float64(cfg.RotationsPerMinute)/60, max(1, cfg.RotationsPerMinute/10), 100_000)
 	s.denials.maxKeys = 1024
 	seqs := map[recordID]uint64{}
