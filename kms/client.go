@@ -14,11 +14,13 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -32,7 +34,9 @@ import (
 // for concurrent use.
 type Client struct {
 	cfg   Config
-	base  string // scheme://host, no trailing slash
+	base  string   // scheme://host, no trailing slash: bases[0]
+	bases []string // every configured replica, base first (failover.go)
+	cur   atomic.Int32
 	hc    *http.Client
 	ownHC bool
 	key   *ecdsa.PrivateKey
@@ -93,9 +97,9 @@ var errClientClosed = fmt.Errorf("kms: client: %w", net.ErrClosed)
 // NewClient checks cfg and returns a client. It does no I/O.
 func NewClient(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("kms: Config.URL must be an https URL without path, got %q", cfg.URL)
+	bases, err := parseBases(cfg)
+	if err != nil {
+		return nil, err
 	}
 	key := cfg.DeviceKey
 	hasCert := len(cfg.Certificate.Certificate) > 0
@@ -123,7 +127,8 @@ func NewClient(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		signers: signers,
-		base:    "https://" + u.Host,
+		base:    bases[0],
+		bases:   bases,
 		hc:      cfg.HTTPClient,
 		key:     key,
 		kid:     kid,
@@ -218,7 +223,7 @@ func wipeKeys(m map[uint32]media.CallKey) {
 
 // callID checks that uri names a call key at this client's KMS.
 func (c *Client) callID(uri string) (string, error) {
-	id, ok := strings.CutPrefix(uri, c.base+wire.PathCalls+"/")
+	id, ok := c.cutBase(uri)
 	if !ok || id == "" || len(id) > 128 || strings.ContainsAny(id, "/?#%") {
 		return "", fmt.Errorf("kms: key URI %q is not a call key of %s: %w", uri, c.base, ErrNotFound)
 	}
@@ -656,18 +661,20 @@ func (b Backoff) delay(attempt int) time.Duration {
 	return mrand.N(ceil)
 }
 
-// do sends one request and returns the body of a 2xx response.
-func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body []byte, proof bool, wait time.Duration) ([]byte, error) {
+// doAt sends one request to the KMS at base and returns the body of a 2xx
+// response. sent reports whether the request reached a connection.
+func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.Values, body []byte, proof bool, wait time.Duration, sent *bool) ([]byte, error) {
 	if err := c.waitRetryAfter(ctx); err != nil {
 		return nil, fmt.Errorf("kms: %s: %w", op, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout+wait)
 	defer cancel()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { *sent = true }})
 	unescaped, err := url.PathUnescape(path)
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w", op, err)
 	}
-	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(c.base, "https://"), Path: unescaped, RawPath: path, RawQuery: q.Encode()}
+	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(base, "https://"), Path: unescaped, RawPath: path, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w", op, err)

@@ -37,6 +37,12 @@ type Config struct {
 	// must be https. The client only ever sends credentials to it: key URIs
 	// under another base are refused.
 	URL string
+	// URLs are more addresses of the same KMS (replicas on one database,
+	// see kmsserver's Deployment section), https like URL. Requests go to
+	// the address that answered last and fail over, in order, to the next
+	// on a connection error or a 5xx; never to any host but these and
+	// URL's. Key URIs under any of them are accepted. Optional.
+	URLs []string
 	// Certificate is the device identity for mutual TLS. Its private key
 	// must be a P-256 ECDSA key; it is also the device key that delivered
 	// keys are wrapped to. If empty, Token or TokenSource is required.

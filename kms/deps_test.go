@@ -21,8 +21,9 @@ func TestPackageDependencies(t *testing.T) {
 		pkg       string
 		forbidden []string
 	}{
-		{mod + "/kms", []string{mod + "/kms/kmsserver", "go.etcd.io/bbolt"}},
-		{mod + "/kms/kmsserver", []string{mod + "/media", mod + "/kms", "github.com/pion/"}},
+		{mod + "/kms", []string{mod + "/kms/kmsserver", "go.etcd.io/bbolt", "github.com/jackc/"}},
+		{mod + "/kms/kmsserver", []string{mod + "/media", mod + "/kms", "github.com/pion/", "github.com/jackc/"}},
+		{mod + "/kms/kmsserver/pgstore", []string{mod + "/media", mod + "/kms", "github.com/pion/"}},
 	} {
 		for _, d := range deps(tc.pkg) {
 			for _, f := range tc.forbidden {

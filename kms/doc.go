@@ -90,7 +90,7 @@
 //   - The client never follows an HTTP redirect: a 3xx is a
 //     [*RedirectError] ([ErrRedirect]) naming the location, so no request,
 //     and no certificate, token or proof, goes to another host than
-//     [Config].URL. The client's own transport ignores proxy settings from
+//     [Config].URL and [Config].URLs. The client's own transport ignores proxy settings from
 //     the environment.
 //   - A device that is not a participant gets 403 and nothing else, and the
 //     denial is audited. A removed participant keeps the versions it
@@ -109,7 +109,15 @@
 //     because the DTLS exporter (ECDHE) is mixed in. What the store and
 //     the audit log protect is described in package kmsserver.
 //   - The client never sends credentials to a URI from signaling that is
-//     not under its configured KMS URL (such URIs fail with [ErrNotFound]).
+//     not under its configured KMS URL or URLs (such URIs fail with
+//     [ErrNotFound]).
+//   - Several KMS replicas: with [Config].URLs the client sends each
+//     request to the address that answered last and, on a connection
+//     error or a 5xx, tries the next ones once each, in order. A state
+//     change (anything but a fetch) whose connection broke after it was
+//     sent is not repeated elsewhere, since it may have been done; its
+//     caller sees [ErrUnavailable]. Watch keeps its backoff between
+//     rounds, and concurrent fetches still share one request.
 //     Keys, tokens and private keys are never logged; [media.CallKey] and
 //     [Config] print redacted.
 //

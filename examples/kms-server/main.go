@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/kms/kmsserver/pgstore"
 )
 
 func main() {
@@ -42,6 +43,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8443", "loopback address to listen on")
 	devices := fs.String("devices", "alice,bob,carol", "comma-separated device identities to issue certificates for")
 	verbose := fs.Bool("v", false, "log every rotation and failure to stderr")
+	postgres := fs.String("postgres", "", "keep the state in this PostgreSQL database (a connection string) instead of -dir's file; several replicas may share it")
+	baseURL := fs.String("base-url", "", "the KMS's name in key URIs (replicas share one, e.g. the first replica's https://127.0.0.1:PORT); default: the request's host")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,6 +66,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	opts := devkms.Options{Addr: *addr}
+	opts.Server.BaseURL = *baseURL
+	if *postgres != "" {
+		store, err := pgstore.Open(ctx, *postgres)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		opts.Store = store
+	}
 	if *verbose {
 		opts.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
@@ -84,7 +96,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  URL file:        %s\n", filepath.Join(abs, "kms-url"))
 	fmt.Fprintf(stdout, "  CA certificate:  %s\n", filepath.Join(abs, "ca.pem"))
 	fmt.Fprintf(stdout, "  signing keys:    %s (clients pin them: kms.Config.KMSKeys)\n", filepath.Join(abs, devkms.KMSKeysFile))
-	fmt.Fprintf(stdout, "  store:           %s (key material sealed under %s)\n", filepath.Join(abs, devkms.StoreFile), filepath.Join(abs, devkms.KEKFile))
+	storeName := filepath.Join(abs, devkms.StoreFile)
+	if *postgres != "" {
+		storeName = "PostgreSQL (-postgres; shared with any other replica)"
+	}
+	fmt.Fprintf(stdout, "  store:           %s (key material sealed under %s)\n", storeName, filepath.Join(abs, devkms.KEKFile))
 	for _, id := range ids {
 		cert, key := devkms.DevicePaths(abs, id)
 		fmt.Fprintf(stdout, "  device %-8s  cert %s\n                   key  %s\n", id+":", cert, key)

@@ -54,6 +54,10 @@ type Options struct {
 	Server kmsserver.Config
 	// Logger for the server. If nil, silent.
 	Logger *slog.Logger
+	// Store, if set, is used instead of the file store in the directory
+	// (for example a PostgreSQL store shared by replicas); the caller
+	// closes it after the Env.
+	Store kmsserver.Store
 }
 
 // Env is a running development KMS.
@@ -64,7 +68,7 @@ type Env struct {
 	Dir string
 	// Server is the running reference server.
 	Server *kmsserver.Server
-	// Store is the server's file store.
+	// Store is the server's file store; nil with Options.Store.
 	Store *kmsserver.FileStore
 	// CA is the development CA that issued the server's and devices'
 	// certificates.
@@ -109,12 +113,16 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	if err != nil {
 		return nil, err
 	}
-	store, err := kmsserver.OpenFileStore(filepath.Join(dir, StoreFile))
-	if err != nil {
-		return nil, err
+	var store *kmsserver.FileStore
+	var backing kmsserver.Store = opts.Store
+	if backing == nil {
+		if store, err = kmsserver.OpenFileStore(filepath.Join(dir, StoreFile)); err != nil {
+			return nil, err
+		}
+		backing = store
 	}
 	scfg := opts.Server
-	scfg.Store, scfg.KEK, scfg.ClientCAs = store, kek, ca.Pool()
+	scfg.Store, scfg.KEK, scfg.ClientCAs = backing, kek, ca.Pool()
 	if scfg.RequestRate == 0 && scfg.RequestBurst == 0 {
 		// Tests and benchmarks set up calls from one device as fast as
 		// they can; every other limit stays the server's default.
@@ -125,7 +133,7 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	}
 	srv, err := kmsserver.New(scfg)
 	if err != nil {
-		store.Close()
+		closeStore(store)
 		return nil, err
 	}
 	jwks, err := srv.SigningKeysJWKS()
@@ -134,7 +142,7 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	}
 	if err != nil {
 		srv.Close()
-		store.Close()
+		closeStore(store)
 		return nil, fmt.Errorf("devkms: signing keys: %w", err)
 	}
 	addr := opts.Addr
@@ -145,7 +153,7 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		srv.Close()
-		store.Close()
+		closeStore(store)
 		return nil, fmt.Errorf("devkms: %w", err)
 	}
 	env = &Env{
@@ -283,5 +291,12 @@ func (e *Env) Close() error {
 		e.httpSrv.Close()
 	}
 	e.serveWG.Wait()
-	return errors.Join(err, e.Store.Close())
+	return errors.Join(err, closeStore(e.Store))
+}
+
+func closeStore(s *kmsserver.FileStore) error {
+	if s == nil {
+		return nil
+	}
+	return s.Close()
 }

@@ -99,6 +99,53 @@
 // DenialInterval (and on [Server.Flush]); a crash can lose the last of
 // them.
 //
+// # Deployment
+//
+// One process on the file store is the embedded default. For high
+// availability run several replicas on PostgreSQL (package
+// kmsserver/pgstore; a [SharedStore]): any replica serves any request, and
+// a replica that dies loses nothing, because nothing is acknowledged
+// before it is committed to the database.
+//
+//   - Put the replicas behind a load balancer (TCP or TLS passthrough:
+//     devices present their certificates to the replica itself) or
+//     behind one DNS name with several addresses, or list each replica in
+//     the devices'
+//     kms.Config.URLs; the client fails over on connection errors and
+//     5xx. Give every replica the same [Config].BaseURL (the name devices
+//     use): key URIs, and the binding of every delivered key, carry it.
+//     Every replica needs the same KEK and trusts the same device CA.
+//   - Across replicas: commits are serialised on the audit chain head
+//     (one transaction each, holding an advisory lock), so the log is one
+//     hash chain; a change computed from a record another replica changed
+//     meanwhile is refused ([ErrConflict]: on-demand requests get 503 and
+//     the client retries elsewhere, the scheduler skips it) and the record
+//     is read again, so each scheduled rotation happens once, and every
+//     replica's scheduler covers every call, so a dead replica's calls go
+//     on rotating. A replica follows the others' commits by LISTEN/NOTIFY
+//     (about a millisecond on loopback) and reads everything again after
+//     a lost connection; a record it does not hold yet (a call just
+//     created elsewhere) is read from the database on demand. Proof
+//     nonces are shared: a proof used on one replica is refused on all.
+//     Audit compaction runs in the same locked transaction from the
+//     database's own records.
+//   - Limits per replica: the request bucket, the watch count, the
+//     on-demand rotation bucket, the running-call quota and the nonce
+//     memory are counted by each replica alone, so with N replicas behind
+//     a balancer a device can get up to N times each. The limits that
+//     protect the database hold as they are: what reaches it is bounded by
+//     these per request, and versions per response, participants, sizes
+//     and the minimum rotation schedule are properties of each record.
+//   - Backups: back up the database as any other (pg_dump, or base backups
+//     with WAL archiving). A restored backup is consistent with its own
+//     audit log and starts; it is a rollback, detectable only against an
+//     [AuditHead] kept elsewhere (export it regularly). Keep the KEK out
+//     of the database and its backups: it is what makes them harmless.
+//   - A stolen database or backup (without the KEK) gives what a stolen
+//     store file gives (see Security): identities, participants, times
+//     and the audit log, no key and no signing key; a writer without the
+//     KEK can delete or roll back (denial of service), not grant.
+//
 // # Security
 //
 //   - The operator can read every key: the server unwraps keys from the
@@ -141,8 +188,9 @@
 //
 // # Concurrency
 //
-// [Server] is safe for concurrent use. It owns two goroutines, joined by
-// [Server.Close]: a store writer (group commit: it batches whatever is
+// [Server] is safe for concurrent use. It owns two goroutines (three on a
+// [SharedStore], which adds the follower of other replicas' changes),
+// joined by [Server.Close]: a store writer (group commit: it batches whatever is
 // queued into one transaction) and a scheduler (rotations, ends at the
 // maximum lifetime, purges, denial flushes). State changes are
 // serialized; fetches are not, and a fetch that repeats costs no key

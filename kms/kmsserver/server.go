@@ -48,6 +48,8 @@ type Server struct {
 
 	writeMu sync.Mutex // serializes state changes: compute, commit, apply
 
+	shared *replicas // nil unless cfg.Store is a SharedStore
+
 	auth authCache
 
 	sigMu      sync.RWMutex
@@ -169,6 +171,9 @@ type pending struct {
 	// compact, if set, removes audit entries older than it (see compact).
 	compact time.Time
 	done    chan error
+
+	seq      uint64 // the audit seq its records were sealed with
+	conflict bool   // left out of a shared commit: see ErrConflict
 }
 
 const (
@@ -217,18 +222,21 @@ func New(cfg Config) (*Server, error) {
 	s.rotates = newLimiter(float64(cfg.RotationsPerMinute)/60, max(1, cfg.RotationsPerMinute/10), 100_000)
 	s.denials.maxKeys = 1024
 	seqs := map[recordID]uint64{}
-	if err := s.load(context.Background(), seqs); err != nil {
-		return nil, err
+	var haveSigner bool
+	loadAll := func() error {
+		if err := s.load(context.Background(), seqs); err != nil {
+			return err
+		}
+		if haveSigner, err = s.loadSigningKeys(context.Background(), seqs); err != nil {
+			return err
+		}
+		if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
+			return fmt.Errorf("kmsserver: store: %w", err)
+		}
+		s.recordSeqs = seqs
+		return s.loadNonces(context.Background())
 	}
-	haveSigner, err := s.loadSigningKeys(context.Background(), seqs)
-	if err != nil {
-		return nil, err
-	}
-	if s.head0, err = s.checkAudit(context.Background(), seqs); err != nil {
-		return nil, fmt.Errorf("kmsserver: store: %w", err)
-	}
-	s.recordSeqs = seqs
-	if err := s.loadNonces(context.Background()); err != nil {
+	if err := s.loadShared(loadAll, seqs); err != nil {
 		return nil, err
 	}
 	for _, c := range s.calls {
@@ -246,8 +254,17 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(2)
 	go s.writer()
 	go s.scheduler()
+	if s.shared != nil {
+		s.wg.Add(1)
+		go s.follow()
+	}
 	if !haveSigner {
-		if err := s.initSigningKeys(); err != nil {
+		err := s.initSigningKeys()
+		if errors.Is(err, ErrConflict) {
+			// Another replica created them first.
+			_, err = s.loadSigningKeys(context.Background(), seqs)
+		}
+		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("kmsserver: create signing keys: %w", err)
 		}
@@ -402,9 +419,19 @@ func (s *Server) submitApply(writes []Write, apply func(), entries ...AuditEntry
 	return done
 }
 
-// commit submits and waits for durability.
+// commit submits and waits for durability. On a SharedStore, a change
+// refused with ErrConflict has its records read again before commit
+// returns.
 func (s *Server) commit(writes []Write, entries ...AuditEntry) error {
-	return <-s.submit(writes, entries...)
+	err := <-s.submit(writes, entries...)
+	if errors.Is(err, ErrConflict) {
+		for _, w := range writes {
+			if rerr := s.refreshLocked(recordID{w.Bucket, w.Key}); rerr != nil {
+				s.cfg.Logger.Warn("kmsserver: read a changed record again", "bucket", w.Bucket, "err", rerr)
+			}
+		}
+	}
+	return err
 }
 
 // audit records a decision; it is durable once the store writer's next
@@ -456,77 +483,43 @@ func (s *Server) writer() {
 				break drain
 			}
 		}
-		var writes []Write
-		next := head
-		var sealErr error
-		type stamped struct {
-			id  recordID
-			seq uint64
-		}
+		var err error
+		var next AuditHead
 		var written []stamped
-		for _, p := range batch {
-			if !p.compact.IsZero() && sealErr == nil {
-				deletes, base, es, err := s.compaction(ctx, p.compact)
-				if err != nil {
-					sealErr = err
-				}
-				writes = append(writes, deletes...)
-				p.writes = append(p.writes, base...)
-				p.entries = append(p.entries, es...)
+		if s.shared != nil {
+			// The head is the store's, shared with the other replicas.
+			next, written, err = s.commitShared(ctx, batch)
+		} else {
+			var writes []Write
+			writes, next, written, err = s.batchWrites(ctx, batch, head)
+			if err == nil && len(writes) > 0 {
+				err = s.cfg.Store.Commit(ctx, writes)
 			}
-			for i := range p.entries {
-				e := &p.entries[i]
-				b, err := e.seal(next)
-				if err != nil {
-					sealErr = err
-					break
-				}
-				next = AuditHead{Seq: e.Seq, Hash: e.Hash}
-				writes = append(writes, Write{Bucket: bucketAudit, Key: auditKey(e.Seq), Value: s.sealRecord(bucketAudit, auditKey(e.Seq), e.Seq, b)})
-			}
-			// A record carries the sequence number of the audit entry
-			// committed with it (every state change has one).
-			for _, w := range p.writes {
-				if w.Value != nil {
-					w.Value = s.sealRecord(w.Bucket, w.Key, next.Seq, w.Value)
-				}
-				writes = append(writes, w)
-				if w.Bucket != bucketNonces {
-					written = append(written, stamped{recordID{w.Bucket, w.Key}, next.Seq})
-				}
-			}
-		}
-		if len(writes) > 0 {
-			for _, n := range s.takeNonceGone() {
-				writes = append(writes, Write{Bucket: bucketNonces, Key: n})
-			}
-		}
-		if next != head {
-			hb, _ := json.Marshal(next)
-			writes = append(writes, Write{Bucket: bucketMeta, Key: metaHead, Value: s.sealRecord(bucketMeta, metaHead, next.Seq, hb)})
-		}
-		err := sealErr
-		if err == nil && len(writes) > 0 {
-			err = s.cfg.Store.Commit(ctx, writes)
 		}
 		if err == nil {
 			head = next
 			for _, w := range written {
-				s.recordSeqs[w.id] = w.seq
-			}
-			for _, w := range writes {
-				if w.Value == nil && w.Bucket != bucketNonces && w.Bucket != bucketAudit {
-					delete(s.recordSeqs, recordID{w.Bucket, w.Key})
+				if w.seq == 0 {
+					delete(s.recordSeqs, w.id)
+				} else {
+					s.recordSeqs[w.id] = w.seq
 				}
 			}
 		} else {
 			s.cfg.Logger.Error("kmsserver: store commit failed", "err", err)
 		}
 		for _, p := range batch {
-			if err == nil && p.apply != nil {
-				p.apply()
+			perr := err
+			if perr == nil && p.conflict {
+				perr = ErrConflict
 			}
-			p.done <- err
+			if perr == nil {
+				s.noteCommitted(p)
+				if p.apply != nil {
+					p.apply()
+				}
+			}
+			p.done <- perr
 		}
 	}
 }
@@ -596,11 +589,16 @@ func (s *Server) scheduler() {
 			var err error
 			switch j.kind {
 			case jobRotate:
-				_, err = s.rotate(j.id, "scheduler", "scheduled", nil)
+				_, err = s.rotate(j.id, "scheduler", "scheduled", stillDue(now))
 			case jobEnd:
 				err = s.endCall(j.id, "scheduler", "maximum lifetime")
 			case jobPurge:
 				err = s.purge(j.id)
+			}
+			if errors.Is(err, ErrConflict) || errors.Is(err, errNotDue) {
+				// Another replica changed the call first (did this
+				// rotation); the call has been read again.
+				continue
 			}
 			if err != nil && !errors.Is(err, ErrNoCall) && !errors.Is(err, errEnded) {
 				s.cfg.Logger.Warn("kmsserver: scheduled change failed", "call", j.id, "err", err)
@@ -1010,8 +1008,14 @@ const (
 
 func (s *Server) registered(identity string) *device {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.devices[identity]
+	d := s.devices[identity]
+	s.mu.RUnlock()
+	if d == nil && s.readThrough(recordID{bucketDevices, identity}) {
+		s.mu.RLock()
+		d = s.devices[identity]
+		s.mu.RUnlock()
+	}
+	return d
 }
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
@@ -1126,8 +1130,15 @@ func validIdentity(id string) bool {
 // lookup returns call id for a participant, or the error to answer.
 func (s *Server) participant(id, identity string) (*call, *apiError) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	c := s.calls[id]
+	s.mu.RUnlock()
+	if c == nil && s.readThrough(recordID{bucketCalls, id}) {
+		s.mu.RLock()
+		c = s.calls[id]
+		s.mu.RUnlock()
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if c == nil {
 		return nil, fail(http.StatusNotFound, wire.CodeNotFound)
 	}
@@ -1341,6 +1352,9 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 		s.deny(w, aerr, action, "", id)
 		return "", Write{}, false
 	}
+	if s.shared != nil {
+		s.participant(id, p.identity) // reads a call another replica just created
+	}
 	s.mu.RLock()
 	c := s.calls[id]
 	allowed := c != nil && (c.rec.Creator == p.identity || (!creatorOnly && slices.Contains(c.rec.Participants, p.identity)))
@@ -1469,6 +1483,16 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 	}
 	if len(s.nonces) >= s.cfg.MaxNonces {
 		return Write{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: win}
+	}
+	if s.shared != nil {
+		// Replay protection across replicas: the store records it.
+		fresh, err := s.useNonce(claims.Nonce, issued.Add(2*win))
+		if err != nil {
+			return Write{}, fail(http.StatusServiceUnavailable, wire.CodeUnavailable)
+		}
+		if !fresh {
+			return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
+		}
 	}
 	s.nonces[claims.Nonce] = issued
 	return Write{Bucket: bucketNonces, Key: claims.Nonce, Value: binary.BigEndian.AppendUint64(nil, uint64(claims.IssuedMS))}, nil

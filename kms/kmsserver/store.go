@@ -21,7 +21,8 @@ import (
 //
 // The [Server] is the store's only writer, and it writes through Commit
 // alone, so a store backed by a replicated database needs only these four
-// methods to be atomic, durable and linearizable.
+// methods to be atomic, durable and linearizable. A store that several
+// servers share implements [SharedStore] as well.
 type Store interface {
 	// Get returns the value of key in bucket, or nil if there is none.
 	Get(ctx context.Context, bucket, key string) ([]byte, error)
