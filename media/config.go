@@ -199,6 +199,11 @@ type Config struct {
 	// top of its ctx. If zero, defaults to DefaultHandshakeTimeout (15 s).
 	HandshakeTimeout time.Duration
 
+	// RTCP configures the reports the session sends and reads itself and
+	// its receive statistics. If zero, see [RTCPConfig] for its defaults:
+	// reports on at the RFC 3550 interval.
+	RTCP RTCPConfig
+
 	// Logger receives the session's diagnostics; never key material. If
 	// nil, the session logs nothing.
 	Logger *slog.Logger
@@ -254,6 +259,9 @@ func (c Config) resolve() (Config, error) {
 		return c, configError("negative KeyLifetime")
 	case c.HandshakeTimeout < 0:
 		return c, configError("negative HandshakeTimeout")
+	}
+	if err := c.RTCP.check(); err != nil {
+		return c, err
 	}
 	if usesDTLS(c.Keying) {
 		if c.DTLSRole != DTLSClient && c.DTLSRole != DTLSServer {

@@ -96,6 +96,10 @@ type Session struct {
 	earlyMu  sync.Mutex
 	ready    bool // keys are installed; guarded by earlyMu
 	earlyQ   chan *packetBuf
+
+	// The session's own RTCP reports and receive statistics
+	// (rtcp_report.go).
+	q reports
 }
 
 // sendKeyState is the key in use for sending and its consumption.
@@ -169,7 +173,7 @@ func newSession(c Config, conn net.Conn) *Session {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Session{
+	s := &Session{
 		cfg:      c,
 		conn:     conn,
 		log:      log,
@@ -183,6 +187,8 @@ func newSession(c Config, conn net.Conn) *Session {
 		rtcpQ:    make(chan *packetBuf, queueLen),
 		recvKeys: map[uint32]bool{},
 	}
+	s.q.init(c.RTCP, time.Now())
+	return s
 }
 
 // start fetches keys and runs the handshake as the keying mode needs.
@@ -291,6 +297,7 @@ func (s *Session) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("media: close: %w", net.ErrClosed)
 	}
+	s.sendBye()
 	close(s.done)
 	if s.stopWatch != nil {
 		s.stopWatch()
@@ -373,6 +380,7 @@ func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
 	}
 	s.stats.rtpSent.Add(1)
 	s.stats.rtpBytesSent.Add(uint64(len(payload)))
+	s.afterRTPSentLocked(&h, len(payload))
 	return nil
 }
 
@@ -419,6 +427,12 @@ func (s *Session) WriteRTCP(pkt []byte) error {
 	if s.closed.Load() {
 		return errClosed("write RTCP")
 	}
+	return s.writeRTCPLocked(pkt)
+}
+
+// writeRTCPLocked protects and sends a compound RTCP packet; sendMu is
+// held.
+func (s *Session) writeRTCPLocked(pkt []byte) error {
 	if s.sendCheckAt != 0 {
 		s.sendEventsLocked(time.Now())
 	}
@@ -675,11 +689,15 @@ func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 	s.recvMu.Unlock()
 	if err != nil {
 		s.countDrop(err)
+		if isReplay(err) {
+			s.q.noteReplay(raw)
+		}
 		return nil, false
 	}
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
 	}
+	s.afterRTPReceived(out)
 	return out, true
 }
 
@@ -701,6 +719,7 @@ func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
 	}
+	s.afterRTCPReceived(out)
 	return out, true
 }
 

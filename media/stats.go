@@ -33,6 +33,10 @@ type Stats struct {
 	// SRTP or SRTCP packet; QueueDrops packets dropped because nobody read
 	// them (RTCP while only ReadRTP is called, for example).
 	Malformed, QueueDrops uint64
+
+	// Quality is the receive quality from the session's RTCP: loss,
+	// jitter, round trip, the peer's reports and a MOS estimate.
+	Quality Quality
 }
 
 // counters are the live counterparts of Stats.
@@ -65,5 +69,6 @@ func (s *Session) Stats() Stats {
 		UnknownMKIDrops:     c.unknownMKI.Load(),
 		Malformed:           c.malformed.Load(),
 		QueueDrops:          c.queueDrops.Load(),
+		Quality:             s.q.snapshot(),
 	}
 }
