@@ -49,6 +49,7 @@ type Call struct {
 	agreement  sdp.Agreement
 	started    bool // the connect goroutine has been started
 	session    *media.Session
+	samples    *media.SampleWriter // made by the first WriteSample
 	connectErr error
 	gathering  bool
 	closed     bool
@@ -157,7 +158,7 @@ func (c *Call) capabilities(keying sdp.Keying, keyURI string, cands []sdp.Candid
 		ICE:       sdp.ICE{Ufrag: creds.Ufrag, Pwd: creds.Pwd, Candidates: cands},
 		ICELite:   c.cfg.ICE.Lite,
 		SSRC:      c.ssrc,
-		CNAME:     "securecall-" + strconv.FormatUint(uint64(c.ssrc), 16),
+		CNAME:     c.cname(),
 		SessionID: c.sid,
 	}
 	if c.cfg.OnCandidate != nil {
@@ -551,6 +552,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		Profiles:           c.cfg.Profiles,
 		Certificate:        c.cert,
 		RemoteFingerprints: a.RemoteFingerprints,
+		RTCP:               c.rtcpConfig(a),
 		Logger:             c.cfg.Logger,
 	}
 	if a.LocalSetup == sdp.SetupActive {
@@ -756,7 +758,8 @@ func (c *Call) State() State {
 }
 
 // Path returns the media path ICE selected; it is zero until connected.
-func (c *Call) Path() ice.Path { return c.ice.Path() }
+// Its RTT is refreshed while media flows (see [Call.Stats]).
+func (c *Call) Path() ice.Path { return c.path() }
 
 // Context returns a context that is cancelled when the call ends; its
 // cause (context.Cause) is ErrClosed after Close, or the reason the call
