@@ -272,6 +272,9 @@ func (q *reports) noteRTCP(pkt []byte, now time.Time, ourSSRC uint32) (string, b
 					continue
 				}
 				q.bye, byeNow = true, true
+				if 4*p.count > len(p.body) {
+					continue
+				}
 				if r := p.body[4*p.count:]; len(r) > 0 && int(r[0]) < len(r) {
 					q.byeReason = string(r[1 : 1+int(r[0])])
 				}
