@@ -110,6 +110,7 @@ func New(cfg Config) (*Call, error) {
 	userPath := cfg.ICE.OnPathChange
 	iceCfg.OnPathChange = func(p ice.Path) {
 		c.log.Debug("securecall: path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay != "")
+		c.attest()
 		if userPath != nil {
 			userPath(p)
 		}
@@ -553,6 +554,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		Certificate:        c.cert,
 		RemoteFingerprints: a.RemoteFingerprints,
 		RTCP:               c.rtcpConfig(a),
+		HandshakeRTT:       c.ice.Path().RTT,
 		Logger:             c.cfg.Logger,
 	}
 	if a.LocalSetup == sdp.SetupActive {
@@ -566,9 +568,14 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		mcfg.LocalID = localID
 		mcfg.RemoteID = remoteID
 	}
+	c.attestConfig(&mcfg, a.Keying)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
 		return fmt.Errorf("securecall: media: %w", err)
+	}
+	if err := c.startAttesting(s, a.Keying); err != nil {
+		s.Close()
+		return err
 	}
 	c.mu.Lock()
 	if c.closed {

@@ -28,6 +28,7 @@ type conn struct {
 	mu        sync.Mutex
 	closed    bool
 	writeDead time.Time
+	refusal   error // set by refuse: the policy refused the selected path
 }
 
 func newConn(pc *pice.Conn) *conn {
@@ -66,6 +67,9 @@ func (c *conn) Read(p []byte) (int, error) {
 		if errors.Is(err, packetio.ErrFull) || errors.Is(err, io.ErrShortBuffer) {
 			return n, fmt.Errorf("ice: read: %w", err)
 		}
+		if r := c.refused(); r != nil {
+			return n, fmt.Errorf("ice: read: %w", r)
+		}
 		return n, fmt.Errorf("ice: read: %w", net.ErrClosed)
 	}
 	return n, nil
@@ -76,10 +80,13 @@ func (c *conn) Read(p []byte) (int, error) {
 // route, and Write reports success.
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	closed, dl := c.closed, c.writeDead
+	closed, dl, refusal := c.closed, c.writeDead, c.refusal
 	c.mu.Unlock()
 	if closed {
 		return 0, fmt.Errorf("ice: write: %w", net.ErrClosed)
+	}
+	if refusal != nil {
+		return 0, fmt.Errorf("ice: write: %w", refusal)
 	}
 	if !dl.IsZero() && !time.Now().Before(dl) {
 		return 0, timeoutError{op: "write"}

@@ -20,6 +20,13 @@ const (
 	DefaultMaxPackets = 1 << 30
 	// DefaultHandshakeTimeout bounds the DTLS handshake and the key fetch.
 	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultRetransmitInterval is how long a DTLS handshake flight waits
+	// for its answer before it is sent again when the path's round-trip
+	// time is not known: RFC 6347 section 4.2.4.1's initial timer.
+	DefaultRetransmitInterval = time.Second
+	// MinRetransmitInterval is the shortest retransmission interval
+	// derived from Config.HandshakeRTT.
+	MinRetransmitInterval = 100 * time.Millisecond
 )
 
 // DefaultProfiles is the DTLS-SRTP preference order used when
@@ -195,9 +202,29 @@ type Config struct {
 	// to return. If zero (nil), requests are only logged.
 	OnRotationNeeded func(RotationRequest)
 
+	// OnPeerAttestation, if set, is called with each new attestation the
+	// peer sends of its own end of the media path (kms and hybrid keying;
+	// see Session.Attest). Attestations are taken out of the SRTCP stream
+	// and never reach ReadRTCP. It runs on the goroutine that reads the
+	// packet (in ReadRTP or ReadRTCP, or in NewSession for packets that
+	// arrived early), never concurrently with itself, and must not block
+	// or call the session's Read methods. If nil, attestations are
+	// dropped.
+	OnPeerAttestation func(Attestation)
+
 	// HandshakeTimeout bounds NewSession's DTLS handshake and key fetch, on
 	// top of its ctx. If zero, defaults to DefaultHandshakeTimeout (15 s).
 	HandshakeTimeout time.Duration
+
+	// HandshakeRTT is the round-trip time of the path under the session,
+	// as measured before it starts (ICE's connectivity checks: the
+	// securecall Call passes ice.Path.RTT). A DTLS handshake flight that
+	// gets no answer is sent again after twice this, bounded to
+	// MinRetransmitInterval (100 ms) and DefaultRetransmitInterval (1 s).
+	// pion/dtls v2 does not back off: every retransmission waits the same
+	// interval, until HandshakeTimeout. If zero (not known), defaults to
+	// retransmitting after DefaultRetransmitInterval (1 s).
+	HandshakeRTT time.Duration
 
 	// RTCP configures the reports the session sends and reads itself and
 	// its receive statistics. If zero, see [RTCPConfig] for its defaults:
@@ -207,6 +234,15 @@ type Config struct {
 	// Logger receives the session's diagnostics; never key material. If
 	// nil, the session logs nothing.
 	Logger *slog.Logger
+}
+
+// retransmitInterval is the DTLS flight retransmission interval that
+// HandshakeRTT asks for.
+func (c Config) retransmitInterval() time.Duration {
+	if c.HandshakeRTT == 0 {
+		return DefaultRetransmitInterval
+	}
+	return min(max(2*c.HandshakeRTT, MinRetransmitInterval), DefaultRetransmitInterval)
 }
 
 // usesDTLS reports whether k runs a DTLS handshake.
@@ -259,6 +295,8 @@ func (c Config) resolve() (Config, error) {
 		return c, configError("negative KeyLifetime")
 	case c.HandshakeTimeout < 0:
 		return c, configError("negative HandshakeTimeout")
+	case c.HandshakeRTT < 0:
+		return c, configError("negative HandshakeRTT")
 	}
 	if err := c.RTCP.check(); err != nil {
 		return c, err

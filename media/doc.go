@@ -67,6 +67,19 @@
 //     trusted, for SIP trunks, border elements and tools that speak nothing
 //     else.
 //
+// The DTLS handshake starts on a datagram nobody has authenticated yet:
+// ICE proves that the peer answers at its address, not that every datagram
+// from that address is the peer's. A handshake attempt that fails (a
+// certificate that matches no signalled fingerprint, a forged alert, a
+// server flight computed for someone else's ClientHello) is discarded and
+// another one runs on the same transport; as server, a ClientHello with a
+// new client random starts a new attempt at once. The session fails only
+// when Config.HandshakeTimeout passes or 16 attempts have failed; its error
+// is ErrFingerprintMismatch if any attempt met a wrong certificate. So a
+// spoofed handshake costs the real one a retry, not the call; an attacker
+// who can keep injecting can still delay setup until it fails, as one who
+// drops packets can.
+//
 // In every mode each packet is authenticated before it is used: forged,
 // tampered and replayed packets (replay protection is always on, with a
 // 128-packet window) and packets under unknown or removed key versions are
@@ -77,6 +90,24 @@
 // never logged; [CallKey] and [SDES] print redacted. In hybrid keying the
 // session keeps the DTLS exporter output in memory to derive later key
 // versions, and wipes it in Close.
+//
+// # Path attestation
+//
+// In kms and hybrid keying, [Session.Attest] tells the peer, in an RTCP
+// APP packet named "SCPA" (layout in attest.go) protected as SRTCP, the
+// type and address of this side's local candidate on the media path; the
+// peer's session hands it to Config.OnPeerAttestation. Its SRTCP keys come
+// from the call key, so the attestation proves that a holder of the call
+// key sent it, which no relay or router between can forge; it does not
+// prove that the holder tells the truth. It is sent at once and resent
+// four times within five seconds (RTCP may be lost) as packets are
+// written. Attestations are taken out of the SRTCP stream before
+// ReadRTCP, so the application never sees them; a packet holding only
+// attestations is not delivered at all. They count in RTCPPacketsSent.
+// [Session.AwaitPeerAttestation] reads until the peer's first attestation
+// arrives, for a caller that must know it before sending media.
+// dtls and sdes keying neither send nor report them: their keys are only
+// as trustworthy as the signaling.
 //
 // # Concurrency
 //

@@ -15,7 +15,6 @@ const (
 	rtcpTypeRR   = 201
 	rtcpTypeSDES = 202
 	rtcpTypeBYE  = 203
-	rtcpTypeAPP  = 204
 )
 
 // sdesCNAME is the SDES item type of the canonical name.

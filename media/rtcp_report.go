@@ -419,7 +419,21 @@ func (s *Session) reportIfDue(now time.Time) {
 // interval.
 func (s *Session) sendReportLocked(now time.Time, bye bool) {
 	pkt := s.q.build(now, bye)
-	if err := s.writeRTCPLocked(pkt); err != nil {
+	// The path attestation (attest.go) rides in every report, so that a
+	// peer that missed its first sends still gets it.
+	// The BYE goes last and alone (Close has begun, so it skips the
+	// closed check).
+	var err error
+	if bye {
+		err = s.sendRTCPLocked(pkt)
+	} else {
+		if a := s.attestOut.pkt; a != nil && len(pkt)+len(a) <= cap(s.q.buf) {
+			pkt = append(pkt, a...)
+			s.q.buf = pkt
+		}
+		err = s.writeRTCPLocked(pkt)
+	}
+	if err != nil {
 		s.log.Debug("media: RTCP report not sent", "err", err)
 	}
 	s.q.reportSent(len(pkt)+s.profile.overhead()+4, now)

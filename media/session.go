@@ -64,6 +64,8 @@ type Session struct {
 	pending      []pendingKey // kms/hybrid: installed, not yet active, ascending
 	sendCheckAt  int64        // unix ns of the next time-based send event; 0: none
 	cbMu         sync.Mutex   // serializes OnRotationNeeded
+	attestOut    attestSend   // this side's path attestation (attest.go)
+	attestIn     attestRecv   // the peer's
 
 	// Receiving: recvMu owns the SRTP context and the version bookkeeping.
 	recvMu      sync.Mutex
@@ -89,8 +91,12 @@ type Session struct {
 	ext          []byte
 	rtcpMu       sync.Mutex // serializes ReadRTCP
 
-	// DTLS (dtls and hybrid keying).
+	// DTLS (dtls and hybrid keying). dtMu guards dt, dconn and dtDone
+	// while handshake attempts replace dt; after the handshake only
+	// retireDTLS changes them.
+	dtMu     sync.Mutex
 	dt       *dtlsTransport
+	dtDone   bool // a handshake completed: dt is final
 	dconn    *dtls.Conn
 	dtlsLive atomic.Bool // the DTLS conn still answers retransmissions
 	earlyMu  sync.Mutex
@@ -368,6 +374,9 @@ func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	if s.attestOut.next != 0 {
+		s.resendAttestationLocked(time.Now())
+	}
 	out, err := s.protectRTPLocked(&h, payload)
 	if err != nil {
 		return err
@@ -424,15 +433,23 @@ func (s *Session) WriteRTCP(pkt []byte) error {
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	if s.closed.Load() {
-		return errClosed("write RTCP")
+	if s.attestOut.next != 0 {
+		s.resendAttestationLocked(time.Now())
 	}
 	return s.writeRTCPLocked(pkt)
 }
 
-// writeRTCPLocked protects and sends a compound RTCP packet; sendMu is
-// held.
+// writeRTCPLocked protects and sends one RTCP packet.
 func (s *Session) writeRTCPLocked(pkt []byte) error {
+	if s.closed.Load() {
+		return errClosed("write RTCP")
+	}
+	return s.sendRTCPLocked(pkt)
+}
+
+// sendRTCPLocked protects and sends a compound RTCP packet, also while
+// Close runs (for the BYE); sendMu is held.
+func (s *Session) sendRTCPLocked(pkt []byte) error {
 	if s.sendCheckAt != 0 {
 		s.sendEventsLocked(time.Now())
 	}
@@ -720,6 +737,9 @@ func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 		s.retireDTLS()
 	}
 	s.afterRTCPReceived(out)
+	if out = s.takeAttestations(out); len(out) == 0 {
+		return nil, false // only attestations: nothing for ReadRTCP
+	}
 	return out, true
 }
 
