@@ -90,8 +90,9 @@ type Quality struct {
 	// DLSR); zero until measured. Only a side that sends RTP gets it.
 	RTT time.Duration
 	// RFactor and MOS estimate the listening quality of the received
-	// stream with a simplified ITU-T G.107 E-model (see the package
-	// documentation); zero until the first packet arrives. MOS runs from
+	// stream so far (its cumulative loss, current jitter and RTT) with a
+	// simplified ITU-T G.107 E-model (see the package documentation);
+	// zero until the first packet arrives. MOS runs from
 	// 1 (bad) to 4.41, the best that narrowband telephony scores.
 	RFactor, MOS float64
 	// ReportsSent and ReportsReceived count the compound RTCP reports the
@@ -141,8 +142,9 @@ type RemoteReport struct {
 	HighestSequence uint32
 	// Jitter is the interarrival jitter it measured.
 	Jitter time.Duration
-	// RFactor and MOS estimate what the peer hears, from its report and
-	// this side's RTT, with the same model as Quality's.
+	// RFactor and MOS estimate what the peer hears, from its last
+	// interval's loss and its jitter and this side's RTT, with the same
+	// model as Quality's.
 	RFactor, MOS float64
 }
 

@@ -340,7 +340,13 @@ func (q *reports) snapshot() Quality {
 			Late:         src.late,
 			Jitter:       time.Duration(src.jitter / clock * float64(time.Second)),
 		}
-		qs.RFactor, qs.MOS = eModel(q.cfg.Codec, qs.Receive.FractionLost, q.mouthToEar(qs.Receive.Jitter))
+		// The estimate is for the call so far: the cumulative loss, which
+		// a few seconds' interval would make jumpy.
+		var loss float64
+		if e := src.expected(); e > 0 && src.lost() > 0 {
+			loss = float64(src.lost()) / float64(e)
+		}
+		qs.RFactor, qs.MOS = eModel(q.cfg.Codec, loss, q.mouthToEar(qs.Receive.Jitter))
 	}
 	if !q.remote.At.IsZero() {
 		qs.Remote.RFactor, qs.Remote.MOS = eModel(q.cfg.Codec, q.remote.FractionLost, q.mouthToEar(q.remote.Jitter))
