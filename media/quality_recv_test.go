@@ -1,7 +1,10 @@
 package media
 
 import (
+	"errors"
 	"math"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -227,4 +230,69 @@ func TestQualityEModel(t *testing.T) {
 	if m := mosFromR(120); m != 4.5 {
 		t.Fatalf("MOS(R>100) = %v", m)
 	}
+}
+
+// TestRTCPConfigDefaults checks each "defaults to" of RTCPConfig against
+// its constant and that resolve applies it; and that bad values are
+// refused.
+func TestRTCPConfigDefaults(t *testing.T) {
+	src, err := os.ReadFile("quality.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var words []string
+	for _, w := range strings.Fields(string(src)) {
+		if w != "//" {
+			words = append(words, w)
+		}
+	}
+	doc := strings.Join(words, " ")
+	for _, want := range []string{
+		"defaults to DefaultRTCPInterval (5 s)",
+		"defaults to DefaultSessionBandwidth (128 kbit/s)",
+		"defaults to DefaultClockRate (48000, Opus)",
+		"defaults to DefaultFrameDuration (20 ms)",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("quality.go does not say %q", want)
+		}
+	}
+	if DefaultRTCPInterval != 5*time.Second || DefaultSessionBandwidth != 128000 || DefaultClockRate != 48000 || DefaultFrameDuration != 20*time.Millisecond {
+		t.Error("a default differs from its documentation")
+	}
+	c := RTCPConfig{}.resolve()
+	if c.Interval != DefaultRTCPInterval || c.Bandwidth != DefaultSessionBandwidth || c.ClockRate != DefaultClockRate || c.FrameDuration != DefaultFrameDuration {
+		t.Errorf("resolve: %+v", c)
+	}
+	for _, bad := range []RTCPConfig{{Interval: -1}, {Bandwidth: -1}, {FrameDuration: -1}, {CNAME: strings.Repeat("x", 256)}} {
+		if err := bad.check(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+}
+
+// TestRTCPIntervalRFC3550: the deterministic interval is Tmin for an
+// audio call (bandwidth is plentiful), half of it for the first report,
+// and stretches with a low session bandwidth; each interval is randomised
+// within [0.5, 1.5] / (e - 3/2) of it.
+func TestRTCPIntervalRFC3550(t *testing.T) {
+	var q reports
+	q.init(RTCPConfig{}, time.Now())
+	lo, hi := 0.5/(math.E-1.5), 1.5/(math.E-1.5)
+	check := func(name string, td float64) {
+		t.Helper()
+		for range 200 {
+			got := q.interval().Seconds()
+			if got < td*lo-1e-9 || got > td*hi+1e-9 {
+				t.Fatalf("%s: interval %.3f s outside [%.3f, %.3f]", name, got, td*lo, td*hi)
+			}
+		}
+	}
+	check("first report", 2.5)
+	q.initial = false
+	q.peerSeen, q.peerSender, q.tx.sentThis = true, true, true
+	check("audio call", 5)
+	// 2 kbit/s: RTCP gets 12.5 B/s; two members at avg_rtcp_size each.
+	q.cfg.Bandwidth = 2000
+	check("low bandwidth", q.avgSize*2/12.5)
 }
