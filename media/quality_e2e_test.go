@@ -35,8 +35,6 @@ type netemLink struct {
 	prevTS               uint32
 	have                 bool
 	truthJitter          float64 // timestamp units
-	extraSum             float64 // of the delivered jitter extras, ms
-	extraN               int
 }
 
 func (l *netemLink) install(from *memConn) {
