@@ -9,20 +9,22 @@ import (
 // bytes each way, authentication failures, replays and unknown-key drops,
 // the key version and profile in use), the receive quality from the
 // Call's own RTCP reports (Quality: loss, jitter, round trip, the peer's
-// view of this side's stream, and an R-factor and MOS estimate), the state
-// and the media path. Path.RTT is the round trip measured by the latest
-// RTCP report exchange while media flows, and the ICE check's before
+// view of this side's stream, and an R-factor and MOS estimate), the state,
+// the media path, and what the ICE transport refused (malformed STUN,
+// candidates beyond its limits). Path.RTT is the round trip measured by the
+// latest RTCP report exchange while media flows, and the ICE check's before
 // that: ICE sends no consent checks on a path that carries media.
 type Stats struct {
 	media.Stats
 	State State
 	Path  ice.Path
+	ICE   ice.Stats
 }
 
 // Stats returns a snapshot of the call. Media counters are zero until the
 // call is connected.
 func (c *Call) Stats() Stats {
-	st := Stats{State: c.State(), Path: c.ice.Path()}
+	st := Stats{State: c.State(), Path: c.ice.Path(), ICE: c.ice.Stats()}
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()

@@ -34,6 +34,14 @@ type Stats struct {
 	// them (RTCP while only ReadRTP is called, for example).
 	Malformed, QueueDrops uint64
 
+	// PacketsAuthenticated counts SRTP and SRTCP packets that passed
+	// authentication, whether or not they were read yet.
+	PacketsAuthenticated uint64
+	// PacketsHeld counts packets held while the session fetched the key
+	// version their MKI names (see KeyFetcher); KeyFetches counts the
+	// versions so fetched.
+	PacketsHeld, KeyFetches uint64
+
 	// Quality is the receive quality from the session's RTCP: loss,
 	// jitter, round trip, the peer's reports and a MOS estimate.
 	Quality Quality
@@ -45,6 +53,7 @@ type counters struct {
 	rtcpSent, rtcpBytesSent, rtcpRecv, rtcpBytesRecv atomic.Uint64
 	authFailures, replays, unknownMKI                atomic.Uint64
 	malformed, queueDrops                            atomic.Uint64
+	authOK, held, keyFetches                         atomic.Uint64
 	sendVersion                                      atomic.Uint32
 }
 
@@ -70,5 +79,9 @@ func (s *Session) Stats() Stats {
 		Malformed:           c.malformed.Load(),
 		QueueDrops:          c.queueDrops.Load(),
 		Quality:             s.q.snapshot(),
+
+		PacketsAuthenticated: c.authOK.Load(),
+		PacketsHeld:          c.held.Load(),
+		KeyFetches:           c.keyFetches.Load(),
 	}
 }
