@@ -314,3 +314,26 @@ func connectQuiet(ctx context.Context, a, b *side) error {
 	wg.Wait()
 	return errors.Join(a.err, b.err)
 }
+
+// Two calls between the same two Endpoints would share a 5-tuple, which
+// media cannot be told apart by: the second fails Connect with
+// ErrTupleInUse and the first goes on.
+func TestEndpointTupleInUse(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	x, y := listenEndpoint(t), listenEndpoint(t)
+	a1, b1 := newSide(t, onEndpoint(x)), newSide(t, onEndpoint(y))
+	connect(t, a1, b1, false, false, nil)
+	a2, b2 := newSide(t, onEndpoint(x)), newSide(t, onEndpoint(y))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := connectQuiet(ctx, a2, b2)
+	if !errors.Is(err, ice.ErrTupleInUse) {
+		t.Fatalf("second call between the same endpoints: %v, want ErrTupleInUse", err)
+	}
+	exchange(t, a1.conn, b1.conn)
+	for _, s := range []*side{a1, b1, a2, b2} {
+		s.t.Close()
+	}
+	x.Close()
+	y.Close()
+}
