@@ -8,11 +8,13 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,6 +137,8 @@ type capacityResult struct {
 	setup            time.Duration
 	windowSeconds    float64
 	syscallsPerFrame float64 // socket system calls per datagram; -1: not measured
+	straceCalls      float64 // all system calls per frame under strace; -1: not measured
+	straceTop        string  // the first lines of strace's summary
 }
 
 // latencyHist is a log-scale histogram of one-way latencies: bucket b
@@ -241,7 +245,7 @@ func loadAverage() string {
 // runCapacity brings up n pairs of stack, sends both ways for 2 s of
 // warm-up, the window and 1 s of drain, and measures.
 func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Duration) (capacityResult, error) {
-	res := capacityResult{stack: stack.name, pairs: n, windowSeconds: window.Seconds(), syscallsPerFrame: -1}
+	res := capacityResult{stack: stack.name, pairs: n, windowSeconds: window.Seconds(), syscallsPerFrame: -1, straceCalls: -1}
 	baseHeap, baseG := settle()
 	newPair, cleanup, err := stack.newPairs(n)
 	if err != nil {
@@ -379,12 +383,30 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 	if stack.socketIO != nil {
 		io0calls, io0dgrams = stack.socketIO()
 	}
+	var tracer *straceCount
+	if os.Getenv("SECURECALL_CAPACITY_STRACE") == "1" {
+		if tracer, err = startStrace(); err != nil {
+			close(stop)
+			swg.Wait()
+			return res, err
+		}
+	}
 	w0 := time.Now()
 	phase.Store(phaseMeasure)
 	err = sleep(window)
 	phase.Store(phaseDrain)
 	elapsed := time.Since(w0)
 	t1, _ := cpuTicks()
+	if tracer != nil {
+		calls, terr := tracer.stop()
+		res.straceTop = tracer.top(8)
+		if terr != nil && err == nil {
+			err = terr
+		}
+		if s := sentMeasure.Load(); s > 0 {
+			res.straceCalls = float64(calls) / float64(s)
+		}
+	}
 	if stack.socketIO != nil {
 		c, d := stack.socketIO()
 		if d > io0dgrams {
@@ -487,6 +509,10 @@ func BenchmarkCapacity(b *testing.B) {
 					b.ReportMetric(float64(r.p99)/1e6, "p99-ms")
 					b.ReportMetric(float64(r.lateSends), "late-sends")
 					b.ReportMetric(float64(r.skipped), "skipped-sends")
+					if r.straceCalls >= 0 {
+						b.ReportMetric(r.straceCalls, "syscalls/frame")
+						b.Logf("strace -c -f over the window:\n%s", r.straceTop)
+					}
 					if r.syscallsPerFrame >= 0 {
 						b.ReportMetric(r.syscallsPerFrame, "socket-syscalls/datagram")
 					}
@@ -502,4 +528,62 @@ func BenchmarkCapacity(b *testing.B) {
 	for _, st := range capacityStacks() {
 		b.Logf("largest N with 0 loss under 90%% CPU: %s %d (of the N tried: %v)", st.name, best[st.name], ns)
 	}
+}
+
+// straceCount counts every system call of this process (all threads)
+// with strace -c while it runs. strace slows each system call, so the
+// process batches more under it than without: the count is an
+// indication, and the CPU figures of a traced run are not comparable.
+type straceCount struct {
+	cmd *exec.Cmd
+	out strings.Builder
+}
+
+// SECURECALL_CAPACITY_STRACE=1 traces the window of every row.
+func startStrace() (*straceCount, error) {
+	path, err := exec.LookPath("strace")
+	if err != nil {
+		return nil, fmt.Errorf("SECURECALL_CAPACITY_STRACE=1 needs strace: %w", err)
+	}
+	t := &straceCount{}
+	t.cmd = exec.Command(path, "-c", "-f", "-p", strconv.Itoa(os.Getpid()))
+	t.cmd.Stderr = &t.out
+	t.cmd.Stdout = &t.out
+	if err := t.cmd.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(500 * time.Millisecond) // attaching to every thread
+	return t, nil
+}
+
+// top returns the header and the busiest system calls of the summary.
+func (t *straceCount) top(n int) string {
+	lines := strings.Split(t.out.String(), "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "% time") {
+			return strings.Join(lines[i:min(len(lines), i+2+n)], "\n")
+		}
+	}
+	return ""
+}
+
+// stop detaches strace and returns the total number of calls it counted.
+func (t *straceCount) stop() (uint64, error) {
+	_ = t.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- t.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = t.cmd.Process.Kill()
+		<-done
+		return 0, errors.New("strace did not detach")
+	}
+	for _, line := range strings.Split(t.out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[len(f)-1] == "total" {
+			return strconv.ParseUint(f[3], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no total in strace's summary: %q", lastLines(t.out.String(), 5))
 }
