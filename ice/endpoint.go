@@ -694,12 +694,16 @@ type stunConn struct {
 	use   *endpointUse
 	ufrag string
 	buf   *packetio.Buffer
-	rmu   sync.Mutex // pion has one reader; rbuf is its scratch
+	rmu   sync.Mutex // pion has one reader; rbuf is its scratch if its buffer is short
 	rbuf  []byte
 	noms  [4]nomination // recent nominating requests from the peer
 	nomAt int
 	done  atomic.Bool
 }
+
+// stunRecordMax is the longest record in a stunConn's buffer: the
+// source address (16 + 2 bytes) and a datagram.
+const stunRecordMax = 18 + endpointBufSize
 
 type nomination struct {
 	id  [12]byte
@@ -738,7 +742,7 @@ func (s *stunConn) deliver(b []byte, src netip.AddrPort) bool {
 	a := src.Addr().As16()
 	copy(hdr[:16], a[:])
 	binary.BigEndian.PutUint16(hdr[16:], src.Port())
-	var tmp [18 + endpointBufSize]byte
+	var tmp [stunRecordMax]byte
 	n := copy(tmp[:], hdr[:])
 	n += copy(tmp[n:], b)
 	_, err := s.buf.Write(tmp[:n])
@@ -748,19 +752,26 @@ func (s *stunConn) deliver(b []byte, src netip.AddrPort) bool {
 func (s *stunConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	if s.rbuf == nil {
-		s.rbuf = make([]byte, 18+endpointBufSize)
+	// pion reads into an 8 KiB buffer, which holds any record: the
+	// record is read in place and its payload moved down. A smaller
+	// buffer gets a scratch one.
+	rec := p
+	if len(p) < stunRecordMax {
+		if s.rbuf == nil {
+			s.rbuf = make([]byte, stunRecordMax)
+		}
+		rec = s.rbuf
 	}
-	n, err := s.buf.Read(s.rbuf)
+	n, err := s.buf.Read(rec)
 	if err != nil {
 		return 0, nil, fmt.Errorf("ice: endpoint: %w", net.ErrClosed)
 	}
 	if n < 18 {
 		return 0, nil, errors.New("ice: endpoint: short STUN record")
 	}
-	ip := netip.AddrFrom16([16]byte(s.rbuf[:16])).Unmap()
-	src := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(s.rbuf[16:18]))
-	m := copy(p, s.rbuf[18:n])
+	ip := netip.AddrFrom16([16]byte(rec[:16])).Unmap()
+	src := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(rec[16:18]))
+	m := copy(p, rec[18:n])
 	return m, net.UDPAddrFromAddrPort(src), nil
 }
 
