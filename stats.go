@@ -7,17 +7,20 @@ import (
 
 // Stats is a snapshot of a call: the media session's counters (packets and
 // bytes each way, authentication failures, replays and unknown-key drops,
-// the key version and profile in use), the state and the media path.
+// the key version and profile in use), the state, the media path, and
+// what the ICE transport refused (malformed STUN, candidates beyond its
+// limits).
 type Stats struct {
 	media.Stats
 	State State
 	Path  ice.Path
+	ICE   ice.Stats
 }
 
 // Stats returns a snapshot of the call. Media counters are zero until the
 // call is connected.
 func (c *Call) Stats() Stats {
-	st := Stats{State: c.State(), Path: c.ice.Path()}
+	st := Stats{State: c.State(), Path: c.ice.Path(), ICE: c.ice.Stats()}
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()

@@ -42,6 +42,7 @@ type Transport struct {
 	tcpLn   net.Listener
 	cancel  context.CancelFunc // stops TURN dials
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+	limit   candidateLimit     // bounds the peer's candidates and the check list
 	site    siteNetworks       // DirectOnly: the remote addresses allowed
 	refused refusals           // DirectOnly: the last address refused
 
@@ -53,9 +54,10 @@ type Transport struct {
 	gatherCh   chan pice.Candidate
 	gatherDone chan struct{}
 	started    bool
-	// everUp and wasUp track what OnConnectivity last reported; only
-	// pion's notifier goroutine touches them.
+	// everUp, wasUp and failReported track what OnConnectivity and
+	// OnFailed last reported; only pion's notifier goroutine touches them.
 	everUp, wasUp bool
+	failReported  bool          // OnFailed has been called
 	failed        chan struct{} // closed when the checks fail
 	closing       chan struct{} // closed by Close
 	failedOnce    sync.Once
@@ -83,6 +85,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 		servers: make(map[string]string),
 		failed:  make(chan struct{}),
 		closing: make(chan struct{}),
+		limit:   candidateLimit{maxRemote: cfg.MaxRemoteCandidates, maxPairs: cfg.MaxCandidatePairs, log: cfg.Logger},
 	}
 	var (
 		urls       []*stun.URI
@@ -147,7 +150,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 	// guardNet serves the interface list.
 	gnet := &guardNet{Net: &stdnet.Net{}, ifs: ifs, rtt: t.rtt, relays: t.relays, dropped: func() {
 		t.dropped.Add(1)
-		t.cfg.Logger.Debug("ice: dropped a STUN message with a malformed XOR address")
+		t.cfg.Logger.Debug("ice: the guard dropped a datagram pion must not parse")
 	}}
 	var pnet transport.Net = gnet
 	if cfg.Policy == DirectOnly {
@@ -224,7 +227,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if len(acfg.NAT1To1IPs) > 0 {
 		acfg.NAT1To1IPCandidateType = pice.CandidateTypeHost
 	}
-	if err := t.listenTCP(acfg); err != nil {
+	if err := t.listenTCP(acfg, gnet); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -267,6 +270,9 @@ func (c Config) check() error {
 	}
 	if c.Lite && len(c.Servers) > 0 {
 		return errors.New("ice: a Lite transport uses no STUN or TURN servers; leave Servers empty")
+	}
+	if c.MaxRemoteCandidates < 0 || c.MaxCandidatePairs < 0 {
+		return errors.New("ice: MaxRemoteCandidates and MaxCandidatePairs must not be negative")
 	}
 	for _, d := range []struct {
 		name string
@@ -317,7 +323,7 @@ func pionNetwork(n Network) pice.NetworkType {
 }
 
 // listenTCP opens the ICE-TCP listener when a TCP network is configured.
-func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
+func (t *Transport) listenTCP(acfg *pice.AgentConfig, guard *guardNet) error {
 	var v4, v6 bool
 	for _, n := range t.cfg.Networks {
 		v4 = v4 || n == TCP4
@@ -342,7 +348,7 @@ func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
 	}
 	t.tcpLn = ln
 	t.tcpMux = pice.NewTCPMuxDefault(pice.TCPMuxParams{
-		Listener:       ln,
+		Listener:       &guardListener{Listener: ln, n: guard},
 		Logger:         (&pionlog.Factory{Log: t.cfg.Logger, Prefix: "ice: ", Redact: t.red.redact}).NewLogger("tcpmux"),
 		ReadBufferSize: 64,
 	})
@@ -520,6 +526,8 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // AddRemoteCandidate adds one of the peer's candidates, from its SDP or
 // trickled. It may be called before or during Connect. Candidates with a
 // host name (mDNS) are refused, as are relay candidates under DirectOnly.
+// Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
+// are dropped without an error and counted in Stats.
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if c.Component != 1 {
 		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
@@ -541,6 +549,10 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	t.mu.Unlock()
 	if closed {
 		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
+	}
+	key := fmt.Sprint(pc.Component(), " ", pc.NetworkType(), " ", pc.Type(), " ", pc.Address(), " ", pc.Port())
+	if !t.limit.admit(key, pc.NetworkType(), t.localsByType()) {
+		return nil
 	}
 	if err := t.agent.AddRemoteCandidate(pc); err != nil {
 		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
@@ -642,16 +654,31 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 }
 
 // noteConnectivity reports to OnConnectivity when a connected path stops
-// or starts answering again. The first connection is Connect's to report.
+// or starts answering again, and to OnFailed when it has failed for good.
+// The first connection is Connect's to report.
 func (t *Transport) noteConnectivity(s pice.ConnectionState) {
-	if t.cfg.OnConnectivity == nil {
-		return
-	}
 	var up bool
 	switch s {
 	case pice.ConnectionStateConnected, pice.ConnectionStateCompleted:
 		up = true
-	case pice.ConnectionStateDisconnected, pice.ConnectionStateFailed:
+	case pice.ConnectionStateDisconnected:
+	case pice.ConnectionStateFailed:
+		if !t.everUp || t.failReported {
+			return // a Connect that never succeeded reports its own failure
+		}
+		// pion reports Failed after the Disconnected it already told of:
+		// that is not one more "down" but the end of the path.
+		t.failReported = true
+		if t.wasUp {
+			t.wasUp = false
+			if t.cfg.OnConnectivity != nil {
+				t.cfg.OnConnectivity(false)
+			}
+		}
+		if t.cfg.OnFailed != nil {
+			t.cfg.OnFailed(fmt.Errorf("%w: nothing answered for %v", ErrNoPath, t.cfg.DisconnectedTimeout+t.cfg.FailedTimeout))
+		}
+		return
 	default:
 		return // new, checking, closed: nothing to report
 	}
@@ -660,7 +687,9 @@ func (t *Transport) noteConnectivity(s pice.ConnectionState) {
 		t.everUp, t.wasUp = up, up
 	case up != t.wasUp:
 		t.wasUp = up
-		t.cfg.OnConnectivity(up)
+		if t.cfg.OnConnectivity != nil {
+			t.cfg.OnConnectivity(up)
+		}
 	}
 }
 
@@ -803,6 +832,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := t.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
 	}
+	t.limit.reset()
 	t.mu.Lock()
 	t.local = creds
 	t.path = Path{}
