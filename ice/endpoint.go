@@ -304,11 +304,11 @@ func (e *Endpoint) read() {
 // datagram did not fit its buffer.
 const msgTrunc = 0x20
 
-// isSTUN reports whether b is a STUN message (RFC 7983: first byte 0-3,
-// and the magic cookie).
-func isSTUN(b []byte) bool {
-	return len(b) >= 20 && b[0]&0xc0 == 0 && binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie
-}
+// endpointSTUN reports whether the Endpoint routes b as STUN: what pion
+// takes for STUN (isSTUN) with a first byte of 0-3 (RFC 7983), so that
+// an SRTP packet whose timestamp happens to equal the magic cookie still
+// reaches its call.
+func endpointSTUN(b []byte) bool { return len(b) >= 20 && b[0] < 4 && isSTUN(b) }
 
 // stunAttr returns the value of the first attribute of type typ.
 func stunAttr(b []byte, typ uint16) ([]byte, bool) {
@@ -330,7 +330,7 @@ func stunAttr(b []byte, typ uint16) ([]byte, bool) {
 // dispatch routes one datagram from src; from is the sending Transport's
 // use when the datagram is handed over in the process.
 func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
-	if isSTUN(b) {
+	if endpointSTUN(b) {
 		e.dispatchSTUN(b, src)
 		return
 	}
@@ -352,7 +352,7 @@ func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
 }
 
 func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
-	if unsafeSTUN(b) {
+	if !safeDatagram(b, false) {
 		e.stats.malformed.Add(1)
 		return
 	}
@@ -442,7 +442,7 @@ func (e *Endpoint) releaseTupleLocked(u *endpointUse) {
 
 // notePending remembers a STUN request that s sends, to route its response.
 func (e *Endpoint) notePending(s *stunConn, b []byte) {
-	if !isSTUN(b) || binary.BigEndian.Uint16(b[0:2])&0x0110 != 0 {
+	if !endpointSTUN(b) || binary.BigEndian.Uint16(b[0:2])&0x0110 != 0 {
 		return
 	}
 	var id [12]byte
@@ -786,7 +786,7 @@ func (s *stunConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	dst := ua.AddrPort()
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	e := s.use.e
-	if isSTUN(p) {
+	if endpointSTUN(p) {
 		switch binary.BigEndian.Uint16(p[0:2]) {
 		case 0x0101: // a success response: to a nomination, the path is chosen
 			if src, ok := s.nominationFrom(p[8:20]); ok && src == dst {
