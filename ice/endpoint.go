@@ -82,9 +82,10 @@ const (
 // buffer, pion's packet buffer for media (media never passes through
 // pion's agent), and system calls: one recvmmsg for up to 32 datagrams of
 // any calls instead of one recvfrom (and an EAGAIN) per datagram. What it
-// does not save: pion/ice's agent goroutines (its task loop and check
-// ticker) and one goroutine in which pion's agent waits for STUN per local
-// candidate; its consent checks every KeepaliveInterval.
+// does not save: pion/ice's agent goroutines (its task loop, its check
+// ticker, the goroutine its gathering context needs, and one in which it
+// waits for STUN per local candidate: 4 per connected Transport) and its
+// consent check every KeepaliveInterval.
 //
 // Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
 // candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
