@@ -37,8 +37,10 @@ const (
 	// endpointMediaQueue bounds the bytes (with a 2-byte header each)
 	// waiting for one call's reader; more are dropped, as by a socket.
 	endpointMediaQueue = 128 << 10
-	// endpointSTUNQueue bounds the STUN bytes waiting for pion's agent.
-	endpointSTUNQueue = 16 << 10
+	// endpointSTUNQueue bounds the STUN messages waiting for pion's agent
+	// (checks arrive every 50 ms per pair while connecting, consent every
+	// few seconds after).
+	endpointSTUNQueue = 16
 	// maxPendingTx bounds the STUN transactions an Endpoint remembers
 	// per attached Transport to route responses; older ones are forgotten.
 	maxPendingTx = 32
@@ -689,22 +691,31 @@ func (u *endpointUse) GetListenAddresses() []net.Addr {
 }
 
 // stunConn is the net.PacketConn on which pion's agent exchanges STUN for
-// one ufrag through the Endpoint. Datagrams wait in a bounded buffer,
-// each prefixed with its source address.
+// one ufrag through the Endpoint. Datagrams wait in a short queue of
+// pooled records, so that an idle call holds no buffer.
 type stunConn struct {
-	use   *endpointUse
-	ufrag string
-	buf   *packetio.Buffer
-	rmu   sync.Mutex // pion has one reader; rbuf is its scratch if its buffer is short
-	rbuf  []byte
-	noms  [4]nomination // recent nominating requests from the peer
-	nomAt int
-	done  atomic.Bool
+	use    *endpointUse
+	ufrag  string
+	q      chan *stunRecord
+	closed chan struct{} // closed by Close
+	once   sync.Once
+	noms   [4]nomination // recent nominating requests from the peer
+	nomAt  int
+	done   atomic.Bool
+
+	dlMu    sync.Mutex
+	dlTimer *time.Timer
+	dlCh    chan struct{} // closed when the read deadline passes
 }
 
-// stunRecordMax is the longest record in a stunConn's buffer: the
-// source address (16 + 2 bytes) and a datagram.
-const stunRecordMax = 18 + endpointBufSize
+// stunRecord is one queued datagram and its source.
+type stunRecord struct {
+	src netip.AddrPort
+	n   int
+	buf [endpointBufSize]byte
+}
+
+var stunRecords = sync.Pool{New: func() any { return new(stunRecord) }}
 
 type nomination struct {
 	id  [12]byte
@@ -712,9 +723,8 @@ type nomination struct {
 }
 
 func newSTUNConn(u *endpointUse, ufrag string) *stunConn {
-	s := &stunConn{use: u, ufrag: ufrag, buf: packetio.NewBuffer()}
-	s.buf.SetLimitSize(endpointSTUNQueue)
-	return s
+	return &stunConn{use: u, ufrag: ufrag, q: make(chan *stunRecord, endpointSTUNQueue),
+		closed: make(chan struct{}), dlCh: make(chan struct{})}
 }
 
 // nominatedBy remembers a nominating request; called with e.mu held.
@@ -737,43 +747,38 @@ func (s *stunConn) nominationFrom(id []byte) (netip.AddrPort, bool) {
 
 func (s *stunConn) isClosed() bool { return s.done.Load() }
 
-// deliver queues b from src for pion's reader.
+// deliver queues b from src for pion's reader; false if the queue is full
+// or the connection closed.
 func (s *stunConn) deliver(b []byte, src netip.AddrPort) bool {
-	var hdr [18]byte
-	a := src.Addr().As16()
-	copy(hdr[:16], a[:])
-	binary.BigEndian.PutUint16(hdr[16:], src.Port())
-	var tmp [stunRecordMax]byte
-	n := copy(tmp[:], hdr[:])
-	n += copy(tmp[n:], b)
-	_, err := s.buf.Write(tmp[:n])
-	return err == nil
+	if s.done.Load() {
+		return false
+	}
+	r := stunRecords.Get().(*stunRecord)
+	r.src, r.n = src, copy(r.buf[:], b)
+	select {
+	case s.q <- r:
+		return true
+	default:
+		stunRecords.Put(r)
+		return false
+	}
 }
 
 func (s *stunConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	// pion reads into an 8 KiB buffer, which holds any record: the
-	// record is read in place and its payload moved down. A smaller
-	// buffer gets a scratch one.
-	rec := p
-	if len(p) < stunRecordMax {
-		if s.rbuf == nil {
-			s.rbuf = make([]byte, stunRecordMax)
-		}
-		rec = s.rbuf
-	}
-	n, err := s.buf.Read(rec)
-	if err != nil {
+	s.dlMu.Lock()
+	dl := s.dlCh
+	s.dlMu.Unlock()
+	select {
+	case r := <-s.q:
+		n := copy(p, r.buf[:r.n])
+		src := r.src
+		stunRecords.Put(r)
+		return n, net.UDPAddrFromAddrPort(src), nil
+	case <-s.closed:
 		return 0, nil, fmt.Errorf("ice: endpoint: %w", net.ErrClosed)
+	case <-dl:
+		return 0, nil, timeoutError{op: "read"}
 	}
-	if n < 18 {
-		return 0, nil, errors.New("ice: endpoint: short STUN record")
-	}
-	ip := netip.AddrFrom16([16]byte(rec[:16])).Unmap()
-	src := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(rec[16:18]))
-	m := copy(p, rec[18:n])
-	return m, net.UDPAddrFromAddrPort(src), nil
 }
 
 func (s *stunConn) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -809,16 +814,59 @@ func (s *stunConn) Close() error {
 	if s.done.Swap(true) {
 		return nil
 	}
-	return s.buf.Close()
+	close(s.closed)
+	for {
+		select {
+		case r := <-s.q:
+			stunRecords.Put(r)
+		default:
+			return nil
+		}
+	}
 }
 
 func (s *stunConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(s.use.e.addr) }
 
-// SetDeadline: pion sets a deadline only to unblock its reader when it
-// closes the candidate, which Close does.
-func (s *stunConn) SetDeadline(t time.Time) error     { return s.buf.SetReadDeadline(t) }
-func (s *stunConn) SetReadDeadline(t time.Time) error { return s.buf.SetReadDeadline(t) }
-func (s *stunConn) SetWriteDeadline(time.Time) error  { return nil }
+// SetDeadline sets the read deadline; writes do not block. pion sets one
+// only to unblock its reader when it closes the candidate.
+func (s *stunConn) SetDeadline(t time.Time) error { return s.SetReadDeadline(t) }
+
+// SetReadDeadline makes ReadFrom return a timeout error at t.
+func (s *stunConn) SetReadDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	if s.dlTimer != nil {
+		s.dlTimer.Stop()
+		s.dlTimer = nil
+	}
+	select {
+	case <-s.dlCh: // passed: a new deadline needs a new channel
+		s.dlCh = make(chan struct{})
+	default:
+	}
+	if t.IsZero() {
+		return nil
+	}
+	ch := s.dlCh
+	if d := time.Until(t); d > 0 {
+		s.dlTimer = time.AfterFunc(d, func() {
+			s.dlMu.Lock()
+			defer s.dlMu.Unlock()
+			if s.dlCh == ch {
+				select {
+				case <-ch:
+				default:
+					close(ch)
+				}
+			}
+		})
+		return nil
+	}
+	close(ch)
+	return nil
+}
+
+func (s *stunConn) SetWriteDeadline(time.Time) error { return nil }
 
 // endpointConn is the net.Conn that Connect returns on an Endpoint: the
 // Endpoint's reader writes the call's datagrams into its buffer, which the

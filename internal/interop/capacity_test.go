@@ -309,7 +309,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 	}
 	var phase atomic.Uint32
 	phase.Store(phaseWarmup)
-	var sentMeasure, late, skipped atomic.Uint64
+	var sentMeasure, sentAll, late, skipped atomic.Uint64
 	stop := make(chan struct{})
 	const senders = 4
 	var swg sync.WaitGroup
@@ -338,8 +338,11 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 					p := uint8(phase.Load())
 					binary.BigEndian.PutUint64(frame[0:8], uint64(now.UnixNano()))
 					frame[8] = p
-					if ends[j].WriteAudio(frame) == nil && p == phaseMeasure {
-						sentMeasure.Add(1)
+					if ends[j].WriteAudio(frame) == nil {
+						sentAll.Add(1)
+						if p == phaseMeasure {
+							sentMeasure.Add(1)
+						}
 					}
 				}
 				next = next.Add(framePeriod)
@@ -384,7 +387,11 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		io0calls, io0dgrams = stack.socketIO()
 	}
 	var tracer *straceCount
+	var tracedFrom uint64
 	if os.Getenv("SECURECALL_CAPACITY_STRACE") == "1" {
+		// strace counts from its attach (which takes a few ms), warm-up
+		// frames included, so frames are counted from its start.
+		tracedFrom = sentAll.Load()
 		if tracer, err = startStrace(); err != nil {
 			close(stop)
 			swg.Wait()
@@ -403,7 +410,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		if terr != nil && err == nil {
 			err = terr
 		}
-		if s := sentMeasure.Load(); s > 0 {
+		if s := sentAll.Load() - tracedFrom; s > 0 {
 			res.straceCalls = float64(calls) / float64(s)
 		}
 	}
