@@ -315,6 +315,10 @@ func readAllStream(s *guardStream) []byte {
 
 func (r *readerConn) Write(p []byte) (int, error) { return len(p), nil }
 
+func (r *readerConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478}
+}
+
 func TestGuardStream(t *testing.T) {
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
 	good := stun.MustBuild(req, stun.BindingSuccess, &stun.XORMappedAddress{IP: []byte{10, 0, 0, 1}, Port: 9}).Raw

@@ -24,6 +24,7 @@ import (
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/stunturn"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
@@ -64,7 +65,7 @@ func run(opts options) error {
 	// made, so the first rotation takes effect at rotate plus that delay;
 	// both fit in the call's first two thirds by default, whatever its
 	// duration.
-	activation := min(kms.DefaultActivationDelay, opts.duration/3)
+	activation := min(kmsserver.DefaultActivationDelay, opts.duration/3)
 	if opts.rotate <= 0 {
 		opts.rotate = max(opts.duration/3, 10*time.Millisecond).Round(10 * time.Millisecond)
 	}
@@ -105,7 +106,7 @@ func run(opts options) error {
 
 	// The KMS and the two devices' clients, when keys come from it.
 	if keying != sdp.KeyingDTLS {
-		env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: kms.ServerConfig{ActivationDelay: activation}}, "alice", "bob")
+		env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: kmsserver.Config{ActivationDelay: activation, MinRotateEvery: min(opts.rotate, kmsserver.DefaultMinRotateEvery)}}, "alice", "bob")
 		if err != nil {
 			return fmt.Errorf("start KMS: %w", err)
 		}
@@ -122,6 +123,11 @@ func run(opts options) error {
 		if err != nil {
 			return fmt.Errorf("create the call's key: %w", err)
 		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			alice.EndCall(ctx, uri) // the KMS stops rotating it and destroys its keys later
+		}()
 		fmt.Printf("kms:      %s (call key %s, rotating every %s, each version active %s after it is made)\n", env.URL, uri, opts.rotate, activation)
 		caller.KeySource, caller.KeyURI = alice, uri
 		callee.KeySource = bob
