@@ -61,7 +61,8 @@ type Transport struct {
 	failed        chan struct{} // closed when the checks fail
 	closing       chan struct{} // closed by Close
 	failedOnce    sync.Once
-	conn          *conn
+	conn          pathConn
+	ep            *endpointUse // on a shared Endpoint; nil otherwise
 	path          Path
 	peerLocal     *CandidateInfo // what the peer attested; nil: unattested
 	closed        bool
@@ -188,6 +189,15 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if cfg.UDPMux != nil {
 		acfg.UDPMux = &transportMux{m: cfg.UDPMux, n: gnet, ipFilter: cfg.IPFilter, site: t.siteGuard()}
 	}
+	if cfg.Endpoint != nil {
+		u, err := cfg.Endpoint.attach(gnet, cfg.IPFilter, t.siteGuard())
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		t.ep = u
+		acfg.UDPMux = u
+	}
 	if cfg.IPFilter != nil {
 		f := cfg.IPFilter
 		acfg.IPFilter = func(ip net.IP) bool {
@@ -225,6 +235,9 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if err != nil {
 		t.closeTCP()
 		cancel()
+		if t.ep != nil {
+			t.ep.e.detach(t.ep)
+		}
 		return nil, fmt.Errorf("ice: %w", err)
 	}
 	t.agent = agent
@@ -285,6 +298,11 @@ func (c Config) check() error {
 	}
 	if err := checkSiteNetworks(c.SiteNetworks); err != nil {
 		return err
+	}
+	if c.Endpoint != nil {
+		if err := c.checkEndpoint(); err != nil {
+			return err
+		}
 	}
 	if len(c.PublicAddresses) > 0 && c.Policy == RelayOnly {
 		return errors.New("ice: PublicAddresses maps host candidates, which RelayOnly never gathers")
@@ -348,6 +366,9 @@ func (t *Transport) closeAgent() {
 	_ = t.agent.GracefulClose()
 	t.closeTCP()
 	t.cancel()
+	if t.ep != nil {
+		t.ep.e.detach(t.ep)
+	}
 }
 
 // newCredentials returns a random ufrag (48 bits) and pwd (128 bits),
@@ -570,6 +591,9 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 	t.remote = remote
 	t.mu.Unlock()
 	t.red.add(remote.Pwd)
+	if t.ep != nil {
+		t.ep.setPeer(remote.Ufrag)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
 	defer cancel()
@@ -610,7 +634,15 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		}
 	}
 	t.notePath()
-	c := newConn(pc)
+	var c pathConn
+	if t.ep != nil {
+		if err := t.claimSelected(); err != nil {
+			return nil, fmt.Errorf("ice: connect: %w", err)
+		}
+		c = t.ep.media
+	} else {
+		c = newConn(pc)
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -675,6 +707,12 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 	if err := t.pathAllowed(local, remote); err != nil {
 		t.refusePath(err)
 		return
+	}
+	if t.ep != nil {
+		if err := t.claimSelected(); err != nil {
+			t.cfg.Logger.Warn("ice: the selected path cannot be used on the shared endpoint", "err", err)
+			return
+		}
 	}
 	p := t.makePath(local, remote)
 	t.mu.Lock()
@@ -800,6 +838,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.path = Path{}
 	t.peerLocal = nil
 	t.mu.Unlock()
+	if t.ep != nil {
+		t.ep.e.release(t.ep)
+	}
 	return creds, nil
 }
 
@@ -816,6 +857,9 @@ func (t *Transport) SetRemote(remote Peer) error {
 	}
 	t.remote = remote
 	t.mu.Unlock()
+	if t.ep != nil {
+		t.ep.setPeer(remote.Ufrag)
+	}
 	if err := t.agent.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
@@ -838,6 +882,9 @@ func (t *Transport) Close() error {
 	t.cancel()
 	err := t.agent.GracefulClose()
 	t.closeTCP()
+	if t.ep != nil {
+		t.ep.e.detach(t.ep)
+	}
 	if c != nil {
 		c.wait()
 	}
