@@ -11,6 +11,7 @@
 package fakeclock
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -20,6 +21,7 @@ type Clock struct {
 	mu      sync.Mutex
 	now     time.Time
 	waiters map[*waiter]struct{}
+	armed   chan struct{} // closed and replaced when a wake-up is armed
 }
 
 type waiter struct {
@@ -29,7 +31,7 @@ type waiter struct {
 
 // New returns a clock that reads start until it is advanced.
 func New(start time.Time) *Clock {
-	return &Clock{now: start, waiters: map[*waiter]struct{}{}}
+	return &Clock{now: start, waiters: map[*waiter]struct{}{}, armed: make(chan struct{})}
 }
 
 // Now returns the clock's time.
@@ -53,6 +55,8 @@ func (c *Clock) WakeAt(at time.Time) (<-chan time.Time, func()) {
 		return w.c, func() {}
 	}
 	c.waiters[w] = struct{}{}
+	close(c.armed)
+	c.armed = make(chan struct{})
 	return w.c, func() {
 		c.mu.Lock()
 		delete(c.waiters, w)
@@ -82,4 +86,25 @@ func (c *Clock) Armed() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.waiters)
+}
+
+// WaitArmed blocks until at least one wake-up is armed for a later time,
+// or ctx is done. After an Advance has fired a sleeper's wake-up, it
+// returns once the sleeper has done its work and armed its next one: for
+// a single sleeper such as a server's scheduler, everything due by then
+// has been done.
+func (c *Clock) WaitArmed(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		n, armed := len(c.waiters), c.armed
+		c.mu.Unlock()
+		if n > 0 {
+			return nil
+		}
+		select {
+		case <-armed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package fakeclock
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -43,5 +44,21 @@ func TestWakeAt(t *testing.T) {
 	}
 	if !c.Now().Equal(start.Add(time.Second)) || c.Armed() != 0 {
 		t.Fatalf("now %v, %d armed", c.Now(), c.Armed())
+	}
+}
+
+func TestWaitArmed(t *testing.T) {
+	c := New(time.Unix(0, 0))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.WaitArmed(ctx); err == nil {
+		t.Fatal("WaitArmed returned with nothing armed")
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.WaitArmed(context.Background()) }()
+	_, stop := c.WakeAt(c.Now().Add(time.Second))
+	defer stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
