@@ -190,7 +190,7 @@ func TestScheduledRotation(t *testing.T) {
 			// once the scheduler has parked again, the KMS still has
 			// the versions it had.
 			clock.Advance(every - time.Millisecond)
-			if err := clock.WaitArmed(ctx); err != nil {
+			if err := clock.WaitArmed(ctx, 1); err != nil {
 				t.Fatalf("the scheduler did not park: %v", err)
 			}
 			keys, err := alice.Fetch(ctx, uri)

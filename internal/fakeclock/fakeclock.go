@@ -88,17 +88,17 @@ func (c *Clock) Armed() int {
 	return len(c.waiters)
 }
 
-// WaitArmed blocks until at least one wake-up is armed for a later time,
-// or ctx is done. After an Advance has fired a sleeper's wake-up, it
-// returns once the sleeper has done its work and armed its next one: for
-// a single sleeper such as a server's scheduler, everything due by then
-// has been done.
-func (c *Clock) WaitArmed(ctx context.Context) error {
+// WaitArmed blocks until at least n wake-ups are armed for a later time,
+// or ctx is done. After an Advance has fired sleepers' wake-ups, it
+// returns once n sleepers (such as the schedulers of n servers) have done
+// their work and armed their next ones: everything due by then has been
+// done.
+func (c *Clock) WaitArmed(ctx context.Context, n int) error {
 	for {
 		c.mu.Lock()
-		n, armed := len(c.waiters), c.armed
+		armedNow, armed := len(c.waiters), c.armed
 		c.mu.Unlock()
-		if n > 0 {
+		if armedNow >= n {
 			return nil
 		}
 		select {

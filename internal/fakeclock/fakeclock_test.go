@@ -51,13 +51,15 @@ func TestWaitArmed(t *testing.T) {
 	c := New(time.Unix(0, 0))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := c.WaitArmed(ctx); err == nil {
+	if err := c.WaitArmed(ctx, 1); err == nil {
 		t.Fatal("WaitArmed returned with nothing armed")
 	}
 	done := make(chan error, 1)
-	go func() { done <- c.WaitArmed(context.Background()) }()
+	go func() { done <- c.WaitArmed(context.Background(), 2) }()
 	_, stop := c.WakeAt(c.Now().Add(time.Second))
 	defer stop()
+	_, stop2 := c.WakeAt(c.Now().Add(time.Second))
+	defer stop2()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
