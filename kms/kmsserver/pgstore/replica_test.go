@@ -355,11 +355,14 @@ func waitFetch(ctx context.Context, cl *kms.Client, uri string, want uint32) err
 }
 
 // A compaction on one replica vouches for records the other replica
-// wrote: a replica started afterwards accepts the store.
+// wrote: a replica started afterwards accepts the store. The replicas'
+// clock is fake, moved past the audit retention instead of sleeping.
 func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
 	c := pgtest.Start(t)
-	scfg := kmsserver.Config{AuditRetention: time.Millisecond}
+	clock := fakeclock.New(time.Now().Truncate(time.Millisecond))
+	scfg := kmsserver.Config{AuditRetention: time.Millisecond, Clock: clock.Now, WakeAt: clock.WakeAt}
 	rs := startReplicas(t, c, 2, scfg)
+	rs.clock = clock.Now
 	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
 	ctx := ctxT(t)
 	uri, err := bob.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
@@ -372,9 +375,12 @@ func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
 	if err := waitFetch(ctx, alice, uri, 2); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond)
+	clock.Advance(10 * time.Millisecond) // everything so far is past the retention
 	if err := rs.envs[0].Server.CompactAudit(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(rs.audit(rs.envs[0].Server), func(e kmsserver.AuditEntry) bool { return e.Action == "compact" }) {
+		t.Fatal("the compaction removed nothing")
 	}
 	if _, err := bob.Rotate(ctx, uri); err != nil {
 		t.Fatal(err)
