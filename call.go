@@ -52,6 +52,7 @@ type Call struct {
 	connectErr error
 	gathering  bool
 	closed     bool
+	sip        sipState // peers without ICE (call_sip.go)
 }
 
 // New makes a Call from cfg. It checks cfg and prepares the call without
@@ -77,9 +78,13 @@ func New(cfg Config) (*Call, error) {
 			return nil, fmt.Errorf("securecall: %s keying needs a KeySource", c.keying)
 		}
 	case sdp.KeyingSDES:
-		return nil, errors.New("securecall: sdes keying puts keys in the signaling; use the media package directly for it")
+		// Only when asked for: the keys travel in the signaling (see
+		// Config.Keying).
 	default:
 		return nil, fmt.Errorf("securecall: unknown keying %q", c.keying)
+	}
+	if err := checkSIPConfig(&cfg); err != nil {
+		return nil, err
 	}
 	if usesDTLS(c.keying) {
 		c.cert = cfg.Certificate
@@ -177,6 +182,9 @@ func (c *Call) capabilities(keying sdp.Keying, keyURI string, cands []sdp.Candid
 // gathering on a goroutine of the call, which hands each candidate to
 // OnCandidate, and returns none.
 func (c *Call) gather(ctx context.Context) ([]sdp.Candidate, error) {
+	if cands, noICE, err := c.gatherDirect(); noICE || err != nil {
+		return cands, err
+	}
 	if c.cfg.OnCandidate == nil {
 		var cands []sdp.Candidate
 		if err := c.ice.Gather(ctx, func(cand sdp.Candidate) { cands = append(cands, cand) }); err != nil {
@@ -214,6 +222,7 @@ func (c *Call) abort() {
 	c.mu.Lock()
 	c.gathering = false
 	c.mu.Unlock()
+	c.undoNoICE()
 }
 
 // describe gathers candidates and builds this end's description from them
@@ -226,7 +235,12 @@ func (c *Call) describe(ctx context.Context, op string, keying sdp.Keying, keyUR
 		c.abort()
 		return nil, "", err
 	}
-	d, err := build(c.capabilities(keying, keyURI, cands))
+	caps := c.capabilities(keying, keyURI, cands)
+	if err := c.sipCapabilities(&caps); err != nil {
+		c.abort()
+		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
+	}
+	d, err := build(caps)
 	if err != nil {
 		c.abort()
 		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
@@ -281,7 +295,7 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	if restart {
 		return c.answerRestart(ctx, remote)
 	}
-	keying, err := remote.Keying()
+	keying, err := c.offerKeying(remote)
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
@@ -307,6 +321,14 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 		if _, err := c.cfg.KeySource.Keys(ctx, keyURI); err != nil {
 			return "", fmt.Errorf("securecall: Answer: fetch call key %q: %w", keyURI, err)
 		}
+	case sdp.KeyingSDES:
+		if c.cfg.Keying != sdp.KeyingSDES {
+			// Never on the answerer's own: the keys would travel in the
+			// signaling without the application having said that it is
+			// encrypted.
+			return "", fmt.Errorf("securecall: Answer: offer asks for sdes keying, which a Call uses only when Config.Keying says so: %w",
+				sdp.ErrNegotiation)
+		}
 	default:
 		return "", fmt.Errorf("securecall: Answer: offer asks for %s keying, which a Call does not support: %w",
 			keying, sdp.ErrNegotiation)
@@ -318,6 +340,10 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 		return "", fmt.Errorf("securecall: Answer: %s keying needs a DTLS certificate: %w", keying, sdp.ErrNegotiation)
 	}
 	if err := c.begin("Answer"); err != nil {
+		return "", err
+	}
+	if err := c.prepareNoICE(remote); err != nil {
+		c.abort()
 		return "", err
 	}
 	var agreement sdp.Agreement
@@ -370,6 +396,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		return fmt.Errorf("securecall: SetAnswer: answer has %s keying, the offer %s: %w",
 			agreement.Keying, c.keying, sdp.ErrNegotiation)
 	}
+	if err := c.checkAnswerTransport(agreement); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	c.offer = nil
 	if c.restarting {
 		c.restarting = false
@@ -421,7 +451,9 @@ func (c *Call) beginRestart(ctx context.Context, op string, refuse func() error)
 	case c.offer != nil || c.gathering:
 		err = &StateError{Op: op, State: c.state, Why: "a description is already being made or awaits its answer"}
 	default:
-		err = refuse()
+		if err = c.refuseRestartNoICE(op); err == nil {
+			err = refuse()
+		}
 	}
 	if err != nil {
 		c.mu.Unlock()
@@ -542,9 +574,9 @@ func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID,
 }
 
 func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error {
-	conn, err := c.ice.Connect(c.ctx, ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}, a.ICEControlling)
+	conn, err := c.connectTransport(a)
 	if err != nil {
-		return fmt.Errorf("securecall: ICE: %w", err)
+		return err
 	}
 	mcfg := media.Config{
 		Keying:             a.Keying,
@@ -563,6 +595,11 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		mcfg.KeyURI = keyURI
 		mcfg.LocalID = localID
 		mcfg.RemoteID = remoteID
+	}
+	if a.Keying == sdp.KeyingSDES {
+		if mcfg.SDES, err = sdesKeys(a); err != nil {
+			return err
+		}
 	}
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
@@ -756,7 +793,7 @@ func (c *Call) State() State {
 }
 
 // Path returns the media path ICE selected; it is zero until connected.
-func (c *Call) Path() ice.Path { return c.ice.Path() }
+func (c *Call) Path() ice.Path { return c.path() }
 
 // Context returns a context that is cancelled when the call ends; its
 // cause (context.Cause) is ErrClosed after Close, or the reason the call
@@ -784,7 +821,8 @@ func (c *Call) Close() error {
 		mediaErr = s.Close()
 	}
 	iceErr := c.ice.Close()
+	directErr := c.closeNoICE()
 	c.wg.Wait()
 	c.setState(StateClosed)
-	return errors.Join(mediaErr, iceErr)
+	return errors.Join(mediaErr, iceErr, directErr)
 }

@@ -18,10 +18,19 @@ type Config struct {
 	ICE ice.Config
 
 	// Keying selects how SRTP keys are made: sdp.KeyingDTLS,
-	// sdp.KeyingKMS or sdp.KeyingHybrid. If zero, defaults to
-	// sdp.KeyingHybrid when KeySource is set and to sdp.KeyingDTLS
+	// sdp.KeyingKMS, sdp.KeyingHybrid or sdp.KeyingSDES. If zero, defaults
+	// to sdp.KeyingHybrid when KeySource is set and to sdp.KeyingDTLS
 	// otherwise. An answerer follows the offer's keying and fails Answer if
 	// it differs from a Keying set here.
+	//
+	// sdp.KeyingSDES (RFC 4568, for SIP trunks, phones and border
+	// elements) is never a default and never chosen by an answerer on its
+	// own: the SRTP master keys travel in the session descriptions, so
+	// anyone who reads the signaling can decrypt the media and anyone who
+	// can change it can replace the keys. Use it only when the signaling is
+	// encrypted and authenticated hop by hop to a peer trusted with the
+	// keys (SIP over TLS, HTTPS, WSS). Each side sends with its own fresh
+	// key; see the package documentation.
 	Keying sdp.Keying
 
 	// KeySource supplies the call's keys in kms and hybrid keying, for
@@ -69,6 +78,13 @@ type Config struct {
 	// It runs on a goroutine of the ice transport, never concurrently
 	// with itself.
 	OnPathChange func(ice.Path)
+
+	// NoICE makes this call's offers carry no ICE, for SIP gear that
+	// speaks none (RFC 3264 alone): the offer's "c=" and "m=" lines carry
+	// a socket of the call's own, "a=rtcp" the one for RTCP. An offer
+	// without ICE is answered without ICE whatever NoICE says. It cannot
+	// be combined with ice.RelayOnly. If false, offers carry ICE.
+	NoICE bool
 
 	// Logger receives the call's diagnostic messages. If nil, the call is
 	// silent. Keys, ICE passwords and credentials are never logged.

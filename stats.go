@@ -17,7 +17,7 @@ type Stats struct {
 // Stats returns a snapshot of the call. Media counters are zero until the
 // call is connected.
 func (c *Call) Stats() Stats {
-	st := Stats{State: c.State(), Path: c.ice.Path()}
+	st := Stats{State: c.State(), Path: c.path()}
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()

@@ -26,8 +26,18 @@ type Path struct {
 	Relay string
 	// RTT is the round-trip time of the most recent connectivity check
 	// answered on this Transport, which after connecting is the selected
-	// path's nomination or consent check; zero before any.
+	// path's nomination or consent check; zero before any (and always zero
+	// without ICE).
 	RTT time.Duration
+	// NoICE reports a path to a peer that speaks no ICE (see [Direct]): no
+	// connectivity check ran, Local is this side's socket and Remote is
+	// where media goes, the peer's signalled "c="/"m=" address until a
+	// packet from elsewhere authenticated.
+	NoICE bool
+	// Latched reports, without ICE, that Remote was learnt from a packet
+	// that authenticated under SRTP or SRTCP (symmetric RTP) and differs
+	// from the signalled address; Remote.Type is then prflx.
+	Latched bool
 }
 
 // Direct reports whether neither side of the path is a relay candidate.

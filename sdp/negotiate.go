@@ -639,7 +639,7 @@ func sameCodec(a, b Format) bool {
 // knows and the local lines have, with the local line that answers it.
 func pickCrypto(offered, local []Crypto) (remote, answer Crypto, ok bool) {
 	for _, oc := range offered {
-		if _, known := suiteKeyLengths[oc.Suite]; !known || len(oc.MoreKeys) > 0 {
+		if _, known := suiteKeyLengths[oc.Suite]; !known || len(oc.MoreKeys) > 0 || weakens(oc.Params) {
 			continue
 		}
 		for _, lc := range local {
@@ -651,6 +651,22 @@ func pickCrypto(offered, local []Crypto) (remote, answer Crypto, ok bool) {
 		}
 	}
 	return Crypto{}, Crypto{}, false
+}
+
+// weakens reports session parameters (RFC 4568 section 6.3) that turn off
+// part of SRTP's protection or change its key derivation: a line with them
+// is never accepted, so that encryption and authentication stay on for
+// every packet.
+func weakens(params []string) bool {
+	for _, p := range params {
+		switch {
+		case p == "UNENCRYPTED_SRTP", p == "UNENCRYPTED_SRTCP", p == "UNAUTHENTICATED_SRTP":
+			return true
+		case strings.HasPrefix(p, "KDR=") && p != "KDR=0":
+			return true
+		}
+	}
+	return false
 }
 
 func cloneICE(i ICE) ICE {

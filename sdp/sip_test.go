@@ -272,6 +272,9 @@ func TestNegotiateKeyingAndTransport(t *testing.T) {
 		{"plain RTP", plain, KeyingSDES, "", "plain RTP"},
 		{"RTP/AVP with crypto (ffmpeg)", avpCrypto, KeyingSDES, KeyingSDES, ""},
 		{"only a line with two keys", multiKeyOnly, KeyingSDES, "", "more than one master key"},
+		{"only an unencrypted SRTCP line", strings.Replace(noICE, key30, key30+" UNENCRYPTED_SRTCP", 1), KeyingSDES, "", "no common SDES suite"},
+		{"only an unauthenticated line", strings.Replace(noICE, key30, key30+" UNAUTHENTICATED_SRTP", 1), KeyingSDES, "", "no common SDES suite"},
+		{"KDR=0 is fine", strings.Replace(noICE, key30, key30+" KDR=0", 1), KeyingSDES, KeyingSDES, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
