@@ -58,21 +58,17 @@
 //     hybrid keying they learn the key's URI only, and without a device
 //     authorized at the KMS they cannot derive any SRTP key; changing the
 //     descriptions can only break the call.
-//
 //   - Holding the KMS (or a participant's device credentials): in kms keying,
 //     decrypt media it records. In hybrid keying, not recorded media: the
 //     keys also depend on the DTLS handshake's ephemeral ECDH secret, which
 //     the KMS never sees (forward secrecy). Only by also being in the middle
 //     of both signaling and media while the call is set up could it read
 //     hybrid media.
-//
 //   - A TURN relay (or any router) sees only SRTP: the timing and sizes of
 //     packets and the endpoints' addresses, never the media.
-//
 //   - A participant removed from the call's key resource at the KMS cannot
 //     fetch the version the KMS makes at the removal, so once the senders
 //     switch to it the removed device can decrypt nothing more.
-//
 //   - sdes keying: whoever reads the signaling has the keys and can
 //     decrypt the media; whoever can change it can replace them. Use sdes
 //     only over signaling that is encrypted and authenticated hop by hop
