@@ -601,6 +601,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 			return err
 		}
 	}
+	c.sip.agree(a.Codecs)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
 		return fmt.Errorf("securecall: media: %w", err)
@@ -727,7 +728,11 @@ func (c *Call) ReadRTP(payload []byte) (media.RTPHeader, int, error) {
 	if err != nil {
 		return media.RTPHeader{}, 0, err
 	}
-	return s.ReadRTP(payload)
+	h, n, err := s.ReadRTP(payload)
+	if err == nil {
+		c.sip.notePayloadType(h.PayloadType)
+	}
+	return h, n, err
 }
 
 // WriteRTCP encrypts and sends one compound RTCP packet.

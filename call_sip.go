@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/media"
@@ -37,6 +38,34 @@ var ErrNoICEAnswer = errors.New("securecall: the answer has no ICE; set Config.N
 // sipState is the part of a Call that serves peers without ICE.
 type sipState struct {
 	direct *ice.Direct // the transport for a peer without ICE; nil with ICE
+
+	// agreed holds the payload types of the agreed codecs. It is written
+	// before the media session is published and only read after.
+	agreed    [128]bool
+	outsidePT atomic.Uint64 // RTP packets read with another payload type
+}
+
+// agree records the agreed codecs' payload types.
+func (s *sipState) agree(codecs []sdp.Format) {
+	s.agreed = [128]bool{}
+	for _, f := range codecs {
+		if f.PayloadType < 128 {
+			s.agreed[f.PayloadType] = true
+		}
+	}
+}
+
+// notePayloadType counts an authenticated RTP packet whose payload type the
+// descriptions did not agree on. Such packets are delivered, not dropped:
+// they are authentic (only the peer can have sent them), peers commonly
+// send comfort noise (13) or the codec of their offer without agreeing on
+// it, and the header names the type, so an application that decodes by
+// the agreed codec checks it; the count makes the peer's behaviour
+// visible.
+func (s *sipState) notePayloadType(pt uint8) {
+	if pt >= 128 || !s.agreed[pt] {
+		s.outsidePT.Add(1)
+	}
 }
 
 // checkSIPConfig reports a Config that cannot work for SIP gear.

@@ -335,3 +335,47 @@ func TestNoICEAnswerToICEOffer(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// TestPayloadTypesOutsideAgreement: a packet whose payload type the
+// descriptions did not agree on is delivered and counted.
+func TestPayloadTypesOutsideAgreement(t *testing.T) {
+	pcmu := []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}
+	ca := securecall.Config{ICE: loopbackICE(), Codecs: pcmu}
+	cb := securecall.Config{ICE: loopbackICE(), Codecs: pcmu}
+	a, b := pair(t, ca, cb)
+	for i, pt := range []uint8{0, 111, 13, 0} {
+		if err := a.WriteRTP(media.RTPHeader{PayloadType: pt, SequenceNumber: uint16(i), SSRC: a.SSRC()}, make([]byte, 20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1500)
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, want := range []uint8{0, 111, 13, 0} {
+		h, _, err := b.ReadRTP(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.PayloadType != want {
+			t.Fatalf("packet %d: payload type %d, want %d", i, h.PayloadType, want)
+		}
+	}
+	if st := b.Stats(); st.OutsideAgreement != 2 || st.RTPPacketsReceived != 4 {
+		t.Errorf("OutsideAgreement %d of %d received, want 2 of 4", st.OutsideAgreement, st.RTPPacketsReceived)
+	}
+	if st := a.Stats(); st.OutsideAgreement != 0 {
+		t.Errorf("sender counted %d", st.OutsideAgreement)
+	}
+}
+
+// TestPathReportsLitePeer: Path says whether the peer is ICE-Lite.
+func TestPathReportsLitePeer(t *testing.T) {
+	lite := loopbackICE()
+	lite.Lite = true
+	a, b := pair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: lite})
+	if !a.Path().RemoteLite {
+		t.Error("the full offerer does not report its Lite answerer")
+	}
+	if b.Path().RemoteLite {
+		t.Error("the Lite answerer reports its full peer as Lite")
+	}
+}

@@ -12,6 +12,11 @@ type Stats struct {
 	media.Stats
 	State State
 	Path  ice.Path
+	// OutsideAgreement counts the RTP packets read whose payload type is
+	// not one of the agreed codecs' (Codec and the others both sides
+	// listed). They are authentic and delivered by ReadRTP, not dropped;
+	// see the package documentation.
+	OutsideAgreement uint64
 }
 
 // Stats returns a snapshot of the call. Media counters are zero until the
@@ -24,5 +29,6 @@ func (c *Call) Stats() Stats {
 	if s != nil {
 		st.Stats = s.Stats()
 	}
+	st.OutsideAgreement = c.sip.outsidePT.Load()
 	return st
 }

@@ -29,6 +29,10 @@ type Path struct {
 	// path's nomination or consent check; zero before any (and always zero
 	// without ICE).
 	RTT time.Duration
+	// RemoteLite reports that the peer is an ICE-Lite agent (a border
+	// element or gateway with a known address, "a=ice-lite"): it sends no
+	// connectivity checks and this side controls.
+	RemoteLite bool
 	// NoICE reports a path to a peer that speaks no ICE (see [Direct]): no
 	// connectivity check ran, Local is this side's socket and Remote is
 	// where media goes, the peer's signalled "c="/"m=" address until a

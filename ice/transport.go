@@ -705,9 +705,11 @@ func candidateInfo(c pice.Candidate) CandidateInfo {
 func (t *Transport) Path() Path {
 	t.mu.Lock()
 	p := t.path
+	lite := t.remote.Lite
 	t.mu.Unlock()
 	if p.Local.Type != "" {
 		p.RTT = t.rtt.rtt()
+		p.RemoteLite = lite
 	}
 	return p
 }
