@@ -41,6 +41,7 @@ type Transport struct {
 	tcpLn   net.Listener
 	cancel  context.CancelFunc // stops TURN dials
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+	roles   *roleConflicts     // Lite only: answers role conflicts (roleconflict.go)
 
 	pathMu sync.Mutex // serializes OnPathChange
 	mu     sync.Mutex
@@ -50,6 +51,9 @@ type Transport struct {
 	gatherCh   chan pice.Candidate
 	gatherDone chan struct{}
 	started    bool
+	// controlling is the role Connect took; read by the role-conflict
+	// layer, which answers only for a controlled Lite agent.
+	controlling bool
 	// everUp and wasUp track what OnConnectivity last reported; only
 	// pion's notifier goroutine touches them.
 	everUp, wasUp bool
@@ -169,6 +173,10 @@ func NewTransport(cfg Config) (*Transport, error) {
 		RelayAcceptanceMinWait: ptr(cfg.RelayWait),
 		STUNGatherTimeout:      ptr(stunGatherTimeout),
 		MaxBindingRequests:     ptr(uint16(maxBindingRequests)),
+	}
+	if cfg.Lite {
+		t.roles = &roleConflicts{t: t}
+		acfg.Net = &roleNet{guardNet: gnet, roles: t.roles}
 	}
 	if cfg.InterfaceFilter != nil {
 		acfg.InterfaceFilter = cfg.InterfaceFilter
@@ -538,6 +546,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		return nil, errors.New("ice: connect: already called")
 	}
 	t.started = true
+	t.controlling = controlling
 	t.remote = remote
 	t.mu.Unlock()
 	t.red.add(remote.Pwd)
