@@ -346,6 +346,10 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 		c.abort()
 		return "", err
 	}
+	if err := c.prepareRTCP(remote); err != nil {
+		c.abort()
+		return "", err
+	}
 	var agreement sdp.Agreement
 	answer, text, err := c.describe(ctx, "Answer", keying, keyURI, 0, func(caps sdp.Capabilities) (*sdp.Description, error) {
 		d, a, err := sdp.NewAnswer(remote, caps)

@@ -112,6 +112,21 @@ func (c *Call) prepareNoICE(offer *sdp.Description) error {
 	return nil
 }
 
+// prepareRTCP runs ICE component 2 for an ICE offer without rtcp-mux, so
+// that the answer carries RTCP candidates and "a=rtcp" and SRTCP has its
+// own path (RFC 5761 section 5.1.3: the answerer must not multiplex what
+// the offer did not).
+func (c *Call) prepareRTCP(offer *sdp.Description) error {
+	m := firstAudio(offer)
+	if m == nil || !m.HasICE() || m.RTCPMux {
+		return nil
+	}
+	if err := c.ice.EnableRTCPComponent(); err != nil {
+		return fmt.Errorf("securecall: Answer: %w", err)
+	}
+	return nil
+}
+
 // directConfig is the ice.Config of the Direct transport: the call's, with
 // OnPathChange reaching the application as it does with ICE.
 func (c *Call) directConfig() ice.Config {
@@ -156,7 +171,8 @@ func (c *Call) gatherDirect() ([]sdp.Candidate, bool, error) {
 func (c *Call) undoNoICE() {
 	c.mu.Lock()
 	d := c.sip.direct
-	if c.started {
+	started := c.started
+	if started {
 		d = nil
 	} else {
 		c.sip.direct = nil
@@ -164,6 +180,9 @@ func (c *Call) undoNoICE() {
 	c.mu.Unlock()
 	if d != nil {
 		_ = d.Close()
+	}
+	if !started {
+		_ = c.ice.DisableRTCPComponent()
 	}
 }
 
@@ -254,10 +273,15 @@ func (c *Call) connectTransport(a sdp.Agreement) (net.Conn, error) {
 	return conn, nil
 }
 
-// checkAnswerTransport refuses an answer without ICE to an ICE offer.
+// checkAnswerTransport refuses an answer without ICE to an ICE offer, and
+// one that declines rtcp-mux: a Call's ICE offers multiplex RTCP and
+// gather no component 2.
 func (c *Call) checkAnswerTransport(a sdp.Agreement) error {
-	if a.NoICE && c.sip.direct == nil {
+	switch {
+	case a.NoICE && c.sip.direct == nil:
 		return fmt.Errorf("securecall: SetAnswer: %w", ErrNoICEAnswer)
+	case !a.NoICE && !a.RTCPMux && !c.ice.RTCPComponent():
+		return fmt.Errorf("securecall: SetAnswer: the answer declines rtcp-mux, which this call's offer requires (it gathers no RTCP component): %w", sdp.ErrNegotiation)
 	}
 	return nil
 }

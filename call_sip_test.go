@@ -379,3 +379,69 @@ func TestPathReportsLitePeer(t *testing.T) {
 		t.Error("the Lite answerer reports its full peer as Lite")
 	}
 }
+
+// TestAnswerWithoutRTCPMux: an ICE offer without rtcp-mux (baresip's
+// default) is answered with component-2 candidates, a=rtcp and no
+// rtcp-mux; a mux offer keeps rtcp-mux and gathers no component 2.
+func TestAnswerWithoutRTCPMux(t *testing.T) {
+	ctx := context.Background()
+	a, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		text string
+		mux  bool
+	}{
+		{"mux", offer, true},
+		{"no mux", strings.Replace(offer, "a=rtcp-mux\r\n", "", 1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			text, err := b.Answer(ctx, tc.text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, err := sdp.Unmarshal([]byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := answer.Media[0]
+			comp2 := 0
+			for _, c := range m.ICE.Candidates {
+				if c.Component == 2 {
+					comp2++
+					if m.RTCP.Port != c.Port {
+						t.Errorf("a=rtcp port %d, component-2 candidate port %d", m.RTCP.Port, c.Port)
+					}
+				}
+			}
+			if m.RTCPMux != tc.mux || (comp2 > 0) == tc.mux || (m.RTCP.Port != 0) == tc.mux {
+				t.Errorf("answer: rtcp-mux %t, %d component-2 candidates, a=rtcp %+v", m.RTCPMux, comp2, m.RTCP)
+			}
+		})
+	}
+	// The offerer refuses an answer that declines rtcp-mux.
+	b, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, strings.Replace(answer, "a=rtcp-mux\r\n", "", 1)); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Errorf("SetAnswer of an answer without rtcp-mux: %v", err)
+	}
+}

@@ -28,11 +28,19 @@ type conn struct {
 	mu        sync.Mutex
 	closed    bool
 	writeDead time.Time
+	rtcp      *conn // ICE component 2, when RTCP is not multiplexed
 }
 
 func newConn(pc *pice.Conn) *conn {
-	c := &conn{pc: pc, buf: packetio.NewBuffer(), done: make(chan struct{})}
-	c.buf.SetLimitSize(receiveBufferSize)
+	buf := packetio.NewBuffer()
+	buf.SetLimitSize(receiveBufferSize)
+	return newConnInto(pc, buf)
+}
+
+// newConnInto makes a conn whose packets go to buf; component 2 shares
+// the buffer of component 1, so that one Read sees both.
+func newConnInto(pc *pice.Conn, buf *packetio.Buffer) *conn {
+	c := &conn{pc: pc, buf: buf, done: make(chan struct{})}
 	go c.pump()
 	return c
 }
@@ -76,10 +84,13 @@ func (c *conn) Read(p []byte) (int, error) {
 // route, and Write reports success.
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	closed, dl := c.closed, c.writeDead
+	closed, dl, rtcp := c.closed, c.writeDead, c.rtcp
 	c.mu.Unlock()
 	if closed {
 		return 0, fmt.Errorf("ice: write: %w", net.ErrClosed)
+	}
+	if rtcp != nil && isRTCP(p) {
+		return rtcp.Write(p)
 	}
 	if !dl.IsZero() && !time.Now().Before(dl) {
 		return 0, timeoutError{op: "write"}

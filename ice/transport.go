@@ -41,6 +41,7 @@ type Transport struct {
 	tcpLn   net.Listener
 	cancel  context.CancelFunc // stops TURN dials
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+	comp    component          // ICE component 2 for RTCP apart (rtcp.go)
 	roles   *roleConflicts     // Lite only: answers role conflicts (roleconflict.go)
 
 	pathMu sync.Mutex // serializes OnPathChange
@@ -70,6 +71,12 @@ type Transport struct {
 // NewTransport checks cfg and makes a Transport. It does no network I/O;
 // when cfg.Networks has TCP4 or TCP6 it opens the ICE-TCP listener.
 func NewTransport(cfg Config) (*Transport, error) {
+	return newTransport(cfg, nil)
+}
+
+// newTransport makes a Transport; creds, when set, are the local
+// credentials (those of the RTP component, for the RTCP one).
+func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -131,11 +138,14 @@ func NewTransport(cfg Config) (*Transport, error) {
 		return nil, errors.New("ice: RelayOnly needs at least one turn: or turns: server")
 	}
 
-	creds, err := newCredentials()
-	if err != nil {
-		return nil, err
+	if creds == nil {
+		c, err := newCredentials()
+		if err != nil {
+			return nil, err
+		}
+		creds = &c
 	}
-	t.local = creds
+	t.local = *creds
 	t.red.add(creds.Pwd)
 
 	ifs, err := interfaces()
@@ -413,7 +423,10 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 			return fmt.Errorf("ice: gather: %w", net.ErrClosed)
 		case pc := <-ch:
 			if pc == nil {
-				return t.checkRelays(relays)
+				if err := t.checkRelays(relays); err != nil {
+					return err
+				}
+				return t.comp.gather(ctx, fn)
 			}
 			c, ok := t.localCandidate(pc)
 			if !ok {
@@ -476,6 +489,7 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 		// hidden, as browsers do.
 		c.RelatedAddress, c.RelatedPort = "0.0.0.0", 0
 	}
+	t.comp.local(&c)
 	switch t.cfg.Policy {
 	case RelayOnly:
 		if c.Type != sdp.CandidateRelay {
@@ -493,6 +507,9 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // trickled. It may be called before or during Connect. Candidates with a
 // host name (mDNS) are refused, as are relay candidates under DirectOnly.
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
+	if routed, err := t.comp.remote(&c); routed {
+		return err
+	}
 	if c.Component != 1 {
 		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
 	}
@@ -530,6 +547,52 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 	if remote.Ufrag == "" || remote.Pwd == "" {
 		return nil, errors.New("ice: connect: the peer's ufrag and pwd are required")
 	}
+	// Component 2, when enabled, runs its checks at the same time.
+	type result struct {
+		pc  *pice.Conn
+		err error
+	}
+	var rtcp chan result
+	rctx, cancelRTCP := context.WithCancel(ctx)
+	defer cancelRTCP()
+	if s := t.comp.get(); s != nil {
+		rtcp = make(chan result, 1)
+		go func() {
+			pc, err := s.connectAgent(rctx, remote, controlling)
+			rtcp <- result{pc, err}
+		}()
+	}
+	pc, err := t.connectAgent(ctx, remote, controlling)
+	if err != nil {
+		cancelRTCP()
+		if rtcp != nil {
+			<-rtcp
+		}
+		return nil, err
+	}
+	t.notePath()
+	c := newConn(pc)
+	if rtcp != nil {
+		r := <-rtcp
+		if r.err != nil {
+			c.Close()
+			return nil, fmt.Errorf("ice: RTCP component: %w", r.err)
+		}
+		t.comp.join(c, r.pc)
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
+	}
+	t.conn = c
+	t.mu.Unlock()
+	return c, nil
+}
+
+// connectAgent runs this agent's connectivity checks and returns pion's
+// connection over the selected pair.
+func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling bool) (*pice.Conn, error) {
 	switch {
 	case t.cfg.Lite && !remote.Lite:
 		controlling = false
@@ -583,16 +646,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		}
 		return nil, fmt.Errorf("ice: connect: %w", err)
 	}
-	t.notePath()
-	c := newConn(pc)
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
-	}
-	t.conn = c
-	t.mu.Unlock()
-	return c, nil
+	return pc, nil
 }
 
 // noteConnectivity reports to OnConnectivity when a connected path stops
@@ -748,6 +802,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := t.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
 	}
+	if err := t.comp.restart(creds); err != nil {
+		return Credentials{}, err
+	}
 	t.mu.Lock()
 	t.local = creds
 	t.path = Path{}
@@ -771,7 +828,7 @@ func (t *Transport) SetRemote(remote Peer) error {
 	if err := t.agent.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
-	return nil
+	return t.comp.setRemote(remote)
 }
 
 // Close stops the agent, closes its sockets and the net.Conn from
@@ -793,6 +850,7 @@ func (t *Transport) Close() error {
 	if c != nil {
 		c.wait()
 	}
+	err = errors.Join(err, t.comp.close())
 	if err != nil {
 		return fmt.Errorf("ice: close: %w", err)
 	}
