@@ -505,7 +505,9 @@ func AcceptAnswer(offer, answer *Description) (Agreement, error) {
 	if am.Port == 0 {
 		return Agreement{}, fmt.Errorf("%w: the answer rejected the audio section", ErrNegotiation)
 	}
-	if am.Kind != om.Kind || am.MID != om.MID {
+	// An answerer that does not know mid (RFC 5888 is optional; SIP phones
+	// such as baresip leave it out) answers without one.
+	if am.Kind != om.Kind || (am.MID != om.MID && am.MID != "") {
 		return Agreement{}, fmt.Errorf("%w: the answer's section %d (%s, mid %q) does not match the offer's (%s, mid %q)",
 			ErrNegotiation, idx+1, am.Kind, am.MID, om.Kind, om.MID)
 	}

@@ -302,3 +302,25 @@ func TestNegotiateKeyingAndTransport(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptAnswerWithoutMID: an answerer that does not know a=mid (RFC
+// 5888 is optional, and SIP phones leave it out) answers without it; an
+// answer with another mid is still refused.
+func TestAcceptAnswerWithoutMID(t *testing.T) {
+	offer, err := NewOffer(caps(KeyingDTLS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _, err := NewAnswer(wire(t, offer), caps(KeyingDTLS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer.Media[0].MID, answer.Bundle = "", nil
+	if _, err := AcceptAnswer(offer, wire(t, answer)); err != nil {
+		t.Errorf("answer without mid: %v", err)
+	}
+	answer.Media[0].MID = "7"
+	if _, err := AcceptAnswer(offer, wire(t, answer)); !errors.Is(err, ErrNegotiation) {
+		t.Errorf("answer with another mid: %v", err)
+	}
+}
