@@ -114,6 +114,7 @@ func New(cfg Config) (*Call, error) {
 	userPath := cfg.ICE.OnPathChange
 	iceCfg.OnPathChange = func(p ice.Path) {
 		c.log.Debug("securecall: path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay != "")
+		c.attest()
 		if userPath != nil {
 			userPath(p)
 		}
@@ -606,9 +607,14 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		}
 	}
 	c.sip.agree(a.Codecs)
+	c.attestConfig(&mcfg, a.Keying)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
 		return fmt.Errorf("securecall: media: %w", err)
+	}
+	if err := c.startAttesting(s, a.Keying); err != nil {
+		s.Close()
+		return err
 	}
 	c.mu.Lock()
 	if c.closed {

@@ -99,9 +99,18 @@
 //
 // [ice.Config.Policy] chooses the path: ice.PreferDirect (the default: a
 // direct path when one works, the relay otherwise), ice.DirectOnly (media
-// stays local: relays are never gathered or used) and ice.RelayOnly (local
-// addresses are never revealed to the peer). [Call.Path] reports the chosen
-// path and [Config.OnPathChange] each change. A call whose path stops
+// stays local: relays are never gathered or used, and the peer's address
+// must lie in ice.Config.SiteNetworks whatever its candidate claims) and
+// ice.RelayOnly (local addresses are never revealed to the peer).
+// [Call.Path] reports the chosen path and [Config.OnPathChange] each
+// change. In kms and hybrid keying each end attests its own end of the
+// path inside SRTCP; the path reports what the peer attested, and a
+// DirectOnly call whose peer attests a relay fails with ice.ErrPolicy. A
+// DirectOnly call in those keying modes waits up to 2 s for the peer's
+// attestation before [Call.Connect] returns (a peer that attests nothing
+// is then unattested), so that no media is sent to a peer that attests a
+// relay. The package documentation of ice says what DirectOnly can and
+// cannot prove. A call whose path stops
 // answering moves to [StateDisconnected]; [Call.Restart] then restarts ICE
 // without ending the call.
 //

@@ -16,8 +16,12 @@ const (
 	// pairs are preferred, and a relay pair is nominated only when no direct
 	// pair has worked within Config.RelayWait.
 	PreferDirect Policy = iota
-	// DirectOnly never gathers relay candidates and refuses the peer's
-	// relay candidates: media stays on direct paths.
+	// DirectOnly keeps media on the site's networks: it never gathers
+	// relay candidates, refuses the peer's relay candidates, and refuses
+	// every remote address outside Config.SiteNetworks whatever its
+	// candidate type; in kms and hybrid keying a peer that attests a
+	// relay is refused too. The package documentation says what it
+	// proves and what it cannot know.
 	DirectOnly
 	// RelayOnly gathers only relay candidates and never reveals a host or
 	// server-reflexive address in what it sends: the peer sees only the
@@ -173,6 +177,14 @@ type Config struct {
 	// Logger receives the Transport's and pion's diagnostics, with every
 	// ICE password and TURN credential redacted. If nil, nothing is logged.
 	Logger *slog.Logger
+	// SiteNetworks are the networks the customer calls local: under
+	// DirectOnly the remote address of the selected pair must lie in one
+	// of them, whatever type the peer gives its candidate. Other policies
+	// ignore it. If empty, defaults to DefaultSiteNetworks (loopback,
+	// RFC 1918, IPv4 link-local, IPv6 ULA and link-local). To keep
+	// DirectOnly's "no relay" rule without limiting addresses, list
+	// 0.0.0.0/0 and ::/0.
+	SiteNetworks []netip.Prefix
 }
 
 // withDefaults returns a copy of c with the zero fields set.
@@ -202,6 +214,11 @@ func (c Config) withDefaults() Config {
 	}
 	c.Servers = append([]Server(nil), c.Servers...)
 	c.PublicAddresses = append([]netip.Addr(nil), c.PublicAddresses...)
+	if len(c.SiteNetworks) == 0 {
+		c.SiteNetworks = DefaultSiteNetworks()
+	} else {
+		c.SiteNetworks = append([]netip.Prefix(nil), c.SiteNetworks...)
+	}
 	if c.TLSConfig != nil {
 		c.TLSConfig = c.TLSConfig.Clone()
 	}

@@ -29,6 +29,7 @@ type conn struct {
 	closed    bool
 	writeDead time.Time
 	rtcp      *conn // ICE component 2, when RTCP is not multiplexed
+	refusal   error // set by refuse: the policy refused the selected path
 }
 
 func newConn(pc *pice.Conn) *conn {
@@ -74,6 +75,9 @@ func (c *conn) Read(p []byte) (int, error) {
 		if errors.Is(err, packetio.ErrFull) || errors.Is(err, io.ErrShortBuffer) {
 			return n, fmt.Errorf("ice: read: %w", err)
 		}
+		if r := c.refused(); r != nil {
+			return n, fmt.Errorf("ice: read: %w", r)
+		}
 		return n, fmt.Errorf("ice: read: %w", net.ErrClosed)
 	}
 	return n, nil
@@ -84,10 +88,13 @@ func (c *conn) Read(p []byte) (int, error) {
 // route, and Write reports success.
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	closed, dl, rtcp := c.closed, c.writeDead, c.rtcp
+	closed, dl, rtcp, refusal := c.closed, c.writeDead, c.rtcp, c.refusal
 	c.mu.Unlock()
 	if closed {
 		return 0, fmt.Errorf("ice: write: %w", net.ErrClosed)
+	}
+	if refusal != nil {
+		return 0, fmt.Errorf("ice: write: %w", refusal)
 	}
 	if rtcp != nil && isRTCP(p) {
 		return rtcp.Write(p)

@@ -21,7 +21,8 @@ import (
 // peer without ICE is reached on this host's own address, which RelayOnly
 // never reveals) and DirectOnly with a peer address outside the site's
 // networks.
-var ErrNoICEPolicy = errors.New("ice: the path policy refuses this peer without ICE")
+// It wraps ErrPolicy; a DirectOnly refusal also wraps a *PolicyError.
+var ErrNoICEPolicy = fmt.Errorf("ice: a peer without ICE: %w", ErrPolicy)
 
 // Direct is the media transport for a peer that speaks no ICE (RFC 3264
 // alone: SIP phones, trunks, border elements without ICE). It owns one UDP
@@ -92,7 +93,7 @@ func ListenDirect(cfg Config, peer netip.Addr) (*Direct, error) {
 		return nil, fmt.Errorf("%w: RelayOnly never reveals this host's address, and a peer without ICE can only be reached on it", ErrNoICEPolicy)
 	}
 	if peer.IsValid() {
-		if err := directSiteCheck(cfg, peer); err != nil {
+		if err := directSiteCheck(cfg, netip.AddrPortFrom(peer, 0)); err != nil {
 			return nil, err
 		}
 	}
@@ -130,20 +131,13 @@ func ListenDirect(cfg Config, peer netip.Addr) (*Direct, error) {
 	return d, nil
 }
 
-// directSiteCheck is the hook for DirectOnly's site networks: a peer
-// without ICE is refused under DirectOnly when its address lies outside
-// the networks the site calls local. Until ice.Config.SiteNetworks lands
-// (the DirectOnly work), the site is the default one: loopback, RFC 1918,
-// link-local and ULA.
-func directSiteCheck(cfg Config, a netip.Addr) error {
-	if cfg.Policy != DirectOnly {
+// directSiteCheck refuses, under DirectOnly, a peer address without ICE
+// outside Config.SiteNetworks (cfg has its defaults applied).
+func directSiteCheck(cfg Config, a netip.AddrPort) error {
+	if cfg.Policy != DirectOnly || siteNetworks(cfg.SiteNetworks).contains(a.Addr()) {
 		return nil
 	}
-	a = a.Unmap().WithZone("")
-	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() {
-		return nil
-	}
-	return fmt.Errorf("%w: DirectOnly refuses %s: outside the site networks", ErrNoICEPolicy, a)
+	return fmt.Errorf("%w: %w", ErrNoICEPolicy, &PolicyError{Address: a, Type: sdp.CandidateHost, Reason: reasonOffSite})
 }
 
 // directLocalAddr picks the local address of a Direct transport.
@@ -296,14 +290,14 @@ func (d *Direct) Connect(ctx context.Context, rtp, rtcp netip.AddrPort, mux bool
 	if !rtp.IsValid() || rtp.Addr().IsUnspecified() || rtp.Port() == 0 {
 		return nil, fmt.Errorf("ice: connect without ICE: the peer gave no address to send to (%v)", rtp)
 	}
-	if err := directSiteCheck(d.cfg, rtp.Addr()); err != nil {
+	if err := directSiteCheck(d.cfg, rtp); err != nil {
 		return nil, err
 	}
 	if !mux {
 		if !rtcp.IsValid() || rtcp.Port() == 0 {
 			return nil, fmt.Errorf("ice: connect without ICE: no RTCP address for a peer that does not multiplex RTCP (%v)", rtcp)
 		}
-		if err := directSiteCheck(d.cfg, rtcp.Addr()); err != nil {
+		if err := directSiteCheck(d.cfg, rtcp); err != nil {
 			return nil, err
 		}
 	}
@@ -421,7 +415,7 @@ func (d *Direct) authentic() {
 	if d.dest[i] == last.src {
 		return
 	}
-	if directSiteCheck(d.cfg, last.src.Addr()) != nil {
+	if directSiteCheck(d.cfg, last.src) != nil {
 		// DirectOnly: even an authentic packet does not move the stream
 		// off the site.
 		return

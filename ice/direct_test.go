@@ -110,8 +110,19 @@ func TestDirectPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if _, err := d.Connect(context.Background(), netip.MustParseAddrPort("198.51.100.9:5004"), netip.AddrPort{}, true); !errors.Is(err, ice.ErrNoICEPolicy) {
+	_, err = d.Connect(context.Background(), netip.MustParseAddrPort("198.51.100.9:5004"), netip.AddrPort{}, true)
+	var pe *ice.PolicyError
+	if !errors.Is(err, ice.ErrNoICEPolicy) || !errors.Is(err, ice.ErrPolicy) || !errors.As(err, &pe) || pe.Address != netip.MustParseAddrPort("198.51.100.9:5004") {
 		t.Errorf("DirectOnly Connect to an off-site address: %v", err)
+	}
+	// The site is what Config.SiteNetworks says.
+	site, err := ice.ListenDirect(ice.Config{Policy: ice.DirectOnly, SiteNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("198.51.100.0/24")}}, netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer site.Close()
+	if _, err := site.Connect(context.Background(), netip.MustParseAddrPort("198.51.100.9:5004"), netip.AddrPort{}, true); err != nil {
+		t.Errorf("DirectOnly Connect to an address in SiteNetworks: %v", err)
 	}
 	if _, err := d.Connect(context.Background(), netip.MustParseAddrPort("0.0.0.0:5004"), netip.AddrPort{}, true); err == nil {
 		t.Error("Connect to an unspecified address (a call on hold) succeeded")

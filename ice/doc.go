@@ -21,8 +21,8 @@
 // party cannot take the stream by sending first. [Path] then has NoICE set
 // and Latched once it moved. [RelayOnly] refuses peers without ICE; under
 // [DirectOnly] a Direct refuses, and never latches onto, an address outside
-// the site's networks (until ice.Config.SiteNetworks lands, the default
-// site: loopback, RFC 1918, link-local, ULA; directSiteCheck is the hook).
+// [Config.SiteNetworks], with an error that wraps [ErrNoICEPolicy],
+// [ErrPolicy] and a *[PolicyError].
 //
 // For a peer that does not multiplex RTCP, [Transport.EnableRTCPComponent]
 // runs ICE component 2: a second pion agent with the same credentials and
@@ -49,12 +49,69 @@
 // [PreferDirect] (the default) uses every candidate type and nominates a
 // relay pair only when no direct pair has succeeded within
 // [Config.RelayWait]; when both succeed the direct pair wins. [DirectOnly]
-// never gathers relay candidates, never contacts TURN servers and refuses
-// the peer's relay candidates. [RelayOnly] gathers only relay candidates,
+// keeps media on the site's own networks (see below). [RelayOnly] gathers only relay candidates,
 // never contacts STUN-only servers, and sends relay candidates with their
 // related address hidden, so nothing it sends reveals a host or
 // server-reflexive address. Under every policy the related address of
 // reflexive and relay candidates is sent as 0.0.0.0 port 0.
+//
+// # What DirectOnly proves
+//
+// A candidate's type is what its sender says it is: a peer behind a TURN
+// relay reaches us from the relay's address, which pion learns as
+// peer-reflexive from the peer's checks, and a relay candidate can be sent
+// as "typ host". So DirectOnly judges addresses, not labels:
+//
+//   - this side never gathers a relay candidate, never contacts a TURN
+//     server, and refuses the peer's relay candidates, so it never pairs
+//     or nominates a relay of its own or one the peer discloses;
+//   - the remote address of every pair lies inside [Config.SiteNetworks]
+//     ([DefaultSiteNetworks]: loopback, RFC 1918, IPv4 link-local, IPv6
+//     ULA and link-local). A signalled candidate outside them is refused
+//     by [Transport.AddRemoteCandidate] whatever its type; every socket
+//     the Transport reads (UDP, the shared [UDPMux], ICE-TCP) drops
+//     connectivity checks and media from outside them before pion sees
+//     them, so no peer-reflexive candidate is learnt there; and the pair
+//     pion selects is checked once more. When nothing qualifies, Connect
+//     fails with an error wrapping both [ErrNoPath] and a [*PolicyError]
+//     ([ErrPolicy]) naming the last address refused;
+//   - in kms and hybrid keying a securecall peer attests, inside SRTCP,
+//     the type and address of its own local candidate on the selected
+//     path ([Transport.NotePeerAttestation], [Path.PeerAttested],
+//     [Path.PeerLocal], [Path.AttestationMatches]). One that attests a
+//     relay, or an address outside the site networks, is refused: the
+//     net.Conn from Connect then fails with the [*PolicyError]. This
+//     catches a relay inside the site (a TURN server on a site address
+//     that relays for a peer outside it), which no address filter can.
+//
+// What it cannot know:
+//
+//   - a peer that attests nothing: browsers, SIP phones and every peer in
+//     dtls keying (whose SRTCP keys are only as trustworthy as the
+//     signaling) are reported unattested, and only their address is
+//     judged. A relay inside the site that such a peer uses is invisible;
+//   - a peer that lies: an attestation proves only that a holder of the
+//     call key sent it (the peer, or anyone the KMS gave the key), not
+//     that it is true. A peer that forwards media elsewhere, or sits behind
+//     a relay it does not disclose, is not caught by its own word;
+//   - what lies between on-site addresses: a NAT, a media relay or a
+//     router inside the site that forwards off the site is not visible
+//     in addresses (AttestationMatches is false through a NAT or an
+//     undisclosed relay, which the application may treat as it likes);
+//   - spoofed addresses: the site guard trusts the source address of a
+//     datagram. An attacker on the media path can forge a site source
+//     address, but still needs the ICE password to pass a check and the
+//     SRTP keys to deliver media; an attestation it cannot forge;
+//   - media after a path change: a securecall.Call under DirectOnly waits
+//     (up to 2 s) for the peer's attestation before it reports the call
+//     connected, so no media crosses a relay the peer attests at set-up;
+//     after a later path change the new attestation is taken as media is
+//     read, so packets on the new path may cross an on-site relay before
+//     the refusal. The address checks act before any media; the
+//     attestation detects and stops.
+//
+// To keep DirectOnly's rule against relays without limiting addresses,
+// set SiteNetworks to 0.0.0.0/0 and ::/0.
 //
 // # Defaults and why
 //

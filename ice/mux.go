@@ -77,6 +77,7 @@ type transportMux struct {
 	m        *UDPMux
 	n        *guardNet
 	ipFilter func(netip.Addr) bool
+	site     *siteGuard // DirectOnly: drops off-site traffic; nil otherwise
 }
 
 func (t *transportMux) Close() error { return nil }
@@ -89,7 +90,11 @@ func (t *transportMux) GetConn(ufrag string, addr net.Addr) (net.PacketConn, err
 	if err != nil {
 		return nil, err
 	}
-	return &guardPacketConn{PacketConn: c, n: t.n, txids: &txidSet{}}, nil
+	var pc net.PacketConn = &guardPacketConn{PacketConn: c, n: t.n, txids: &txidSet{}}
+	if t.site != nil {
+		pc = &sitePacketConn{PacketConn: pc, g: t.site}
+	}
+	return pc, nil
 }
 
 func (t *transportMux) RemoveConnByUfrag(ufrag string) { t.m.mux.RemoveConnByUfrag(ufrag) }

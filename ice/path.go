@@ -42,6 +42,24 @@ type Path struct {
 	// that authenticated under SRTP or SRTCP (symmetric RTP) and differs
 	// from the signalled address; Remote.Type is then prflx.
 	Latched bool
+
+	// PeerAttested reports whether the peer has attested its own end of
+	// the path (Transport.NotePeerAttestation: in kms and hybrid keying a
+	// securecall peer does so inside SRTCP, authenticated by the call's
+	// keys). When false the peer is unattested: a browser, a SIP phone or
+	// any peer in dtls keying says nothing, and only Remote, as this side
+	// sees it, is known.
+	PeerAttested bool
+	// PeerLocal is the peer's local candidate as it attested it: its type
+	// (relay when it sends through TURN) and its address as the peer sees
+	// it. Zero unless PeerAttested.
+	PeerLocal CandidateInfo
+	// AttestationMatches reports whether PeerLocal's address and protocol
+	// are Remote's: nothing between the peers rewrote the peer's address.
+	// It is false through a NAT (the peer attests its host address, this
+	// side sees the mapped one) and through a relay the peer did not
+	// disclose; false unless PeerAttested.
+	AttestationMatches bool
 }
 
 // Direct reports whether neither side of the path is a relay candidate.

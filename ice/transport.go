@@ -14,6 +14,7 @@ import (
 
 	pice "github.com/pion/ice/v3"
 	"github.com/pion/stun/v2"
+	"github.com/pion/transport/v3"
 	"github.com/pion/transport/v3/stdnet"
 
 	"github.com/securecall/securecall/internal/pionlog"
@@ -43,6 +44,8 @@ type Transport struct {
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
 	comp    component          // ICE component 2 for RTCP apart (rtcp.go)
 	roles   *roleConflicts     // Lite only: answers role conflicts (roleconflict.go)
+	site    siteNetworks       // DirectOnly: the remote addresses allowed
+	refused refusals           // DirectOnly: the last address refused
 
 	pathMu sync.Mutex // serializes OnPathChange
 	mu     sync.Mutex
@@ -63,6 +66,7 @@ type Transport struct {
 	failedOnce    sync.Once
 	conn          *conn
 	path          Path
+	peerLocal     *CandidateInfo // what the peer attested; nil: unattested
 	closed        bool
 	relayErr      string // pion's last complaint about a TURN server
 	wantRelay     bool   // TURN servers are configured and the policy uses them
@@ -158,6 +162,11 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 		t.dropped.Add(1)
 		t.cfg.Logger.Debug("ice: dropped a STUN message with a malformed XOR address")
 	}}
+	var pnet transport.Net = gnet
+	if cfg.Policy == DirectOnly {
+		t.site = siteNetworks(cfg.SiteNetworks)
+		pnet = &siteNet{Net: gnet, g: t.siteGuard()}
+	}
 	dctx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel
 
@@ -168,7 +177,7 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 		MulticastDNSMode: pice.MulticastDNSModeDisabled,
 		LoggerFactory:    &pionlog.Factory{Log: cfg.Logger, Prefix: "ice: ", Redact: t.red.redact, Problem: t.notePionProblem},
 		Lite:             cfg.Lite,
-		Net:              gnet,
+		Net:              pnet,
 		ProxyDialer:      &turnDialer{tlsConfig: cfg.TLSConfig, tlsServers: tlsServers, ctx: dctx, relays: t.relays, guard: gnet},
 		// Loopback addresses are gathered only when the application's
 		// IPFilter accepts them.
@@ -192,7 +201,7 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 		acfg.InterfaceFilter = cfg.InterfaceFilter
 	}
 	if cfg.UDPMux != nil {
-		acfg.UDPMux = &transportMux{m: cfg.UDPMux, n: gnet, ipFilter: cfg.IPFilter}
+		acfg.UDPMux = &transportMux{m: cfg.UDPMux, n: gnet, ipFilter: cfg.IPFilter, site: t.siteGuard()}
 	}
 	if cfg.IPFilter != nil {
 		f := cfg.IPFilter
@@ -286,6 +295,9 @@ func (c Config) check() error {
 			return errors.New("ice: PublicAddresses has an invalid address")
 		}
 	}
+	if err := checkSiteNetworks(c.SiteNetworks); err != nil {
+		return err
+	}
 	if len(c.PublicAddresses) > 0 && c.Policy == RelayOnly {
 		return errors.New("ice: PublicAddresses maps host candidates, which RelayOnly never gathers")
 	}
@@ -324,6 +336,9 @@ func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
 	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return fmt.Errorf("ice: ICE-TCP listener: %w", err)
+	}
+	if t.cfg.Policy == DirectOnly {
+		ln = &siteListener{Listener: ln, g: t.siteGuard()}
 	}
 	t.tcpLn = ln
 	t.tcpMux = pice.NewTCPMuxDefault(pice.TCPMuxParams{
@@ -513,11 +528,13 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if c.Component != 1 {
 		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
 	}
-	if _, ok := c.AddrPort(); !ok {
+	ap, ok := c.AddrPort()
+	if !ok {
 		return fmt.Errorf("ice: remote candidate %s: address %q is not an IP address (mDNS is not supported)", c.Foundation, c.Address)
 	}
-	if t.cfg.Policy == DirectOnly && c.Type == sdp.CandidateRelay {
-		return fmt.Errorf("ice: remote candidate %s: relay candidates are refused by the DirectOnly policy", c.Foundation)
+	if err := t.remoteCandidateAllowed(c, ap); err != nil {
+		t.refused.note(err)
+		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
 	}
 	pc, err := pice.UnmarshalCandidate(strings.TrimPrefix(c.String(), "candidate:"))
 	if err != nil {
@@ -639,12 +656,18 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 		case cctx.Err() != nil:
 			select {
 			case <-t.failed:
-				return nil, fmt.Errorf("%w: connectivity checks failed", ErrNoPath)
+				return nil, t.noPathError(": connectivity checks failed")
 			default:
 			}
-			return nil, fmt.Errorf("%w within %v", ErrNoPath, t.cfg.ConnectTimeout)
+			return nil, t.noPathError(fmt.Sprintf(" within %v", t.cfg.ConnectTimeout))
 		}
 		return nil, fmt.Errorf("ice: connect: %w", err)
+	}
+	if pair, err := t.agent.GetSelectedCandidatePair(); err == nil && pair != nil {
+		if perr := t.pathAllowed(pair.Local, pair.Remote); perr != nil {
+			t.refusePath(perr)
+			return nil, fmt.Errorf("ice: connect: %w", perr)
+		}
 	}
 	return pc, nil
 }
@@ -683,9 +706,14 @@ func (t *Transport) onState(s pice.ConnectionState) {
 
 // onSelected runs on pion's notifier goroutine, one call at a time.
 func (t *Transport) onSelected(local, remote pice.Candidate) {
+	if err := t.pathAllowed(local, remote); err != nil {
+		t.refusePath(err)
+		return
+	}
 	p := t.makePath(local, remote)
 	t.mu.Lock()
 	t.path = p
+	p = t.withAttestationLocked(p)
 	t.mu.Unlock()
 	t.cfg.Logger.Debug("ice: selected path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay)
 	if t.cfg.OnPathChange != nil {
@@ -701,7 +729,7 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 // Connect returns.
 func (t *Transport) notePath() {
 	pair, err := t.agent.GetSelectedCandidatePair()
-	if err != nil || pair == nil {
+	if err != nil || pair == nil || t.pathAllowed(pair.Local, pair.Remote) != nil {
 		return
 	}
 	p := t.makePath(pair.Local, pair.Remote)
@@ -767,7 +795,7 @@ func candidateInfo(c pice.Candidate) CandidateInfo {
 // is selected and after a Restart until a new one is.
 func (t *Transport) Path() Path {
 	t.mu.Lock()
-	p := t.path
+	p := t.withAttestationLocked(t.path)
 	lite := t.remote.Lite
 	t.mu.Unlock()
 	if p.Local.Type != "" {
@@ -808,6 +836,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.mu.Lock()
 	t.local = creds
 	t.path = Path{}
+	t.peerLocal = nil
 	t.mu.Unlock()
 	return creds, nil
 }

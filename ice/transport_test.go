@@ -99,8 +99,13 @@ func TestDirectOnlyNeverRelays(t *testing.T) {
 		t.Errorf("DirectOnly sent %d authenticated requests to the TURN server", n)
 	}
 	relay := sdp.Candidate{Foundation: "1", Component: 1, Transport: "udp", Priority: 1, Address: "127.0.0.2", Port: 4000, Type: sdp.CandidateRelay}
-	if err := a.t.AddRemoteCandidate(relay); err == nil {
-		t.Error("DirectOnly accepted a remote relay candidate")
+	if err := a.t.AddRemoteCandidate(relay); !errors.Is(err, ice.ErrPolicy) {
+		t.Errorf("AddRemoteCandidate(relay) = %v, want a policy refusal", err)
+	}
+	// A relay inside the site is refused by its type as well.
+	relay.Address = "127.0.0.1"
+	if err := a.t.AddRemoteCandidate(relay); !errors.Is(err, ice.ErrPolicy) {
+		t.Errorf("AddRemoteCandidate(relay on the site) = %v, want a policy refusal", err)
 	}
 }
 
@@ -302,6 +307,7 @@ func TestBadConfig(t *testing.T) {
 		{"negative wait", ice.Config{RelayWait: -1}, "RelayWait"},
 		{"unknown policy", ice.Config{Policy: 7}, "policy"},
 		{"unknown network", ice.Config{Networks: []ice.Network{9}}, "network"},
+		{"invalid site network", ice.Config{Policy: ice.DirectOnly, SiteNetworks: []netip.Prefix{{}}}, "SiteNetworks"},
 		{"public address with relay-only", ice.Config{Policy: ice.RelayOnly, Servers: []ice.Server{turn}, PublicAddresses: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}, "PublicAddresses"},
 	} {
 		_, err := ice.NewTransport(c.cfg)

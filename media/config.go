@@ -195,6 +195,16 @@ type Config struct {
 	// to return. If zero (nil), requests are only logged.
 	OnRotationNeeded func(RotationRequest)
 
+	// OnPeerAttestation, if set, is called with each new attestation the
+	// peer sends of its own end of the media path (kms and hybrid keying;
+	// see Session.Attest). Attestations are taken out of the SRTCP stream
+	// and never reach ReadRTCP. It runs on the goroutine that reads the
+	// packet (in ReadRTP or ReadRTCP, or in NewSession for packets that
+	// arrived early), never concurrently with itself, and must not block
+	// or call the session's Read methods. If nil, attestations are
+	// dropped.
+	OnPeerAttestation func(Attestation)
+
 	// HandshakeTimeout bounds NewSession's DTLS handshake and key fetch, on
 	// top of its ctx. If zero, defaults to DefaultHandshakeTimeout (15 s).
 	HandshakeTimeout time.Duration

@@ -84,6 +84,24 @@
 // session keeps the DTLS exporter output in memory to derive later key
 // versions, and wipes it in Close.
 //
+// # Path attestation
+//
+// In kms and hybrid keying, [Session.Attest] tells the peer, in an RTCP
+// APP packet named "SCPA" (layout in attest.go) protected as SRTCP, the
+// type and address of this side's local candidate on the media path; the
+// peer's session hands it to Config.OnPeerAttestation. Its SRTCP keys come
+// from the call key, so the attestation proves that a holder of the call
+// key sent it, which no relay or router between can forge; it does not
+// prove that the holder tells the truth. It is sent at once and resent
+// four times within five seconds (RTCP may be lost) as packets are
+// written. Attestations are taken out of the SRTCP stream before
+// ReadRTCP, so the application never sees them; a packet holding only
+// attestations is not delivered at all. They count in RTCPPacketsSent.
+// [Session.AwaitPeerAttestation] reads until the peer's first attestation
+// arrives, for a caller that must know it before sending media.
+// dtls and sdes keying neither send nor report them: their keys are only
+// as trustworthy as the signaling.
+//
 // # Concurrency
 //
 // All methods of [Session] are safe for concurrent use. WriteRTP and

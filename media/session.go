@@ -65,6 +65,8 @@ type Session struct {
 	pending      []pendingKey // kms/hybrid: installed, not yet active, ascending
 	sendCheckAt  int64        // unix ns of the next time-based send event; 0: none
 	cbMu         sync.Mutex   // serializes OnRotationNeeded
+	attestOut    attestSend   // this side's path attestation (attest.go)
+	attestIn     attestRecv   // the peer's
 
 	// Receiving: recvMu owns the SRTP context and the version bookkeeping.
 	recvMu      sync.Mutex
@@ -364,6 +366,9 @@ func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	if s.attestOut.next != 0 {
+		s.resendAttestationLocked(time.Now())
+	}
 	out, err := s.protectRTPLocked(&h, payload)
 	if err != nil {
 		return err
@@ -419,6 +424,14 @@ func (s *Session) WriteRTCP(pkt []byte) error {
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	if s.attestOut.next != 0 {
+		s.resendAttestationLocked(time.Now())
+	}
+	return s.writeRTCPLocked(pkt)
+}
+
+// writeRTCPLocked protects and sends one RTCP packet.
+func (s *Session) writeRTCPLocked(pkt []byte) error {
 	if s.closed.Load() {
 		return errClosed("write RTCP")
 	}
@@ -715,6 +728,9 @@ func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 	}
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
+	}
+	if out = s.takeAttestations(out); len(out) == 0 {
+		return nil, false // only attestations: nothing for ReadRTCP
 	}
 	return out, true
 }
