@@ -268,6 +268,10 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 	if err := c.begin("Offer"); err != nil {
 		return "", err
 	}
+	if err := c.prepareOfferRTCP(); err != nil {
+		c.abort()
+		return "", err
+	}
 	d, text, err := c.describe(ctx, "Offer", keying, c.cfg.KeyURI, 0, sdp.NewOffer)
 	if err != nil {
 		return "", err

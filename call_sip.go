@@ -127,6 +127,18 @@ func (c *Call) prepareRTCP(offer *sdp.Description) error {
 	return nil
 }
 
+// prepareOfferRTCP gathers ICE component 2 for an offer when
+// Config.OfferRTCPComponent asks for it.
+func (c *Call) prepareOfferRTCP() error {
+	if !c.cfg.OfferRTCPComponent || c.cfg.NoICE {
+		return nil
+	}
+	if err := c.ice.EnableRTCPComponent(); err != nil {
+		return fmt.Errorf("securecall: Offer: %w", err)
+	}
+	return nil
+}
+
 // directConfig is the ice.Config of the Direct transport: the call's, with
 // OnPathChange reaching the application as it does with ICE.
 func (c *Call) directConfig() ice.Config {
@@ -281,7 +293,12 @@ func (c *Call) checkAnswerTransport(a sdp.Agreement) error {
 	case a.NoICE && c.sip.direct == nil:
 		return fmt.Errorf("securecall: SetAnswer: %w", ErrNoICEAnswer)
 	case !a.NoICE && !a.RTCPMux && !c.ice.RTCPComponent():
-		return fmt.Errorf("securecall: SetAnswer: the answer declines rtcp-mux, which this call's offer requires (it gathers no RTCP component): %w", sdp.ErrNegotiation)
+		return fmt.Errorf("securecall: SetAnswer: the answer declines rtcp-mux, which this call's offer requires (set Config.OfferRTCPComponent to offer RTCP apart as well): %w", sdp.ErrNegotiation)
+	case !a.NoICE && a.RTCPMux && c.ice.RTCPComponent():
+		// The peer multiplexes: the component-2 agent is not needed.
+		if err := c.ice.DisableRTCPComponent(); err != nil {
+			c.log.Debug("securecall: closing the unused RTCP component", "err", err)
+		}
 	}
 	return nil
 }

@@ -445,3 +445,65 @@ func TestAnswerWithoutRTCPMux(t *testing.T) {
 		t.Errorf("SetAnswer of an answer without rtcp-mux: %v", err)
 	}
 }
+
+// TestRTCPOnComponent2: a Call that offers RTCP apart as well
+// (OfferRTCPComponent) to a peer that declines rtcp-mux runs RTCP on ICE
+// component 2, media and SRTCP flowing both ways; with a peer that accepts
+// rtcp-mux the second component is dropped.
+func TestRTCPOnComponent2(t *testing.T) {
+	for _, mux := range []bool{false, true} {
+		t.Run("mux="+strconv.FormatBool(mux), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			a, err := securecall.New(securecall.Config{ICE: loopbackICE(), OfferRTCPComponent: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			offer, err := a.Offer(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(offer, "a=rtcp-mux\r\n") || !strings.Contains(offer, "a=rtcp:") || !strings.Contains(offer, " 2 udp ") {
+				t.Fatalf("offer lacks rtcp-mux, a=rtcp or component-2 candidates:\n%s", offer)
+			}
+			if !mux {
+				offer = strings.Replace(offer, "a=rtcp-mux\r\n", "", 1)
+			}
+			answer, err := b.Answer(ctx, offer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(answer, "a=rtcp-mux\r\n"); got != mux || strings.Contains(answer, " 2 udp ") == mux {
+				t.Fatalf("answer (rtcp-mux %t wanted):\n%s", mux, answer)
+			}
+			if err := a.SetAnswer(ctx, answer); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []*securecall.Call{a, b} {
+				if err := c.Connect(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sendRecv(t, a, b, 10)
+			sendRecv(t, b, a, 10)
+			// SRTCP both ways: a sender report each.
+			sr := []byte{0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+			buf := make([]byte, 1500)
+			for _, p := range [][2]*securecall.Call{{a, b}, {b, a}} {
+				if err := p[0].WriteRTCP(sr); err != nil {
+					t.Fatal(err)
+				}
+				p[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+				if n, err := p[1].ReadRTCP(buf); err != nil || n != len(sr) {
+					t.Fatalf("ReadRTCP = %d, %v", n, err)
+				}
+			}
+		})
+	}
+}

@@ -86,6 +86,15 @@ type Config struct {
 	// be combined with ice.RelayOnly. If false, offers carry ICE.
 	NoICE bool
 
+	// OfferRTCPComponent makes this call's ICE offers also gather ICE
+	// component 2 and carry "a=rtcp", next to "a=rtcp-mux" (RFC 5761
+	// section 5.1.1), so that a peer that declines rtcp-mux (baresip by
+	// default, many SIP phones) can still answer; RTCP then runs on
+	// component 2. It costs a second ICE agent and its sockets per call,
+	// closed as soon as the answer accepts rtcp-mux. If false, offers are
+	// rtcp-mux only and an answer that declines it fails SetAnswer.
+	OfferRTCPComponent bool
+
 	// Logger receives the call's diagnostic messages. If nil, the call is
 	// silent. Keys, ICE passwords and credentials are never logged.
 	Logger *slog.Logger

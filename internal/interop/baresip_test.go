@@ -59,12 +59,6 @@ func TestInteropBaresip(t *testing.T) {
 	for _, sh := range baresipShapes {
 		for _, dir := range []string{"baresip-calls", "call-calls"} {
 			name := dir + "/" + sh.name
-			if dir == "call-calls" && !sh.rtcpMux && !sh.noICE {
-				// A Call's ICE offers multiplex RTCP and gather no
-				// component 2 (see the note on issue 13), so baresip
-				// with rtcp_mux off is only called in.
-				continue
-			}
 			t.Run(name, func(t *testing.T) {
 				if !inNetns {
 					ns.runTestInNetns(t, "^TestInteropBaresip$/^"+dir+"$/^"+sh.name+"$", 60*time.Second)
@@ -326,7 +320,9 @@ func baresipCall(t *testing.T, sh baresipShape, baresipCalls bool) {
 	cfg := securecall.Config{
 		Keying: sh.keying,
 		NoICE:  sh.noICE,
-		Codecs: []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}},
+		// Calling baresip with rtcp_mux off: offer RTCP apart as well.
+		OfferRTCPComponent: !baresipCalls && !sh.rtcpMux,
+		Codecs:             []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}},
 		ICE: ice.Config{
 			InterfaceFilter: func(name string) bool { return name == netnsVethA },
 			IPFilter:        func(a netip.Addr) bool { return a == netip.MustParseAddr(netnsAddrA) },
@@ -356,6 +352,7 @@ func baresipCall(t *testing.T, sh baresipShape, baresipCalls bool) {
 		inv := ua.next(ctx, t, "baresip's INVITE", func(m *sipMsg) bool { return m.method() == "INVITE" })
 		callID, localTag = inv.header("call-id"), randomToken()
 		remoteFrom, remoteContact = inv.header("from"), uriOf(inv.header("contact"))
+		checkBaresipMux(t, sh, inv.body)
 		answer, err := call.Answer(ctx, inv.body)
 		if err != nil {
 			t.Fatalf("Answer: %v\nbaresip's offer:\n%s", err, inv.body)
@@ -393,6 +390,7 @@ func baresipCall(t *testing.T, sh baresipShape, baresipCalls bool) {
 			"Via: SIP/2.0/UDP " + ua.addr.String() + ";branch=z9hG4bK" + randomToken() + ";rport",
 			"Max-Forwards: 70", "From: " + from, "To: " + remoteTo, "Call-ID: " + callID, "CSeq: 1 ACK",
 		}, "")
+		checkBaresipMux(t, sh, ok.body)
 		if err := call.SetAnswer(ctx, ok.body); err != nil {
 			t.Fatalf("SetAnswer: %v\nbaresip's answer:\n%s", err, ok.body)
 		}
@@ -454,6 +452,22 @@ func baresipCall(t *testing.T, sh baresipShape, baresipCalls bool) {
 	}
 	t.Logf("the Call received %d packets (%d auth failures) and sent %d; baresip received at up to %d bit/s",
 		st.RTPPacketsReceived, st.AuthFailures, sent, rx)
+}
+
+// checkBaresipMux checks that baresip's description multiplexes RTCP
+// exactly when its config says so, so that the shapes without rtcp-mux
+// really run RTCP on component 2.
+func checkBaresipMux(t *testing.T, sh baresipShape, desc string) {
+	t.Helper()
+	if sh.noICE {
+		return
+	}
+	if got := strings.Contains(desc, "a=rtcp-mux"); got != sh.rtcpMux {
+		t.Fatalf("baresip's description has rtcp-mux %t, want %t:\n%s", got, sh.rtcpMux, desc)
+	}
+	if !sh.rtcpMux && !strings.Contains(desc, " 2 UDP ") && !strings.Contains(desc, " 2 udp ") {
+		t.Fatalf("baresip's description has no component-2 candidate:\n%s", desc)
+	}
 }
 
 // baresipPeakRX returns the highest receive rate in baresip's status lines.
