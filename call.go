@@ -592,6 +592,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		Profiles:           c.cfg.Profiles,
 		Certificate:        c.cert,
 		RemoteFingerprints: a.RemoteFingerprints,
+		HandshakeRTT:       c.ice.Path().RTT,
 		Logger:             c.cfg.Logger,
 	}
 	if a.LocalSetup == sdp.SetupActive {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/internal/cfgcheck"
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/stunturn"
 	"github.com/securecall/securecall/kms"
@@ -415,7 +416,14 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("zero Config keying = %s, want dtls", c.Keying())
 	}
 	env := kmsEnv(t, "alice")
-	cfg := securecall.Config{KeySource: kmsClient(t, env, "alice"), ICE: loopbackICE()}
+	alice := kmsClient(t, env, "alice")
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := securecall.Config{KeySource: alice, KeyURI: uri, ICE: loopbackICE(),
+		Profiles: []media.Profile{media.ProfileAES128CMHMACSHA1_80, media.ProfileAEADAES128GCM}, Codecs: sdp.DefaultCodecs()}
+	before := cfgcheck.Snapshot(cfg)
 	h, err := securecall.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -424,8 +432,12 @@ func TestConfigDefaults(t *testing.T) {
 	if h.Keying() != sdp.KeyingHybrid {
 		t.Errorf("keying with a KeySource = %s, want hybrid", h.Keying())
 	}
-	if cfg.Keying != "" || cfg.ICE.OnConnectivity != nil || cfg.ICE.OnPathChange != nil || len(cfg.Certificate.Certificate) != 0 {
-		t.Error("New modified the caller's Config")
+	if _, err := h.Offer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A deep snapshot: a copy made with := would share the slices.
+	if d := cfgcheck.Diff(before, cfg); d != "" {
+		t.Errorf("New or Offer modified the caller's Config: %s", d)
 	}
 	a, b := pair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()})
 	if got := a.Codec().Name; got != "opus" {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/securecall/securecall/sdp"
@@ -176,55 +177,57 @@ func TestAttackReplayAndTamper(t *testing.T) {
 }
 
 func TestAttackRemovedKey(t *testing.T) {
-	keys := newFakeKeys(t, 1)
-	ca, cb := memPair()
-	cap := &capture{}
-	ca.setTap(cap.tap)
-	a, b := pairConfigs(t, sdp.KeyingKMS, keys)
-	a.RotationGrace, b.RotationGrace = 50*time.Millisecond, 50*time.Millisecond
-	sa, sb := mustPair(t, ca, cb, a, b)
+	synctest.Test(t, func(t *testing.T) {
+		keys := newFakeKeys(t, 1)
+		ca, cb := memPair()
+		cap := &capture{}
+		ca.setTap(cap.tap)
+		a, b := pairConfigs(t, sdp.KeyingKMS, keys)
+		a.RotationGrace, b.RotationGrace = 50*time.Millisecond, 50*time.Millisecond
+		sa, sb := mustPair(t, ca, cb, a, b)
 
-	writeSeq(t, sa, 1)
-	readSeq(t, sb)
-	// Packet 2 under version 1 is held back by the attacker.
-	cap.setDrop(true)
-	writeSeq(t, sa, 2)
-	cap.setDrop(false)
-	old := cap.last()
+		writeSeq(t, sa, 1)
+		readSeq(t, sb)
+		// Packet 2 under version 1 is held back by the attacker.
+		cap.setDrop(true)
+		writeSeq(t, sa, 2)
+		cap.setDrop(false)
+		old := cap.last()
 
-	keys.Publish(t, 2, time.Now())
-	for give := time.Now().Add(5 * time.Second); sa.Stats().SendKeyVersion != 2 || !hasRecvKey(sb, 2); {
-		if time.Now().After(give) {
-			t.Fatal("version 2 was not installed by the watchers")
+		keys.Publish(t, 2, time.Now())
+		for give := time.Now().Add(5 * time.Second); sa.Stats().SendKeyVersion != 2 || !hasRecvKey(sb, 2); {
+			if time.Now().After(give) {
+				t.Fatal("version 2 was not installed by the watchers")
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
-	}
-	writeSeq(t, sa, 3) // under version 2: sb schedules removal of version 1
-	readSeq(t, sb)
-	time.Sleep(100 * time.Millisecond)
-	writeSeq(t, sa, 4) // the next packet lets the removal happen
-	readSeq(t, sb)
-	if hasRecvKey(sb, 1) {
-		t.Fatal("version 1 still installed after its grace period")
-	}
-	cb.inject(old)
-	writeSeq(t, sa, 5)
-	if got := readSeq(t, sb); got != 5 {
-		t.Fatalf("packet under a removed key delivered: seq %d", got)
-	}
-	if st := sb.Stats(); st.UnknownMKIDrops != 1 {
-		t.Fatalf("stats %+v: want 1 unknown-MKI drop", st)
-	}
-	// A removed version is not installed again.
-	keys.mu.Lock()
-	v1 := keys.versions[0]
-	keys.mu.Unlock()
-	if err := sb.InstallKey(v1); err != nil {
-		t.Fatal(err)
-	}
-	if hasRecvKey(sb, 1) {
-		t.Fatal("removed version 1 was installed again")
-	}
+		writeSeq(t, sa, 3) // under version 2: sb schedules removal of version 1
+		readSeq(t, sb)
+		time.Sleep(100 * time.Millisecond)
+		writeSeq(t, sa, 4) // the next packet lets the removal happen
+		readSeq(t, sb)
+		if hasRecvKey(sb, 1) {
+			t.Fatal("version 1 still installed after its grace period")
+		}
+		cb.inject(old)
+		writeSeq(t, sa, 5)
+		if got := readSeq(t, sb); got != 5 {
+			t.Fatalf("packet under a removed key delivered: seq %d", got)
+		}
+		if st := sb.Stats(); st.UnknownMKIDrops != 1 {
+			t.Fatalf("stats %+v: want 1 unknown-MKI drop", st)
+		}
+		// A removed version is not installed again.
+		keys.mu.Lock()
+		v1 := keys.versions[0]
+		keys.mu.Unlock()
+		if err := sb.InstallKey(v1); err != nil {
+			t.Fatal(err)
+		}
+		if hasRecvKey(sb, 1) {
+			t.Fatal("removed version 1 was installed again")
+		}
+	})
 }
 
 // dtlsRecorder counts the DTLS records a memConn carries by content type.

@@ -20,6 +20,13 @@ const (
 	DefaultMaxPackets = 1 << 30
 	// DefaultHandshakeTimeout bounds the DTLS handshake and the key fetch.
 	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultRetransmitInterval is how long a DTLS handshake flight waits
+	// for its answer before it is sent again when the path's round-trip
+	// time is not known: RFC 6347 section 4.2.4.1's initial timer.
+	DefaultRetransmitInterval = time.Second
+	// MinRetransmitInterval is the shortest retransmission interval
+	// derived from Config.HandshakeRTT.
+	MinRetransmitInterval = 100 * time.Millisecond
 )
 
 // DefaultProfiles is the DTLS-SRTP preference order used when
@@ -209,9 +216,28 @@ type Config struct {
 	// top of its ctx. If zero, defaults to DefaultHandshakeTimeout (15 s).
 	HandshakeTimeout time.Duration
 
+	// HandshakeRTT is the round-trip time of the path under the session,
+	// as measured before it starts (ICE's connectivity checks: the
+	// securecall Call passes ice.Path.RTT). A DTLS handshake flight that
+	// gets no answer is sent again after twice this, bounded to
+	// MinRetransmitInterval (100 ms) and DefaultRetransmitInterval (1 s).
+	// pion/dtls v2 does not back off: every retransmission waits the same
+	// interval, until HandshakeTimeout. If zero (not known), defaults to
+	// retransmitting after DefaultRetransmitInterval (1 s).
+	HandshakeRTT time.Duration
+
 	// Logger receives the session's diagnostics; never key material. If
 	// nil, the session logs nothing.
 	Logger *slog.Logger
+}
+
+// retransmitInterval is the DTLS flight retransmission interval that
+// HandshakeRTT asks for.
+func (c Config) retransmitInterval() time.Duration {
+	if c.HandshakeRTT == 0 {
+		return DefaultRetransmitInterval
+	}
+	return min(max(2*c.HandshakeRTT, MinRetransmitInterval), DefaultRetransmitInterval)
 }
 
 // usesDTLS reports whether k runs a DTLS handshake.
@@ -264,6 +290,8 @@ func (c Config) resolve() (Config, error) {
 		return c, configError("negative KeyLifetime")
 	case c.HandshakeTimeout < 0:
 		return c, configError("negative HandshakeTimeout")
+	case c.HandshakeRTT < 0:
+		return c, configError("negative HandshakeRTT")
 	}
 	if usesDTLS(c.Keying) {
 		if c.DTLSRole != DTLSClient && c.DTLSRole != DTLSServer {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securecall/securecall/internal/cfgcheck"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -30,6 +31,8 @@ func TestDocumentedDefaults(t *testing.T) {
 		"defaults to DefaultRotationGrace (5 s)",
 		"defaults to DefaultMaxPackets (2^30)",
 		"defaults to DefaultHandshakeTimeout (15 s)",
+		"defaults to retransmitting after DefaultRetransmitInterval (1 s)",
+		"bounded to MinRetransmitInterval (100 ms) and DefaultRetransmitInterval (1 s)",
 		"defaults to DefaultProfiles (AEAD_AES_128_GCM, then AES_CM_128_HMAC_SHA1_80)",
 		"defaults to sdp.KeyingHybrid when KeySource is set, else sdp.KeyingDTLS",
 	} {
@@ -37,7 +40,8 @@ func TestDocumentedDefaults(t *testing.T) {
 			t.Errorf("config.go does not say %q", want)
 		}
 	}
-	if DefaultRotationGrace != 5*time.Second || DefaultMaxPackets != 1<<30 || DefaultHandshakeTimeout != 15*time.Second {
+	if DefaultRotationGrace != 5*time.Second || DefaultMaxPackets != 1<<30 || DefaultHandshakeTimeout != 15*time.Second ||
+		DefaultRetransmitInterval != time.Second || MinRetransmitInterval != 100*time.Millisecond {
 		t.Error("a default constant disagrees with its documentation")
 	}
 	if len(DefaultProfiles) != 2 || DefaultProfiles[0] != ProfileAEADAES128GCM || DefaultProfiles[1] != ProfileAES128CMHMACSHA1_80 {
@@ -62,6 +66,32 @@ func TestDocumentedDefaults(t *testing.T) {
 	k.Keying = ""
 	if got, _ := k.resolve(); got.Keying != sdp.KeyingHybrid {
 		t.Errorf("zero Keying with KeySource resolved to %q", got.Keying)
+	}
+}
+
+// TestNewSessionDoesNotModifyConfig compares each side's Config after a
+// whole session with a deep snapshot taken before, in every keying mode,
+// so that a changed slice element (a profile, a fingerprint byte, a key
+// byte) is seen, not only a replaced field.
+func TestNewSessionDoesNotModifyConfig(t *testing.T) {
+	for _, mode := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid, sdp.KeyingSDES} {
+		t.Run(string(mode), func(t *testing.T) {
+			a, b := pairConfigs(t, mode, newFakeKeys(t, 1))
+			a.Profiles = []Profile{ProfileAEADAES128GCM, ProfileAES128CMHMACSHA1_80}
+			b.Profiles = []Profile{ProfileAEADAES128GCM, ProfileAES128CMHMACSHA1_80}
+			beforeA, beforeB := cfgcheck.Snapshot(a), cfgcheck.Snapshot(b)
+			ca, cb := memPair()
+			sa, sb := mustPair(t, ca, cb, a, b)
+			exchange(t, sa, sb, 1, 1)
+			sa.Close()
+			sb.Close()
+			if d := cfgcheck.Diff(beforeA, a); d != "" {
+				t.Errorf("NewSession changed the client's Config: %s", d)
+			}
+			if d := cfgcheck.Diff(beforeB, b); d != "" {
+				t.Errorf("NewSession changed the server's Config: %s", d)
+			}
+		})
 	}
 }
 
@@ -105,6 +135,7 @@ func TestBadConfig(t *testing.T) {
 		"same ids":          {kmsCfg, func(c *Config) { c.RemoteID = c.LocalID }, "must differ"},
 		"negative grace":    {kmsCfg, func(c *Config) { c.RotationGrace = -1 }, "negative RotationGrace"},
 		"negative lifetime": {kmsCfg, func(c *Config) { c.KeyLifetime = -1 }, "negative KeyLifetime"},
+		"negative rtt":      {dtlsCfg, func(c *Config) { c.HandshakeRTT = -1 }, "negative HandshakeRTT"},
 		"sdes no profile":   {sdesCfg, func(c *Config) { c.SDES.Profile = 0 }, "SDES.Profile"},
 		"sdes short key":    {sdesCfg, func(c *Config) { c.SDES.LocalKey = c.SDES.LocalKey[:16] }, "must have 28 bytes"},
 	}

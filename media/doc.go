@@ -73,6 +73,19 @@
 //     trusted, for SIP trunks, border elements and tools that speak nothing
 //     else.
 //
+// The DTLS handshake starts on a datagram nobody has authenticated yet:
+// ICE proves that the peer answers at its address, not that every datagram
+// from that address is the peer's. A handshake attempt that fails (a
+// certificate that matches no signalled fingerprint, a forged alert, a
+// server flight computed for someone else's ClientHello) is discarded and
+// another one runs on the same transport; as server, a ClientHello with a
+// new client random starts a new attempt at once. The session fails only
+// when Config.HandshakeTimeout passes or 16 attempts have failed; its error
+// is ErrFingerprintMismatch if any attempt met a wrong certificate. So a
+// spoofed handshake costs the real one a retry, not the call; an attacker
+// who can keep injecting can still delay setup until it fails, as one who
+// drops packets can.
+//
 // In every mode each packet is authenticated before it is used: forged,
 // tampered and replayed packets (replay protection is always on, with a
 // 128-packet window) and packets under unknown or removed key versions are

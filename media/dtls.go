@@ -69,12 +69,29 @@ func matchFingerprint(der []byte, fps []sdp.Fingerprint) bool {
 	return false
 }
 
+// maxHandshakeAttempts bounds the DTLS handshakes one session starts
+// before it gives up, on top of Config.HandshakeTimeout.
+const maxHandshakeAttempts = 16
+
 // handshake runs the DTLS handshake over the demultiplexed transport and
 // returns the negotiated profile and the RFC 5764 exporter output. A pump
 // goroutine reads the transport meanwhile; it ends with the first media
 // packet after the keys are installed, or with Close.
+//
+// The first datagram of a handshake is not authenticated: ICE's checks
+// prove that the peer answers at its address, not that every datagram from
+// that address is the peer's. So a failed attempt (a certificate that
+// matches no signalled fingerprint, a forged alert, a server flight that
+// answered someone else's ClientHello) is discarded and a new one runs on
+// the same transport until one completes, the handshake deadline passes or
+// maxHandshakeAttempts have failed. As server, a ClientHello with a new
+// client random while an attempt is under way starts a new attempt from
+// that hello (see pump): the peer's own retry must not be answered with a
+// flight computed for another hello.
 func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
+	s.dtMu.Lock()
 	s.dt = newDTLSTransport(s)
+	s.dtMu.Unlock()
 	s.earlyQ = make(chan *packetBuf, earlyQueueLen)
 	// The pump holds the read token for as long as it runs, so that readers
 	// wait on their queues rather than in a second conn.Read.
@@ -82,55 +99,45 @@ func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
 	s.wg.Add(1)
 	go s.pump()
 
-	profiles := make([]dtls.SRTPProtectionProfile, len(s.cfg.Profiles))
-	for i, p := range s.cfg.Profiles {
-		profiles[i] = p.dtls()
-	}
-	var mismatch atomic.Bool
-	dcfg := &dtls.Config{
-		Certificates:           []tls.Certificate{s.cfg.Certificate},
-		SRTPProtectionProfiles: profiles,
-		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
-		// The peer is authenticated by its fingerprint, not by a CA.
-		InsecureSkipVerify: true,
-		ClientAuth:         dtls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 || !matchFingerprint(raw[0], s.cfg.RemoteFingerprints) {
-				mismatch.Store(true)
-				return ErrFingerprintMismatch
-			}
-			return nil
-		},
-		// pion/dtls's errors after the association is retired are about
-		// the closed transport: debug material.
-		LoggerFactory: &pionlog.Factory{Log: s.log, Prefix: "media: ", MaxLevel: slog.LevelDebug},
-		// The HelloVerifyRequest cookie (RFC 6347 section 4.2.1) keeps a
-		// spoofed source address from drawing a server's larger flight.
-		// DTLS here runs only on a path ICE has verified with
-		// message-integrity checks under the ICE password, so the cookie
-		// adds a round trip and no protection; RFC 6347 lets a server skip
-		// it and every client must accept that.
-		InsecureSkipVerifyHello: true,
-	}
+	s.log.Debug("media: DTLS handshake", "role", s.cfg.DTLSRole, "retransmit", s.cfg.retransmitInterval())
 	var (
-		dc  *dtls.Conn
-		err error
+		dc          *dtls.Conn
+		err         error
+		sawMismatch bool
+		attempt     int
 	)
-	if s.cfg.DTLSRole == DTLSClient {
-		dc, err = dtls.ClientWithContext(ctx, s.dt, dcfg)
-	} else {
-		dc, err = dtls.ServerWithContext(ctx, s.dt, dcfg)
+	for attempt = 1; ; attempt++ {
+		dt := s.currentDT()
+		var mismatch bool
+		dcfg := s.dtlsConfig(&mismatch)
+		if s.cfg.DTLSRole == DTLSClient {
+			dc, err = dtls.ClientWithContext(ctx, dt, dcfg)
+		} else {
+			dc, err = dtls.ServerWithContext(ctx, dt, dcfg)
+		}
+		if err == nil {
+			s.dtMu.Lock()
+			s.dconn = dc
+			s.dtDone = true
+			s.dtMu.Unlock()
+			break
+		}
+		sawMismatch = sawMismatch || mismatch
+		if ctx.Err() != nil || attempt == maxHandshakeAttempts {
+			break
+		}
+		s.log.Debug("media: DTLS handshake attempt failed, accepting another", "role", s.cfg.DTLSRole, "attempt", attempt, "err", err)
+		s.nextDT(dt)
 	}
 	if err != nil {
-		if mismatch.Load() {
-			return 0, nil, fmt.Errorf("media: DTLS handshake as %s: %w", s.cfg.DTLSRole, ErrFingerprintMismatch)
+		switch {
+		case sawMismatch:
+			return 0, nil, fmt.Errorf("media: DTLS handshake as %s (%d attempts): %w", s.cfg.DTLSRole, attempt, ErrFingerprintMismatch)
+		case ctx.Err() != nil:
+			return 0, nil, fmt.Errorf("media: DTLS handshake as %s (%d attempts): %w (%v)", s.cfg.DTLSRole, attempt, ctx.Err(), err)
 		}
-		if ctx.Err() != nil {
-			return 0, nil, fmt.Errorf("media: DTLS handshake as %s: %w (%v)", s.cfg.DTLSRole, ctx.Err(), err)
-		}
-		return 0, nil, fmt.Errorf("media: DTLS handshake as %s: %w", s.cfg.DTLSRole, err)
+		return 0, nil, fmt.Errorf("media: DTLS handshake as %s (%d attempts): %w", s.cfg.DTLSRole, attempt, err)
 	}
-	s.dconn = dc
 	s.dtlsLive.Store(true)
 	sel, ok := dc.SelectedSRTPProtectionProfile()
 	if !ok {
@@ -146,6 +153,86 @@ func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
 		return 0, nil, fmt.Errorf("media: DTLS-SRTP exporter: %w", err)
 	}
 	return profile, exported, nil
+}
+
+// dtlsConfig is the pion/dtls configuration of one handshake attempt;
+// *mismatch is set when the peer's certificate matches no fingerprint.
+func (s *Session) dtlsConfig(mismatch *bool) *dtls.Config {
+	profiles := make([]dtls.SRTPProtectionProfile, len(s.cfg.Profiles))
+	for i, p := range s.cfg.Profiles {
+		profiles[i] = p.dtls()
+	}
+	return &dtls.Config{
+		Certificates:           []tls.Certificate{s.cfg.Certificate},
+		SRTPProtectionProfiles: profiles,
+		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
+		// The peer is authenticated by its fingerprint, not by a CA.
+		InsecureSkipVerify: true,
+		ClientAuth:         dtls.RequireAnyClientCert,
+		// pion/dtls calls this on its handshake goroutine, which has
+		// ended when ClientWithContext or ServerWithContext returns.
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !matchFingerprint(raw[0], s.cfg.RemoteFingerprints) {
+				*mismatch = true
+				return ErrFingerprintMismatch
+			}
+			return nil
+		},
+		FlightInterval: s.cfg.retransmitInterval(),
+		// pion/dtls's errors after the association is retired are about
+		// the closed transport: debug material.
+		LoggerFactory: &pionlog.Factory{Log: s.log, Prefix: "media: ", MaxLevel: slog.LevelDebug},
+		// The HelloVerifyRequest cookie (RFC 6347 section 4.2.1) keeps a
+		// spoofed source address from drawing a server's larger flight.
+		// It is skipped: DTLS runs only on a path ICE has verified, so
+		// the flight goes to an address that asked for this call, and
+		// the cookie would not protect the handshake anyway: pion/dtls
+		// v2 answers the cookie-bearing hello with the client random of
+		// the first hello it saw, which may be a spoofer's. Spoofed
+		// hellos are handled by discarding failed attempts (handshake)
+		// instead. RFC 6347 lets a server skip the cookie and every
+		// client must accept that; it also saves a round trip.
+		InsecureSkipVerifyHello: true,
+	}
+}
+
+// currentDT returns the transport of the handshake attempt to run.
+func (s *Session) currentDT() *dtlsTransport {
+	s.dtMu.Lock()
+	defer s.dtMu.Unlock()
+	return s.dt
+}
+
+// nextDT discards the transport of a failed attempt and, unless the pump
+// has already started a new one from a fresh ClientHello, gives the next
+// attempt a fresh transport.
+func (s *Session) nextDT(failed *dtlsTransport) {
+	s.dtMu.Lock()
+	if s.dt == failed {
+		s.dt = newDTLSTransport(s)
+	}
+	s.dtMu.Unlock()
+	failed.Close()
+}
+
+// clientHelloRandom returns the client random of a datagram whose first
+// record is an unfragmented-start epoch 0 ClientHello (RFC 6347 sections
+// 4.1, 4.2.2 and RFC 5246 section 7.4.1.2).
+func clientHelloRandom(p []byte) ([32]byte, bool) {
+	var r [32]byte
+	const (
+		recordHeader = 13
+		hsHeader     = 12
+		randomAt     = recordHeader + hsHeader + 2 // after client_version
+	)
+	if len(p) < randomAt+len(r) || p[0] != 22 || p[3] != 0 || p[4] != 0 {
+		return r, false
+	}
+	if p[recordHeader] != 1 || p[recordHeader+6] != 0 || p[recordHeader+7] != 0 || p[recordHeader+8] != 0 {
+		return r, false // not a ClientHello, or not the fragment at offset 0
+	}
+	copy(r[:], p[randomAt:])
+	return r, true
 }
 
 // pump reads the transport while the handshake runs: DTLS to pion/dtls,
@@ -211,18 +298,37 @@ func (s *Session) pump() {
 	}
 }
 
-// toDTLS hands a DTLS record to pion/dtls while it is still needed.
+// toDTLS hands a DTLS record to pion/dtls while it is still needed. Until
+// a handshake completes, a server's attempt takes nothing before its
+// ClientHello (the leftovers of a discarded attempt are of no use to it),
+// and a ClientHello with a client random other than the attempt's starts a
+// new attempt with it, discarding the current one.
 func (s *Session) toDTLS(raw []byte) {
-	if s.dt == nil || s.dt.isClosed() {
+	s.dtMu.Lock()
+	dt := s.dt
+	if dt != nil && !s.dtDone && s.cfg.DTLSRole == DTLSServer {
+		random, isHello := clientHelloRandom(raw)
+		switch {
+		case isHello && !dt.helloSeen:
+			dt.hello, dt.helloSeen = random, true
+		case isHello && random != dt.hello:
+			fresh := newDTLSTransport(s)
+			fresh.hello, fresh.helloSeen = random, true
+			s.dt = fresh
+			s.dtMu.Unlock()
+			dt.Close()
+			fresh.deliver(raw)
+			return
+		case !isHello && !dt.helloSeen:
+			s.dtMu.Unlock()
+			return
+		}
+	}
+	s.dtMu.Unlock()
+	if dt == nil || dt.isClosed() {
 		return
 	}
-	b := getPacket()
-	b.data = append(b.buf[:0], raw...)
-	select {
-	case s.dt.in <- b:
-	default:
-		putPacket(b)
-	}
+	dt.deliver(raw)
 }
 
 // retireDTLS ends the DTLS association without a close_notify. It is called
@@ -231,7 +337,10 @@ func (s *Session) toDTLS(raw []byte) {
 // pion/dtls's goroutines can go. The association is not closed on the wire:
 // browsers treat a close_notify as the end of the call.
 func (s *Session) retireDTLS() {
-	if s.dt == nil || !s.dt.silent.CompareAndSwap(false, true) {
+	s.dtMu.Lock()
+	dt := s.dt
+	s.dtMu.Unlock()
+	if dt == nil || !dt.silent.CompareAndSwap(false, true) {
 		return
 	}
 	s.dtlsLive.Store(false)
@@ -242,7 +351,7 @@ func (s *Session) retireDTLS() {
 		// pion/dtls's handshake state (several KB a call) be collected.
 		s.dconn = nil
 	}
-	s.dt.Close()
+	dt.Close()
 }
 
 // dtlsTransport is the net.Conn pion/dtls runs over: it reads the DTLS
@@ -256,10 +365,26 @@ type dtlsTransport struct {
 	closeOnce sync.Once
 	silent    atomic.Bool
 	rdl       deadline
+
+	// The ClientHello a server's attempt answers; guarded by Session.dtMu.
+	hello     [32]byte
+	helloSeen bool
 }
 
 func newDTLSTransport(s *Session) *dtlsTransport {
 	return &dtlsTransport{s: s, in: make(chan *packetBuf, dtlsQueueLen), closed: make(chan struct{})}
+}
+
+// deliver queues a copy of a DTLS datagram for pion/dtls, or drops it
+// when the queue is full (pion/dtls retransmits).
+func (t *dtlsTransport) deliver(raw []byte) {
+	b := getPacket()
+	b.data = append(b.buf[:0], raw...)
+	select {
+	case t.in <- b:
+	default:
+		putPacket(b)
+	}
 }
 
 var errDTLSApplicationData = errors.New("media: refusing to send DTLS application data")

@@ -92,8 +92,12 @@ type Session struct {
 	ext          []byte
 	rtcpMu       sync.Mutex // serializes ReadRTCP
 
-	// DTLS (dtls and hybrid keying).
+	// DTLS (dtls and hybrid keying). dtMu guards dt, dconn and dtDone
+	// while handshake attempts replace dt; after the handshake only
+	// retireDTLS changes them.
+	dtMu     sync.Mutex
 	dt       *dtlsTransport
+	dtDone   bool // a handshake completed: dt is final
 	dconn    *dtls.Conn
 	dtlsLive atomic.Bool // the DTLS conn still answers retransmissions
 	earlyMu  sync.Mutex

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/securecall/securecall/internal/cfgcheck"
 )
 
 var (
@@ -440,13 +442,13 @@ func TestCapabilitiesDefaults(t *testing.T) {
 		ICE:          ICE{Ufrag: "LoCa", Pwd: "localpasswordlocalpass"},
 		Fingerprints: []Fingerprint{testFingerprint},
 	}
-	before := c
+	before := cfgcheck.Snapshot(c)
 	d, err := NewOffer(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(c, before) {
-		t.Error("NewOffer modified the caller's Capabilities")
+	if diff := cfgcheck.Diff(before, c); diff != "" {
+		t.Errorf("NewOffer modified the caller's Capabilities: %s", diff)
 	}
 	if k, err := d.Keying(); err != nil || k != KeyingDTLS {
 		t.Errorf("Keying default: %v, %v; want %s", k, err, KeyingDTLS)

@@ -33,7 +33,7 @@ func main() {
 	flag.BoolVar(&opts.relay, "relay", false, "force the media through the TURN relay")
 	flag.StringVar(&opts.keying, "keying", "hybrid", "keying mode: dtls, kms or hybrid")
 	flag.DurationVar(&opts.duration, "duration", 4*time.Second, "how long to send audio")
-	flag.DurationVar(&opts.rotate, "rotate", 0, "rotate the call key this often (default: duration/3, at least 1s)")
+	flag.DurationVar(&opts.rotate, "rotate", 0, "rotate the call key this often (default: duration/3)")
 	flag.StringVar(&opts.out, "out", "", "where to write the audio the callee received (default: a file in the temporary directory)")
 	flag.Parse()
 	if err := run(opts); err != nil {
@@ -60,8 +60,17 @@ func run(opts options) error {
 	if opts.duration <= 0 {
 		return errors.New("-duration must be positive")
 	}
+	// A rotated version activates the KMS's activation delay after it is
+	// made, so the first rotation takes effect at rotate plus that delay;
+	// both fit in the call's first two thirds by default, whatever its
+	// duration.
+	activation := min(kms.DefaultActivationDelay, opts.duration/3)
 	if opts.rotate <= 0 {
-		opts.rotate = max(opts.duration/3, time.Second).Round(100 * time.Millisecond)
+		opts.rotate = max(opts.duration/3, 10*time.Millisecond).Round(10 * time.Millisecond)
+	}
+	if keying != sdp.KeyingDTLS && opts.rotate+activation >= opts.duration {
+		return fmt.Errorf("-rotate %s plus the KMS's activation delay %s leaves no time in -duration %s for the key to rotate",
+			opts.rotate, activation, opts.duration)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.duration+30*time.Second)
 	defer cancel()
@@ -96,7 +105,7 @@ func run(opts options) error {
 
 	// The KMS and the two devices' clients, when keys come from it.
 	if keying != sdp.KeyingDTLS {
-		env, err := devkms.Start(ctx, dir, "alice", "bob")
+		env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: kms.ServerConfig{ActivationDelay: activation}}, "alice", "bob")
 		if err != nil {
 			return fmt.Errorf("start KMS: %w", err)
 		}
@@ -113,7 +122,7 @@ func run(opts options) error {
 		if err != nil {
 			return fmt.Errorf("create the call's key: %w", err)
 		}
-		fmt.Printf("kms:      %s (call key %s, rotating every %s)\n", env.URL, uri, opts.rotate)
+		fmt.Printf("kms:      %s (call key %s, rotating every %s, each version active %s after it is made)\n", env.URL, uri, opts.rotate, activation)
 		caller.KeySource, caller.KeyURI = alice, uri
 		callee.KeySource = bob
 	}

@@ -34,6 +34,16 @@ func TestExampleRuns(t *testing.T) {
 			`(?m)^keying: +dtls, profile AEAD_AES_128_GCM`,
 			`(?m)^losses: +0$`,
 		}},
+		// The default -rotate works for short calls too: the KMS's
+		// activation delay is part of the schedule.
+		{[]string{"-duration", "1s"}, []string{
+			`(?m)^rotation: caller now sends under key version [2-9]`,
+			`(?m)^losses: +0$`,
+		}},
+		{[]string{"-keying", "kms", "-duration", "1500ms"}, []string{
+			`(?m)^rotation: caller now sends under key version [2-9]`,
+			`(?m)^losses: +0$`,
+		}},
 		{[]string{"-keying", "kms", "-duration", "2500ms", "-rotate", "1s"}, []string{
 			`(?m)^keying: +kms,`,
 			`(?m)^rotation: `,

@@ -8,6 +8,7 @@ require (
 	github.com/pion/interceptor v0.1.51
 	github.com/pion/webrtc/v4 v4.2.26
 	github.com/securecall/securecall v0.0.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (
@@ -31,7 +32,6 @@ require (
 	github.com/pion/turn/v3 v3.0.3 // indirect
 	github.com/pion/turn/v5 v5.1.3 // indirect
 	github.com/wlynxg/anet v0.0.5 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/crypto v0.55.0 // indirect
 	golang.org/x/net v0.58.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
