@@ -29,19 +29,20 @@ type conn struct {
 	closed    bool
 	writeDead time.Time
 	rtcp      *conn // ICE component 2, when RTCP is not multiplexed
+	dropDTLS  bool  // set before the pump starts, on component 2
 	refusal   error // set by refuse: the policy refused the selected path
 }
 
 func newConn(pc *pice.Conn) *conn {
 	buf := packetio.NewBuffer()
 	buf.SetLimitSize(receiveBufferSize)
-	return newConnInto(pc, buf)
+	return newConnInto(pc, buf, false)
 }
 
 // newConnInto makes a conn whose packets go to buf; component 2 shares
 // the buffer of component 1, so that one Read sees both.
-func newConnInto(pc *pice.Conn, buf *packetio.Buffer) *conn {
-	c := &conn{pc: pc, buf: buf, done: make(chan struct{})}
+func newConnInto(pc *pice.Conn, buf *packetio.Buffer, dropDTLS bool) *conn {
+	c := &conn{pc: pc, buf: buf, done: make(chan struct{}), dropDTLS: dropDTLS}
 	go c.pump()
 	return c
 }
@@ -54,6 +55,9 @@ func (c *conn) pump() {
 		n, err := c.pc.Read(b)
 		if err != nil {
 			return
+		}
+		if c.dropDTLS && n > 0 && b[0] >= 20 && b[0] <= 63 {
+			continue // DTLS on ICE component 2: see rtcp.go
 		}
 		// A full buffer drops the packet, as a socket would.
 		_, _ = c.buf.Write(b[:n])

@@ -23,6 +23,15 @@ import (
 // returns one net.Conn that sends RTCP (RTP's packet types 192 to 223) on
 // component 2 and reads from both. rtcp-mux stays the default: a Transport
 // runs component 2 only after EnableRTCPComponent.
+//
+// DTLS runs on component 1 only: DTLS records that arrive on component 2
+// are dropped, so that a peer that runs a second DTLS association there
+// (RFC 5764 section 4.1 has one per component; baresip does) cannot disturb
+// the handshake of component 1, whose keys protect SRTCP as well. With such
+// a peer in dtls or hybrid keying, SRTCP does not interoperate: the peer
+// keys its SRTCP from the association this side never completes. SRTP is
+// unaffected, and so are kms and sdes keying, whose SRTCP keys do not come
+// from DTLS.
 
 // component is the component-2 side of a Transport.
 type component struct {
@@ -135,7 +144,7 @@ func (c *component) gather(ctx context.Context, fn func(sdp.Candidate)) error {
 // what arrives on it reaches rtp's reader.
 func (c *component) join(rtp *conn, pc *pice.Conn) {
 	s := c.get()
-	rc := newConnInto(pc, rtp.buf)
+	rc := newConnInto(pc, rtp.buf, true)
 	s.mu.Lock()
 	s.conn = rc
 	s.mu.Unlock()

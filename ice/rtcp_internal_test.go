@@ -103,4 +103,16 @@ func TestRTCPComponent(t *testing.T) {
 	if !seen[0] || !seen[200] {
 		t.Errorf("reader saw %v", seen)
 	}
+	// DTLS on component 2 never reaches the reader (DTLS runs on
+	// component 1 only); RTCP sent after it does.
+	if _, err := a.rtcp.Write([]byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write(rtcp); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.Read(buf)
+	if err != nil || n != len(rtcp) || buf[0] != 0x80 {
+		t.Errorf("after a DTLS record on component 2 the reader got %x, %v; want the RTCP packet", buf[:n], err)
+	}
 }
