@@ -21,6 +21,12 @@ import (
 // descriptions with Offer, Answer and SetAnswer over the application's own
 // signaling, wait for Connect, then carry media with WriteRTP and ReadRTP.
 //
+// Two state machines describe a call: [State] says whether media flows
+// (new, connecting, connected, disconnected, failed, closed), and
+// [SignalingState] where the offer/answer exchange is (stable,
+// have-local-offer, have-remote-offer, closed); see signaling.go for its
+// transitions.
+//
 // The methods of a Call may be called from any goroutine. ReadRTP and
 // ReadRTCP may each be used by one goroutine while others write.
 type Call struct {
@@ -38,27 +44,49 @@ type Call struct {
 	wg     sync.WaitGroup
 	cbMu   sync.Mutex // serializes OnStateChange calls
 
-	mu         sync.Mutex
-	state      State
-	keying     sdp.Keying
-	offer      *sdp.Description // the local offer, while an answer is awaited
-	restarting bool             // offer is an ICE restart of a started call
-	keyURI     string           // the call's key resource, once started
-	remoteSID  uint64           // the peer's session id, once started
-	version    uint64           // the origin version of this end's last description
-	agreement  sdp.Agreement
-	started    bool // the connect goroutine has been started
-	session    *media.Session
-	connectErr error
-	gathering  bool
-	closed     bool
-	sip        sipState // peers without ICE (call_sip.go)
+	mu        sync.Mutex
+	state     State
+	signaling SignalingState
+	making    bool // Offer, Restart or Answer is building a description
+	keying    sdp.Keying
+	offer     *sdp.Description // the local offer awaiting its answer
+	// offerTimer rolls back an unanswered restart offer.
+	offerTimer *time.Timer
+	// offerer: this end made the call's first offer; its restart wins a
+	// glare (see Answer).
+	offerer bool
+	// gathered: ICE gathered for an earlier description, so a new one
+	// needs fresh ICE credentials first.
+	gathered   bool
+	localCands []sdp.Candidate // the candidates of this end's last description
+	keyURI     string          // the call's key resource, once started
+	remoteSID  uint64          // the peer's session id, once started
+	remoteICE  sdp.ICE         // the peer's current ICE credentials, once started
+	version    uint64          // the origin version of this end's last description
+	// lastOffer and lastAnswer are the origin version of the peer's last
+	// offer and the answer made to it, returned again when the offer is
+	// retransmitted; lastAnswerVersion is that of the last answer taken.
+	lastOffer         uint64
+	lastAnswer        string
+	lastAnswerVersion uint64
+	answerTaken       bool          // SetAnswer has taken an answer
+	idle              chan struct{} // closed when the description being made is done
+	agreement         sdp.Agreement
+	started           bool // the connect goroutine has been started
+	session           *media.Session
+	connectErr        error
+	failErr           error // why the call failed, once it has
+	closed            bool
+
+	silence silenceWatch
+	sip     sipState // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
 }
 
 // New makes a Call from cfg. It checks cfg and prepares the call without
 // any network I/O; a DTLS certificate is generated if cfg has none and the
 // keying needs one.
 func New(cfg Config) (*Call, error) {
+	cfg = cfg.withDefaults()
 	c := &Call{cfg: cfg, ready: make(chan struct{})}
 	c.log = cfg.Logger
 	if c.log == nil {
@@ -82,6 +110,13 @@ func New(cfg Config) (*Call, error) {
 		// Config.Keying).
 	default:
 		return nil, fmt.Errorf("securecall: unknown keying %q", c.keying)
+	}
+	if w := cfg.Media.ReplayWindow; w != 0 && (w <= media.HeldPacketLimit || w > maxReplayWindow) {
+		return nil, fmt.Errorf("securecall: Media.ReplayWindow %d outside %d to %d", w, media.HeldPacketLimit+1, maxReplayWindow)
+	}
+	if cfg.Media.MaxPackets > maxSRTPPackets || cfg.Media.KeyLifetime < 0 || cfg.Media.RotationGrace < 0 ||
+		cfg.Media.HandshakeTimeout < 0 || cfg.Media.SilenceTimeout < 0 {
+		return nil, errors.New("securecall: Media has a negative duration or a packet limit beyond SRTP's 2^48")
 	}
 	if err := checkSIPConfig(&cfg); err != nil {
 		return nil, err
@@ -129,6 +164,13 @@ func New(cfg Config) (*Call, error) {
 		}
 		c.pathAnswering(up)
 	}
+	userFailed := cfg.ICE.OnFailed
+	iceCfg.OnFailed = func(err error) {
+		if userFailed != nil {
+			userFailed(err)
+		}
+		c.fail(fmt.Errorf("securecall: path failed: %w", err))
+	}
 	if iceCfg.Logger == nil {
 		iceCfg.Logger = cfg.Logger
 	}
@@ -139,6 +181,58 @@ func New(cfg Config) (*Call, error) {
 	c.ice = t
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	return c, nil
+}
+
+// answerKeyings returns the keying modes a first Answer accepts: the
+// configured one; with a zero Keying and a KeySource, kms or hybrid and
+// never less; with neither, dtls.
+func (c *Call) answerKeyings() []sdp.Keying {
+	switch {
+	case c.cfg.Keying != "":
+		return []sdp.Keying{c.cfg.Keying}
+	case c.cfg.KeySource != nil:
+		return []sdp.Keying{sdp.KeyingHybrid, sdp.KeyingKMS}
+	}
+	return []sdp.Keying{sdp.KeyingDTLS}
+}
+
+// keyingStrength orders keying modes by what an attacker must hold to read
+// the media: the signaling alone (sdes), the signaling path to swap
+// fingerprints (dtls), the KMS key (kms), or both the KMS key and the DTLS
+// session (hybrid).
+func keyingStrength(k sdp.Keying) int {
+	switch k {
+	case sdp.KeyingDTLS:
+		return 1
+	case sdp.KeyingKMS:
+		return 2
+	case sdp.KeyingHybrid:
+		return 3
+	}
+	return 0
+}
+
+// checkKeying refuses a remote description whose keying is not among
+// allowed. A keying weaker than every allowed one is a downgrade: it is
+// refused with a *DowngradeError and logged at Warn, so that the stripped
+// a=key-mgmt line an attacker on the signaling path removed shows up.
+func (c *Call) checkKeying(op string, remote sdp.Keying, allowed []sdp.Keying) error {
+	weakest := 0
+	for i, k := range allowed {
+		if k == remote {
+			return nil
+		}
+		if s := keyingStrength(k); i == 0 || s < weakest {
+			weakest = s
+		}
+	}
+	if keyingStrength(remote) < weakest {
+		err := &DowngradeError{Op: op, Offered: remote, Required: append([]sdp.Keying(nil), allowed...)}
+		c.log.Warn("securecall: keying downgrade refused", "op", op, "offered", string(remote), "required", fmt.Sprint(allowed))
+		return err
+	}
+	return fmt.Errorf("securecall: %s: the peer's description asks for %s keying, this call accepts %v: %w",
+		op, remote, allowed, sdp.ErrNegotiation)
 }
 
 func usesDTLS(k sdp.Keying) bool { return k == sdp.KeyingDTLS || k == sdp.KeyingHybrid }
@@ -203,38 +297,81 @@ func (c *Call) gather(ctx context.Context) ([]sdp.Candidate, error) {
 	return nil, nil
 }
 
-// begin checks that op may run in the current state and marks gathering
-// as under way, so that a concurrent Offer or Answer is refused.
-func (c *Call) begin(op string) error {
+// begin takes the signaling step op for the method named name, unless the
+// call is closed, another description is being made, refuse (run with c.mu
+// held) objects or the signaling state does not allow op. It marks a
+// description as being made; finish or abort ends that.
+func (c *Call) begin(name string, op signalingOp, refuse func() error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.closed:
 		return ErrClosed
-	case c.state != StateNew || c.offer != nil || c.gathering:
-		return &StateError{Op: op, State: c.state, Why: "the call has already made or answered an offer"}
+	case c.making:
+		return &StateError{Op: name, State: c.state, Why: "another description is being made"}
 	}
-	c.gathering = true
+	return c.beginLocked(name, op, refuse)
+}
+
+// beginLocked is begin with c.mu held and nothing being made.
+func (c *Call) beginLocked(name string, op signalingOp, refuse func() error) error {
+	if refuse != nil {
+		if err := refuse(); err != nil {
+			return err
+		}
+	}
+	next, err := c.signaling.next(op)
+	if err != nil {
+		return &StateError{Op: name, State: c.state, Why: err.Error()}
+	}
+	c.signaling, c.making = next, true
+	c.idle = make(chan struct{})
 	return nil
 }
 
-// abort undoes begin after a failure: the call is as it was before.
+// doneMaking ends what begin started (c.mu held).
+func (c *Call) doneMakingLocked() {
+	c.making = false
+	if c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// abort undoes begin after a failure: the exchange is as it was before.
 func (c *Call) abort() {
 	c.mu.Lock()
-	c.gathering = false
+	c.doneMakingLocked()
+	if c.signaling != SignalingClosed {
+		c.signaling = SignalingStable
+	}
 	c.mu.Unlock()
 	c.undoNoICE()
 }
 
-// describe gathers candidates and builds this end's description from them
-// with build, numbering it version unless that is zero. On failure it undoes
-// begin, so that the call is as it was.
-func (c *Call) describe(ctx context.Context, op string, keying sdp.Keying, keyURI string, version uint64,
-	build func(sdp.Capabilities) (*sdp.Description, error)) (*sdp.Description, string, error) {
-	cands, err := c.gather(ctx)
-	if err != nil {
-		c.abort()
-		return nil, "", err
+// describe gathers candidates (after giving ICE fresh credentials if
+// restartICE) and builds this end's description from them with build,
+// numbering it version unless that is zero. On failure it undoes begin.
+// With reuse set it gathers nothing and describes those candidates, for a
+// description that keeps the ICE session.
+func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse []sdp.Candidate, keying sdp.Keying, keyURI string,
+	version uint64, build func(sdp.Capabilities) (*sdp.Description, error)) (*sdp.Description, string, error) {
+	cands := reuse
+	if reuse == nil {
+		if restartICE {
+			if _, err := c.ice.Restart(ctx); err != nil {
+				c.abort()
+				return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
+			}
+		}
+		var err error
+		if cands, err = c.gather(ctx); err != nil {
+			c.abort()
+			return nil, "", err
+		}
+		c.mu.Lock()
+		c.gathered = true
+		c.mu.Unlock()
 	}
 	caps := c.capabilities(keying, keyURI, cands)
 	if err := c.sipCapabilities(&caps); err != nil {
@@ -254,34 +391,114 @@ func (c *Call) describe(ctx context.Context, op string, keying sdp.Keying, keyUR
 		c.abort()
 		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
 	}
+	c.mu.Lock()
+	c.localCands = append([]sdp.Candidate{}, cands...)
+	c.mu.Unlock()
 	return d, string(text), nil
 }
 
 // Offer gathers candidates and returns the call's offer, to be sent to the
 // peer over the application's signaling. In kms and hybrid keying the offer
-// carries Config.KeyURI and no key material.
+// carries Config.KeyURI and no key material. The call then awaits the
+// answer (SignalingHaveLocalOffer): pass it to SetAnswer, or abandon the
+// offer with Rollback.
 func (c *Call) Offer(ctx context.Context) (string, error) {
 	keying := c.Keying()
 	if usesKMS(keying) && c.cfg.KeyURI == "" {
 		return "", fmt.Errorf("securecall: Offer: %s keying needs Config.KeyURI", keying)
 	}
-	if err := c.begin("Offer"); err != nil {
+	var restartICE bool
+	err := c.begin("Offer", opLocalOffer, func() error {
+		if c.started {
+			return &StateError{Op: "Offer", State: c.state, Why: "the call has started; use Restart for a new offer"}
+		}
+		restartICE = c.gathered
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	if err := c.prepareOfferRTCP(); err != nil {
 		c.abort()
 		return "", err
 	}
-	d, text, err := c.describe(ctx, "Offer", keying, c.cfg.KeyURI, 0, sdp.NewOffer)
+	d, text, err := c.describe(ctx, "Offer", restartICE, nil, keying, c.cfg.KeyURI, c.nextVersion(), sdp.NewOffer)
 	if err != nil {
 		return "", err
 	}
 	c.mu.Lock()
-	c.offer = d
-	c.version = d.Origin.SessionVersion
-	c.gathering = false
+	c.offer, c.version = d, d.Origin.SessionVersion
+	c.doneMakingLocked()
 	c.mu.Unlock()
 	return text, nil
+}
+
+// nextVersion returns the origin version for this end's next description:
+// zero (the sdp package's choice) for the first, one more than the last
+// after that.
+func (c *Call) nextVersion() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.version == 0 {
+		return 0
+	}
+	return c.version + 1
+}
+
+// offerKind is what an offer is to a call.
+type offerKind int
+
+const (
+	offerFirst      offerKind = iota // the offer that starts the call
+	offerRepeat                      // the last offer again: answer as before
+	offerRestart                     // new ICE credentials: an ICE restart
+	offerNoRestart                   // a new version with the same ICE session
+	offerNotForCall                  // from another session than the call's
+)
+
+// classifyOffer says what remote is to the call (c.mu held). An offer of
+// the call's session is an ICE restart when its ICE credentials are new
+// (RFC 8839 section 4.4.1.1.1), a retransmission when it keeps them and
+// its o= version is the one already answered (RFC 3264 section 8), and
+// otherwise a re-offer that changes nothing this SDK negotiates.
+func (c *Call) classifyOffer(remote *sdp.Description) offerKind {
+	if !c.started {
+		return offerFirst
+	}
+	if remote.Origin.SessionID != c.remoteSID {
+		return offerNotForCall
+	}
+	creds := descICE(remote)
+	sameICE := creds.Ufrag == c.remoteICE.Ufrag && creds.Pwd == c.remoteICE.Pwd
+	switch {
+	case !sameICE:
+		return offerRestart
+	case remote.Origin.SessionVersion == c.lastOffer && c.lastAnswer != "":
+		return offerRepeat
+	}
+	return offerNoRestart
+}
+
+// descICE returns the ICE credentials of the first section that has them.
+func descICE(d *sdp.Description) sdp.ICE {
+	for _, m := range d.Media {
+		if m.ICE.Ufrag != "" {
+			return m.ICE
+		}
+	}
+	return sdp.ICE{}
+}
+
+// winsGlareLocked reports whether this end's pending offer wins over the
+// peer's offer remote, made at the same time (c.mu held). The rule: in a
+// started call the end that made the call's first offer wins; before
+// that, the end whose o= session id is larger. The loser rolls back its
+// own offer and answers the winner's.
+func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
+	if c.started {
+		return c.offerer
+	}
+	return c.sid > remote.Origin.SessionID
 }
 
 // Answer takes the peer's offer and returns the answer to send back. In kms
@@ -289,24 +506,114 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 // KeySource, so that a device that is not a participant of the call fails
 // here with the KMS's error. A failed Answer leaves the call unchanged.
 // Connecting starts at once; Connect waits for it.
+//
+// On a started call Answer takes the peer's later offers: the same offer
+// again (same o= version, as a signaling layer that retransmits sends it)
+// gets the same answer and changes nothing; an offer with new ICE
+// credentials is an ICE restart; a new version with the same credentials
+// keeps the ICE session. When both ends offer at once (glare), the winner
+// (see [ErrGlare]) refuses the peer's offer with ErrGlare and the loser
+// rolls its own offer back and answers.
 func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
-	c.mu.Lock()
-	restart := c.started && !c.closed
-	c.mu.Unlock()
-	if restart {
-		return c.answerRestart(ctx, remote)
+	answer, err := c.answer(ctx, remote)
+	if errors.Is(err, errStartedMeanwhile) {
+		// Another copy of this offer (or another offer) started the call
+		// while this one was checked: judge it again as a later offer.
+		answer, err = c.answer(ctx, remote)
 	}
+	if errors.Is(err, errStartedMeanwhile) {
+		err = &StateError{Op: "Answer", State: c.State(), Why: "the call has started meanwhile"}
+	}
+	return answer, err
+}
+
+// errStartedMeanwhile: answerFirst found the call started by the time it
+// could begin; Answer classifies the offer again.
+var errStartedMeanwhile = errors.New("securecall: the call started meanwhile")
+
+func (c *Call) answer(ctx context.Context, remote *sdp.Description) (string, error) {
+	c.mu.Lock()
+	if err := c.waitIdleLocked(ctx); err != nil {
+		c.mu.Unlock()
+		return "", err
+	}
+	kind := c.classifyOffer(remote)
+	last := c.lastAnswer
+	c.mu.Unlock()
+	switch kind {
+	case offerRepeat:
+		return last, nil
+	case offerNotForCall:
+		return "", &StateError{Op: "Answer", State: c.State(), Why: "the call has started and this offer is from another session"}
+	case offerRestart, offerNoRestart:
+		return c.answerAgain(ctx, remote, kind == offerRestart)
+	}
+	return c.answerFirst(ctx, remote)
+}
+
+// beginAnswer takes the remote-offer step for Answer, resolving glare: if
+// this end has an offer pending, it wins (ErrGlare) or rolls its own back.
+// refuse runs first, with c.mu held.
+func (c *Call) beginAnswer(ctx context.Context, remote *sdp.Description, refuse func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// The peer's offer may cross this end's while that is still being
+	// made (gathering): wait for it, then resolve the glare.
+	if err := c.waitIdleLocked(ctx); err != nil {
+		return err
+	}
+	return c.beginLocked("Answer", opRemoteOffer, func() error {
+		if refuse != nil {
+			if err := refuse(); err != nil {
+				return err
+			}
+		}
+		if c.signaling == SignalingHaveLocalOffer && c.offer != nil {
+			if c.winsGlareLocked(remote) {
+				c.log.Info("securecall: offers crossed; this end's offer wins")
+				return fmt.Errorf("securecall: Answer: %w", ErrGlare)
+			}
+			c.log.Info("securecall: offers crossed; rolling back this end's offer to answer the peer's")
+			c.rollbackLocked()
+		}
+		return nil
+	})
+}
+
+// waitIdleLocked waits (c.mu held, released meanwhile) until no
+// description is being made, for Answer: an offer that crosses this end's
+// own offer, or a retransmission of one being answered, is handled once
+// that is done.
+func (c *Call) waitIdleLocked(ctx context.Context) error {
+	for c.making && !c.closed {
+		idle := c.idle
+		c.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			c.mu.Lock()
+			return fmt.Errorf("securecall: Answer: %w", ctx.Err())
+		}
+		c.mu.Lock()
+	}
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// answerFirst answers the offer that starts the call.
+func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string, error) {
 	keying, err := c.offerKeying(remote)
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
-	if c.cfg.Keying != "" && keying != c.cfg.Keying {
-		return "", fmt.Errorf("securecall: Answer: offer asks for %s keying, this call is configured for %s: %w",
-			keying, c.cfg.Keying, sdp.ErrNegotiation)
+	if err := c.checkKeying("Answer", keying, c.answerKeyings()); err != nil {
+		return "", err
 	}
 	var keyURI string
 	switch keying {
@@ -327,13 +634,7 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 			return "", fmt.Errorf("securecall: Answer: fetch call key %q: %w", keyURI, err)
 		}
 	case sdp.KeyingSDES:
-		if c.cfg.Keying != sdp.KeyingSDES {
-			// Never on the answerer's own: the keys would travel in the
-			// signaling without the application having said that it is
-			// encrypted.
-			return "", fmt.Errorf("securecall: Answer: offer asks for sdes keying, which a Call uses only when Config.Keying says so: %w",
-				sdp.ErrNegotiation)
-		}
+		// checkKeying let it through: Config.Keying asks for sdes.
 	default:
 		return "", fmt.Errorf("securecall: Answer: offer asks for %s keying, which a Call does not support: %w",
 			keying, sdp.ErrNegotiation)
@@ -344,7 +645,14 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 		// Keying and a KeySource, New prepared a certificate.
 		return "", fmt.Errorf("securecall: Answer: %s keying needs a DTLS certificate: %w", keying, sdp.ErrNegotiation)
 	}
-	if err := c.begin("Answer"); err != nil {
+	var restartICE bool
+	err = c.beginAnswer(ctx, remote, func() error {
+		if c.started {
+			return errStartedMeanwhile
+		}
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	if err := c.prepareNoICE(remote); err != nil {
@@ -355,8 +663,11 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 		c.abort()
 		return "", err
 	}
+	c.mu.Lock()
+	restartICE = c.gathered // a rolled-back offer of this end gathered already
+	c.mu.Unlock()
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", keying, keyURI, 0, func(caps sdp.Capabilities) (*sdp.Description, error) {
+	answer, text, err := c.describe(ctx, "Answer", restartICE, nil, keying, keyURI, c.nextVersion(), func(caps sdp.Capabilities) (*sdp.Description, error) {
 		d, a, err := sdp.NewAnswer(remote, caps)
 		agreement = a
 		return d, err
@@ -366,16 +677,80 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	}
 	c.mu.Lock()
 	c.keying = keying
-	c.gathering = false
+	c.doneMakingLocked()
+	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.version = answer.Origin.SessionVersion
+	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	c.startedLocked(agreement, keyURI, remote.Origin.SessionID, false)
 	c.mu.Unlock()
-	c.start(agreement, keyURI, remote.Origin.SessionID, senderID("offerer", remote), senderID("answerer", answer))
+	c.start(agreement, keyURI, senderID("offerer", remote), senderID("answerer", answer))
+	return text, nil
+}
+
+// answerAgain answers a later offer of the started call: an ICE restart
+// (new ICE credentials and candidates on both sides) when restart is set,
+// else a new description of the same ICE session.
+func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart bool) (string, error) {
+	var (
+		keying  sdp.Keying
+		keyURI  string
+		version uint64
+		reuse   []sdp.Candidate
+	)
+	err := c.beginAnswer(ctx, remote, func() error {
+		k, err := remote.Keying()
+		if err != nil {
+			return fmt.Errorf("securecall: Answer: %w", err)
+		}
+		if err := c.checkKeying("Answer", k, []sdp.Keying{c.keying}); err != nil {
+			return err
+		}
+		if restart {
+			if err := c.refuseRestartNoICE("Answer"); err != nil {
+				return err
+			}
+		}
+		keying, keyURI, version = c.keying, c.keyURI, c.version
+		if !restart {
+			reuse = append([]sdp.Candidate{}, c.localCands...)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	var agreement sdp.Agreement
+	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1, func(caps sdp.Capabilities) (*sdp.Description, error) {
+		d, a, err := sdp.NewAnswer(remote, caps)
+		agreement = a
+		return d, err
+	})
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.version = answer.Origin.SessionVersion
+	c.doneMakingLocked()
+	c.signaling, _ = c.signaling.next(opLocalAnswer)
+	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	if restart {
+		// Now, with lastOffer: a retransmission of this offer must find
+		// its credentials current.
+		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
+	}
+	c.mu.Unlock()
+	if restart {
+		if err := c.applyRemote(agreement, "Answer"); err != nil {
+			return "", err
+		}
+	}
 	return text, nil
 }
 
 // SetAnswer takes the peer's answer to this call's offer. A failed
-// SetAnswer leaves the call unchanged, still waiting for an answer.
-// Connecting starts at once; Connect waits for it.
+// SetAnswer leaves the call unchanged, still waiting for an answer; the
+// same answer taken twice (a retransmission) is accepted again and
+// changes nothing. Connecting starts at once; Connect waits for it.
 func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("securecall: SetAnswer: %w", err)
@@ -389,12 +764,22 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	case c.closed:
 		c.mu.Unlock()
 		return ErrClosed
-	case c.offer == nil:
+	case c.signaling == SignalingStable && c.answerTaken && remote.Origin.SessionID == c.remoteSID &&
+		remote.Origin.SessionVersion == c.lastAnswerVersion:
+		c.mu.Unlock()
+		return nil // the answer already taken, sent again
+	case c.signaling != SignalingHaveLocalOffer || c.offer == nil || c.making:
 		st := c.state
 		c.mu.Unlock()
 		return &StateError{Op: "SetAnswer", State: st, Why: "the call has no offer awaiting an answer"}
 	}
 	offer := c.offer
+	if k, err := remote.Keying(); err == nil {
+		if err := c.checkKeying("SetAnswer", k, []sdp.Keying{c.keying}); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+	}
 	agreement, err := sdp.AcceptAnswer(offer, remote)
 	if err != nil {
 		c.mu.Unlock()
@@ -405,18 +790,29 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		return fmt.Errorf("securecall: SetAnswer: answer has %s keying, the offer %s: %w",
 			agreement.Keying, c.keying, sdp.ErrNegotiation)
 	}
+	if c.started && remote.Origin.SessionID != c.remoteSID {
+		c.mu.Unlock()
+		return &StateError{Op: "SetAnswer", State: c.state, Why: "the answer is from another session than the call's"}
+	}
 	if err := c.checkAnswerTransport(agreement); err != nil {
 		c.mu.Unlock()
 		return err
 	}
+	c.signaling, _ = c.signaling.next(opRemoteAnswer)
+	c.stopOfferTimerLocked()
 	c.offer = nil
-	if c.restarting {
-		c.restarting = false
-		c.mu.Unlock()
-		return c.applyRemote(agreement, "SetAnswer")
+	c.lastAnswerVersion, c.answerTaken = remote.Origin.SessionVersion, true
+	restarting := c.started
+	if restarting {
+		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
+	} else {
+		c.startedLocked(agreement, c.cfg.KeyURI, remote.Origin.SessionID, true)
 	}
 	c.mu.Unlock()
-	c.start(agreement, c.cfg.KeyURI, remote.Origin.SessionID, senderID("answerer", remote), senderID("offerer", offer))
+	if restarting {
+		return c.applyRemote(agreement, "SetAnswer")
+	}
+	c.start(agreement, c.cfg.KeyURI, senderID("answerer", remote), senderID("offerer", offer))
 	return nil
 }
 
@@ -427,94 +823,106 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // answer to SetAnswer. DTLS, the SRTP keys and the media session carry on
 // across the restart; packets sent before the new path is selected are
 // lost, as on a network without a route.
+//
+// An offer that no answer meets within Config.RestartTimeout is rolled
+// back by itself, and Rollback abandons it at once; either way the call
+// returns to SignalingStable and may Restart again or answer the peer's
+// offer. If both ends restart at once, Answer resolves the glare (see
+// [ErrGlare]), so that restarting on StateDisconnected is safe from both
+// ends.
 func (c *Call) Restart(ctx context.Context) (string, error) {
-	keying, keyURI, version, err := c.beginRestart(ctx, "Restart", func() error {
+	var (
+		keying  sdp.Keying
+		keyURI  string
+		version uint64
+	)
+	err := c.begin("Restart", opLocalOffer, func() error {
 		if !c.started {
 			return &StateError{Op: "Restart", State: c.state, Why: "the call has not started; exchange an offer and an answer first"}
 		}
+		if c.failErr != nil {
+			return &StateError{Op: "Restart", State: c.state, Why: "the call has failed"}
+		}
+		if err := c.refuseRestartNoICE("Restart"); err != nil {
+			return err
+		}
+		keying, keyURI, version = c.keying, c.keyURI, c.version
 		return nil
 	})
 	if err != nil {
 		return "", err
 	}
-	d, text, err := c.describe(ctx, "Restart", keying, keyURI, version+1, sdp.NewOffer)
+	d, text, err := c.describe(ctx, "Restart", true, nil, keying, keyURI, version+1, sdp.NewOffer)
 	if err != nil {
 		return "", err
 	}
 	c.mu.Lock()
-	c.offer, c.restarting, c.version, c.gathering = d, true, d.Origin.SessionVersion, false
+	c.offer, c.version = d, d.Origin.SessionVersion
+	c.doneMakingLocked()
+	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.restartUnanswered(d) })
 	c.mu.Unlock()
 	return text, nil
 }
 
-// beginRestart starts an ICE restart for op unless the call is closed, is
-// already making a description, or refuse (run with c.mu held) objects: it
-// marks the call as gathering, gives ICE new credentials and returns what
-// the new description needs. On failure the call is as it was.
-func (c *Call) beginRestart(ctx context.Context, op string, refuse func() error) (sdp.Keying, string, uint64, error) {
+// restartUnanswered rolls back the restart offer d if it still awaits its
+// answer.
+func (c *Call) restartUnanswered(d *sdp.Description) {
 	c.mu.Lock()
-	var err error
+	defer c.mu.Unlock()
+	if c.closed || c.offer != d {
+		return
+	}
+	c.log.Info("securecall: restart offer unanswered; rolled back", "after", c.cfg.RestartTimeout)
+	c.rollbackLocked()
+}
+
+// Rollback abandons this end's offer that awaits its answer (from Offer or
+// Restart) and returns the call to SignalingStable, so that it may make a
+// new offer or answer the peer's. An answer to the abandoned offer is then
+// refused. Rolling back a restart does not bring the old path back: its
+// ICE credentials are gone, so the call needs another restart (from
+// either end) to carry media again; the keys and the media session stay.
+// Rollback fails with a *StateError when there is no offer to abandon.
+func (c *Call) Rollback() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch {
 	case c.closed:
-		err = ErrClosed
-	case c.offer != nil || c.gathering:
-		err = &StateError{Op: op, State: c.state, Why: "a description is already being made or awaits its answer"}
-	default:
-		if err = c.refuseRestartNoICE(op); err == nil {
-			err = refuse()
-		}
+		return ErrClosed
+	case c.signaling != SignalingHaveLocalOffer || c.offer == nil || c.making:
+		return &StateError{Op: "Rollback", State: c.state, Why: "the call has no offer awaiting an answer"}
 	}
-	if err != nil {
-		c.mu.Unlock()
-		return "", "", 0, err
-	}
-	c.gathering = true
-	keying, keyURI, version := c.keying, c.keyURI, c.version
-	c.mu.Unlock()
-	if _, err := c.ice.Restart(ctx); err != nil {
-		c.abort()
-		return "", "", 0, fmt.Errorf("securecall: %s: %w", op, err)
-	}
-	return keying, keyURI, version, nil
+	c.rollbackLocked()
+	return nil
 }
 
-// answerRestart answers an ICE restart offer from the peer of a started
-// call: same session, new ICE credentials.
-func (c *Call) answerRestart(ctx context.Context, remote *sdp.Description) (string, error) {
-	keying, keyURI, version, err := c.beginRestart(ctx, "Answer", func() error {
-		if remote.Origin.SessionID != c.remoteSID {
-			return &StateError{Op: "Answer", State: c.state, Why: "the call has started and this offer is from another session"}
-		}
-		if k, err := remote.Keying(); err != nil || k != c.keying {
-			return fmt.Errorf("securecall: Answer: a restart offer must keep %s keying: %w", c.keying, sdp.ErrNegotiation)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
+// rollbackLocked drops the pending local offer (c.mu held).
+func (c *Call) rollbackLocked() {
+	c.stopOfferTimerLocked()
+	c.offer = nil
+	c.signaling, _ = c.signaling.next(opRollback)
+}
+
+func (c *Call) stopOfferTimerLocked() {
+	if c.offerTimer != nil {
+		c.offerTimer.Stop()
+		c.offerTimer = nil
 	}
-	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", keying, keyURI, version+1, func(caps sdp.Capabilities) (*sdp.Description, error) {
-		d, a, err := sdp.NewAnswer(remote, caps)
-		agreement = a
-		return d, err
-	})
-	if err != nil {
-		return "", err
-	}
+}
+
+// SignalingState returns where the call's offer/answer exchange is.
+func (c *Call) SignalingState() SignalingState {
 	c.mu.Lock()
-	c.version = answer.Origin.SessionVersion
-	c.gathering = false
-	c.mu.Unlock()
-	if err := c.applyRemote(agreement, "Answer"); err != nil {
-		return "", err
-	}
-	return text, nil
+	defer c.mu.Unlock()
+	return c.signaling
 }
 
 // applyRemote gives ICE the peer's new credentials and candidates after a
 // restart.
 func (c *Call) applyRemote(a sdp.Agreement, op string) error {
+	c.mu.Lock()
+	c.remoteICE = sdp.ICE{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd}
+	c.mu.Unlock()
 	if err := c.ice.SetRemote(ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}); err != nil {
 		return fmt.Errorf("securecall: %s: %w", op, err)
 	}
@@ -545,17 +953,22 @@ func senderID(role string, d *sdp.Description) string {
 	return role + "/" + strconv.FormatUint(d.Origin.SessionID, 10)
 }
 
+// startedLocked records, in the same step as the exchange that started
+// the call (c.mu held), what later offers are judged by.
+func (c *Call) startedLocked(a sdp.Agreement, keyURI string, remoteSID uint64, offerer bool) {
+	c.agreement = a
+	c.keyURI = keyURI
+	c.remoteSID = remoteSID
+	c.remoteICE = sdp.ICE{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd}
+	c.offerer = offerer
+	c.started = true
+}
+
 // start moves the call to connecting and starts the goroutine that brings
 // up ICE, DTLS and the media session. The ICE role is the agreement's: the
 // offerer controls unless it is Lite and the answerer is not (RFC 8445
 // section 6.1.1).
-func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID, localID string) {
-	c.mu.Lock()
-	c.agreement = a
-	c.keyURI = keyURI
-	c.remoteSID = remoteSID
-	c.started = true
-	c.mu.Unlock()
+func (c *Call) start(a sdp.Agreement, keyURI, remoteID, localID string) {
 	c.setState(StateConnecting)
 	for _, cand := range a.Remote.Candidates {
 		if err := c.ice.AddRemoteCandidate(cand); err != nil {
@@ -572,29 +985,27 @@ func (c *Call) start(a sdp.Agreement, keyURI string, remoteSID uint64, remoteID,
 		c.mu.Unlock()
 		if err != nil {
 			if c.ctx.Err() == nil {
-				c.log.Warn("securecall: connect failed", "err", err)
-				c.cancel(err)
-				c.setState(StateFailed)
+				c.fail(err)
 			}
 			return
 		}
 		c.setState(StateConnected)
+		c.silence.start(c)
 	}()
 }
 
 func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error {
 	conn, err := c.connectTransport(a)
 	if err != nil {
-		return err
+		return fmt.Errorf("securecall: connect: %w", err)
 	}
-	mcfg := media.Config{
-		Keying:             a.Keying,
-		Profiles:           c.cfg.Profiles,
-		Certificate:        c.cert,
-		RemoteFingerprints: a.RemoteFingerprints,
-		HandshakeRTT:       c.ice.Path().RTT,
-		Logger:             c.cfg.Logger,
-	}
+	mcfg := c.cfg.Media.session()
+	mcfg.Keying = a.Keying
+	mcfg.Profiles = c.cfg.Profiles
+	mcfg.Certificate = c.cert
+	mcfg.RemoteFingerprints = a.RemoteFingerprints
+	mcfg.HandshakeRTT = c.ice.Path().RTT
+	mcfg.Logger = c.cfg.Logger
 	if a.LocalSetup == sdp.SetupActive {
 		mcfg.DTLSRole = media.DTLSClient
 	} else {
@@ -615,21 +1026,65 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	c.attestConfig(&mcfg, a.Keying)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
-		return fmt.Errorf("securecall: media: %w", err)
+		return fmt.Errorf("securecall: connect: %w", err)
 	}
 	if err := c.startAttesting(s, a.Keying); err != nil {
 		s.Close()
 		return err
 	}
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || c.failErr != nil {
 		c.mu.Unlock()
 		s.Close()
+		if c.failErr != nil {
+			return c.failErr
+		}
 		return ErrClosed
 	}
 	c.session = s
 	c.mu.Unlock()
 	return nil
+}
+
+// fail ends the call with cause: Context is cancelled with it, the call
+// moves to StateFailed, and the media session is closed so that reads and
+// writes return cause. Only the first cause counts; a closed call does not
+// fail.
+func (c *Call) fail(cause error) { c.failWith(cause, false) }
+
+// failFromSession is fail for callbacks that run on a goroutine of the
+// media session (its reader, its key watcher): everything but closing the
+// session happens at once, and the session is closed on a goroutine of
+// the call's own, which Close joins, since a session cannot wait for the
+// goroutine that closes it.
+func (c *Call) failFromSession(cause error) { c.failWith(cause, true) }
+
+func (c *Call) failWith(cause error, closeLater bool) {
+	c.mu.Lock()
+	if c.closed || c.failErr != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.failErr = cause
+	s := c.session
+	c.stopOfferTimerLocked()
+	c.wg.Add(1) // Close waits for the teardown below
+	c.mu.Unlock()
+	c.log.Warn("securecall: call failed", "err", cause)
+	c.cancel(cause)
+	c.silence.stop()
+	c.setState(StateFailed)
+	closeSession := func() {
+		defer c.wg.Done()
+		if s != nil {
+			s.Close()
+		}
+	}
+	if closeLater {
+		go closeSession()
+		return
+	}
+	closeSession()
 }
 
 // pathAnswering moves a connected call to disconnected when its path stops
@@ -721,23 +1176,44 @@ func (c *Call) media() (*media.Session, error) {
 	switch {
 	case c.closed:
 		return nil, ErrClosed
+	case c.failErr != nil:
+		return nil, c.failErr
 	case c.session == nil:
 		return nil, ErrNotConnected
 	}
 	return c.session, nil
 }
 
-// WriteRTP encrypts and sends one RTP packet with header h.
+// mediaErr turns an error of the media session that the end of the call
+// caused into that end's cause: ErrClosed, or why the call failed.
+func (c *Call) mediaErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return ErrClosed
+	case c.failErr != nil:
+		return c.failErr
+	}
+	return err
+}
+
+// WriteRTP encrypts and sends one RTP packet with header h. After the call
+// failed it returns the reason (see Context).
 func (c *Call) WriteRTP(h media.RTPHeader, payload []byte) error {
 	s, err := c.media()
 	if err != nil {
 		return err
 	}
-	return s.WriteRTP(h, payload)
+	return c.mediaErr(s.WriteRTP(h, payload))
 }
 
 // ReadRTP receives and decrypts the next RTP packet, copies its payload
-// into payload and returns its header and the payload's length.
+// into payload and returns its header and the payload's length. After the
+// call failed it returns the reason (see Context).
 func (c *Call) ReadRTP(payload []byte) (media.RTPHeader, int, error) {
 	s, err := c.media()
 	if err != nil {
@@ -747,7 +1223,7 @@ func (c *Call) ReadRTP(payload []byte) (media.RTPHeader, int, error) {
 	if err == nil {
 		c.sip.notePayloadType(h.PayloadType)
 	}
-	return h, n, err
+	return h, n, c.mediaErr(err)
 }
 
 // WriteRTCP encrypts and sends one compound RTCP packet.
@@ -756,7 +1232,7 @@ func (c *Call) WriteRTCP(pkt []byte) error {
 	if err != nil {
 		return err
 	}
-	return s.WriteRTCP(pkt)
+	return c.mediaErr(s.WriteRTCP(pkt))
 }
 
 // ReadRTCP receives and decrypts the next compound RTCP packet into buf.
@@ -765,7 +1241,8 @@ func (c *Call) ReadRTCP(buf []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.ReadRTCP(buf)
+	n, err := s.ReadRTCP(buf)
+	return n, c.mediaErr(err)
 }
 
 // SetReadDeadline sets the deadline for ReadRTP and ReadRTCP, as on a
@@ -817,7 +1294,8 @@ func (c *Call) Path() ice.Path { return c.path() }
 
 // Context returns a context that is cancelled when the call ends; its
 // cause (context.Cause) is ErrClosed after Close, or the reason the call
-// failed.
+// failed: for a path that stopped answering for good, an error wrapping
+// ice.ErrNoPath.
 func (c *Call) Context() context.Context { return c.ctx }
 
 // Close ends the call: it stops the media session and ICE and waits for
@@ -829,15 +1307,19 @@ func (c *Call) Close() error {
 		return ErrClosed
 	}
 	c.closed = true
+	c.signaling, _ = c.signaling.next(opClose)
+	c.stopOfferTimerLocked()
+	failed := c.failErr != nil
 	c.mu.Unlock()
 	c.cancel(ErrClosed)
+	c.silence.stop()
 	// Media first, while ICE still carries it; a session that the connect
 	// goroutine completes after this point is closed by that goroutine.
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()
 	var mediaErr error
-	if s != nil {
+	if s != nil && !failed { // a failed call closed its session already
 		mediaErr = s.Close()
 	}
 	iceErr := c.ice.Close()

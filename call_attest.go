@@ -72,7 +72,7 @@ func (c *Call) startAttesting(s *media.Session, keying sdp.Keying) error {
 		return cause
 	}
 	if err != nil {
-		return fmt.Errorf("securecall: media: %w", err)
+		return fmt.Errorf("securecall: connect: %w", err)
 	}
 	if !attested {
 		c.log.Debug("securecall: the peer attested nothing; its end of the path is unattested")
@@ -93,6 +93,5 @@ func (c *Call) peerAttested(a media.Attestation) {
 		return
 	}
 	c.log.Warn("securecall: the peer's path attestation breaks the DirectOnly policy; the call fails", "err", err)
-	c.cancel(fmt.Errorf("securecall: %w", err))
-	c.setState(StateFailed)
+	c.failFromSession(fmt.Errorf("securecall: %w", err)) // runs on the session's reader
 }

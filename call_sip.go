@@ -77,18 +77,21 @@ func checkSIPConfig(cfg *Config) error {
 }
 
 // offerKeying returns the keying mode in which this call answers offer: the
-// configured one when the offer allows it, otherwise the offer's preferred
-// one (which Answer then refuses unless the configuration allows it). An
-// offer that allows dtls and sdes is answered in sdes only when the
-// application asked for sdes.
+// first mode the offer allows that this call accepts (answerKeyings),
+// otherwise the offer's preferred one, which Answer then refuses (as a
+// downgrade when it is weaker). An offer that allows dtls and sdes is
+// answered in sdes only when the application asked for sdes.
 func (c *Call) offerKeying(offer *sdp.Description) (sdp.Keying, error) {
 	ks, err := offer.Keyings()
 	if err != nil {
 		return "", err
 	}
+	accepted := c.answerKeyings()
 	for _, k := range ks {
-		if k == c.cfg.Keying {
-			return k, nil
+		for _, a := range accepted {
+			if k == a {
+				return k, nil
+			}
 		}
 	}
 	return ks[0], nil
@@ -263,26 +266,20 @@ func mkiBytes(c *sdp.Crypto) []byte {
 }
 
 // connectTransport brings up the media transport of agreement a: ICE, or
-// the Direct transport for a peer without ICE.
+// the Direct transport for a peer without ICE. Its errors are the ice
+// package's; connect adds the call's prefix.
 func (c *Call) connectTransport(a sdp.Agreement) (net.Conn, error) {
 	c.mu.Lock()
 	d := c.sip.direct
 	c.mu.Unlock()
 	if !a.NoICE {
-		conn, err := c.ice.Connect(c.ctx, ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}, a.ICEControlling)
-		if err != nil {
-			return nil, fmt.Errorf("securecall: ICE: %w", err)
-		}
-		return conn, nil
+		return c.ice.Connect(c.ctx, ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}, a.ICEControlling)
 	}
 	if d == nil {
+		// SetAnswer refuses such an answer first (checkAnswerTransport).
 		return nil, ErrNoICEAnswer
 	}
-	conn, err := d.Connect(c.ctx, a.RemoteRTP, a.RemoteRTCP, a.RTCPMux)
-	if err != nil {
-		return nil, fmt.Errorf("securecall: without ICE: %w", err)
-	}
-	return conn, nil
+	return d.Connect(c.ctx, a.RemoteRTP, a.RemoteRTCP, a.RTCPMux)
 }
 
 // checkAnswerTransport refuses an answer without ICE to an ICE offer, and

@@ -3,6 +3,7 @@ package securecall
 import (
 	"crypto/tls"
 	"log/slog"
+	"time"
 
 	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/media"
@@ -20,8 +21,17 @@ type Config struct {
 	// Keying selects how SRTP keys are made: sdp.KeyingDTLS,
 	// sdp.KeyingKMS, sdp.KeyingHybrid or sdp.KeyingSDES. If zero, defaults
 	// to sdp.KeyingHybrid when KeySource is set and to sdp.KeyingDTLS
-	// otherwise. An answerer follows the offer's keying and fails Answer if
-	// it differs from a Keying set here.
+	// otherwise.
+	//
+	// A zero Keying with a KeySource means "kms or hybrid, never less": the
+	// call offers hybrid, and as answerer it accepts a kms or hybrid offer
+	// and refuses any other (such as an offer whose a=key-mgmt line was
+	// stripped on the signaling path, which would otherwise read as dtls)
+	// with [ErrDowngrade]. A Call with a KeySource runs dtls keying only when
+	// Keying is set to sdp.KeyingDTLS. A Keying set here is the only mode
+	// the call accepts. Once started, a call keeps its keying: an answer or
+	// a restart offer in another mode is refused, and one that drops the KMS
+	// key fails with ErrDowngrade. A refused description changes nothing.
 	//
 	// sdp.KeyingSDES (RFC 4568, for SIP trunks, phones and border
 	// elements) is never a default and never chosen by an answerer on its
@@ -66,9 +76,25 @@ type Config struct {
 	// itself.
 	OnCandidate func(sdp.Candidate)
 
+	// Media configures the media session: key budgets, the replay window,
+	// rotation requests and media-silence reports. If zero, see
+	// [MediaConfig] for its defaults.
+	Media MediaConfig
+
+	// RestartTimeout is how long a restart offer from Restart waits for
+	// its answer before the call rolls it back by itself (see
+	// [Call.Rollback]), so that an offer lost on the way or a peer that
+	// never answers cannot wedge the call. If zero, defaults to
+	// DefaultRestartTimeout (10 s).
+	RestartTimeout time.Duration
+
 	// OnStateChange, if set, is called with each new state. On
 	// StateDisconnected an application would usually call Restart and
-	// send the new offer to the peer. It is called
+	// send the new offer to the peer; both ends may do so at once (Answer
+	// resolves the glare, see [ErrGlare]). StateFailed ends the call:
+	// after ice.Config.DisconnectedTimeout plus ice.Config.FailedTimeout
+	// (30 s by default) without an answer on any path, including while a
+	// restart runs; only Close is left to do. It is called
 	// on a goroutine of the Call or of the caller of Close, never
 	// concurrently with itself, and must not call Close (start a
 	// goroutine to do that).
@@ -98,4 +124,86 @@ type Config struct {
 	// Logger receives the call's diagnostic messages. If nil, the call is
 	// silent. Keys, ICE passwords and credentials are never logged.
 	Logger *slog.Logger
+}
+
+// DefaultRestartTimeout is the default of Config.RestartTimeout.
+const DefaultRestartTimeout = 10 * time.Second
+
+// Bounds New checks in MediaConfig, as the media package does.
+const (
+	maxReplayWindow = 1 << 15
+	maxSRTPPackets  = 1 << 48
+)
+
+// withDefaults returns a copy of c with the zero fields the Call itself
+// uses set; the ice and media packages apply their own defaults.
+func (c Config) withDefaults() Config {
+	if c.RestartTimeout <= 0 {
+		c.RestartTimeout = DefaultRestartTimeout
+	}
+	return c
+}
+
+// MediaConfig holds the media session settings that matter to an
+// application. Its zero value is valid: each field says its default, which
+// is the media package's.
+type MediaConfig struct {
+	// MaxPackets is how many SRTP (or SRTCP) packets a key version may
+	// protect before the call asks for a rotation (see OnRotationNeeded).
+	// If zero, defaults to media.DefaultMaxPackets (2^30).
+	MaxPackets uint64
+
+	// KeyLifetime is how long a key version may be used for sending before
+	// the call asks for a rotation. If zero, defaults to no time limit.
+	KeyLifetime time.Duration
+
+	// RotationGrace is how long a replaced key version stays installed for
+	// late and reordered packets. If zero, defaults to
+	// media.DefaultRotationGrace (5 s).
+	RotationGrace time.Duration
+
+	// ReplayWindow is the SRTP and SRTCP replay window in packets: a packet
+	// further behind the newest one received is dropped as a replay. It
+	// must lie above media.HeldPacketLimit and at most 32768. If zero,
+	// defaults to media.DefaultReplayWindow (128).
+	ReplayWindow uint
+
+	// HandshakeTimeout bounds the DTLS handshake and the key fetch when the
+	// call connects. If zero, defaults to media.DefaultHandshakeTimeout
+	// (15 s).
+	HandshakeTimeout time.Duration
+
+	// OnRotationNeeded, if set, is called once per key version when the
+	// sending key reaches MaxPackets or KeyLifetime. In kms and hybrid
+	// keying the call first asks its KeySource for a new version itself
+	// when the KeySource implements [media.KeyRotator] (a *kms.Client
+	// does); in dtls keying a new key needs a new call. It runs on a
+	// goroutine of the call, never concurrently with itself. If nil,
+	// requests are only logged (and passed to a KeyRotator).
+	OnRotationNeeded func(media.RotationRequest)
+
+	// SilenceTimeout, if positive, turns on media-silence reports: when no
+	// authenticated SRTP or SRTCP packet has arrived for this long on a
+	// connected call, OnSilence is called with true, and with false when
+	// one arrives again. ICE consent keeps a path alive without media, so
+	// this is how an application tells a silent peer. If zero, defaults to
+	// off.
+	SilenceTimeout time.Duration
+
+	// OnSilence receives the media-silence reports (see SilenceTimeout).
+	// It runs on a goroutine of the call, never concurrently with itself,
+	// and must not call Close (start a goroutine to do that).
+	OnSilence func(silent bool)
+}
+
+// session returns the media.Config fields that c sets.
+func (c MediaConfig) session() media.Config {
+	return media.Config{
+		MaxPackets:       c.MaxPackets,
+		KeyLifetime:      c.KeyLifetime,
+		RotationGrace:    c.RotationGrace,
+		ReplayWindow:     c.ReplayWindow,
+		HandshakeTimeout: c.HandshakeTimeout,
+		OnRotationNeeded: c.OnRotationNeeded,
+	}
 }

@@ -57,7 +57,10 @@
 //     with any DTLS-SRTP whose signaling is not authenticated. In kms and
 //     hybrid keying they learn the key's URI only, and without a device
 //     authorized at the KMS they cannot derive any SRTP key; changing the
-//     descriptions can only break the call.
+//     descriptions can only break the call: a Call with a KeySource never
+//     falls back to dtls keying unless Config.Keying asks for it, so an
+//     offer, answer or restart stripped of its a=key-mgmt line fails with
+//     [ErrDowngrade] instead of leaving the customer's keys.
 //   - Holding the KMS (or a participant's device credentials): in kms keying,
 //     decrypt media it records. In hybrid keying, not recorded media: the
 //     keys also depend on the DTLS handshake's ephemeral ECDH secret, which
@@ -73,6 +76,13 @@
 //     decrypt the media; whoever can change it can replace them. Use sdes
 //     only over signaling that is encrypted and authenticated hop by hop
 //     (SIP over TLS) to a peer trusted with the keys.
+//
+// A Call with a KeySource never falls back to dtls keying on its own (see
+// [ErrDowngrade]). The MKI of an SRTP packet is read before the packet is
+// authenticated, so a party on the media path can make a receiver fetch a
+// version that does not exist: at most one fetch runs at a time, failures
+// are retried no sooner than 1 s (doubling to 30 s), and only versions up
+// to 16 past the newest held are fetched.
 //
 // Keys, ICE passwords and credentials are never logged.
 //
@@ -112,7 +122,37 @@
 // relay. The package documentation of ice says what DirectOnly can and
 // cannot prove. A call whose path stops
 // answering moves to [StateDisconnected]; [Call.Restart] then restarts ICE
-// without ending the call.
+// without ending the call. A path that stays dead past the failed timeout
+// ends the call: [StateFailed], with [Call.Context] cancelled by a cause
+// wrapping ice.ErrNoPath, which reads and writes then return.
+//
+// # Offer and answer
+//
+// The exchange of descriptions is a state machine ([SignalingState]:
+// stable, have-local-offer, have-remote-offer, closed), apart from the
+// call's [State]. [Call.Offer] and [Call.Restart] leave the call in
+// have-local-offer until [Call.SetAnswer]; [Call.Rollback] abandons the
+// offer, and an unanswered restart rolls back by itself after
+// [Config.RestartTimeout]. [Call.Answer] recognizes what an offer is to a
+// started call: the same offer again (same o= version and ICE
+// credentials, as a retransmitting signaling layer sends it) gets the same
+// answer and changes nothing; new ICE credentials are an ICE restart; a
+// new version with the same credentials keeps the ICE session. When both
+// ends offer at once (glare), the end that made the call's first offer
+// wins (before the call has started, the end with the larger o= session
+// id): its Answer returns [ErrGlare], and the other end's Answer rolls its
+// own offer back and answers. Restarting on StateDisconnected is therefore
+// safe from both ends.
+//
+// # Keys during the call
+//
+// In kms and hybrid keying a receiver that meets a key version it does not
+// hold, newer than those it has (its peer's KMS watch learnt of a rotation
+// first, for example after a KMS outage), fetches it at once when the
+// KeySource can ([media.KeyFetcher]; kms.Client can) and holds up to
+// media.HeldPacketLimit packets meanwhile. A sender that nears its key's
+// packet budget or lifetime ([MediaConfig]) asks its KeySource for a
+// rotation ([media.KeyRotator]).
 //
 // # Packages
 //

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+
+	"github.com/securecall/securecall/sdp"
 )
 
 // ErrClosed is returned by the methods of a Call that has been closed. It
@@ -26,3 +29,42 @@ type StateError struct {
 func (e *StateError) Error() string {
 	return fmt.Sprintf("securecall: %s in state %s: %s", e.Op, e.State, e.Why)
 }
+
+// ErrDowngrade is returned by Answer and SetAnswer when the peer's
+// description asks for a keying mode weaker than the call requires: a Call
+// with a KeySource and a zero Config.Keying requires kms or hybrid keying,
+// and a started call keeps the keying it began with. The call is
+// unchanged: it can still take a description that meets the requirement.
+// The error is a [*DowngradeError]; it also matches [sdp.ErrNegotiation].
+var ErrDowngrade = errors.New("securecall: keying downgrade refused")
+
+// DowngradeError reports a description refused because its keying does
+// not meet the call's requirement. errors.Is(err, ErrDowngrade) holds.
+type DowngradeError struct {
+	Op       string       // the method, such as "Answer"
+	Offered  sdp.Keying   // the keying the peer's description asks for
+	Required []sdp.Keying // the keying modes this call accepts
+}
+
+func (e *DowngradeError) Error() string {
+	req := make([]string, len(e.Required))
+	for i, k := range e.Required {
+		req[i] = string(k)
+	}
+	return fmt.Sprintf("securecall: %s: keying downgrade refused: the peer's description asks for %s keying, this call requires %s",
+		e.Op, e.Offered, strings.Join(req, " or "))
+}
+
+// Unwrap returns ErrDowngrade and sdp.ErrNegotiation.
+func (e *DowngradeError) Unwrap() []error { return []error{ErrDowngrade, sdp.ErrNegotiation} }
+
+// ErrGlare is returned by Answer when the peer's offer crossed this end's
+// own pending offer (both ends called Restart at once, for example on
+// StateDisconnected) and this end's offer wins: the peer rolls its offer
+// back and answers this end's, so the application drops the peer's offer
+// and keeps waiting for the answer to its own. The rule, the same at both
+// ends: in a started call the end that made the call's first offer wins;
+// before the call has started, the end with the larger o= session id. The
+// losing end's Answer rolls its own offer back and answers. The call is
+// unchanged by the refused offer.
+var ErrGlare = errors.New("securecall: offers crossed (glare); this end's pending offer wins, the peer answers it")

@@ -22,8 +22,11 @@ const (
 	// again or a Restart finds a new one; the call, its keys and its media
 	// session are kept.
 	StateDisconnected
-	// StateFailed: the call could not connect or lost its path for good;
-	// Context's cause says why.
+	// StateFailed: the call could not connect, or lost its path for good:
+	// nothing answered for ice.Config.DisconnectedTimeout plus
+	// FailedTimeout (30 s by default), also while a restart ran. Context
+	// is cancelled with the cause (wrapping ice.ErrNoPath for a lost path),
+	// reads and writes return it, and only Close is left to do.
 	StateFailed
 	// StateClosed: Close was called.
 	StateClosed

@@ -168,12 +168,19 @@ type Config struct {
 	OnPathChange func(Path)
 
 	// OnConnectivity, if set, is called with false when the connected path
-	// stops answering (no consent or response within DisconnectedTimeout,
-	// or failed for good after FailedTimeout) and with true when it answers
-	// again, for example after Restart. It is called only for changes after
-	// Connect has succeeded, on pion's notifier goroutine, never
-	// concurrently with itself.
+	// stops answering (no consent or response within DisconnectedTimeout)
+	// and with true when it answers again, for example after Restart. It
+	// is called only for changes after Connect has succeeded, on pion's
+	// notifier goroutine, never concurrently with itself or OnFailed.
 	OnConnectivity func(connected bool)
+	// OnFailed, if set, is called once when a Transport whose Connect
+	// succeeded has lost its path for good: nothing answered for
+	// DisconnectedTimeout plus FailedTimeout (30 s with the defaults),
+	// also while the checks of a Restart run. err wraps ErrNoPath. The
+	// Transport then carries nothing more; only Close is left to do. It
+	// runs on pion's notifier goroutine, never concurrently with
+	// OnConnectivity, and must not call Close.
+	OnFailed func(err error)
 	// Logger receives the Transport's and pion's diagnostics, with every
 	// ICE password and TURN credential redacted. If nil, nothing is logged.
 	Logger *slog.Logger

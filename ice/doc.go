@@ -140,7 +140,11 @@
 //     server gets 2 s to answer during gathering;
 //   - keepalive, disconnected and failed timeouts keep pion's values
 //     ([DefaultKeepaliveInterval], [DefaultDisconnectedTimeout],
-//     [DefaultFailedTimeout]); [DefaultConnectTimeout] bounds Connect.
+//     [DefaultFailedTimeout]); [DefaultConnectTimeout] bounds Connect. A
+//     connected path silent for DisconnectedTimeout is reported down
+//     (Config.OnConnectivity); silent for FailedTimeout more (30 s in all
+//     by default, also while a Restart's checks run) it has failed for
+//     good (Config.OnFailed, with an error wrapping [ErrNoPath]).
 //
 // pion names the local end of a pair by its base, so a direct path through
 // NAT is reported as host (or srflx) to srflx or prflx; [Path.Direct] says

@@ -58,9 +58,10 @@ type Transport struct {
 	// controlling is the role Connect took; read by the role-conflict
 	// layer, which answers only for a controlled Lite agent.
 	controlling bool
-	// everUp and wasUp track what OnConnectivity last reported; only
-	// pion's notifier goroutine touches them.
+	// everUp, wasUp and failReported track what OnConnectivity and
+	// OnFailed last reported; only pion's notifier goroutine touches them.
 	everUp, wasUp bool
+	failReported  bool          // OnFailed has been called
 	failed        chan struct{} // closed when the checks fail
 	closing       chan struct{} // closed by Close
 	failedOnce    sync.Once
@@ -673,16 +674,31 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 }
 
 // noteConnectivity reports to OnConnectivity when a connected path stops
-// or starts answering again. The first connection is Connect's to report.
+// or starts answering again, and to OnFailed when it has failed for good.
+// The first connection is Connect's to report.
 func (t *Transport) noteConnectivity(s pice.ConnectionState) {
-	if t.cfg.OnConnectivity == nil {
-		return
-	}
 	var up bool
 	switch s {
 	case pice.ConnectionStateConnected, pice.ConnectionStateCompleted:
 		up = true
-	case pice.ConnectionStateDisconnected, pice.ConnectionStateFailed:
+	case pice.ConnectionStateDisconnected:
+	case pice.ConnectionStateFailed:
+		if !t.everUp || t.failReported {
+			return // a Connect that never succeeded reports its own failure
+		}
+		// pion reports Failed after the Disconnected it already told of:
+		// that is not one more "down" but the end of the path.
+		t.failReported = true
+		if t.wasUp {
+			t.wasUp = false
+			if t.cfg.OnConnectivity != nil {
+				t.cfg.OnConnectivity(false)
+			}
+		}
+		if t.cfg.OnFailed != nil {
+			t.cfg.OnFailed(fmt.Errorf("%w: nothing answered for %v", ErrNoPath, t.cfg.DisconnectedTimeout+t.cfg.FailedTimeout))
+		}
+		return
 	default:
 		return // new, checking, closed: nothing to report
 	}
@@ -691,7 +707,9 @@ func (t *Transport) noteConnectivity(s pice.ConnectionState) {
 		t.everUp, t.wasUp = up, up
 	case up != t.wasUp:
 		t.wasUp = up
-		t.cfg.OnConnectivity(up)
+		if t.cfg.OnConnectivity != nil {
+			t.cfg.OnConnectivity(up)
+		}
 	}
 }
 

@@ -20,6 +20,15 @@ const (
 	DefaultMaxPackets = 1 << 30
 	// DefaultHandshakeTimeout bounds the DTLS handshake and the key fetch.
 	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultReplayWindow is the SRTP and SRTCP replay window in packets,
+	// libsrtp's default. Reordered packets within the window are
+	// accepted; a repeated index, or one older than the window, is always
+	// dropped. It must stay above HeldPacketLimit, so that held packets
+	// released behind newer ones are not taken for replays.
+	DefaultReplayWindow = 128
+	// maxReplayWindow bounds Config.ReplayWindow: a larger window costs
+	// time and memory on every packet.
+	maxReplayWindow = 1 << 15
 	// DefaultRetransmitInterval is how long a DTLS handshake flight waits
 	// for its answer before it is sent again when the path's round-trip
 	// time is not known: RFC 6347 section 4.2.4.1's initial timer.
@@ -189,6 +198,11 @@ type Config struct {
 	// limits always apply.
 	KeyLifetime time.Duration
 
+	// ReplayWindow is the SRTP and SRTCP replay window in packets, from
+	// HeldPacketLimit+1 to 32768. If zero, defaults to DefaultReplayWindow
+	// (128).
+	ReplayWindow uint
+
 	// MaxPackets is the number of SRTP (or SRTCP) packets a key version may
 	// protect before a rotation is requested; the session keeps sending
 	// with it until a newer version activates, but never beyond the SRTP
@@ -197,9 +211,11 @@ type Config struct {
 	MaxPackets uint64
 
 	// OnRotationNeeded, if set, is called once per key version when the key
-	// reaches MaxPackets or KeyLifetime. It runs on a goroutine of the
-	// session's own, never concurrently with itself, and Close waits for it
-	// to return. If zero (nil), requests are only logged.
+	// reaches MaxPackets or KeyLifetime. In kms and hybrid keying, when the
+	// KeySource implements KeyRotator, the session first asks it for a new
+	// version itself. It runs on a goroutine of the session's own, never
+	// concurrently with itself, and Close waits for it to return. If zero
+	// (nil), requests are only logged (and passed to a KeyRotator).
 	OnRotationNeeded func(RotationRequest)
 
 	// OnPeerAttestation, if set, is called with each new attestation the
@@ -282,6 +298,12 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.ReplayWindow == 0 {
+		c.ReplayWindow = DefaultReplayWindow
+	}
+	if c.ReplayWindow <= HeldPacketLimit || c.ReplayWindow > maxReplayWindow {
+		return c, configError("ReplayWindow %d outside %d to %d", c.ReplayWindow, HeldPacketLimit+1, maxReplayWindow)
 	}
 	switch {
 	case c.RotationGrace < 0:

@@ -46,9 +46,21 @@
 // than the newest one its peer sends with, Config.RotationGrace (5 s) after
 // it first saw that newest one, so late and reordered packets still
 // decrypt. When the sending key nears Config.MaxPackets or
-// Config.KeyLifetime, Config.OnRotationNeeded is called; a key never
+// Config.KeyLifetime, the session asks a KeySource that is a [KeyRotator]
+// for a new version and calls Config.OnRotationNeeded; a key never
 // protects more than the SRTP limits (2^48 SRTP, 2^31 SRTCP packets), nor
 // anything after its ExpiresAt: WriteRTP then fails with ErrKeyExhausted.
+//
+// A receiver that meets, in an MKI, a version newer than every one it holds
+// (its peer learnt of a rotation first, as after a KMS outage when the
+// peer's watch reconnected sooner) fetches it at once from a KeySource that
+// is a [KeyFetcher], instead of waiting for its own watch, and holds up to
+// [HeldPacketLimit] such packets meanwhile; when the key arrives they are
+// decrypted and delivered. If the fetch fails they are dropped and counted
+// in Stats.UnknownMKIDrops. Fetches are coalesced (one at a time), retried
+// no sooner than 1 s after a failure (doubling to 30 s), and only for
+// versions up to 16 past the newest installed one, since the MKI is read
+// before the packet is authenticated.
 //
 // # Security
 //
@@ -88,7 +100,7 @@
 //
 // In every mode each packet is authenticated before it is used: forged,
 // tampered and replayed packets (replay protection is always on, with a
-// 128-packet window) and packets under unknown or removed key versions are
+// window of Config.ReplayWindow, 128 packets by default) and packets under unknown or removed key versions are
 // dropped and counted in [Stats], never returned. The DTLS record layer
 // carries only the handshake: the session never sends DTLS application
 // data (see GO-2026-4479 in SECURITY.md), and it never sends a
@@ -137,7 +149,11 @@
 //     DTLS retransmission); pion/dtls's end asynchronously, within
 //     milliseconds of that.
 //   - kms and hybrid keying with a KeyWatcher: one, running Watch.
-//   - OnRotationNeeded: one short-lived goroutine per request, serialized,
+//   - kms and hybrid keying with a KeyFetcher: one while a version met in
+//     an MKI is fetched; it hands the held packets to the queues, waiting
+//     for the reader when they are full.
+//   - OnRotationNeeded and KeyRotator requests: one short-lived goroutine
+//     per request, serialized,
 //     so callbacks never run concurrently. Close waits for them, so a
 //     callback must return promptly.
 //

@@ -72,3 +72,25 @@ type KeyWatcher interface {
 	// that error.
 	Watch(ctx context.Context, uri string, fn func(CallKey)) error
 }
+
+// KeyFetcher is an optional ability of a [KeySource], detected by type
+// assertion: a source that implements it fetches one version on demand. A
+// session whose peer sends under a version newer than any it holds (the
+// peer's watch learnt of a rotation first, say after a KMS outage) fetches
+// that version at once instead of waiting for its own watch, and holds the
+// packets meanwhile (see [HeldPacketLimit]). kms.Client implements it.
+type KeyFetcher interface {
+	// FetchVersion returns version of the call key named by uri.
+	FetchVersion(ctx context.Context, uri string, version uint32) (CallKey, error)
+}
+
+// KeyRotator is an optional ability of a [KeySource], detected by type
+// assertion: a source that implements it makes a new version of the call
+// key on request. A session whose sending key nears Config.MaxPackets or
+// Config.KeyLifetime asks it for a rotation itself, once per key version,
+// before it calls Config.OnRotationNeeded. kms.Client implements it.
+type KeyRotator interface {
+	// Rotate makes a new version of the call key named by uri and returns
+	// its number.
+	Rotate(ctx context.Context, uri string) (uint32, error)
+}

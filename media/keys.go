@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,8 +21,8 @@ func versionMKI(v uint32) []byte { return binary.BigEndian.AppendUint32(make([]b
 
 // recvOptions are the options of every receiving context: replay
 // protection is always on.
-func recvOptions(mki []byte) []srtp.ContextOption {
-	opts := []srtp.ContextOption{srtp.SRTPReplayProtection(srtpReplayWindow), srtp.SRTCPReplayProtection(srtcpReplayWindow)}
+func recvOptions(mki []byte, window uint) []srtp.ContextOption {
+	opts := []srtp.ContextOption{srtp.SRTPReplayProtection(window), srtp.SRTCPReplayProtection(window)}
 	if len(mki) > 0 {
 		opts = append(opts, srtp.MasterKeyIndicator(mki))
 	}
@@ -43,7 +44,7 @@ func (s *Session) newContexts(sendKS, sendMKI, recvKS, recvMKI []byte) error {
 	if err != nil {
 		return fmt.Errorf("media: create sending SRTP context: %w", err)
 	}
-	recv, err := srtp.CreateContext(recvKS[:kl], recvKS[kl:], s.profile.srtp(), recvOptions(recvMKI)...)
+	recv, err := srtp.CreateContext(recvKS[:kl], recvKS[kl:], s.profile.srtp(), recvOptions(recvMKI, s.cfg.ReplayWindow)...)
 	if err != nil {
 		return fmt.Errorf("media: create receiving SRTP context: %w", err)
 	}
@@ -317,7 +318,11 @@ func (s *Session) requestRotationLocked(reason RotationReason) {
 	s.log.Info("media: key rotation needed", "version", r.Version, "reason", r.Reason.String(),
 		"rtp_packets", r.RTPPackets, "rtcp_packets", r.RTCPPackets)
 	fn := s.cfg.OnRotationNeeded
-	if fn == nil || s.closed.Load() {
+	rot, _ := s.cfg.KeySource.(KeyRotator)
+	if !usesKMS(s.cfg.Keying) {
+		rot = nil
+	}
+	if (fn == nil && rot == nil) || s.closed.Load() {
 		return
 	}
 	s.wg.Add(1)
@@ -325,7 +330,12 @@ func (s *Session) requestRotationLocked(reason RotationReason) {
 		defer s.wg.Done()
 		s.cbMu.Lock()
 		defer s.cbMu.Unlock()
-		fn(r)
+		if rot != nil {
+			s.askRotation(rot, r)
+		}
+		if fn != nil {
+			fn(r)
+		}
 	}()
 }
 
@@ -372,4 +382,20 @@ func (s *Session) removeOldKeysLocked(now time.Time) {
 			s.log.Debug("media: key version removed", "version", v)
 		}
 	}
+}
+
+// askRotation asks the key source for a new version because the sending
+// key nears its budget; the new version reaches the session as any other
+// (through the KeyWatcher, or InstallKey).
+func (s *Session) askRotation(rot KeyRotator, r RotationRequest) {
+	ctx, cancel := context.WithTimeout(s.life, fetchTimeout)
+	defer cancel()
+	v, err := rot.Rotate(ctx, s.cfg.KeyURI)
+	if err != nil {
+		if s.life.Err() == nil {
+			s.log.Warn("media: rotation request failed", "version", r.Version, "reason", r.Reason.String(), "err", err)
+		}
+		return
+	}
+	s.log.Debug("media: rotation requested", "version", r.Version, "reason", r.Reason.String(), "new_version", v)
 }

@@ -20,14 +20,6 @@ import (
 	"github.com/securecall/securecall/sdp"
 )
 
-// Replay windows: 128 packets, libsrtp's default. Reordered packets within
-// the window are accepted; a repeated index, or one older than the window,
-// is always dropped. A larger window costs time on every packet.
-const (
-	srtpReplayWindow  = 128
-	srtcpReplayWindow = 128
-)
-
 // queueLen is how many packets of one kind wait for their reader when
 // another reader read them off the transport.
 const queueLen = 32
@@ -80,6 +72,12 @@ type Session struct {
 	removeBelow uint32 // versions below it are removed at removeAt
 	removeAt    int64  // unix ns; 0: no removal pending
 	removedUpTo uint32 // versions up to it were removed; never reinstalled
+	fetch       fetchState
+
+	// life is cancelled by Close: it bounds requests the session makes
+	// on its own (on-demand fetches, rotation requests).
+	life    context.Context
+	endLife context.CancelFunc
 
 	// Reading. Whoever holds tok reads the transport and may use rbuf and
 	// rplain; packets of the other kind go to its queue.
@@ -191,6 +189,10 @@ func newSession(c Config, conn net.Conn) *Session {
 		recvKeys: map[uint32]bool{},
 	}
 	s.latch, _ = conn.(SourceLatcher)
+	s.life, s.endLife = context.WithCancel(context.Background())
+	if usesKMS(c.Keying) {
+		s.fetch.fetcher, _ = c.KeySource.(KeyFetcher)
+	}
 	return s
 }
 
@@ -271,7 +273,9 @@ func (s *Session) watch(w KeyWatcher) {
 		err := w.Watch(ctx, s.cfg.KeyURI, func(k CallKey) {
 			if err := s.InstallKey(k); err != nil {
 				s.log.Warn("media: install watched key version", "version", k.Version, "err", err)
+				return
 			}
+			s.releaseHeld()
 		})
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("media: key watch ended; keys no longer rotate on their own", "err", err)
@@ -283,12 +287,14 @@ func (s *Session) watch(w KeyWatcher) {
 func (s *Session) abort() {
 	s.closed.Store(true)
 	close(s.done)
+	s.endLife()
 	if s.stopWatch != nil {
 		s.stopWatch()
 	}
 	_ = s.conn.Close()
 	s.retireDTLS()
 	s.wg.Wait()
+	s.freeHeld()
 	s.wipe()
 }
 
@@ -301,6 +307,7 @@ func (s *Session) Close() error {
 		return fmt.Errorf("media: close: %w", net.ErrClosed)
 	}
 	close(s.done)
+	s.endLife()
 	if s.stopWatch != nil {
 		s.stopWatch()
 	}
@@ -312,6 +319,7 @@ func (s *Session) Close() error {
 	//lint:ignore SA2001 the empty critical section is a barrier, see above
 	s.sendMu.Unlock()
 	s.wg.Wait()
+	s.freeHeld()
 	s.rdl.stop()
 	s.wipe()
 	for _, q := range []chan *packetBuf{s.rtpQ, s.rtcpQ} {
@@ -704,11 +712,16 @@ func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 	if err == nil && s.versioned {
 		s.observeVersionLocked(raw, s.rtpTrailer)
 	}
+	if err != nil && s.fetch.fetcher != nil && errors.Is(err, srtp.ErrMKINotFound) && s.holdLocked(raw, s.rtpTrailer) {
+		s.recvMu.Unlock()
+		return nil, false
+	}
 	s.recvMu.Unlock()
 	if err != nil {
 		s.countDrop(err)
 		return nil, false
 	}
+	s.stats.authOK.Add(1)
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
 	}
@@ -725,11 +738,16 @@ func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 	if err == nil && s.versioned {
 		s.observeVersionLocked(raw, s.rtcpTrailer)
 	}
+	if err != nil && s.fetch.fetcher != nil && errors.Is(err, srtp.ErrMKINotFound) && s.holdLocked(raw, s.rtcpTrailer) {
+		s.recvMu.Unlock()
+		return nil, false
+	}
 	s.recvMu.Unlock()
 	if err != nil {
 		s.countDrop(err)
 		return nil, false
 	}
+	s.stats.authOK.Add(1)
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
 	}

@@ -33,6 +33,14 @@ type Stats struct {
 	// SRTP or SRTCP packet; QueueDrops packets dropped because nobody read
 	// them (RTCP while only ReadRTP is called, for example).
 	Malformed, QueueDrops uint64
+
+	// PacketsAuthenticated counts SRTP and SRTCP packets that passed
+	// authentication, whether or not they were read yet.
+	PacketsAuthenticated uint64
+	// PacketsHeld counts packets held while the session fetched the key
+	// version their MKI names (see KeyFetcher); KeyFetches counts the
+	// versions so fetched.
+	PacketsHeld, KeyFetches uint64
 }
 
 // counters are the live counterparts of Stats.
@@ -41,6 +49,7 @@ type counters struct {
 	rtcpSent, rtcpBytesSent, rtcpRecv, rtcpBytesRecv atomic.Uint64
 	authFailures, replays, unknownMKI                atomic.Uint64
 	malformed, queueDrops                            atomic.Uint64
+	authOK, held, keyFetches                         atomic.Uint64
 	sendVersion                                      atomic.Uint32
 }
 
@@ -65,5 +74,9 @@ func (s *Session) Stats() Stats {
 		UnknownMKIDrops:     c.unknownMKI.Load(),
 		Malformed:           c.malformed.Load(),
 		QueueDrops:          c.queueDrops.Load(),
+
+		PacketsAuthenticated: c.authOK.Load(),
+		PacketsHeld:          c.held.Load(),
+		KeyFetches:           c.keyFetches.Load(),
 	}
 }

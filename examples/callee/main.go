@@ -2,7 +2,9 @@
 // exchange on loopback: POST /call with the caller's offer returns the
 // answer, POST /hangup ends the call. It receives the caller's audio,
 // writes it to a WAV file, prints what it received, and exits 0 if every
-// packet decrypted.
+// packet decrypted. It exits 1 when the call fails (the caller vanished:
+// no answer on the path for -failed-after) and prints why it refuses an
+// offer.
 //
 // In kms and hybrid keying it fetches the call key named in the offer from
 // the KMS with its own device credentials, from the directory that
@@ -20,11 +22,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/examples/internal/demo"
 	"github.com/securecall/securecall/internal/audio"
+	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/sdp"
 )
 
 func main() {
@@ -34,20 +39,25 @@ func main() {
 	identity := flag.String("identity", "bob", "this device's identity at the KMS")
 	out := flag.String("out", filepath.Join(os.TempDir(), "securecall-callee.wav"), "where to write the received audio")
 	timeout := flag.Duration("timeout", 2*time.Minute, "give up if no call has ended by then")
+	failedAfter := flag.Duration("failed-after", 10*time.Second, "end the call when the path has not answered for this long")
 	flag.Parse()
-	if err := run(*listen, *kmsDir, *kmsURL, *identity, *out, *timeout); err != nil {
+	if err := run(*listen, *kmsDir, *kmsURL, *identity, *out, *timeout, *failedAfter); err != nil {
 		fmt.Fprintln(os.Stderr, "callee:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, kmsDir, kmsURL, identity, out string, timeout time.Duration) error {
+func run(listen, kmsDir, kmsURL, identity, out string, timeout, failedAfter time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	cfg := securecall.Config{ICE: demo.LoopbackICE()}
+	// Disconnected after a third of failedAfter without an answer, failed
+	// after all of it.
+	cfg.ICE.DisconnectedTimeout = max(failedAfter/3, time.Second)
+	cfg.ICE.FailedTimeout = max(failedAfter-cfg.ICE.DisconnectedTimeout, time.Second)
 	if kmsDir != "" {
 		kc, err := demo.KMSClient(ctx, kmsDir, kmsURL, identity)
 		if err != nil {
@@ -67,6 +77,7 @@ func run(listen, kmsDir, kmsURL, identity, out string, timeout time.Duration) er
 		return err
 	}
 	answered := make(chan struct{})
+	var answeredOnce sync.Once
 	hangup := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /call", func(w http.ResponseWriter, r *http.Request) {
@@ -77,13 +88,15 @@ func run(listen, kmsDir, kmsURL, identity, out string, timeout time.Duration) er
 		}
 		answer, err := call.Answer(r.Context(), string(offer))
 		if err != nil {
-			// The caller sees why, for example that this device is not a
+			// Both ends see why, for example that this device is not a
 			// participant of the call's key.
-			http.Error(w, err.Error(), http.StatusForbidden)
+			code := refusalStatus(err)
+			fmt.Fprintf(os.Stderr, "callee: refused a call (%d %s): %v\n", code, http.StatusText(code), err)
+			http.Error(w, err.Error(), code)
 			return
 		}
 		fmt.Fprint(w, answer)
-		close(answered)
+		answeredOnce.Do(func() { close(answered) })
 	})
 	mux.HandleFunc("POST /hangup", func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -127,10 +140,13 @@ func run(listen, kmsDir, kmsURL, identity, out string, timeout time.Duration) er
 		}
 		received <- n
 	}()
+	var failed error
 	select {
 	case <-hangup:
 		// Let the last packets in, then end the call.
 		time.Sleep(200 * time.Millisecond)
+	case <-call.Context().Done():
+		failed = context.Cause(call.Context())
 	case <-ctx.Done():
 	}
 	st = call.Stats()
@@ -142,6 +158,9 @@ func run(listen, kmsDir, kmsURL, identity, out string, timeout time.Duration) er
 	fmt.Printf("received %d packets (%d decrypted), auth failures %d, replays %d, unknown key %d\n",
 		st.RTPPacketsReceived, n, st.AuthFailures, st.ReplaysDropped, st.UnknownMKIDrops)
 	fmt.Printf("audio written to %s\n", out)
+	if failed != nil {
+		return fmt.Errorf("the call failed: %w", failed)
+	}
 	if st.AuthFailures+st.UnknownMKIDrops != 0 {
 		return errors.New("some packets failed to decrypt")
 	}
@@ -149,4 +168,19 @@ func run(listen, kmsDir, kmsURL, identity, out string, timeout time.Duration) er
 		return errors.New("no audio arrived")
 	}
 	return nil
+}
+
+// refusalStatus maps why Answer refused an offer to an HTTP status.
+func refusalStatus(err error) int {
+	var se *securecall.StateError
+	var pe *sdp.ParseError
+	switch {
+	case errors.Is(err, kms.ErrForbidden), errors.Is(err, kms.ErrUnauthorized), errors.Is(err, securecall.ErrDowngrade):
+		return http.StatusForbidden
+	case errors.As(err, &se), errors.Is(err, securecall.ErrGlare):
+		return http.StatusConflict
+	case errors.Is(err, sdp.ErrNegotiation), errors.As(err, &pe):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
 }
