@@ -7,11 +7,14 @@ import (
 
 // Stats is a snapshot of a call: the media session's counters (packets and
 // bytes each way, authentication failures, replays and unknown-key drops,
-// the key version and profile in use), the state and the media path.
+// the key version and profile in use), the state, the media path, and
+// what the ICE transport refused (malformed STUN, candidates beyond its
+// limits).
 type Stats struct {
 	media.Stats
 	State State
 	Path  ice.Path
+	ICE   ice.Stats
 	// OutsideAgreement counts the RTP packets read whose payload type is
 	// not one of the agreed codecs' (Codec and the others both sides
 	// listed). They are authentic and delivered by ReadRTP, not dropped;
@@ -22,7 +25,7 @@ type Stats struct {
 // Stats returns a snapshot of the call. Media counters are zero until the
 // call is connected.
 func (c *Call) Stats() Stats {
-	st := Stats{State: c.State(), Path: c.path()}
+	st := Stats{State: c.State(), Path: c.path(), ICE: c.ice.Stats()}
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()

@@ -99,6 +99,16 @@ const (
 	// DefaultKeepaliveInterval is how often a consent check is sent on the
 	// selected path when no packet has been sent or received on it.
 	DefaultKeepaliveInterval = 2 * time.Second
+	// DefaultMaxRemoteCandidates is how many of the peer's candidates a
+	// Transport takes, from its description and trickled together. A
+	// browser or SIP endpoint offers fewer than 20 (host addresses per
+	// interface and family, one server-reflexive, a relay per TURN
+	// transport); the limit keeps a peer from aiming checks at many third
+	// parties.
+	DefaultMaxRemoteCandidates = 50
+	// DefaultMaxCandidatePairs bounds the check list, the value RFC 8445
+	// section 6.1.2.5 suggests.
+	DefaultMaxCandidatePairs = 100
 )
 
 // checkInterval is the pacing of connectivity checks while connecting
@@ -181,8 +191,20 @@ type Config struct {
 	// runs on pion's notifier goroutine, never concurrently with
 	// OnConnectivity, and must not call Close.
 	OnFailed func(err error)
+	// MaxRemoteCandidates is how many of the peer's candidates the
+	// Transport takes between ICE restarts; the rest are dropped, counted
+	// in Stats.CandidatesDropped and logged at Debug. If zero, defaults to
+	// DefaultMaxRemoteCandidates.
+	MaxRemoteCandidates int
+	// MaxCandidatePairs bounds the check list: a remote candidate whose
+	// pairs with the local candidates gathered so far would make it longer
+	// is dropped like one over MaxRemoteCandidates. If zero, defaults to
+	// DefaultMaxCandidatePairs.
+	MaxCandidatePairs int
 	// Logger receives the Transport's and pion's diagnostics, with every
-	// ICE password and TURN credential redacted. If nil, nothing is logged.
+	// ICE password and TURN credential redacted. Nothing a remote party
+	// can trigger without the ICE password logs above Debug, and pion's
+	// records above Debug are rate-limited. If nil, nothing is logged.
 	Logger *slog.Logger
 	// SiteNetworks are the networks the customer calls local: under
 	// DirectOnly the remote address of the selected pair must lie in one
@@ -213,6 +235,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if c.MaxRemoteCandidates == 0 {
+		c.MaxRemoteCandidates = DefaultMaxRemoteCandidates
+	}
+	if c.MaxCandidatePairs == 0 {
+		c.MaxCandidatePairs = DefaultMaxCandidatePairs
 	}
 	if len(c.Networks) == 0 {
 		c.Networks = []Network{UDP4, UDP6}

@@ -161,28 +161,76 @@
 // logs passes through a filter that removes the known secrets (pion logs
 // the remote password when checks start).
 //
-// pion/stun/v2 v2.0.0 reads the address family of an XOR-MAPPED-ADDRESS,
-// XOR-PEER-ADDRESS or XOR-RELAYED-ADDRESS before checking the attribute's
-// length, so a short attribute panics the parsing goroutine (GO-2026-6163
-// in stun/v3). pion/ice reaches that parser on server-reflexive gathering,
-// which accepts the first STUN message from any source as the server's
-// answer, and in the TURN client, which accepts Data indications from any
-// source on a socket whose port pion puts in the relay candidate's rport
-// (this package sends 0.0.0.0 port 0 instead, but the port can be
-// guessed or observed). That one is reachable: a test shows an empty
-// XOR-PEER-ADDRESS sent to that socket panics an unguarded process. Every
-// UDP socket the Transport opens is therefore wrapped so that STUN
-// messages with such a short attribute are dropped before pion parses
-// them, on TCP and TLS connections to TURN servers as well. Connectivity
-// checks themselves never parse those attributes.
-//
-// The same wrapping drops STUN responses that answer no request sent from
-// that socket: pion's server-reflexive gathering would otherwise take a
-// well-formed answer from any sender, which lets an off-path host that
-// guesses the port plant a false server-reflexive address.
-//
 // turns: servers are verified with [Config.TLSConfig] (or the system
 // roots); there is no option to skip verification.
+//
+// # Remote datagrams: the guard
+//
+// pion's STUN and TURN parsers are not ours, and pion/stun/v2 v2.0.0 has a
+// parser that panics: XORMappedAddress.GetFromAs reads the address family
+// before it checks the attribute's length (GO-2026-6163 in stun/v3), and
+// Message.Decode reads the legacy type 0x8020 as XOR-MAPPED-ADDRESS. So
+// every socket pion reads is wrapped: host and server-reflexive sockets,
+// the TURN client's UDP socket and its TCP and TLS streams (re-framed as
+// pion's STUNConn frames them), the shared [UDPMux] socket, and the
+// ICE-TCP listener's connections (RFC 4571 frames). Socket kinds the guard
+// would not read (pion's own TCP and DTLS dials) are refused. One socket
+// is not wrapped: when [Config.Networks] has TCP4 or TCP6 and the peer
+// offers a passive ICE-TCP candidate, pion dials it with its own dialer
+// (active ICE-TCP), and what that connection returns reaches pion's agent
+// unguarded. The agent decodes only USERNAME, PRIORITY, ICE-CONTROLLED,
+// ICE-CONTROLLING, USE-CANDIDATE and MESSAGE-INTEGRITY there, none of
+// which reads past its value in this pion version, and
+// FuzzTransportDatagram drives that path too. On each datagram the guard:
+//
+//   - decides what is STUN with pion's own test (the magic cookie), so
+//     nothing pion parses as STUN escapes it;
+//   - decodes it with pion's own Message.Decode and judges each attribute
+//     by the type pion decoded (so 0x8020 is judged as XOR-MAPPED-ADDRESS):
+//     every attribute pion/stun, pion/ice or pion/turn decode must have
+//     the size pion's encoder writes for it (addresses 8 or 20 bytes with
+//     the matching family, PRIORITY 4, ICE-CONTROLLED/-CONTROLLING 8,
+//     MESSAGE-INTEGRITY 20, FINGERPRINT 4, ERROR-CODE a valid class,
+//     LIFETIME 4, text within RFC 5389's limits, ...), and pion's decoder
+//     for it must return on a buffer that ends with the value, the layout
+//     in which the v2 parser panics;
+//   - drops a datagram with bytes after the message or with more than 32
+//     attributes, and STUN responses that answer no request sent from that
+//     socket (an off-path host cannot plant a server-reflexive address);
+//   - on a TURN client's socket, checks the payload of Data indications and
+//     ChannelData as a datagram too, since the TURN client hands it to the
+//     agent.
+//
+// A test reads the pinned pion sources and fails when they decode an
+// attribute the guard does not know. Dropped datagrams are counted in
+// [Stats.STUNDropped]. What an attacker who can reach a socket can still
+// do: make the guard and pion spend a few microseconds per datagram, and
+// send STUN that pion rejects (bad MESSAGE-INTEGRITY) or media from an
+// unknown address, which pion drops; none of it changes the call.
+//
+// # The peer's candidates
+//
+// pion pairs every remote candidate with every local candidate of its
+// network type and checks every pair, so a description with a thousand
+// candidates would aim a thousand addresses' worth of checks at third
+// parties. A Transport takes at most [Config.MaxRemoteCandidates]
+// ([DefaultMaxRemoteCandidates], 50) of the peer's candidates between
+// restarts, whether from the description or trickled, and only while the
+// check list stays within [Config.MaxCandidatePairs]
+// ([DefaultMaxCandidatePairs], 100, as RFC 8445 section 6.1.2.5 suggests);
+// the rest are dropped without an error, counted in
+// [Stats.CandidatesDropped] and logged at Debug. Each pair gets at most 15
+// checks, so one description makes at most 1,500 checks to at most 50
+// addresses. Peer-reflexive candidates are learnt only from checks that
+// carry the ICE password.
+//
+// # Logging of remote input
+//
+// Nothing a remote party can trigger without the ICE password logs above
+// Debug from this package; pion's own warnings about such packets (a check
+// with a bad password, a datagram from an unknown address) are
+// rate-limited to 10 records a minute per Transport, then summarised
+// (internal/pionlog).
 //
 // # Concurrency
 //

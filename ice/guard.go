@@ -2,6 +2,7 @@ package ice
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -9,51 +10,220 @@ import (
 	"sync/atomic"
 	"time"
 
+	pice "github.com/pion/ice/v3"
+	"github.com/pion/stun/v2"
 	"github.com/pion/transport/v3"
 )
 
-// STUN attribute types whose value pion/stun/v2 v2.0.0 decodes with
-// XORMappedAddress.GetFromAs. That function reads the address family
-// before it checks the attribute's length, so a value shorter than two
-// bytes panics the goroutine that parses it (the bug fixed in stun/v3 as
-// GO-2026-6163). The pion/ice/v3 paths that reach it are srflx gathering,
-// which takes the first STUN message from any source as the server's
-// answer, and the TURN client, which accepts Data indications from any
-// source. The guard drops every such message before pion sees it.
+// The guard decides what is STUN exactly as pion does, and then checks
+// every attribute pion would decode, by the type pion's decoder gives it,
+// before pion sees the message.
+//
+// pion/stun/v2 v2.0.0's XORMappedAddress.GetFromAs reads the address
+// family before it checks the attribute's length, so a value shorter than
+// two bytes at the end of a buffer panics the goroutine that parses it
+// (the bug fixed in stun/v3 as GO-2026-6163). Message.Decode also maps the
+// legacy type 0x8020 to XOR-MAPPED-ADDRESS (0x0020), so a guard that
+// matched raw types missed it. Here the message is decoded with pion's own
+// Message.Decode and each attribute is judged by its decoded type, so a
+// type pion aliases is judged as what pion will read it as; the value is
+// then run through the decoder pion uses for that type, on a slice whose
+// capacity ends with the value (the worst case: pion's TURN client and
+// agent copy each message into a buffer of its exact size), and must also
+// have exactly the size pion's encoder writes for it. pionAttributes lists
+// every attribute pion/stun/v2 v2.0.0, pion/ice/v3 v3.0.16 and pion/turn/v3
+// v3.0.3 decode (TestGuardKnowsEveryDecodedAttribute checks the list
+// against their sources).
+
+// maxSTUNAttributes bounds the attributes of a message the guard passes.
+// pion's and coturn's messages carry at most a dozen; a 64 KiB datagram
+// could carry 16,000 empty ones, each a linear search for pion.
+const maxSTUNAttributes = 32
+
+// Attribute value sizes, as pion's encoders write them.
 const (
-	attrXORMappedAddress  = 0x0020
-	attrXORPeerAddress    = 0x0012
-	attrXORRelayedAddress = 0x0016
+	ipv4AddressLen = 8  // family (2), port (2), IPv4 address (4)
+	ipv6AddressLen = 20 // family (2), port (2), IPv6 address (16)
+	maxUsernameLen = 513
+	maxTextLen     = 763 // REALM, NONCE, SOFTWARE, ERROR-CODE reason: 127 characters
 )
 
-// minXORAddressLen is the length of the shortest valid XOR address value:
-// family (2), port (2) and an IPv4 address (4).
-const minXORAddressLen = 8
+const (
+	turnMinChannel = 0x4000 // RFC 5766 channel numbers, as pion/turn checks them
+	turnMaxChannel = 0x7fff
+)
 
-const stunMagicCookie = 0x2112A442
+// pionAttribute is one attribute type that pion decodes: the check of its
+// value size and the decoder pion applies to it.
+type pionAttribute struct {
+	name   string // the pion constant, for TestGuardKnowsEveryDecodedAttribute
+	valid  func(v []byte) bool
+	decode func(m *stun.Message) error
+}
 
-// unsafeSTUN reports whether b is a STUN message with an XOR address
-// attribute too short to be valid.
-func unsafeSTUN(b []byte) bool {
-	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
-		return false
-	}
-	end := 20 + int(binary.BigEndian.Uint16(b[2:4]))
-	if end > len(b) {
-		end = len(b)
-	}
-	for off := 20; off+4 <= end; {
-		typ := binary.BigEndian.Uint16(b[off : off+2])
-		n := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
-		switch typ {
-		case attrXORMappedAddress, attrXORPeerAddress, attrXORRelayedAddress:
-			if n < minXORAddressLen {
-				return true
-			}
-		}
-		off += 4 + (n+3)&^3
+func exactly(n int) func([]byte) bool { return func(v []byte) bool { return len(v) == n } }
+func atMost(n int) func([]byte) bool  { return func(v []byte) bool { return len(v) <= n } }
+
+// address is the check of every address attribute: an IPv4 or an IPv6
+// address, with the family that matches its length.
+func address(v []byte) bool {
+	switch len(v) {
+	case ipv4AddressLen:
+		return v[0] == 0 && v[1] == 1
+	case ipv6AddressLen:
+		return v[0] == 0 && v[1] == 2
 	}
 	return false
+}
+
+func xorAddress(t stun.AttrType) func(*stun.Message) error {
+	return func(m *stun.Message) error { var a stun.XORMappedAddress; return a.GetFromAs(m, t) }
+}
+
+func plainAddress(t stun.AttrType) func(*stun.Message) error {
+	return func(m *stun.Message) error { var a stun.MappedAddress; return a.GetFromAs(m, t) }
+}
+
+// sized is pion/turn's decoder for its fixed-size attributes (its proto
+// package is internal): stun.CheckSize, then fixed offsets.
+func sized(t stun.AttrType, n int) func(*stun.Message) error {
+	return func(m *stun.Message) error {
+		v, err := m.Get(t)
+		if err != nil {
+			return err
+		}
+		if err := stun.CheckSize(t, len(v), n); err != nil {
+			return err
+		}
+		_ = v[n-1]
+		return nil
+	}
+}
+
+func text(t stun.AttrType) func(*stun.Message) error {
+	return func(m *stun.Message) error { var a stun.TextAttribute; return a.GetFromAs(m, t) }
+}
+
+// pionAttributes maps each attribute type pion decodes to its check. The
+// call sites, in the pinned versions: stun's addr.go, xoraddr.go,
+// errorcode.go, uattrs.go, textattrs.go, integrity.go and fingerprint.go;
+// ice's priority.go, icecontrol.go, usecandidate.go, agent.go (username,
+// integrity), gather.go (srflx XOR-MAPPED-ADDRESS), tcp_mux.go and
+// udp_mux.go (USERNAME); turn's client.go and internal/client (XOR-MAPPED,
+// XOR-RELAYED, XOR-PEER, LIFETIME, ERROR-CODE, NONCE, REALM, DATA,
+// CONNECTION-ID) and internal/proto (the rest).
+var pionAttributes = map[stun.AttrType]pionAttribute{
+	stun.AttrMappedAddress:     {"AttrMappedAddress", address, plainAddress(stun.AttrMappedAddress)},
+	stun.AttrAlternateServer:   {"AttrAlternateServer", address, plainAddress(stun.AttrAlternateServer)},
+	stun.AttrResponseOrigin:    {"AttrResponseOrigin", address, plainAddress(stun.AttrResponseOrigin)},
+	stun.AttrOtherAddress:      {"AttrOtherAddress", address, plainAddress(stun.AttrOtherAddress)},
+	stun.AttrXORMappedAddress:  {"AttrXORMappedAddress", address, xorAddress(stun.AttrXORMappedAddress)},
+	stun.AttrXORPeerAddress:    {"AttrXORPeerAddress", address, xorAddress(stun.AttrXORPeerAddress)},
+	stun.AttrXORRelayedAddress: {"AttrXORRelayedAddress", address, xorAddress(stun.AttrXORRelayedAddress)},
+	stun.AttrErrorCode: {"AttrErrorCode", func(v []byte) bool {
+		return len(v) >= 4 && len(v) <= 4+maxTextLen && v[2] >= 3 && v[2] <= 6 && v[3] < 100
+	}, func(m *stun.Message) error { var a stun.ErrorCodeAttribute; return a.GetFrom(m) }},
+	stun.AttrUnknownAttributes: {"AttrUnknownAttributes", func(v []byte) bool { return len(v)%2 == 0 },
+		func(m *stun.Message) error { var a stun.UnknownAttributes; return a.GetFrom(m) }},
+	stun.AttrUsername:         {"AttrUsername", atMost(maxUsernameLen), text(stun.AttrUsername)},
+	stun.AttrRealm:            {"AttrRealm", atMost(maxTextLen), text(stun.AttrRealm)},
+	stun.AttrNonce:            {"AttrNonce", atMost(maxTextLen), text(stun.AttrNonce)},
+	stun.AttrSoftware:         {"AttrSoftware", atMost(maxTextLen), text(stun.AttrSoftware)},
+	stun.AttrMessageIntegrity: {"AttrMessageIntegrity", exactly(20), text(stun.AttrMessageIntegrity)},
+	stun.AttrFingerprint:      {"AttrFingerprint", exactly(4), sized(stun.AttrFingerprint, 4)},
+	stun.AttrPriority: {"AttrPriority", exactly(4),
+		func(m *stun.Message) error { var a pice.PriorityAttr; return a.GetFrom(m) }},
+	stun.AttrICEControlled: {"AttrICEControlled", exactly(8),
+		func(m *stun.Message) error { var a pice.AttrControlled; return a.GetFrom(m) }},
+	stun.AttrICEControlling: {"AttrICEControlling", exactly(8),
+		func(m *stun.Message) error { var a pice.AttrControlling; return a.GetFrom(m) }},
+	stun.AttrUseCandidate: {"AttrUseCandidate", exactly(0),
+		func(m *stun.Message) error { pice.UseCandidateAttr{}.IsSet(m); return nil }},
+	stun.AttrLifetime:               {"AttrLifetime", exactly(4), sized(stun.AttrLifetime, 4)},
+	stun.AttrChannelNumber:          {"AttrChannelNumber", exactly(4), sized(stun.AttrChannelNumber, 4)},
+	stun.AttrConnectionID:           {"AttrConnectionID", exactly(4), sized(stun.AttrConnectionID, 4)},
+	stun.AttrRequestedTransport:     {"AttrRequestedTransport", exactly(4), sized(stun.AttrRequestedTransport, 4)},
+	stun.AttrRequestedAddressFamily: {"AttrRequestedAddressFamily", exactly(4), sized(stun.AttrRequestedAddressFamily, 4)},
+	stun.AttrEvenPort:               {"AttrEvenPort", exactly(1), sized(stun.AttrEvenPort, 1)},
+	stun.AttrReservationToken:       {"AttrReservationToken", exactly(8), sized(stun.AttrReservationToken, 8)},
+	stun.AttrDontFragment:           {"AttrDontFragment", exactly(0), func(m *stun.Message) error { _, err := m.Get(stun.AttrDontFragment); return err }},
+	stun.AttrData:                   {"AttrData", func([]byte) bool { return true }, text(stun.AttrData)},
+}
+
+// isSTUN is pion's own test (agent, TURN client and muxes all use it).
+func isSTUN(b []byte) bool { return stun.IsMessage(b) }
+
+// isChannelData is pion/turn's test for a ChannelData message, which its
+// client applies after isSTUN; it returns the payload pion delivers.
+func isChannelData(b []byte) ([]byte, bool) {
+	if len(b) < 4 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b[2:4]))
+	ch := binary.BigEndian.Uint16(b[0:2])
+	if n > len(b)-4 || ch < turnMinChannel || ch > turnMaxChannel {
+		return nil, false
+	}
+	return b[4 : 4+n], true
+}
+
+// safeDatagram reports whether pion may be given b, one datagram (or one
+// frame of a stream) read from a socket. turn says the socket talks to a
+// TURN server: its client unwraps Data indications and ChannelData and
+// hands the payload to the agent, which parses it as a datagram from the
+// peer, so the payload is checked too.
+func safeDatagram(b []byte, turn bool) bool {
+	if isSTUN(b) {
+		return safeSTUN(b, turn)
+	}
+	if turn {
+		if payload, ok := isChannelData(b); ok {
+			return safeDatagram(payload, false)
+		}
+	}
+	return true // media, DTLS: not parsed by pion's STUN code
+}
+
+// safeSTUN checks one STUN message (isSTUN is true) as described above.
+func safeSTUN(b []byte, turn bool) bool {
+	m := stun.Message{Raw: b[:len(b):len(b)]}
+	if m.Decode() != nil {
+		return false // pion drops it too, after a warning
+	}
+	if 20+int(m.Length) != len(b) || len(m.Attributes) > maxSTUNAttributes {
+		return false // trailing bytes would change FINGERPRINT's view
+	}
+	probe := stun.Message{Attributes: make(stun.Attributes, 1)}
+	for _, a := range m.Attributes {
+		pa, ok := pionAttributes[a.Type]
+		if !ok {
+			continue // pion never reads it
+		}
+		v := a.Value[:len(a.Value):len(a.Value)]
+		if !pa.valid(v) || !decodes(&probe, a.Type, v, pa.decode) {
+			return false
+		}
+	}
+	if turn && m.Type.Method == stun.MethodData && m.Type.Class == stun.ClassIndication {
+		if data, err := m.Get(stun.AttrData); err == nil {
+			return safeDatagram(data, false)
+		}
+	}
+	return true
+}
+
+// decodes runs pion's decoder on a message holding only v, as type t, and
+// reports whether it returned (with or without an error) rather than
+// panicked.
+func decodes(probe *stun.Message, t stun.AttrType, v []byte, decode func(*stun.Message) error) (ok bool) {
+	probe.Attributes[0] = stun.RawAttribute{Type: t, Length: uint16(len(v)), Value: v}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	_ = decode(probe)
+	return true
 }
 
 // unwrapTURN returns the payload of a TURN ChannelData message or of a
@@ -67,7 +237,7 @@ func unwrapTURN(b []byte) []byte {
 		}
 		return nil
 	}
-	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if !isSTUN(b) {
 		return b
 	}
 	typ := binary.BigEndian.Uint16(b[0:2])
@@ -90,7 +260,7 @@ func unwrapTURN(b []byte) []byte {
 // message, for round-trip measurement.
 func stunBinding(b []byte) (id [12]byte, class uint16, ok bool) {
 	b = unwrapTURN(b)
-	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if !isSTUN(b) {
 		return id, 0, false
 	}
 	typ := binary.BigEndian.Uint16(b[0:2])
@@ -162,7 +332,7 @@ type txidSet struct {
 }
 
 func (s *txidSet) sent(b []byte) {
-	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if !isSTUN(b) {
 		return
 	}
 	if binary.BigEndian.Uint16(b[0:2])&0x0110 != 0 { // not a request
@@ -178,7 +348,7 @@ func (s *txidSet) sent(b []byte) {
 // unsolicited reports whether b is a STUN response to no request that
 // this socket sent recently.
 func (s *txidSet) unsolicited(b []byte) bool {
-	if len(b) < 20 || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if !isSTUN(b) {
 		return false
 	}
 	if binary.BigEndian.Uint16(b[0:2])&0x0100 == 0 { // requests and indications
@@ -275,7 +445,8 @@ func (n *guardNet) ListenPacket(network, address string) (net.PacketConn, error)
 	if err != nil {
 		return nil, err
 	}
-	return &guardPacketConn{PacketConn: c, n: n, txids: &txidSet{}}, nil
+	// pion opens packet sockets for TURN clients only (gatherCandidatesRelay).
+	return &guardPacketConn{PacketConn: c, n: n, txids: &txidSet{}, turn: true}, nil
 }
 
 func (n *guardNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
@@ -294,12 +465,13 @@ type guardPacketConn struct {
 	// txids, when set, drops unsolicited STUN responses. A socket shared
 	// by many Transports is not matched (its set would overflow).
 	txids *txidSet
+	turn  bool // a TURN client's socket: relayed payloads are checked too
 }
 
 func (c *guardPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err == nil && (unsafeSTUN(p[:n]) || c.txids != nil && c.txids.unsolicited(p[:n])) {
+		if err == nil && (!safeDatagram(p[:n], c.turn) || c.txids != nil && c.txids.unsolicited(p[:n])) {
 			c.n.dropped()
 			continue
 		}
@@ -333,7 +505,7 @@ type guardUDPConn struct {
 
 // drop reports whether a received packet must not reach pion.
 func (c *guardUDPConn) drop(b []byte) bool {
-	if unsafeSTUN(b) || c.txids.unsolicited(b) {
+	if !safeDatagram(b, false) || c.txids.unsolicited(b) {
 		c.n.dropped()
 		return true
 	}
@@ -407,18 +579,29 @@ func newGuardStream(c net.Conn, n *guardNet) *guardStream {
 }
 
 // frameLen returns the length of the frame at the start of b, or 0 when
-// more bytes are needed; -1 when b does not start with a frame.
+// more bytes are needed; -1 when b does not start with a frame. It frames
+// as pion/turn's STUNConn does (consumeSingleTURNFrame): STUN by pion's
+// test first, then a ChannelData channel number, padded to 4 bytes. pion
+// computes the size in 16 bits, so a length near 65535 wraps to a frame of
+// a few bytes (and a zero-length frame it never moves past): such a
+// stream is not framed at all here.
 func frameLen(b []byte) int {
-	if len(b) < 4 {
+	if len(b) < 9 {
 		return 0
 	}
 	var n int
-	switch b[0] >> 6 {
-	case 0: // STUN
+	ch := binary.BigEndian.Uint16(b[0:2])
+	switch {
+	case isSTUN(b):
 		n = 20 + int(binary.BigEndian.Uint16(b[2:4]))
-	case 1: // ChannelData, padded to 4 bytes over streams
+	case ch >= turnMinChannel && ch <= turnMaxChannel:
 		n = 4 + (int(binary.BigEndian.Uint16(b[2:4]))+3)&^3
+	case len(b) < 20:
+		return 0
 	default:
+		return -1
+	}
+	if n > 0xffff {
 		return -1
 	}
 	if len(b) < n {
@@ -433,15 +616,15 @@ func (s *guardStream) Read(p []byte) (int, error) {
 		case n > 0:
 			frame := s.in[:n:n]
 			s.in = s.in[n:]
-			if unsafeSTUN(frame) || s.txids.unsolicited(frame) {
+			if !safeDatagram(frame, true) || s.txids.unsolicited(frame) {
 				s.n.dropped()
 				continue
 			}
 			s.n.rtt.received(frame)
 			s.out = frame
 		case n < 0:
-			// Not framed: pass it on and let pion reject it.
-			s.out, s.in = s.in, nil
+			// pion would stop reading this stream too.
+			return 0, fmt.Errorf("ice: TURN stream from %v is not framed as STUN or ChannelData", s.RemoteAddr())
 		default:
 			m, err := s.Conn.Read(s.tmp)
 			if m > 0 {
@@ -461,5 +644,92 @@ func (s *guardStream) Read(p []byte) (int, error) {
 func (s *guardStream) Write(p []byte) (int, error) {
 	s.txids.sent(p)
 	s.n.rtt.sent(p)
+	return s.Conn.Write(p)
+}
+
+// errUnguardedSocket is returned for the socket kinds pion may ask for but
+// this package never lets it use (turns: over UDP, TURN over TCP without
+// the proxy dialer): a socket the guard does not read must not be opened.
+var errUnguardedSocket = errors.New("ice: this kind of socket is not guarded and not used")
+
+// Dial refuses: see errUnguardedSocket.
+func (n *guardNet) Dial(network, address string) (net.Conn, error) { return nil, errUnguardedSocket }
+
+// DialUDP refuses: see errUnguardedSocket.
+func (n *guardNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
+	return nil, errUnguardedSocket
+}
+
+// DialTCP refuses: see errUnguardedSocket.
+func (n *guardNet) DialTCP(network string, laddr, raddr *net.TCPAddr) (transport.TCPConn, error) {
+	return nil, errUnguardedSocket
+}
+
+// ListenTCP refuses: see errUnguardedSocket.
+func (n *guardNet) ListenTCP(network string, laddr *net.TCPAddr) (transport.TCPListener, error) {
+	return nil, errUnguardedSocket
+}
+
+// guardListener guards the ICE-TCP listener: pion's TCP mux reads RFC 4571
+// frames (a 16-bit length, then one STUN message or media packet) from
+// every connection it accepts, and parses the first and every later STUN
+// frame as the agent does a datagram.
+type guardListener struct {
+	net.Listener
+	n *guardNet
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &guardFramed{Conn: c, n: l.n}, nil
+}
+
+// guardFramed re-frames an ICE-TCP connection and drops the frames pion
+// must not parse.
+type guardFramed struct {
+	net.Conn
+	n   *guardNet
+	in  []byte // bytes read but not yet framed
+	out []byte // the frame being delivered, with its length prefix
+	tmp [4096]byte
+}
+
+func (s *guardFramed) Read(p []byte) (int, error) {
+	for len(s.out) == 0 {
+		if len(s.in) >= 2 {
+			n := 2 + int(binary.BigEndian.Uint16(s.in[0:2]))
+			if len(s.in) >= n {
+				frame := s.in[:n:n]
+				s.in = s.in[n:]
+				if !safeDatagram(frame[2:], false) {
+					s.n.dropped()
+					continue
+				}
+				s.n.rtt.received(frame[2:])
+				s.out = frame
+				break
+			}
+		}
+		m, err := s.Conn.Read(s.tmp[:])
+		if m > 0 {
+			s.in = append(s.in, s.tmp[:m]...)
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, s.out)
+	s.out = s.out[n:]
+	return n, nil
+}
+
+func (s *guardFramed) Write(p []byte) (int, error) {
+	if len(p) > 2 {
+		s.n.rtt.sent(p[2:])
+	}
 	return s.Conn.Write(p)
 }

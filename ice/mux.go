@@ -42,7 +42,7 @@ func ListenUDPMux(addr netip.AddrPort, logger *slog.Logger) (*UDPMux, error) {
 	// The shared socket is guarded like every other; round trips are
 	// measured per Transport, on the connections GetConn hands out.
 	guard := &guardNet{rtt: &rttMeter{}, relays: &relayIndex{}, dropped: func() {
-		logger.Debug("ice: dropped a STUN message with a malformed XOR address")
+		logger.Debug("ice: the guard dropped a datagram pion must not parse")
 	}}
 	m := &UDPMux{
 		mux: pice.NewUDPMuxDefault(pice.UDPMuxParams{

@@ -158,7 +158,7 @@ func (g *siteGuard) admit(b []byte, addr net.Addr) bool {
 
 // isSTUNResponse reports whether b is a STUN success or error response.
 func isSTUNResponse(b []byte) bool {
-	return len(b) >= 20 && b[0]&0xc0 == 0 && binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie &&
+	return isSTUN(b) && b[0]&0xc0 == 0 &&
 		binary.BigEndian.Uint16(b[0:2])&0x0100 != 0
 }
 

@@ -32,6 +32,7 @@ import (
 // STUN attribute types and values the role layer reads and writes.
 const (
 	stunHeaderLen      = 20
+	stunCookie         = 0x2112a442 // RFC 5389 magic cookie
 	attrUsername       = 0x0006
 	attrIntegrity      = 0x0008
 	attrFingerprint    = 0x8028
@@ -70,7 +71,7 @@ func (r *roleConflicts) controlled() bool {
 func (r *roleConflicts) conflict(b []byte) ([12]byte, bool) {
 	var id [12]byte
 	if len(b) < stunHeaderLen || b[0]&0xc0 != 0 || binary.BigEndian.Uint16(b[0:2]) != stunBindingRequest ||
-		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		binary.BigEndian.Uint32(b[4:8]) != stunCookie {
 		return id, false
 	}
 	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))

@@ -44,6 +44,7 @@ type Transport struct {
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
 	comp    component          // ICE component 2 for RTCP apart (rtcp.go)
 	roles   *roleConflicts     // Lite only: answers role conflicts (roleconflict.go)
+	limit   candidateLimit     // bounds the peer's candidates and the check list
 	site    siteNetworks       // DirectOnly: the remote addresses allowed
 	refused refusals           // DirectOnly: the last address refused
 
@@ -94,6 +95,7 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 		servers: make(map[string]string),
 		failed:  make(chan struct{}),
 		closing: make(chan struct{}),
+		limit:   candidateLimit{maxRemote: cfg.MaxRemoteCandidates, maxPairs: cfg.MaxCandidatePairs, log: cfg.Logger},
 	}
 	var (
 		urls       []*stun.URI
@@ -161,7 +163,7 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	// guardNet serves the interface list.
 	gnet := &guardNet{Net: &stdnet.Net{}, ifs: ifs, rtt: t.rtt, relays: t.relays, dropped: func() {
 		t.dropped.Add(1)
-		t.cfg.Logger.Debug("ice: dropped a STUN message with a malformed XOR address")
+		t.cfg.Logger.Debug("ice: the guard dropped a datagram pion must not parse")
 	}}
 	var pnet transport.Net = gnet
 	if cfg.Policy == DirectOnly {
@@ -233,7 +235,7 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	if len(acfg.NAT1To1IPs) > 0 {
 		acfg.NAT1To1IPCandidateType = pice.CandidateTypeHost
 	}
-	if err := t.listenTCP(acfg); err != nil {
+	if err := t.listenTCP(acfg, gnet); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -273,6 +275,9 @@ func (c Config) check() error {
 	}
 	if c.Lite && len(c.Servers) > 0 {
 		return errors.New("ice: a Lite transport uses no STUN or TURN servers; leave Servers empty")
+	}
+	if c.MaxRemoteCandidates < 0 || c.MaxCandidatePairs < 0 {
+		return errors.New("ice: MaxRemoteCandidates and MaxCandidatePairs must not be negative")
 	}
 	for _, d := range []struct {
 		name string
@@ -318,7 +323,7 @@ func pionNetwork(n Network) pice.NetworkType {
 }
 
 // listenTCP opens the ICE-TCP listener when a TCP network is configured.
-func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
+func (t *Transport) listenTCP(acfg *pice.AgentConfig, guard *guardNet) error {
 	var v4, v6 bool
 	for _, n := range t.cfg.Networks {
 		v4 = v4 || n == TCP4
@@ -343,7 +348,7 @@ func (t *Transport) listenTCP(acfg *pice.AgentConfig) error {
 	}
 	t.tcpLn = ln
 	t.tcpMux = pice.NewTCPMuxDefault(pice.TCPMuxParams{
-		Listener:       ln,
+		Listener:       &guardListener{Listener: ln, n: guard},
 		Logger:         (&pionlog.Factory{Log: t.cfg.Logger, Prefix: "ice: ", Redact: t.red.redact}).NewLogger("tcpmux"),
 		ReadBufferSize: 64,
 	})
@@ -522,6 +527,8 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // AddRemoteCandidate adds one of the peer's candidates, from its SDP or
 // trickled. It may be called before or during Connect. Candidates with a
 // host name (mDNS) are refused, as are relay candidates under DirectOnly.
+// Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
+// are dropped without an error and counted in Stats.
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if routed, err := t.comp.remote(&c); routed {
 		return err
@@ -546,6 +553,10 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	t.mu.Unlock()
 	if closed {
 		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
+	}
+	key := fmt.Sprint(pc.Component(), " ", pc.NetworkType(), " ", pc.Type(), " ", pc.Address(), " ", pc.Port())
+	if !t.limit.admit(key, pc.NetworkType(), t.localsByType()) {
+		return nil
 	}
 	if err := t.agent.AddRemoteCandidate(pc); err != nil {
 		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
@@ -851,6 +862,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := t.comp.restart(creds); err != nil {
 		return Credentials{}, err
 	}
+	t.limit.reset()
 	t.mu.Lock()
 	t.local = creds
 	t.path = Path{}

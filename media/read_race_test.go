@@ -2,6 +2,7 @@ package media
 
 import (
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,14 +18,18 @@ func TestReadTakesPacketQueuedAtTokenRelease(t *testing.T) {
 	defer local.Close()
 	s := newSession(Config{}, local)
 	s.tok <- struct{}{} // another reader holds the token
-	testHookBeforeToken = func(s *Session) {
-		testHookBeforeToken = nil
+	var fired atomic.Bool
+	hook := func(x *Session) {
+		if x != s || !fired.CompareAndSwap(false, true) {
+			return // another test's session, or the hook has run
+		}
 		b := getPacket()
 		b.data = append(b.buf[:0], 0xab, 0xcd)
 		s.rtpQ <- b
 		s.release()
 	}
-	defer func() { testHookBeforeToken = nil }()
+	testHookBeforeToken.Store(&hook)
+	defer testHookBeforeToken.Store(nil)
 	got := make(chan []byte, 1)
 	go func() {
 		pkt, b, err := s.next(kindRTP, s.rtpQ)

@@ -537,8 +537,9 @@ func (s *Session) ReadRTCP(buf []byte) (int, error) {
 func (s *Session) release() { <-s.tok }
 
 // testHookBeforeToken, set only by tests, runs between a reader's look at
-// its queue and its try for the read token.
-var testHookBeforeToken func(*Session)
+// its queue and its try for the read token. It is atomic because readers of
+// sessions that other tests left behind may look at it at any time.
+var testHookBeforeToken atomic.Pointer[func(*Session)]
 
 // next returns the next authenticated packet of kind want. Either it comes
 // from q (b is not nil: the caller returns it to the pool), or the caller
@@ -559,8 +560,8 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 			return b.data, b, nil
 		default:
 		}
-		if testHookBeforeToken != nil {
-			testHookBeforeToken(s)
+		if h := testHookBeforeToken.Load(); h != nil {
+			(*h)(s)
 		}
 		select {
 		case s.tok <- struct{}{}:

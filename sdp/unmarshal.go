@@ -135,7 +135,7 @@ func (la *levelAttrs) common(l textLine, key, val string) (bool, *ParseError) {
 		la.keyRef = ref
 		return true, unique(&la.keyMgmt, "key-mgmt")
 	case string(SendRecv), string(SendOnly), string(RecvOnly), string(Inactive):
-		if val != "" {
+		if val != "" || strings.ContainsRune(l.val, ':') {
 			return true, l.fail("direction attribute takes no value")
 		}
 		return true, unique(&la.direction, "direction attribute")

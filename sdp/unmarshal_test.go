@@ -164,6 +164,7 @@ func TestUnmarshalValidation(t *testing.T) {
 		{"two media with one mid", add("m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n"), 16, "already used"},
 		{"ssrc not a number", add("a=ssrc:x cname:y\r\n"), 16, "ssrc"},
 		{"direction with a value", add("a=sendrecv:yes\r\n"), 16, "takes no value"},
+		{"direction with an empty value", add("a=sendrecv:\r\n"), 16, "takes no value"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := Unmarshal([]byte(tc.in))

@@ -7,6 +7,15 @@
 // Warn becomes Info, Info becomes Debug, and Debug and Trace become
 // [LevelTrace], below Debug.
 //
+// Many of pion's warnings are about packets from the network (a check
+// with a bad password, a datagram from an unknown address), which anyone
+// who can reach a socket triggers at will. So the records a Factory logs
+// at Info and above are rate-limited: at most [Burst] per [Interval]; the
+// rest are counted, and the next record logged after them is preceded by
+// one that says how many were suppressed. Debug and Trace records are not
+// limited: an application that enables them asked for everything.
+// Problem sees every message.
+//
 // # Concurrency
 //
 // A Factory and its loggers may be used from any goroutine; Redact and
@@ -17,6 +26,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/pion/logging"
 )
@@ -25,7 +36,14 @@ import (
 // slog.LevelDebug: per-packet detail.
 const LevelTrace = slog.LevelDebug - 4
 
-// Factory implements pion's logging.LoggerFactory.
+// The rate limit on the records a Factory logs at Info and above.
+const (
+	Burst    = 10
+	Interval = time.Minute
+)
+
+// Factory implements pion's logging.LoggerFactory. Its loggers share one
+// rate limit, so a Factory must not be copied after its first NewLogger.
 type Factory struct {
 	// Log receives the messages. If nil, nothing is logged (Problem is
 	// still called).
@@ -40,6 +58,35 @@ type Factory struct {
 	Problem func(string)
 	// MaxLevel, if not zero, caps the level messages are logged at.
 	MaxLevel slog.Level
+
+	limit limiter // shared by the Factory's loggers
+}
+
+// limiter counts the records logged at Info and above in fixed windows of
+// Interval.
+type limiter struct {
+	mu         sync.Mutex
+	start      time.Time // of the current window
+	n          int       // records logged in the window
+	suppressed int       // records suppressed since the last one logged
+}
+
+// allow reports whether a record may be logged now, and how many were
+// suppressed before it.
+func (l *limiter) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= Interval || now.Before(l.start) {
+		l.start, l.n = now, 0
+	}
+	if l.n >= Burst {
+		l.suppressed++
+		return false, 0
+	}
+	l.n++
+	s := l.suppressed
+	l.suppressed = 0
+	return true, s
 }
 
 // NewLogger implements logging.LoggerFactory.
@@ -75,9 +122,21 @@ func (l *leveled) redact(msg string) string {
 }
 
 func (l *leveled) emit(level slog.Level, msg string) {
-	if l.enabled(level) {
-		l.log.Log(context.Background(), l.cap(level), l.f.Prefix+l.redact(msg))
+	if !l.enabled(level) {
+		return
 	}
+	level = l.cap(level)
+	if level >= slog.LevelInfo {
+		ok, suppressed := l.f.limit.allow(time.Now())
+		if !ok {
+			return
+		}
+		if suppressed > 0 {
+			l.log.Log(context.Background(), level, l.f.Prefix+"pion: log records suppressed by the rate limit",
+				"suppressed", suppressed, "limit", Burst, "interval", Interval)
+		}
+	}
+	l.log.Log(context.Background(), level, l.f.Prefix+l.redact(msg))
 }
 
 func (l *leveled) emitf(level slog.Level, format string, args ...any) {

@@ -2,9 +2,13 @@ package pionlog
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 func TestLevelsRedactionAndProblems(t *testing.T) {
@@ -57,4 +61,58 @@ func TestMaxLevelAndNilLogger(t *testing.T) {
 	if problems != 1 {
 		t.Errorf("with no logger, Problem saw %d messages, want 1", problems)
 	}
+}
+
+// countHandler counts records by level.
+type countHandler struct {
+	mu sync.Mutex
+	n  map[slog.Level]int
+	// suppressed sums the "suppressed" attributes of summary records.
+	suppressed int64
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == nil {
+		h.n = make(map[slog.Level]int)
+	}
+	h.n[r.Level]++
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "suppressed" {
+			h.suppressed += a.Value.Int64()
+		}
+		return true
+	})
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// A flood of pion warnings reaches the log as Burst records and one
+// summary per Interval; Problem sees them all, and Debug is not limited.
+func TestRateLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &countHandler{}
+		var problems int
+		f := &Factory{Log: slog.New(h), Problem: func(string) { problems++ }}
+		a, b := f.NewLogger("agent"), f.NewLogger("turn")
+		for i := range 1000 {
+			a.Warnf("discard message %d", i)
+			b.Info("routine")
+		}
+		if got := h.n[slog.LevelInfo]; got != Burst {
+			t.Errorf("%d Info records logged in one interval, want %d", got, Burst)
+		}
+		if h.n[slog.LevelDebug] != 1000 || problems != 1000 {
+			t.Errorf("debug records %d and problems %d, want 1000 each", h.n[slog.LevelDebug], problems)
+		}
+		time.Sleep(Interval)
+		a.Error("after the interval")
+		if h.n[slog.LevelWarn] != 2 || h.suppressed != 1000-Burst {
+			t.Errorf("after the interval: %d Warn records (want the summary and the record) reporting %d suppressed, want %d",
+				h.n[slog.LevelWarn], h.suppressed, 1000-Burst)
+		}
+	})
 }
