@@ -2,11 +2,13 @@ package securecall_test
 
 import (
 	"context"
+	"net/netip"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
@@ -61,11 +63,31 @@ func BenchmarkCallSetup(b *testing.B) {
 // call endpoint holds, with 100 calls (200 endpoints) up at once and a
 // packet decrypted each way on every call, as once audio flows. The
 // figures are reported per endpoint.
+//
+// The shared=endpoint rows put every endpoint on one ice.Endpoint, opened
+// before the count (its socket, reader and buffers serve all calls; the
+// two ends of each call are handed over in the process).
 func BenchmarkCallFootprint(b *testing.B) {
-	for _, keying := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingHybrid} {
-		b.Run("keying="+string(keying), func(b *testing.B) {
+	for _, bc := range []struct {
+		keying sdp.Keying
+		shared bool
+	}{{sdp.KeyingDTLS, false}, {sdp.KeyingHybrid, false}, {sdp.KeyingDTLS, true}} {
+		keying := bc.keying
+		name := "keying=" + string(keying)
+		if bc.shared {
+			name += "/shared=endpoint"
+		}
+		b.Run(name, func(b *testing.B) {
 			const calls = 100
 			cfg := securecall.Config{ICE: loopbackICE(), Keying: keying}
+			if bc.shared {
+				ep, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ep.Close()
+				cfg.ICE.Endpoint = ep
+			}
 			cert, err := media.GenerateCertificate()
 			if err != nil {
 				b.Fatal(err)

@@ -74,6 +74,7 @@ type Call struct {
 	agreement         sdp.Agreement
 	started           bool // the connect goroutine has been started
 	session           *media.Session
+	samples           *media.SampleWriter // made by the first WriteSample
 	connectErr        error
 	failErr           error // why the call failed, once it has
 	closed            bool
@@ -257,7 +258,7 @@ func (c *Call) capabilities(keying sdp.Keying, keyURI string, cands []sdp.Candid
 		ICE:       sdp.ICE{Ufrag: creds.Ufrag, Pwd: creds.Pwd, Candidates: cands},
 		ICELite:   c.cfg.ICE.Lite,
 		SSRC:      c.ssrc,
-		CNAME:     "securecall-" + strconv.FormatUint(uint64(c.ssrc), 16),
+		CNAME:     c.cname(),
 		SessionID: c.sid,
 	}
 	if c.cfg.OnCandidate != nil {
@@ -1005,6 +1006,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	mcfg.Certificate = c.cert
 	mcfg.RemoteFingerprints = a.RemoteFingerprints
 	mcfg.HandshakeRTT = c.ice.Path().RTT
+	mcfg.RTCP = c.rtcpConfig(a)
 	mcfg.Logger = c.cfg.Logger
 	if a.LocalSetup == sdp.SetupActive {
 		mcfg.DTLSRole = media.DTLSClient
@@ -1290,6 +1292,7 @@ func (c *Call) State() State {
 }
 
 // Path returns the media path ICE selected; it is zero until connected.
+// Its RTT is refreshed while media flows (see [Call.Stats]).
 func (c *Call) Path() ice.Path { return c.path() }
 
 // Context returns a context that is cancelled when the call ends; its

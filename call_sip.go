@@ -309,8 +309,8 @@ func (c *Call) refuseRestartNoICE(op string) error {
 	return nil
 }
 
-// path returns the media path: ICE's, or the Direct transport's.
-func (c *Call) path() ice.Path {
+// transportPath returns the media path: ICE's, or the Direct transport's.
+func (c *Call) transportPath() ice.Path {
 	c.mu.Lock()
 	d := c.sip.direct
 	c.mu.Unlock()

@@ -121,6 +121,16 @@ type Config struct {
 	// rtcp-mux only and an answer that declines it fails SetAnswer.
 	OfferRTCPComponent bool
 
+	// RTCP configures the RTCP the Call sends and reads itself: sender and
+	// receiver reports (RFC 3550) with SDES CNAME at the RFC's interval
+	// and a BYE on Close, all over SRTCP, and the receive statistics and
+	// quality estimate in Stats().Quality. If zero, reports are on at the
+	// RFC 3550 interval (see [media.RTCPConfig]); set Disabled when the
+	// application writes its own RTCP. SSRC, CNAME, ClockRate and Codec
+	// are filled in from the call's description and negotiated codec when
+	// zero.
+	RTCP media.RTCPConfig
+
 	// Logger receives the call's diagnostic messages. If nil, the call is
 	// silent. Keys, ICE passwords and credentials are never logged.
 	Logger *slog.Logger

@@ -154,6 +154,22 @@
 // packet budget or lifetime ([MediaConfig]) asks its KeySource for a
 // rotation ([media.KeyRotator]).
 //
+// # Call quality
+//
+// A Call sends RTCP sender and receiver reports itself (RFC 3550: SDES
+// CNAME, at the RFC's interval of about 5 s for audio, a BYE on Close,
+// all over SRTCP; [Config].RTCP turns them off for an application that
+// writes its own) and reads the peer's. [Call.Stats] carries in Quality
+// what the Call measured of the stream it receives (expected, received
+// and lost packets, the loss fraction of the last interval, reordered,
+// duplicate and late packets told apart from loss, interarrival jitter),
+// what the peer reported of the stream it sends, the round trip from the
+// reports, and an R-factor and MOS from a simplified ITU-T G.107 E-model
+// for the negotiated codec (the media package documentation states the
+// simplification; 4.41 is the best a narrowband call scores). Path().RTT
+// follows the reports while media flows. [Call.WriteSample] sends one
+// frame per call and numbers, times and marks the packets itself.
+//
 // # Packages
 //
 //   - [github.com/securecall/securecall/sdp]: typed session descriptions,

@@ -2,6 +2,7 @@ package securecall_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -33,7 +34,7 @@ func Example_kms() {
 		Networks: []ice.Network{ice.UDP4},
 	}
 
-	kc, err := kms.NewClient(kms.Config{URL: srv.URL, Certificate: srv.Device("alice"), RootCAs: srv.RootCAs})
+	kc, err := kms.NewClient(kms.Config{URL: srv.URL, Certificate: srv.Device("alice"), RootCAs: srv.RootCAs, KMSKeys: srv.KMSKeys})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func Example_kms() {
 	defer call.Close()
 
 	// The callee: its own device, its own client, its own Call.
-	bc, err := kms.NewClient(kms.Config{URL: srv.URL, Certificate: srv.Device("bob"), RootCAs: srv.RootCAs})
+	bc, err := kms.NewClient(kms.Config{URL: srv.URL, Certificate: srv.Device("bob"), RootCAs: srv.RootCAs, KMSKeys: srv.KMSKeys})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -111,6 +112,8 @@ func Example_kms() {
 type exampleKMS struct {
 	URL     string
 	RootCAs *x509.CertPool
+	// KMSKeys are the KMS's signing keys, which every device pins.
+	KMSKeys []crypto.PublicKey
 	env     *devkms.Env
 }
 
@@ -124,7 +127,7 @@ func startExampleKMS(devices ...string) *exampleKMS {
 		os.RemoveAll(dir)
 		log.Fatal(err)
 	}
-	return &exampleKMS{URL: env.URL, RootCAs: env.RootCAs(), env: env}
+	return &exampleKMS{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), env: env}
 }
 
 // Device returns the certificate the development CA issued to a device.

@@ -7,9 +7,13 @@ import (
 
 // Stats is a snapshot of a call: the media session's counters (packets and
 // bytes each way, authentication failures, replays and unknown-key drops,
-// the key version and profile in use), the state, the media path, and
-// what the ICE transport refused (malformed STUN, candidates beyond its
-// limits).
+// the key version and profile in use), the receive quality from the
+// Call's own RTCP reports (Quality: loss, jitter, round trip, the peer's
+// view of this side's stream, and an R-factor and MOS estimate), the state,
+// the media path, and what the ICE transport refused (malformed STUN,
+// candidates beyond its limits). Path.RTT is the round trip measured by the
+// latest RTCP report exchange while media flows, and the ICE check's before
+// that: ICE sends no consent checks on a path that carries media.
 type Stats struct {
 	media.Stats
 	State State
@@ -31,6 +35,7 @@ func (c *Call) Stats() Stats {
 	c.mu.Unlock()
 	if s != nil {
 		st.Stats = s.Stats()
+		refreshRTT(&st.Path, st.Quality.RTT)
 	}
 	st.OutsideAgreement = c.sip.outsidePT.Load()
 	return st

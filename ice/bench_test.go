@@ -78,13 +78,18 @@ func newSideNoCleanup(b *testing.B, cfg ice.Config) *side {
 // the goroutines each connected transport holds while idle.
 func BenchmarkGoroutinesPerTransport(b *testing.B) {
 	for _, c := range []struct {
-		name string
-		turn bool
-	}{{"host", false}, {"host+stun+turn", true}} {
+		name           string
+		turn, endpoint bool
+	}{{"host", false, false}, {"host+stun+turn", true, false}, {"endpoint", false, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			cfg := loopback()
 			if c.turn {
 				cfg.Servers = startTURN(b).Servers()
+			}
+			if c.endpoint {
+				// Both ends of every pair on one Endpoint, opened before
+				// the count starts: its reader is shared by all.
+				cfg.Endpoint = listenEndpoint(b)
 			}
 			const pairs = 10
 			var perTransport float64

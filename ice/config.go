@@ -168,6 +168,14 @@ type Config struct {
 	// host candidate (see ListenUDPMux); the Transport does not close it.
 	// If nil, the Transport opens its own sockets.
 	UDPMux *UDPMux
+	// Endpoint, if set, is a UDP socket shared with any number of
+	// Transports (see ListenEndpoint): the Transport gathers only its host
+	// candidate, STUN and media reach it through the Endpoint's one
+	// reader, and the net.Conn from Connect reads straight from it.
+	// It cannot be combined with Servers, UDPMux, RelayOnly or TCP
+	// networks. The Transport does not close it.
+	// If nil, the Transport opens its own sockets (or uses UDPMux).
+	Endpoint *Endpoint
 	// TLSConfig is used for turns: servers. If nil, the system roots verify
 	// the server, with the host of the server's URL as the server name.
 	// The Transport uses a clone and never modifies it.

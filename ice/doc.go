@@ -248,5 +248,40 @@
 // and the TURN client's reader and timers), none of them busy while idle.
 // For a process with many calls, [ListenUDPMux] shares one UDP socket
 // among the host candidates of many Transports ([Config.UDPMux]); it saves
-// a socket per call, not goroutines.
+// a socket per call, not goroutines. [ListenEndpoint] saves more; see
+// below.
+//
+// # Many calls on one socket
+//
+// An [Endpoint] ([Config.Endpoint]) is one UDP socket for any number of
+// Transports, both ends of a call included. Its one reader takes up to 32
+// datagrams per recvmmsg and routes each on the spot: STUN requests by the
+// ICE username (the receiver's ufrag before the colon), STUN responses by
+// the transaction ID of the request the Transport sent, everything else by
+// the 5-tuple of the Transport's selected pair, straight into the queue
+// the net.Conn from Connect reads (a bounded buffer, 128 KiB per call).
+// Decryption stays with the media session's reader, on the application's
+// goroutine: done on the Endpoint's reader it would put every call's
+// SRTP on one core. Writers share sendmmsg calls when they meet: a
+// writer that finds a batch being sent adds its datagram to it; none
+// waits for a timer. The 5-tuple is claimed when the agent nominates
+// (its nominating request is answered, or it answers the peer's), so
+// media that follows the nomination at once is not lost; two calls whose
+// selected pairs have the same remote address cannot share an Endpoint
+// (ErrTupleInUse). Datagrams for no known ufrag, transaction or 5-tuple
+// are dropped and counted ([EndpointStats].Unrouted); STUN passes the same
+// guard as on a Transport's own sockets before pion parses it.
+//
+// A Transport on an Endpoint runs 4 goroutines while connected, all of
+// them pion/ice/v3 v3.0.16's: its task loop, its check ticker (which
+// wakes every KeepaliveInterval to send a consent check, the one per-call
+// timer that fires while nothing happens), the reader its candidate
+// starts on the connection [Endpoint] hands it for STUN, and a goroutine
+// the context package starts because pion derives its gathering context
+// from its task loop, a Context type of its own. None is ours: the
+// Endpoint adds one reader per socket, and the pump of a Transport with
+// its own sockets is gone because media never passes through pion's
+// agent. Getting below that needs pion to take inbound STUN without a
+// reader per candidate, or consent freshness run outside pion's agent
+// after nomination.
 package ice

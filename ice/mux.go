@@ -16,8 +16,11 @@ import (
 // UDPMux is one UDP socket shared by many Transports, for a process that
 // carries many calls: their host candidates all use its address, and
 // packets are told apart by ICE username and remote address (pion's UDP
-// mux). It saves a socket and its reader per call; server-reflexive and
-// relay candidates still use sockets of their own.
+// mux). It saves a socket per call, not a goroutine: pion's mux adds a
+// reader of its own and every packet passes one more hop, and two
+// Transports on one UDPMux cannot call each other (it routes by remote
+// address). Server-reflexive and relay candidates still use sockets of
+// their own. [Endpoint] is the socket for many calls.
 type UDPMux struct {
 	mux    *pice.UDPMuxDefault
 	addr   netip.AddrPort

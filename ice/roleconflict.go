@@ -33,7 +33,6 @@ import (
 const (
 	stunHeaderLen      = 20
 	stunCookie         = 0x2112a442 // RFC 5389 magic cookie
-	attrUsername       = 0x0006
 	attrIntegrity      = 0x0008
 	attrFingerprint    = 0x8028
 	attrICEControlled  = 0x8029

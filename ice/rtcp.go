@@ -47,6 +47,9 @@ func (t *Transport) EnableRTCPComponent() error {
 	if t.comp.id == 2 {
 		return errors.New("ice: enable RTCP component: this is the RTCP component")
 	}
+	if t.ep != nil {
+		return errors.New("ice: enable RTCP component: not supported on a shared Endpoint (Config.Endpoint)")
+	}
 	t.comp.mu.Lock()
 	defer t.comp.mu.Unlock()
 	if t.comp.sibling != nil {

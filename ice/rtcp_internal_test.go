@@ -73,7 +73,7 @@ func TestRTCPComponent(t *testing.T) {
 			t.Fatal(r.err)
 		}
 	}
-	a := ts[0].conn
+	a := ts[0].conn.(*conn)
 	rtp := []byte{0x80, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0xaa}
 	rtcp := []byte{0x80, 200, 0, 1, 0, 0, 0, 9}
 	rtpBytes, rtcpBytes := a.pc.BytesSent(), a.rtcp.pc.BytesSent()
@@ -89,7 +89,7 @@ func TestRTCPComponent(t *testing.T) {
 	if a.rtcp.pc.BytesSent() != rtcpBytes+uint64(len(rtcp)) {
 		t.Errorf("RTCP did not leave on component 2")
 	}
-	b := ts[1].conn
+	b := ts[1].conn.(*conn)
 	b.SetReadDeadline(time.Now().Add(5 * time.Second))
 	seen := map[byte]bool{}
 	buf := make([]byte, 1500)

@@ -66,7 +66,8 @@ type Transport struct {
 	failed        chan struct{} // closed when the checks fail
 	closing       chan struct{} // closed by Close
 	failedOnce    sync.Once
-	conn          *conn
+	conn          pathConn
+	ep            *endpointUse // on a shared Endpoint; nil otherwise
 	path          Path
 	peerLocal     *CandidateInfo // what the peer attested; nil: unattested
 	closed        bool
@@ -206,6 +207,15 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	if cfg.UDPMux != nil {
 		acfg.UDPMux = &transportMux{m: cfg.UDPMux, n: gnet, ipFilter: cfg.IPFilter, site: t.siteGuard()}
 	}
+	if cfg.Endpoint != nil {
+		u, err := cfg.Endpoint.attach(gnet, cfg.IPFilter, t.siteGuard())
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		t.ep = u
+		acfg.UDPMux = u
+	}
 	if cfg.IPFilter != nil {
 		f := cfg.IPFilter
 		acfg.IPFilter = func(ip net.IP) bool {
@@ -243,6 +253,9 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	if err != nil {
 		t.closeTCP()
 		cancel()
+		if t.ep != nil {
+			t.ep.e.detach(t.ep)
+		}
 		return nil, fmt.Errorf("ice: %w", err)
 	}
 	t.agent = agent
@@ -303,6 +316,11 @@ func (c Config) check() error {
 	}
 	if err := checkSiteNetworks(c.SiteNetworks); err != nil {
 		return err
+	}
+	if c.Endpoint != nil {
+		if err := c.checkEndpoint(); err != nil {
+			return err
+		}
 	}
 	if len(c.PublicAddresses) > 0 && c.Policy == RelayOnly {
 		return errors.New("ice: PublicAddresses maps host candidates, which RelayOnly never gathers")
@@ -366,6 +384,9 @@ func (t *Transport) closeAgent() {
 	_ = t.agent.GracefulClose()
 	t.closeTCP()
 	t.cancel()
+	if t.ep != nil {
+		t.ep.e.detach(t.ep)
+	}
 }
 
 // newCredentials returns a random ufrag (48 bits) and pwd (128 bits),
@@ -600,14 +621,25 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		return nil, err
 	}
 	t.notePath()
-	c := newConn(pc)
-	if rtcp != nil {
-		r := <-rtcp
-		if r.err != nil {
-			c.Close()
-			return nil, fmt.Errorf("ice: RTCP component: %w", r.err)
+	var c pathConn
+	if t.ep != nil {
+		// EnableRTCPComponent refuses a Transport on an Endpoint, so
+		// there is no component 2 here.
+		if err := t.claimSelected(); err != nil {
+			return nil, fmt.Errorf("ice: connect: %w", err)
 		}
-		t.comp.join(c, r.pc)
+		c = t.ep.media
+	} else {
+		nc := newConn(pc)
+		if rtcp != nil {
+			r := <-rtcp
+			if r.err != nil {
+				nc.Close()
+				return nil, fmt.Errorf("ice: RTCP component: %w", r.err)
+			}
+			t.comp.join(nc, r.pc)
+		}
+		c = nc
 	}
 	t.mu.Lock()
 	if t.closed {
@@ -642,6 +674,9 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 	t.remote = remote
 	t.mu.Unlock()
 	t.red.add(remote.Pwd)
+	if t.ep != nil {
+		t.ep.setPeer(remote.Ufrag)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
 	defer cancel()
@@ -738,6 +773,12 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 	if err := t.pathAllowed(local, remote); err != nil {
 		t.refusePath(err)
 		return
+	}
+	if t.ep != nil {
+		if err := t.claimSelected(); err != nil {
+			t.cfg.Logger.Warn("ice: the selected path cannot be used on the shared endpoint", "err", err)
+			return
+		}
 	}
 	p := t.makePath(local, remote)
 	t.mu.Lock()
@@ -868,6 +909,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.path = Path{}
 	t.peerLocal = nil
 	t.mu.Unlock()
+	if t.ep != nil {
+		t.ep.e.release(t.ep)
+	}
 	return creds, nil
 }
 
@@ -884,6 +928,9 @@ func (t *Transport) SetRemote(remote Peer) error {
 	}
 	t.remote = remote
 	t.mu.Unlock()
+	if t.ep != nil {
+		t.ep.setPeer(remote.Ufrag)
+	}
 	if err := t.agent.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
@@ -906,6 +953,9 @@ func (t *Transport) Close() error {
 	t.cancel()
 	err := t.agent.GracefulClose()
 	t.closeTCP()
+	if t.ep != nil {
+		t.ep.e.detach(t.ep)
+	}
 	if c != nil {
 		c.wait()
 	}

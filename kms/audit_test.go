@@ -9,6 +9,7 @@ import (
 
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // auditLog makes a server, runs a few decisions through it and returns the
@@ -38,7 +39,7 @@ func auditLog(t *testing.T) ([]byte, string) {
 
 func TestAuditLogDetectsTampering(t *testing.T) {
 	log, _ := auditLog(t)
-	head, err := kms.VerifyAuditLog(bytes.NewReader(log))
+	head, err := kmsserver.VerifyAuditLog(bytes.NewReader(log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestAuditLogDetectsTampering(t *testing.T) {
 		"unknown field":             edit(1, `{"seq"`, `{"extra":1,"seq"`),
 	}
 	for name, bad := range tests {
-		if _, err := kms.VerifyAuditLog(bytes.NewReader(bad)); !errors.Is(err, kms.ErrAuditChain) {
+		if _, err := kmsserver.VerifyAuditLog(bytes.NewReader(bad)); !errors.Is(err, kmsserver.ErrAuditChain) {
 			t.Errorf("%s: verifier said %v", name, err)
 		}
 	}
@@ -77,21 +78,24 @@ func TestAuditLogDetectsTampering(t *testing.T) {
 func TestAuditLogTamperedInStore(t *testing.T) {
 	log, dir := auditLog(t)
 	first := bytes.SplitN(log, []byte("\n"), 2)[0]
-	store, err := kms.OpenFileStore(filepath.Join(dir, devkms.StoreFile))
+	store, err := kmsserver.OpenFileStore(filepath.Join(dir, devkms.StoreFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	forged := bytes.Replace(first, []byte(`"actor":"alice"`), []byte(`"actor":"bob"`), 1)
-	if err := store.Commit(context.Background(), []kms.Write{{Bucket: "audit", Key: "0000000000000001", Value: forged}}); err != nil {
+	forged := bytes.Replace(first, []byte(`"outcome":"ok"`), []byte(`"outcome":"denied"`), 1)
+	if bytes.Equal(forged, first) {
+		t.Fatalf("first entry %s has no outcome to forge", first)
+	}
+	if err := store.Commit(context.Background(), []kmsserver.Write{{Bucket: "audit", Key: "0000000000000001", Value: forged}}); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := kms.ExportAuditLog(context.Background(), store, &buf); err != nil {
+	if err := kmsserver.ExportAuditLog(context.Background(), store, &buf); err != nil {
 		t.Fatal(err)
 	}
-	var ae *kms.AuditError
-	if _, err := kms.VerifyAuditLog(&buf); !errors.As(err, &ae) || ae.Line != 1 {
+	var ae *kmsserver.AuditError
+	if _, err := kmsserver.VerifyAuditLog(&buf); !errors.As(err, &ae) || ae.Line != 1 {
 		t.Fatalf("forged first entry: %v", err)
 	}
 }

@@ -3,11 +3,10 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,15 +14,18 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
 
@@ -32,12 +34,17 @@ import (
 // for concurrent use.
 type Client struct {
 	cfg   Config
-	base  string // scheme://host, no trailing slash
+	base  string   // scheme://host, no trailing slash: bases[0]
+	bases []string // every configured replica, base first (failover.go)
+	cur   atomic.Int32
 	hc    *http.Client
 	ownHC bool
 	key   *ecdsa.PrivateKey
 	kid   string
 	jwk   []byte // the device's public key as a JWK
+	// signers are the pinned KMS signing keys by key id (RFC 7638
+	// thumbprint, the kid of the KMS's signatures).
+	signers map[string]*ecdsa.PublicKey
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -45,7 +52,9 @@ type Client struct {
 
 	mu      sync.Mutex
 	closed  bool
-	cache   map[string]*cacheEntry
+	cache   map[string]*cacheEntry // at most cfg.MaxCachedCalls entries
+	tick    uint64
+	retryAt time.Time // no request before: the KMS said 429, Retry-After
 	flights map[string]*flight
 }
 
@@ -58,6 +67,7 @@ type cacheEntry struct {
 	keys map[uint32]media.CallKey
 	jwes map[uint32]string // the JWE each cached key came in
 	min  uint32
+	used uint64 // c.tick at the last fetch or use, for eviction
 }
 
 // flight is one fetch shared by every concurrent Fetch of a URI.
@@ -87,9 +97,9 @@ var errClientClosed = fmt.Errorf("kms: client: %w", net.ErrClosed)
 // NewClient checks cfg and returns a client. It does no I/O.
 func NewClient(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("kms: Config.URL must be an https URL without path, got %q", cfg.URL)
+	bases, err := parseBases(cfg)
+	if err != nil {
+		return nil, err
 	}
 	key := cfg.DeviceKey
 	hasCert := len(cfg.Certificate.Certificate) > 0
@@ -102,7 +112,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if !hasCert && cfg.Token == "" && cfg.TokenSource == nil {
 		return nil, errors.New("kms: Config needs a Certificate, a Token or a TokenSource")
 	}
-	kid, err := keyID(&key.PublicKey)
+	kid, err := wire.KeyID(&key.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("kms: device key: %w", err)
 	}
@@ -110,9 +120,15 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kms: device key: %w", err)
 	}
+	signers, err := pinSigners(cfg.KMSKeys)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		cfg:     cfg,
-		base:    "https://" + u.Host,
+		signers: signers,
+		base:    bases[0],
+		bases:   bases,
 		hc:      cfg.HTTPClient,
 		key:     key,
 		kid:     kid,
@@ -132,6 +148,8 @@ func NewClient(cfg Config) (*Client, error) {
 		// HTTP/2 when the server offers it: a device's fetches and its
 		// long-poll watches, one per call, share one connection instead
 		// of holding one each.
+		// No Proxy: credentials go to the configured host and nowhere
+		// else, whatever the environment says.
 		c.hc = &http.Client{Transport: &http.Transport{
 			ForceAttemptHTTP2:   true,
 			TLSClientConfig:     tc,
@@ -140,9 +158,36 @@ func NewClient(cfg Config) (*Client, error) {
 			TLSHandshakeTimeout: cfg.RequestTimeout,
 		}}
 		c.ownHC = true
+	} else {
+		hc := *c.hc
+		c.hc = &hc
 	}
+	// Never follow a redirect: the request would carry the client
+	// certificate, the token and the proof to wherever it points.
+	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// pinSigners indexes the KMS signing keys by key id; each must be a P-256
+// ECDSA public key, and at least one is required.
+func pinSigners(keys []crypto.PublicKey) (map[string]*ecdsa.PublicKey, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("kms: Config.KMSKeys is required: the KMS's signing keys, which every delivery must be signed by")
+	}
+	out := make(map[string]*ecdsa.PublicKey, len(keys))
+	for i, k := range keys {
+		pub, ok := k.(*ecdsa.PublicKey)
+		if !ok || pub.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("kms: Config.KMSKeys[%d] is %T, want a P-256 *ecdsa.PublicKey", i, k)
+		}
+		kid, err := wire.KeyID(pub)
+		if err != nil {
+			return nil, fmt.Errorf("kms: Config.KMSKeys[%d]: %w", i, err)
+		}
+		out[kid] = pub
+	}
+	return out, nil
 }
 
 // Close ends every fetch and watch in progress, waits for the client's
@@ -178,7 +223,7 @@ func wipeKeys(m map[uint32]media.CallKey) {
 
 // callID checks that uri names a call key at this client's KMS.
 func (c *Client) callID(uri string) (string, error) {
-	id, ok := strings.CutPrefix(uri, c.base+pathCalls+"/")
+	id, ok := c.cutBase(uri)
 	if !ok || id == "" || len(id) > 128 || strings.ContainsAny(id, "/?#%") {
 		return "", fmt.Errorf("kms: key URI %q is not a call key of %s: %w", uri, c.base, ErrNotFound)
 	}
@@ -189,15 +234,15 @@ func (c *Client) callID(uri string) (string, error) {
 // identity. It is idempotent. With mutual TLS the key must be the
 // certificate's.
 func (c *Client) Register(ctx context.Context) error {
-	body, _ := json.Marshal(registerRequest{Key: c.jwk})
-	_, err := c.do(ctx, "register", http.MethodPost, pathDevices, nil, body, true, 0)
+	body, _ := json.Marshal(wire.RegisterRequest{Key: c.jwk})
+	_, err := c.do(ctx, "register", http.MethodPost, wire.PathDevices, nil, body, true, 0)
 	return err
 }
 
 // CreateCall creates a call key with its first version active at once and
 // returns its URI: the value to carry in signaling.
 func (c *Client) CreateCall(ctx context.Context, opts CallOptions) (string, error) {
-	body, err := json.Marshal(createRequest{
+	body, err := json.Marshal(wire.CreateRequest{
 		Participants:  opts.Participants,
 		RotateEveryMS: opts.RotateEvery.Milliseconds(),
 		LifetimeMS:    opts.KeyLifetime.Milliseconds(),
@@ -205,11 +250,11 @@ func (c *Client) CreateCall(ctx context.Context, opts CallOptions) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("kms: create call: %w", err)
 	}
-	out, err := c.do(ctx, "create call", http.MethodPost, pathCalls, nil, body, true, 0)
+	out, err := c.do(ctx, "create call", http.MethodPost, wire.PathCalls, nil, body, true, 0)
 	if err != nil {
 		return "", err
 	}
-	var resp createResponse
+	var resp wire.CreateResponse
 	if err := json.Unmarshal(out, &resp); err != nil {
 		return "", fmt.Errorf("kms: create call: %w: %v", ErrMalformed, err)
 	}
@@ -226,7 +271,7 @@ func (c *Client) Rotate(ctx context.Context, uri string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	return c.rotateLike(ctx, "rotate", http.MethodPost, pathCalls+"/"+id+"/rotate")
+	return c.rotateLike(ctx, "rotate", http.MethodPost, wire.PathCalls+"/"+id+"/rotate")
 }
 
 // RemoveParticipant removes identity from the call (only the call's
@@ -237,7 +282,12 @@ func (c *Client) RemoveParticipant(ctx context.Context, uri, identity string) er
 	if err != nil {
 		return err
 	}
-	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, pathCalls+"/"+id+"/participants/"+identity)
+	if identity == "" {
+		return fmt.Errorf("kms: remove participant: empty identity: %w", ErrNotFound)
+	}
+	// Escaped, so that an identity with "/" (SPIFFE style) or "?" stays one
+	// path segment.
+	_, err = c.rotateLike(ctx, "remove participant", http.MethodDelete, wire.PathCalls+"/"+id+"/participants/"+url.PathEscape(identity))
 	return err
 }
 
@@ -246,11 +296,35 @@ func (c *Client) rotateLike(ctx context.Context, op, method, path string) (uint3
 	if err != nil {
 		return 0, err
 	}
-	var resp rotateResponse
+	var resp wire.RotateResponse
 	if err := json.Unmarshal(out, &resp); err != nil || resp.Version == 0 {
 		return 0, fmt.Errorf("kms: %s: %w", op, ErrMalformed)
 	}
 	return resp.Version, nil
+}
+
+// EndCall ends the call named by uri at the KMS (only its creator may):
+// scheduled rotation stops, its keys are never delivered again (fetches and
+// watches fail with [ErrEnded]) and the KMS destroys them after its
+// retention. The client forgets the call's keys. Ending an ended call
+// succeeds.
+func (c *Client) EndCall(ctx context.Context, uri string) error {
+	id, err := c.callID(uri)
+	if err != nil {
+		return err
+	}
+	if _, err := c.do(ctx, "end call", http.MethodPost, wire.PathCalls+"/"+id+"/end", nil, nil, true, 0); err != nil {
+		return err
+	}
+	c.Release(uri)
+	return nil
+}
+
+// Release forgets the cached keys of uri (wiping them), for an application
+// that is done with a call it did not end itself. A later Fetch asks the
+// KMS again.
+func (c *Client) Release(uri string) {
+	c.forget(uri)
 }
 
 // Keys implements [media.KeySource]; it is [Client.Fetch].
@@ -363,10 +437,14 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 	if e == nil || after == 0 {
 		if e != nil {
 			wipeKeys(e.keys)
+		} else if len(c.cache) >= c.cfg.MaxCachedCalls {
+			c.evictLocked()
 		}
 		e = &cacheEntry{keys: map[uint32]media.CallKey{}, jwes: map[uint32]string{}}
 		c.cache[uri] = e
 	}
+	c.tick++
+	e.used = c.tick
 	e.min = max(e.min, min)
 	for v, k := range e.keys {
 		if v < e.min {
@@ -382,6 +460,22 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 		k.Key = slices.Clone(k.Key)
 		e.keys[k.Version] = k
 		e.jwes[k.Version] = jwes[i]
+	}
+}
+
+// evictLocked drops the least recently used cache entry. Called with c.mu
+// held.
+func (c *Client) evictLocked() {
+	var oldest string
+	var used uint64
+	for uri, e := range c.cache {
+		if oldest == "" || e.used < used {
+			oldest, used = uri, e.used
+		}
+	}
+	if e := c.cache[oldest]; e != nil {
+		wipeKeys(e.keys)
+		delete(c.cache, oldest)
 	}
 }
 
@@ -413,11 +507,11 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if wait > 0 {
 		q.Set("wait", strconv.FormatInt(wait.Milliseconds(), 10))
 	}
-	out, err := c.do(ctx, "fetch", http.MethodGet, pathCalls+"/"+id+"/keys", q, nil, false, wait)
+	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, wait)
 	if err != nil {
 		return nil, err
 	}
-	resp, keys, jwes, err := parseKeysResponse(out, uri, id, after, c.key, c.kid, c.known(uri))
+	resp, keys, jwes, err := parseKeysResponse(out, uri, id, after, c.key, c.kid, c.signers, c.known(uri))
 	if err != nil {
 		return nil, err
 	}
@@ -435,11 +529,11 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 		return media.CallKey{}, err
 	}
 	q := url.Values{"version": {strconv.FormatUint(uint64(version), 10)}}
-	out, err := c.do(ctx, "fetch", http.MethodGet, pathCalls+"/"+id+"/keys", q, nil, false, 0)
+	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, 0)
 	if err != nil {
 		return media.CallKey{}, err
 	}
-	_, keys, _, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid, nil)
+	_, keys, _, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid, c.signers, nil)
 	if err != nil {
 		return media.CallKey{}, err
 	}
@@ -455,8 +549,8 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 // if known is not nil, one that known already opened). It returns the keys
 // and the JWEs they came in.
 func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kid string,
-	known func(uint32, string) (media.CallKey, bool)) (keysResponse, []media.CallKey, []string, error) {
-	var resp keysResponse
+	signers map[string]*ecdsa.PublicKey, known func(uint32, string) (media.CallKey, bool)) (wire.KeysResponse, []media.CallKey, []string, error) {
+	var resp wire.KeysResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
 	}
@@ -479,7 +573,7 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 		}
 		if !ok {
 			var err error
-			if k, err = unwrapKey(wk.JWE, priv, kid, binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
+			if k, err = unwrapKey(wk.JWE, priv, kid, signers, wire.Binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
 				for _, k := range keys {
 					clear(k.Key)
 				}
@@ -537,6 +631,7 @@ func (c *Client) Watch(ctx context.Context, uri string, fn func(media.CallKey)) 
 		case c.ctx.Err() != nil:
 			return errClientClosed
 		case permanent(err):
+			c.forget(uri)
 			return fmt.Errorf("kms: watch %q: %w", uri, err)
 		}
 		d := c.cfg.Backoff.delay(attempt)
@@ -566,11 +661,20 @@ func (b Backoff) delay(attempt int) time.Duration {
 	return mrand.N(ceil)
 }
 
-// do sends one request and returns the body of a 2xx response.
-func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body []byte, proof bool, wait time.Duration) ([]byte, error) {
+// doAt sends one request to the KMS at base and returns the body of a 2xx
+// response. sent reports whether the request reached a connection.
+func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.Values, body []byte, proof bool, wait time.Duration, sent *bool) ([]byte, error) {
+	if err := c.waitRetryAfter(ctx); err != nil {
+		return nil, fmt.Errorf("kms: %s: %w", op, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout+wait)
 	defer cancel()
-	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(c.base, "https://"), Path: path, RawQuery: q.Encode()}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { *sent = true }})
+	unescaped, err := url.PathUnescape(path)
+	if err != nil {
+		return nil, fmt.Errorf("kms: %s: %w", op, err)
+	}
+	u := url.URL{Scheme: "https", Host: strings.TrimPrefix(base, "https://"), Path: unescaped, RawPath: path, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w", op, err)
@@ -592,7 +696,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		if err != nil {
 			return nil, fmt.Errorf("kms: %s: proof: %w", op, err)
 		}
-		req.Header.Set(proofHeader, p)
+		req.Header.Set(wire.ProofHeader, p)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -605,13 +709,26 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if resp.StatusCode/100 == 3 {
+		loc := resp.Header.Get("Location")
+		if len(loc) > 256 {
+			loc = loc[:256]
+		}
+		return nil, &RedirectError{Op: op, Status: resp.StatusCode, Location: loc}
+	}
+	out, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody))
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w: %v", op, ErrUnavailable, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e errorResponse
+		var e wire.ErrorResponse
 		_ = json.Unmarshal(out, &e)
+		if resp.StatusCode == http.StatusTooManyRequests && e.Error != wire.CodeQuota && e.Error != wire.CodeTooManyWatches {
+			// The device's request bucket is empty: nothing leaves before
+			// Retry-After. (A quota or the watch limit concerns one kind of
+			// request, not all of them.)
+			c.retryAfter(resp.Header.Get("Retry-After"))
+		}
 		if len(e.Error) > 64 {
 			e.Error = e.Error[:64]
 		}
@@ -620,31 +737,47 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 	return out, nil
 }
 
+// maxRetryAfter caps how long the client honours a Retry-After.
+const maxRetryAfter = time.Minute
+
+// retryAfter notes a 429's Retry-After (seconds): no request leaves before
+// it has passed.
+func (c *Client) retryAfter(h string) {
+	secs, err := strconv.Atoi(strings.TrimSpace(h))
+	if err != nil || secs <= 0 {
+		secs = 1
+	}
+	at := time.Now().Add(min(time.Duration(secs)*time.Second, maxRetryAfter))
+	c.mu.Lock()
+	if at.After(c.retryAt) {
+		c.retryAt = at
+	}
+	c.mu.Unlock()
+}
+
+// waitRetryAfter waits until a Retry-After the KMS gave has passed.
+func (c *Client) waitRetryAfter(ctx context.Context) error {
+	c.mu.Lock()
+	d := time.Until(c.retryAt)
+	c.mu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return net.ErrClosed
+	}
+}
+
 // proof signs a proof of freshness for one request.
 func (c *Client) proof(method, path string, body []byte) (string, error) {
-	nonce := make([]byte, 16)
-	if _, err := rand.Read(nonce); err != nil {
-		return "", err
-	}
-	payload, err := json.Marshal(proofClaims{
-		Method:   method,
-		Path:     path,
-		BodyHash: bodyHash(body),
-		Nonce:    base64.RawURLEncoding.EncodeToString(nonce),
-		IssuedMS: time.Now().UnixMilli(),
-	})
-	if err != nil {
-		return "", err
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: c.key}, nil)
-	if err != nil {
-		return "", err
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		return "", err
-	}
-	return jws.CompactSerialize()
+	return wire.SignProof(c.key, method, path, body, time.Now())
 }
 
 // String describes the client without its credentials.

@@ -25,7 +25,7 @@ func TestManyClientsSeeEveryRotation(t *testing.T) {
 	for i := range names {
 		names[i] = fmt.Sprintf("device-%03d", i)
 	}
-	env := startEnv(t, devkms.Options{}, names...)
+	env := startEnv(t, devkms.Options{Server: hammering}, names...)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	defer cancel()
 	cs := make([]*kms.Client, clients)

@@ -2,12 +2,14 @@ package kms
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -22,6 +24,9 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	// DefaultWatchWait is how long a long-poll asks the KMS to hold.
 	DefaultWatchWait = 25 * time.Second
+	// DefaultMaxCachedCalls bounds the calls whose keys the client keeps;
+	// the least recently fetched one is forgotten first.
+	DefaultMaxCachedCalls = 1024
 )
 
 // Config configures a [Client]. URL and a credential (Certificate, or
@@ -32,6 +37,12 @@ type Config struct {
 	// must be https. The client only ever sends credentials to it: key URIs
 	// under another base are refused.
 	URL string
+	// URLs are more addresses of the same KMS (replicas on one database,
+	// see kmsserver's Deployment section), https like URL. Requests go to
+	// the address that answered last and fail over, in order, to the next
+	// on a connection error or a 5xx; never to any host but these and
+	// URL's. Key URIs under any of them are accepted. Optional.
+	URLs []string
 	// Certificate is the device identity for mutual TLS. Its private key
 	// must be a P-256 ECDSA key; it is also the device key that delivered
 	// keys are wrapped to. If empty, Token or TokenSource is required.
@@ -45,11 +56,20 @@ type Config struct {
 	// DeviceKey is the P-256 key delivered keys are wrapped to and proofs
 	// are signed with. If nil, the Certificate's key.
 	DeviceKey *ecdsa.PrivateKey
+	// KMSKeys are the KMS's delivery-signing public keys (P-256 ECDSA),
+	// as its operator publishes them (the reference server's
+	// SigningKeysJWKS, read with [ParseKMSKeys]). Required: the
+	// client accepts a delivered key only if one of them signed it, so that
+	// nothing between the device and the KMS (a TLS-terminating proxy, a
+	// load balancer) can hand the device a key of its own. Pin the
+	// current and the next key; a KMS signs with one at a time.
+	KMSKeys []crypto.PublicKey
 	// RootCAs verifies the KMS's certificate. If nil, the system roots.
 	RootCAs *x509.CertPool
-	// HTTPClient, if set, is used for every request as it is; its
-	// transport must then present the Certificate itself. If nil, the
-	// client builds one (TLS 1.3, keep-alive) and closes its idle
+	// HTTPClient, if set, carries every request; its transport must then
+	// present the Certificate itself. The client uses a copy whose
+	// CheckRedirect refuses every redirect. If nil, the client builds one
+	// (TLS 1.3, keep-alive, no proxy, no redirects) and closes its idle
 	// connections in Close.
 	HTTPClient *http.Client
 	// Backoff paces retries after failures.
@@ -60,6 +80,12 @@ type Config struct {
 	// WatchWait is the long-poll duration Watch asks for. If zero,
 	// defaults to DefaultWatchWait.
 	WatchWait time.Duration
+	// MaxCachedCalls bounds how many calls' keys the client caches (for
+	// serving while the KMS is unreachable and for skipping repeated key
+	// agreements). Entries also go when a call ends ([Client.EndCall], or
+	// a fetch or watch that sees [ErrEnded] or another permanent error)
+	// and on [Client.Release]. If zero, defaults to DefaultMaxCachedCalls.
+	MaxCachedCalls int
 	// Logger receives operational events (retries, serving cached keys);
 	// never keys or tokens. If nil, the client is silent.
 	Logger *slog.Logger
@@ -88,17 +114,21 @@ func (c Config) withDefaults() Config {
 	if c.WatchWait == 0 {
 		c.WatchWait = DefaultWatchWait
 	}
+	if c.MaxCachedCalls <= 0 {
+		c.MaxCachedCalls = DefaultMaxCachedCalls
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.KMSKeys = slices.Clone(c.KMSKeys)
 	return c
 }
 
 // String describes c without its secrets: the token and keys are redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("kms.Config{URL: %q, Certificate: %s, Token: %s, TokenSource: %t, DeviceKey: %s, RootCAs: %t, HTTPClient: %t, Backoff: %+v, RequestTimeout: %s, WatchWait: %s}",
+	return fmt.Sprintf("kms.Config{URL: %q, Certificate: %s, Token: %s, TokenSource: %t, DeviceKey: %s, KMSKeys: %d, RootCAs: %t, HTTPClient: %t, Backoff: %+v, RequestTimeout: %s, WatchWait: %s}",
 		c.URL, redacted(len(c.Certificate.Certificate) > 0), redacted(c.Token != ""), c.TokenSource != nil, redacted(c.DeviceKey != nil),
-		c.RootCAs != nil, c.HTTPClient != nil, c.Backoff, c.RequestTimeout, c.WatchWait)
+		len(c.KMSKeys), c.RootCAs != nil, c.HTTPClient != nil, c.Backoff, c.RequestTimeout, c.WatchWait)
 }
 
 // GoString is String, so that %#v does not reveal secrets either.

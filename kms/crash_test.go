@@ -18,6 +18,7 @@ import (
 
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // crashDirEnv, when set, turns the test binary into the child of
@@ -43,7 +44,7 @@ func runCrashChild() bool {
 func crashChild(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	env, err := devkms.Start(ctx, dir, "alice")
+	env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: hammering}, "alice")
 	if err != nil {
 		return err
 	}
@@ -93,13 +94,13 @@ func reopen(t *testing.T, dir, uri string) *devkms.Env {
 	return env
 }
 
-func exportAudit(t *testing.T, env *devkms.Env) ([]byte, kms.AuditHead) {
+func exportAudit(t *testing.T, env *devkms.Env) ([]byte, kmsserver.AuditHead) {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := env.Server.ExportAuditLog(ctxT(t), &buf); err != nil {
 		t.Fatal(err)
 	}
-	head, err := kms.VerifyAuditLog(bytes.NewReader(buf.Bytes()))
+	head, err := kmsserver.VerifyAuditLog(bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatalf("audit chain after restart: %v", err)
 	}
@@ -236,12 +237,12 @@ func TestWrongKEKRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.Close()
-	store, err := kms.OpenFileStore(filepath.Join(dir, devkms.StoreFile))
+	store, err := kmsserver.OpenFileStore(filepath.Join(dir, devkms.StoreFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	if s, err := kms.NewServer(kms.ServerConfig{Store: store, KEK: make([]byte, 32)}); err == nil {
+	if s, err := kmsserver.New(kmsserver.Config{Store: store, KEK: make([]byte, 32)}); err == nil {
 		s.Close()
 		t.Fatal("the server opened the store with the wrong KEK")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/testpki"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // tamper rewrites the JWE of the first key of a delivery.
@@ -208,13 +209,13 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 		t.Fatalf("%v %v", keys, err)
 	}
 	id := keys[0].CallID
-	if err := env.Server.SetKeyState(ctx, id, 3, kms.StateCompromised); err != nil {
+	if err := env.Server.SetKeyState(ctx, id, 3, kmsserver.StateCompromised); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Server.SetKeyState(ctx, id, 4, kms.StateDestroyed); err != nil {
+	if err := env.Server.SetKeyState(ctx, id, 4, kmsserver.StateDestroyed); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Server.SetKeyState(ctx, id, 4, kms.StateCompromised); err == nil {
+	if err := env.Server.SetKeyState(ctx, id, 4, kmsserver.StateCompromised); err == nil {
 		t.Fatal("a destroyed key changed state")
 	}
 	if err := env.Server.SetMinVersion(ctx, id, 2); err != nil {
@@ -250,10 +251,10 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 
 func TestAuthenticationFailures(t *testing.T) {
 	issuer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	env := startEnv(t, devkms.Options{Server: kms.ServerConfig{TokenKeys: []crypto.PublicKey{issuer.Public()}}}, "alice")
+	env := startEnv(t, devkms.Options{Server: kmsserver.Config{TokenKeys: []crypto.PublicKey{issuer.Public()}}}, "alice")
 	alice := mustClient(t, env, "alice")
 	ctx := ctxT(t)
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "dave"}})
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "token:dave"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestAuthenticationFailures(t *testing.T) {
 	}
 	daveKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tokenClient := func(tok string) *kms.Client {
-		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), Token: tok, DeviceKey: daveKey})
+		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), Token: tok, DeviceKey: daveKey})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +294,7 @@ func TestAuthenticationFailures(t *testing.T) {
 	foreign, _ := otherCA.Device(testpki.Validity{}, "alice")
 	expired, _ := env.CA.Device(testpki.Validity{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}, "alice")
 	certClient := func(cert tls.Certificate) *kms.Client {
-		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), Certificate: cert})
+		c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), Certificate: cert})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +331,7 @@ func TestAuthenticationFailures(t *testing.T) {
 
 func TestTokenSourceAndAudience(t *testing.T) {
 	issuer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	env := startEnv(t, devkms.Options{Server: kms.ServerConfig{TokenKeys: []crypto.PublicKey{issuer.Public()}, TokenAudience: "securecall-kms"}})
+	env := startEnv(t, devkms.Options{Server: kmsserver.Config{TokenKeys: []crypto.PublicKey{issuer.Public()}, TokenAudience: "securecall-kms"}})
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: issuer}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +348,7 @@ func TestTokenSourceAndAudience(t *testing.T) {
 	var aud []string
 	errSource := errors.New("no token today")
 	var fail bool
-	c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), DeviceKey: devKey,
+	c, err := kms.NewClient(kms.Config{URL: env.URL, RootCAs: env.RootCAs(), KMSKeys: env.Server.SigningKeys(), DeviceKey: devKey,
 		TokenSource: func(context.Context) (string, error) {
 			if fail {
 				return "", errSource
@@ -367,7 +368,7 @@ func TestTokenSourceAndAudience(t *testing.T) {
 	if err := c.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	uri, err := c.CreateCall(ctx, kms.CallOptions{Participants: []string{"erin"}})
+	uri, err := c.CreateCall(ctx, kms.CallOptions{Participants: []string{"token:erin"}})
 	if err != nil {
 		t.Fatal(err)
 	}

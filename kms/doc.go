@@ -1,34 +1,43 @@
-// Package kms fetches call keys from a key management service, and is one:
-// it holds the [Client] the SDK uses to fetch, cache and follow rotations of
-// call keys, and the reference KMS [Server], an [net/http.Handler] with an
-// embedded file [Store], so that the SDK works out of the box and can be
-// tested for real.
+// Package kms fetches call keys from a key management service: it holds the
+// [Client] the SDK uses to fetch, cache and follow rotations of call keys,
+// and the wire types devices need. The reference KMS (an [net/http.Handler]
+// with an embedded file store and a hash-chained audit log) is package
+// [github.com/securecall/securecall/kms/kmsserver]; an application that
+// only fetches keys links neither it nor its store.
 //
 // # Model
 //
 // A device has an identity (the common name of its certificate for mutual
-// TLS, or the subject of a bearer JWT) and a P-256 key pair; it registers
+// TLS, or "token:" and the subject of a bearer JWT: the two kinds never
+// name the same device) and a P-256 key pair; it registers
 // the public key ([Client.Register]). A call is a resource created by a
 // device ([Client.CreateCall]) with a list of participant identities; its
-// key is versioned (1, 2, ...) and each version has a state ([KeyState]:
-// pre-active, active, deactivated, compromised, destroyed), an activation
-// time and an expiry, after Vault's transit keys and KMIP. A call has a
-// minimum usable version ([Server.SetMinVersion]).
+// key is versioned (1, 2, ...) and each version has a state (pre-active,
+// active, deactivated, compromised, destroyed), an activation time and an
+// expiry, after Vault's transit keys and KMIP. A call has a minimum usable
+// version, which the KMS operator raises.
 //
 // Keys rotate on a schedule ([CallOptions].RotateEvery), on demand
 // ([Client.Rotate]) and at once when a participant is removed
-// ([Client.RemoveParticipant]). A new version activates after
-// [ServerConfig].ActivationDelay so that receivers install it before
-// senders switch; the version it supersedes stays deliverable for
-// [ServerConfig].Grace after that.
+// ([Client.RemoveParticipant]). A new version activates after the KMS's
+// activation delay so that receivers install it before senders switch; the
+// version it supersedes stays deliverable for a grace period after that.
 //
 // A participant fetches the usable versions ([Client.Fetch], which is also
 // [media.KeySource.Keys]) and follows new ones by long-poll ([Client.Watch],
-// [media.KeyWatcher]). Every version arrives as a compact JWE wrapped to the
-// device's registered key (ECDH-ES+A256KW, A256GCM) whose protected header
-// binds the key URI, the call id, the version, the activation and the expiry.
+// [media.KeyWatcher]). Every version arrives signed, then encrypted: a
+// compact JWS (ES256, by the KMS's signing key) over the key, its URI, call
+// id, version, activation, expiry and the recipient device key, inside a
+// compact JWE wrapped to the device's registered key (ECDH-ES+A256KW,
+// A256GCM) whose protected header repeats the binding. The client pins the
+// KMS's signing keys ([Config].KMSKeys) and checks the signature and that
+// the signed claims equal the envelope and the request.
 // The key URI is https://kms-host/v1/calls/{id}: it names the key and carries
 // nothing secret, so the SDP can carry it.
+//
+// A call ends when its creator ends it ([Client.EndCall]) or at the KMS's
+// maximum call lifetime: it rotates no more, its keys are never delivered
+// again ([ErrEnded]) and the KMS destroys them after its retention.
 //
 // The protocol is HTTPS with JSON bodies:
 //
@@ -37,31 +46,52 @@
 //	GET    /v1/calls/{id}/keys[?after=N&wait=ms] usable versions; long-poll with wait
 //	GET    /v1/calls/{id}/keys?version=N        one version
 //	POST   /v1/calls/{id}/rotate                new version             (proof)
-//	DELETE /v1/calls/{id}/participants/{who}    remove and rotate       (proof)
+//	DELETE /v1/calls/{id}/participants/{who}    remove and rotate       (proof; who path-escaped)
+//	POST   /v1/calls/{id}/end                   end the call            (proof)
 //
 // Requests marked (proof) change state and carry a proof of freshness in
 // the Securecall-Proof header: a JWS (ES256) by the device key over the
-// method, path, body hash, a random nonce and the time. The server refuses
-// a proof it has seen, one older than [ServerConfig].FreshnessWindow, and
-// one signed before the server started (the nonce memory is not persisted).
-//
-// Every decision (register, create, fetch, watch, rotate, remove, state,
-// min-version; granted or denied) is appended to a hash-chained audit log;
-// [Server.ExportAuditLog] writes it and [VerifyAuditLog] checks it.
+// method, path, body hash, a random nonce and the time; the server refuses
+// a replayed or stale one (see package kmsserver).
 //
 // # Security
 //
 // What each party can and cannot do:
 //
 //   - A network attacker sees TLS only. Keys are wrapped to the device key
-//     inside TLS as well, so even a TLS-terminating proxy sees JWEs, not
-//     keys. A replayed state-changing request is refused (ErrReplayed on
-//     the wire: 401 "replayed"). The client refuses any delivery whose JWE
-//     fails authentication ([ErrTampered]), is wrapped to another key
-//     ([ErrWrongRecipient]), uses an algorithm outside its allow-list
+//     inside TLS as well, so even a TLS-terminating hop (an inspection
+//     proxy, a load balancer) sees JWEs, not keys. Such a hop also sees
+//     every device's public key at registration and could wrap a key of
+//     its own to it; it cannot sign one. The client refuses any delivery
+//     whose JWE fails authentication ([ErrTampered]), is wrapped to another
+//     key ([ErrWrongRecipient]), uses an algorithm outside its allow-list
 //     ([ErrAlgorithm]), binds another URI, call or version ([ErrBinding]),
-//     or lies below the call's minimum ([ErrBelowMinimum]); each is a
-//     [*DeliveryError].
+//     carries no KMS signature ([ErrUnsigned]), is signed by a key that is
+//     not pinned or does not verify ([ErrSigner]), whose signed claims
+//     differ from the envelope or name another recipient device
+//     ([ErrSignedClaims]: a genuine signature moved to another call,
+//     version, time or device), or lies below the call's minimum
+//     ([ErrBelowMinimum]); each is a [*DeliveryError]. A replayed
+//     state-changing request is refused (ErrReplayed on the wire: 401
+//     "replayed"). A hop can still deny service and see who fetches
+//     which call when.
+//   - The KMS signing key (P-256) is created at the server's first start,
+//     sealed under the KEK in the store like key material, and survives
+//     restarts. The server publishes two public keys, the current one and
+//     the next one (kmsserver's Server.SigningKeysJWKS; [ParseKMSKeys]
+//     reads it); devices pin both. Server.RotateSigningKey makes the next key
+//     current and creates a new next key, so the keys a device pinned
+//     before a rotation still verify after it, and must be refreshed
+//     before the rotation after that: the overlap is the time between two
+//     rotations. Signatures name their key in the JWS kid (its RFC 7638
+//     thumbprint). Pinning is the trust anchor: deliver the keys to
+//     devices the way the device certificates are delivered, never over
+//     the path they protect.
+//   - The client never follows an HTTP redirect: a 3xx is a
+//     [*RedirectError] ([ErrRedirect]) naming the location, so no request,
+//     and no certificate, token or proof, goes to another host than
+//     [Config].URL and [Config].URLs. The client's own transport ignores proxy settings from
+//     the environment.
 //   - A device that is not a participant gets 403 and nothing else, and the
 //     denial is audited. A removed participant keeps the versions it
 //     already had (it had them) but can never fetch a later one: removal
@@ -74,61 +104,64 @@
 //     proofs, but it can register a new device key for its subject; keep
 //     tokens short-lived. Device certificates must carry P-256 keys, and
 //     with mutual TLS the registered key must be the certificate's.
-//   - The KMS operator can read every key: the server unwraps keys from the
-//     store to wrap them to devices. That is the point of a customer-held
-//     KMS: the customer, not the SDK vendor or the signaling provider, is
-//     the operator. With hybrid keying (see package media) a KMS operator
-//     alone still cannot decrypt recorded media, because the DTLS exporter
-//     (ECDHE) is mixed in. Someone with the store file but not the KEK
-//     learns participants and times, not keys; without the KEK the server
-//     refuses to start. The audit log detects rewriting, removal and
-//     reordering of entries; truncation at the end is detected by comparing
-//     with a previously kept [AuditHead].
+//   - The KMS operator can read every key; with hybrid keying (see package
+//     media) a KMS operator alone still cannot decrypt recorded media,
+//     because the DTLS exporter (ECDHE) is mixed in. What the store and
+//     the audit log protect is described in package kmsserver.
 //   - The client never sends credentials to a URI from signaling that is
-//     not under its configured KMS URL (such URIs fail with [ErrNotFound]).
+//     not under its configured KMS URL or URLs (such URIs fail with
+//     [ErrNotFound]).
+//   - Several KMS replicas: with [Config].URLs the client sends each
+//     request to the address that answered last and, on a connection
+//     error or a 5xx, tries the next ones once each, in order. A state
+//     change (anything but a fetch) whose connection broke after it was
+//     sent is not repeated elsewhere, since it may have been done; its
+//     caller sees [ErrUnavailable]. Watch keeps its backoff between
+//     rounds, and concurrent fetches still share one request.
 //     Keys, tokens and private keys are never logged; [media.CallKey] and
 //     [Config] print redacted.
 //
-// Durability: every state change (registration, call, version, state) is
-// committed with its audit entry in one fsynced transaction before the
-// request is answered, so a crash loses nothing that was acknowledged.
-// Fetch and denial entries are committed asynchronously by the same group
-// commit, normally within milliseconds; a crash can lose the last of them.
-//
 // # Concurrency
 //
-// [Client] and [Server] are safe for concurrent use. Concurrent
+// [Client] is safe for concurrent use. Concurrent
 // [Client.Fetch] calls for one URI share one request. [Client.Watch] calls
 // its function on the goroutine that called Watch, never concurrently, and
 // returns when its context is done, when the client closes, or on a
 // permanent error ([ErrUnauthorized], [ErrForbidden], [ErrNotFound],
-// [ErrRevoked], [ErrInvalidDelivery]); transient errors are retried with
-// exponential backoff and full jitter ([Backoff]). While the KMS is
-// unreachable, Fetch serves the last keys it fetched that have not expired.
+// [ErrRevoked], [ErrEnded], [ErrRedirect], [ErrInvalidDelivery]); transient
+// errors are retried with exponential backoff and full jitter ([Backoff]).
+// While the KMS is unreachable, Fetch serves the last keys it fetched that
+// have not expired. After a 429 for its request rate the client sends
+// nothing before its Retry-After (at most a minute) has passed.
 //
-// The server owns two goroutines, joined by [Server.Close]: a store writer
-// (group commit: it batches whatever is queued into one transaction) and a
-// rotation scheduler. State changes are serialized; fetches are not, and a
-// fetch that repeats costs no key agreement: wrapped keys are cached per
-// device key and binding, opened keys per JWE on the client.
+// The client's cache of keys is bounded: [Config].MaxCachedCalls calls
+// (default 1,024; the least recently fetched goes first), and a call's
+// entry is wiped when the call ends, when a fetch or watch meets a
+// permanent error, and on [Client.Release].
+//
+// A fetch that repeats costs no key agreement: opened keys are cached per
+// JWE on the client (and wrapped keys per device key on the reference
+// server).
 //
 // # Performance
 //
-// Measured on this project's 2-core machine (AMD EPYC, Go 1.26, go test
-// -bench . -benchtime 2s -count 2 ./kms; load average about 2 from other
-// builds), client and server in one process:
+// Measured on this project's shared 2-core machine (AMD EPYC, Go 1.26, go
+// test -bench 'FetchWarm|ServerThroughput' -benchtime 2s -count 3 ./kms),
+// client and server in one process, every limit of the server on the path
+// (the benchmark's request bucket set above what its devices ask), signed
+// deliveries, authenticated store records, against the code before them
+// (7a67b0e) run just before, load average 4 to 7 from other builds:
 //
-//	BenchmarkFetchWarm           p50  52 µs, p99 0.52-0.60 ms, 83-93 µs mean (goal: p50 < 0.5 ms)
-//	BenchmarkFetchCold           p50 1.1 ms, p99 2.2 ms (full TLS 1.3 handshake with client certificate)
-//	BenchmarkServerThroughput    10,000-10,750 fetches/s, 16 parallel devices (goal: > 5,000)
-//	BenchmarkWrapKey             84-91 µs per fresh JWE (a wrapped-key cache miss on the server)
-//	BenchmarkUnwrapKey           90 µs per new JWE on the client
+//	                           before (7a67b0e)          after
+//	BenchmarkFetchWarm p50     47-49 µs                  52-56 µs      (goal: <= 0.5 ms)
+//	BenchmarkFetchWarm p99     0.42-0.49 ms              0.48-0.52 ms
+//	BenchmarkServerThroughput  15,400-16,900 fetches/s   13,600-14,700 fetches/s (goal: >= 5,000)
 //
-// Warm fetches and the throughput run reuse wrapped keys (server) and
-// opened keys (client), as a device re-fetching a call's keys does. A fetch
-// of a version a device has never received pays one wrap and one unwrap,
-// about 0.18 ms of CPU together, which bounds fresh deliveries near 5,500/s
-// on these two cores with clients and server sharing them. Under heavy load
-// from other processes (load average 9) the same runs gave p50 54 µs and
-// 5,700 fetches/s. The throughput includes the clients' own work.
+// About a tenth of the throughput goes to larger deliveries (a JWS inside
+// each JWE), the limiters and the MAC of every audit record. Under heavier
+// load (load average 6 to 9) both trees gave 2,700-7,700 fetches/s. Warm
+// fetches reuse wrapped (signed) deliveries on the server and opened keys
+// on the client, as a device re-fetching a call's keys does; a fresh
+// delivery costs one ES256 signature and one ECDH-ES wrap on the server,
+// one verification and one unwrap on the client.
 package kms

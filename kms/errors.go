@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // Sentinel errors that callers branch on. Errors returned by [Client]
@@ -35,6 +37,16 @@ var (
 	// ErrInvalidDelivery: a wrapped key from the KMS failed the client's
 	// checks. The [DeliveryError] says which one.
 	ErrInvalidDelivery = errors.New("kms: invalid key delivery")
+	// ErrQuota: the KMS refused to create a call: the device has as many
+	// running calls as the KMS allows. End some first.
+	ErrQuota = errors.New("kms: call quota exceeded")
+	// ErrEnded: the call has ended ([Client.EndCall], or its maximum
+	// lifetime on the KMS); its keys are no longer delivered.
+	ErrEnded = errors.New("kms: call ended")
+	// ErrRedirect: the KMS (or something between it and the client)
+	// answered with a redirect. The client never follows one; the
+	// [RedirectError] names the location.
+	ErrRedirect = errors.New("kms: redirect refused")
 )
 
 // Reasons a [DeliveryError] gives; each is an error of its own so that tests
@@ -54,6 +66,17 @@ var (
 	ErrBinding = errors.New("kms: JWE header does not bind the request")
 	// ErrMalformed: the JWE or the response carrying it could not be parsed.
 	ErrMalformed = errors.New("kms: malformed response")
+	// ErrUnsigned: the JWE opened, but what it carries is not a key
+	// delivery signed by a KMS (a bare key, or another kind of object):
+	// whoever wrapped it to this device is not known to be the KMS.
+	ErrUnsigned = errors.New("kms: key delivery not signed")
+	// ErrSigner: the delivery is signed, but not by a pinned KMS signing
+	// key ([Config].KMSKeys), or its signature does not verify.
+	ErrSigner = errors.New("kms: key delivery signed by an untrusted key")
+	// ErrSignedClaims: the KMS's signed claims (URI, call id, version,
+	// activation, expiry, recipient device) differ from the envelope that
+	// carries them or from this device.
+	ErrSignedClaims = errors.New("kms: signed claims do not match the delivery")
 )
 
 // DeliveryError reports a wrapped key that the client refused.
@@ -63,7 +86,8 @@ type DeliveryError struct {
 	// Version is the version refused, 0 when the whole response was.
 	Version uint32
 	// Reason is one of ErrAlgorithm, ErrTampered, ErrWrongRecipient,
-	// ErrBinding, ErrBelowMinimum or ErrMalformed.
+	// ErrBinding, ErrUnsigned, ErrSigner, ErrSignedClaims, ErrBelowMinimum
+	// or ErrMalformed.
 	Reason error
 	// Detail is a human-readable explanation; it never holds key material.
 	Detail string
@@ -81,27 +105,26 @@ func (e *DeliveryError) Error() string {
 // Unwrap returns the reason and ErrInvalidDelivery.
 func (e *DeliveryError) Unwrap() []error { return []error{e.Reason, ErrInvalidDelivery} }
 
-// Error codes carried in the KMS's JSON error bodies.
-const (
-	codeBadRequest         = "bad_request"
-	codeUnauthenticated    = "unauthenticated"
-	codeUnknownAuthority   = "unknown_authority"
-	codeCertificateExpired = "certificate_expired"
-	codeTokenExpired       = "token_expired"
-	codeBadToken           = "bad_token"
-	codeNotRegistered      = "not_registered"
-	codeForbidden          = "forbidden"
-	codeNotFound           = "not_found"
-	codeCompromised        = "compromised"
-	codeDestroyed          = "destroyed"
-	codeBelowMinimum       = "below_minimum"
-	codeExpired            = "expired"
-	codeReplayed           = "replayed"
-	codeStaleProof         = "stale_proof"
-	codeBadProof           = "bad_proof"
-	codeUnavailable        = "unavailable"
-	codeInternal           = "internal"
-)
+// RedirectError reports a 3xx response, which the client refuses: it never
+// sends a request, and so never its certificate, token or proof, to another
+// location than its configured KMS URL.
+type RedirectError struct {
+	// Op names the client operation, for example "fetch".
+	Op string
+	// Status is the HTTP status code.
+	Status int
+	// Location is the redirect's Location header, as received (at most
+	// 256 bytes), empty if there was none.
+	Location string
+}
+
+// Error describes the refused redirect.
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("kms: %s: %d redirect to %q refused", e.Op, e.Status, e.Location)
+}
+
+// Unwrap returns [ErrRedirect].
+func (e *RedirectError) Unwrap() error { return ErrRedirect }
 
 // ServerError is an error response from the KMS.
 type ServerError struct {
@@ -124,21 +147,25 @@ func (e *ServerError) Error() string {
 func (e *ServerError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
-		return e.Status == http.StatusUnauthorized && e.Code != codeReplayed && e.Code != codeStaleProof
+		return e.Status == http.StatusUnauthorized && e.Code != wire.CodeReplayed && e.Code != wire.CodeStaleProof
 	case ErrReplayed:
-		return e.Code == codeReplayed || e.Code == codeStaleProof
+		return e.Code == wire.CodeReplayed || e.Code == wire.CodeStaleProof
 	case ErrForbidden:
 		return e.Status == http.StatusForbidden
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound
 	case ErrRevoked:
-		return e.Code == codeCompromised || e.Code == codeDestroyed
+		return e.Code == wire.CodeCompromised || e.Code == wire.CodeDestroyed
 	case ErrBelowMinimum:
-		return e.Code == codeBelowMinimum
+		return e.Code == wire.CodeBelowMinimum
 	case ErrExpired:
-		return e.Code == codeExpired
+		return e.Code == wire.CodeExpired
+	case ErrEnded:
+		return e.Code == wire.CodeEnded
 	case ErrUnavailable:
-		return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+		return e.Status >= 500 || (e.Status == http.StatusTooManyRequests && e.Code != wire.CodeQuota)
+	case ErrQuota:
+		return e.Code == wire.CodeQuota
 	}
 	return false
 }
@@ -147,5 +174,5 @@ func (e *ServerError) Is(target error) bool {
 func permanent(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) ||
 		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
-		errors.Is(err, ErrExpired)
+		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect) || errors.Is(err, ErrEnded) || errors.Is(err, ErrQuota)
 }

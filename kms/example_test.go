@@ -2,34 +2,89 @@ package kms_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
-	"github.com/securecall/securecall/internal/devkms"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // Two devices share a call key: alice creates it, bob fetches it, alice
-// rotates it and bob sees both versions.
+// rotates it and bob sees both versions. The reference KMS runs in the
+// process, and the devices authenticate with bearer tokens from an
+// identity provider whose key the KMS trusts.
 func Example() {
+	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-example")
 	if err != nil {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	ctx := context.Background()
 
-	env, err := devkms.Start(ctx, dir, "alice", "bob")
+	// The KMS: a file store, a key-encryption key kept apart from it, and
+	// the identity provider's public key.
+	store, err := kmsserver.OpenFileStore(filepath.Join(dir, "kms.db"))
 	if err != nil {
 		panic(err)
 	}
-	defer env.Close()
-	alice, _ := env.Client("alice")
-	bob, _ := env.Client("bob")
+	defer store.Close()
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	idp, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srv, err := kmsserver.New(kmsserver.Config{Store: store, KEK: kek, TokenKeys: []crypto.PublicKey{&idp.PublicKey}})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	ts := httptest.NewUnstartedServer(srv)
+	ts.StartTLS()
+	defer ts.Close()
 
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	// What a device is given: the KMS URL, its TLS root, the KMS's signing
+	// keys to pin, and a token for its identity.
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	jwks, err := srv.SigningKeysJWKS()
+	if err != nil {
+		panic(err)
+	}
+	kmsKeys, err := kms.ParseKMSKeys(jwks)
+	if err != nil {
+		panic(err)
+	}
+	device := func(identity string) *kms.Client {
+		signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: idp}, nil)
+		token, _ := jwt.Signed(signer).Claims(jwt.Claims{Subject: identity, Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}).Serialize()
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		c, err := kms.NewClient(kms.Config{URL: ts.URL, RootCAs: roots, KMSKeys: kmsKeys, Token: token, DeviceKey: key})
+		if err != nil {
+			panic(err)
+		}
+		if err := c.Register(ctx); err != nil {
+			panic(err)
+		}
+		return c
+	}
+	alice, bob, mallory := device("alice"), device("bob"), device("mallory")
+	defer alice.Close()
+	defer bob.Close()
+	defer mallory.Close()
+
+	// A token's subject "alice" is the identity "token:alice".
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"token:alice", "token:bob"}})
 	if err != nil {
 		panic(err)
 	}
@@ -46,10 +101,6 @@ func Example() {
 	}
 
 	// A device that is not a participant learns nothing.
-	mallory, err := env.Client("mallory")
-	if err != nil {
-		panic(err)
-	}
 	_, err = mallory.Fetch(ctx, uri)
 	fmt.Println(err, errors.Is(err, kms.ErrForbidden))
 	// Output:

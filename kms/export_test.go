@@ -1,9 +1,11 @@
 package kms
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"time"
 
+	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
 
@@ -30,11 +32,22 @@ func (c *Client) FlightJoined(uri string) int {
 }
 
 // ParseKeysResponse exposes the client's delivery parser.
-func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey) ([]media.CallKey, error) {
-	kid, err := keyID(&priv.PublicKey)
+func ParseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.PrivateKey, kmsKeys []crypto.PublicKey) ([]media.CallKey, error) {
+	kid, err := wire.KeyID(&priv.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	_, keys, _, err := parseKeysResponse(body, uri, id, after, priv, kid, nil)
+	signers, err := pinSigners(kmsKeys)
+	if err != nil {
+		return nil, err
+	}
+	_, keys, _, err := parseKeysResponse(body, uri, id, after, priv, kid, signers, nil)
 	return keys, err
+}
+
+// CachedCalls reports how many calls' keys the client caches.
+func (c *Client) CachedCalls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cache)
 }

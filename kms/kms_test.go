@@ -13,6 +13,7 @@ import (
 
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 )
 
@@ -22,6 +23,10 @@ func TestMain(m *testing.M) {
 	}
 	goleak.VerifyTestMain(m)
 }
+
+// hammering is a server configuration for tests that rotate as fast as
+// they can on purpose: limits far above what they do.
+var hammering = kmsserver.Config{RotationsPerMinute: 1 << 20, RequestRate: 1e6, RequestBurst: 1 << 20, MinRotateEvery: 10 * time.Millisecond}
 
 // startEnv runs a development KMS in a temporary directory for the test.
 func startEnv(t testing.TB, opts devkms.Options, identities ...string) *devkms.Env {
@@ -80,8 +85,8 @@ func TestCreateFetchRotate(t *testing.T) {
 	if len(ka[0].Key) != media.CallKeySize || ka[0].URI != uri || ka[0].CallID == "" {
 		t.Fatalf("bad key %v", ka[0])
 	}
-	if ka[0].ExpiresAt.Sub(ka[0].ActivateAt) != kms.DefaultKeyLifetime {
-		t.Fatalf("lifetime %v, want %v", ka[0].ExpiresAt.Sub(ka[0].ActivateAt), kms.DefaultKeyLifetime)
+	if ka[0].ExpiresAt.Sub(ka[0].ActivateAt) != kmsserver.DefaultKeyLifetime {
+		t.Fatalf("lifetime %v, want %v", ka[0].ExpiresAt.Sub(ka[0].ActivateAt), kmsserver.DefaultKeyLifetime)
 	}
 
 	before := time.Now().Truncate(time.Millisecond)
@@ -102,11 +107,11 @@ func TestCreateFetchRotate(t *testing.T) {
 	}
 	// The new version activates after the activation delay; the old one
 	// stays usable for the grace period after that.
-	if act := kb[1].ActivateAt; act.Before(before.Add(kms.DefaultActivationDelay)) || act.After(after.Add(kms.DefaultActivationDelay)) {
-		t.Fatalf("v2 activates at %v, want the rotation time (%v to %v) + %v", act, before, after, kms.DefaultActivationDelay)
+	if act := kb[1].ActivateAt; act.Before(before.Add(kmsserver.DefaultActivationDelay)) || act.After(after.Add(kmsserver.DefaultActivationDelay)) {
+		t.Fatalf("v2 activates at %v, want the rotation time (%v to %v) + %v", act, before, after, kmsserver.DefaultActivationDelay)
 	}
-	if !kb[0].ExpiresAt.Equal(kb[1].ActivateAt.Add(kms.DefaultGrace)) {
-		t.Fatalf("v1 expires %v, want v2 activation + grace %v", kb[0].ExpiresAt, kb[1].ActivateAt.Add(kms.DefaultGrace))
+	if !kb[0].ExpiresAt.Equal(kb[1].ActivateAt.Add(kmsserver.DefaultGrace)) {
+		t.Fatalf("v1 expires %v, want v2 activation + grace %v", kb[0].ExpiresAt, kb[1].ActivateAt.Add(kmsserver.DefaultGrace))
 	}
 	if s := fmt.Sprintf("%v %+v %#v", kb[0], kb[0], kb); containsKey(s, kb[0].Key) {
 		t.Fatalf("printed key material: %s", s)
@@ -162,7 +167,7 @@ func TestWatchSeesRotations(t *testing.T) {
 }
 
 func TestScheduledRotation(t *testing.T) {
-	env := startEnv(t, devkms.Options{}, "alice")
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
 	alice := mustClient(t, env, "alice")
 	ctx := ctxT(t)
 	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: 50 * time.Millisecond})
@@ -184,4 +189,8 @@ func TestScheduledRotation(t *testing.T) {
 		}
 	}
 	cancel()
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
 }

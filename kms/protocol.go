@@ -1,175 +1,18 @@
 package kms
 
 import (
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
-
-// The wire protocol: HTTPS + JSON, keys as compact JWE, proofs as compact JWS.
-//
-//	POST   /v1/devices                          register the device key   (proof)
-//	POST   /v1/calls                            create a call key         (proof)
-//	GET    /v1/calls/{id}/keys[?after=&wait=]   usable versions; long-poll with wait
-//	GET    /v1/calls/{id}/keys?version=N        one version
-//	POST   /v1/calls/{id}/rotate                new version               (proof)
-//	DELETE /v1/calls/{id}/participants/{who}    remove and rotate          (proof)
-
-const (
-	pathDevices = "/v1/devices"
-	pathCalls   = "/v1/calls"
-
-	// proofHeader carries the proof of freshness of a state-changing request.
-	proofHeader = "Securecall-Proof"
-
-	// Protected JWE header parameters binding a delivered key.
-	hdrURI      = "sc-uri"
-	hdrCallID   = "sc-call"
-	hdrVersion  = "sc-ver"
-	hdrActivate = "sc-act" // Unix milliseconds
-	hdrExpires  = "sc-exp" // Unix milliseconds, 0 for none
-
-	// maxBody bounds every request and response body the package reads.
-	maxBody = 1 << 20
-)
-
-// The allow-lists: nothing else is accepted for wrapped keys or signatures.
-var (
-	allowedKeyAlgs   = []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}
-	allowedContent   = []jose.ContentEncryption{jose.A256GCM}
-	allowedProofAlgs = []jose.SignatureAlgorithm{jose.ES256}
-	allowedTokenAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.EdDSA}
-)
-
-type registerRequest struct {
-	Key json.RawMessage `json:"key"` // public JWK
-}
-
-type createRequest struct {
-	Participants  []string `json:"participants"`
-	RotateEveryMS int64    `json:"rotate_every_ms,omitempty"`
-	LifetimeMS    int64    `json:"lifetime_ms,omitempty"`
-}
-
-type createResponse struct {
-	URI     string `json:"uri"`
-	CallID  string `json:"call_id"`
-	Version uint32 `json:"version"`
-}
-
-type rotateResponse struct {
-	Version uint32 `json:"version"`
-}
-
-type wireKey struct {
-	Version uint32 `json:"version"`
-	State   string `json:"state"`
-	JWE     string `json:"jwe"`
-}
-
-type keysResponse struct {
-	URI        string    `json:"uri"`
-	CallID     string    `json:"call_id"`
-	MinVersion uint32    `json:"min_version"`
-	Latest     uint32    `json:"latest"`
-	Keys       []wireKey `json:"keys"`
-}
-
-type errorResponse struct {
-	Error string `json:"error"`
-}
-
-// proofClaims is the payload of a proof of freshness: it binds the method,
-// path and body of one request, a fresh nonce and the time of signing.
-type proofClaims struct {
-	Method   string `json:"htm"`
-	Path     string `json:"htu"`
-	BodyHash string `json:"bh"`
-	Nonce    string `json:"jti"`
-	IssuedMS int64  `json:"iat"`
-}
-
-func bodyHash(body []byte) string {
-	h := sha256.Sum256(body)
-	return base64.RawURLEncoding.EncodeToString(h[:])
-}
-
-// keyID is the RFC 7638 thumbprint of a P-256 public key, base64url.
-func keyID(pub *ecdsa.PublicKey) (string, error) {
-	jwk := jose.JSONWebKey{Key: pub}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(tp), nil
-}
-
-// parsePublicJWK accepts only a public P-256 ECDSA key.
-func parsePublicJWK(raw []byte) (*ecdsa.PublicKey, error) {
-	var jwk jose.JSONWebKey
-	if err := jwk.UnmarshalJSON(raw); err != nil {
-		return nil, err
-	}
-	pub, ok := jwk.Key.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, errors.New("key must be a public P-256 ECDSA key")
-	}
-	return pub, nil
-}
-
-// binding is what a wrapped key's protected header must state.
-type binding struct {
-	URI        string
-	CallID     string
-	Version    uint32
-	ActivateAt time.Time
-	ExpiresAt  time.Time
-}
-
-func unixMS(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromUnixMS(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
-
-// wrapKey wraps key to the device key pub as a compact JWE whose protected
-// header binds b.
-func wrapKey(pub *ecdsa.PublicKey, kid string, b binding, key []byte) (string, error) {
-	opts := (&jose.EncrypterOptions{}).
-		WithHeader(hdrURI, b.URI).
-		WithHeader(hdrCallID, b.CallID).
-		WithHeader(hdrVersion, b.Version).
-		WithHeader(hdrActivate, unixMS(b.ActivateAt)).
-		WithHeader(hdrExpires, unixMS(b.ExpiresAt))
-	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.ECDH_ES_A256KW, Key: pub, KeyID: kid}, opts)
-	if err != nil {
-		return "", err
-	}
-	obj, err := enc.Encrypt(key)
-	if err != nil {
-		return "", err
-	}
-	return obj.CompactSerialize()
-}
 
 // jweAlgs reads alg and enc from a compact JWE's protected header without
 // trusting anything else in it.
@@ -204,8 +47,9 @@ func headerInt(h map[jose.HeaderKey]any, k jose.HeaderKey) (int64, bool) {
 
 // unwrapKey checks and opens one delivered key. want names the URI, call id
 // and version the client asked for; activation and expiry come from the
-// protected header, which the AEAD authenticates.
-func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, want binding) (media.CallKey, error) {
+// protected header, which the AEAD authenticates, and must equal what the
+// KMS signed. signers are the pinned KMS signing keys by key id.
+func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, signers map[string]*ecdsa.PublicKey, want wire.Binding) (media.CallKey, error) {
 	fail := func(reason error, format string, args ...any) (media.CallKey, error) {
 		return media.CallKey{}, &DeliveryError{URI: want.URI, Version: want.Version, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
@@ -216,7 +60,7 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, want binding)
 	if alg != string(jose.ECDH_ES_A256KW) || enc != string(jose.A256GCM) {
 		return fail(ErrAlgorithm, "alg %q enc %q", alg, enc)
 	}
-	obj, err := jose.ParseEncryptedCompact(compact, allowedKeyAlgs, allowedContent)
+	obj, err := jose.ParseEncryptedCompact(compact, wire.AllowedKeyAlgs, wire.AllowedContent)
 	if err != nil {
 		return fail(ErrMalformed, "%v", err)
 	}
@@ -228,11 +72,11 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, want binding)
 		return fail(ErrTampered, "%v", err)
 	}
 	h := obj.Header.ExtraHeaders
-	uri, _ := h[hdrURI].(string)
-	callID, _ := h[hdrCallID].(string)
-	ver, okV := headerInt(h, hdrVersion)
-	act, okA := headerInt(h, hdrActivate)
-	exp, okE := headerInt(h, hdrExpires)
+	uri, _ := h[wire.HdrURI].(string)
+	callID, _ := h[wire.HdrCallID].(string)
+	ver, okV := headerInt(h, wire.HdrVersion)
+	act, okA := headerInt(h, wire.HdrActivate)
+	exp, okE := headerInt(h, wire.HdrExpires)
 	switch {
 	case uri != want.URI:
 		return fail(ErrBinding, "header names key %q", uri)
@@ -242,15 +86,61 @@ func unwrapKey(compact string, priv *ecdsa.PrivateKey, kid string, want binding)
 		return fail(ErrBinding, "header names another version")
 	case !okA || !okE || act == 0:
 		return fail(ErrBinding, "header lacks activation or expiry")
-	case len(plain) != media.CallKeySize:
-		return fail(ErrMalformed, "key is %d bytes, want %d", len(plain), media.CallKeySize)
+	}
+	claims, detail, reason := verifyDelivery(plain, signers)
+	clear(plain)
+	if reason != nil {
+		return fail(reason, "%s", detail)
+	}
+	switch {
+	case claims.URI != uri:
+		return fail(ErrSignedClaims, "signed URI %q, envelope %q", claims.URI, uri)
+	case claims.CallID != callID:
+		return fail(ErrSignedClaims, "signed call %q, envelope %q", claims.CallID, callID)
+	case int64(claims.Version) != ver:
+		return fail(ErrSignedClaims, "signed version %d, envelope %d", claims.Version, ver)
+	case claims.ActivateMS != act:
+		return fail(ErrSignedClaims, "signed activation %d, envelope %d", claims.ActivateMS, act)
+	case claims.ExpiresMS != exp:
+		return fail(ErrSignedClaims, "signed expiry %d, envelope %d", claims.ExpiresMS, exp)
+	case claims.Recipient != kid:
+		return fail(ErrSignedClaims, "signed for device key %q, not this device's", claims.Recipient)
+	case len(claims.Key) != media.CallKeySize:
+		clear(claims.Key)
+		return fail(ErrMalformed, "key is %d bytes, want %d", len(claims.Key), media.CallKeySize)
 	}
 	return media.CallKey{
 		URI:        want.URI,
 		CallID:     want.CallID,
 		Version:    want.Version,
-		Key:        plain,
-		ActivateAt: fromUnixMS(act),
-		ExpiresAt:  fromUnixMS(exp),
+		Key:        claims.Key,
+		ActivateAt: wire.FromUnixMS(act),
+		ExpiresAt:  wire.FromUnixMS(exp),
 	}, nil
+}
+
+// verifyDelivery checks that a delivery's plaintext is a JWS of the right
+// type by one of signers and returns its claims, or the reason it is not.
+func verifyDelivery(plain []byte, signers map[string]*ecdsa.PublicKey) (claims wire.DeliveryClaims, detail string, reason error) {
+	jws, err := jose.ParseSignedCompact(string(plain), wire.AllowedSigAlgs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return claims, "the JWE does not carry a KMS signature", ErrUnsigned
+	}
+	hdr := jws.Signatures[0].Protected
+	if typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string); typ != wire.DeliveryType {
+		return claims, fmt.Sprintf("the JWE carries a JWS of type %q, not a key delivery", typ), ErrUnsigned
+	}
+	pub := signers[hdr.KeyID]
+	if pub == nil {
+		return claims, fmt.Sprintf("signed by key %q, which is not a pinned KMS key", hdr.KeyID), ErrSigner
+	}
+	payload, err := jws.Verify(pub)
+	if err != nil {
+		return claims, fmt.Sprintf("signature by key %q does not verify", hdr.KeyID), ErrSigner
+	}
+	defer clear(payload)
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return claims, "signed claims: " + err.Error(), ErrMalformed
+	}
+	return claims, "", nil
 }

@@ -90,6 +90,9 @@ func newAttestPair(t *testing.T, mode sdp.Keying) *attestPair {
 	p := &attestPair{}
 	p.ca, p.cb = memPair()
 	ca, cb := pairConfigs(t, mode, newFakeKeys(t, 1))
+	// Only the attestation's own sends cross: the session's reports carry
+	// it too (TestQualityReportsCarryAttestation).
+	ca.RTCP.Disabled = true
 	cb.OnPeerAttestation = func(a Attestation) {
 		p.mu.Lock()
 		p.got = append(p.got, a)

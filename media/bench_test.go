@@ -30,7 +30,7 @@ func benchSessions(b testing.TB, p Profile, mki bool) (*Session, *Session) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s := newSession(c, nil)
+			s := newSession(c, discardConn{})
 			s.profile = p
 			ks, _ := keys.Keys(b.Context(), testURI)
 			if err := s.initVersioned(ks); err != nil {
@@ -50,7 +50,7 @@ func benchSessions(b testing.TB, p Profile, mki bool) (*Session, *Session) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s := newSession(c, nil)
+		s := newSession(c, discardConn{})
 		s.profile = p
 		if err := s.initSDES(); err != nil {
 			b.Fatal(err)

@@ -242,6 +242,11 @@ type Config struct {
 	// retransmitting after DefaultRetransmitInterval (1 s).
 	HandshakeRTT time.Duration
 
+	// RTCP configures the reports the session sends and reads itself and
+	// its receive statistics. If zero, see [RTCPConfig] for its defaults:
+	// reports on at the RFC 3550 interval.
+	RTCP RTCPConfig
+
 	// Logger receives the session's diagnostics; never key material. If
 	// nil, the session logs nothing.
 	Logger *slog.Logger
@@ -314,6 +319,9 @@ func (c Config) resolve() (Config, error) {
 		return c, configError("negative HandshakeTimeout")
 	case c.HandshakeRTT < 0:
 		return c, configError("negative HandshakeRTT")
+	}
+	if err := c.RTCP.check(); err != nil {
+		return c, err
 	}
 	if usesDTLS(c.Keying) {
 		if c.DTLSRole != DTLSClient && c.DTLSRole != DTLSServer {

@@ -127,6 +127,57 @@
 // dtls and sdes keying neither send nor report them: their keys are only
 // as trustworthy as the signaling.
 //
+// # RTCP reports and call quality
+//
+// A session sends its own RTCP (RFC 3550 section 6) unless
+// [RTCPConfig].Disabled says the application does: a compound packet of a
+// sender report while it sends RTP (a receiver report otherwise), with one
+// report block for the peer's stream once it has been heard, and an SDES
+// CNAME; the path attestation rides in it too. All of it is SRTCP. The
+// interval is section 6.3's: Tmin (RTCPConfig.Interval, 5 s) or the
+// bandwidth-scaled one when 5% of RTCPConfig.Bandwidth cannot carry a
+// report per member that often, halved for the first report, and
+// randomised to 0.5 to 1.5 times that divided by e-3/2 (so 2.05 to 6.16 s
+// for an audio call). There is no timer behind it: a report that is due
+// goes out with the next packet the session writes or reads, so a call
+// that sends and receives nothing sends no RTCP either, and the timer
+// reconsideration of section 6.3.3 does not apply. Close sends a last
+// report with a BYE (waiting at most 50 ms for the transport), and a BYE
+// from the peer sets Quality.PeerBye and calls RTCPConfig.OnBye.
+//
+// Every accepted RTP packet updates the receive statistics of appendix A
+// (A.1 sequence bookkeeping without probation, since SRTP authenticates
+// each packet; A.3 expected, lost and fraction lost per interval; A.8
+// interarrival jitter) in [Stats].Quality. SRTP drops duplicates and
+// packets more than 128 behind the newest before they are counted, so
+// Received counts each packet once and Lost never goes negative;
+// Reordered counts accepted packets that came after a later one,
+// Duplicates and Late the replays SRTP refused (copies of packets
+// accepted, and packets that fell behind its window: those stay lost).
+// Replays are refused before authentication, so those two counts are
+// informational: a party on the path can raise them. Reports from the
+// peer give Quality.Remote (its view of this side's stream) and, for a
+// side that sends sender reports, Quality.RTT from the report block's
+// LSR and DLSR (1/65536 s resolution).
+//
+// Quality.RFactor and MOS come from the E-model of ITU-T G.107,
+// simplified as G.107 and G.113 allow: every parameter at its G.107
+// default except the delay and loss terms (R = 93.2 - Idd - Ie,eff), no
+// echo impairments (an endpoint with echo cancellation), random loss
+// (BurstR 1), the codec's Ie and Bpl from G.113 appendix I (G.711 with
+// packet loss concealment: 0 and 25.1; G.729: 11 and 19; Opus and G.722
+// are rated like G.711 on the narrowband scale, for G.113 gives no
+// narrowband values for them), the cumulative loss of the received
+// stream, and a mouth-to-ear delay of half the RTT plus twice the jitter
+// (a jitter buffer) plus one frame. MOS follows G.107 annex B, so a
+// perfect narrowband call scores 4.41; read it as a trend and to compare
+// calls, not as a listening test's score.
+//
+// [SampleWriter] sends one frame per call: it keeps the SSRC, a sequence
+// number from a random start, a timestamp advancing at the codec's clock
+// rate from a random start, and the marker bit on the first packet of
+// each talkspurt ([SampleWriter.Skip] marks silence not sent).
+//
 // # Concurrency
 //
 // All methods of [Session] are safe for concurrent use. WriteRTP and
@@ -159,12 +210,18 @@
 //
 // No timer runs while a session is idle: key activation, expiry and grace
 // periods are checked on the packet paths, and the clock is read there only
-// while such an event is pending. SetReadDeadline arms one timer, which
+// while such an event is pending; RTCP reports are sent from the packet
+// paths too (a reader sends a due report only if no writer holds the send
+// lock, which then sends it itself), and each packet reads the clock once
+// for them. SetReadDeadline arms one timer, which
 // fires once, at the deadline.
 //
 // # Performance
 //
-// WriteRTP and ReadRTP allocate nothing per packet. See README.md for the
+// WriteRTP and ReadRTP allocate nothing per packet, reports and receive
+// statistics included (TestQualityZeroAllocsWithReports; a report costs
+// about 0.3 µs and the statistics about 60 ns per received packet,
+// BenchmarkQualityReport and BenchmarkQualityReceiveUpdate). See README.md for the
 // measured costs of the protect and unprotect paths against the raw
 // cryptography they cannot avoid.
 package media

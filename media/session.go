@@ -101,6 +101,10 @@ type Session struct {
 	earlyMu  sync.Mutex
 	ready    bool // keys are installed; guarded by earlyMu
 	earlyQ   chan *packetBuf
+
+	// The session's own RTCP reports and receive statistics
+	// (rtcp_report.go).
+	q reports
 }
 
 // sendKeyState is the key in use for sending and its consumption.
@@ -189,6 +193,7 @@ func newSession(c Config, conn net.Conn) *Session {
 		recvKeys: map[uint32]bool{},
 	}
 	s.latch, _ = conn.(SourceLatcher)
+	s.q.init(c.RTCP, time.Now())
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if usesKMS(c.Keying) {
 		s.fetch.fetcher, _ = c.KeySource.(KeyFetcher)
@@ -306,6 +311,7 @@ func (s *Session) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("media: close: %w", net.ErrClosed)
 	}
+	s.sendBye()
 	close(s.done)
 	s.endLife()
 	if s.stopWatch != nil {
@@ -393,6 +399,7 @@ func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
 	}
 	s.stats.rtpSent.Add(1)
 	s.stats.rtpBytesSent.Add(uint64(len(payload)))
+	s.afterRTPSentLocked(&h, len(payload))
 	return nil
 }
 
@@ -447,6 +454,12 @@ func (s *Session) writeRTCPLocked(pkt []byte) error {
 	if s.closed.Load() {
 		return errClosed("write RTCP")
 	}
+	return s.sendRTCPLocked(pkt)
+}
+
+// sendRTCPLocked protects and sends a compound RTCP packet, also while
+// Close runs (for the BYE); sendMu is held.
+func (s *Session) sendRTCPLocked(pkt []byte) error {
 	if s.sendCheckAt != 0 {
 		s.sendEventsLocked(time.Now())
 	}
@@ -720,12 +733,16 @@ func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 	s.recvMu.Unlock()
 	if err != nil {
 		s.countDrop(err)
+		if isReplay(err) {
+			s.q.noteReplay(raw)
+		}
 		return nil, false
 	}
 	s.stats.authOK.Add(1)
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
 	}
+	s.afterRTPReceived(out)
 	return out, true
 }
 
@@ -752,6 +769,7 @@ func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 	if s.dtlsLive.Load() {
 		s.retireDTLS()
 	}
+	s.afterRTCPReceived(out)
 	if out = s.takeAttestations(out); len(out) == 0 {
 		return nil, false // only attestations: nothing for ReadRTCP
 	}

@@ -41,6 +41,10 @@ type Stats struct {
 	// version their MKI names (see KeyFetcher); KeyFetches counts the
 	// versions so fetched.
 	PacketsHeld, KeyFetches uint64
+
+	// Quality is the receive quality from the session's RTCP: loss,
+	// jitter, round trip, the peer's reports and a MOS estimate.
+	Quality Quality
 }
 
 // counters are the live counterparts of Stats.
@@ -74,6 +78,7 @@ func (s *Session) Stats() Stats {
 		UnknownMKIDrops:     c.unknownMKI.Load(),
 		Malformed:           c.malformed.Load(),
 		QueueDrops:          c.queueDrops.Load(),
+		Quality:             s.q.snapshot(),
 
 		PacketsAuthenticated: c.authOK.Load(),
 		PacketsHeld:          c.held.Load(),

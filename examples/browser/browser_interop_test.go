@@ -216,6 +216,12 @@ func (h *harness) checkPanel(s pageState, path string) {
 			h.t.Errorf("the Go side's panel lacks %q:\n%s", want, panel)
 		}
 	}
+	// The quality panel appears once the browser's audio has arrived.
+	if g.Quality == nil || g.Quality.MOS == "" {
+		h.t.Errorf("the Go side's stats carry no quality: %+v", *g)
+	} else if !strings.Contains(panel, "MOS") || !strings.Contains(panel, g.Quality.MOS) {
+		h.t.Errorf("the Go side's panel lacks the MOS %q:\n%s", g.Quality.MOS, panel)
+	}
 	if s.Browser.Remote == "" || !strings.Contains(s.Browser.Codec, "PCMU") || s.Browser.SRTPCipher == "" {
 		h.t.Errorf("the browser's own stats: %+v", *s.Browser)
 	}

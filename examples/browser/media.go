@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log"
 	"math"
 	"sync"
@@ -176,8 +177,8 @@ func mix(dst, a []byte, haveA bool, b []byte, haveB bool) {
 }
 
 // statsView is what the page shows of the Go side, from Call.Stats and
-// the session's own counters. Only what the Call measures is here: the
-// quality figures (loss, jitter, MOS) join it when Stats carries them.
+// the session's own counters, with the receive quality the Call measures
+// from its own RTCP reports once media has arrived.
 type statsView struct {
 	Call    string    `json:"call"`
 	State   string    `json:"state"`
@@ -197,9 +198,44 @@ type statsView struct {
 	FramesRead    uint64 `json:"framesRead"`
 	FramesEchoed  uint64 `json:"framesEchoed"`
 	EchoDelayMS   int64  `json:"echoDelayMs"`
-	ICERTT        string `json:"iceRtt,omitempty"` // of the latest connectivity or consent check
+	ICERTT        string `json:"iceRtt,omitempty"` // of the latest RTCP report exchange, or ICE check before one
 	LocalSSRC     uint32 `json:"ssrc"`
 	PayloadFormat string `json:"codec"`
+
+	Quality *qualityView `json:"quality,omitempty"`
+}
+
+// qualityView is what the Call measured of the browser's stream and what
+// the browser reported of the Go side's, as the page shows them.
+type qualityView struct {
+	Loss   string `json:"loss"`
+	Jitter string `json:"jitter"`
+	RTT    string `json:"rtt"`
+	MOS    string `json:"mos"`
+	// Remote is the browser's view of the Go side's stream, from its
+	// receiver reports.
+	Remote string `json:"remote,omitempty"`
+}
+
+// newQualityView formats q, or returns nil before any media arrived.
+func newQualityView(q media.Quality) *qualityView {
+	r := q.Receive
+	if r.Expected == 0 {
+		return nil
+	}
+	v := &qualityView{
+		Loss:   fmt.Sprintf("%.2f%% (%d of %d lost, %d reordered, %d duplicates)", 100*r.FractionLost, r.Lost, r.Expected, r.Reordered, r.Duplicates),
+		Jitter: r.Jitter.Round(10 * time.Microsecond).String(),
+		RTT:    "waiting for a report exchange",
+		MOS:    fmt.Sprintf("%.2f (R %.1f)", q.MOS, q.RFactor),
+	}
+	if q.RTT > 0 {
+		v.RTT = q.RTT.Round(10 * time.Microsecond).String()
+	}
+	if rem := q.Remote; !rem.At.IsZero() {
+		v.Remote = fmt.Sprintf("loss %.2f%%, jitter %s, MOS %.2f", 100*rem.FractionLost, rem.Jitter.Round(10*time.Microsecond), rem.MOS)
+	}
+	return v
 }
 
 type pathView struct {
@@ -252,5 +288,6 @@ func (sess *session) view() statsView {
 			v.ICERTT = p.RTT.Round(100 * time.Microsecond).String()
 		}
 	}
+	v.Quality = newQualityView(st.Quality)
 	return v
 }

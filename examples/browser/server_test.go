@@ -433,7 +433,7 @@ func TestServerEchoAndRestart(t *testing.T) {
 	}
 	echoed("after the restart")
 	v := es.stats(t, func(v statsView) bool { return v.FramesEchoed > 0 })
-	if v.AuthFailures != 0 || v.RTPReceived == 0 || v.EchoDelayMS != 200 {
+	if v.AuthFailures != 0 || v.RTPReceived == 0 || v.EchoDelayMS != 200 || v.Quality == nil || v.Quality.MOS == "" {
 		t.Fatalf("stats after the echo: %+v", v)
 	}
 

@@ -24,6 +24,7 @@ import (
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/stunturn"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
@@ -33,6 +34,7 @@ func main() {
 	flag.BoolVar(&opts.relay, "relay", false, "force the media through the TURN relay")
 	flag.StringVar(&opts.keying, "keying", "hybrid", "keying mode: dtls, kms or hybrid")
 	flag.DurationVar(&opts.duration, "duration", 4*time.Second, "how long to send audio")
+	flag.DurationVar(&opts.rtcp, "rtcp-interval", 0, "minimum RTCP report interval (default: RFC 3550's 5s)")
 	flag.DurationVar(&opts.rotate, "rotate", 0, "rotate the call key this often (default: duration/3)")
 	flag.StringVar(&opts.out, "out", "", "where to write the audio the callee received (default: a file in the temporary directory)")
 	flag.Parse()
@@ -47,6 +49,7 @@ type options struct {
 	keying   string
 	duration time.Duration
 	rotate   time.Duration
+	rtcp     time.Duration
 	out      string
 }
 
@@ -64,7 +67,7 @@ func run(opts options) error {
 	// made, so the first rotation takes effect at rotate plus that delay;
 	// both fit in the call's first two thirds by default, whatever its
 	// duration.
-	activation := min(kms.DefaultActivationDelay, opts.duration/3)
+	activation := min(kmsserver.DefaultActivationDelay, opts.duration/3)
 	if opts.rotate <= 0 {
 		opts.rotate = max(opts.duration/3, 10*time.Millisecond).Round(10 * time.Millisecond)
 	}
@@ -100,12 +103,13 @@ func run(opts options) error {
 	if opts.relay {
 		iceCfg.Policy = ice.RelayOnly
 	}
-	caller := securecall.Config{ICE: iceCfg, Keying: keying, Codecs: []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}}
+	caller := securecall.Config{ICE: iceCfg, Keying: keying, Codecs: []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}},
+		RTCP: media.RTCPConfig{Interval: opts.rtcp}}
 	callee := caller
 
 	// The KMS and the two devices' clients, when keys come from it.
 	if keying != sdp.KeyingDTLS {
-		env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: kms.ServerConfig{ActivationDelay: activation}}, "alice", "bob")
+		env, err := devkms.StartWith(ctx, dir, devkms.Options{Server: kmsserver.Config{ActivationDelay: activation, MinRotateEvery: min(opts.rotate, kmsserver.DefaultMinRotateEvery)}}, "alice", "bob")
 		if err != nil {
 			return fmt.Errorf("start KMS: %w", err)
 		}
@@ -122,6 +126,11 @@ func run(opts options) error {
 		if err != nil {
 			return fmt.Errorf("create the call's key: %w", err)
 		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			alice.EndCall(ctx, uri) // the KMS stops rotating it and destroys its keys later
+		}()
 		fmt.Printf("kms:      %s (call key %s, rotating every %s, each version active %s after it is made)\n", env.URL, uri, opts.rotate, activation)
 		caller.KeySource, caller.KeyURI = alice, uri
 		callee.KeySource = bob
@@ -186,6 +195,14 @@ func run(opts options) error {
 		sb.RTPPacketsSent, sb.RTPPacketsReceived, res.receivedByB, sb.AuthFailures, sb.ReplaysDropped, sb.UnknownMKIDrops)
 	lost := (res.sent - res.receivedByB) + (res.sent - res.receivedByA)
 	fmt.Printf("losses:   %d\n", lost)
+	for _, side := range []struct {
+		name string
+		q    media.Quality
+	}{{"caller", sa.Quality}, {"callee", sb.Quality}} {
+		fmt.Printf("quality:  %s receives with loss %.2f%%, jitter %s, RTT %s, MOS %.2f (R %.1f); %d RTCP reports sent, %d received\n",
+			side.name, 100*side.q.Receive.FractionLost, side.q.Receive.Jitter.Round(10*time.Microsecond),
+			rttText(side.q.RTT), side.q.MOS, side.q.RFactor, side.q.ReportsSent, side.q.ReportsReceived)
+	}
 	fmt.Printf("audio:    %s (%.1f s, 440 Hz tone level %.2f)\n", opts.out, float64(wav.Samples())/audio.SampleRate, res.toneLevel)
 	switch {
 	case lost != 0:
@@ -200,6 +217,15 @@ func run(opts options) error {
 	return nil
 }
 
+// rttText prints an RTCP round trip, which needs a report exchange: the
+// first report goes out 1 to 3 s into a call.
+func rttText(d time.Duration) string {
+	if d == 0 {
+		return "n/a (no report exchange yet)"
+	}
+	return d.Round(10 * time.Microsecond).String()
+}
+
 type result struct {
 	sent                     int
 	receivedByA, receivedByB int
@@ -212,7 +238,6 @@ type result struct {
 func exchange(ctx context.Context, a, b *securecall.Call, wav *audio.WAVWriter, d time.Duration) (result, error) {
 	var res result
 	frames := int(d / (20 * time.Millisecond))
-	pt := a.Codec().PayloadType
 
 	var wg sync.WaitGroup
 	var errA, errB error
@@ -252,8 +277,6 @@ func exchange(ctx context.Context, a, b *securecall.Call, wav *audio.WAVWriter, 
 	toneA := audio.Tone{Frequency: 440, Amplitude: 0.5}
 	toneB := audio.Tone{Frequency: 660, Amplitude: 0.5}
 	fa, fb := make([]byte, audio.FrameSamples), make([]byte, audio.FrameSamples)
-	ha := media.RTPHeader{PayloadType: pt, SSRC: a.SSRC(), SequenceNumber: 1000}
-	hb := media.RTPHeader{PayloadType: pt, SSRC: b.SSRC(), SequenceNumber: 5000}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	lastVersion := uint32(0)
@@ -268,19 +291,17 @@ func exchange(ctx context.Context, a, b *securecall.Call, wav *audio.WAVWriter, 
 		if sendErr != nil {
 			break
 		}
-		if err := a.WriteRTP(ha, toneA.NextFrame(fa)); err != nil {
+		// WriteSample numbers, times and marks the packets: one call per
+		// 20 ms frame.
+		if err := a.WriteSample(toneA.NextFrame(fa), 20*time.Millisecond); err != nil {
 			sendErr = fmt.Errorf("caller write: %w", err)
 			break
 		}
-		if err := b.WriteRTP(hb, toneB.NextFrame(fb)); err != nil {
+		if err := b.WriteSample(toneB.NextFrame(fb), 20*time.Millisecond); err != nil {
 			sendErr = fmt.Errorf("callee write: %w", err)
 			break
 		}
 		res.sent++
-		ha.SequenceNumber++
-		hb.SequenceNumber++
-		ha.Timestamp += audio.FrameSamples
-		hb.Timestamp += audio.FrameSamples
 		if v := a.Stats().SendKeyVersion; v != lastVersion {
 			if lastVersion != 0 {
 				fmt.Printf("rotation: caller now sends under key version %d (%.2f s into the call)\n", v, time.Since(began).Seconds())

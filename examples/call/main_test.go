@@ -22,11 +22,13 @@ func TestExampleRuns(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-duration", "2500ms", "-rotate", "1s"}, []string{
+		{[]string{"-duration", "2500ms", "-rotate", "1s", "-rtcp-interval", "500ms"}, []string{
 			`(?m)^path: +host 127\.0\.0\.1:\d+ -> (host|prflx) 127\.0\.0\.1:\d+ over udp \(connected`,
 			`(?m)^keying: +hybrid, profile AEAD_AES_128_GCM, codec PCMU/8000$`,
 			`(?m)^rotation: caller now sends under key version [2-9]`,
 			`(?m)^losses: +0$`,
+			`(?m)^quality: +caller receives with loss 0\.00%, jitter [0-9.]+[µm]?s, RTT [0-9.]+[µm]s, MOS 4\.4\d \(R 93\.2\); [1-9]\d* RTCP reports sent, [1-9]\d* received$`,
+			`(?m)^quality: +callee receives with loss 0\.00%`,
 			`(?m)^audio: .*\.wav \(2\.5 s, 440 Hz tone level (0\.9\d|1\.00)\)$`,
 		}},
 		{[]string{"-keying", "dtls", "-duration", "500ms", "-relay"}, []string{

@@ -66,6 +66,15 @@ func run(callee, kmsDir, kmsURL, identity, peer string, keying sdp.Keying, durat
 		if err != nil {
 			return fmt.Errorf("create the call's key: %w", err)
 		}
+		// End the call's key resource when the call is over: the KMS stops
+		// rotating it and destroys its keys after its retention.
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := kc.EndCall(ctx, uri); err != nil {
+				fmt.Fprintln(os.Stderr, "caller: end the call's key:", err)
+			}
+		}()
 		fmt.Printf("call key %s (participants %s and %s)\n", uri, identity, peer)
 		cfg.KeySource, cfg.KeyURI = kc, uri
 	default:

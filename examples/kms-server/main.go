@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/kms/kmsserver/pgstore"
 )
 
 func main() {
@@ -42,6 +43,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8443", "loopback address to listen on")
 	devices := fs.String("devices", "alice,bob,carol", "comma-separated device identities to issue certificates for")
 	verbose := fs.Bool("v", false, "log every rotation and failure to stderr")
+	postgres := fs.String("postgres", "", "keep the state in this PostgreSQL database (a connection string) instead of -dir's file; several replicas may share it")
+	baseURL := fs.String("base-url", "", "the KMS's name in key URIs (replicas share one, e.g. the first replica's https://127.0.0.1:PORT); default: the request's host")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,6 +66,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	opts := devkms.Options{Addr: *addr}
+	opts.Server.BaseURL = *baseURL
+	if *postgres != "" {
+		store, err := pgstore.Open(ctx, *postgres)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		opts.Store = store
+	}
 	if *verbose {
 		opts.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
@@ -83,7 +95,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "kms-server: listening on %s\n", env.URL)
 	fmt.Fprintf(stdout, "  URL file:        %s\n", filepath.Join(abs, "kms-url"))
 	fmt.Fprintf(stdout, "  CA certificate:  %s\n", filepath.Join(abs, "ca.pem"))
-	fmt.Fprintf(stdout, "  store:           %s (key material sealed under %s)\n", filepath.Join(abs, devkms.StoreFile), filepath.Join(abs, devkms.KEKFile))
+	fmt.Fprintf(stdout, "  signing keys:    %s (clients pin them: kms.Config.KMSKeys)\n", filepath.Join(abs, devkms.KMSKeysFile))
+	storeName := filepath.Join(abs, devkms.StoreFile)
+	if *postgres != "" {
+		storeName = "PostgreSQL (-postgres; shared with any other replica)"
+	}
+	fmt.Fprintf(stdout, "  store:           %s (key material sealed under %s)\n", storeName, filepath.Join(abs, devkms.KEKFile))
 	for _, id := range ids {
 		cert, key := devkms.DevicePaths(abs, id)
 		fmt.Fprintf(stdout, "  device %-8s  cert %s\n                   key  %s\n", id+":", cert, key)
@@ -97,7 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 Use from Go (package github.com/securecall/securecall/kms):
   cert, _ := tls.LoadX509KeyPair(%q, %q)
   roots := x509.NewCertPool(); roots.AppendCertsFromPEM(caPEM) // %s
-  c, _ := kms.NewClient(kms.Config{URL: %q, Certificate: cert, RootCAs: roots})
+  kmsKeys, _ := kms.ParseKMSKeys(jwks)                         // %s
+  c, _ := kms.NewClient(kms.Config{URL: %q, Certificate: cert, RootCAs: roots, KMSKeys: kmsKeys})
   c.Register(ctx); uri, _ := c.CreateCall(ctx, kms.CallOptions{Participants: []string{%q}})
   keys, _ := c.Fetch(ctx, uri)
 
@@ -105,7 +123,7 @@ Fetch a call's wrapped keys with curl (reads need no proof of freshness):
   curl --cacert %s --cert %s --key %s %s/v1/calls/CALL-ID/keys
 
 Ctrl-C stops the server; everything stays in %s for the next start.
-`, cert, key, filepath.Join(abs, "ca.pem"), env.URL, first,
+`, cert, key, filepath.Join(abs, "ca.pem"), filepath.Join(abs, devkms.KMSKeysFile), env.URL, first,
 		filepath.Join(abs, "ca.pem"), cert, key, env.URL, abs)
 
 	<-ctx.Done()

@@ -95,7 +95,15 @@ func TestKMSServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := kms.NewClient(kms.Config{URL: url, Certificate: cert, RootCAs: roots})
+		jwks, err := os.ReadFile(filepath.Join(dir, devkms.KMSKeysFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kmsKeys, err := kms.ParseKMSKeys(jwks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := kms.NewClient(kms.Config{URL: url, Certificate: cert, RootCAs: roots, KMSKeys: kmsKeys})
 		if err != nil {
 			t.Fatal(err)
 		}

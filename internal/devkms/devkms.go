@@ -1,4 +1,4 @@
-// Package devkms runs the reference KMS for development: a dev CA, a server
+// Package devkms runs the reference KMS (package kms/kmsserver) for development: a dev CA, a server
 // certificate for 127.0.0.1, device certificates, a file store and the
 // server itself over TLS on a loopback port. Tests, examples/call and
 // examples/kms-server use it. Nothing here is fit for production: the CA
@@ -13,6 +13,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,23 +26,38 @@ import (
 
 	"github.com/securecall/securecall/internal/testpki"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 )
 
 // Files in an Env's directory.
 const (
 	StoreFile = "kms.db"
 	KEKFile   = "kek.hex"
+	// KMSKeysFile holds the server's signing public keys (a JWK Set, see
+	// kms.ParseKMSKeys), rewritten at every start: devices pin them.
+	KMSKeysFile = "kms-keys.jwks"
 )
+
+// DevRequestRate is the per-device request rate (per second; the burst is
+// twice it) of a development KMS whose Options leave the request bucket
+// zero: far above the server's default, because tests and benchmarks set
+// up calls from one device as fast as they can.
+const DevRequestRate = 10_000
 
 // Options tune Start; the zero value is what Start uses.
 type Options struct {
 	// Addr is the listen address. If empty, "127.0.0.1:0".
 	Addr string
 	// Server overrides fields of the server's configuration; Store, KEK
-	// and ClientCAs are always set by Start.
-	Server kms.ServerConfig
+	// and ClientCAs are always set by Start, and a zero request bucket is
+	// DevRequestRate.
+	Server kmsserver.Config
 	// Logger for the server. If nil, silent.
 	Logger *slog.Logger
+	// Store, if set, is used instead of the file store in the directory
+	// (for example a PostgreSQL store shared by replicas); the caller
+	// closes it after the Env.
+	Store kmsserver.Store
 }
 
 // Env is a running development KMS.
@@ -50,9 +67,9 @@ type Env struct {
 	// Dir holds the CA, certificates, KEK and store.
 	Dir string
 	// Server is the running reference server.
-	Server *kms.Server
-	// Store is the server's file store.
-	Store *kms.FileStore
+	Server *kmsserver.Server
+	// Store is the server's file store; nil with Options.Store.
+	Store *kmsserver.FileStore
 	// CA is the development CA that issued the server's and devices'
 	// certificates.
 	CA *testpki.CA
@@ -96,19 +113,37 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	if err != nil {
 		return nil, err
 	}
-	store, err := kms.OpenFileStore(filepath.Join(dir, StoreFile))
-	if err != nil {
-		return nil, err
+	var store *kmsserver.FileStore
+	var backing kmsserver.Store = opts.Store
+	if backing == nil {
+		if store, err = kmsserver.OpenFileStore(filepath.Join(dir, StoreFile)); err != nil {
+			return nil, err
+		}
+		backing = store
 	}
 	scfg := opts.Server
-	scfg.Store, scfg.KEK, scfg.ClientCAs = store, kek, ca.Pool()
+	scfg.Store, scfg.KEK, scfg.ClientCAs = backing, kek, ca.Pool()
+	if scfg.RequestRate == 0 && scfg.RequestBurst == 0 {
+		// Tests and benchmarks set up calls from one device as fast as
+		// they can; every other limit stays the server's default.
+		scfg.RequestRate, scfg.RequestBurst = DevRequestRate, 2*DevRequestRate
+	}
 	if scfg.Logger == nil {
 		scfg.Logger = opts.Logger
 	}
-	srv, err := kms.NewServer(scfg)
+	srv, err := kmsserver.New(scfg)
 	if err != nil {
-		store.Close()
+		closeStore(store)
 		return nil, err
+	}
+	jwks, err := srv.SigningKeysJWKS()
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, KMSKeysFile), jwks, 0o644)
+	}
+	if err != nil {
+		srv.Close()
+		closeStore(store)
+		return nil, fmt.Errorf("devkms: signing keys: %w", err)
 	}
 	addr := opts.Addr
 	if addr == "" {
@@ -118,28 +153,26 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		srv.Close()
-		store.Close()
+		closeStore(store)
 		return nil, fmt.Errorf("devkms: %w", err)
 	}
 	env = &Env{
-		URL:    "https://" + ln.Addr().String(),
-		Dir:    dir,
-		Server: srv,
-		Store:  store,
-		CA:     ca,
-		ln:     ln,
-		httpSrv: &http.Server{
-			Handler:           srv,
-			TLSConfig:         srv.TLSConfig(serverCert),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          nil,
-		},
+		URL:     "https://" + ln.Addr().String(),
+		Dir:     dir,
+		Server:  srv,
+		Store:   store,
+		CA:      ca,
+		ln:      srv.LimitListener(ln),
+		httpSrv: srv.HTTPServer(serverCert),
 	}
+	// The server's own timeouts; its TLS and HTTP errors (scanners, idle
+	// connections cut) are not logged.
+	env.httpSrv.ErrorLog = log.New(io.Discard, "", 0)
 	env.httpSrv.SetKeepAlivesEnabled(true)
 	env.serveWG.Add(1)
 	go func() {
 		defer env.serveWG.Done()
-		_ = env.httpSrv.ServeTLS(ln, "", "")
+		_ = env.httpSrv.ServeTLS(env.ln, "", "")
 	}()
 	return env, nil
 }
@@ -206,7 +239,7 @@ func (e *Env) ClientConfig(identity string) (kms.Config, error) {
 	if err != nil {
 		return kms.Config{}, err
 	}
-	return kms.Config{URL: e.URL, Certificate: cert, RootCAs: e.RootCAs()}, nil
+	return kms.Config{URL: e.URL, Certificate: cert, RootCAs: e.RootCAs(), KMSKeys: e.Server.SigningKeys()}, nil
 }
 
 // Client returns a registered client for identity, closed by Env.Close.
@@ -258,5 +291,12 @@ func (e *Env) Close() error {
 		e.httpSrv.Close()
 	}
 	e.serveWG.Wait()
-	return errors.Join(err, e.Store.Close())
+	return errors.Join(err, closeStore(e.Store))
+}
+
+func closeStore(s *kmsserver.FileStore) error {
+	if s == nil {
+		return nil
+	}
+	return s.Close()
 }

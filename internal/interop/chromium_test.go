@@ -66,6 +66,16 @@ type browserReport struct {
 	ICE             string   `json:"ice"`
 	DTLSCipher      string   `json:"dtlsCipher"`
 	SRTPCipher      string   `json:"srtpCipher"`
+	// RemoteInbound is getStats' remote-inbound-rtp: what the Go side's
+	// RTCP receiver reports said of the browser's audio.
+	RemoteInbound *struct {
+		PacketsLost     int     `json:"packetsLost"`
+		FractionLost    float64 `json:"fractionLost"`
+		Jitter          float64 `json:"jitter"`
+		RoundTripTime   float64 `json:"roundTripTime"`
+		RTTMeasurements int     `json:"roundTripTimeMeasurements"`
+		ReportsReceived int     `json:"reportsReceived"`
+	} `json:"remoteInbound"`
 }
 
 // signaling is the test's HTTP server for the page: it serves the page,
@@ -234,6 +244,9 @@ func browserCall(t *testing.T, role string, newPeer func() (endpoint, error)) {
 		case <-tick.C:
 		}
 	}
+	if c, ok := peer.(*callEndpoint); ok {
+		chromiumSeesOurReports(t, ctx, sig, c)
+	}
 	sent, err := send.close()
 	if err != nil {
 		t.Fatalf("WriteAudio: %v", err)
@@ -256,4 +269,42 @@ func newBrowserPeer() (endpoint, error) {
 		IPFilter:        func(a netip.Addr) bool { return a == netip.MustParseAddr(netnsAddrA) },
 		Networks:        []ice.Network{ice.UDP4},
 	}})
+}
+
+// chromiumSeesOurReports waits, with media flowing both ways, until the
+// browser's getStats shows the Call's RTCP receiver reports as
+// remote-inbound-rtp with a round-trip measurement (the report block
+// answering the browser's sender report), and the Call has read the
+// browser's reports about its own stream and measured the round trip from
+// them. The first report goes out 1 to 3 s into the call.
+func chromiumSeesOurReports(t *testing.T, ctx context.Context, sig *signaling, c *callEndpoint) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rep := sig.lastReport()
+		q := c.Stats().Quality
+		if ri := rep.RemoteInbound; ri != nil && ri.RTTMeasurements > 0 && q.RTT > 0 && !q.Remote.At.IsZero() {
+			t.Logf("browser's remote-inbound-rtp from our reports: %d lost (fraction %.3f), jitter %.4f s, RTT %.4f s (%d measurements, %d reports); "+
+				"Go side: received %d lost %d jitter %v RTT %v MOS %.2f, browser reports %d lost of ours",
+				ri.PacketsLost, ri.FractionLost, ri.Jitter, ri.RoundTripTime, ri.RTTMeasurements, ri.ReportsReceived,
+				q.Receive.Received, q.Receive.Lost, q.Receive.Jitter, q.RTT, q.MOS, q.Remote.Lost)
+			if ri.PacketsLost != 0 || ri.RoundTripTime <= 0 || ri.RoundTripTime > 0.1 {
+				t.Errorf("remote-inbound-rtp %+v on a veth pair: want no loss and a small RTT", *ri)
+			}
+			if q.Receive.Lost != 0 || q.RTT > 100*time.Millisecond {
+				t.Errorf("Go side quality %+v on a veth pair", q)
+			}
+			return
+		}
+		select {
+		case msg := <-sig.pageErr:
+			t.Fatalf("page: %s", msg)
+		case <-ctx.Done():
+			t.Fatalf("no report exchange: browser %+v remote-inbound %+v; Go side %+v", rep, rep.RemoteInbound, q)
+		case <-tick.C:
+		}
+	}
 }

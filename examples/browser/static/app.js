@@ -171,7 +171,7 @@ function renderGo() {
     ['path', p ? (p.direct ? 'direct' : 'relayed' + (p.relay ? ' via ' + p.relay : '')) : undefined],
     ['local (Go)', cand(p && p.local)],
     ['remote (browser)', cand(p && p.remote)],
-    ['ICE check RTT', s.iceRtt],
+    ['path RTT', s.iceRtt],
     ['RTP sent', s.rtpSent],
     ['RTP received, decrypted', s.rtpReceived],
     ['RTCP sent / received', s.rtcpSent + ' / ' + s.rtcpReceived],
@@ -184,6 +184,7 @@ function renderGo() {
   const q = s.quality;
   if (q) {
     list.push(['loss', q.loss], ['jitter', q.jitter], ['RTT (RTCP)', q.rtt], ['MOS', q.mos]);
+    if (q.remote) list.push(['browser hears (its reports)', q.remote]);
   }
   $('go-quality-note').hidden = !!q;
   rows($('go'), list);

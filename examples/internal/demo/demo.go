@@ -23,10 +23,14 @@ import (
 // URLFile is the file in the KMS directory that holds the server's URL.
 const URLFile = "kms-url"
 
+// KMSKeysFile is the file in the KMS directory that holds the server's
+// signing keys, which every client pins.
+const KMSKeysFile = "kms-keys.jwks"
+
 // KMSClient returns a registered KMS client for identity, with the
 // credentials examples/kms-server created in dir: the development CA in
-// ca.pem and the device certificate and key in device-ID.pem and
-// device-ID-key.pem. If url is empty it is read from dir/kms-url.
+// ca.pem, the KMS signing keys in kms-keys.jwks and the device certificate
+// and key in device-ID.pem and device-ID-key.pem. If url is empty it is read from dir/kms-url.
 func KMSClient(ctx context.Context, dir, url, identity string) (*kms.Client, error) {
 	if url == "" {
 		b, err := os.ReadFile(filepath.Join(dir, URLFile))
@@ -49,7 +53,15 @@ func KMSClient(ctx context.Context, dir, url, identity string) (*kms.Client, err
 	if err != nil {
 		return nil, fmt.Errorf("device credentials of %q: %w", identity, err)
 	}
-	c, err := kms.NewClient(kms.Config{URL: url, Certificate: cert, RootCAs: roots})
+	jwks, err := os.ReadFile(filepath.Join(dir, KMSKeysFile))
+	if err != nil {
+		return nil, err
+	}
+	kmsKeys, err := kms.ParseKMSKeys(jwks)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", KMSKeysFile, err)
+	}
+	c, err := kms.NewClient(kms.Config{URL: url, Certificate: cert, RootCAs: roots, KMSKeys: kmsKeys})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"crypto/ecdsa"
@@ -6,12 +6,16 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/securecall/securecall/kms/internal/wire"
 )
 
 // principal is an authenticated device.
@@ -58,18 +62,64 @@ func (a *authCache) put(k [32]byte, e authEntry) {
 // tokenLeeway tolerates clock skew in a token's exp and nbf.
 const tokenLeeway = 5 * time.Second
 
-// authenticate identifies the device: a bearer token if the request has an
-// Authorization header, else a client certificate.
+// authenticate identifies the device and takes a token from its request
+// bucket (429 with Retry-After when it has none).
 func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
+	p, aerr := s.identify(r)
+	if aerr != nil {
+		if aerr.status == http.StatusUnauthorized {
+			s.authFailures.allow(remoteHost(r), s.cfg.Clock())
+		}
+		return p, aerr
+	}
+	if ok, retry := s.requests.allow(p.identity, s.cfg.Clock()); !ok {
+		return principal{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+	}
+	return p, nil
+}
+
+// authGate refuses to verify new credentials from an address whose failed
+// authentications have used up its bucket ([Config].FailedAuthRate):
+// verifying a certificate chain or a token signature is the work an
+// unauthenticated flood would make the server do. Credentials already
+// verified (in the cache) are not gated, so devices behind the same
+// address (a proxy, a NAT) that authenticated before keep working.
+func (s *Server) authGate(r *http.Request, now time.Time) *apiError {
+	if ok, retry := s.authFailures.peek(remoteHost(r), now); !ok {
+		return &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+	}
+	return nil
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// TokenIdentityPrefix starts the identity of every device that
+// authenticates with a bearer token: the token's subject "alice" is the
+// identity "token:alice". Certificate identities (common names) cannot
+// contain ':', so the two kinds never name the same device.
+const TokenIdentityPrefix = "token:"
+
+// identify identifies the device: a bearer token if the request has an
+// Authorization header, else a client certificate.
+func (s *Server) identify(r *http.Request) (principal, *apiError) {
 	now := s.cfg.Clock()
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok || len(s.cfg.TokenKeys) == 0 || len(tok) > 8192 {
-			return principal{}, fail(http.StatusUnauthorized, codeBadToken)
+			return principal{}, fail(http.StatusUnauthorized, wire.CodeBadToken)
 		}
 		k := sha256.Sum256([]byte("token\x00" + tok))
 		if p, ok := s.auth.get(k, now); ok {
 			return p, nil
+		}
+		if aerr := s.authGate(r, now); aerr != nil {
+			return principal{}, aerr
 		}
 		p, exp, aerr := s.verifyToken(tok, now)
 		if aerr != nil {
@@ -79,7 +129,7 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 		return p, nil
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || s.cfg.ClientCAs == nil {
-		return principal{}, fail(http.StatusUnauthorized, codeUnauthenticated)
+		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	certs := r.TLS.PeerCertificates
 	h := sha256.New()
@@ -95,6 +145,9 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
+	if aerr := s.authGate(r, now); aerr != nil {
+		return principal{}, aerr
+	}
 	chains, err := certs[0].Verify(x509.VerifyOptions{
 		Roots:         s.cfg.ClientCAs,
 		Intermediates: inter,
@@ -106,16 +159,17 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 		var ua x509.UnknownAuthorityError
 		switch {
 		case errors.As(err, &inv) && inv.Reason == x509.Expired:
-			return principal{}, fail(http.StatusUnauthorized, codeCertificateExpired)
+			return principal{}, fail(http.StatusUnauthorized, wire.CodeCertificateExpired)
 		case errors.As(err, &ua):
-			return principal{}, fail(http.StatusUnauthorized, codeUnknownAuthority)
+			return principal{}, fail(http.StatusUnauthorized, wire.CodeUnknownAuthority)
 		}
-		return principal{}, fail(http.StatusUnauthorized, codeUnauthenticated)
+		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	leaf := certs[0]
 	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() || leaf.Subject.CommonName == "" {
-		return principal{}, fail(http.StatusUnauthorized, codeUnauthenticated)
+	cn := leaf.Subject.CommonName
+	if !ok || pub.Curve != elliptic.P256() || cn == "" || len(cn) > maxIdentity || strings.ContainsAny(cn, ":") || !utf8.ValidString(cn) {
+		return principal{}, fail(http.StatusUnauthorized, wire.CodeUnauthenticated)
 	}
 	e := authEntry{p: principal{identity: leaf.Subject.CommonName, certKey: pub}, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	for _, c := range chains[0][1:] {
@@ -133,8 +187,8 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiError) {
 // verifyToken checks a bearer JWT's signature against the configured keys,
 // then its expiry (required), not-before, audience and subject.
 func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *apiError) {
-	bad := fail(http.StatusUnauthorized, codeBadToken)
-	tok, err := jwt.ParseSigned(raw, allowedTokenAlgs)
+	bad := fail(http.StatusUnauthorized, wire.CodeBadToken)
+	tok, err := jwt.ParseSigned(raw, wire.AllowedTokenAlgs)
 	if err != nil {
 		return principal{}, time.Time{}, bad
 	}
@@ -146,7 +200,7 @@ func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *
 			break
 		}
 	}
-	if !verified || claims.Expiry == nil || claims.Subject == "" || len(claims.Subject) > maxIdentity {
+	if !verified || claims.Expiry == nil || claims.Subject == "" || len(TokenIdentityPrefix+claims.Subject) > maxIdentity || !utf8.ValidString(claims.Subject) {
 		return principal{}, time.Time{}, bad
 	}
 	exp := jwt.Expected{Time: now}
@@ -155,9 +209,9 @@ func (s *Server) verifyToken(raw string, now time.Time) (principal, time.Time, *
 	}
 	if err := claims.ValidateWithLeeway(exp, tokenLeeway); err != nil {
 		if errors.Is(err, jwt.ErrExpired) {
-			return principal{}, time.Time{}, fail(http.StatusUnauthorized, codeTokenExpired)
+			return principal{}, time.Time{}, fail(http.StatusUnauthorized, wire.CodeTokenExpired)
 		}
 		return principal{}, time.Time{}, bad
 	}
-	return principal{identity: claims.Subject}, claims.Expiry.Time().Add(tokenLeeway), nil
+	return principal{identity: TokenIdentityPrefix + claims.Subject}, claims.Expiry.Time().Add(tokenLeeway), nil
 }

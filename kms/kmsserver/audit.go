@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 import (
 	"bufio"
@@ -46,7 +46,7 @@ type AuditEntry struct {
 var genesisHash = hex.EncodeToString(make([]byte, sha256.Size))
 
 // ErrAuditChain reports an audit log whose hash chain does not verify.
-var ErrAuditChain = errors.New("kms: audit chain broken")
+var ErrAuditChain = errors.New("kmsserver: audit chain broken")
 
 // AuditError locates a break in the audit chain.
 type AuditError struct {
@@ -58,7 +58,7 @@ type AuditError struct {
 
 // Error describes the break.
 func (e *AuditError) Error() string {
-	return fmt.Sprintf("kms: audit log line %d: %s", e.Line, e.Reason)
+	return fmt.Sprintf("kmsserver: audit log line %d: %s", e.Line, e.Reason)
 }
 
 // Unwrap returns [ErrAuditChain].
@@ -106,10 +106,15 @@ func (e *AuditEntry) seal(prev AuditHead) ([]byte, error) {
 func auditKey(seq uint64) string { return fmt.Sprintf("%016x", seq) }
 
 // maxAuditLine bounds one line of an exported audit log.
-const maxAuditLine = 64 << 10
+const maxAuditLine = 1 << 20
 
 // VerifyAuditLog reads an audit log exported by [ExportAuditLog] (one JSON
-// entry per line) and checks the whole hash chain from the first entry. It
+// entry per line) and checks the whole hash chain from the first entry.
+// A log the server has compacted ([Server.CompactAudit]) starts after its
+// checkpoint, at an entry other than 1; its "compact" entries name the
+// entries removed and the hash of the last one, and a previously kept
+// [AuditHead] at or after that point tells a compaction from a log cut at
+// its start. It
 // returns the head of the verified chain, or an error wrapping
 // [ErrAuditChain] (an [*AuditError]) at the first entry that does not
 // verify.
@@ -129,6 +134,10 @@ func VerifyAuditLog(r io.Reader) (AuditHead, error) {
 		}
 		if dec.More() {
 			return head, &AuditError{Line: line, Reason: "trailing data"}
+		}
+		if line == 1 && e.Seq > 1 {
+			// A compacted log starts after its checkpoint.
+			head = AuditHead{Seq: e.Seq - 1, Hash: e.Prev}
 		}
 		if e.Seq != head.Seq+1 {
 			return head, &AuditError{Line: line, Reason: fmt.Sprintf("sequence %d after %d", e.Seq, head.Seq)}
@@ -157,16 +166,16 @@ func VerifyAuditLog(r io.Reader) (AuditHead, error) {
 func ExportAuditLog(ctx context.Context, store Store, w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	err := store.ForEach(ctx, bucketAudit, func(_ string, v []byte) error {
-		if _, err := bw.Write(v); err != nil {
+		if _, err := bw.Write(recordValue(v)); err != nil {
 			return err
 		}
 		return bw.WriteByte('\n')
 	})
 	if err != nil {
-		return fmt.Errorf("kms: export audit log: %w", err)
+		return fmt.Errorf("kmsserver: export audit log: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("kms: export audit log: %w", err)
+		return fmt.Errorf("kmsserver: export audit log: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package kms
+package kmsserver
 
 // KeyState is the lifecycle state of one key version, after KMIP.
 type KeyState int

@@ -1,0 +1,1047 @@
+package ice
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/transport/v3/packetio"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// ErrEndpointClosed is wrapped by the errors of every Transport, and of
+// every net.Conn from Connect, whose Endpoint was closed. It wraps
+// net.ErrClosed.
+var ErrEndpointClosed = fmt.Errorf("ice: endpoint closed: %w", net.ErrClosed)
+
+// ErrTupleInUse is wrapped by Connect's error when the selected pair's
+// remote address already carries another call on the same Endpoint: media
+// is demultiplexed by 5-tuple, so two calls cannot share one.
+var ErrTupleInUse = errors.New("ice: the selected pair's 5-tuple already carries another call on this endpoint")
+
+// Tuning of the Endpoint; doc.go explains each.
+const (
+	// endpointBatch is how many datagrams one recvmmsg or sendmmsg moves.
+	endpointBatch = 32
+	// endpointBufSize is the largest datagram the Endpoint receives;
+	// longer ones are dropped as truncated.
+	endpointBufSize = 2048
+	// endpointMediaQueue bounds the bytes (with a 2-byte header each)
+	// waiting for one call's reader; more are dropped, as by a socket.
+	endpointMediaQueue = 128 << 10
+	// endpointSTUNQueue bounds the STUN messages waiting for pion's agent
+	// (checks arrive every 50 ms per pair while connecting, consent every
+	// few seconds after).
+	endpointSTUNQueue = 16
+	// maxPendingTx bounds the STUN transactions an Endpoint remembers
+	// per attached Transport to route responses; older ones are forgotten.
+	maxPendingTx = 32
+	// endpointSocketBuffer is the receive and send buffer asked of the
+	// kernel (it grants at most net.core.rmem_max and wmem_max): at 50,000
+	// datagrams a second the default 208 KiB holds about 5 ms of traffic,
+	// which a descheduled reader on a busy machine overruns.
+	endpointSocketBuffer = 4 << 20
+	// pendingTxAge is how long a transaction is remembered at most.
+	pendingTxAge = 30 * time.Second
+)
+
+// STUN attribute types the Endpoint reads to route a message.
+const (
+	attrUsername     = 0x0006
+	attrUseCandidate = 0x0025
+)
+
+// Endpoint is one UDP socket shared by any number of Transports, for a
+// process that carries many calls (a gateway, a media server), as a
+// QUIC transport serves many connections. Set it in Config.Endpoint.
+//
+// One goroutine reads the socket in batches (recvmmsg) and routes each
+// datagram without a further hand-off: STUN by the ICE username it
+// carries (requests) or by the transaction it answers (responses) to the
+// Transport's ICE agent, and everything else (DTLS, SRTP, SRTCP) by the
+// 5-tuple of the Transport's selected pair, into the queue that the
+// net.Conn from Connect reads, that is the media session's. A datagram for
+// no known ufrag, transaction or 5-tuple is dropped and counted
+// (EndpointStats.Unrouted). Writers that find a batch being sent add
+// their datagram to it (sendmmsg), so concurrent calls share system calls
+// without any datagram waiting for a timer.
+//
+// Both ends of a call may use one Endpoint: their 5-tuples are the same,
+// so a datagram between two Transports of one Endpoint is handed over in
+// the process (to the Transport whose ufrag is the sender's remote ufrag)
+// and never reaches the socket.
+//
+// What it saves, per call: the socket (a file descriptor) and its reader
+// goroutine, the ice package's pump goroutine and its 1 MiB-bounded
+// buffer, pion's packet buffer for media (media never passes through
+// pion's agent), and system calls: one recvmmsg for up to 32 datagrams of
+// any calls instead of one recvfrom (and an EAGAIN) per datagram. What it
+// does not save: pion/ice's agent goroutines (its task loop, its check
+// ticker, the goroutine its gathering context needs, and one in which it
+// waits for STUN per local candidate: 4 per connected Transport) and its
+// consent check every KeepaliveInterval.
+//
+// Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
+// candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
+// calls whose selected pairs have the same remote address cannot share an
+// Endpoint (the second fails Connect with ErrTupleInUse).
+type Endpoint struct {
+	conn  *net.UDPConn
+	batch batchConn
+	addr  netip.AddrPort
+	log   *slog.Logger
+	done  chan struct{} // closed when the reader has stopped
+
+	mu      sync.Mutex
+	closed  bool
+	byUfrag map[string]*stunConn            // local ufrag -> pion's connection
+	byTuple map[netip.AddrPort]*endpointUse // remote address -> call
+	byLocal map[string]*endpointUse         // current local ufrag -> call, for in-process delivery
+	pending map[[12]byte]pendingTx          // STUN requests sent, by transaction ID
+	uses    map[*endpointUse]struct{}
+
+	sendMu   sync.Mutex
+	sendQ    []sendSlot
+	spare    []sendSlot
+	flushing bool
+	msgs     []ipv4.Message
+
+	stats endpointCounters
+}
+
+// batchConn is what golang.org/x/net's ipv4 and ipv6 PacketConns offer;
+// their Message types are one type.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+type pendingTx struct {
+	to  *stunConn
+	at  int64 // unix ns
+	use bool  // a nominating request (USE-CANDIDATE)
+}
+
+type sendSlot struct {
+	buf  [endpointBufSize]byte
+	n    int
+	ip   [16]byte
+	addr net.UDPAddr
+}
+
+type endpointCounters struct {
+	received, sent, readBatches, writeBatches atomic.Uint64
+	stun, unrouted, malformed, queueDrops     atomic.Uint64
+	inProcess                                 atomic.Uint64
+}
+
+// EndpointStats is a snapshot of an Endpoint's counters.
+type EndpointStats struct {
+	// Received and Sent count datagrams through the socket.
+	Received, Sent uint64
+	// ReadBatches and WriteBatches count the recvmmsg and sendmmsg calls
+	// (and single writes) that moved them.
+	ReadBatches, WriteBatches uint64
+	// STUN counts STUN messages routed to an agent.
+	STUN uint64
+	// Unrouted counts datagrams dropped because no Transport on the
+	// Endpoint owns their ufrag, transaction or 5-tuple: strays, spoofs
+	// and late packets of closed calls.
+	Unrouted uint64
+	// Malformed counts STUN messages the guard dropped and truncated
+	// datagrams.
+	Malformed uint64
+	// QueueDrops counts datagrams dropped because their call's queue was
+	// full (its reader did not keep up).
+	QueueDrops uint64
+	// InProcess counts datagrams handed from one Transport of the
+	// Endpoint to another without the socket.
+	InProcess uint64
+	// Transports is the number of Transports attached.
+	Transports int
+}
+
+// ListenEndpoint opens the shared socket on addr, which must name a
+// specific IP address (port 0 picks a free port), and starts its reader.
+// logger receives diagnostics; nil is silent.
+func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error) {
+	if !addr.Addr().IsValid() || addr.Addr().IsUnspecified() {
+		return nil, fmt.Errorf("ice: endpoint address %v: needs a specific IP address", addr)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, fmt.Errorf("ice: endpoint: %w", err)
+	}
+	// Best effort: a smaller buffer than asked for still works.
+	_ = conn.SetReadBuffer(endpointSocketBuffer)
+	_ = conn.SetWriteBuffer(endpointSocketBuffer)
+	e := &Endpoint{
+		conn:    conn,
+		addr:    conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		log:     logger,
+		done:    make(chan struct{}),
+		byUfrag: make(map[string]*stunConn),
+		byTuple: make(map[netip.AddrPort]*endpointUse),
+		byLocal: make(map[string]*endpointUse),
+		pending: make(map[[12]byte]pendingTx),
+		uses:    make(map[*endpointUse]struct{}),
+		msgs:    make([]ipv4.Message, endpointBatch),
+	}
+	e.addr = netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port())
+	if e.addr.Addr().Is4() {
+		e.batch = ipv4.NewPacketConn(conn)
+	} else {
+		e.batch = ipv6.NewPacketConn(conn)
+	}
+	for i := range e.msgs {
+		e.msgs[i].Buffers = make([][]byte, 1)
+	}
+	go e.read()
+	return e, nil
+}
+
+// Addr returns the shared socket's address.
+func (e *Endpoint) Addr() netip.AddrPort { return e.addr }
+
+// Stats returns a snapshot of the Endpoint's counters.
+func (e *Endpoint) Stats() EndpointStats {
+	e.mu.Lock()
+	n := len(e.uses)
+	e.mu.Unlock()
+	return EndpointStats{
+		Received: e.stats.received.Load(), Sent: e.stats.sent.Load(),
+		ReadBatches: e.stats.readBatches.Load(), WriteBatches: e.stats.writeBatches.Load(),
+		STUN: e.stats.stun.Load(), Unrouted: e.stats.unrouted.Load(),
+		Malformed: e.stats.malformed.Load(), QueueDrops: e.stats.queueDrops.Load(),
+		InProcess: e.stats.inProcess.Load(), Transports: n,
+	}
+}
+
+// Close closes the socket and waits for its reader. Every Transport on the
+// Endpoint loses its path: reads and writes on the net.Conns from Connect
+// fail with an error wrapping ErrEndpointClosed (and net.ErrClosed); the
+// Transports must still be closed. A second call returns an error
+// wrapping net.ErrClosed.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return fmt.Errorf("ice: close endpoint: %w", net.ErrClosed)
+	}
+	e.closed = true
+	uses := make([]*endpointUse, 0, len(e.uses))
+	for u := range e.uses {
+		uses = append(uses, u)
+	}
+	stuns := make([]*stunConn, 0, len(e.byUfrag))
+	for _, s := range e.byUfrag {
+		stuns = append(stuns, s)
+	}
+	e.mu.Unlock()
+	err := e.conn.Close()
+	<-e.done
+	for _, u := range uses {
+		u.media.fail(ErrEndpointClosed)
+	}
+	for _, s := range stuns {
+		_ = s.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("ice: close endpoint: %w", err)
+	}
+	return nil
+}
+
+// read is the Endpoint's one reader: recvmmsg into fixed buffers, then
+// route each datagram on this goroutine.
+func (e *Endpoint) read() {
+	defer close(e.done)
+	msgs := make([]ipv4.Message, endpointBatch)
+	bufs := make([]byte, endpointBatch*endpointBufSize)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{bufs[i*endpointBufSize : (i+1)*endpointBufSize]}
+	}
+	for {
+		n, err := e.batch.ReadBatch(msgs, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Transient (an ICMP error queued on the socket): go on, but
+			// never spin on a socket that keeps failing.
+			e.log.Debug("ice: endpoint read", "err", err)
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		e.stats.readBatches.Add(1)
+		e.stats.received.Add(uint64(n))
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			if m.Flags&msgTrunc != 0 {
+				e.stats.malformed.Add(1)
+				continue
+			}
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			src := ua.AddrPort()
+			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+			e.dispatch(m.Buffers[0][:m.N], src, nil)
+		}
+	}
+}
+
+// msgTrunc is MSG_TRUNC on Linux, set in a message's flags when the
+// datagram did not fit its buffer.
+const msgTrunc = 0x20
+
+// endpointSTUN reports whether the Endpoint routes b as STUN: what pion
+// takes for STUN (isSTUN) with a first byte of 0-3 (RFC 7983), so that
+// an SRTP packet whose timestamp happens to equal the magic cookie still
+// reaches its call.
+func endpointSTUN(b []byte) bool { return len(b) >= 20 && b[0] < 4 && isSTUN(b) }
+
+// stunAttr returns the value of the first attribute of type typ.
+func stunAttr(b []byte, typ uint16) ([]byte, bool) {
+	end := min(20+int(binary.BigEndian.Uint16(b[2:4])), len(b))
+	for off := 20; off+4 <= end; {
+		at := binary.BigEndian.Uint16(b[off : off+2])
+		n := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if off+4+n > end {
+			return nil, false
+		}
+		if at == typ {
+			return b[off+4 : off+4+n], true
+		}
+		off += 4 + (n+3)&^3
+	}
+	return nil, false
+}
+
+// dispatch routes one datagram from src; from is the sending Transport's
+// use when the datagram is handed over in the process.
+func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
+	if endpointSTUN(b) {
+		e.dispatchSTUN(b, src)
+		return
+	}
+	e.mu.Lock()
+	var u *endpointUse
+	if from != nil {
+		u = e.byLocal[from.remoteUfrag()]
+	} else {
+		u = e.byTuple[src]
+	}
+	e.mu.Unlock()
+	if u == nil {
+		e.stats.unrouted.Add(1)
+		return
+	}
+	if !u.media.deliver(b) {
+		e.stats.queueDrops.Add(1)
+	}
+}
+
+func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
+	if !safeDatagram(b, false) {
+		e.stats.malformed.Add(1)
+		return
+	}
+	var (
+		to      *stunConn
+		claimed *endpointUse
+	)
+	typ := binary.BigEndian.Uint16(b[0:2])
+	var id [12]byte
+	copy(id[:], b[8:20])
+	e.mu.Lock()
+	switch typ & 0x0110 {
+	case 0x0000: // request: USERNAME is "receiver's ufrag:sender's ufrag"
+		if un, ok := stunAttr(b, attrUsername); ok {
+			local := un
+			for i, c := range un {
+				if c == ':' {
+					local = un[:i]
+					break
+				}
+			}
+			to = e.byUfrag[string(local)]
+			if to != nil && typ == 0x0001 {
+				if _, ok := stunAttr(b, attrUseCandidate); ok {
+					to.nominatedBy(id, src)
+				}
+			}
+		}
+	case 0x0100, 0x0110: // success and error responses: by transaction
+		if p, ok := e.pending[id]; ok {
+			delete(e.pending, id)
+			to = p.to
+			if p.use && typ == 0x0101 {
+				// The peer accepted our nomination: media from src
+				// follows at once, before pion reports the pair.
+				claimed = p.to.use
+			}
+		}
+	default: // indications: by 5-tuple
+		if u := e.byTuple[src]; u != nil {
+			to = u.currentSTUN()
+		}
+	}
+	e.mu.Unlock()
+	if to == nil {
+		e.stats.unrouted.Add(1)
+		return
+	}
+	if claimed != nil {
+		_ = e.claim(claimed, src)
+	}
+	e.stats.stun.Add(1)
+	if !to.deliver(b, src) {
+		e.stats.queueDrops.Add(1)
+	}
+}
+
+// claim makes src the remote address of u's selected pair: non-STUN
+// datagrams from src go to u. It fails with ErrTupleInUse when another
+// attached Transport holds src.
+func (e *Endpoint) claim(u *endpointUse, src netip.AddrPort) error {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if src == e.addr {
+		// Both ends on this Endpoint: routed by ufrag, in the process.
+		e.releaseTupleLocked(u)
+		u.remote.Store(&src)
+		return nil
+	}
+	if cur := e.byTuple[src]; cur != nil && cur != u {
+		return fmt.Errorf("%w (%s)", ErrTupleInUse, src)
+	}
+	if old := u.remote.Load(); old != nil && *old != src {
+		e.releaseTupleLocked(u)
+	}
+	e.byTuple[src] = u
+	u.remote.Store(&src)
+	return nil
+}
+
+func (e *Endpoint) releaseTupleLocked(u *endpointUse) {
+	if old := u.remote.Load(); old != nil && e.byTuple[*old] == u {
+		delete(e.byTuple, *old)
+	}
+}
+
+// notePending remembers a STUN request that s sends, to route its response.
+func (e *Endpoint) notePending(s *stunConn, b []byte) {
+	if !endpointSTUN(b) || binary.BigEndian.Uint16(b[0:2])&0x0110 != 0 {
+		return
+	}
+	var id [12]byte
+	copy(id[:], b[8:20])
+	_, use := stunAttr(b, attrUseCandidate)
+	now := time.Now().UnixNano()
+	e.mu.Lock()
+	if len(e.pending) >= maxPendingTx*(len(e.uses)+1) {
+		// Unanswered checks: forget the old ones. The sweep is linear but
+		// runs once per maxPendingTx requests per Transport at most.
+		for k, p := range e.pending {
+			if now-p.at > int64(pendingTxAge) || p.to.isClosed() {
+				delete(e.pending, k)
+			}
+		}
+		if len(e.pending) >= maxPendingTx*(len(e.uses)+1) {
+			clear(e.pending)
+		}
+	}
+	e.pending[id] = pendingTx{to: s, at: now, use: use}
+	e.mu.Unlock()
+}
+
+// write sends b to dst from the socket, or hands it over in the process
+// when dst is this Endpoint: from is the sender.
+func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if dst == e.addr {
+		e.stats.inProcess.Add(1)
+		e.dispatch(b, e.addr, from)
+		return nil
+	}
+	if len(b) > endpointBufSize {
+		_, err := e.conn.WriteToUDPAddrPort(b, dst)
+		e.stats.writeBatches.Add(1)
+		e.stats.sent.Add(1)
+		return err
+	}
+	e.sendMu.Lock()
+	if e.flushing && len(e.sendQ) >= endpointBatch {
+		// A full batch is on its way: send this one alone rather than wait.
+		e.sendMu.Unlock()
+		_, err := e.conn.WriteToUDPAddrPort(b, dst)
+		e.stats.writeBatches.Add(1)
+		e.stats.sent.Add(1)
+		return err
+	}
+	e.sendQ = e.appendSlot(e.sendQ, b, dst)
+	if e.flushing {
+		// The writer that is flushing sends it with its batch.
+		e.sendMu.Unlock()
+		return nil
+	}
+	e.flushing = true
+	var err error
+	for len(e.sendQ) > 0 {
+		q := e.sendQ
+		e.sendQ = e.spare[:0]
+		e.spare = nil
+		e.sendMu.Unlock()
+		if werr := e.flush(q); werr != nil && err == nil {
+			err = werr
+		}
+		e.sendMu.Lock()
+		e.spare = q[:0]
+	}
+	e.flushing = false
+	e.sendMu.Unlock()
+	return err
+}
+
+func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []sendSlot {
+	if len(q) < cap(q) {
+		q = q[:len(q)+1]
+	} else {
+		q = append(q, sendSlot{})
+	}
+	s := &q[len(q)-1]
+	s.n = copy(s.buf[:], b)
+	a := dst.Addr().As16()
+	if dst.Addr().Is4() {
+		copy(s.ip[:4], dst.Addr().AsSlice())
+		s.addr.IP = s.ip[:4]
+	} else {
+		s.ip = a
+		s.addr.IP = s.ip[:]
+	}
+	s.addr.Port = int(dst.Port())
+	s.addr.Zone = ""
+	return q
+}
+
+// flush sends q with as few sendmmsg calls as the kernel allows. Only the
+// flushing writer uses e.msgs.
+func (e *Endpoint) flush(q []sendSlot) error {
+	var firstErr error
+	for off := 0; off < len(q); {
+		n := min(len(q)-off, len(e.msgs))
+		for i := range n {
+			s := &q[off+i]
+			e.msgs[i].Buffers[0] = s.buf[:s.n]
+			e.msgs[i].Addr = &s.addr
+		}
+		sent, err := e.batch.WriteBatch(e.msgs[:n], 0)
+		e.stats.writeBatches.Add(1)
+		if sent > 0 {
+			e.stats.sent.Add(uint64(sent))
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			// The datagram at off+sent failed (an ICMP error, a full
+			// buffer): skip it, as UDP would have lost it.
+			sent++
+		}
+		off += max(sent, 1)
+	}
+	return firstErr
+}
+
+// attach makes a Transport's use of the Endpoint.
+func (e *Endpoint) attach(n *guardNet, ipFilter func(netip.Addr) bool, site *siteGuard) (*endpointUse, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, fmt.Errorf("ice: %w", ErrEndpointClosed)
+	}
+	u := &endpointUse{e: e, n: n, ipFilter: ipFilter, site: site}
+	u.media = newEndpointConn(u)
+	e.uses[u] = struct{}{}
+	return u, nil
+}
+
+// detach forgets u and its routes; its connections fail with net.ErrClosed.
+func (e *Endpoint) detach(u *endpointUse) {
+	e.mu.Lock()
+	delete(e.uses, u)
+	e.releaseTupleLocked(u)
+	for k, v := range e.byLocal {
+		if v == u {
+			delete(e.byLocal, k)
+		}
+	}
+	var stuns []*stunConn
+	for k, s := range e.byUfrag {
+		if s.use == u {
+			delete(e.byUfrag, k)
+			stuns = append(stuns, s)
+		}
+	}
+	e.mu.Unlock()
+	for _, s := range stuns {
+		_ = s.Close()
+	}
+	u.media.fail(net.ErrClosed)
+}
+
+// endpointUse is one Transport's use of an Endpoint; it is the UDPMux
+// that pion's agent gathers on.
+type endpointUse struct {
+	e        *Endpoint
+	n        *guardNet
+	ipFilter func(netip.Addr) bool
+	site     *siteGuard
+	media    *endpointConn
+	remote   atomic.Pointer[netip.AddrPort] // the selected pair's remote address
+	peer     atomic.Pointer[string]         // the peer's ufrag
+	stun     atomic.Pointer[stunConn]       // pion's connection for the current ufrag
+}
+
+func (u *endpointUse) remoteUfrag() string {
+	if p := u.peer.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (u *endpointUse) setPeer(ufrag string) { u.peer.Store(&ufrag) }
+
+func (u *endpointUse) currentSTUN() *stunConn { return u.stun.Load() }
+
+// Close is pion's UDPMux.Close: the Endpoint stays open.
+func (u *endpointUse) Close() error { return nil }
+
+// GetConn returns the connection on which pion's agent reads and writes
+// STUN for ufrag.
+func (u *endpointUse) GetConn(ufrag string, _ net.Addr) (net.PacketConn, error) {
+	e := u.e
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("ice: %w", ErrEndpointClosed)
+	}
+	if s, ok := e.byUfrag[ufrag]; ok && s.use != u {
+		e.mu.Unlock()
+		return nil, errors.New("ice: endpoint: ufrag in use by another transport")
+	}
+	s := newSTUNConn(u, ufrag)
+	old := e.byUfrag[ufrag]
+	e.byUfrag[ufrag] = s
+	for k, v := range e.byLocal {
+		if v == u {
+			delete(e.byLocal, k)
+		}
+	}
+	e.byLocal[ufrag] = u
+	u.stun.Store(s)
+	e.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	var pc net.PacketConn = &guardPacketConn{PacketConn: s, n: u.n, txids: &txidSet{}}
+	if u.site != nil {
+		pc = &sitePacketConn{PacketConn: pc, g: u.site}
+	}
+	return pc, nil
+}
+
+// RemoveConnByUfrag closes pion's connection for ufrag.
+func (u *endpointUse) RemoveConnByUfrag(ufrag string) {
+	e := u.e
+	e.mu.Lock()
+	s := e.byUfrag[ufrag]
+	if s == nil || s.use != u {
+		e.mu.Unlock()
+		return
+	}
+	delete(e.byUfrag, ufrag)
+	e.mu.Unlock()
+	_ = s.Close()
+}
+
+// GetListenAddresses returns the Endpoint's address unless the
+// Transport's IPFilter refuses it (loopback only with an IPFilter, as for
+// a Transport's own sockets).
+func (u *endpointUse) GetListenAddresses() []net.Addr {
+	a := u.e.addr.Addr()
+	if u.ipFilter != nil && !u.ipFilter(a) || u.ipFilter == nil && a.IsLoopback() {
+		return nil
+	}
+	return []net.Addr{net.UDPAddrFromAddrPort(u.e.addr)}
+}
+
+// stunConn is the net.PacketConn on which pion's agent exchanges STUN for
+// one ufrag through the Endpoint. Datagrams wait in a short queue of
+// pooled records, so that an idle call holds no buffer.
+type stunConn struct {
+	use    *endpointUse
+	ufrag  string
+	q      chan *stunRecord
+	closed chan struct{} // closed by Close
+	once   sync.Once
+	noms   [4]nomination // recent nominating requests from the peer
+	nomAt  int
+	done   atomic.Bool
+
+	dlMu    sync.Mutex
+	dlTimer *time.Timer
+	dlCh    chan struct{} // closed when the read deadline passes
+}
+
+// stunRecord is one queued datagram and its source.
+type stunRecord struct {
+	src netip.AddrPort
+	n   int
+	buf [endpointBufSize]byte
+}
+
+var stunRecords = sync.Pool{New: func() any { return new(stunRecord) }}
+
+type nomination struct {
+	id  [12]byte
+	src netip.AddrPort
+}
+
+func newSTUNConn(u *endpointUse, ufrag string) *stunConn {
+	return &stunConn{use: u, ufrag: ufrag, q: make(chan *stunRecord, endpointSTUNQueue),
+		closed: make(chan struct{}), dlCh: make(chan struct{})}
+}
+
+// nominatedBy remembers a nominating request; called with e.mu held.
+func (s *stunConn) nominatedBy(id [12]byte, src netip.AddrPort) {
+	s.noms[s.nomAt] = nomination{id: id, src: src}
+	s.nomAt = (s.nomAt + 1) % len(s.noms)
+}
+
+// nominationFrom returns the source of a remembered nominating request.
+func (s *stunConn) nominationFrom(id []byte) (netip.AddrPort, bool) {
+	s.use.e.mu.Lock()
+	defer s.use.e.mu.Unlock()
+	for _, n := range s.noms {
+		if n.src.IsValid() && string(n.id[:]) == string(id) {
+			return n.src, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func (s *stunConn) isClosed() bool { return s.done.Load() }
+
+// deliver queues b from src for pion's reader; false if the queue is full
+// or the connection closed.
+func (s *stunConn) deliver(b []byte, src netip.AddrPort) bool {
+	if s.done.Load() {
+		return false
+	}
+	r := stunRecords.Get().(*stunRecord)
+	r.src, r.n = src, copy(r.buf[:], b)
+	select {
+	case s.q <- r:
+		return true
+	default:
+		stunRecords.Put(r)
+		return false
+	}
+}
+
+func (s *stunConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	s.dlMu.Lock()
+	dl := s.dlCh
+	s.dlMu.Unlock()
+	select {
+	case r := <-s.q:
+		n := copy(p, r.buf[:r.n])
+		src := r.src
+		stunRecords.Put(r)
+		return n, net.UDPAddrFromAddrPort(src), nil
+	case <-s.closed:
+		return 0, nil, fmt.Errorf("ice: endpoint: %w", net.ErrClosed)
+	case <-dl:
+		return 0, nil, timeoutError{op: "read"}
+	}
+}
+
+func (s *stunConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if s.done.Load() {
+		return 0, fmt.Errorf("ice: endpoint: %w", net.ErrClosed)
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("ice: endpoint: not a UDP address: %v", addr)
+	}
+	dst := ua.AddrPort()
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	e := s.use.e
+	if endpointSTUN(p) {
+		switch binary.BigEndian.Uint16(p[0:2]) {
+		case 0x0101: // a success response: to a nomination, the path is chosen
+			if src, ok := s.nominationFrom(p[8:20]); ok && src == dst {
+				if err := e.claim(s.use, dst); err != nil {
+					e.log.Debug("ice: endpoint", "err", err)
+				}
+			}
+		default:
+			e.notePending(s, p)
+		}
+	}
+	if err := e.write(p, dst, s.use); err != nil {
+		return 0, fmt.Errorf("ice: endpoint: %w", err)
+	}
+	return len(p), nil
+}
+
+func (s *stunConn) Close() error {
+	if s.done.Swap(true) {
+		return nil
+	}
+	close(s.closed)
+	for {
+		select {
+		case r := <-s.q:
+			stunRecords.Put(r)
+		default:
+			return nil
+		}
+	}
+}
+
+func (s *stunConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(s.use.e.addr) }
+
+// SetDeadline sets the read deadline; writes do not block. pion sets one
+// only to unblock its reader when it closes the candidate.
+func (s *stunConn) SetDeadline(t time.Time) error { return s.SetReadDeadline(t) }
+
+// SetReadDeadline makes ReadFrom return a timeout error at t.
+func (s *stunConn) SetReadDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	if s.dlTimer != nil {
+		s.dlTimer.Stop()
+		s.dlTimer = nil
+	}
+	select {
+	case <-s.dlCh: // passed: a new deadline needs a new channel
+		s.dlCh = make(chan struct{})
+	default:
+	}
+	if t.IsZero() {
+		return nil
+	}
+	ch := s.dlCh
+	if d := time.Until(t); d > 0 {
+		s.dlTimer = time.AfterFunc(d, func() {
+			s.dlMu.Lock()
+			defer s.dlMu.Unlock()
+			if s.dlCh == ch {
+				select {
+				case <-ch:
+				default:
+					close(ch)
+				}
+			}
+		})
+		return nil
+	}
+	close(ch)
+	return nil
+}
+
+func (s *stunConn) SetWriteDeadline(time.Time) error { return nil }
+
+// endpointConn is the net.Conn that Connect returns on an Endpoint: the
+// Endpoint's reader writes the call's datagrams into its buffer, which the
+// media session reads; writes go to the selected pair's remote address.
+type endpointConn struct {
+	use *endpointUse
+	buf *packetio.Buffer
+
+	mu        sync.Mutex
+	closed    bool
+	err       error // why reads and writes fail: closed, endpoint closed, refused
+	writeDead time.Time
+}
+
+func newEndpointConn(u *endpointUse) *endpointConn {
+	c := &endpointConn{use: u, buf: packetio.NewBuffer()}
+	c.buf.SetLimitSize(endpointMediaQueue)
+	return c
+}
+
+func (c *endpointConn) deliver(b []byte) bool {
+	_, err := c.buf.Write(b)
+	return err == nil
+}
+
+// fail makes Read and Write fail with err from now on.
+func (c *endpointConn) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	_ = c.buf.Close()
+}
+
+func (c *endpointConn) refuse(err error) { c.fail(err) }
+
+// wait: the Endpoint's reader is not the Transport's to join.
+func (c *endpointConn) wait() {}
+
+func (c *endpointConn) failure(op string) error {
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err == nil {
+		err = net.ErrClosed
+	}
+	return fmt.Errorf("ice: %s: %w", op, err)
+}
+
+func (c *endpointConn) Read(p []byte) (int, error) {
+	n, err := c.buf.Read(p)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return n, timeoutError{op: "read"}
+		}
+		if errors.Is(err, packetio.ErrFull) || errors.Is(err, io.ErrShortBuffer) {
+			return n, fmt.Errorf("ice: read: %w", err)
+		}
+		return n, c.failure("read")
+	}
+	return n, nil
+}
+
+func (c *endpointConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	closed, failed, dl := c.closed, c.err, c.writeDead
+	c.mu.Unlock()
+	if closed || failed != nil {
+		return 0, c.failure("write")
+	}
+	if !dl.IsZero() && !time.Now().Before(dl) {
+		return 0, timeoutError{op: "write"}
+	}
+	dst := c.use.remote.Load()
+	if dst == nil {
+		// No path selected yet or during a restart: dropped, as on a
+		// network without a route.
+		return len(p), nil
+	}
+	if err := c.use.e.write(p, *dst, c.use); err != nil {
+		return 0, fmt.Errorf("ice: write: %w", err)
+	}
+	return len(p), nil
+}
+
+// Close closes this connection; the Transport keeps its place on the
+// Endpoint until Transport.Close.
+func (c *endpointConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fmt.Errorf("ice: close conn: %w", net.ErrClosed)
+	}
+	c.closed = true
+	c.mu.Unlock()
+	return c.buf.Close()
+}
+
+func (c *endpointConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.use.e.addr) }
+
+func (c *endpointConn) RemoteAddr() net.Addr {
+	if r := c.use.remote.Load(); r != nil {
+		return net.UDPAddrFromAddrPort(*r)
+	}
+	return nil
+}
+
+func (c *endpointConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+func (c *endpointConn) SetReadDeadline(t time.Time) error { return c.buf.SetReadDeadline(t) }
+
+func (c *endpointConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDead = t
+	c.mu.Unlock()
+	return nil
+}
+
+// pathConn is the net.Conn that Connect returns: the pump over pion's
+// connection, or an Endpoint's.
+type pathConn interface {
+	net.Conn
+	refuse(err error)
+	wait()
+}
+
+var (
+	_ pathConn = (*conn)(nil)
+	_ pathConn = (*endpointConn)(nil)
+)
+
+// claimSelected routes the selected pair's 5-tuple to this Transport on
+// its Endpoint.
+func (t *Transport) claimSelected() error {
+	pair, err := t.agent.GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return fmt.Errorf("%w: no selected pair", ErrNoPath)
+	}
+	a, err := netip.ParseAddr(pair.Remote.Address())
+	if err != nil {
+		return fmt.Errorf("ice: selected pair: %w", err)
+	}
+	return t.ep.e.claim(t.ep, netip.AddrPortFrom(a.Unmap(), uint16(pair.Remote.Port())))
+}
+
+// release stops routing to u until its next selected pair: writes are
+// dropped meanwhile, as during any ICE restart.
+func (e *Endpoint) release(u *endpointUse) {
+	e.mu.Lock()
+	e.releaseTupleLocked(u)
+	u.remote.Store(nil)
+	e.mu.Unlock()
+}
+
+// checkEndpoint reports settings a Transport on an Endpoint cannot honour.
+func (c Config) checkEndpoint() error {
+	switch {
+	case len(c.Servers) > 0:
+		return errors.New("ice: a Transport on an Endpoint gathers its host candidate only; leave Servers empty")
+	case c.UDPMux != nil:
+		return errors.New("ice: Endpoint and UDPMux cannot both be set")
+	case c.Policy == RelayOnly:
+		return errors.New("ice: a Transport on an Endpoint has no relay candidates and cannot be RelayOnly")
+	}
+	for _, n := range c.Networks {
+		if n == TCP4 || n == TCP6 {
+			return errors.New("ice: a Transport on an Endpoint gathers on UDP only; leave TCP networks out")
+		}
+	}
+	return nil
+}

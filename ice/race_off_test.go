@@ -1,0 +1,5 @@
+//go:build !race
+
+package ice_test
+
+const raceEnabled = false

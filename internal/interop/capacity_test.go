@@ -1,0 +1,596 @@
+package interop
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/sdp"
+)
+
+// The capacity benchmark: N concurrent two-way calls of each stack in
+// this process, both ends of every call here, loopback, a 160-byte frame
+// every 20 ms each way (the size of 20 ms of PCMU). Each frame carries its
+// send time and the phase of the run it was sent in, so loss in the
+// measurement window is exact: a frame sent in the window either arrives
+// (counted at the receiver by the phase it carries) or is lost.
+//
+// Rerun with (bounded: about N/50 s of setup plus 2 s + window + 1 s per
+// stack and N):
+//
+//	cd internal/interop && go test -run '^$' -bench Capacity -benchtime 1x -timeout 30m
+//
+// SECURECALL_CAPACITY_PAIRS lists the N (default "100,200,400"), and
+// SECURECALL_CAPACITY_WINDOW the window (default 5s).
+
+const (
+	phaseWarmup  = 1
+	phaseMeasure = 2
+	phaseDrain   = 3
+	frameBytes   = 160
+	framePeriod  = 20 * time.Millisecond
+)
+
+// capacityStack is one stack under test: how to make the two ends of one
+// call, and what it needs torn down after all calls.
+type capacityStack struct {
+	name string
+	// newPairs returns a function making pair i of n, and a cleanup.
+	newPairs func(n int) (func(i int) (endpoint, endpoint, error), func(), error)
+	// socketIO, if set, returns the socket system calls (recvmmsg,
+	// sendmmsg, sendto) the stack made so far and the datagrams they moved.
+	socketIO func() (calls, datagrams uint64)
+}
+
+func capacityStacks() []capacityStack {
+	grid := &endpointGrid{}
+	return []capacityStack{
+		{name: "securecall-endpoint", newPairs: grid.pairs, socketIO: grid.io},
+		{name: "securecall", newPairs: func(int) (func(int) (endpoint, endpoint, error), func(), error) {
+			return func(int) (endpoint, endpoint, error) { return securecallPair(memoryKeys{}, sdp.KeyingDTLS) }, func() {}, nil
+		}},
+		{name: "pion", newPairs: func(int) (func(int) (endpoint, endpoint, error), func(), error) {
+			return func(int) (endpoint, endpoint, error) { return pionPair() }, func() {}, nil
+		}},
+	}
+}
+
+// endpointGrid puts the calls on shared ice.Endpoints: media is told apart
+// by 5-tuple, so call i runs between caller endpoint i%k and callee
+// endpoint i/k (k = ceil(sqrt(n))), and no two calls share a 5-tuple:
+// 2k sockets for n calls, about sqrt(n) calls on each.
+type endpointGrid struct{ eps []*ice.Endpoint }
+
+func (g *endpointGrid) io() (calls, datagrams uint64) {
+	for _, e := range g.eps {
+		st := e.Stats()
+		calls += st.ReadBatches + st.WriteBatches
+		datagrams += st.Received + st.Sent
+	}
+	return calls, datagrams
+}
+
+func (g *endpointGrid) pairs(n int) (func(int) (endpoint, endpoint, error), func(), error) {
+	k := int(math.Ceil(math.Sqrt(float64(n))))
+	g.eps = nil
+	cleanup := func() {
+		for _, e := range g.eps {
+			e.Close()
+		}
+	}
+	for range 2 * k {
+		e, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		g.eps = append(g.eps, e)
+	}
+	eps := g.eps
+	return func(i int) (endpoint, endpoint, error) {
+		oc, ac := loopbackICE(), loopbackICE()
+		oc.Endpoint, ac.Endpoint = eps[i%k], eps[k+i/k]
+		o, err := newCallEndpoint(securecall.Config{ICE: oc, Keying: sdp.KeyingDTLS})
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := newCallEndpoint(securecall.Config{ICE: ac, Keying: sdp.KeyingDTLS})
+		if err != nil {
+			o.Close()
+			return nil, nil, err
+		}
+		return o, a, nil
+	}, cleanup, nil
+}
+
+// capacityResult is one stack at one N.
+type capacityResult struct {
+	stack            string
+	pairs            int
+	sent, lost       uint64
+	cpuPercent       float64 // of all cores, over the window
+	coresPer1000     float64
+	heapPerPair      float64
+	goroutinesPair   float64
+	p50, p99         time.Duration
+	lateSends        uint64 // frames sent more than a period after their time
+	skipped          uint64 // frames not sent: the sender was more than a period behind
+	load1            string // load average when the window ended
+	setupFailures    int
+	setup            time.Duration
+	windowSeconds    float64
+	syscallsPerFrame float64 // socket system calls per datagram; -1: not measured
+	straceCalls      float64 // all system calls per frame under strace; -1: not measured
+	straceTop        string  // the first lines of strace's summary
+}
+
+// latencyHist is a log-scale histogram of one-way latencies: bucket b
+// holds latencies in [1.05^b, 1.05^(b+1)) microseconds.
+type latencyHist [400]uint32
+
+func (h *latencyHist) add(d time.Duration) {
+	us := float64(d.Microseconds())
+	b := 0
+	if us > 1 {
+		b = int(math.Log(us) / math.Log(1.05))
+	}
+	h[min(max(b, 0), len(h)-1)]++
+}
+
+func (h *latencyHist) quantile(q float64) time.Duration {
+	var total uint64
+	for _, c := range h {
+		total += uint64(c)
+	}
+	if total == 0 {
+		return 0
+	}
+	want := uint64(math.Ceil(q * float64(total)))
+	var seen uint64
+	for b, c := range h {
+		seen += uint64(c)
+		if seen >= want {
+			return time.Duration(math.Pow(1.05, float64(b+1))) * time.Microsecond
+		}
+	}
+	return 0
+}
+
+// capacityReceiver reads one endpoint and counts frames by phase.
+type capacityReceiver struct {
+	got  [4]atomic.Uint64
+	hist latencyHist // written only by the receiver, read after it stopped
+	done chan struct{}
+}
+
+func (r *capacityReceiver) run(ctx context.Context, e endpoint) {
+	defer close(r.done)
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	_, isPion := e.(*pionEndpoint)
+	for {
+		_, n, err := e.ReadAudio(ctx, buf)
+		if err != nil {
+			return
+		}
+		payload := buf[:n]
+		if isPion {
+			if pkt.Unmarshal(buf[:n]) != nil {
+				continue
+			}
+			payload = pkt.Payload
+		}
+		if len(payload) != frameBytes {
+			continue
+		}
+		sentAt := int64(binary.BigEndian.Uint64(payload[0:8]))
+		phase := payload[8]
+		if phase > phaseDrain {
+			continue
+		}
+		r.got[phase].Add(1)
+		if phase == phaseMeasure {
+			r.hist.add(time.Duration(time.Now().UnixNano() - sentAt))
+		}
+	}
+}
+
+// cpuTicks returns this process's user and system time in clock ticks
+// (USER_HZ, 100 on Linux) from /proc/self/stat.
+func cpuTicks() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	// The command may contain spaces: fields count from after its ')'.
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc/self/stat")
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	return u + st, errors.Join(err1, err2)
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// runCapacity brings up n pairs of stack, sends both ways for 2 s of
+// warm-up, the window and 1 s of drain, and measures.
+func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Duration) (capacityResult, error) {
+	res := capacityResult{stack: stack.name, pairs: n, windowSeconds: window.Seconds(), syscallsPerFrame: -1, straceCalls: -1}
+	baseHeap, baseG := settle()
+	newPair, cleanup, err := stack.newPairs(n)
+	if err != nil {
+		return res, err
+	}
+	defer cleanup()
+	ends := make([]endpoint, 2*n)
+	defer func() {
+		for _, e := range ends {
+			if e != nil {
+				e.Close()
+			}
+		}
+	}()
+	start := time.Now()
+	var (
+		mu     sync.Mutex
+		errAll []error
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, 8)
+	)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for attempt := 0; ; attempt++ {
+				o, a, err := newPair(i)
+				if err == nil {
+					if err = connectPair(ctx, o, a); err == nil {
+						ends[2*i], ends[2*i+1] = o, a
+						return
+					}
+					o.Close()
+					a.Close()
+				}
+				mu.Lock()
+				res.setupFailures++
+				if attempt >= 2 || ctx.Err() != nil {
+					errAll = append(errAll, fmt.Errorf("pair %d: %w", i, err))
+					mu.Unlock()
+					return
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.setup = time.Since(start)
+	if len(errAll) > 0 {
+		return res, fmt.Errorf("%d pairs failed to connect: %w", len(errAll), errAll[0])
+	}
+
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	recvs := make([]*capacityReceiver, len(ends))
+	for i, e := range ends {
+		recvs[i] = &capacityReceiver{done: make(chan struct{})}
+		go recvs[i].run(rctx, e)
+	}
+	var phase atomic.Uint32
+	phase.Store(phaseWarmup)
+	var sentMeasure, sentAll, late, skipped atomic.Uint64
+	stop := make(chan struct{})
+	const senders = 4
+	var swg sync.WaitGroup
+	for s := range senders {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			frame := make([]byte, frameBytes)
+			for i := range frame {
+				frame[i] = 0xff
+			}
+			next := time.Now()
+			timer := time.NewTimer(0)
+			defer timer.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-timer.C:
+				}
+				for j := s; j < len(ends); j += senders {
+					now := time.Now()
+					if now.Sub(next) > framePeriod {
+						late.Add(1)
+					}
+					p := uint8(phase.Load())
+					binary.BigEndian.PutUint64(frame[0:8], uint64(now.UnixNano()))
+					frame[8] = p
+					if ends[j].WriteAudio(frame) == nil {
+						sentAll.Add(1)
+						if p == phaseMeasure {
+							sentMeasure.Add(1)
+						}
+					}
+				}
+				next = next.Add(framePeriod)
+				// A sender more than a period behind skips the frames it
+				// missed rather than sending them in a burst, so that every
+				// stack is offered the same rate; they are counted.
+				if behind := time.Since(next); behind > framePeriod {
+					missed := int(behind / framePeriod)
+					skipped.Add(uint64(missed * ((len(ends) - s + senders - 1) / senders)))
+					next = next.Add(time.Duration(missed) * framePeriod)
+				}
+				timer.Reset(max(time.Until(next), 0))
+			}
+		}()
+	}
+	sleep := func(d time.Duration) error {
+		select {
+		case <-time.After(d):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := sleep(2 * time.Second); err != nil {
+		close(stop)
+		swg.Wait()
+		return res, err
+	}
+	heap, g := settle()
+	harness := len(ends) + senders // one reader per endpoint, the senders
+	res.heapPerPair = float64(int64(heap)-int64(baseHeap)) / float64(n)
+	res.goroutinesPair = float64(g-baseG-harness) / float64(n)
+	lateBefore, skippedBefore := late.Load(), skipped.Load()
+	t0, err := cpuTicks()
+	if err != nil {
+		close(stop)
+		swg.Wait()
+		return res, err
+	}
+	var io0calls, io0dgrams uint64
+	if stack.socketIO != nil {
+		io0calls, io0dgrams = stack.socketIO()
+	}
+	var tracer *straceCount
+	var tracedFrom uint64
+	if os.Getenv("SECURECALL_CAPACITY_STRACE") == "1" {
+		// strace counts from its attach (which takes a few ms), warm-up
+		// frames included, so frames are counted from its start.
+		tracedFrom = sentAll.Load()
+		if tracer, err = startStrace(); err != nil {
+			close(stop)
+			swg.Wait()
+			return res, err
+		}
+	}
+	w0 := time.Now()
+	phase.Store(phaseMeasure)
+	err = sleep(window)
+	phase.Store(phaseDrain)
+	elapsed := time.Since(w0)
+	t1, _ := cpuTicks()
+	if tracer != nil {
+		calls, terr := tracer.stop()
+		res.straceTop = tracer.top(8)
+		if terr != nil && err == nil {
+			err = terr
+		}
+		if s := sentAll.Load() - tracedFrom; s > 0 {
+			res.straceCalls = float64(calls) / float64(s)
+		}
+	}
+	if stack.socketIO != nil {
+		c, d := stack.socketIO()
+		if d > io0dgrams {
+			res.syscallsPerFrame = float64(c-io0calls) / float64(d-io0dgrams)
+		}
+	}
+	res.load1 = loadAverage()
+	res.lateSends = late.Load() - lateBefore
+	res.skipped = skipped.Load() - skippedBefore
+	if err == nil {
+		err = sleep(time.Second) // frames of the window still in flight
+	}
+	close(stop)
+	swg.Wait()
+	rcancel()
+	for _, e := range ends {
+		e.Close()
+	}
+	for _, r := range recvs {
+		<-r.done
+	}
+	if err != nil {
+		return res, err
+	}
+	var got uint64
+	var hist latencyHist
+	for _, r := range recvs {
+		got += r.got[phaseMeasure].Load()
+		for b, c := range r.hist {
+			hist[b] += c
+		}
+	}
+	res.sent = sentMeasure.Load()
+	if res.sent > got {
+		res.lost = res.sent - got
+	}
+	cpuSeconds := float64(t1-t0) / 100
+	cores := cpuSeconds / elapsed.Seconds()
+	res.cpuPercent = 100 * cores / float64(runtime.NumCPU())
+	res.coresPer1000 = cores / float64(n) * 1000
+	res.p50, res.p99 = hist.quantile(0.50), hist.quantile(0.99)
+	return res, nil
+}
+
+func capacityPairs() ([]int, error) {
+	s := os.Getenv("SECURECALL_CAPACITY_PAIRS")
+	if s == "" {
+		s = "100,200,400"
+	}
+	var ns []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("SECURECALL_CAPACITY_PAIRS: bad %q", f)
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
+}
+
+// BenchmarkCapacity runs each stack at each N of SECURECALL_CAPACITY_PAIRS
+// in turn, in one run, and reports per stack and N: loss in the window,
+// CPU (percent of all cores, from /proc/self/stat), cores per 1,000
+// pairs, heap and goroutines per pair (the harness's reader per endpoint
+// and 4 senders not counted), p50 and p99 one-way latency, and sends more
+// than a frame period late or skipped. It then logs, per stack, the
+// largest N with 0 loss, no skipped send and under 90% CPU. Run it with -benchtime 1x: each N is one run.
+func BenchmarkCapacity(b *testing.B) {
+	ns, err := capacityPairs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	window := 5 * time.Second
+	if s := os.Getenv("SECURECALL_CAPACITY_WINDOW"); s != "" {
+		if window, err = time.ParseDuration(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	best := map[string]int{}
+	var results []capacityResult
+	for _, n := range ns {
+		stacks := capacityStacks()
+		for _, st := range stacks {
+			b.Run(fmt.Sprintf("stack=%s/pairs=%d", st.name, n), func(b *testing.B) {
+				for range b.N {
+					r, err := runCapacity(ctx, st, n, window)
+					if err != nil {
+						b.Fatalf("%s at %d pairs: %v", st.name, n, err)
+					}
+					results = append(results, r)
+					b.ReportMetric(float64(r.lost), "lost")
+					b.ReportMetric(float64(r.sent), "sent")
+					b.ReportMetric(r.cpuPercent, "cpu%")
+					b.ReportMetric(r.coresPer1000, "cores/1000pairs")
+					b.ReportMetric(r.heapPerPair, "heapB/pair")
+					b.ReportMetric(r.goroutinesPair, "goroutines/pair")
+					b.ReportMetric(float64(r.p50)/1e6, "p50-ms")
+					b.ReportMetric(float64(r.p99)/1e6, "p99-ms")
+					b.ReportMetric(float64(r.lateSends), "late-sends")
+					b.ReportMetric(float64(r.skipped), "skipped-sends")
+					if r.straceCalls >= 0 {
+						b.ReportMetric(r.straceCalls, "syscalls/frame")
+						b.Logf("strace -c -f over the window:\n%s", r.straceTop)
+					}
+					if r.syscallsPerFrame >= 0 {
+						b.ReportMetric(r.syscallsPerFrame, "socket-syscalls/datagram")
+					}
+					b.Logf("%s pairs=%d: lost %d of %d, cpu %.1f%%, %.3f cores/1000 pairs, %.0f B and %.2f goroutines per pair, p50 %v p99 %v, %d late and %d skipped sends, setup %v (%d retried), load average %s",
+						r.stack, r.pairs, r.lost, r.sent, r.cpuPercent, r.coresPer1000, r.heapPerPair, r.goroutinesPair, r.p50, r.p99, r.lateSends, r.skipped, r.setup.Round(time.Millisecond), r.setupFailures, r.load1)
+					if r.lost == 0 && r.skipped == 0 && r.cpuPercent < 90 && n > best[r.stack] {
+						best[r.stack] = n
+					}
+				}
+			})
+		}
+	}
+	for _, st := range capacityStacks() {
+		b.Logf("largest N with 0 loss under 90%% CPU: %s %d (of the N tried: %v)", st.name, best[st.name], ns)
+	}
+}
+
+// straceCount counts every system call of this process (all threads)
+// with strace -c while it runs. strace slows each system call, so the
+// process batches more under it than without: the count is an
+// indication, and the CPU figures of a traced run are not comparable.
+type straceCount struct {
+	cmd *exec.Cmd
+	out strings.Builder
+}
+
+// SECURECALL_CAPACITY_STRACE=1 traces the window of every row.
+func startStrace() (*straceCount, error) {
+	path, err := exec.LookPath("strace")
+	if err != nil {
+		return nil, fmt.Errorf("SECURECALL_CAPACITY_STRACE=1 needs strace: %w", err)
+	}
+	t := &straceCount{}
+	t.cmd = exec.Command(path, "-c", "-f", "-p", strconv.Itoa(os.Getpid()))
+	t.cmd.Stderr = &t.out
+	t.cmd.Stdout = &t.out
+	if err := t.cmd.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(500 * time.Millisecond) // attaching to every thread
+	return t, nil
+}
+
+// top returns the header and the busiest system calls of the summary.
+func (t *straceCount) top(n int) string {
+	lines := strings.Split(t.out.String(), "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "% time") {
+			return strings.Join(lines[i:min(len(lines), i+2+n)], "\n")
+		}
+	}
+	return ""
+}
+
+// stop detaches strace and returns the total number of calls it counted.
+func (t *straceCount) stop() (uint64, error) {
+	_ = t.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- t.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = t.cmd.Process.Kill()
+		<-done
+		return 0, errors.New("strace did not detach")
+	}
+	for _, line := range strings.Split(t.out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[len(f)-1] == "total" {
+			return strconv.ParseUint(f[3], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no total in strace's summary: %q", lastLines(t.out.String(), 5))
+}

@@ -1,0 +1,370 @@
+package pgstore_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/pgtest"
+	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/internal/wire"
+	"github.com/securecall/securecall/kms/kmsserver"
+	"github.com/securecall/securecall/kms/kmsserver/pgstore"
+	"github.com/securecall/securecall/media"
+)
+
+// replicaSet is n KMS replicas (in-process, each with its own pgstore
+// connection pool and listener) on one database, sharing one directory
+// for the CA, certificates and KEK.
+type replicaSet struct {
+	t      *testing.T
+	dir    string
+	dsn    string
+	envs   []*devkms.Env
+	stores []*pgstore.Store
+}
+
+func startReplicas(t *testing.T, c *pgtest.Cluster, n int, scfg kmsserver.Config) *replicaSet {
+	t.Helper()
+	rs := &replicaSet{t: t, dir: t.TempDir(), dsn: newDB(t, c)}
+	for i := range n {
+		env := rs.add(scfg)
+		if i == 0 {
+			// Replicas of one KMS share its name: key URIs, and the
+			// binding of every delivered key, use it whichever replica
+			// answers.
+			scfg.BaseURL = env.URL
+		}
+	}
+	t.Cleanup(rs.close)
+	return rs
+}
+
+func (rs *replicaSet) add(scfg kmsserver.Config) *devkms.Env {
+	rs.t.Helper()
+	st := open(rs.t, rs.dsn)
+	env, err := devkms.StartWith(context.Background(), rs.dir, devkms.Options{Store: st, Server: scfg}, "alice", "bob", "carol")
+	if err != nil {
+		st.Close()
+		rs.t.Fatal(err)
+	}
+	rs.envs = append(rs.envs, env)
+	rs.stores = append(rs.stores, st)
+	return env
+}
+
+// stop closes replica i (its server, then its store).
+func (rs *replicaSet) stop(i int) {
+	if rs.envs[i] == nil {
+		return
+	}
+	rs.envs[i].Close()
+	rs.stores[i].Close()
+	rs.envs[i], rs.stores[i] = nil, nil
+}
+
+func (rs *replicaSet) close() {
+	for i := range rs.envs {
+		rs.stop(i)
+	}
+}
+
+// client returns a registered client of identity talking to replica
+// first, with the others as failover addresses.
+func (rs *replicaSet) client(identity string, first int) *kms.Client {
+	rs.t.Helper()
+	env := rs.envs[first]
+	cfg, err := env.ClientConfig(identity)
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	for i, e := range rs.envs {
+		if i != first && e != nil {
+			cfg.URLs = append(cfg.URLs, e.URL)
+		}
+	}
+	cfg.Backoff = kms.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+	c, err := kms.NewClient(cfg)
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	rs.t.Cleanup(func() { c.Close() })
+	if err := c.Register(ctxT(rs.t)); err != nil {
+		rs.t.Fatal(err)
+	}
+	return c
+}
+
+// audit exports the shared audit log and verifies its chain.
+func (rs *replicaSet) audit(srv *kmsserver.Server) []kmsserver.AuditEntry {
+	rs.t.Helper()
+	var buf bytes.Buffer
+	if err := srv.ExportAuditLog(ctxT(rs.t), &buf); err != nil {
+		rs.t.Fatal(err)
+	}
+	if _, err := kmsserver.VerifyAuditLog(bytes.NewReader(buf.Bytes())); err != nil {
+		rs.t.Fatalf("audit chain of the replicas: %v", err)
+	}
+	var out []kmsserver.AuditEntry
+	for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		var e kmsserver.AuditEntry
+		if err := json.Unmarshal(line, &e); err != nil {
+			rs.t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A watch on replica B wakes when replica A rotates (LISTEN/NOTIFY).
+func TestInteropPostgresWatchAcrossReplicas(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 2, kmsserver.Config{})
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan media.CallKey, 16)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bob.Watch(wctx, uri, func(k media.CallKey) { got <- k })
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	waitVersion := func(v uint32) time.Duration {
+		start := time.Now()
+		for {
+			select {
+			case k := <-got:
+				if k.Version == v {
+					return time.Since(start)
+				}
+			case <-ctx.Done():
+				t.Fatalf("bob's watch on replica B never saw version %d", v)
+			}
+		}
+	}
+	waitVersion(1)
+	for v := uint32(2); v <= 4; v++ {
+		time.Sleep(50 * time.Millisecond) // let the watch poll again
+		if got, err := alice.Rotate(ctx, uri); err != nil || got != v {
+			t.Fatalf("rotate on A: %d, %v; want %d", got, err, v)
+		}
+		d := waitVersion(v)
+		t.Logf("version %d created on A reached the watch on B %v after the rotate returned (machine shared)", v, d)
+	}
+}
+
+// A proof used on one replica is refused on another.
+func TestInteropPostgresReplayAcrossReplicas(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 2, kmsserver.Config{})
+	alice := rs.client("alice", 0)
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uri[len(rs.envs[0].URL+wire.PathCalls+"/"):]
+	cfg, err := rs.envs[0].ClientConfig("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: cfg.RootCAs, Certificates: []tls.Certificate{cfg.Certificate}, MinVersion: tls.VersionTLS13}}}
+	defer hc.CloseIdleConnections()
+	target := wire.PathCalls + "/" + id + "/rotate"
+	proof, err := wire.SignProof(cfg.Certificate.PrivateKey.(*ecdsa.PrivateKey), "POST", target, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(base string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+target, nil)
+		req.Header.Set(wire.ProofHeader, proof)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e wire.ErrorResponse
+		json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e.Error
+	}
+	if st, code := send(rs.envs[0].URL); st != 200 {
+		t.Fatalf("first use on A: %d %s", st, code)
+	}
+	if st, code := send(rs.envs[1].URL); code != wire.CodeReplayed {
+		t.Fatalf("the same proof on B: %d %q, want %q", st, code, wire.CodeReplayed)
+	}
+}
+
+// Rotations of one call on two replicas at once: every version is given
+// out once, and the audit log is one chain.
+func TestInteropPostgresConcurrentWriters(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 2, kmsserver.Config{RotationsPerMinute: 10_000, RequestRate: 10_000, RequestBurst: 10_000})
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bob's client must know the URI under A's address, which it has as
+	// a failover address.
+	var mu sync.Mutex
+	var told []uint32
+	var wg sync.WaitGroup
+	for _, cl := range []*kms.Client{alice, bob} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 15 {
+				v, err := cl.Rotate(ctx, uri)
+				if err != nil {
+					continue // a conflict is a 503: refused, not done
+				}
+				mu.Lock()
+				told = append(told, v)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(told)
+	if len(slices.Compact(slices.Clone(told))) != len(told) {
+		t.Fatalf("a version was given out twice: %v", told)
+	}
+	if len(told) < 10 {
+		t.Fatalf("only %d of 30 rotations succeeded", len(told))
+	}
+	entries := rs.audit(rs.envs[0].Server)
+	var rotated []uint32
+	for _, e := range entries {
+		if e.Action == "rotate" && e.Outcome == "ok" {
+			rotated = append(rotated, e.Version)
+		}
+	}
+	slices.Sort(rotated)
+	if !slices.Equal(rotated, told) {
+		t.Fatalf("audited rotations %v, clients were told %v", rotated, told)
+	}
+	// Each replica serves the last version once it has followed the
+	// other's commits (notification latency).
+	for _, cl := range []*kms.Client{alice, bob} {
+		if err := waitFetch(ctx, cl, uri, told[len(told)-1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Scheduled rotations run once across replicas, and go on when a replica
+// stops.
+func TestInteropPostgresScheduledOnce(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 3, kmsserver.Config{})
+	alice := rs.client("alice", 0)
+	ctx := ctxT(t)
+	var uris []string
+	for range 10 {
+		uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uris = append(uris, uri)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	rs.stop(0)
+	time.Sleep(2500 * time.Millisecond)
+	entries := rs.audit(rs.envs[1].Server)
+	perCall := map[string][]kmsserver.AuditEntry{}
+	for _, e := range entries {
+		if e.Action == "rotate" && e.Outcome == "ok" {
+			perCall[e.Call] = append(perCall[e.Call], e)
+		}
+	}
+	for _, uri := range uris {
+		id := path.Base(uri)
+		rot := perCall[id]
+		// About five periods passed; a double rotation would make far
+		// more, a missed one (after replica A stopped) far fewer.
+		if len(rot) < 3 || len(rot) > 6 {
+			t.Errorf("call %s: %d scheduled rotations in ~5 s of a 1 s schedule", id, len(rot))
+		}
+		for i := 1; i < len(rot); i++ {
+			if gap := rot[i].Time.Sub(rot[i-1].Time); gap < 900*time.Millisecond {
+				t.Errorf("call %s: rotations %d and %d only %v apart (rotated twice)", id, rot[i-1].Version, rot[i].Version, gap)
+			}
+			if rot[i].Version != rot[i-1].Version+1 {
+				t.Errorf("call %s: version %d after %d", id, rot[i].Version, rot[i-1].Version)
+			}
+		}
+	}
+}
+
+// waitFetch fetches uri until its newest version is want.
+func waitFetch(ctx context.Context, cl *kms.Client, uri string, want uint32) error {
+	var last []media.CallKey
+	var err error
+	for range 200 {
+		last, err = cl.Fetch(ctx, uri)
+		if err == nil && len(last) > 0 && last[len(last)-1].Version == want {
+			return nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("fetch %s: %d keys, %v; want the newest to be version %d", uri, len(last), err, want)
+}
+
+// A compaction on one replica vouches for records the other replica
+// wrote: a replica started afterwards accepts the store.
+func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
+	c := pgtest.Start(t)
+	scfg := kmsserver.Config{AuditRetention: time.Millisecond}
+	rs := startReplicas(t, c, 2, scfg)
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := bob.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFetch(ctx, alice, uri, 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := rs.envs[0].Server.CompactAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	scfg.BaseURL = rs.envs[0].URL
+	rs.add(scfg) // New checks every record against the compacted log
+	carol := rs.client("alice", 2)
+	if err := waitFetch(ctx, carol, uri, 3); err != nil {
+		t.Fatal(err)
+	}
+	rs.audit(rs.envs[2].Server)
+}
