@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/securecall/securecall/internal/cfgcheck"
 	"github.com/securecall/securecall/kms/internal/wire"
 	"github.com/securecall/securecall/media"
 )
@@ -42,15 +43,16 @@ func TestClientDefaults(t *testing.T) {
 
 func TestClientConfigNotMutated(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ccfg := Config{URL: "https://127.0.0.1:1", Token: "secret-token", DeviceKey: key, KMSKeys: testKMSKeys}
-	cb := ccfg
+	ccfg := Config{URL: "https://127.0.0.1:1", URLs: []string{"https://127.0.0.2:1", "https://127.0.0.3:1"},
+		Token: "secret-token", DeviceKey: key, KMSKeys: testKMSKeys}
+	before := cfgcheck.Snapshot(ccfg)
 	c, err := NewClient(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if ccfg.Logger != cb.Logger || ccfg.Backoff != cb.Backoff || ccfg.WatchWait != cb.WatchWait {
-		t.Fatal("NewClient changed the caller's config")
+	if d := cfgcheck.Diff(before, ccfg); d != "" {
+		t.Fatalf("NewClient changed the caller's config at %s", d)
 	}
 }
 
