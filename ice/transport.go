@@ -42,6 +42,8 @@ type Transport struct {
 	tcpLn   net.Listener
 	cancel  context.CancelFunc // stops TURN dials
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+	comp    component          // ICE component 2 for RTCP apart (rtcp.go)
+	roles   *roleConflicts     // Lite only: answers role conflicts (roleconflict.go)
 	limit   candidateLimit     // bounds the peer's candidates and the check list
 	site    siteNetworks       // DirectOnly: the remote addresses allowed
 	refused refusals           // DirectOnly: the last address refused
@@ -54,6 +56,9 @@ type Transport struct {
 	gatherCh   chan pice.Candidate
 	gatherDone chan struct{}
 	started    bool
+	// controlling is the role Connect took; read by the role-conflict
+	// layer, which answers only for a controlled Lite agent.
+	controlling bool
 	// everUp, wasUp and failReported track what OnConnectivity and
 	// OnFailed last reported; only pion's notifier goroutine touches them.
 	everUp, wasUp bool
@@ -73,6 +78,12 @@ type Transport struct {
 // NewTransport checks cfg and makes a Transport. It does no network I/O;
 // when cfg.Networks has TCP4 or TCP6 it opens the ICE-TCP listener.
 func NewTransport(cfg Config) (*Transport, error) {
+	return newTransport(cfg, nil)
+}
+
+// newTransport makes a Transport; creds, when set, are the local
+// credentials (those of the RTP component, for the RTCP one).
+func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -135,11 +146,14 @@ func NewTransport(cfg Config) (*Transport, error) {
 		return nil, errors.New("ice: RelayOnly needs at least one turn: or turns: server")
 	}
 
-	creds, err := newCredentials()
-	if err != nil {
-		return nil, err
+	if creds == nil {
+		c, err := newCredentials()
+		if err != nil {
+			return nil, err
+		}
+		creds = &c
 	}
-	t.local = creds
+	t.local = *creds
 	t.red.add(creds.Pwd)
 
 	ifs, err := interfaces()
@@ -182,6 +196,10 @@ func NewTransport(cfg Config) (*Transport, error) {
 		RelayAcceptanceMinWait: ptr(cfg.RelayWait),
 		STUNGatherTimeout:      ptr(stunGatherTimeout),
 		MaxBindingRequests:     ptr(uint16(maxBindingRequests)),
+	}
+	if cfg.Lite {
+		t.roles = &roleConflicts{t: t}
+		acfg.Net = &roleNet{guardNet: gnet, roles: t.roles}
 	}
 	if cfg.InterfaceFilter != nil {
 		acfg.InterfaceFilter = cfg.InterfaceFilter
@@ -447,7 +465,10 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 			return fmt.Errorf("ice: gather: %w", net.ErrClosed)
 		case pc := <-ch:
 			if pc == nil {
-				return t.checkRelays(relays)
+				if err := t.checkRelays(relays); err != nil {
+					return err
+				}
+				return t.comp.gather(ctx, fn)
 			}
 			c, ok := t.localCandidate(pc)
 			if !ok {
@@ -510,6 +531,7 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 		// hidden, as browsers do.
 		c.RelatedAddress, c.RelatedPort = "0.0.0.0", 0
 	}
+	t.comp.local(&c)
 	switch t.cfg.Policy {
 	case RelayOnly:
 		if c.Type != sdp.CandidateRelay {
@@ -529,6 +551,9 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
 // are dropped without an error and counted in Stats.
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
+	if routed, err := t.comp.remote(&c); routed {
+		return err
+	}
 	if c.Component != 1 {
 		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
 	}
@@ -572,6 +597,63 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 	if remote.Ufrag == "" || remote.Pwd == "" {
 		return nil, errors.New("ice: connect: the peer's ufrag and pwd are required")
 	}
+	// Component 2, when enabled, runs its checks at the same time.
+	type result struct {
+		pc  *pice.Conn
+		err error
+	}
+	var rtcp chan result
+	rctx, cancelRTCP := context.WithCancel(ctx)
+	defer cancelRTCP()
+	if s := t.comp.get(); s != nil {
+		rtcp = make(chan result, 1)
+		go func() {
+			pc, err := s.connectAgent(rctx, remote, controlling)
+			rtcp <- result{pc, err}
+		}()
+	}
+	pc, err := t.connectAgent(ctx, remote, controlling)
+	if err != nil {
+		cancelRTCP()
+		if rtcp != nil {
+			<-rtcp
+		}
+		return nil, err
+	}
+	t.notePath()
+	var c pathConn
+	if t.ep != nil {
+		// EnableRTCPComponent refuses a Transport on an Endpoint, so
+		// there is no component 2 here.
+		if err := t.claimSelected(); err != nil {
+			return nil, fmt.Errorf("ice: connect: %w", err)
+		}
+		c = t.ep.media
+	} else {
+		nc := newConn(pc)
+		if rtcp != nil {
+			r := <-rtcp
+			if r.err != nil {
+				nc.Close()
+				return nil, fmt.Errorf("ice: RTCP component: %w", r.err)
+			}
+			t.comp.join(nc, r.pc)
+		}
+		c = nc
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
+	}
+	t.conn = c
+	t.mu.Unlock()
+	return c, nil
+}
+
+// connectAgent runs this agent's connectivity checks and returns pion's
+// connection over the selected pair.
+func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling bool) (*pice.Conn, error) {
 	switch {
 	case t.cfg.Lite && !remote.Lite:
 		controlling = false
@@ -588,6 +670,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		return nil, errors.New("ice: connect: already called")
 	}
 	t.started = true
+	t.controlling = controlling
 	t.remote = remote
 	t.mu.Unlock()
 	t.red.add(remote.Pwd)
@@ -633,24 +716,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 			return nil, fmt.Errorf("ice: connect: %w", perr)
 		}
 	}
-	t.notePath()
-	var c pathConn
-	if t.ep != nil {
-		if err := t.claimSelected(); err != nil {
-			return nil, fmt.Errorf("ice: connect: %w", err)
-		}
-		c = t.ep.media
-	} else {
-		c = newConn(pc)
-	}
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
-	}
-	t.conn = c
-	t.mu.Unlock()
-	return c, nil
+	return pc, nil
 }
 
 // noteConnectivity reports to OnConnectivity when a connected path stops
@@ -800,9 +866,11 @@ func candidateInfo(c pice.Candidate) CandidateInfo {
 func (t *Transport) Path() Path {
 	t.mu.Lock()
 	p := t.withAttestationLocked(t.path)
+	lite := t.remote.Lite
 	t.mu.Unlock()
 	if p.Local.Type != "" {
 		p.RTT = t.rtt.rtt()
+		p.RemoteLite = lite
 	}
 	return p
 }
@@ -831,6 +899,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.red.add(creds.Pwd)
 	if err := t.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
+	}
+	if err := t.comp.restart(creds); err != nil {
+		return Credentials{}, err
 	}
 	t.limit.reset()
 	t.mu.Lock()
@@ -863,7 +934,7 @@ func (t *Transport) SetRemote(remote Peer) error {
 	if err := t.agent.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
-	return nil
+	return t.comp.setRemote(remote)
 }
 
 // Close stops the agent, closes its sockets and the net.Conn from
@@ -888,6 +959,7 @@ func (t *Transport) Close() error {
 	if c != nil {
 		c.wait()
 	}
+	err = errors.Join(err, t.comp.close())
 	if err != nil {
 		return fmt.Errorf("ice: close: %w", err)
 	}
