@@ -172,6 +172,16 @@ type MediaConfig struct {
 	// media.DefaultRotationGrace (5 s).
 	RotationGrace time.Duration
 
+	// Clock is the time the call's key schedule goes by (media.Config's
+	// Clock): when a new key version activates for sending, when a version
+	// expires, when KeyLifetime runs out and when versions the peer has
+	// moved on from are removed after RotationGrace. Media packets, ICE,
+	// DTLS and RTCP stay on real time. Tests give the call the same fake
+	// clock as the KMS (kmsserver.Config Clock and WakeAt) and the
+	// kms.Client (kms.Config.Clock), so that a rotation needs no wall-time
+	// wait. If nil, defaults to time.Now.
+	Clock func() time.Time
+
 	// ReplayWindow is the SRTP and SRTCP replay window in packets: a packet
 	// further behind the newest one received is dropped as a replay. It
 	// must lie above media.HeldPacketLimit and at most 32768. If zero,
@@ -212,6 +222,7 @@ func (c MediaConfig) session() media.Config {
 		MaxPackets:       c.MaxPackets,
 		KeyLifetime:      c.KeyLifetime,
 		RotationGrace:    c.RotationGrace,
+		Clock:            c.Clock,
 		ReplayWindow:     c.ReplayWindow,
 		HandshakeTimeout: c.HandshakeTimeout,
 		OnRotationNeeded: c.OnRotationNeeded,

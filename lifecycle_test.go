@@ -546,6 +546,7 @@ func TestConfigDocumentedDefaults(t *testing.T) {
 		"defaults to media.DefaultHandshakeTimeout (15 s)",
 		"KeyLifetime time.Duration",
 		"If zero, defaults to off",
+		"so that a rotation needs no wall-time wait. If nil, defaults to time.Now. Clock func() time.Time",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("config.go does not say %q", want)

@@ -198,6 +198,17 @@ type Config struct {
 	// limits always apply.
 	KeyLifetime time.Duration
 
+	// Clock is the time the key schedule goes by: when an installed
+	// version activates for sending, when a version expires, when
+	// KeyLifetime runs out, when the versions a peer has moved on from are
+	// removed after RotationGrace, and when a failed fetch of a version met
+	// in an MKI may be tried again. Nothing in the schedule runs on a
+	// timer: the session compares on the packet path, reading the clock
+	// only while something is due. The DTLS handshake, RTCP reports, read
+	// deadlines and I/O timeouts stay on real time. Tests set it to the
+	// same fake clock as the KMS's. If nil, defaults to time.Now.
+	Clock func() time.Time
+
 	// ReplayWindow is the SRTP and SRTCP replay window in packets, from
 	// HeldPacketLimit+1 to 32768. If zero, defaults to DefaultReplayWindow
 	// (128).
@@ -297,6 +308,9 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.RotationGrace == 0 {
 		c.RotationGrace = DefaultRotationGrace
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.MaxPackets == 0 {
 		c.MaxPackets = DefaultMaxPackets

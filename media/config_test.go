@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func TestDocumentedDefaults(t *testing.T) {
 		"bounded to MinRetransmitInterval (100 ms) and DefaultRetransmitInterval (1 s)",
 		"defaults to DefaultProfiles (AEAD_AES_128_GCM, then AES_CM_128_HMAC_SHA1_80)",
 		"defaults to sdp.KeyingHybrid when KeySource is set, else sdp.KeyingDTLS",
+		"Tests set it to the same fake clock as the KMS's. If nil, defaults to time.Now.",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("config.go does not say %q", want)
@@ -57,6 +59,9 @@ func TestDocumentedDefaults(t *testing.T) {
 		got.HandshakeTimeout != DefaultHandshakeTimeout || len(got.Profiles) != 2 || got.Profiles[0] != ProfileAEADAES128GCM ||
 		got.KeyLifetime != 0 {
 		t.Errorf("resolved defaults %+v", got)
+	}
+	if got.Clock == nil || reflect.ValueOf(got.Clock).Pointer() != reflect.ValueOf(time.Now).Pointer() {
+		t.Error("a nil Clock did not resolve to time.Now")
 	}
 	a.Keying = ""
 	if got, _ := a.resolve(); got.Keying != sdp.KeyingDTLS {

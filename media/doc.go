@@ -51,6 +51,14 @@
 // protects more than the SRTP limits (2^48 SRTP, 2^31 SRTCP packets), nor
 // anything after its ExpiresAt: WriteRTP then fails with ErrKeyExhausted.
 //
+// Every time decision of the key schedule (activation, expiry,
+// KeyLifetime, the grace-period removal and the pacing of retried version
+// fetches) reads Config.Clock, time.Now by default. Since none of them
+// runs on a timer, a test can give the session the same fake clock as its
+// KMS and move both across a rotation while packets flow on real time
+// (TestClockDrivesKeySchedule). The DTLS handshake, RTCP reports,
+// attestation resends and read deadlines stay on real time.
+//
 // A receiver that meets, in an MKI, a version newer than every one it holds
 // (its peer learnt of a rotation first, as after a KMS outage when the
 // peer's watch reconnected sooner) fetches it at once from a KeySource that

@@ -72,7 +72,7 @@ func (s *Session) holdLocked(raw []byte, trailer int) bool {
 	if v <= newest || v <= s.removedUpTo || v-newest > fetchAhead {
 		return false
 	}
-	now := time.Now()
+	now := s.cfg.Clock()
 	if !f.inFlight {
 		if now.Before(f.nextTry) {
 			return false
@@ -105,7 +105,7 @@ func (s *Session) fetchVersion(v uint32) {
 		err = errors.New("media: key source returned another version")
 	}
 	if err == nil {
-		err = s.installKey(k, time.Now())
+		err = s.installKey(k, s.cfg.Clock())
 	}
 	clear(k.Key)
 	s.recvMu.Lock()
@@ -115,7 +115,7 @@ func (s *Session) fetchVersion(v uint32) {
 		if f.retry == 0 {
 			f.retry = fetchRetryInterval
 		}
-		f.nextTry = time.Now().Add(f.retry)
+		f.nextTry = s.cfg.Clock().Add(f.retry)
 		f.retry = min(2*f.retry, fetchRetryMax)
 		s.recvMu.Unlock()
 		if s.closed.Load() {

@@ -49,7 +49,7 @@ func (s *Session) newContexts(sendKS, sendMKI, recvKS, recvMKI []byte) error {
 		return fmt.Errorf("media: create receiving SRTP context: %w", err)
 	}
 	s.send, s.recv = send, recv
-	s.sendKey = sendKeyState{activated: time.Now()}
+	s.sendKey = sendKeyState{activated: s.cfg.Clock()}
 	s.setBudgets()
 	s.scheduleSendChecksLocked()
 	return nil
@@ -120,7 +120,7 @@ func (s *Session) checkKey(k CallKey, now time.Time) error {
 // source (kms and hybrid keying): it sends with the newest active version
 // (or the oldest, if none is active yet) and receives with all of them.
 func (s *Session) initVersioned(keys []CallKey) error {
-	now := time.Now()
+	now := s.cfg.Clock()
 	usable := make([]CallKey, 0, len(keys))
 	for _, k := range keys {
 		if len(usable) == 0 && s.callID == "" {
@@ -184,7 +184,7 @@ func (s *Session) InstallKey(k CallKey) error {
 	if s.closed.Load() {
 		return errClosed("install key")
 	}
-	return s.installKey(k, time.Now())
+	return s.installKey(k, s.cfg.Clock())
 }
 
 func (s *Session) installKey(k CallKey, now time.Time) error {
@@ -355,7 +355,7 @@ func (s *Session) observeVersionLocked(raw []byte, trailer int) {
 	for old := range s.recvKeys {
 		if old < v {
 			s.removeBelow = v
-			s.removeAt = time.Now().Add(s.cfg.RotationGrace).UnixNano()
+			s.removeAt = s.cfg.Clock().Add(s.cfg.RotationGrace).UnixNano()
 			return
 		}
 	}

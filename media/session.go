@@ -412,7 +412,7 @@ func (s *Session) protectRTPLocked(h *RTPHeader, payload []byte) ([]byte, error)
 		return nil, fmt.Errorf("media: RTP packet of up to %d bytes exceeds %d", n, MaxPacketSize)
 	}
 	if s.sendCheckAt != 0 {
-		s.sendEventsLocked(time.Now())
+		s.sendEventsLocked(s.cfg.Clock())
 	}
 	k := &s.sendKey
 	if k.expired || k.rtp >= k.rtpHardStop {
@@ -461,7 +461,7 @@ func (s *Session) writeRTCPLocked(pkt []byte) error {
 // Close runs (for the BYE); sendMu is held.
 func (s *Session) sendRTCPLocked(pkt []byte) error {
 	if s.sendCheckAt != 0 {
-		s.sendEventsLocked(time.Now())
+		s.sendEventsLocked(s.cfg.Clock())
 	}
 	k := &s.sendKey
 	if k.expired || k.rtcp >= maxSRTCPPackets {
@@ -720,7 +720,7 @@ func (s *Session) routeToQueue(raw []byte) bool {
 func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 	s.recvMu.Lock()
 	if s.removeAt != 0 {
-		s.removeOldKeysLocked(time.Now())
+		s.removeOldKeysLocked(s.cfg.Clock())
 	}
 	out, err := s.recv.DecryptRTP(dst, raw, &s.rHdr)
 	if err == nil && s.versioned {
@@ -750,7 +750,7 @@ func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 	s.recvMu.Lock()
 	if s.removeAt != 0 {
-		s.removeOldKeysLocked(time.Now())
+		s.removeOldKeysLocked(s.cfg.Clock())
 	}
 	out, err := s.recv.DecryptRTCP(dst, raw, &s.rcHdr)
 	if err == nil && s.versioned {
