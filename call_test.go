@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,8 +15,10 @@ import (
 	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/internal/cfgcheck"
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/internal/stunturn"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
@@ -238,94 +239,119 @@ func TestCallForcedRelay(t *testing.T) {
 	sendRecv(t, b, a, 20)
 }
 
-// Keys rotate every second while 50 packets a second flow both ways for
-// ten seconds: nothing may fail to decrypt and nothing may be lost.
+// Keys rotate eight times while 50 packets a second flow both ways: nothing
+// may fail to decrypt and nothing may be lost. The KMS, both kms.Clients
+// and both calls share one fake clock, so each rotation happens when the
+// test moves the clock to its scheduled time, and each new version must be
+// used for sending from exactly its activation time: not a millisecond
+// before, and on the first packet at it. Media flows on real time.
 func TestCallRotationUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("ten seconds of media; skipped with -short")
-	}
-	env := kmsEnv(t, "alice", "bob")
-	alice := kmsClient(t, env, "alice")
-	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}, RotateEvery: time.Second})
+	clk := fakeclock.New(time.Now())
+	env := clockKMS(t, clk, t.TempDir(), "alice", "bob")
+	alice := watched(clockClient(t, env, clk, "alice", kms.Backoff{}))
+	bob := watched(clockClient(t, env, clk, "bob", kms.Backoff{}))
+	const every, delay, rotations = time.Minute, kmsserver.DefaultActivationDelay, 8
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}, RotateEvery: every})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri}
-	cb := securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")}
+	ca := securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri, Media: securecall.MediaConfig{Clock: clk.Now}}
+	cb := securecall.Config{ICE: loopbackICE(), KeySource: bob, Media: securecall.MediaConfig{Clock: clk.Now}}
 	a, b := pair(t, ca, cb)
-
-	const seconds, rate = 10, 50
-	const n = seconds * rate
-	var wg sync.WaitGroup
-	var got [2]atomic.Int64
-	for i, c := range []*securecall.Call{a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 1500)
-			for got[i].Load() < n {
-				if _, _, err := c.ReadRTP(buf); err != nil {
-					return
-				}
-				got[i].Add(1)
-			}
-		}()
+	ab, ba := startStream(a, b), startStream(b, a)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			close(ab.stop)
+			close(ba.stop)
+		}
 	}
-	versions := map[uint32]bool{}
-	tick := time.NewTicker(time.Second / rate)
-	ha := media.RTPHeader{PayloadType: a.Codec().PayloadType, SSRC: a.SSRC(), SequenceNumber: 65000}
-	hb := media.RTPHeader{PayloadType: b.Codec().PayloadType, SSRC: b.SSRC(), SequenceNumber: 1}
-	payload := make([]byte, 160)
-	for range n {
-		<-tick.C
-		if err := a.WriteRTP(ha, payload); err != nil {
-			t.Fatal(err)
+	defer stop()
+	waitParked(t, clk)
+	waitFlow(t, 10, ab, ba)
+
+	versions := map[uint32]bool{a.Stats().SendKeyVersion: true}
+	for r := range rotations {
+		v := uint32(r + 2)
+		if r == 0 {
+			clk.Advance(every) // to the first scheduled rotation
+		} else {
+			clk.Advance(every - delay)
 		}
-		if err := b.WriteRTP(hb, payload); err != nil {
-			t.Fatal(err)
+		waitParked(t, clk)
+		alice.waitSeen(t, v, 10*time.Second)
+		bob.waitSeen(t, v, 10*time.Second)
+		clk.Advance(delay - time.Millisecond)
+		waitFlow(t, 5, ab, ba)
+		if va, vb := a.Stats().SendKeyVersion, b.Stats().SendKeyVersion; va != v-1 || vb != v-1 {
+			t.Fatalf("a millisecond before version %d activates, the calls send with %d and %d", v, va, vb)
 		}
-		ha.SequenceNumber++
-		hb.SequenceNumber++
-		ha.Timestamp += 160
-		hb.Timestamp += 160
+		clk.Advance(time.Millisecond)
+		waitFor(t, 10*time.Second, func() bool { return a.Stats().SendKeyVersion == v && b.Stats().SendKeyVersion == v })
+		waitFlow(t, 5, ab, ba)
 		versions[a.Stats().SendKeyVersion] = true
 	}
-	tick.Stop()
-	waitFor(t, 3*time.Second, func() bool { return got[0].Load() == n && got[1].Load() == n })
+	stop()
+	settleStreams(ab, ba)
+	for name, s := range map[string]*stream{"caller to callee": ab, "callee to caller": ba} {
+		if lost, sent := s.lost(); lost != 0 {
+			t.Errorf("%s: received %d of %d packets", name, sent-lost, sent)
+		}
+	}
 	a.Close()
 	b.Close()
-	wg.Wait()
+	ab.wg.Wait()
+	ba.wg.Wait()
+	for _, s := range []*stream{ab, ba} {
+		select {
+		case err := <-s.errs:
+			t.Errorf("media error: %v", err)
+		default:
+		}
+	}
 	sa, sb := a.Stats(), b.Stats()
 	if sa.AuthFailures+sb.AuthFailures+sa.UnknownMKIDrops+sb.UnknownMKIDrops+sa.ReplaysDropped+sb.ReplaysDropped != 0 {
 		t.Errorf("decrypt failures: caller %+v, callee %+v", sa.Stats, sb.Stats)
 	}
-	if got[0].Load() != n || got[1].Load() != n {
-		t.Errorf("received %d and %d of %d packets", got[0].Load(), got[1].Load(), n)
-	}
-	if len(versions) < seconds-2 {
-		t.Errorf("saw %d key versions in %d s of rotation every second", len(versions), seconds)
+	if len(versions) != rotations+1 {
+		t.Errorf("sent with %d key versions over %d rotations", len(versions), rotations)
 	}
 }
 
 // After a participant is removed the KMS rotates at once; the removed
 // device cannot fetch the new version, so once senders switch to it the
 // removed side decrypts nothing more, while the remaining side carries on.
+// The KMS, the clients and the calls share a fake clock: the caller keeps
+// the old version until the test moves the clock to the new one's
+// activation, and switches then.
 func TestCallParticipantRemoval(t *testing.T) {
-	env := kmsEnv(t, "alice", "bob")
-	alice := kmsClient(t, env, "alice")
+	clk := fakeclock.New(time.Now())
+	env := clockKMS(t, clk, t.TempDir(), "alice", "bob")
+	alice := watched(clockClient(t, env, clk, "alice", kms.Backoff{}))
 	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, b := pair(t,
-		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri},
-		securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")})
+		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri, Media: securecall.MediaConfig{Clock: clk.Now}},
+		securecall.Config{ICE: loopbackICE(), KeySource: clockClient(t, env, clk, "bob", kms.Backoff{}), Media: securecall.MediaConfig{Clock: clk.Now}})
 	sendRecv(t, a, b, 10)
 	before := a.Stats().SendKeyVersion
 
 	if err := alice.RemoveParticipant(context.Background(), uri, "bob"); err != nil {
 		t.Fatal(err)
 	}
+	// The version made at the removal reaches the caller; until its
+	// activation time the caller still sends with the old one, which the
+	// removed participant still decrypts.
+	alice.waitSeen(t, before+1, 10*time.Second)
+	clk.Advance(kmsserver.DefaultActivationDelay - time.Millisecond)
+	sendRecv(t, a, b, 5)
+	if v := a.Stats().SendKeyVersion; v != before {
+		t.Fatalf("the caller sends with version %d a millisecond before the removal's version activates", v)
+	}
+	clk.Advance(time.Millisecond)
 
 	// Bob keeps reading; every packet he can decrypt is recorded by its
 	// sequence number.
@@ -346,8 +372,9 @@ func TestCallParticipantRemoval(t *testing.T) {
 		}
 	}()
 	// Alice sends until she has switched to the version made at the
-	// removal (the switch happens on the send path at its activation
-	// time), then 20 packets more.
+	// removal (the switch happens on the send path, the clock being at its
+	// activation time), then 20 packets more. She must switch on her
+	// first packet.
 	h := media.RTPHeader{PayloadType: a.Codec().PayloadType, SSRC: a.SSRC(), SequenceNumber: 500}
 	var first uint16 // the first sequence number under the new version
 	deadline := time.Now().Add(10 * time.Second)
@@ -358,6 +385,9 @@ func TestCallParticipantRemoval(t *testing.T) {
 		if a.Stats().SendKeyVersion > before {
 			if sent == 0 {
 				first = h.SequenceNumber
+				if first != 500 {
+					t.Fatalf("the caller switched on packet %d, not on the first one at the activation time", first)
+				}
 			}
 			sent++
 		} else if time.Now().After(deadline) {
