@@ -11,7 +11,9 @@ import (
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 )
 
@@ -95,15 +97,16 @@ func (s *stream) lost() (lost, sent int) {
 // watch backoff, fetches that version on demand when it meets it in an
 // MKI and decrypts the packets it held meanwhile. Then the KMS goes down
 // for good across another rotation time: still nothing is lost, because
-// neither side can learn a version the other lacks.
+// neither side can learn a version the other lacks. The KMS (both runs),
+// both kms.Clients and both calls share one fake clock, so the rotation
+// times pass when the test moves the clock; media and the clients' backoff
+// run on real time.
 func TestKMSOutageRotationNoLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("about 12 s of media; skipped with -short")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	clk := fakeclock.New(time.Now())
 	dir := t.TempDir()
-	env, err := devkms.Start(ctx, dir, "alice", "bob")
+	env, err := devkms.StartWith(ctx, dir, clockKMSOptions(clk, devkms.Options{}), "alice", "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,34 +117,18 @@ func TestKMSOutageRotationNoLoss(t *testing.T) {
 		}
 	}()
 	addr := strings.TrimPrefix(env.URL, "https://")
-	client := func(id string, b kms.Backoff) *kms.Client {
-		cfg, err := env.ClientConfig(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Backoff = b
-		c, err := kms.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if err := c.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	// Alice's watch comes back at once; Bob's stays in backoff for the
 	// rest of the test (a retry is uniform in [0, 1 min)).
-	alice := client("alice", kms.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond})
-	bob := client("bob", kms.Backoff{Initial: time.Minute, Max: time.Minute})
-	const every = 2 * time.Second
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}, RotateEvery: every})
+	aliceKMS := watched(clockClient(t, env, clk, "alice", kms.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}))
+	bobKMS := clockClient(t, env, clk, "bob", kms.Backoff{Initial: time.Minute, Max: time.Minute})
+	const every, delay = time.Minute, kmsserver.DefaultActivationDelay
+	uri, err := aliceKMS.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}, RotateEvery: every})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, b := pair(t,
-		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri},
-		securecall.Config{ICE: loopbackICE(), KeySource: bob})
+		securecall.Config{ICE: loopbackICE(), KeySource: aliceKMS, KeyURI: uri, Media: securecall.MediaConfig{Clock: clk.Now}},
+		securecall.Config{ICE: loopbackICE(), KeySource: bobKMS, Media: securecall.MediaConfig{Clock: clk.Now}})
 	ab, ba := startStream(a, b), startStream(b, a)
 	stopped := false
 	stop := func() {
@@ -152,7 +139,8 @@ func TestKMSOutageRotationNoLoss(t *testing.T) {
 		}
 	}
 	defer stop()
-	time.Sleep(500 * time.Millisecond)
+	waitParked(t, clk)
+	waitFlow(t, 10, ab, ba)
 	v1 := a.Stats().SendKeyVersion
 
 	// Down across the next scheduled rotation.
@@ -160,12 +148,21 @@ func TestKMSOutageRotationNoLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	envUp = nil
-	time.Sleep(every + time.Second)
-	env2, err := devkms.StartWith(ctx, dir, devkms.Options{Addr: addr}, "alice", "bob")
+	clk.Advance(every + time.Second)
+	waitFlow(t, 10, ab, ba) // media goes on without the KMS
+	if va, vb := a.Stats().SendKeyVersion, b.Stats().SendKeyVersion; va != v1 || vb != v1 {
+		t.Fatalf("with the KMS down the calls moved from version %d to %d and %d", v1, va, vb)
+	}
+	env2, err := devkms.StartWith(ctx, dir, clockKMSOptions(clk, devkms.Options{Addr: addr}), "alice", "bob")
 	if err != nil {
 		t.Fatalf("restart the KMS on the same store: %v", err)
 	}
 	envUp = env2
+	// The restarted KMS makes the overdue rotation at once; Alice's watch
+	// brings it back, and it activates when the clock reaches its time.
+	waitParked(t, clk)
+	aliceKMS.waitSeen(t, v1+1, 15*time.Second)
+	clk.Advance(delay)
 	waitFor(t, 15*time.Second, func() bool {
 		va, vb := a.Stats().SendKeyVersion, b.Stats().SendKeyVersion
 		return va > v1 && va == vb
@@ -174,18 +171,18 @@ func TestKMSOutageRotationNoLoss(t *testing.T) {
 		a.Stats().SendKeyVersion, b.Stats().SendKeyVersion, b.Stats().KeyFetches, b.Stats().PacketsHeld)
 
 	// Down for good across another rotation time, right after both ends
-	// switched (the next rotation is a second away): neither can learn a
-	// version the other lacks. (Had the KMS died in the second between one
-	// end learning a version and the other fetching it, the packets under
-	// that version would be lost while the KMS stays down; see
-	// media.KeyFetcher.)
+	// switched: neither can learn a version the other lacks. (Had the KMS
+	// died between one end learning a version and the other fetching it,
+	// the packets under that version would be lost while the KMS stays
+	// down; see media.KeyFetcher.)
 	if err := env2.Close(); err != nil {
 		t.Fatal(err)
 	}
 	envUp = nil
-	time.Sleep(every + time.Second)
+	clk.Advance(every + time.Second)
+	waitFlow(t, 25, ab, ba)
 	stop()
-	time.Sleep(300 * time.Millisecond) // the last packets in flight
+	settleStreams(ab, ba) // the last packets in flight
 	for name, s := range map[string]*stream{"alice to bob": ab, "bob to alice": ba} {
 		lost, sent := s.lost()
 		t.Logf("%s: %d of %d packets lost", name, lost, sent)
