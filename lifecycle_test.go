@@ -12,7 +12,9 @@ import (
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
@@ -486,10 +488,14 @@ func TestMediaSilence(t *testing.T) {
 // A sender that reaches its key's packet budget asks the KMS for a
 // rotation itself (kms.Client is a media.KeyRotator), and both ends move
 // to the new version without the application doing anything but
-// configuring the budget.
+// configuring the budget. The KMS, the clients and the calls share a fake
+// clock: the new version is used from its activation time, when the test
+// moves the clock there, not before.
 func TestKeyBudgetRotates(t *testing.T) {
-	env := kmsEnv(t, "alice", "bob")
-	alice := kmsClient(t, env, "alice")
+	clk := fakeclock.New(time.Now())
+	env := clockKMS(t, clk, t.TempDir(), "alice", "bob")
+	alice := watched(clockClient(t, env, clk, "alice", kms.Backoff{}))
+	bob := watched(clockClient(t, env, clk, "bob", kms.Backoff{}))
 	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
 	if err != nil {
 		t.Fatal(err)
@@ -498,7 +504,8 @@ func TestKeyBudgetRotates(t *testing.T) {
 	ca := securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri}
 	ca.Media.MaxPackets = 20
 	ca.Media.OnRotationNeeded = func(r media.RotationRequest) { asked <- r }
-	a, b := pair(t, ca, securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")})
+	ca.Media.Clock = clk.Now
+	a, b := pair(t, ca, securecall.Config{ICE: loopbackICE(), KeySource: bob, Media: securecall.MediaConfig{Clock: clk.Now}})
 	v1 := a.Stats().SendKeyVersion
 	sendRecv(t, a, b, 25)
 	select {
@@ -509,14 +516,19 @@ func TestKeyBudgetRotates(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no rotation request at the packet budget")
 	}
-	// The KMS's new version activates after its activation delay; keep
-	// sending until the sender has switched.
-	deadline := time.Now().Add(15 * time.Second)
-	for a.Stats().SendKeyVersion == v1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the sender never moved to a new version after its budget ran out")
-		}
-		sendRecv(t, a, b, 5)
+	// The KMS's new version reaches both ends and activates after the
+	// activation delay: the sender keeps the old one until then.
+	alice.waitSeen(t, v1+1, 10*time.Second)
+	bob.waitSeen(t, v1+1, 10*time.Second)
+	clk.Advance(kmsserver.DefaultActivationDelay - time.Millisecond)
+	sendRecv(t, a, b, 5)
+	if v := a.Stats().SendKeyVersion; v != v1 {
+		t.Fatalf("the sender moved to version %d a millisecond before its activation", v)
+	}
+	clk.Advance(time.Millisecond)
+	sendRecv(t, a, b, 5)
+	if v := a.Stats().SendKeyVersion; v != v1+1 {
+		t.Fatalf("the sender sends with version %d at the activation of version %d", v, v1+1)
 	}
 	sendRecv(t, a, b, 10)
 	if st := b.Stats(); st.AuthFailures != 0 || st.UnknownMKIDrops != 0 {
