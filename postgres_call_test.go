@@ -10,6 +10,7 @@ import (
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/internal/pgtest"
 	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/kms/kmsserver"
@@ -20,7 +21,11 @@ import (
 // A call whose key rotates every second on two KMS replicas keeps every
 // packet while the replica both devices use goes away and PostgreSQL
 // restarts: the devices' watches fail over and the new versions arrive
-// before they activate.
+// before they activate. The replicas, the clients and the calls share one
+// fake clock, moved a second (one rotation period, and the activation
+// delay) per 50 packets; before each move the test checks that both
+// devices' watches delivered the newest version, so every version arrives
+// before it activates. Media and the failover run on real time.
 func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short: a 10 s media test")
@@ -30,7 +35,8 @@ func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 	dir := t.TempDir()
 	var envs []*devkms.Env
 	var stores []*pgstore.Store
-	scfg := kmsserver.Config{}
+	clk := fakeclock.New(time.Now())
+	scfg := kmsserver.Config{Clock: clk.Now, WakeAt: clk.WakeAt}
 	for i := range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		st, err := pgstore.Open(ctx, dsn)
@@ -56,13 +62,14 @@ func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 			stores[i].Close()
 		}
 	}
-	client := func(id string) *kms.Client {
+	client := func(id string) *watchedSource {
 		cfg, err := envs[0].ClientConfig(id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.URLs = []string{envs[1].URL}
 		cfg.Backoff = kms.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+		cfg.Clock = clk.Now
 		c, err := kms.NewClient(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -70,7 +77,7 @@ func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 		if err := c.Register(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		return c
+		return watched(c)
 	}
 	alice, bob := client("alice"), client("bob")
 	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}, RotateEvery: time.Second})
@@ -78,8 +85,8 @@ func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := connectPair(t,
-		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri},
-		securecall.Config{ICE: loopbackICE(), KeySource: bob})
+		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri, Media: securecall.MediaConfig{Clock: clk.Now}},
+		securecall.Config{ICE: loopbackICE(), KeySource: bob, Media: securecall.MediaConfig{Clock: clk.Now}})
 	// Calls first, then the clients, then the replicas.
 	defer func() {
 		a.Close()
@@ -128,6 +135,14 @@ func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 			cluster.Restart(t)
 			events = append(events, fmt.Sprintf("PostgreSQL restarted by packet %d", i))
 		}
+		if i%50 == 25 { // a second of media: the next rotation period
+			up := 2
+			if closed[0] {
+				up = 1
+			}
+			newest := advanceAndDeliver(t, clk, up, alice, bob, uri)
+			events = append(events, fmt.Sprintf("v%d delivered by packet %d", newest, i))
+		}
 		binary.BigEndian.PutUint16(payload, uint16(i))
 		h := media.RTPHeader{PayloadType: pt, SequenceNumber: uint16(1000 + i), Timestamp: uint32(160 * i), SSRC: a.SSRC()}
 		if err := a.WriteRTP(h, payload); err != nil {
@@ -157,4 +172,33 @@ func TestInteropPostgresCallSurvivesReplicaLoss(t *testing.T) {
 	if keys[len(keys)-1].Version < 6 {
 		t.Fatalf("only %d versions in 9 s of a 1 s schedule: rotation stopped with the replica", keys[len(keys)-1].Version)
 	}
+}
+
+// advanceAndDeliver moves the replicas' clock by one second, waits until
+// the up replicas' schedulers have done what was due, and then until both
+// devices' watches have delivered the call's newest version (at most 15 s
+// of real time, for a failover); it returns that version.
+func advanceAndDeliver(t *testing.T, clk *fakeclock.Clock, up int, alice, bob *watchedSource, uri string) uint32 {
+	t.Helper()
+	clk.Advance(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := clk.WaitArmed(ctx, up); err != nil {
+		t.Fatalf("the replicas' schedulers did not park again: %v", err)
+	}
+	var keys []media.CallKey
+	var err error
+	for {
+		if keys, err = alice.Fetch(ctx, uri); err == nil && len(keys) > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("fetch the call's keys: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	newest := keys[len(keys)-1].Version
+	alice.waitSeen(t, newest, 15*time.Second)
+	bob.waitSeen(t, newest, 15*time.Second)
+	return newest
 }
