@@ -1,8 +1,9 @@
 // Package fakeclock is a clock for tests that only moves when the test
 // advances it. It plugs into the clock seams of kmsserver.Config (Clock,
-// WakeAt) and kms.Config (Clock), so that tests over a real loopback KMS
-// run scheduled rotation, expiry and retention without waiting on wall
-// time. testing/synctest cannot hold those tests: they do real network
+// WakeAt), kms.Config (Clock) and media.Config (Clock, which
+// securecall.MediaConfig passes on), so that tests over a real loopback
+// KMS run scheduled rotation, activation, expiry and retention without
+// waiting on wall time. testing/synctest cannot hold those tests: they do real network
 // I/O.
 //
 // # Concurrency
