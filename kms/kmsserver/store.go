@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Store keeps the KMS's state: devices, calls with their (KEK-sealed) key
@@ -76,7 +77,7 @@ func OpenFileStore(path string) (*FileStore, error) {
 		return nil, fmt.Errorf("kmsserver: open store %q: %w", path, err)
 	}
 	db, err := guarded(func() (*bolt.DB, error) { return bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second}) })
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store %q: %w", path, ErrStoreLocked)
 	}
 	if err != nil {
