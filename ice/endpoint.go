@@ -107,6 +107,10 @@ type Endpoint struct {
 	byLocal map[string]*endpointUse         // current local ufrag -> call, for in-process delivery
 	pending map[[12]byte]pendingTx          // STUN requests sent, by transaction ID
 	uses    map[*endpointUse]struct{}
+	consent map[string]*consentSession // local ufrag -> parked Transport
+
+	stop        chan struct{} // closed by Close: stops consentLoop
+	consentDone chan struct{} // closed when consentLoop has stopped
 
 	sendMu   sync.Mutex
 	sendQ    []sendSlot
@@ -125,9 +129,10 @@ type batchConn interface {
 }
 
 type pendingTx struct {
-	to  *stunConn
-	at  int64 // unix ns
-	use bool  // a nominating request (USE-CANDIDATE)
+	to  *stunConn       // pion's connection that sent it, or
+	cs  *consentSession // the parked Transport's consent check
+	at  int64           // unix ns
+	use bool            // a nominating request (USE-CANDIDATE)
 }
 
 type sendSlot struct {
@@ -187,16 +192,19 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 	_ = conn.SetReadBuffer(endpointSocketBuffer)
 	_ = conn.SetWriteBuffer(endpointSocketBuffer)
 	e := &Endpoint{
-		conn:    conn,
-		addr:    conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		log:     logger,
-		done:    make(chan struct{}),
-		byUfrag: make(map[string]*stunConn),
-		byTuple: make(map[netip.AddrPort]*endpointUse),
-		byLocal: make(map[string]*endpointUse),
-		pending: make(map[[12]byte]pendingTx),
-		uses:    make(map[*endpointUse]struct{}),
-		msgs:    make([]ipv4.Message, endpointBatch),
+		conn:        conn,
+		addr:        conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		log:         logger,
+		done:        make(chan struct{}),
+		byUfrag:     make(map[string]*stunConn),
+		byTuple:     make(map[netip.AddrPort]*endpointUse),
+		byLocal:     make(map[string]*endpointUse),
+		pending:     make(map[[12]byte]pendingTx),
+		uses:        make(map[*endpointUse]struct{}),
+		consent:     make(map[string]*consentSession),
+		stop:        make(chan struct{}),
+		consentDone: make(chan struct{}),
+		msgs:        make([]ipv4.Message, endpointBatch),
 	}
 	e.addr = netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port())
 	if e.addr.Addr().Is4() {
@@ -208,6 +216,7 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 		e.msgs[i].Buffers = make([][]byte, 1)
 	}
 	go e.read()
+	go e.consentLoop()
 	return e, nil
 }
 
@@ -251,6 +260,8 @@ func (e *Endpoint) Close() error {
 	e.mu.Unlock()
 	err := e.conn.Close()
 	<-e.done
+	close(e.stop)
+	<-e.consentDone
 	for _, u := range uses {
 		u.media.fail(ErrEndpointClosed)
 	}
@@ -361,6 +372,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 	}
 	var (
 		to      *stunConn
+		cs      *consentSession
 		claimed *endpointUse
 	)
 	typ := binary.BigEndian.Uint16(b[0:2])
@@ -378,6 +390,9 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 				}
 			}
 			to = e.byUfrag[string(local)]
+			if to == nil {
+				cs = e.consent[string(local)]
+			}
 			if to != nil && typ == 0x0001 {
 				if _, ok := stunAttr(b, attrUseCandidate); ok {
 					to.nominatedBy(id, src)
@@ -387,7 +402,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 	case 0x0100, 0x0110: // success and error responses: by transaction
 		if p, ok := e.pending[id]; ok {
 			delete(e.pending, id)
-			to = p.to
+			to, cs = p.to, p.cs
 			if p.use && typ == 0x0101 {
 				// The peer accepted our nomination: media from src
 				// follows at once, before pion reports the pair.
@@ -400,7 +415,17 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		}
 	}
 	e.mu.Unlock()
-	if to == nil {
+	if cs != nil {
+		e.stats.stun.Add(1)
+		if typ&0x0110 == 0 {
+			cs.onRequest(b, src)
+		} else {
+			cs.onResponse(b, src)
+		}
+		return
+	}
+	if to == nil || to.isClosed() {
+		// Also a late answer to a check of a parked Transport's closed agent.
 		e.stats.unrouted.Add(1)
 		return
 	}
@@ -457,7 +482,7 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 		// Unanswered checks: forget the old ones. The sweep is linear but
 		// runs once per maxPendingTx requests per Transport at most.
 		for k, p := range e.pending {
-			if now-p.at > int64(pendingTxAge) || p.to.isClosed() {
+			if now-p.at > int64(pendingTxAge) || p.to != nil && p.to.isClosed() || p.cs != nil && p.cs.stopped.Load() {
 				delete(e.pending, k)
 			}
 		}
@@ -1008,7 +1033,7 @@ var (
 // claimSelected routes the selected pair's 5-tuple to this Transport on
 // its Endpoint.
 func (t *Transport) claimSelected() error {
-	pair, err := t.agent.GetSelectedCandidatePair()
+	pair, err := t.ag().GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		return fmt.Errorf("%w: no selected pair", ErrNoPath)
 	}

@@ -70,7 +70,7 @@ func (l *candidateLimit) reset() {
 // localsByType counts the agent's local candidates per network type.
 func (t *Transport) localsByType() map[pice.NetworkType]int {
 	locals := make(map[pice.NetworkType]int)
-	cands, err := t.agent.GetLocalCandidates()
+	cands, err := t.ag().GetLocalCandidates()
 	if err != nil {
 		return locals
 	}
