@@ -1033,7 +1033,11 @@ var (
 // claimSelected routes the selected pair's 5-tuple to this Transport on
 // its Endpoint.
 func (t *Transport) claimSelected() error {
-	pair, err := t.ag().GetSelectedCandidatePair()
+	ag := t.ag()
+	if ag == nil {
+		return fmt.Errorf("%w: no selected pair", ErrNoPath)
+	}
+	pair, err := ag.GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		return fmt.Errorf("%w: no selected pair", ErrNoPath)
 	}

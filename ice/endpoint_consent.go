@@ -258,5 +258,9 @@ func (t *Transport) park(controlling bool) error {
 	// pion reports Closed, which noteConnectivity ignores; its notifier
 	// has finished when GracefulClose returns, so onState has one caller.
 	_ = ag.GracefulClose()
+	// Drop the closed agent (its candidates, check list and buffers): a
+	// restart makes a new one.
+	t.agent.CompareAndSwap(ag, nil)
+	t.ep.stun.Store(nil)
 	return nil
 }

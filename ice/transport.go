@@ -253,8 +253,13 @@ func NewTransport(cfg Config) (*Transport, error) {
 	return t, nil
 }
 
-// ag returns the current pion agent.
+// ag returns the current pion agent; nil once the Transport is parked
+// (until an ICE restart makes a new one).
 func (t *Transport) ag() *pice.Agent { return t.agent.Load() }
+
+// errParked is what the agent's methods that need pion fail with while
+// the Transport is parked on its Endpoint.
+var errParked = errors.New("connected on an Endpoint: ICE is finished until Restart")
 
 // newAgent makes the pion agent and installs the Transport's handlers.
 func (t *Transport) newAgent(acfg *pice.AgentConfig) error {
@@ -457,7 +462,11 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 	t.mu.Lock()
 	t.relayErr = ""
 	t.mu.Unlock()
-	if err := t.ag().GatherCandidates(); err != nil {
+	ag := t.ag()
+	if ag == nil {
+		return fmt.Errorf("ice: gather: %w", errParked)
+	}
+	if err := ag.GatherCandidates(); err != nil {
 		return fmt.Errorf("ice: gather: %w", err)
 	}
 	var relays int
@@ -572,11 +581,17 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if closed {
 		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
 	}
+	ag := t.ag()
+	if ag == nil {
+		// Parked: the path is chosen and pion (which would not renominate
+		// either) is gone; a late trickled candidate changes nothing.
+		return nil
+	}
 	key := fmt.Sprint(pc.Component(), " ", pc.NetworkType(), " ", pc.Type(), " ", pc.Address(), " ", pc.Port())
 	if !t.limit.admit(key, pc.NetworkType(), t.localsByType()) {
 		return nil
 	}
-	if err := t.ag().AddRemoteCandidate(pc); err != nil {
+	if err := ag.AddRemoteCandidate(pc); err != nil {
 		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
 	}
 	return nil
@@ -763,7 +778,11 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 // notifier has not yet run onSelected, so that Path is current as soon as
 // Connect returns.
 func (t *Transport) notePath() {
-	pair, err := t.ag().GetSelectedCandidatePair()
+	ag := t.ag()
+	if ag == nil {
+		return
+	}
+	pair, err := ag.GetSelectedCandidatePair()
 	if err != nil || pair == nil || t.pathAllowed(pair.Local, pair.Remote) != nil {
 		return
 	}
@@ -918,7 +937,11 @@ func (t *Transport) SetRemote(remote Peer) error {
 		go t.reconnect(remote)
 		return nil
 	}
-	if err := t.ag().SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
+	ag := t.ag()
+	if ag == nil {
+		return nil // parked, no restart: the consent session keeps its peer
+	}
+	if err := ag.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
 	return nil

@@ -51,7 +51,7 @@ type Session struct {
 	send         *srtp.Context
 	wHdr         rtp.Header
 	wcHdr        rtcp.Header
-	wplain, wout []byte
+	wout         []byte // the packet is built and protected in place here
 	sendKey      sendKeyState
 	pending      []pendingKey // kms/hybrid: installed, not yet active, ascending
 	sendCheckAt  int64        // unix ns of the next time-based send event; 0: none
@@ -78,10 +78,11 @@ type Session struct {
 	life    context.Context
 	endLife context.CancelFunc
 
-	// Reading. Whoever holds tok reads the transport and may use rbuf and
-	// rplain; packets of the other kind go to its queue.
+	// Reading. Whoever holds tok reads the transport into rbuf, where a
+	// packet of its kind is unprotected in place; packets of the other
+	// kind go to its queue.
 	tok          chan struct{}
-	rbuf, rplain []byte
+	rbuf         []byte
 	rtpQ, rtcpQ  chan *packetBuf
 	rdl          deadline
 	rtpMu        sync.Mutex // serializes ReadRTP, owns csrc and ext
@@ -184,8 +185,6 @@ func newSession(c Config, conn net.Conn) *Session {
 		done:     make(chan struct{}),
 		tok:      make(chan struct{}, 1),
 		rbuf:     make([]byte, MaxPacketSize),
-		rplain:   make([]byte, MaxPacketSize),
-		wplain:   make([]byte, 0, MaxPacketSize),
 		wout:     make([]byte, 0, MaxPacketSize+64),
 		rtpQ:     make(chan *packetBuf, queueLen),
 		rtcpQ:    make(chan *packetBuf, queueLen),
@@ -416,9 +415,11 @@ func (s *Session) protectRTPLocked(h *RTPHeader, payload []byte) ([]byte, error)
 	if k.expired || k.rtp >= k.rtpHardStop {
 		return nil, fmt.Errorf("media: write RTP with key version %d: %w", k.version, ErrKeyExhausted)
 	}
-	plain := h.appendTo(s.wplain[:0])
+	// pion/srtp protects in place when dst and the plaintext are one
+	// buffer: one buffer per session instead of two.
+	plain := h.appendTo(s.wout[:0])
 	plain = append(plain, payload...)
-	out, err := s.send.EncryptRTP(s.wout[:0], plain, &s.wHdr)
+	out, err := s.send.EncryptRTP(plain, plain, &s.wHdr)
 	if err != nil {
 		return nil, fmt.Errorf("media: protect RTP: %w", err)
 	}
@@ -555,7 +556,7 @@ var testHookBeforeToken atomic.Pointer[func(*Session)]
 // next returns the next authenticated packet of kind want. Either it comes
 // from q (b is not nil: the caller returns it to the pool), or the caller
 // read it off the transport and still holds the read token (b is nil: the
-// caller calls release when done with pkt, which is in s.rplain).
+// caller calls release when done with pkt, which is in s.rbuf).
 func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packetBuf, err error) {
 	op := "read RTP"
 	if want == kindRTCP {
@@ -655,7 +656,7 @@ func classify(p []byte) packetKind {
 }
 
 // handle processes one datagram read by the token holder. A packet of kind
-// want is unprotected into s.rplain and returned; anything else goes where
+// want is unprotected in place and returned; anything else goes where
 // it belongs.
 func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 	kind := classify(raw)
@@ -663,9 +664,9 @@ func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 	case kind == kindDTLS:
 		s.toDTLS(raw)
 	case kind == want && want == kindRTP:
-		return s.unprotectRTP(s.rplain, raw)
+		return s.unprotectRTP(raw, raw) // in place (pion/srtp allows it)
 	case kind == want && want == kindRTCP:
-		return s.unprotectRTCP(s.rplain, raw)
+		return s.unprotectRTCP(raw, raw)
 	case kind == kindRTP || kind == kindRTCP:
 		s.routeToQueue(raw)
 	default:
