@@ -47,17 +47,17 @@ type Session struct {
 
 	// Sending: the SRTP context and everything it protects is owned by
 	// sendMu. WriteRTP and WriteRTCP hold it for one packet.
-	sendMu       sync.Mutex
-	send         *srtp.Context
-	wHdr         rtp.Header
-	wcHdr        rtcp.Header
-	wout         []byte // the packet is built and protected in place here
-	sendKey      sendKeyState
-	pending      []pendingKey // kms/hybrid: installed, not yet active, ascending
-	sendCheckAt  int64        // unix ns of the next time-based send event; 0: none
-	cbMu         sync.Mutex   // serializes OnRotationNeeded
-	attestOut    attestSend   // this side's path attestation (attest.go)
-	attestIn     attestRecv   // the peer's
+	sendMu      sync.Mutex
+	send        *srtp.Context
+	wHdr        rtp.Header
+	wcHdr       rtcp.Header
+	wout        []byte // the packet is built and protected in place here
+	sendKey     sendKeyState
+	pending     []pendingKey // kms/hybrid: installed, not yet active, ascending
+	sendCheckAt int64        // unix ns of the next time-based send event; 0: none
+	cbMu        sync.Mutex   // serializes OnRotationNeeded
+	attestOut   attestSend   // this side's path attestation (attest.go)
+	attestIn    attestRecv   // the peer's
 
 	// Receiving: recvMu owns the SRTP context and the version bookkeeping.
 	recvMu      sync.Mutex
@@ -81,14 +81,14 @@ type Session struct {
 	// Reading. Whoever holds tok reads the transport into rbuf, where a
 	// packet of its kind is unprotected in place; packets of the other
 	// kind go to its queue.
-	tok          chan struct{}
-	rbuf         []byte
-	rtpQ, rtcpQ  chan *packetBuf
-	rdl          deadline
-	rtpMu        sync.Mutex // serializes ReadRTP, owns csrc and ext
-	csrc         [15]uint32
-	ext          []byte
-	rtcpMu       sync.Mutex // serializes ReadRTCP
+	tok         chan struct{}
+	rbuf        []byte
+	rtpQ, rtcpQ chan *packetBuf
+	rdl         deadline
+	rtpMu       sync.Mutex // serializes ReadRTP, owns csrc and ext
+	csrc        [15]uint32
+	ext         []byte
+	rtcpMu      sync.Mutex // serializes ReadRTCP
 
 	// DTLS (dtls and hybrid keying). dtMu guards dt, dconn and dtDone
 	// while handshake attempts replace dt; after the handshake only
