@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/transport/v3/packetio"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -34,9 +33,10 @@ const (
 	// endpointBufSize is the largest datagram the Endpoint receives;
 	// longer ones are dropped as truncated.
 	endpointBufSize = 2048
-	// endpointMediaQueue bounds the bytes (with a 2-byte header each)
-	// waiting for one call's reader; more are dropped, as by a socket.
-	endpointMediaQueue = 128 << 10
+	// endpointMediaQueue bounds the datagrams waiting for one call's
+	// reader (in pooled 2 KiB records: an idle call holds none); more are
+	// dropped, as by a socket.
+	endpointMediaQueue = 64
 	// endpointSTUNQueue bounds the STUN messages waiting for pion's agent
 	// (checks arrive every 50 ms per pair while connecting, consent every
 	// few seconds after).
@@ -79,15 +79,28 @@ const (
 // the process (to the Transport whose ufrag is the sender's remote ufrag)
 // and never reaches the socket.
 //
+// Once connected, a Transport on an Endpoint is parked: its pion agent is
+// closed (with its goroutines, check list and buffers) and the Endpoint
+// keeps the path's consent (RFC 7675) itself: the reader answers the
+// peer's authenticated binding requests, and one timer goroutine per
+// Endpoint sends each parked Transport's check every KeepaliveInterval
+// (+-20%) and reports, through Config.OnConnectivity and OnFailed, a path
+// whose peer stopped answering for DisconnectedTimeout (and then for
+// FailedTimeout more), or came back, as pion's agent would. Only
+// authenticated STUN on the selected 5-tuple counts as consent; media
+// does not. A Restart makes a new pion agent, runs its checks (started
+// by SetRemote) and parks again; a parked Transport ignores late
+// trickled candidates and refuses Gather until Restart.
+//
 // What it saves, per call: the socket (a file descriptor) and its reader
 // goroutine, the ice package's pump goroutine and its 1 MiB-bounded
 // buffer, pion's packet buffer for media (media never passes through
-// pion's agent), and system calls: one recvmmsg for up to 32 datagrams of
-// any calls instead of one recvfrom (and an EAGAIN) per datagram. What it
-// does not save: pion/ice's agent goroutines (its task loop, its check
-// ticker, the goroutine its gathering context needs, and one in which it
-// waits for STUN per local candidate: 4 per connected Transport) and its
-// consent check every KeepaliveInterval.
+// pion's agent), every goroutine of pion's agent once connected (4 on a
+// connected Transport with its own sockets: task loop, check ticker, a
+// STUN reader per candidate, a context watcher), and system calls: one
+// recvmmsg for up to 32 datagrams of any calls instead of one recvfrom
+// (and an EAGAIN) per datagram. An Endpoint runs two goroutines for all
+// its calls: the reader and the consent timer.
 //
 // Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
 // candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
@@ -897,8 +910,11 @@ func (s *stunConn) SetWriteDeadline(time.Time) error { return nil }
 // Endpoint's reader writes the call's datagrams into its buffer, which the
 // media session reads; writes go to the selected pair's remote address.
 type endpointConn struct {
-	use *endpointUse
-	buf *packetio.Buffer
+	use  *endpointUse
+	q    chan *mediaRecord
+	shut chan struct{} // closed by fail or Close
+	once sync.Once
+	dl   readDeadline
 
 	mu        sync.Mutex
 	closed    bool
@@ -906,15 +922,40 @@ type endpointConn struct {
 	writeDead time.Time
 }
 
-func newEndpointConn(u *endpointUse) *endpointConn {
-	c := &endpointConn{use: u, buf: packetio.NewBuffer()}
-	c.buf.SetLimitSize(endpointMediaQueue)
-	return c
+// mediaRecord is one datagram waiting for a call's reader.
+type mediaRecord struct {
+	n   int
+	buf [endpointBufSize]byte
 }
 
+var mediaRecords = sync.Pool{New: func() any { return new(mediaRecord) }}
+
+func newEndpointConn(u *endpointUse) *endpointConn {
+	return &endpointConn{use: u, q: make(chan *mediaRecord, endpointMediaQueue), shut: make(chan struct{})}
+}
+
+// deliver queues b for the reader: one copy into a pooled record and one
+// channel send, which hands the record straight to a waiting reader.
 func (c *endpointConn) deliver(b []byte) bool {
-	_, err := c.buf.Write(b)
-	return err == nil
+	select {
+	case <-c.shut:
+		return false
+	default:
+	}
+	r := mediaRecords.Get().(*mediaRecord)
+	r.n = copy(r.buf[:], b)
+	select {
+	case c.q <- r:
+		return true
+	default:
+		mediaRecords.Put(r)
+		return false
+	}
+}
+
+// shutdown wakes the reader for good; queued datagrams are dropped.
+func (c *endpointConn) shutdown() {
+	c.once.Do(func() { close(c.shut) })
 }
 
 // fail makes Read and Write fail with err from now on.
@@ -924,7 +965,7 @@ func (c *endpointConn) fail(err error) {
 		c.err = err
 	}
 	c.mu.Unlock()
-	_ = c.buf.Close()
+	c.shutdown()
 }
 
 func (c *endpointConn) refuse(err error) { c.fail(err) }
@@ -942,17 +983,31 @@ func (c *endpointConn) failure(op string) error {
 	return fmt.Errorf("ice: %s: %w", op, err)
 }
 
+// Read returns the next datagram; if p is shorter, the rest is lost and
+// the error wraps io.ErrShortBuffer.
 func (c *endpointConn) Read(p []byte) (int, error) {
-	n, err := c.buf.Read(p)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return n, timeoutError{op: "read"}
+	var r *mediaRecord
+	select {
+	case r = <-c.q:
+	default:
+		for r == nil {
+			at, fired := c.dl.wait()
+			select {
+			case r = <-c.q:
+			case <-c.shut:
+				return 0, c.failure("read")
+			case <-fired:
+				if !at.IsZero() && !time.Now().Before(at) {
+					return 0, timeoutError{op: "read"}
+				}
+			}
 		}
-		if errors.Is(err, packetio.ErrFull) || errors.Is(err, io.ErrShortBuffer) {
-			return n, fmt.Errorf("ice: read: %w", err)
-		}
-		return n, c.failure("read")
+	}
+	n := copy(p, r.buf[:r.n])
+	short := n < r.n
+	mediaRecords.Put(r)
+	if short {
+		return n, fmt.Errorf("ice: read: %w", io.ErrShortBuffer)
 	}
 	return n, nil
 }
@@ -989,7 +1044,8 @@ func (c *endpointConn) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	return c.buf.Close()
+	c.shutdown()
+	return nil
 }
 
 func (c *endpointConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.use.e.addr) }
@@ -1008,7 +1064,60 @@ func (c *endpointConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-func (c *endpointConn) SetReadDeadline(t time.Time) error { return c.buf.SetReadDeadline(t) }
+func (c *endpointConn) SetReadDeadline(t time.Time) error {
+	c.dl.set(t)
+	return nil
+}
+
+// readDeadline is a read deadline as a channel that is closed when it
+// passes or moves (a blocked reader then looks again); no timer runs
+// without a deadline.
+type readDeadline struct {
+	mu    sync.Mutex
+	at    time.Time
+	timer *time.Timer
+	gen   *deadlineGen // nil: no deadline was ever set
+}
+
+type deadlineGen struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (g *deadlineGen) fire() { g.once.Do(func() { close(g.ch) }) }
+
+// wait returns the deadline and a channel closed when it passes or
+// moves (nil, which blocks for ever, if none was ever set).
+func (d *readDeadline) wait() (time.Time, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen == nil {
+		return time.Time{}, nil
+	}
+	return d.at, d.gen.ch
+}
+
+func (d *readDeadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	old := d.gen
+	g := &deadlineGen{ch: make(chan struct{})}
+	d.at, d.gen = t, g
+	if !t.IsZero() {
+		if dur := time.Until(t); dur <= 0 {
+			g.fire()
+		} else {
+			d.timer = time.AfterFunc(dur, g.fire)
+		}
+	}
+	if old != nil {
+		old.fire() // wake a blocked reader to look at the new deadline
+	}
+}
 
 func (c *endpointConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
