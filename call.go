@@ -80,6 +80,7 @@ type Call struct {
 	closed            bool
 
 	silence silenceWatch
+	sip     sipState // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
 }
 
 // New makes a Call from cfg. It checks cfg and prepares the call without
@@ -106,7 +107,8 @@ func New(cfg Config) (*Call, error) {
 			return nil, fmt.Errorf("securecall: %s keying needs a KeySource", c.keying)
 		}
 	case sdp.KeyingSDES:
-		return nil, errors.New("securecall: sdes keying puts keys in the signaling; use the media package directly for it")
+		// Only when asked for: the keys travel in the signaling (see
+		// Config.Keying).
 	default:
 		return nil, fmt.Errorf("securecall: unknown keying %q", c.keying)
 	}
@@ -116,6 +118,9 @@ func New(cfg Config) (*Call, error) {
 	if cfg.Media.MaxPackets > maxSRTPPackets || cfg.Media.KeyLifetime < 0 || cfg.Media.RotationGrace < 0 ||
 		cfg.Media.HandshakeTimeout < 0 || cfg.Media.SilenceTimeout < 0 {
 		return nil, errors.New("securecall: Media has a negative duration or a packet limit beyond SRTP's 2^48")
+	}
+	if err := checkSIPConfig(&cfg); err != nil {
+		return nil, err
 	}
 	if usesDTLS(c.keying) {
 		c.cert = cfg.Certificate
@@ -273,6 +278,9 @@ func (c *Call) capabilities(keying sdp.Keying, keyURI string, cands []sdp.Candid
 // gathering on a goroutine of the call, which hands each candidate to
 // OnCandidate, and returns none.
 func (c *Call) gather(ctx context.Context) ([]sdp.Candidate, error) {
+	if cands, noICE, err := c.gatherDirect(); noICE || err != nil {
+		return cands, err
+	}
 	if c.cfg.OnCandidate == nil {
 		var cands []sdp.Candidate
 		if err := c.ice.Gather(ctx, func(cand sdp.Candidate) { cands = append(cands, cand) }); err != nil {
@@ -334,11 +342,12 @@ func (c *Call) doneMakingLocked() {
 // abort undoes begin after a failure: the exchange is as it was before.
 func (c *Call) abort() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.doneMakingLocked()
 	if c.signaling != SignalingClosed {
 		c.signaling = SignalingStable
 	}
+	c.mu.Unlock()
+	c.undoNoICE()
 }
 
 // describe gathers candidates (after giving ICE fresh credentials if
@@ -365,7 +374,12 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 		c.gathered = true
 		c.mu.Unlock()
 	}
-	d, err := build(c.capabilities(keying, keyURI, cands))
+	caps := c.capabilities(keying, keyURI, cands)
+	if err := c.sipCapabilities(&caps); err != nil {
+		c.abort()
+		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
+	}
+	d, err := build(caps)
 	if err != nil {
 		c.abort()
 		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
@@ -403,6 +417,10 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 		return nil
 	})
 	if err != nil {
+		return "", err
+	}
+	if err := c.prepareOfferRTCP(); err != nil {
+		c.abort()
 		return "", err
 	}
 	d, text, err := c.describe(ctx, "Offer", restartICE, nil, keying, c.cfg.KeyURI, c.nextVersion(), sdp.NewOffer)
@@ -591,7 +609,7 @@ func (c *Call) waitIdleLocked(ctx context.Context) error {
 
 // answerFirst answers the offer that starts the call.
 func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string, error) {
-	keying, err := remote.Keying()
+	keying, err := c.offerKeying(remote)
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
 	}
@@ -616,6 +634,8 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 		if _, err := c.cfg.KeySource.Keys(ctx, keyURI); err != nil {
 			return "", fmt.Errorf("securecall: Answer: fetch call key %q: %w", keyURI, err)
 		}
+	case sdp.KeyingSDES:
+		// checkKeying let it through: Config.Keying asks for sdes.
 	default:
 		return "", fmt.Errorf("securecall: Answer: offer asks for %s keying, which a Call does not support: %w",
 			keying, sdp.ErrNegotiation)
@@ -634,6 +654,14 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 		return nil
 	})
 	if err != nil {
+		return "", err
+	}
+	if err := c.prepareNoICE(remote); err != nil {
+		c.abort()
+		return "", err
+	}
+	if err := c.prepareRTCP(remote); err != nil {
+		c.abort()
 		return "", err
 	}
 	c.mu.Lock()
@@ -677,6 +705,11 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		}
 		if err := c.checkKeying("Answer", k, []sdp.Keying{c.keying}); err != nil {
 			return err
+		}
+		if restart {
+			if err := c.refuseRestartNoICE("Answer"); err != nil {
+				return err
+			}
 		}
 		keying, keyURI, version = c.keying, c.keyURI, c.version
 		if !restart {
@@ -762,6 +795,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		c.mu.Unlock()
 		return &StateError{Op: "SetAnswer", State: c.state, Why: "the answer is from another session than the call's"}
 	}
+	if err := c.checkAnswerTransport(agreement); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	c.signaling, _ = c.signaling.next(opRemoteAnswer)
 	c.stopOfferTimerLocked()
 	c.offer = nil
@@ -806,6 +843,9 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 		}
 		if c.failErr != nil {
 			return &StateError{Op: "Restart", State: c.state, Why: "the call has failed"}
+		}
+		if err := c.refuseRestartNoICE("Restart"); err != nil {
+			return err
 		}
 		keying, keyURI, version = c.keying, c.keyURI, c.version
 		return nil
@@ -956,7 +996,7 @@ func (c *Call) start(a sdp.Agreement, keyURI, remoteID, localID string) {
 }
 
 func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error {
-	conn, err := c.ice.Connect(c.ctx, ice.Peer{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd, Lite: a.RemoteLite}, a.ICEControlling)
+	conn, err := c.connectTransport(a)
 	if err != nil {
 		return fmt.Errorf("securecall: connect: %w", err)
 	}
@@ -979,6 +1019,12 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		mcfg.LocalID = localID
 		mcfg.RemoteID = remoteID
 	}
+	if a.Keying == sdp.KeyingSDES {
+		if mcfg.SDES, err = sdesKeys(a); err != nil {
+			return err
+		}
+	}
+	c.sip.agree(a.Codecs)
 	c.attestConfig(&mcfg, a.Keying)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
@@ -1176,6 +1222,9 @@ func (c *Call) ReadRTP(payload []byte) (media.RTPHeader, int, error) {
 		return media.RTPHeader{}, 0, err
 	}
 	h, n, err := s.ReadRTP(payload)
+	if err == nil {
+		c.sip.notePayloadType(h.PayloadType)
+	}
 	return h, n, c.mediaErr(err)
 }
 
@@ -1277,7 +1326,8 @@ func (c *Call) Close() error {
 		mediaErr = s.Close()
 	}
 	iceErr := c.ice.Close()
+	directErr := c.closeNoICE()
 	c.wg.Wait()
 	c.setState(StateClosed)
-	return errors.Join(mediaErr, iceErr)
+	return errors.Join(mediaErr, iceErr, directErr)
 }

@@ -40,7 +40,7 @@ func (c *Call) rtcpConfig(a sdp.Agreement) media.RTCPConfig {
 
 // path is Path with the RTT refreshed from RTCP.
 func (c *Call) path() ice.Path {
-	p := c.ice.Path()
+	p := c.transportPath()
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()

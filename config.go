@@ -19,8 +19,8 @@ type Config struct {
 	ICE ice.Config
 
 	// Keying selects how SRTP keys are made: sdp.KeyingDTLS,
-	// sdp.KeyingKMS or sdp.KeyingHybrid. If zero, defaults to
-	// sdp.KeyingHybrid when KeySource is set and to sdp.KeyingDTLS
+	// sdp.KeyingKMS, sdp.KeyingHybrid or sdp.KeyingSDES. If zero, defaults
+	// to sdp.KeyingHybrid when KeySource is set and to sdp.KeyingDTLS
 	// otherwise.
 	//
 	// A zero Keying with a KeySource means "kms or hybrid, never less": the
@@ -32,6 +32,15 @@ type Config struct {
 	// the call accepts. Once started, a call keeps its keying: an answer or
 	// a restart offer in another mode is refused, and one that drops the KMS
 	// key fails with ErrDowngrade. A refused description changes nothing.
+	//
+	// sdp.KeyingSDES (RFC 4568, for SIP trunks, phones and border
+	// elements) is never a default and never chosen by an answerer on its
+	// own: the SRTP master keys travel in the session descriptions, so
+	// anyone who reads the signaling can decrypt the media and anyone who
+	// can change it can replace the keys. Use it only when the signaling is
+	// encrypted and authenticated hop by hop to a peer trusted with the
+	// keys (SIP over TLS, HTTPS, WSS). Each side sends with its own fresh
+	// key; see the package documentation.
 	Keying sdp.Keying
 
 	// KeySource supplies the call's keys in kms and hybrid keying, for
@@ -95,6 +104,22 @@ type Config struct {
 	// It runs on a goroutine of the ice transport, never concurrently
 	// with itself.
 	OnPathChange func(ice.Path)
+
+	// NoICE makes this call's offers carry no ICE, for SIP gear that
+	// speaks none (RFC 3264 alone): the offer's "c=" and "m=" lines carry
+	// a socket of the call's own, "a=rtcp" the one for RTCP. An offer
+	// without ICE is answered without ICE whatever NoICE says. It cannot
+	// be combined with ice.RelayOnly. If false, offers carry ICE.
+	NoICE bool
+
+	// OfferRTCPComponent makes this call's ICE offers also gather ICE
+	// component 2 and carry "a=rtcp", next to "a=rtcp-mux" (RFC 5761
+	// section 5.1.1), so that a peer that declines rtcp-mux (baresip by
+	// default, many SIP phones) can still answer; RTCP then runs on
+	// component 2. It costs a second ICE agent and its sockets per call,
+	// closed as soon as the answer accepts rtcp-mux. If false, offers are
+	// rtcp-mux only and an answer that declines it fails SetAnswer.
+	OfferRTCPComponent bool
 
 	// RTCP configures the RTCP the Call sends and reads itself: sender and
 	// receiver reports (RFC 3550) with SDES CNAME at the RFC's interval

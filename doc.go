@@ -25,6 +25,23 @@
 //     URI. Works through media relays that do not terminate DTLS.
 //   - hybrid (the default when [Config.KeySource] is set): keys derived from
 //     both the DTLS handshake and the KMS call key.
+//   - sdes: the SRTP master keys travel in the descriptions' "a=crypto"
+//     lines (RFC 4568), for SIP trunks, phones and border elements that
+//     speak nothing else. Only when [Config.Keying] says so: never a
+//     default, and an answerer never picks it on its own, even from an offer
+//     that allows dtls and sdes. Each side sends with a fresh key of its own
+//     (RFC 4568 keys are per direction), offered for the suites
+//     AEAD_AES_128_GCM, AEAD_AES_256_GCM, AES_CM_128_HMAC_SHA1_80 and _32
+//     ([DefaultSDESProfiles], or [Config.Profiles]); the peer's MKI is
+//     honoured on receive, and lines that switch off encryption or
+//     authentication (UNENCRYPTED_SRTP, UNENCRYPTED_SRTCP,
+//     UNAUTHENTICATED_SRTP) or change the key derivation rate are never
+//     accepted. This side's lines carry no lifetime: its key is fresh per
+//     call and bounded by the SRTP packet limits; a peer's lifetime is
+//     kept in the agreement and is the peer's to respect.
+//
+// The key schedule of kms and hybrid keying is specified byte for byte,
+// with test vectors, in docs/keyschedule.md of the repository.
 //
 // Every sender derives its own SRTP master key; each packet names its key
 // version in the SRTP MKI, so receivers install a new version as soon as the
@@ -55,6 +72,10 @@
 //   - A participant removed from the call's key resource at the KMS cannot
 //     fetch the version the KMS makes at the removal, so once the senders
 //     switch to it the removed device can decrypt nothing more.
+//   - sdes keying: whoever reads the signaling has the keys and can
+//     decrypt the media; whoever can change it can replace them. Use sdes
+//     only over signaling that is encrypted and authenticated hop by hop
+//     (SIP over TLS) to a peer trusted with the keys.
 //
 // A Call with a KeySource never falls back to dtls keying on its own (see
 // [ErrDowngrade]). The MKI of an SRTP packet is read before the packet is
@@ -64,6 +85,25 @@
 // to 16 past the newest held are fetched.
 //
 // Keys, ICE passwords and credentials are never logged.
+//
+// # Peers without ICE
+//
+// SIP phones and trunks that speak RFC 3264 alone send descriptions
+// without ICE: an address on "c=", a port on "m=", RTCP on the next port
+// or where "a=rtcp" says. A Call answers such an offer without ICE, from a
+// socket pair of its own (an ice.Direct), and [Config.NoICE] makes it offer
+// that way. Media goes to the signalled address; the Call moves to the
+// address the peer really sends from (symmetric RTP, for peers behind NAT)
+// only on a packet that authenticates under SRTP or SRTCP, so a third party
+// that sends first, forges packets or replays the peer's cannot take the
+// stream. [Call.Path] then says NoICE, the address in use and whether it was
+// latched. An attacker on the media path who can drop the peer's packets and
+// race a copy of a fresh one from elsewhere can still move the stream (it
+// stays encrypted and authenticated; the attacker can only drop it, which
+// an on-path attacker can do anyway). Policies apply: ice.RelayOnly refuses
+// peers without ICE (they can only be reached on this host's address), and
+// ice.DirectOnly refuses a peer, and never latches onto a source, outside
+// the site's networks. A call without ICE has no ICE to restart.
 //
 // # Media path
 //

@@ -19,12 +19,17 @@ type Stats struct {
 	State State
 	Path  ice.Path
 	ICE   ice.Stats
+	// OutsideAgreement counts the RTP packets read whose payload type is
+	// not one of the agreed codecs' (Codec and the others both sides
+	// listed). They are authentic and delivered by ReadRTP, not dropped;
+	// see the package documentation.
+	OutsideAgreement uint64
 }
 
 // Stats returns a snapshot of the call. Media counters are zero until the
 // call is connected.
 func (c *Call) Stats() Stats {
-	st := Stats{State: c.State(), Path: c.ice.Path(), ICE: c.ice.Stats()}
+	st := Stats{State: c.State(), Path: c.path(), ICE: c.ice.Stats()}
 	c.mu.Lock()
 	s := c.session
 	c.mu.Unlock()
@@ -32,5 +37,6 @@ func (c *Call) Stats() Stats {
 		st.Stats = s.Stats()
 		refreshRTT(&st.Path, st.Quality.RTT)
 	}
+	st.OutsideAgreement = c.sip.outsidePT.Load()
 	return st
 }

@@ -28,12 +28,21 @@ type conn struct {
 	mu        sync.Mutex
 	closed    bool
 	writeDead time.Time
+	rtcp      *conn // ICE component 2, when RTCP is not multiplexed
+	dropDTLS  bool  // set before the pump starts, on component 2
 	refusal   error // set by refuse: the policy refused the selected path
 }
 
 func newConn(pc *pice.Conn) *conn {
-	c := &conn{pc: pc, buf: packetio.NewBuffer(), done: make(chan struct{})}
-	c.buf.SetLimitSize(receiveBufferSize)
+	buf := packetio.NewBuffer()
+	buf.SetLimitSize(receiveBufferSize)
+	return newConnInto(pc, buf, false)
+}
+
+// newConnInto makes a conn whose packets go to buf; component 2 shares
+// the buffer of component 1, so that one Read sees both.
+func newConnInto(pc *pice.Conn, buf *packetio.Buffer, dropDTLS bool) *conn {
+	c := &conn{pc: pc, buf: buf, done: make(chan struct{}), dropDTLS: dropDTLS}
 	go c.pump()
 	return c
 }
@@ -46,6 +55,9 @@ func (c *conn) pump() {
 		n, err := c.pc.Read(b)
 		if err != nil {
 			return
+		}
+		if c.dropDTLS && n > 0 && b[0] >= 20 && b[0] <= 63 {
+			continue // DTLS on ICE component 2: see rtcp.go
 		}
 		// A full buffer drops the packet, as a socket would.
 		_, _ = c.buf.Write(b[:n])
@@ -80,13 +92,16 @@ func (c *conn) Read(p []byte) (int, error) {
 // route, and Write reports success.
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	closed, dl, refusal := c.closed, c.writeDead, c.refusal
+	closed, dl, rtcp, refusal := c.closed, c.writeDead, c.rtcp, c.refusal
 	c.mu.Unlock()
 	if closed {
 		return 0, fmt.Errorf("ice: write: %w", net.ErrClosed)
 	}
 	if refusal != nil {
 		return 0, fmt.Errorf("ice: write: %w", refusal)
+	}
+	if rtcp != nil && isRTCP(p) {
+		return rtcp.Write(p)
 	}
 	if !dl.IsZero() && !time.Now().Before(dl) {
 		return 0, timeoutError{op: "write"}

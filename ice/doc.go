@@ -11,6 +11,39 @@
 // [Transport.Restart] performs an ICE restart without tearing the
 // connection down.
 //
+// # SIP gear
+//
+// Peers without ICE (RFC 3264 alone) are reached with a [Direct] transport
+// ([ListenDirect]): one UDP socket for RTP and one for RTCP on the next
+// port, media sent to the signalled address and moved to the address the
+// peer really sends from only when the media session reports that a packet
+// from it authenticated (the media package's SourceLatcher), so a third
+// party cannot take the stream by sending first. [Path] then has NoICE set
+// and Latched once it moved. [RelayOnly] refuses peers without ICE; under
+// [DirectOnly] a Direct refuses, and never latches onto, an address outside
+// [Config.SiteNetworks], with an error that wraps [ErrNoICEPolicy],
+// [ErrPolicy] and a *[PolicyError].
+//
+// For a peer that does not multiplex RTCP, [Transport.EnableRTCPComponent]
+// runs ICE component 2: a second pion agent with the same credentials and
+// its own sockets, whose candidates are reported as component 2 and whose
+// path carries RTCP (the net.Conn from Connect sends RTCP there and reads
+// from both). rtcp-mux stays the default.
+//
+// A Lite Transport answers a check that carries ICE-CONTROLLED, from a full
+// agent that wrongly stays controlled against it, with a 487 Role Conflict
+// error response (RFC 8445 section 7.3.1.1) signed with its password, so
+// that the full agent switches to controlling; pion/ice/v3 would drop the
+// check silently and the call would never connect (rtpengine and Janus stay
+// controlled when a Lite agent offers). The check is authenticated before
+// it is answered, by a parser of this package that reads only USERNAME,
+// ICE-CONTROLLED, ICE-CONTROLLING and MESSAGE-INTEGRITY; nothing pion's
+// STUN parser would see is changed. [Transport.RoleConflicts] counts the
+// answers and [Path].RemoteLite says whether the peer is Lite. A full
+// agent that pion runs controlled against a peer that also stays
+// controlled is not helped: pion can switch neither role nor expose its
+// tie-breaker.
+//
 // # Policies
 //
 // [PreferDirect] (the default) uses every candidate type and nominates a

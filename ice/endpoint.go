@@ -736,7 +736,6 @@ type stunConn struct {
 	ufrag  string
 	q      chan *stunRecord
 	closed chan struct{} // closed by Close
-	once   sync.Once
 	noms   [4]nomination // recent nominating requests from the peer
 	nomAt  int
 	done   atomic.Bool

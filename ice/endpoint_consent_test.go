@@ -12,6 +12,13 @@ import (
 	"github.com/securecall/securecall/ice"
 )
 
+// verifyNoLeak checks for leaked goroutines after every cleanup
+// registered later (Transports, Endpoints) has run, also on failure.
+func verifyNoLeak(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
 // pionGoroutines counts the goroutines running pion/ice code.
 func pionGoroutines() int {
 	buf := make([]byte, 1<<20)
@@ -49,9 +56,11 @@ type connectivity struct {
 
 func withReports(cfg ice.Config) (ice.Config, *connectivity) {
 	c := &connectivity{up: make(chan bool, 16), failed: make(chan error, 4)}
+	// Checks every 50 ms; silence is reported only after 1.5 s, so that
+	// a loaded machine running -race does not count as a lost peer.
 	cfg.KeepaliveInterval = 50 * time.Millisecond
-	cfg.DisconnectedTimeout = 400 * time.Millisecond
-	cfg.FailedTimeout = 400 * time.Millisecond
+	cfg.DisconnectedTimeout = 1500 * time.Millisecond
+	cfg.FailedTimeout = 500 * time.Millisecond
 	cfg.OnConnectivity = func(up bool) { c.up <- up }
 	cfg.OnFailed = func(err error) { c.failed <- err }
 	return cfg, c
@@ -74,7 +83,7 @@ func (c *connectivity) none(t *testing.T, who string) {
 // Endpoints: nothing of pion's runs at all; consent holds for several
 // DisconnectedTimeouts, and media flows.
 func TestEndpointParkedOwnsNoGoroutine(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	verifyNoLeak(t)
 	epA, epB := listenEndpoint(t), listenEndpoint(t)
 	cfgA, repA := withReports(onEndpoint(epA))
 	cfgB, repB := withReports(onEndpoint(epB))
@@ -84,15 +93,15 @@ func TestEndpointParkedOwnsNoGoroutine(t *testing.T) {
 		t.Fatalf("%d goroutines run pion/ice code on two connected Transports on Endpoints, want 0", pionGoroutines())
 	}
 	stunA := epA.Stats().STUN
-	// Three DisconnectedTimeouts: the path must stay up on consent alone.
-	for range 12 {
+	// Two DisconnectedTimeouts: the path must stay up on consent alone.
+	for range 30 {
 		exchange(t, a.conn, b.conn)
 		time.Sleep(100 * time.Millisecond)
 	}
 	repA.none(t, "a")
 	repB.none(t, "b")
 	if got := epA.Stats().STUN - stunA; got < 4 {
-		t.Errorf("%d consent messages in 1.2 s at a 50 ms interval, want several", got)
+		t.Errorf("%d consent messages in 3 s at a 50 ms interval, want several", got)
 	}
 	// The peer goes away: consent lapses, reported as pion would.
 	if err := b.t.Close(); err != nil {
@@ -110,14 +119,14 @@ func TestEndpointParkedOwnsNoGoroutine(t *testing.T) {
 // gateway reports Disconnected then Failed; when the gateway goes, the
 // phone's agent notices as it always did.
 func TestEndpointParkedConsentWithPion(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	verifyNoLeak(t)
 	ep := listenEndpoint(t)
 	for _, closeGateway := range []bool{false, true} {
 		cfgG, repG := withReports(onEndpoint(ep))
 		cfgP, repP := withReports(loopback())
 		gw, phone := newSide(t, cfgG), newSide(t, cfgP)
 		connect(t, phone, gw, false, false, nil)
-		for range 12 {
+		for range 30 {
 			exchange(t, gw.conn, phone.conn)
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -159,7 +168,7 @@ func (c *connectivity) wantDownThenFailed(t *testing.T) {
 // An ICE restart of parked Transports makes a new agent, runs the checks
 // and parks again; the net.Conn from Connect carries media on the new path.
 func TestEndpointRestartAfterPark(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	verifyNoLeak(t)
 	ep := listenEndpoint(t)
 	cfgA, repA := withReports(onEndpoint(ep))
 	cfgB, repB := withReports(loopback())

@@ -26,8 +26,22 @@ type Path struct {
 	Relay string
 	// RTT is the round-trip time of the most recent connectivity check
 	// answered on this Transport, which after connecting is the selected
-	// path's nomination or consent check; zero before any.
+	// path's nomination or consent check; zero before any (and always zero
+	// without ICE).
 	RTT time.Duration
+	// RemoteLite reports that the peer is an ICE-Lite agent (a border
+	// element or gateway with a known address, "a=ice-lite"): it sends no
+	// connectivity checks and this side controls.
+	RemoteLite bool
+	// NoICE reports a path to a peer that speaks no ICE (see [Direct]): no
+	// connectivity check ran, Local is this side's socket and Remote is
+	// where media goes, the peer's signalled "c="/"m=" address until a
+	// packet from elsewhere authenticated.
+	NoICE bool
+	// Latched reports, without ICE, that Remote was learnt from a packet
+	// that authenticated under SRTP or SRTCP (symmetric RTP) and differs
+	// from the signalled address; Remote.Type is then prflx.
+	Latched bool
 
 	// PeerAttested reports whether the peer has attested its own end of
 	// the path (Transport.NotePeerAttestation: in kms and hybrid keying a

@@ -34,7 +34,7 @@ const (
 type Transport struct {
 	cfg     Config
 	agent   atomic.Pointer[pice.Agent] // replaced by an ICE restart after park
-	acfg    pice.AgentConfig           // what the agent was made with
+	acfg    *pice.AgentConfig          // on an Endpoint: what the agent was made with, for a restart after park
 	red     *redactor
 	rtt     *rttMeter
 	relays  *relayIndex
@@ -43,6 +43,8 @@ type Transport struct {
 	tcpLn   net.Listener
 	cancel  context.CancelFunc // stops TURN dials
 	dropped atomic.Uint64      // malformed STUN messages dropped by the guard
+	comp    component          // ICE component 2 for RTCP apart (rtcp.go)
+	roles   *roleConflicts     // Lite only: answers role conflicts (roleconflict.go)
 	limit   candidateLimit     // bounds the peer's candidates and the check list
 	site    siteNetworks       // DirectOnly: the remote addresses allowed
 	refused refusals           // DirectOnly: the last address refused
@@ -55,6 +57,9 @@ type Transport struct {
 	gatherCh   chan pice.Candidate
 	gatherDone chan struct{}
 	started    bool
+	// controlling is the role Connect took; read by the role-conflict
+	// layer, which answers only for a controlled Lite agent.
+	controlling bool
 	// everUp, wasUp and failReported track what OnConnectivity and
 	// OnFailed last reported; pion's notifier goroutine and, once parked,
 	// the Endpoint's consent goroutine touch them, under noteMu.
@@ -68,21 +73,26 @@ type Transport struct {
 	ep            *endpointUse // on a shared Endpoint; nil otherwise
 	// On an Endpoint, once connected, the Transport is parked: its pion
 	// agent is closed and consent runs on the Endpoint (endpoint_consent.go).
-	consent     *consentSession
-	parked      bool
-	controlling bool
-	redial      bool           // a restart after park: SetRemote starts the checks
-	bg          sync.WaitGroup // the redial goroutine
-	path        Path
-	peerLocal   *CandidateInfo // what the peer attested; nil: unattested
-	closed      bool
-	relayErr    string // pion's last complaint about a TURN server
-	wantRelay   bool   // TURN servers are configured and the policy uses them
+	consent   *consentSession
+	parked    bool
+	redial    bool           // a restart after park: SetRemote starts the checks
+	bg        sync.WaitGroup // the redial goroutine
+	path      Path
+	peerLocal *CandidateInfo // what the peer attested; nil: unattested
+	closed    bool
+	relayErr  string // pion's last complaint about a TURN server
+	wantRelay bool   // TURN servers are configured and the policy uses them
 }
 
 // NewTransport checks cfg and makes a Transport. It does no network I/O;
 // when cfg.Networks has TCP4 or TCP6 it opens the ICE-TCP listener.
 func NewTransport(cfg Config) (*Transport, error) {
+	return newTransport(cfg, nil)
+}
+
+// newTransport makes a Transport; creds, when set, are the local
+// credentials (those of the RTP component, for the RTCP one).
+func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -145,11 +155,14 @@ func NewTransport(cfg Config) (*Transport, error) {
 		return nil, errors.New("ice: RelayOnly needs at least one turn: or turns: server")
 	}
 
-	creds, err := newCredentials()
-	if err != nil {
-		return nil, err
+	if creds == nil {
+		c, err := newCredentials()
+		if err != nil {
+			return nil, err
+		}
+		creds = &c
 	}
-	t.local = creds
+	t.local = *creds
 	t.red.add(creds.Pwd)
 
 	ifs, err := interfaces()
@@ -192,6 +205,10 @@ func NewTransport(cfg Config) (*Transport, error) {
 		RelayAcceptanceMinWait: ptr(cfg.RelayWait),
 		STUNGatherTimeout:      ptr(stunGatherTimeout),
 		MaxBindingRequests:     ptr(uint16(maxBindingRequests)),
+	}
+	if cfg.Lite {
+		t.roles = &roleConflicts{t: t}
+		acfg.Net = &roleNet{guardNet: gnet, roles: t.roles}
 	}
 	if cfg.InterfaceFilter != nil {
 		acfg.InterfaceFilter = cfg.InterfaceFilter
@@ -241,7 +258,9 @@ func NewTransport(cfg Config) (*Transport, error) {
 		cancel()
 		return nil, err
 	}
-	t.acfg = *acfg
+	if t.ep != nil {
+		t.acfg = acfg
+	}
 	if err := t.newAgent(acfg); err != nil {
 		t.closeTCP()
 		cancel()
@@ -478,7 +497,10 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 			return fmt.Errorf("ice: gather: %w", net.ErrClosed)
 		case pc := <-ch:
 			if pc == nil {
-				return t.checkRelays(relays)
+				if err := t.checkRelays(relays); err != nil {
+					return err
+				}
+				return t.comp.gather(ctx, fn)
 			}
 			c, ok := t.localCandidate(pc)
 			if !ok {
@@ -541,6 +563,7 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 		// hidden, as browsers do.
 		c.RelatedAddress, c.RelatedPort = "0.0.0.0", 0
 	}
+	t.comp.local(&c)
 	switch t.cfg.Policy {
 	case RelayOnly:
 		if c.Type != sdp.CandidateRelay {
@@ -560,6 +583,9 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
 // are dropped without an error and counted in Stats.
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
+	if routed, err := t.comp.remote(&c); routed {
+		return err
+	}
 	if c.Component != 1 {
 		return fmt.Errorf("ice: remote candidate %s: component %d is not used (rtcp-mux only)", c.Foundation, c.Component)
 	}
@@ -609,6 +635,69 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 	if remote.Ufrag == "" || remote.Pwd == "" {
 		return nil, errors.New("ice: connect: the peer's ufrag and pwd are required")
 	}
+	// Component 2, when enabled, runs its checks at the same time.
+	type result struct {
+		pc  *pice.Conn
+		err error
+	}
+	var rtcp chan result
+	rctx, cancelRTCP := context.WithCancel(ctx)
+	defer cancelRTCP()
+	if s := t.comp.get(); s != nil {
+		rtcp = make(chan result, 1)
+		go func() {
+			pc, err := s.connectAgent(rctx, remote, controlling)
+			rtcp <- result{pc, err}
+		}()
+	}
+	pc, err := t.connectAgent(ctx, remote, controlling)
+	if err != nil {
+		cancelRTCP()
+		if rtcp != nil {
+			<-rtcp
+		}
+		return nil, err
+	}
+	t.notePath()
+	var c pathConn
+	if t.ep != nil {
+		// EnableRTCPComponent refuses a Transport on an Endpoint, so
+		// there is no component 2 here.
+		if err := t.claimSelected(); err != nil {
+			return nil, fmt.Errorf("ice: connect: %w", err)
+		}
+		c = t.ep.media
+	} else {
+		nc := newConn(pc)
+		if rtcp != nil {
+			r := <-rtcp
+			if r.err != nil {
+				nc.Close()
+				return nil, fmt.Errorf("ice: RTCP component: %w", r.err)
+			}
+			t.comp.join(nc, r.pc)
+		}
+		c = nc
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
+	}
+	t.conn = c
+	controlling = t.controlling // as connectAgent settled it (Lite)
+	t.mu.Unlock()
+	if t.ep != nil {
+		if err := t.park(controlling); err != nil {
+			return nil, fmt.Errorf("ice: connect: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// connectAgent runs this agent's connectivity checks and returns pion's
+// connection over the selected pair.
+func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling bool) (*pice.Conn, error) {
 	switch {
 	case t.cfg.Lite && !remote.Lite:
 		controlling = false
@@ -625,8 +714,8 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		return nil, errors.New("ice: connect: already called")
 	}
 	t.started = true
-	t.remote = remote
 	t.controlling = controlling
+	t.remote = remote
 	t.mu.Unlock()
 	t.red.add(remote.Pwd)
 	if t.ep != nil {
@@ -671,29 +760,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 			return nil, fmt.Errorf("ice: connect: %w", perr)
 		}
 	}
-	t.notePath()
-	var c pathConn
-	if t.ep != nil {
-		if err := t.claimSelected(); err != nil {
-			return nil, fmt.Errorf("ice: connect: %w", err)
-		}
-		c = t.ep.media
-	} else {
-		c = newConn(pc)
-	}
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
-	}
-	t.conn = c
-	t.mu.Unlock()
-	if t.ep != nil {
-		if err := t.park(controlling); err != nil {
-			return nil, fmt.Errorf("ice: connect: %w", err)
-		}
-	}
-	return c, nil
+	return pc, nil
 }
 
 // noteConnectivity reports to OnConnectivity when a connected path stops
@@ -850,9 +917,11 @@ func candidateInfo(c pice.Candidate) CandidateInfo {
 func (t *Transport) Path() Path {
 	t.mu.Lock()
 	p := t.withAttestationLocked(t.path)
+	lite := t.remote.Lite
 	t.mu.Unlock()
 	if p.Local.Type != "" {
 		p.RTT = t.rtt.rtt()
+		p.RemoteLite = lite
 	}
 	return p
 }
@@ -884,7 +953,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		// pion's agent is closed: the restart gets a new one, whose checks
 		// SetRemote starts.
 		t.ep.e.stopConsent(cs)
-		acfg := t.acfg
+		acfg := *t.acfg
 		acfg.LocalUfrag, acfg.LocalPwd = creds.Ufrag, creds.Pwd
 		t.mu.Lock()
 		if t.closed {
@@ -899,6 +968,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		}
 	} else if err := t.ag().Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
+	}
+	if err := t.comp.restart(creds); err != nil {
+		return Credentials{}, err
 	}
 	t.limit.reset()
 	t.mu.Lock()
@@ -944,7 +1016,7 @@ func (t *Transport) SetRemote(remote Peer) error {
 	if err := ag.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
-	return nil
+	return t.comp.setRemote(remote)
 }
 
 // reconnect runs the checks of a restart after park on the new agent and
@@ -1012,6 +1084,7 @@ func (t *Transport) Close() error {
 	if c != nil {
 		c.wait()
 	}
+	err = errors.Join(err, t.comp.close())
 	if err != nil {
 		return fmt.Errorf("ice: close: %w", err)
 	}

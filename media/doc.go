@@ -26,7 +26,13 @@
 // material, the call id as salt, and an info string naming the purpose, the
 // keying mode, the sending endpoint (Config.LocalID or RemoteID), the key
 // version and the protection profile. Every sender has its own master key
-// and salt for every version: no two senders ever share one.
+// and salt for every version: no two senders ever share one. The exact byte
+// layout (IKM, salt, info string, sender identities, MKI, key and salt
+// lengths) is specified, with test vectors that the tests check the code
+// against, in docs/keyschedule.md of the repository
+// (https://github.com/securecall/securecall/blob/main/docs/keyschedule.md):
+// an independent implementation, such as a call recorder that holds the
+// call key, derives the same SRTP keys from it.
 //
 // In dtls and hybrid keying DTLS negotiates the profile from
 // Config.Profiles (AEAD_AES_128_GCM, then AES_CM_128_HMAC_SHA1_80 by

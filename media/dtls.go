@@ -288,7 +288,9 @@ func (s *Session) pump() {
 				continue
 			}
 			s.earlyMu.Unlock()
-			s.routeToQueue(raw)
+			if s.routeToQueue(raw) {
+				s.noteAuthentic()
+			}
 			return
 		default:
 			s.stats.malformed.Add(1)

@@ -31,6 +31,7 @@ const queueLen = 32
 type Session struct {
 	cfg     Config
 	conn    net.Conn
+	latch   SourceLatcher // conn, when it latches onto authenticated sources
 	log     *slog.Logger
 	profile Profile
 	done    chan struct{}
@@ -190,6 +191,7 @@ func newSession(c Config, conn net.Conn) *Session {
 		rtcpQ:    make(chan *packetBuf, queueLen),
 		recvKeys: map[uint32]bool{},
 	}
+	s.latch, _ = conn.(SourceLatcher)
 	s.q.init(c.RTCP, time.Now())
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if usesKMS(c.Keying) {
@@ -664,11 +666,21 @@ func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 	case kind == kindDTLS:
 		s.toDTLS(raw)
 	case kind == want && want == kindRTP:
-		return s.unprotectRTP(raw, raw) // in place (pion/srtp allows it)
+		out, ok := s.unprotectRTP(raw, raw) // in place (pion/srtp allows it)
+		if ok {
+			s.noteAuthentic()
+		}
+		return out, ok
 	case kind == want && want == kindRTCP:
-		return s.unprotectRTCP(raw, raw)
+		out, ok := s.unprotectRTCP(raw, raw)
+		if ok {
+			s.noteAuthentic()
+		}
+		return out, ok
 	case kind == kindRTP || kind == kindRTCP:
-		s.routeToQueue(raw)
+		if s.routeToQueue(raw) {
+			s.noteAuthentic()
+		}
 	default:
 		s.stats.malformed.Add(1)
 	}
@@ -677,7 +689,8 @@ func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 
 // routeToQueue unprotects an SRTP or SRTCP packet into a pooled buffer and
 // queues it for its reader; with the queue full it is dropped and counted.
-func (s *Session) routeToQueue(raw []byte) {
+// It reports whether the packet authenticated.
+func (s *Session) routeToQueue(raw []byte) bool {
 	b := getPacket()
 	var ok bool
 	var q chan *packetBuf
@@ -693,7 +706,7 @@ func (s *Session) routeToQueue(raw []byte) {
 	}
 	if !ok {
 		putPacket(b)
-		return
+		return false
 	}
 	select {
 	case q <- b:
@@ -701,6 +714,7 @@ func (s *Session) routeToQueue(raw []byte) {
 		s.stats.queueDrops.Add(1)
 		putPacket(b)
 	}
+	return true
 }
 
 // unprotectRTP authenticates and decrypts raw into dst.

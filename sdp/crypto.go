@@ -34,21 +34,55 @@ type Crypto struct {
 	// MKILength is the MKI's length in bytes on the wire, 1 to 4; 0 means
 	// no MKI.
 	MKILength int
+	// MoreKeys are the further key parameters of a line that carries
+	// several master keys, told apart by their MKI (RFC 4568 section
+	// 9.2: "inline:K1|2^20|1:4;inline:K2|2^20|2:4"); nil for the usual
+	// line with one key. Negotiation does not pick such a line: a media
+	// session here holds one master key per direction.
+	MoreKeys []CryptoKey
 	// Params are the session parameters that follow the key parameter,
 	// such as "UNENCRYPTED_SRTCP" or "KDR=0", kept verbatim.
 	Params []string
 }
 
+// CryptoKey is one further key parameter of an "a=crypto" line: a master
+// key and salt with its lifetime and MKI, as in [Crypto]. Key is secret and
+// prints redacted.
+type CryptoKey struct {
+	// Key is the master key followed by the master salt.
+	Key []byte
+	// Lifetime is the key's lifetime in packets; 0 means absent.
+	Lifetime uint64
+	// MKI and MKILength are the key's master key identifier, as in
+	// [Crypto].
+	MKI       uint32
+	MKILength int
+}
+
+// String returns a summary with the key redacted.
+func (k CryptoKey) String() string {
+	return fmt.Sprintf("{Key:%s Lifetime:%d MKI:%d MKILength:%d}", redactBytes(k.Key), k.Lifetime, k.MKI, k.MKILength)
+}
+
+// GoString returns a Go-syntax form with the key redacted.
+func (k CryptoKey) GoString() string {
+	return fmt.Sprintf("sdp.CryptoKey{Key:%q, Lifetime:%d, MKI:%d, MKILength:%d}", redactBytes(k.Key), k.Lifetime, k.MKI, k.MKILength)
+}
+
 // String returns a summary with the key redacted.
 func (c Crypto) String() string {
-	return fmt.Sprintf("{Tag:%d Suite:%s Key:%s Lifetime:%d MKI:%d MKILength:%d Params:%v}",
-		c.Tag, c.Suite, redactBytes(c.Key), c.Lifetime, c.MKI, c.MKILength, c.Params)
+	more := ""
+	if len(c.MoreKeys) > 0 {
+		more = fmt.Sprintf(" MoreKeys:%v", c.MoreKeys)
+	}
+	return fmt.Sprintf("{Tag:%d Suite:%s Key:%s Lifetime:%d MKI:%d MKILength:%d%s Params:%v}",
+		c.Tag, c.Suite, redactBytes(c.Key), c.Lifetime, c.MKI, c.MKILength, more, c.Params)
 }
 
 // GoString returns a Go-syntax form with the key redacted.
 func (c Crypto) GoString() string {
-	return fmt.Sprintf("sdp.Crypto{Tag:%d, Suite:%q, Key:%q, Lifetime:%d, MKI:%d, MKILength:%d, Params:%#v}",
-		c.Tag, c.Suite, redactBytes(c.Key), c.Lifetime, c.MKI, c.MKILength, c.Params)
+	return fmt.Sprintf("sdp.Crypto{Tag:%d, Suite:%q, Key:%q, Lifetime:%d, MKI:%d, MKILength:%d, MoreKeys:%#v, Params:%#v}",
+		c.Tag, c.Suite, redactBytes(c.Key), c.Lifetime, c.MKI, c.MKILength, c.MoreKeys, c.Params)
 }
 
 // LogValue returns the line for slog with the key redacted.
@@ -59,6 +93,7 @@ func (c Crypto) LogValue() slog.Value {
 		slog.String("key", redactBytes(c.Key)),
 		slog.Uint64("lifetime", c.Lifetime),
 		slog.Int("mki_length", c.MKILength),
+		slog.Int("more_keys", len(c.MoreKeys)),
 	)
 }
 
@@ -114,32 +149,59 @@ func parseCrypto(v string) (Crypto, string) {
 		return Crypto{}, "crypto suite must be a token"
 	}
 	c.Suite = f[1]
-	if strings.Contains(f[2], ";") {
-		return Crypto{}, "crypto with more than one key parameter is not supported"
+	params := strings.Split(f[2], ";")
+	if len(params) > maxCryptoKeys {
+		return Crypto{}, "crypto line has more than " + strconv.Itoa(maxCryptoKeys) + " key parameters"
 	}
-	inline, ok := strings.CutPrefix(f[2], "inline:")
+	for i, kp := range params {
+		k, reason := parseKeyParam(kp, c.Suite)
+		if reason != "" {
+			return Crypto{}, reason
+		}
+		if i == 0 {
+			c.Key, c.Lifetime, c.MKI, c.MKILength = k.Key, k.Lifetime, k.MKI, k.MKILength
+			continue
+		}
+		if k.MKILength == 0 || c.MKILength == 0 {
+			return Crypto{}, "crypto line with several keys needs an MKI on each (RFC 4568 section 6.1)"
+		}
+		c.MoreKeys = append(c.MoreKeys, k)
+	}
+	c.Params = append(c.Params, f[3:]...)
+	return c, ""
+}
+
+// maxCryptoKeys bounds the key parameters of one crypto line.
+const maxCryptoKeys = 16
+
+// parseKeyParam parses one "inline:key[|lifetime][|mki:length]" key
+// parameter of a crypto line for suite.
+func parseKeyParam(kp, suite string) (CryptoKey, string) {
+	inline, ok := strings.CutPrefix(kp, "inline:")
 	if !ok {
-		return Crypto{}, `crypto key parameter must start with "inline:"`
+		return CryptoKey{}, `crypto key parameter must start with "inline:"`
 	}
 	parts := strings.Split(inline, "|")
 	if len(parts) > 3 {
-		return Crypto{}, "crypto key parameter has too many fields"
+		return CryptoKey{}, "crypto key parameter has too many fields"
 	}
-	c.Key, err = base64.StdEncoding.DecodeString(parts[0])
+	var k CryptoKey
+	var err error
+	k.Key, err = base64.StdEncoding.DecodeString(parts[0])
 	if err != nil {
-		c.Key, err = base64.RawStdEncoding.DecodeString(parts[0])
+		k.Key, err = base64.RawStdEncoding.DecodeString(parts[0])
 	}
-	if err != nil || len(c.Key) == 0 {
-		return Crypto{}, "crypto inline key must be base64"
+	if err != nil || len(k.Key) == 0 {
+		return CryptoKey{}, "crypto inline key must be base64"
 	}
-	if want, known := suiteKeyLengths[c.Suite]; known && len(c.Key) != want {
-		return Crypto{}, fmt.Sprintf("crypto inline key is %d bytes, %s needs %d (master key and salt)", len(c.Key), c.Suite, want)
+	if want, known := suiteKeyLengths[suite]; known && len(k.Key) != want {
+		return CryptoKey{}, fmt.Sprintf("crypto inline key is %d bytes, %s needs %d (master key and salt)", len(k.Key), suite, want)
 	}
 	rest := parts[1:]
 	if len(rest) > 0 && !strings.Contains(rest[0], ":") {
-		c.Lifetime, ok = parseLifetime(rest[0])
+		k.Lifetime, ok = parseLifetime(rest[0])
 		if !ok {
-			return Crypto{}, `crypto key lifetime must be a number or "2^n"`
+			return CryptoKey{}, `crypto key lifetime must be a number or "2^n"`
 		}
 		rest = rest[1:]
 	}
@@ -148,16 +210,15 @@ func parseCrypto(v string) (Crypto, string) {
 		mki, err1 := strconv.ParseUint(val, 10, 32)
 		n, err2 := strconv.ParseUint(length, 10, 8)
 		if !ok || err1 != nil || err2 != nil || n < 1 || n > 4 || bits.Len64(mki) > int(8*n) {
-			return Crypto{}, "crypto MKI must be value:length with a length of 1 to 4 bytes that holds the value"
+			return CryptoKey{}, "crypto MKI must be value:length with a length of 1 to 4 bytes that holds the value"
 		}
-		c.MKI, c.MKILength = uint32(mki), int(n)
+		k.MKI, k.MKILength = uint32(mki), int(n)
 		rest = rest[1:]
 	}
 	if len(rest) > 0 {
-		return Crypto{}, "crypto key parameter must be key[|lifetime][|mki:length]"
+		return CryptoKey{}, "crypto key parameter must be key[|lifetime][|mki:length]"
 	}
-	c.Params = append(c.Params, f[3:]...)
-	return c, ""
+	return k, ""
 }
 
 func parseLifetime(s string) (uint64, bool) {
@@ -191,6 +252,18 @@ func (c Crypto) check() string {
 	if want, known := suiteKeyLengths[c.Suite]; known && len(c.Key) != want {
 		return fmt.Sprintf("crypto key is %d bytes, %s needs %d", len(c.Key), c.Suite, want)
 	}
+	if len(c.MoreKeys) > 0 && (c.MKILength == 0 || len(c.MoreKeys)+1 > maxCryptoKeys) {
+		return fmt.Sprintf("crypto line with several keys needs an MKI on each and at most %d keys", maxCryptoKeys)
+	}
+	for _, k := range c.MoreKeys {
+		if k.MKILength == 0 {
+			return "crypto line with several keys needs an MKI on each"
+		}
+		further := Crypto{Tag: c.Tag, Suite: c.Suite, Key: k.Key, Lifetime: k.Lifetime, MKI: k.MKI, MKILength: k.MKILength}
+		if reason := further.check(); reason != "" {
+			return "crypto further key: " + reason
+		}
+	}
 	for _, p := range c.Params {
 		if p == "" || strings.ContainsAny(p, " \t\r\n") {
 			return "crypto session parameter must be one non-empty word"
@@ -205,21 +278,11 @@ func (c Crypto) value() string {
 	b.WriteString(strconv.Itoa(c.Tag))
 	b.WriteByte(' ')
 	b.WriteString(c.Suite)
-	b.WriteString(" inline:")
-	b.WriteString(base64.StdEncoding.EncodeToString(c.Key))
-	if c.Lifetime != 0 {
-		b.WriteByte('|')
-		if c.Lifetime&(c.Lifetime-1) == 0 {
-			b.WriteString("2^" + strconv.Itoa(bits.TrailingZeros64(c.Lifetime)))
-		} else {
-			b.WriteString(strconv.FormatUint(c.Lifetime, 10))
-		}
-	}
-	if c.MKILength != 0 {
-		b.WriteByte('|')
-		b.WriteString(strconv.FormatUint(uint64(c.MKI), 10))
-		b.WriteByte(':')
-		b.WriteString(strconv.Itoa(c.MKILength))
+	b.WriteByte(' ')
+	writeKeyParam(&b, CryptoKey{Key: c.Key, Lifetime: c.Lifetime, MKI: c.MKI, MKILength: c.MKILength})
+	for _, k := range c.MoreKeys {
+		b.WriteByte(';')
+		writeKeyParam(&b, k)
 	}
 	for _, p := range c.Params {
 		b.WriteByte(' ')
@@ -228,9 +291,38 @@ func (c Crypto) value() string {
 	return b.String()
 }
 
+func writeKeyParam(b *strings.Builder, k CryptoKey) {
+	b.WriteString("inline:")
+	b.WriteString(base64.StdEncoding.EncodeToString(k.Key))
+	if k.Lifetime != 0 {
+		b.WriteByte('|')
+		if k.Lifetime&(k.Lifetime-1) == 0 {
+			b.WriteString("2^" + strconv.Itoa(bits.TrailingZeros64(k.Lifetime)))
+		} else {
+			b.WriteString(strconv.FormatUint(k.Lifetime, 10))
+		}
+	}
+	if k.MKILength != 0 {
+		b.WriteByte('|')
+		b.WriteString(strconv.FormatUint(uint64(k.MKI), 10))
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(k.MKILength))
+	}
+}
+
 // clone returns a copy that shares no memory with c.
 func (c Crypto) clone() Crypto {
 	c.Key = append([]byte(nil), c.Key...)
+	if len(c.MoreKeys) > 0 {
+		more := make([]CryptoKey, len(c.MoreKeys))
+		for i, k := range c.MoreKeys {
+			k.Key = append([]byte(nil), k.Key...)
+			more[i] = k
+		}
+		c.MoreKeys = more
+	} else {
+		c.MoreKeys = nil
+	}
 	c.Params = append([]string(nil), c.Params...)
 	if len(c.Params) == 0 {
 		c.Params = nil

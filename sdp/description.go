@@ -80,6 +80,13 @@ type Media struct {
 	MID string
 	// RTCPMux reports "a=rtcp-mux": RTP and RTCP share one port.
 	RTCPMux bool
+	// RTCP is the "a=rtcp" attribute (RFC 3605): where the sender receives
+	// RTCP when it is not multiplexed with RTP; zero when absent, in which
+	// case RTCP goes to the RTP port plus one (RFC 3550 section 11).
+	RTCP RTCPAddr
+	// PTime is the "a=ptime" attribute: the packet duration in
+	// milliseconds the sender wants to receive; 0 when absent.
+	PTime uint32
 	// SSRCs are the synchronization sources announced with an "a=ssrc"
 	// cname attribute (RFC 5576), in order of appearance.
 	SSRCs []SSRC
@@ -96,6 +103,23 @@ type Media struct {
 	// attribute; nil when absent.
 	KeyRef *KeyRef
 }
+
+// RTCPAddr is the value of an "a=rtcp" attribute (RFC 3605): a port and,
+// optionally, an address that differs from the section's connection
+// address.
+type RTCPAddr struct {
+	// Port is the RTCP port, 1 to 65535; 0 means no attribute.
+	Port uint16
+	// Address is the RTCP address, an IP address or host name; empty
+	// means the section's connection address.
+	Address string
+}
+
+// HasICE reports whether the section carries ICE credentials. A section
+// without them comes from a peer that speaks no ICE (a SIP phone or trunk,
+// RFC 3264 alone): media goes to the address and port of its "c=" and
+// "m=" lines.
+func (m *Media) HasICE() bool { return m.ICE.Ufrag != "" && m.ICE.Pwd != "" }
 
 // Format is one RTP payload format of a media section: its payload type
 // from the "m=" line, the encoding from "a=rtpmap" and the parameters from

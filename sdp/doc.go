@@ -6,7 +6,7 @@
 // origin, one or more media sections (audio, video, and application
 // sections such as a browser's data channel, which an answer rejects) with
 // payload formats,
-// direction, mid, rtcp-mux and SSRCs, the BUNDLE group, ICE (credentials,
+// direction, mid, rtcp-mux, rtcp (RFC 3605), ptime and SSRCs, the BUNDLE group, ICE (credentials,
 // options, candidates with every RFC 8839 field, end-of-candidates,
 // ice-lite), DTLS (fingerprints, setup role), SDES crypto lines (RFC 4568)
 // and the KMS key reference. [Unmarshal] parses text, [Description.Marshal]
@@ -28,7 +28,34 @@
 // fingerprints [KeyingHybrid], without them [KeyingKMS]; crypto lines
 // [KeyingSDES]. A section with both fingerprints and crypto lines counts
 // as dtls: keys negotiated in DTLS are preferred over keys in the
-// signaling.
+// signaling. [Description.Keyings] lists every mode an offer lets the
+// answerer pick: such a section on RTP/SAVP or RTP/SAVPF allows dtls and
+// sdes, while a key-mgmt reference allows only kms or hybrid (an answer in
+// a weaker mode would be a downgrade), and a UDP/TLS proto means DTLS.
+// [NewAnswer] answers in Capabilities.Keying when the offer allows it and
+// otherwise fails with an error that names what the offer supports; plain
+// RTP (RTP/AVP without any keying) is refused with a reason that says so.
+// The answer keeps the offer's proto, as RFC 3264 requires.
+//
+// # Peers without ICE
+//
+// SIP phones, trunks and many border elements speak RFC 3264 alone: the
+// address is on the "c=" line (session or media level), the port on the
+// "m=" line, RTCP on the port above it or where "a=rtcp" says (RFC 3605)
+// unless "a=rtcp-mux" is agreed. A section without ice-ufrag and ice-pwd is
+// such a section ([Media.HasICE] is false); one credential without the
+// other, or candidates without credentials, is malformed. An answer to an
+// offer without ICE carries no ICE either, and Capabilities.NoICE makes an
+// offer without ICE. The [Agreement] says NoICE and gives the peer's RTP
+// and RTCP addresses (RemoteRTP, RemoteRTCP) and whether RTCP is muxed. A
+// peer's addresses from the signaling are only where to send: whoever sends
+// from them is not thereby authenticated (see the securecall package for
+// how a Call latches only onto authenticated packets).
+//
+// Crypto lines may carry a lifetime and an MKI, and several master keys
+// told apart by MKI ([Crypto.MoreKeys]); negotiation picks the first
+// offered line with a known suite and one key, so that each direction has
+// one master key with its own MKI, as RFC 4568 requires of each sender.
 //
 // # Roles
 //
@@ -69,12 +96,14 @@
 // names the line and the reason: lines out of the RFC 8866 order; unknown
 // line types; media kinds other than audio, video and application; unknown
 // protos; ports
-// and payload types out of range; a media section with a port but without
-// ICE credentials; malformed candidates, fingerprints, crypto lines (the
+// and payload types out of range; a media section with only one of the ICE
+// credentials, or candidates without them; malformed candidates, rtcp and
+// ptime attributes, fingerprints, crypto lines (the
 // inline key must have the length of its suite) and key-mgmt attributes;
 // and attributes repeated where they must be unique (ice-ufrag, ice-pwd,
-// setup, key-mgmt and the direction per level, mid and rtpmap/fmtp per
-// payload type per section). Attributes it does not model are skipped. No
+// setup, key-mgmt and the direction per level, mid, rtcp, ptime and
+// rtpmap/fmtp per payload type per section). An empty "s=" line, which RFC
+// 3264's examples use, is read as "-". Attributes it does not model are skipped. No
 // input makes it panic.
 //
 // # Security

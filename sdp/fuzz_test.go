@@ -8,7 +8,8 @@ import (
 )
 
 // seedDescriptions are the real-world inputs, used as fuzz seeds.
-var seedDescriptions = []string{"chrome_offer.txt", "firefox_offer.txt", "sip_sdes_offer.txt", "lite_border_offer.txt"}
+var seedDescriptions = []string{"chrome_offer.txt", "firefox_offer.txt", "sip_sdes_offer.txt", "lite_border_offer.txt",
+	"rfc3264_offer.txt", "rfc4568_offer.txt", "sip_noice_offer.txt"}
 
 func FuzzUnmarshal(f *testing.F) {
 	for _, name := range seedDescriptions {
@@ -37,6 +38,18 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 		f.Add(text)
 	}
+	// SIP shapes without ICE: an offer and its answer as this package
+	// writes them (c=/m= address, a=rtcp, a=ptime, no rtcp-mux).
+	sip := sipCaps()
+	sip.NoICE, sip.PTime = true, 20
+	if offer, err := NewOffer(sip); err != nil {
+		f.Fatal(err)
+	} else if text, err := offer.Marshal(); err != nil {
+		f.Fatal(err)
+	} else {
+		f.Add(text)
+	}
+	f.Add([]byte(noICE))
 	f.Add([]byte(minimal))
 	for _, in := range trickyInputs {
 		f.Add([]byte(in))
@@ -56,6 +69,9 @@ func FuzzAttribute(f *testing.F) {
 		"fingerprint:sha-1 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33",
 		"rtpmap:96 VP8/90000", "fmtp:111 stereo=1", "ssrc:7 cname:x", "setup:active", "ice-options:trickle",
 		"group:BUNDLE 0", "ice-lite", "end-of-candidates", "inactive", "mid:1", "ice-ufrag:wxyz",
+		"rtcp:53020", "rtcp:53020 IN IP4 126.16.64.4", "rtcp:53020 IN IP6 2001:db8::1", "ptime:20", "sendonly", "recvonly",
+		"crypto:2 F8_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVm|2^20|1:4;inline:QUJjZGVmMTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5|2^20|2:4 FEC_ORDER=FEC_SRTP",
+		"crypto:3 AES_CM_128_HMAC_SHA1_32 inline:" + key30 + "|1000|255:1",
 	} {
 		f.Add(line, false)
 		f.Add(line, true)

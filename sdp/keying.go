@@ -69,19 +69,59 @@ func (d *Description) Keying() (Keying, error) {
 }
 
 func (m *Media) keying() (Keying, string) {
+	ks, reason := m.keyings()
+	if reason != "" {
+		return "", reason
+	}
+	return ks[0], ""
+}
+
+// keyings returns the keying modes a section allows the answerer to pick,
+// the preferred first, or says why it allows none:
+//
+//   - key-mgmt and fingerprint: hybrid only;
+//   - key-mgmt alone: kms only (a key-mgmt reference asks for the KMS's
+//     keys, so an answer in a weaker mode would be a downgrade);
+//   - fingerprint: dtls, and also sdes when the section has crypto lines
+//     and its proto is not a UDP/TLS one (which means DTLS);
+//   - crypto lines alone: sdes.
+func (m *Media) keyings() ([]Keying, string) {
 	dtlsProto := strings.HasPrefix(m.Proto, "UDP/TLS/")
 	fp := len(m.Fingerprints) > 0
+	sdes := len(m.Crypto) > 0 && !dtlsProto
 	switch {
 	case dtlsProto && !fp:
-		return "", "missing fingerprint: " + m.Proto + " needs DTLS"
+		return nil, "missing fingerprint: " + m.Proto + " needs DTLS"
 	case m.KeyRef != nil && fp:
-		return KeyingHybrid, ""
+		return []Keying{KeyingHybrid}, ""
 	case m.KeyRef != nil:
-		return KeyingKMS, ""
+		return []Keying{KeyingKMS}, ""
+	case fp && sdes:
+		return []Keying{KeyingDTLS, KeyingSDES}, ""
 	case fp:
-		return KeyingDTLS, ""
-	case len(m.Crypto) > 0:
-		return KeyingSDES, ""
+		return []Keying{KeyingDTLS}, ""
+	case sdes:
+		return []Keying{KeyingSDES}, ""
+	case m.Proto == "RTP/AVP" || m.Proto == "RTP/AVPF":
+		return nil, "no keying: plain RTP (" + m.Proto + ") without a fingerprint, key-mgmt or crypto line; this SDK carries only SRTP"
 	}
-	return "", "no keying: no fingerprint, key-mgmt or crypto line (" + m.Proto + ")"
+	return nil, "no keying: no fingerprint, key-mgmt or crypto line (" + m.Proto + ")"
+}
+
+// Keyings returns the keying modes that the first active audio section
+// lets an answerer choose from, the preferred first (see
+// [Description.Keying] for the one-mode reading): a section with
+// fingerprints and crypto lines on RTP/SAVP or RTP/SAVPF allows dtls and
+// sdes; a key-mgmt reference allows only kms or hybrid. It fails, wrapping
+// [ErrNegotiation], when there is no such section or it allows none.
+func (d *Description) Keyings() ([]Keying, error) {
+	idx := audioSection(d)
+	if idx < 0 {
+		return nil, fmt.Errorf("%w: description has no active audio section", ErrNegotiation)
+	}
+	ks, reason := d.Media[idx].keyings()
+	if reason != "" {
+		return nil, fmt.Errorf("%w: media section %d: %s", ErrNegotiation, idx+1, reason)
+	}
+	return ks, nil
 }

@@ -118,6 +118,16 @@ func (m *Media) wire() *pionsdp.MediaDescription {
 	if m.RTCPMux {
 		flag("rtcp-mux")
 	}
+	if m.RTCP.Port != 0 {
+		v := strconv.Itoa(int(m.RTCP.Port))
+		if m.RTCP.Address != "" {
+			v += " IN " + addressType(m.RTCP.Address) + " " + m.RTCP.Address
+		}
+		attr("rtcp", v)
+	}
+	if m.PTime != 0 {
+		attr("ptime", strconv.FormatUint(uint64(m.PTime), 10))
+	}
 	for _, f := range m.Formats {
 		if f.Name != "" {
 			enc := f.Name + "/" + strconv.FormatUint(uint64(f.ClockRate), 10)
@@ -205,8 +215,14 @@ func (m *Media) check() string {
 		return fmt.Sprintf("mid %q is not a token", m.MID)
 	case m.Setup != "" && !m.Setup.valid():
 		return fmt.Sprintf("unknown setup %q", m.Setup)
-	case m.Port != 0 && (m.ICE.Ufrag == "" || m.ICE.Pwd == ""):
-		return "ICE ufrag and pwd are required when the port is not 0"
+	case m.Port != 0 && (m.ICE.Ufrag == "") != (m.ICE.Pwd == ""):
+		return "ICE ufrag and pwd go together: set both (ICE) or neither (no ICE)"
+	case m.Port != 0 && m.ICE.Ufrag == "" && len(m.ICE.Candidates) > 0:
+		return "candidates need ICE ufrag and pwd"
+	case m.RTCP.Address != "" && (m.RTCP.Port == 0 || !isAddress(m.RTCP.Address)):
+		return fmt.Sprintf("rtcp address %q needs a port and must be an IP address or host name", m.RTCP.Address)
+	case m.PTime > maxPTime:
+		return fmt.Sprintf("ptime %d is above %d ms", m.PTime, maxPTime)
 	case m.ICE.Ufrag != "" && !validUfrag(m.ICE.Ufrag):
 		return "ICE ufrag must be 4 to 256 ice-chars"
 	case m.ICE.Pwd != "" && !validPwd(m.ICE.Pwd):

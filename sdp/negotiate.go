@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -51,6 +53,17 @@ type Capabilities struct {
 	// SessionID is the origin's session id. If zero, a random one below
 	// 2^62 is chosen (RFC 8829 section 5.2.1).
 	SessionID uint64
+	// NoICE leaves ICE out of the description, for peers that speak none
+	// (plain SIP, RFC 3264 alone): no credentials, options or candidates;
+	// the "m=" and "c=" lines carry the address of the first component-1
+	// UDP candidate of ICE.Candidates, and "a=rtcp" that of the first
+	// component-2 one. ICE credentials are then not required. An answer to
+	// an offer without ICE leaves ICE out whatever NoICE says. If zero,
+	// descriptions carry ICE.
+	NoICE bool
+	// PTime is the packet duration in milliseconds that this endpoint
+	// wants to receive, written as "a=ptime". If zero, none is written.
+	PTime uint32
 }
 
 // Default values that Capabilities and the descriptions use.
@@ -109,7 +122,7 @@ func (c Capabilities) withDefaults() (Capabilities, error) {
 // check reports a capability that the keying mode needs and lacks. An
 // offer needs KeyRef for kms and hybrid; an answer takes it from the offer.
 func (c *Capabilities) check(offer bool) error {
-	if !validUfrag(c.ICE.Ufrag) || !validPwd(c.ICE.Pwd) {
+	if !c.NoICE && (!validUfrag(c.ICE.Ufrag) || !validPwd(c.ICE.Pwd)) {
 		return errors.New("sdp: capabilities: ICE ufrag (4 to 256 ice-chars) and pwd (22 to 256) are required")
 	}
 	if c.Keying.usesDTLS() && len(c.Fingerprints) == 0 {
@@ -158,7 +171,7 @@ func NewOffer(c Capabilities) (*Description, error) {
 	if err := c.check(true); err != nil {
 		return nil, err
 	}
-	m := c.localMedia(DefaultMID, c.Keying.proto())
+	m := c.localMedia(DefaultMID, c.Keying.proto(), !c.NoICE)
 	m.Formats = cloneFormats(c.Codecs)
 	if c.Keying.usesDTLS() {
 		m.Setup = SetupActpass
@@ -191,8 +204,8 @@ func NewOffer(c Capabilities) (*Description, error) {
 }
 
 // localMedia returns an audio section with this endpoint's transport,
-// ICE, fingerprints and SSRC.
-func (c *Capabilities) localMedia(mid, proto string) Media {
+// ICE (unless withICE is false), fingerprints and SSRC.
+func (c *Capabilities) localMedia(mid, proto string, withICE bool) Media {
 	m := Media{
 		Kind:      "audio",
 		Port:      DefaultPort,
@@ -213,13 +226,27 @@ func (c *Capabilities) localMedia(mid, proto string) Media {
 	if len(m.ICE.Options) == 0 {
 		m.ICE.Options = nil
 	}
+	m.PTime = c.PTime
 	// The m= and c= lines carry the default candidate (RFC 8839 section
-	// 4.2.1.1): the first UDP RTP candidate with an IP address.
+	// 4.2.1.1): the first UDP RTP candidate with an IP address; a=rtcp the
+	// first UDP RTCP one (RFC 8839 section 5.1.2, RFC 3605).
+	rtp, rtcp := false, false
 	for _, cand := range m.ICE.Candidates {
-		if _, ok := cand.AddrPort(); ok && cand.Component == 1 && cand.Transport == "udp" && cand.Port != 0 {
-			m.Port, m.Address = cand.Port, cand.Address
-			break
+		if _, ok := cand.AddrPort(); !ok || cand.Transport != "udp" || cand.Port == 0 {
+			continue
 		}
+		switch {
+		case cand.Component == 1 && !rtp:
+			m.Port, m.Address, rtp = cand.Port, cand.Address, true
+		case cand.Component == 2 && !rtcp:
+			m.RTCP, rtcp = RTCPAddr{Port: cand.Port, Address: cand.Address}, true
+		}
+	}
+	if rtp && rtcp && m.RTCP.Address == m.Address {
+		m.RTCP.Address = ""
+	}
+	if !withICE {
+		m.ICE = ICE{}
 	}
 	if c.Keying.usesDTLS() {
 		m.Fingerprints = cloneFingerprints(c.Fingerprints)
@@ -266,6 +293,51 @@ type Agreement struct {
 	RemoteSSRC uint32
 	// Direction is this side's media direction.
 	Direction Direction
+	// NoICE reports that the call runs without ICE: the peer's description
+	// has no ICE credentials (or this side left ICE out), so media goes to
+	// RemoteRTP and RemoteRTCP as the peer's "c=", "m=" and "a=rtcp" lines
+	// say, without connectivity checks.
+	NoICE bool
+	// RTCPMux reports that both sides multiplex RTCP with RTP on one port
+	// (RFC 5761); when false, RTCP has its own port (ICE component 2, or
+	// RemoteRTCP without ICE).
+	RTCPMux bool
+	// RemoteRTP is the peer's RTP address from its "c=" and "m=" lines;
+	// invalid when the connection address is a host name.
+	RemoteRTP netip.AddrPort
+	// RemoteRTCP is the peer's RTCP address when RTCP is not multiplexed:
+	// its "a=rtcp" attribute (RFC 3605), or else RemoteRTP's port plus one
+	// (RFC 3550 section 11); invalid when RTCPMux is true or the address is
+	// unknown.
+	RemoteRTCP netip.AddrPort
+	// RemotePTime is the peer's "a=ptime" in milliseconds, 0 when absent.
+	RemotePTime uint32
+}
+
+// transport fills the transport fields of a from the peer's section rm;
+// noICE says whether either side left ICE out, mux whether both sides
+// multiplex RTCP.
+func (a *Agreement) transport(rm *Media, noICE, mux bool) {
+	a.NoICE, a.RTCPMux, a.RemotePTime = noICE, mux, rm.PTime
+	addr, err := netip.ParseAddr(rm.Address)
+	if err != nil {
+		return
+	}
+	addr = addr.Unmap()
+	a.RemoteRTP = netip.AddrPortFrom(addr, rm.Port)
+	if mux {
+		return
+	}
+	switch {
+	case rm.RTCP.Port != 0 && rm.RTCP.Address != "":
+		if raddr, err := netip.ParseAddr(rm.RTCP.Address); err == nil {
+			a.RemoteRTCP = netip.AddrPortFrom(raddr.Unmap(), rm.RTCP.Port)
+		}
+	case rm.RTCP.Port != 0:
+		a.RemoteRTCP = netip.AddrPortFrom(addr, rm.RTCP.Port)
+	case rm.Port < 65535:
+		a.RemoteRTCP = netip.AddrPortFrom(addr, rm.Port+1)
+	}
 }
 
 // audioSection returns the index of the first audio section with a port,
@@ -304,13 +376,15 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 	if idx < 0 {
 		return nil, Agreement{}, fmt.Errorf("%w: offer has no audio section", ErrNegotiation)
 	}
-	keying, err := offer.Keying()
+	offered, err := offer.Keyings()
 	if err != nil {
 		return nil, Agreement{}, err
 	}
-	if keying != c.Keying {
-		return nil, Agreement{}, fmt.Errorf("%w: keying mismatch: the offer uses %s, this endpoint requires %s", ErrNegotiation, keying, c.Keying)
+	if !slices.Contains(offered, c.Keying) {
+		return nil, Agreement{}, fmt.Errorf("%w: keying mismatch: the offer supports %s; this endpoint requires %s",
+			ErrNegotiation, keyingList(offered), c.Keying)
 	}
+	keying := c.Keying
 	om := &offer.Media[idx]
 	a := Agreement{
 		Keying:         keying,
@@ -328,9 +402,17 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 		return nil, Agreement{}, fmt.Errorf("%w: no common codec: the offer has %s, this endpoint supports %s",
 			ErrNegotiation, formatList(om.Formats), formatList(c.Codecs))
 	}
-	m := c.localMedia(om.MID, om.Proto)
+	noICE := c.NoICE || !om.HasICE()
+	a.transport(om, noICE, om.RTCPMux)
+	if noICE {
+		a.Remote, a.ICEControlling = ICE{}, false
+	}
+	m := c.localMedia(om.MID, om.Proto, !noICE)
 	m.Direction = a.Direction
 	m.RTCPMux = om.RTCPMux
+	if m.RTCPMux {
+		m.RTCP = RTCPAddr{} // RFC 5761 section 5.1.3: no a=rtcp port of its own
+	}
 	m.Formats = cloneFormats(a.Codecs)
 	if keying.usesDTLS() {
 		a.RemoteFingerprints = cloneFingerprints(om.Fingerprints)
@@ -354,8 +436,12 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 	if keying == KeyingSDES {
 		remote, local, ok := pickCrypto(om.Crypto, c.Crypto)
 		if !ok {
-			return nil, Agreement{}, fmt.Errorf("%w: no common SDES suite: the offer has %s, this endpoint supports %s",
-				ErrNegotiation, suiteList(om.Crypto), suiteList(c.Crypto))
+			why := ""
+			if slices.ContainsFunc(om.Crypto, func(oc Crypto) bool { return len(oc.MoreKeys) > 0 }) {
+				why = " (lines with more than one master key are not accepted: a session holds one key per direction)"
+			}
+			return nil, Agreement{}, fmt.Errorf("%w: no common SDES suite: the offer has %s, this endpoint supports %s%s",
+				ErrNegotiation, suiteList(om.Crypto), suiteList(c.Crypto), why)
 		}
 		a.RemoteCrypto, a.LocalCrypto = &remote, &local
 		m.Crypto = []Crypto{local.clone()}
@@ -419,7 +505,9 @@ func AcceptAnswer(offer, answer *Description) (Agreement, error) {
 	if am.Port == 0 {
 		return Agreement{}, fmt.Errorf("%w: the answer rejected the audio section", ErrNegotiation)
 	}
-	if am.Kind != om.Kind || am.MID != om.MID {
+	// An answerer that does not know mid (RFC 5888 is optional; SIP phones
+	// such as baresip leave it out) answers without one.
+	if am.Kind != om.Kind || (am.MID != om.MID && am.MID != "") {
 		return Agreement{}, fmt.Errorf("%w: the answer's section %d (%s, mid %q) does not match the offer's (%s, mid %q)",
 			ErrNegotiation, idx+1, am.Kind, am.MID, om.Kind, om.MID)
 	}
@@ -447,6 +535,11 @@ func AcceptAnswer(offer, answer *Description) (Agreement, error) {
 	}
 	if len(am.SSRCs) > 0 {
 		a.RemoteSSRC = am.SSRCs[0].ID
+	}
+	noICE := !om.HasICE() || !am.HasICE()
+	a.transport(am, noICE, om.RTCPMux && am.RTCPMux)
+	if noICE {
+		a.Remote, a.ICEControlling = ICE{}, false
 	}
 	a.Codecs = answeredCodecs(om.Formats, am.Formats)
 	if len(a.Codecs) == 0 {
@@ -548,7 +641,7 @@ func sameCodec(a, b Format) bool {
 // knows and the local lines have, with the local line that answers it.
 func pickCrypto(offered, local []Crypto) (remote, answer Crypto, ok bool) {
 	for _, oc := range offered {
-		if _, known := suiteKeyLengths[oc.Suite]; !known {
+		if _, known := suiteKeyLengths[oc.Suite]; !known || len(oc.MoreKeys) > 0 || weakens(oc.Params) {
 			continue
 		}
 		for _, lc := range local {
@@ -560,6 +653,22 @@ func pickCrypto(offered, local []Crypto) (remote, answer Crypto, ok bool) {
 		}
 	}
 	return Crypto{}, Crypto{}, false
+}
+
+// weakens reports session parameters (RFC 4568 section 6.3) that turn off
+// part of SRTP's protection or change its key derivation: a line with them
+// is never accepted, so that encryption and authentication stay on for
+// every packet.
+func weakens(params []string) bool {
+	for _, p := range params {
+		switch {
+		case p == "UNENCRYPTED_SRTP", p == "UNENCRYPTED_SRTCP", p == "UNAUTHENTICATED_SRTP":
+			return true
+		case strings.HasPrefix(p, "KDR=") && p != "KDR=0":
+			return true
+		}
+	}
+	return false
 }
 
 func cloneICE(i ICE) ICE {
@@ -578,6 +687,14 @@ func formatList(fs []Format) string {
 	names := make([]string, len(fs))
 	for i, f := range fs {
 		names[i] = f.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+func keyingList(ks []Keying) string {
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = string(k)
 	}
 	return strings.Join(names, ", ")
 }

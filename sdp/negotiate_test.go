@@ -301,7 +301,7 @@ func TestNegotiationErrors(t *testing.T) {
 			}
 			_, _, err = NewAnswer(offer, caps(KeyingKMS))
 			return err
-		}, "keying mismatch: the offer uses sdes, this endpoint requires kms"},
+		}, "keying mismatch: the offer supports sdes; this endpoint requires kms"},
 		{"missing fingerprint for dtls", func(t *testing.T) error {
 			offer := dtlsOffer(t)
 			offer.Media[0].Fingerprints = nil

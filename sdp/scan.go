@@ -142,9 +142,9 @@ func (lay *layout) checkOrder() *ParseError {
 	if err := checkOrigin(lines[1]); err != nil {
 		return err
 	}
-	if lines[2].val == "" {
-		return lines[2].fail("session name must not be empty (use \"-\")")
-	}
+	// RFC 8866 wants a non-empty s= ("-" when there is no name), but RFC
+	// 3264's own examples and some SIP stacks send an empty one: it is read
+	// as "-".
 	last, seenT, inMedia := sessionRank['s'], false, false
 	for _, l := range lines[3:] {
 		if l.typ == 'm' {

@@ -160,6 +160,9 @@ func (lay *layout) build(wire *pionsdp.SessionDescription) (*Description, *Parse
 		},
 		SessionName: string(wire.SessionName),
 	}
+	if d.SessionName == "" {
+		d.SessionName = "-"
+	}
 	var sess levelAttrs
 	var group *textLine
 	for i, a := range wire.Attributes {
@@ -188,7 +191,7 @@ func (lay *layout) build(wire *pionsdp.SessionDescription) (*Description, *Parse
 			if len(d.Bundle) == 0 {
 				d.Bundle = nil
 			}
-		case "candidate", "crypto", "mid", "rtpmap", "fmtp", "ssrc", "rtcp-mux":
+		case "candidate", "crypto", "mid", "rtpmap", "fmtp", "ssrc", "rtcp-mux", "rtcp":
 			return nil, l.fail(a.Key + " is a media-level attribute")
 		}
 	}
@@ -252,7 +255,7 @@ func (lay *layout) buildMedia(d *Description, i int, md *pionsdp.MediaDescriptio
 		m.Formats = append(m.Formats, format)
 	}
 	var la levelAttrs
-	var mid *textLine
+	var mid, rtcpLine, ptimeLine *textLine
 	rtpmapSeen := make(map[uint8]bool)
 	fmtpSeen := make(map[uint8]bool)
 	ssrcAt := make(map[uint32]int)
@@ -278,6 +281,28 @@ func (lay *layout) buildMedia(d *Description, i int, md *pionsdp.MediaDescriptio
 			m.MID = a.Value
 		case "rtcp-mux":
 			m.RTCPMux = true
+		case "rtcp":
+			if rtcpLine != nil {
+				return Media{}, l.fail("rtcp appears twice in the media section")
+			}
+			ll := l
+			rtcpLine = &ll
+			r, reason := parseRTCP(a.Value)
+			if reason != "" {
+				return Media{}, l.fail(reason)
+			}
+			m.RTCP = r
+		case "ptime":
+			if ptimeLine != nil {
+				return Media{}, l.fail("ptime appears twice in the media section")
+			}
+			ll := l
+			ptimeLine = &ll
+			n, err := strconv.ParseUint(a.Value, 10, 32)
+			if err != nil || n == 0 || n > maxPTime {
+				return Media{}, l.fail("ptime must be a number of milliseconds from 1 to " + strconv.Itoa(maxPTime))
+			}
+			m.PTime = uint32(n)
 		case "ice-lite":
 			// RFC 8839 puts ice-lite at session level; a peer that puts it
 			// here is still telling us it is Lite.
@@ -326,8 +351,14 @@ func (lay *layout) buildMedia(d *Description, i int, md *pionsdp.MediaDescriptio
 	if l := pick(la.pwd, sess.pwd); l != nil {
 		m.ICE.Pwd = valueAfterColon(l.val)
 	}
-	if m.Port != 0 && (m.ICE.Ufrag == "" || m.ICE.Pwd == "") {
-		return Media{}, mline.fail("media section has no ice-ufrag and ice-pwd, at media or session level")
+	// A section without ICE credentials is from a peer without ICE (RFC
+	// 3264 alone); one credential without the other, or candidates without
+	// credentials, is a broken description.
+	if m.Port != 0 && (m.ICE.Ufrag == "") != (m.ICE.Pwd == "") {
+		return Media{}, mline.fail("media section has one of ice-ufrag and ice-pwd without the other")
+	}
+	if m.Port != 0 && m.ICE.Ufrag == "" && len(m.ICE.Candidates) > 0 {
+		return Media{}, mline.fail("media section has candidates but no ice-ufrag and ice-pwd")
 	}
 	m.ICE.Options = sess.options
 	if la.haveOptions {
@@ -359,6 +390,28 @@ func (lay *layout) buildMedia(d *Description, i int, md *pionsdp.MediaDescriptio
 		m.Direction = Direction(l.val)
 	}
 	return m, nil
+}
+
+// maxPTime bounds "a=ptime": a minute of audio per packet is already
+// absurd.
+const maxPTime = 60000
+
+// parseRTCP parses an "a=rtcp" value: port [IN IP4|IP6 address].
+func parseRTCP(v string) (RTCPAddr, string) {
+	f := strings.Split(v, " ")
+	n, err := strconv.ParseUint(f[0], 10, 16)
+	if err != nil || n == 0 {
+		return RTCPAddr{}, "rtcp port must be a number from 1 to 65535"
+	}
+	r := RTCPAddr{Port: uint16(n)}
+	switch {
+	case len(f) == 1:
+	case len(f) == 4 && f[1] == "IN" && (f[2] == "IP4" || f[2] == "IP6") && isAddress(f[3]):
+		r.Address = f[3]
+	default:
+		return RTCPAddr{}, "rtcp must be a port, optionally followed by IN, IP4 or IP6 and an address (RFC 3605)"
+	}
+	return r, ""
 }
 
 // valueAfterColon returns what follows the first colon of an attribute

@@ -118,7 +118,6 @@ func TestUnmarshalValidation(t *testing.T) {
 		{"ice-options empty", add("a=ice-options:\r\n"), 16, "at least one option"},
 		{"mid not a token", edit("a=mid", "a=mid:a/b\r\n"), 8, "mid must be a token"},
 		{"two BUNDLE groups", edit("a=group", "a=group:BUNDLE 0\r\na=group:BUNDLE 0\r\n"), 6, "more than one BUNDLE"},
-		{"empty session name", edit("s=", "s=\r\n"), 3, "session name"},
 		{"line out of order", edit("t=", "t=0 0\r\nc=IN IP4 0.0.0.0\r\n"), 5, "out of order"},
 		{"media before t=", strings.Replace(minimal, "t=0 0\r\n", "", 1), 4, "before the t= line"},
 		{"unknown proto", edit("m=", "m=audio 9 RTP/XYZ 0\r\n"), 6, "unknown media proto"},
@@ -133,7 +132,7 @@ func TestUnmarshalValidation(t *testing.T) {
 		{"rtpmap twice", add("a=rtpmap:111 opus/48000/2\r\n"), 16, "rtpmap for payload type 111 appears twice"},
 		{"bad connection", edit("c=", "c=IN IP4 224.2.1.1/127\r\n"), 7, "connection address"},
 		{"no connection", edit("c=", ""), 6, "no c= line"},
-		{"missing ufrag", edit("a=ice-ufrag", ""), 6, "no ice-ufrag"},
+		{"missing ufrag", edit("a=ice-ufrag", ""), 6, "ice-ufrag and ice-pwd without the other"},
 		{"missing pwd", edit("a=ice-pwd", ""), 6, "ice-pwd"},
 		{"short ufrag", edit("a=ice-ufrag", "a=ice-ufrag:abc\r\n"), 9, "ice-ufrag must be"},
 		{"short pwd", edit("a=ice-pwd", "a=ice-pwd:short\r\n"), 10, "ice-pwd must be"},
@@ -259,5 +258,15 @@ func TestParseErrorsRedactSecrets(t *testing.T) {
 				t.Errorf("error shows the secret: %v", err)
 			}
 		})
+	}
+}
+
+func TestUnmarshalEmptySessionName(t *testing.T) {
+	d, err := Unmarshal([]byte(strings.Replace(minimal, "s=-\r\n", "s=\r\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.SessionName != "-" {
+		t.Errorf("empty s= read as %q, want \"-\" (RFC 3264's examples send it empty)", d.SessionName)
 	}
 }

@@ -18,7 +18,8 @@
 //	profile (2 bytes, big endian: the IANA DTLS-SRTP protection profile id)
 //
 // and HKDF-Expand yields keyLen+saltLen bytes: the master key, then the
-// master salt.
+// master salt. docs/keyschedule.md in the repository is the specification,
+// with test vectors that spec_test.go checks this package against.
 package keyschedule
 
 import (
@@ -88,18 +89,23 @@ func Derive(in Input) (key, salt []byte, err error) {
 	ikm = append(ikm, in.CallKey...)
 	ikm = append(ikm, in.Exporter...)
 
-	info := make([]byte, 0, len(label)+1+1+2+len(in.Sender)+4+2)
-	info = append(info, label...)
-	info = append(info, 0, byte(in.Mode))
-	info = binary.BigEndian.AppendUint16(info, uint16(len(in.Sender)))
-	info = append(info, in.Sender...)
-	info = binary.BigEndian.AppendUint32(info, in.Version)
-	info = binary.BigEndian.AppendUint16(info, in.Profile)
-
+	info := infoString(in)
 	okm, err := hkdf.Key(sha256.New, ikm, []byte(in.CallID), string(info), in.KeyLen+in.SaltLen)
 	clear(ikm)
 	if err != nil {
 		return nil, nil, fmt.Errorf("keyschedule: %w", err)
 	}
 	return okm[:in.KeyLen:in.KeyLen], okm[in.KeyLen:], nil
+}
+
+// infoString returns the HKDF info of in, laid out as docs/keyschedule.md
+// specifies.
+func infoString(in Input) []byte {
+	info := make([]byte, 0, len(label)+1+1+2+len(in.Sender)+4+2)
+	info = append(info, label...)
+	info = append(info, 0, byte(in.Mode))
+	info = binary.BigEndian.AppendUint16(info, uint16(len(in.Sender)))
+	info = append(info, in.Sender...)
+	info = binary.BigEndian.AppendUint32(info, in.Version)
+	return binary.BigEndian.AppendUint16(info, in.Profile)
 }

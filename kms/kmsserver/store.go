@@ -66,7 +66,7 @@ var _ Store = (*FileStore)(nil)
 
 // OpenFileStore opens (or creates, mode 0600) the store file at path. Only
 // one process may have the file open; another waits up to a second and then
-// fails. A damaged file (truncated, or with altered pages) fails with an
+// fails with [ErrStoreLocked]. A damaged file (truncated, or with altered pages) fails with an
 // error naming it, before the server reads anything from it: the file's
 // size is checked against its metadata (so that no read can fault past
 // its end), and every page of every bucket is read once under a fault and
@@ -76,6 +76,9 @@ func OpenFileStore(path string) (*FileStore, error) {
 		return nil, fmt.Errorf("kmsserver: open store %q: %w", path, err)
 	}
 	db, err := guarded(func() (*bolt.DB, error) { return bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second}) })
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open store %q: %w", path, ErrStoreLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kmsserver: open store %q: %w", path, err)
 	}
@@ -101,6 +104,10 @@ func OpenFileStore(path string) (*FileStore, error) {
 
 // ErrDamagedStore reports a store file that cannot be read safely.
 var ErrDamagedStore = errors.New("kmsserver: store file damaged")
+
+// ErrStoreLocked: another FileStore, usually another server process, has
+// the store file open. Only one may; stop it or use another directory.
+var ErrStoreLocked = errors.New("kmsserver: store file is locked by another process")
 
 // guarded runs f turning a panic, or a memory fault in the file mapping,
 // into an error wrapping ErrDamagedStore.

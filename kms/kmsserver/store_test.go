@@ -1,7 +1,9 @@
 package kmsserver_test
 
 import (
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -20,4 +22,23 @@ func TestFileStoreConformance(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// A second server on the same store file (another process, or another
+// FileStore in this one) is told that the file is locked, not just
+// "timeout".
+func TestFileStoreLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	first, err := kmsserver.OpenFileStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_, err = kmsserver.OpenFileStore(path)
+	if !errors.Is(err, kmsserver.ErrStoreLocked) {
+		t.Fatalf("second open: %v, want ErrStoreLocked", err)
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "locked by another") {
+		t.Fatalf("second open: %q does not say the file is locked by another process", err)
+	}
 }
