@@ -491,6 +491,13 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 	_, use := stunAttr(b, attrUseCandidate)
 	now := time.Now().UnixNano()
 	e.mu.Lock()
+	e.addPendingLocked(id, pendingTx{to: s, at: now, use: use}, now)
+	e.mu.Unlock()
+}
+
+// addPendingLocked remembers a request sent, within the bound of
+// maxPendingTx per attached Transport; e.mu is held.
+func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx, now int64) {
 	if len(e.pending) >= maxPendingTx*(len(e.uses)+1) {
 		// Unanswered checks: forget the old ones. The sweep is linear but
 		// runs once per maxPendingTx requests per Transport at most.
@@ -503,8 +510,7 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 			clear(e.pending)
 		}
 	}
-	e.pending[id] = pendingTx{to: s, at: now, use: use}
-	e.mu.Unlock()
+	e.pending[id] = p
 }
 
 // write sends b to dst from the socket, or hands it over in the process
