@@ -629,6 +629,13 @@ func (e *Endpoint) detach(u *endpointUse) {
 	e.mu.Lock()
 	delete(e.uses, u)
 	e.releaseTupleLocked(u)
+	// Its unanswered requests would keep the closed call reachable (and
+	// its memory) until the next sweep.
+	for k, p := range e.pending {
+		if p.to != nil && p.to.use == u || p.cs != nil && p.cs.use == u {
+			delete(e.pending, k)
+		}
+	}
 	for k, v := range e.byLocal {
 		if v == u {
 			delete(e.byLocal, k)
