@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pion/transport/v3"
 	"io"
 	"log/slog"
 	"net"
@@ -132,6 +133,24 @@ type Endpoint struct {
 	msgs     []ipv4.Message
 
 	stats endpointCounters
+
+	ifsMu sync.Mutex
+	ifs   []*transport.Interface // the interface list its Transports share
+}
+
+// interfaceList returns the interface list the Endpoint's Transports
+// share, read on first use.
+func (e *Endpoint) interfaceList() ([]*transport.Interface, error) {
+	e.ifsMu.Lock()
+	defer e.ifsMu.Unlock()
+	if e.ifs == nil {
+		ifs, err := interfaces()
+		if err != nil {
+			return nil, err
+		}
+		e.ifs = ifs
+	}
+	return e.ifs, nil
 }
 
 // batchConn is what golang.org/x/net's ipv4 and ipv6 PacketConns offer;
