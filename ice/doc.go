@@ -259,7 +259,8 @@
 // ICE username (the receiver's ufrag before the colon), STUN responses by
 // the transaction ID of the request the Transport sent, everything else by
 // the 5-tuple of the Transport's selected pair, straight into the queue
-// the net.Conn from Connect reads (a bounded buffer, 128 KiB per call).
+// the net.Conn from Connect reads (a channel of at most 64 datagrams per
+// call, in pooled records: an idle call holds no buffer).
 // Decryption stays with the media session's reader, on the application's
 // goroutine: done on the Endpoint's reader it would put every call's
 // SRTP on one core. Writers share sendmmsg calls when they meet: a
