@@ -404,7 +404,7 @@ func (c *Client) cached(uri string) []media.CallKey {
 	if e == nil {
 		return nil
 	}
-	now := time.Now()
+	now := c.cfg.Clock()
 	var out []media.CallKey
 	for _, k := range e.keys {
 		if k.Version >= e.min && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt)) {
@@ -777,7 +777,7 @@ func (c *Client) waitRetryAfter(ctx context.Context) error {
 
 // proof signs a proof of freshness for one request.
 func (c *Client) proof(method, path string, body []byte) (string, error) {
-	return wire.SignProof(c.key, method, path, body, time.Now())
+	return wire.SignProof(c.key, method, path, body, c.cfg.Clock())
 }
 
 // String describes the client without its credentials.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/media"
 )
@@ -189,7 +190,8 @@ func TestFetchCoalesces(t *testing.T) {
 }
 
 // While the KMS is unreachable, the last keys fetched keep serving until
-// they expire; then the error says unavailable.
+// they expire; then the error says unavailable. The client's clock is
+// fake: the test moves it to the expiry instead of sleeping until then.
 func TestCachedKeysWhileUnreachable(t *testing.T) {
 	env, err := devkms.Start(context.Background(), t.TempDir(), "alice")
 	if err != nil {
@@ -200,6 +202,8 @@ func TestCachedKeysWhileUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock := fakeclock.New(time.Now())
+	cfg.Clock = clock.Now
 	alice, err := kms.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -230,11 +234,18 @@ func TestCachedKeysWhileUnreachable(t *testing.T) {
 	if err != nil || len(cached) != 1 || string(cached[0].Key) != string(fresh[0].Key) {
 		t.Fatalf("unreachable KMS: %v, %v; want the cached key", cached, err)
 	}
-	// Wait for the short key's expiry itself (a condition, not a timing
-	// assertion): then nothing is left to serve.
-	time.Sleep(time.Until(shortKeys[0].ExpiresAt) + 10*time.Millisecond)
+	// Up to the short key's expiry it is still served; at its expiry
+	// nothing is left to serve, while the long call's key still is.
+	clock.Advance(shortKeys[0].ExpiresAt.Sub(clock.Now()) - time.Millisecond)
+	if keys, err := alice.Fetch(ctx, short); err != nil || len(keys) != 1 || string(keys[0].Key) != string(shortKeys[0].Key) {
+		t.Fatalf("a millisecond before expiry: %v, %v; want the cached key", keys, err)
+	}
+	clock.Advance(time.Millisecond)
 	if keys, err := alice.Fetch(ctx, short); !errors.Is(err, kms.ErrUnavailable) || keys != nil {
 		t.Fatalf("after expiry: %v, %v; want ErrUnavailable", keys, err)
+	}
+	if cached, err := alice.Fetch(ctx, long); err != nil || len(cached) != 1 {
+		t.Fatalf("the unexpired key of the other call: %v, %v", cached, err)
 	}
 }
 

@@ -86,6 +86,11 @@ type Config struct {
 	// a fetch or watch that sees [ErrEnded] or another permanent error)
 	// and on [Client.Release]. If zero, defaults to DefaultMaxCachedCalls.
 	MaxCachedCalls int
+	// Clock returns the time the client judges keys by (a cached version
+	// is served until its ExpiresAt) and dates its proofs of freshness
+	// with. If nil, time.Now. Retry waits (Backoff, Retry-After) and
+	// request timeouts always use real time.
+	Clock func() time.Time
 	// Logger receives operational events (retries, serving cached keys);
 	// never keys or tokens. If nil, the client is silent.
 	Logger *slog.Logger
@@ -116,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxCachedCalls <= 0 {
 		c.MaxCachedCalls = DefaultMaxCachedCalls
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -131,7 +131,7 @@
 // [ErrRevoked], [ErrEnded], [ErrRedirect], [ErrInvalidDelivery]); transient
 // errors are retried with exponential backoff and full jitter ([Backoff]).
 // While the KMS is unreachable, Fetch serves the last keys it fetched that
-// have not expired. After a 429 for its request rate the client sends
+// have not expired by [Config].Clock (default time.Now). After a 429 for its request rate the client sends
 // nothing before its Retry-After (at most a minute) has passed.
 //
 // The client's cache of keys is bounded: [Config].MaxCachedCalls calls

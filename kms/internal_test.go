@@ -36,6 +36,11 @@ func TestClientDefaults(t *testing.T) {
 	if c.Logger == nil {
 		t.Error("nil Logger not replaced by a silent one")
 	}
+	if c.Clock == nil {
+		t.Error("nil Clock not replaced by time.Now")
+	} else if d := time.Since(c.Clock()); d < 0 || d > time.Minute {
+		t.Errorf("the default Clock is %v away from time.Now", d)
+	}
 	if c.MaxCachedCalls != DefaultMaxCachedCalls {
 		t.Errorf("MaxCachedCalls defaults to %d, documented %d", c.MaxCachedCalls, DefaultMaxCachedCalls)
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
@@ -166,29 +167,86 @@ func TestWatchSeesRotations(t *testing.T) {
 	}
 }
 
+// Scheduled rotation on a fake clock shared by server and client: each
+// time the clock reaches the next rotation time the scheduler makes the
+// next version, activating the activation delay after that time.
 func TestScheduledRotation(t *testing.T) {
-	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
-	alice := mustClient(t, env, "alice")
+	const every = time.Hour
+	env, clock := startFakeClockEnv(t, devkms.Options{Server: hammering}, "alice")
+	alice := fakeClockClient(t, env, clock, "alice")
 	ctx := ctxT(t)
-	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: 50 * time.Millisecond})
+	start := clock.Now()
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: every})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan uint32, 64)
+	got := make(chan media.CallKey, 64)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go alice.Watch(wctx, uri, func(k media.CallKey) { got <- k.Version })
+	go alice.Watch(wctx, uri, func(k media.CallKey) { got <- k })
 	for want := uint32(1); want <= 4; want++ {
+		if want > 1 {
+			// A millisecond before the rotation time nothing rotates:
+			// once the scheduler has parked again, the KMS still has
+			// the versions it had.
+			clock.Advance(every - time.Millisecond)
+			if err := clock.WaitArmed(ctx, 1); err != nil {
+				t.Fatalf("the scheduler did not park: %v", err)
+			}
+			keys, err := alice.Fetch(ctx, uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := keys[len(keys)-1].Version; n != want-1 {
+				t.Fatalf("newest version %d a millisecond before rotation %d", n, want)
+			}
+			clock.Advance(time.Millisecond)
+		}
 		select {
-		case v := <-got:
-			if v != want {
-				t.Fatalf("version %d, want %d", v, want)
+		case k := <-got:
+			if k.Version != want {
+				t.Fatalf("version %d, want %d", k.Version, want)
+			}
+			if want > 1 {
+				rotatedAt := start.Add(time.Duration(want-1) * every)
+				if !k.ActivateAt.Equal(rotatedAt.Add(kmsserver.DefaultActivationDelay).Truncate(time.Millisecond)) {
+					t.Fatalf("version %d activates at %v, want its rotation time %v + %v", want, k.ActivateAt, rotatedAt, kmsserver.DefaultActivationDelay)
+				}
 			}
 		case <-ctx.Done():
-			t.Fatal("scheduled rotation did not happen")
+			t.Fatalf("scheduled rotation to version %d did not happen", want)
 		}
 	}
 	cancel()
+}
+
+// startFakeClockEnv runs a development KMS whose time (decisions and
+// scheduler) is a fake clock starting now, on a whole millisecond (the
+// wire's resolution).
+func startFakeClockEnv(t testing.TB, opts devkms.Options, identities ...string) (*devkms.Env, *fakeclock.Clock) {
+	t.Helper()
+	clock := fakeclock.New(time.Now().Truncate(time.Millisecond))
+	opts.Server.Clock, opts.Server.WakeAt = clock.Now, clock.WakeAt
+	return startEnv(t, opts, identities...), clock
+}
+
+// fakeClockClient is a registered client of env on clock.
+func fakeClockClient(t testing.TB, env *devkms.Env, clock *fakeclock.Clock, identity string) *kms.Client {
+	t.Helper()
+	cfg, err := env.ClientConfig(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Clock = clock.Now
+	c, err := kms.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {

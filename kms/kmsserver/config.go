@@ -176,6 +176,14 @@ type Config struct {
 	// Clock returns the time for every decision (activation, expiry,
 	// certificate and token validity, freshness). If nil, time.Now.
 	Clock func() time.Time
+	// WakeAt arms the scheduler's timer (scheduled rotation, the end of a
+	// call at its maximum lifetime, the purge after the retention, denial
+	// flushes, audit compaction): the channel it returns must receive once
+	// Clock has reached at, and stop releases the timer early. If nil, a
+	// real timer that fires after at minus Clock's time. Set it with Clock
+	// to run the server on a fake clock (tests); long-poll waits and the
+	// HTTP timeouts always use real time.
+	WakeAt func(at time.Time) (fired <-chan time.Time, stop func())
 	// Logger receives operational events; never key material or
 	// credentials. If nil, the server is silent.
 	Logger *slog.Logger
@@ -232,6 +240,13 @@ func (c Config) withDefaults() Config {
 	c.AuditRetention = positive(c.AuditRetention, DefaultAuditRetention)
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	if c.WakeAt == nil {
+		clock := c.Clock
+		c.WakeAt = func(at time.Time) (<-chan time.Time, func()) {
+			t := time.NewTimer(at.Sub(clock()))
+			return t.C, func() { t.Stop() }
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -195,4 +195,9 @@
 // maximum lifetime, purges, denial flushes). State changes are
 // serialized; fetches are not, and a fetch that repeats costs no key
 // agreement: wrapped keys are cached per device key and binding.
+//
+// Every decision reads [Config].Clock, and the scheduler sleeps on
+// [Config].WakeAt; both default to real time. Tests that run the server
+// over a real network set both to one fake clock and advance it, so that
+// scheduled rotation, activation, expiry and retention need no waiting.
 package kmsserver

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -121,8 +122,8 @@ func TestServerDefaults(t *testing.T) {
 	if c.RequestRate != DefaultRequestRate || c.FailedAuthRate != DefaultFailedAuthRate {
 		t.Errorf("RequestRate and FailedAuthRate default to %v and %v, documented %v and %v", c.RequestRate, c.FailedAuthRate, DefaultRequestRate, DefaultFailedAuthRate)
 	}
-	if c.Clock == nil || c.Logger == nil {
-		t.Error("nil Clock or Logger not defaulted")
+	if c.Clock == nil || c.WakeAt == nil || c.Logger == nil {
+		t.Error("nil Clock, WakeAt or Logger not defaulted")
 	}
 	if d := (Config{EndedRetention: -1}).withDefaults().EndedRetention; d != 0 {
 		t.Errorf("negative EndedRetention gives %v, documented at once", d)
@@ -398,6 +399,38 @@ func FuzzOpenRecord(f *testing.F) {
 		}
 		if !bytes.Equal(s.sealRecord("calls", "k", seq, v), stored) {
 			t.Fatal("accepted a record its own MAC does not produce")
+		}
+	})
+}
+
+// The default WakeAt is a real timer on the Clock's time: it fires when
+// the Clock reaches the time asked, not before, and at once for a time
+// already past.
+func TestDefaultWakeAt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := Config{}.withDefaults()
+		start := time.Now()
+		fired, stop := c.WakeAt(start.Add(time.Hour))
+		defer stop()
+		at := <-fired
+		if d := at.Sub(start); d != time.Hour {
+			t.Errorf("fired after %v, want 1h", d)
+		}
+		past, stop2 := c.WakeAt(time.Now().Add(-time.Minute))
+		defer stop2()
+		synctest.Wait()
+		select {
+		case <-past:
+		default:
+			t.Error("a wake-up time already past did not fire at once")
+		}
+		// A skewed Clock moves the wake-up with it.
+		skewed := Config{Clock: func() time.Time { return time.Now().Add(time.Minute) }}.withDefaults()
+		start = time.Now()
+		fired, stop3 := skewed.WakeAt(skewed.Clock().Add(time.Second))
+		defer stop3()
+		if at := <-fired; at.Sub(start) != time.Second {
+			t.Errorf("on a skewed clock fired after %v, want 1s", at.Sub(start))
 		}
 	})
 }

@@ -532,8 +532,6 @@ const compactEvery = time.Hour
 // aggregated denials and compacts the audit log.
 func (s *Server) scheduler() {
 	defer s.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	type job struct {
 		id   string
 		kind int // jobRotate, jobEnd or jobPurge
@@ -616,13 +614,15 @@ func (s *Server) scheduler() {
 		if len(due) > 0 {
 			continue
 		}
-		timer.Reset(next.Sub(now))
+		fired, stop := s.cfg.WakeAt(next)
 		select {
 		case <-s.closing:
+			stop()
 			return
 		case <-s.wake:
-		case <-timer.C:
+		case <-fired:
 		}
+		stop()
 	}
 }
 

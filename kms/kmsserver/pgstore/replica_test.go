@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/internal/pgtest"
 	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/kms/internal/wire"
@@ -32,6 +33,9 @@ type replicaSet struct {
 	dsn    string
 	envs   []*devkms.Env
 	stores []*pgstore.Store
+	// clock, if set, is the clients' Clock (the replicas' is in their
+	// Config).
+	clock func() time.Time
 }
 
 func startReplicas(t *testing.T, c *pgtest.Cluster, n int, scfg kmsserver.Config) *replicaSet {
@@ -94,6 +98,7 @@ func (rs *replicaSet) client(identity string, first int) *kms.Client {
 		}
 	}
 	cfg.Backoff = kms.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+	cfg.Clock = rs.clock
 	c, err := kms.NewClient(cfg)
 	if err != nil {
 		rs.t.Fatal(err)
@@ -278,23 +283,37 @@ func TestInteropPostgresConcurrentWriters(t *testing.T) {
 }
 
 // Scheduled rotations run once across replicas, and go on when a replica
-// stops.
+// stops. The replicas share one fake clock, advanced a period at a time:
+// each period rotates every call exactly once, whichever replicas are up.
 func TestInteropPostgresScheduledOnce(t *testing.T) {
+	const every, periods, stopAfter = time.Second, 5, 2
 	c := pgtest.Start(t)
-	rs := startReplicas(t, c, 3, kmsserver.Config{})
+	clock := fakeclock.New(time.Now().Truncate(time.Millisecond))
+	rs := startReplicas(t, c, 3, kmsserver.Config{Clock: clock.Now, WakeAt: clock.WakeAt})
+	rs.clock = clock.Now
 	alice := rs.client("alice", 0)
 	ctx := ctxT(t)
+	start := clock.Now()
 	var uris []string
 	for range 10 {
-		uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: time.Second})
+		uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, RotateEvery: every})
 		if err != nil {
 			t.Fatal(err)
 		}
 		uris = append(uris, uri)
 	}
-	time.Sleep(2500 * time.Millisecond)
-	rs.stop(0)
-	time.Sleep(2500 * time.Millisecond)
+	up := 3
+	for p := 1; p <= periods; p++ {
+		if p == stopAfter+1 {
+			rs.stop(0)
+			up--
+		}
+		clock.Advance(every)
+		// Every replica up has done what was due and parked again.
+		if err := clock.WaitArmed(ctx, up); err != nil {
+			t.Fatalf("period %d: the schedulers did not park: %v", p, err)
+		}
+	}
 	entries := rs.audit(rs.envs[1].Server)
 	perCall := map[string][]kmsserver.AuditEntry{}
 	for _, e := range entries {
@@ -305,17 +324,17 @@ func TestInteropPostgresScheduledOnce(t *testing.T) {
 	for _, uri := range uris {
 		id := path.Base(uri)
 		rot := perCall[id]
-		// About five periods passed; a double rotation would make far
-		// more, a missed one (after replica A stopped) far fewer.
-		if len(rot) < 3 || len(rot) > 6 {
-			t.Errorf("call %s: %d scheduled rotations in ~5 s of a 1 s schedule", id, len(rot))
+		// A double rotation would make more, a missed one (after
+		// replica A stopped) fewer.
+		if len(rot) != periods {
+			t.Errorf("call %s: %d scheduled rotations in %d periods", id, len(rot), periods)
 		}
-		for i := 1; i < len(rot); i++ {
-			if gap := rot[i].Time.Sub(rot[i-1].Time); gap < 900*time.Millisecond {
-				t.Errorf("call %s: rotations %d and %d only %v apart (rotated twice)", id, rot[i-1].Version, rot[i].Version, gap)
+		for i, r := range rot {
+			if want := start.Add(time.Duration(i+1) * every); !r.Time.Equal(want) {
+				t.Errorf("call %s: rotation to version %d at %v, want %v (rotated twice or late)", id, r.Version, r.Time.Sub(start), want.Sub(start))
 			}
-			if rot[i].Version != rot[i-1].Version+1 {
-				t.Errorf("call %s: version %d after %d", id, rot[i].Version, rot[i-1].Version)
+			if r.Version != uint32(i+2) {
+				t.Errorf("call %s: rotation %d made version %d, want %d", id, i+1, r.Version, i+2)
 			}
 		}
 	}
@@ -336,11 +355,14 @@ func waitFetch(ctx context.Context, cl *kms.Client, uri string, want uint32) err
 }
 
 // A compaction on one replica vouches for records the other replica
-// wrote: a replica started afterwards accepts the store.
+// wrote: a replica started afterwards accepts the store. The replicas'
+// clock is fake, moved past the audit retention instead of sleeping.
 func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
 	c := pgtest.Start(t)
-	scfg := kmsserver.Config{AuditRetention: time.Millisecond}
+	clock := fakeclock.New(time.Now().Truncate(time.Millisecond))
+	scfg := kmsserver.Config{AuditRetention: time.Millisecond, Clock: clock.Now, WakeAt: clock.WakeAt}
 	rs := startReplicas(t, c, 2, scfg)
+	rs.clock = clock.Now
 	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
 	ctx := ctxT(t)
 	uri, err := bob.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
@@ -353,9 +375,12 @@ func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
 	if err := waitFetch(ctx, alice, uri, 2); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond)
+	clock.Advance(10 * time.Millisecond) // everything so far is past the retention
 	if err := rs.envs[0].Server.CompactAudit(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(rs.audit(rs.envs[0].Server), func(e kmsserver.AuditEntry) bool { return e.Action == "compact" }) {
+		t.Fatal("the compaction removed nothing")
 	}
 	if _, err := bob.Rotate(ctx, uri); err != nil {
 		t.Fatal(err)
