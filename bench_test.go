@@ -3,7 +3,9 @@ package securecall_test
 import (
 	"context"
 	"net/netip"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -143,6 +145,10 @@ func BenchmarkCallFootprint(b *testing.B) {
 				b.StopTimer()
 				after := heapAfterGC()
 				g1 := runtime.NumGoroutine()
+				if p := os.Getenv("SECURECALL_FOOTPRINT_HEAPPROFILE"); p != "" {
+					// What the connected calls hold (go tool pprof -sample_index=inuse_space).
+					writeHeapProfile(b, p)
+				}
 				b.ReportMetric(float64(after-before)/float64(len(all)), "heap-B/endpoint")
 				b.ReportMetric(float64(g1-g0)/float64(len(all)), "goroutines/endpoint")
 				for _, c := range all {
@@ -151,6 +157,18 @@ func BenchmarkCallFootprint(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// writeHeapProfile writes the heap profile to path.
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -172,6 +172,9 @@ type Config struct {
 	// Transports (see ListenEndpoint): the Transport gathers only its host
 	// candidate, STUN and media reach it through the Endpoint's one
 	// reader, and the net.Conn from Connect reads straight from it.
+	// Once connected the Transport is parked: pion's agent is closed and
+	// the Endpoint keeps consent (see Endpoint); OnConnectivity and
+	// OnFailed then run on the Endpoint's consent goroutine.
 	// It cannot be combined with Servers, UDPMux, RelayOnly or TCP
 	// networks. The Transport does not close it.
 	// If nil, the Transport opens its own sockets (or uses UDPMux).

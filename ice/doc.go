@@ -259,7 +259,8 @@
 // ICE username (the receiver's ufrag before the colon), STUN responses by
 // the transaction ID of the request the Transport sent, everything else by
 // the 5-tuple of the Transport's selected pair, straight into the queue
-// the net.Conn from Connect reads (a bounded buffer, 128 KiB per call).
+// the net.Conn from Connect reads (a channel of at most 64 datagrams per
+// call, in pooled records: an idle call holds no buffer).
 // Decryption stays with the media session's reader, on the application's
 // goroutine: done on the Endpoint's reader it would put every call's
 // SRTP on one core. Writers share sendmmsg calls when they meet: a
@@ -272,16 +273,29 @@
 // are dropped and counted ([EndpointStats].Unrouted); STUN passes the same
 // guard as on a Transport's own sockets before pion parses it.
 //
-// A Transport on an Endpoint runs 4 goroutines while connected, all of
-// them pion/ice/v3 v3.0.16's: its task loop, its check ticker (which
-// wakes every KeepaliveInterval to send a consent check, the one per-call
-// timer that fires while nothing happens), the reader its candidate
-// starts on the connection [Endpoint] hands it for STUN, and a goroutine
-// the context package starts because pion derives its gathering context
-// from its task loop, a Context type of its own. None is ours: the
-// Endpoint adds one reader per socket, and the pump of a Transport with
-// its own sockets is gone because media never passes through pion's
-// agent. Getting below that needs pion to take inbound STUN without a
-// reader per candidate, or consent freshness run outside pion's agent
-// after nomination.
+// A connected Transport on an Endpoint runs no goroutine of its own. Once
+// Connect has a path, the Transport is parked: pion's agent is closed,
+// which ends its 4 goroutines (task loop, check ticker, the STUN reader of
+// its candidate, the watcher of its gathering context) and frees its
+// state, and the Endpoint keeps consent (RFC 7675): its reader answers
+// the peer's authenticated binding requests (USERNAME, MESSAGE-INTEGRITY
+// with the local password, FINGERPRINT) with XOR-MAPPED-ADDRESS, and its
+// one consent goroutine, which wakes every 100 ms for all its Transports,
+// sends each a binding request every KeepaliveInterval with +-20% jitter
+// (USERNAME, the ICE role with a fresh tie-breaker, PRIORITY of the
+// selected local candidate, MESSAGE-INTEGRITY with the peer's password).
+// Authenticated responses and requests on the selected 5-tuple are the
+// peer's consent; media is not (it is not authenticated at this layer).
+// Silence for DisconnectedTimeout reports OnConnectivity(false), FailedTimeout
+// more OnFailed (and consent stops: the peer's checks go unanswered), an
+// answer in between OnConnectivity(true), as pion's agent reports them;
+// those callbacks then run on the consent goroutine, so they must not
+// block. Restart on a parked Transport makes a new pion agent (with the
+// same configuration and the new credentials); SetRemote starts its checks
+// in the background, bounded by ConnectTimeout (OnFailed if no path), and
+// the Transport parks again once a pair is selected. A parked Transport
+// ignores trickled remote candidates (the path is chosen; pion does not
+// renominate either) and refuses Gather until Restart. The peer may keep
+// checking pairs it had in flight: those are answered too. Transports with
+// their own sockets keep pion's agent for the whole call, as before.
 package ice

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pion/transport/v3"
 	"io"
 	"log/slog"
 	"net"
@@ -12,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/transport/v3/packetio"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -34,9 +34,10 @@ const (
 	// endpointBufSize is the largest datagram the Endpoint receives;
 	// longer ones are dropped as truncated.
 	endpointBufSize = 2048
-	// endpointMediaQueue bounds the bytes (with a 2-byte header each)
-	// waiting for one call's reader; more are dropped, as by a socket.
-	endpointMediaQueue = 128 << 10
+	// endpointMediaQueue bounds the datagrams waiting for one call's
+	// reader (in pooled 2 KiB records: an idle call holds none); more are
+	// dropped, as by a socket.
+	endpointMediaQueue = 64
 	// endpointSTUNQueue bounds the STUN messages waiting for pion's agent
 	// (checks arrive every 50 ms per pair while connecting, consent every
 	// few seconds after).
@@ -79,15 +80,28 @@ const (
 // the process (to the Transport whose ufrag is the sender's remote ufrag)
 // and never reaches the socket.
 //
+// Once connected, a Transport on an Endpoint is parked: its pion agent is
+// closed (with its goroutines, check list and buffers) and the Endpoint
+// keeps the path's consent (RFC 7675) itself: the reader answers the
+// peer's authenticated binding requests, and one timer goroutine per
+// Endpoint sends each parked Transport's check every KeepaliveInterval
+// (+-20%) and reports, through Config.OnConnectivity and OnFailed, a path
+// whose peer stopped answering for DisconnectedTimeout (and then for
+// FailedTimeout more), or came back, as pion's agent would. Only
+// authenticated STUN on the selected 5-tuple counts as consent; media
+// does not. A Restart makes a new pion agent, runs its checks (started
+// by SetRemote) and parks again; a parked Transport ignores late
+// trickled candidates and refuses Gather until Restart.
+//
 // What it saves, per call: the socket (a file descriptor) and its reader
 // goroutine, the ice package's pump goroutine and its 1 MiB-bounded
 // buffer, pion's packet buffer for media (media never passes through
-// pion's agent), and system calls: one recvmmsg for up to 32 datagrams of
-// any calls instead of one recvfrom (and an EAGAIN) per datagram. What it
-// does not save: pion/ice's agent goroutines (its task loop, its check
-// ticker, the goroutine its gathering context needs, and one in which it
-// waits for STUN per local candidate: 4 per connected Transport) and its
-// consent check every KeepaliveInterval.
+// pion's agent), every goroutine of pion's agent once connected (4 on a
+// connected Transport with its own sockets: task loop, check ticker, a
+// STUN reader per candidate, a context watcher), and system calls: one
+// recvmmsg for up to 32 datagrams of any calls instead of one recvfrom
+// (and an EAGAIN) per datagram. An Endpoint runs two goroutines for all
+// its calls: the reader and the consent timer.
 //
 // Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
 // candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
@@ -107,6 +121,10 @@ type Endpoint struct {
 	byLocal map[string]*endpointUse         // current local ufrag -> call, for in-process delivery
 	pending map[[12]byte]pendingTx          // STUN requests sent, by transaction ID
 	uses    map[*endpointUse]struct{}
+	consent map[string]*consentSession // local ufrag -> parked Transport
+
+	stop        chan struct{} // closed by Close: stops consentLoop
+	consentDone chan struct{} // closed when consentLoop has stopped
 
 	sendMu   sync.Mutex
 	sendQ    []sendSlot
@@ -115,6 +133,24 @@ type Endpoint struct {
 	msgs     []ipv4.Message
 
 	stats endpointCounters
+
+	ifsMu sync.Mutex
+	ifs   []*transport.Interface // the interface list its Transports share
+}
+
+// interfaceList returns the interface list the Endpoint's Transports
+// share, read on first use.
+func (e *Endpoint) interfaceList() ([]*transport.Interface, error) {
+	e.ifsMu.Lock()
+	defer e.ifsMu.Unlock()
+	if e.ifs == nil {
+		ifs, err := interfaces()
+		if err != nil {
+			return nil, err
+		}
+		e.ifs = ifs
+	}
+	return e.ifs, nil
 }
 
 // batchConn is what golang.org/x/net's ipv4 and ipv6 PacketConns offer;
@@ -125,9 +161,10 @@ type batchConn interface {
 }
 
 type pendingTx struct {
-	to  *stunConn
-	at  int64 // unix ns
-	use bool  // a nominating request (USE-CANDIDATE)
+	to  *stunConn       // pion's connection that sent it, or
+	cs  *consentSession // the parked Transport's consent check
+	at  int64           // unix ns
+	use bool            // a nominating request (USE-CANDIDATE)
 }
 
 type sendSlot struct {
@@ -187,16 +224,19 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 	_ = conn.SetReadBuffer(endpointSocketBuffer)
 	_ = conn.SetWriteBuffer(endpointSocketBuffer)
 	e := &Endpoint{
-		conn:    conn,
-		addr:    conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		log:     logger,
-		done:    make(chan struct{}),
-		byUfrag: make(map[string]*stunConn),
-		byTuple: make(map[netip.AddrPort]*endpointUse),
-		byLocal: make(map[string]*endpointUse),
-		pending: make(map[[12]byte]pendingTx),
-		uses:    make(map[*endpointUse]struct{}),
-		msgs:    make([]ipv4.Message, endpointBatch),
+		conn:        conn,
+		addr:        conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		log:         logger,
+		done:        make(chan struct{}),
+		byUfrag:     make(map[string]*stunConn),
+		byTuple:     make(map[netip.AddrPort]*endpointUse),
+		byLocal:     make(map[string]*endpointUse),
+		pending:     make(map[[12]byte]pendingTx),
+		uses:        make(map[*endpointUse]struct{}),
+		consent:     make(map[string]*consentSession),
+		stop:        make(chan struct{}),
+		consentDone: make(chan struct{}),
+		msgs:        make([]ipv4.Message, endpointBatch),
 	}
 	e.addr = netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port())
 	if e.addr.Addr().Is4() {
@@ -208,6 +248,7 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 		e.msgs[i].Buffers = make([][]byte, 1)
 	}
 	go e.read()
+	go e.consentLoop()
 	return e, nil
 }
 
@@ -251,6 +292,8 @@ func (e *Endpoint) Close() error {
 	e.mu.Unlock()
 	err := e.conn.Close()
 	<-e.done
+	close(e.stop)
+	<-e.consentDone
 	for _, u := range uses {
 		u.media.fail(ErrEndpointClosed)
 	}
@@ -361,6 +404,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 	}
 	var (
 		to      *stunConn
+		cs      *consentSession
 		claimed *endpointUse
 	)
 	typ := binary.BigEndian.Uint16(b[0:2])
@@ -378,6 +422,9 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 				}
 			}
 			to = e.byUfrag[string(local)]
+			if to == nil {
+				cs = e.consent[string(local)]
+			}
 			if to != nil && typ == 0x0001 {
 				if _, ok := stunAttr(b, attrUseCandidate); ok {
 					to.nominatedBy(id, src)
@@ -387,7 +434,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 	case 0x0100, 0x0110: // success and error responses: by transaction
 		if p, ok := e.pending[id]; ok {
 			delete(e.pending, id)
-			to = p.to
+			to, cs = p.to, p.cs
 			if p.use && typ == 0x0101 {
 				// The peer accepted our nomination: media from src
 				// follows at once, before pion reports the pair.
@@ -400,7 +447,17 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		}
 	}
 	e.mu.Unlock()
-	if to == nil {
+	if cs != nil {
+		e.stats.stun.Add(1)
+		if typ&0x0110 == 0 {
+			cs.onRequest(b, src)
+		} else {
+			cs.onResponse(b, src)
+		}
+		return
+	}
+	if to == nil || to.isClosed() {
+		// Also a late answer to a check of a parked Transport's closed agent.
 		e.stats.unrouted.Add(1)
 		return
 	}
@@ -453,11 +510,18 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 	_, use := stunAttr(b, attrUseCandidate)
 	now := time.Now().UnixNano()
 	e.mu.Lock()
+	e.addPendingLocked(id, pendingTx{to: s, at: now, use: use}, now)
+	e.mu.Unlock()
+}
+
+// addPendingLocked remembers a request sent, within the bound of
+// maxPendingTx per attached Transport; e.mu is held.
+func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx, now int64) {
 	if len(e.pending) >= maxPendingTx*(len(e.uses)+1) {
 		// Unanswered checks: forget the old ones. The sweep is linear but
 		// runs once per maxPendingTx requests per Transport at most.
 		for k, p := range e.pending {
-			if now-p.at > int64(pendingTxAge) || p.to.isClosed() {
+			if now-p.at > int64(pendingTxAge) || p.to != nil && p.to.isClosed() || p.cs != nil && p.cs.stopped.Load() {
 				delete(e.pending, k)
 			}
 		}
@@ -465,8 +529,7 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 			clear(e.pending)
 		}
 	}
-	e.pending[id] = pendingTx{to: s, at: now, use: use}
-	e.mu.Unlock()
+	e.pending[id] = p
 }
 
 // write sends b to dst from the socket, or hands it over in the process
@@ -585,6 +648,13 @@ func (e *Endpoint) detach(u *endpointUse) {
 	e.mu.Lock()
 	delete(e.uses, u)
 	e.releaseTupleLocked(u)
+	// Its unanswered requests would keep the closed call reachable (and
+	// its memory) until the next sweep.
+	for k, p := range e.pending {
+		if p.to != nil && p.to.use == u || p.cs != nil && p.cs.use == u {
+			delete(e.pending, k)
+		}
+	}
 	for k, v := range e.byLocal {
 		if v == u {
 			delete(e.byLocal, k)
@@ -871,8 +941,11 @@ func (s *stunConn) SetWriteDeadline(time.Time) error { return nil }
 // Endpoint's reader writes the call's datagrams into its buffer, which the
 // media session reads; writes go to the selected pair's remote address.
 type endpointConn struct {
-	use *endpointUse
-	buf *packetio.Buffer
+	use  *endpointUse
+	q    chan *mediaRecord
+	shut chan struct{} // closed by fail or Close
+	once sync.Once
+	dl   readDeadline
 
 	mu        sync.Mutex
 	closed    bool
@@ -880,15 +953,40 @@ type endpointConn struct {
 	writeDead time.Time
 }
 
-func newEndpointConn(u *endpointUse) *endpointConn {
-	c := &endpointConn{use: u, buf: packetio.NewBuffer()}
-	c.buf.SetLimitSize(endpointMediaQueue)
-	return c
+// mediaRecord is one datagram waiting for a call's reader.
+type mediaRecord struct {
+	n   int
+	buf [endpointBufSize]byte
 }
 
+var mediaRecords = sync.Pool{New: func() any { return new(mediaRecord) }}
+
+func newEndpointConn(u *endpointUse) *endpointConn {
+	return &endpointConn{use: u, q: make(chan *mediaRecord, endpointMediaQueue), shut: make(chan struct{})}
+}
+
+// deliver queues b for the reader: one copy into a pooled record and one
+// channel send, which hands the record straight to a waiting reader.
 func (c *endpointConn) deliver(b []byte) bool {
-	_, err := c.buf.Write(b)
-	return err == nil
+	select {
+	case <-c.shut:
+		return false
+	default:
+	}
+	r := mediaRecords.Get().(*mediaRecord)
+	r.n = copy(r.buf[:], b)
+	select {
+	case c.q <- r:
+		return true
+	default:
+		mediaRecords.Put(r)
+		return false
+	}
+}
+
+// shutdown wakes the reader for good; queued datagrams are dropped.
+func (c *endpointConn) shutdown() {
+	c.once.Do(func() { close(c.shut) })
 }
 
 // fail makes Read and Write fail with err from now on.
@@ -898,7 +996,7 @@ func (c *endpointConn) fail(err error) {
 		c.err = err
 	}
 	c.mu.Unlock()
-	_ = c.buf.Close()
+	c.shutdown()
 }
 
 func (c *endpointConn) refuse(err error) { c.fail(err) }
@@ -916,17 +1014,31 @@ func (c *endpointConn) failure(op string) error {
 	return fmt.Errorf("ice: %s: %w", op, err)
 }
 
+// Read returns the next datagram; if p is shorter, the rest is lost and
+// the error wraps io.ErrShortBuffer.
 func (c *endpointConn) Read(p []byte) (int, error) {
-	n, err := c.buf.Read(p)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return n, timeoutError{op: "read"}
+	var r *mediaRecord
+	select {
+	case r = <-c.q:
+	default:
+		for r == nil {
+			at, fired := c.dl.wait()
+			select {
+			case r = <-c.q:
+			case <-c.shut:
+				return 0, c.failure("read")
+			case <-fired:
+				if !at.IsZero() && !time.Now().Before(at) {
+					return 0, timeoutError{op: "read"}
+				}
+			}
 		}
-		if errors.Is(err, packetio.ErrFull) || errors.Is(err, io.ErrShortBuffer) {
-			return n, fmt.Errorf("ice: read: %w", err)
-		}
-		return n, c.failure("read")
+	}
+	n := copy(p, r.buf[:r.n])
+	short := n < r.n
+	mediaRecords.Put(r)
+	if short {
+		return n, fmt.Errorf("ice: read: %w", io.ErrShortBuffer)
 	}
 	return n, nil
 }
@@ -963,7 +1075,8 @@ func (c *endpointConn) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	return c.buf.Close()
+	c.shutdown()
+	return nil
 }
 
 func (c *endpointConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.use.e.addr) }
@@ -982,7 +1095,60 @@ func (c *endpointConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-func (c *endpointConn) SetReadDeadline(t time.Time) error { return c.buf.SetReadDeadline(t) }
+func (c *endpointConn) SetReadDeadline(t time.Time) error {
+	c.dl.set(t)
+	return nil
+}
+
+// readDeadline is a read deadline as a channel that is closed when it
+// passes or moves (a blocked reader then looks again); no timer runs
+// without a deadline.
+type readDeadline struct {
+	mu    sync.Mutex
+	at    time.Time
+	timer *time.Timer
+	gen   *deadlineGen // nil: no deadline was ever set
+}
+
+type deadlineGen struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (g *deadlineGen) fire() { g.once.Do(func() { close(g.ch) }) }
+
+// wait returns the deadline and a channel closed when it passes or
+// moves (nil, which blocks for ever, if none was ever set).
+func (d *readDeadline) wait() (time.Time, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen == nil {
+		return time.Time{}, nil
+	}
+	return d.at, d.gen.ch
+}
+
+func (d *readDeadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	old := d.gen
+	g := &deadlineGen{ch: make(chan struct{})}
+	d.at, d.gen = t, g
+	if !t.IsZero() {
+		if dur := time.Until(t); dur <= 0 {
+			g.fire()
+		} else {
+			d.timer = time.AfterFunc(dur, g.fire)
+		}
+	}
+	if old != nil {
+		old.fire() // wake a blocked reader to look at the new deadline
+	}
+}
 
 func (c *endpointConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
@@ -1007,7 +1173,11 @@ var (
 // claimSelected routes the selected pair's 5-tuple to this Transport on
 // its Endpoint.
 func (t *Transport) claimSelected() error {
-	pair, err := t.agent.GetSelectedCandidatePair()
+	ag := t.ag()
+	if ag == nil {
+		return fmt.Errorf("%w: no selected pair", ErrNoPath)
+	}
+	pair, err := ag.GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		return fmt.Errorf("%w: no selected pair", ErrNoPath)
 	}

@@ -70,7 +70,11 @@ func (l *candidateLimit) reset() {
 // localsByType counts the agent's local candidates per network type.
 func (t *Transport) localsByType() map[pice.NetworkType]int {
 	locals := make(map[pice.NetworkType]int)
-	cands, err := t.agent.GetLocalCandidates()
+	ag := t.ag()
+	if ag == nil {
+		return locals
+	}
+	cands, err := ag.GetLocalCandidates()
 	if err != nil {
 		return locals
 	}

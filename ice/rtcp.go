@@ -162,7 +162,7 @@ func (c *component) restart(creds Credentials) error {
 		return nil
 	}
 	s.red.add(creds.Pwd)
-	if err := s.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
+	if err := s.ag().Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return fmt.Errorf("ice: restart RTCP component: %w", err)
 	}
 	s.mu.Lock()

@@ -33,7 +33,8 @@ const (
 // goroutine.
 type Transport struct {
 	cfg     Config
-	agent   *pice.Agent
+	agent   atomic.Pointer[pice.Agent] // replaced by an ICE restart after park
+	acfg    *pice.AgentConfig          // on an Endpoint: what the agent was made with, for a restart after park
 	red     *redactor
 	rtt     *rttMeter
 	relays  *relayIndex
@@ -60,7 +61,9 @@ type Transport struct {
 	// layer, which answers only for a controlled Lite agent.
 	controlling bool
 	// everUp, wasUp and failReported track what OnConnectivity and
-	// OnFailed last reported; only pion's notifier goroutine touches them.
+	// OnFailed last reported; pion's notifier goroutine and, once parked,
+	// the Endpoint's consent goroutine touch them, under noteMu.
+	noteMu        sync.Mutex
 	everUp, wasUp bool
 	failReported  bool          // OnFailed has been called
 	failed        chan struct{} // closed when the checks fail
@@ -68,11 +71,17 @@ type Transport struct {
 	failedOnce    sync.Once
 	conn          pathConn
 	ep            *endpointUse // on a shared Endpoint; nil otherwise
-	path          Path
-	peerLocal     *CandidateInfo // what the peer attested; nil: unattested
-	closed        bool
-	relayErr      string // pion's last complaint about a TURN server
-	wantRelay     bool   // TURN servers are configured and the policy uses them
+	// On an Endpoint, once connected, the Transport is parked: its pion
+	// agent is closed and consent runs on the Endpoint (endpoint_consent.go).
+	consent   *consentSession
+	parked    bool
+	redial    bool           // a restart after park: SetRemote starts the checks
+	bg        sync.WaitGroup // the redial goroutine
+	path      Path
+	peerLocal *CandidateInfo // what the peer attested; nil: unattested
+	closed    bool
+	relayErr  string // pion's last complaint about a TURN server
+	wantRelay bool   // TURN servers are configured and the policy uses them
 }
 
 // NewTransport checks cfg and makes a Transport. It does no network I/O;
@@ -156,7 +165,17 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 	t.local = *creds
 	t.red.add(creds.Pwd)
 
-	ifs, err := interfaces()
+	var (
+		ifs []*transport.Interface
+		err error
+	)
+	if cfg.Endpoint != nil {
+		// Only the Endpoint's address is gathered: its Transports share
+		// one interface list (saves a netlink dump and ~1 KB per call).
+		ifs, err = cfg.Endpoint.interfaceList()
+	} else {
+		ifs, err = interfaces()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ice: network interfaces: %w", err)
 	}
@@ -249,29 +268,48 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 		cancel()
 		return nil, err
 	}
-	agent, err := pice.NewAgent(acfg)
-	if err != nil {
+	if t.ep != nil {
+		t.acfg = acfg
+	}
+	if err := t.newAgent(acfg); err != nil {
 		t.closeTCP()
 		cancel()
 		if t.ep != nil {
 			t.ep.e.detach(t.ep)
 		}
-		return nil, fmt.Errorf("ice: %w", err)
-	}
-	t.agent = agent
-	if err := agent.OnCandidate(t.onCandidate); err != nil {
-		t.closeAgent()
-		return nil, fmt.Errorf("ice: %w", err)
-	}
-	if err := agent.OnSelectedCandidatePairChange(t.onSelected); err != nil {
-		t.closeAgent()
-		return nil, fmt.Errorf("ice: %w", err)
-	}
-	if err := agent.OnConnectionStateChange(t.onState); err != nil {
-		t.closeAgent()
-		return nil, fmt.Errorf("ice: %w", err)
+		return nil, err
 	}
 	return t, nil
+}
+
+// ag returns the current pion agent; nil once the Transport is parked
+// (until an ICE restart makes a new one).
+func (t *Transport) ag() *pice.Agent { return t.agent.Load() }
+
+// errParked is what the agent's methods that need pion fail with while
+// the Transport is parked on its Endpoint.
+var errParked = errors.New("connected on an Endpoint: ICE is finished until Restart")
+
+// newAgent makes the pion agent and installs the Transport's handlers.
+func (t *Transport) newAgent(acfg *pice.AgentConfig) error {
+	agent, err := pice.NewAgent(acfg)
+	if err != nil {
+		return fmt.Errorf("ice: %w", err)
+	}
+	t.agent.Store(agent)
+	if err := agent.OnCandidate(t.onCandidate); err != nil {
+		_ = agent.GracefulClose()
+		return fmt.Errorf("ice: %w", err)
+	}
+	if err := agent.OnSelectedCandidatePairChange(t.onSelected); err != nil {
+		_ = agent.GracefulClose()
+		return fmt.Errorf("ice: %w", err)
+	}
+	if err := agent.OnConnectionStateChange(t.onState); err != nil {
+		_ = agent.GracefulClose()
+		return fmt.Errorf("ice: %w", err)
+	}
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -381,7 +419,7 @@ func (t *Transport) closeTCP() {
 }
 
 func (t *Transport) closeAgent() {
-	_ = t.agent.GracefulClose()
+	_ = t.ag().GracefulClose()
 	t.closeTCP()
 	t.cancel()
 	if t.ep != nil {
@@ -453,7 +491,11 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 	t.mu.Lock()
 	t.relayErr = ""
 	t.mu.Unlock()
-	if err := t.agent.GatherCandidates(); err != nil {
+	ag := t.ag()
+	if ag == nil {
+		return fmt.Errorf("ice: gather: %w", errParked)
+	}
+	if err := ag.GatherCandidates(); err != nil {
 		return fmt.Errorf("ice: gather: %w", err)
 	}
 	var relays int
@@ -575,11 +617,17 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if closed {
 		return fmt.Errorf("ice: add remote candidate: %w", net.ErrClosed)
 	}
+	ag := t.ag()
+	if ag == nil {
+		// Parked: the path is chosen and pion (which would not renominate
+		// either) is gone; a late trickled candidate changes nothing.
+		return nil
+	}
 	key := fmt.Sprint(pc.Component(), " ", pc.NetworkType(), " ", pc.Type(), " ", pc.Address(), " ", pc.Port())
 	if !t.limit.admit(key, pc.NetworkType(), t.localsByType()) {
 		return nil
 	}
-	if err := t.agent.AddRemoteCandidate(pc); err != nil {
+	if err := ag.AddRemoteCandidate(pc); err != nil {
 		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
 	}
 	return nil
@@ -647,7 +695,13 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
 	}
 	t.conn = c
+	controlling = t.controlling // as connectAgent settled it (Lite)
 	t.mu.Unlock()
+	if t.ep != nil {
+		if err := t.park(controlling); err != nil {
+			return nil, fmt.Errorf("ice: connect: %w", err)
+		}
+	}
 	return c, nil
 }
 
@@ -692,9 +746,9 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 		err error
 	)
 	if controlling {
-		pc, err = t.agent.Dial(cctx, remote.Ufrag, remote.Pwd)
+		pc, err = t.ag().Dial(cctx, remote.Ufrag, remote.Pwd)
 	} else {
-		pc, err = t.agent.Accept(cctx, remote.Ufrag, remote.Pwd)
+		pc, err = t.ag().Accept(cctx, remote.Ufrag, remote.Pwd)
 	}
 	if err != nil {
 		switch {
@@ -710,7 +764,7 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 		}
 		return nil, fmt.Errorf("ice: connect: %w", err)
 	}
-	if pair, err := t.agent.GetSelectedCandidatePair(); err == nil && pair != nil {
+	if pair, err := t.ag().GetSelectedCandidatePair(); err == nil && pair != nil {
 		if perr := t.pathAllowed(pair.Local, pair.Remote); perr != nil {
 			t.refusePath(perr)
 			return nil, fmt.Errorf("ice: connect: %w", perr)
@@ -759,10 +813,13 @@ func (t *Transport) noteConnectivity(s pice.ConnectionState) {
 	}
 }
 
-// onState runs on pion's notifier goroutine.
+// onState runs on pion's notifier goroutine or, for a parked Transport,
+// on its Endpoint's consent goroutine.
 func (t *Transport) onState(s pice.ConnectionState) {
 	t.cfg.Logger.Debug("ice: connection state", "state", s.String())
+	t.noteMu.Lock()
 	t.noteConnectivity(s)
+	t.noteMu.Unlock()
 	if s == pice.ConnectionStateFailed {
 		t.failedOnce.Do(func() { close(t.failed) })
 	}
@@ -798,7 +855,11 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 // notifier has not yet run onSelected, so that Path is current as soon as
 // Connect returns.
 func (t *Transport) notePath() {
-	pair, err := t.agent.GetSelectedCandidatePair()
+	ag := t.ag()
+	if ag == nil {
+		return
+	}
+	pair, err := ag.GetSelectedCandidatePair()
 	if err != nil || pair == nil || t.pathAllowed(pair.Local, pair.Remote) != nil {
 		return
 	}
@@ -895,9 +956,27 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		t.mu.Unlock()
 		return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
 	}
+	parked, cs := t.parked, t.consent
 	t.mu.Unlock()
 	t.red.add(creds.Pwd)
-	if err := t.agent.Restart(creds.Ufrag, creds.Pwd); err != nil {
+	if parked {
+		// pion's agent is closed: the restart gets a new one, whose checks
+		// SetRemote starts.
+		t.ep.e.stopConsent(cs)
+		acfg := *t.acfg
+		acfg.LocalUfrag, acfg.LocalPwd = creds.Ufrag, creds.Pwd
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
+		}
+		t.parked, t.consent, t.redial = false, nil, true
+		err := t.newAgent(&acfg)
+		t.mu.Unlock()
+		if err != nil {
+			return Credentials{}, fmt.Errorf("ice: restart: %w", err)
+		}
+	} else if err := t.ag().Restart(creds.Ufrag, creds.Pwd); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
 	}
 	if err := t.comp.restart(creds); err != nil {
@@ -927,14 +1006,63 @@ func (t *Transport) SetRemote(remote Peer) error {
 		return fmt.Errorf("ice: set remote: %w", net.ErrClosed)
 	}
 	t.remote = remote
+	redial := t.redial
+	t.redial = false
+	if redial {
+		t.bg.Add(1)
+	}
 	t.mu.Unlock()
 	if t.ep != nil {
 		t.ep.setPeer(remote.Ufrag)
 	}
-	if err := t.agent.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
+	if redial {
+		go t.reconnect(remote)
+		return nil
+	}
+	ag := t.ag()
+	if ag == nil {
+		return nil // parked, no restart: the consent session keeps its peer
+	}
+	if err := ag.SetRemoteCredentials(remote.Ufrag, remote.Pwd); err != nil {
 		return fmt.Errorf("ice: set remote: %w", err)
 	}
 	return t.comp.setRemote(remote)
+}
+
+// reconnect runs the checks of a restart after park on the new agent and
+// parks the Transport again once a pair is selected. A path that is not
+// found within ConnectTimeout is reported to OnFailed.
+func (t *Transport) reconnect(remote Peer) {
+	defer t.bg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.ConnectTimeout)
+	defer cancel()
+	ag := t.ag()
+	var err error
+	if t.controlling {
+		_, err = ag.Dial(ctx, remote.Ufrag, remote.Pwd)
+	} else {
+		_, err = ag.Accept(ctx, remote.Ufrag, remote.Pwd)
+	}
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return
+	}
+	if err != nil {
+		if t.cfg.OnFailed != nil {
+			t.cfg.OnFailed(t.noPathError(" after an ICE restart"))
+		}
+		return
+	}
+	if err := t.claimSelected(); err != nil {
+		t.cfg.Logger.Warn("ice: the restarted path cannot be used on the shared endpoint", "err", err)
+		return
+	}
+	t.notePath()
+	if err := t.park(t.controlling); err != nil && !errors.Is(err, net.ErrClosed) {
+		t.cfg.Logger.Debug("ice: park after restart", "err", err)
+	}
 }
 
 // Close stops the agent, closes its sockets and the net.Conn from
@@ -948,10 +1076,17 @@ func (t *Transport) Close() error {
 	}
 	t.closed = true
 	c := t.conn
+	parked, cs := t.parked, t.consent
 	t.mu.Unlock()
 	close(t.closing)
 	t.cancel()
-	err := t.agent.GracefulClose()
+	var err error
+	if parked {
+		t.ep.e.stopConsent(cs)
+	} else {
+		err = t.ag().GracefulClose()
+	}
+	t.bg.Wait()
 	t.closeTCP()
 	if t.ep != nil {
 		t.ep.e.detach(t.ep)

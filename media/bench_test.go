@@ -137,7 +137,7 @@ func BenchmarkUnprotect(b *testing.B) {
 				i = 0
 				b.StartTimer()
 			}
-			if _, ok := r.unprotectRTP(r.rplain, pkts[i]); !ok {
+			if _, ok := r.unprotectRTP(pkts[i], pkts[i]); !ok {
 				b.Fatalf("packet %d did not unprotect: %+v", i, r.Stats())
 			}
 			i++

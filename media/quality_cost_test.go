@@ -73,7 +73,7 @@ func BenchmarkQualityReport(b *testing.B) {
 	s.sendMu.Lock()
 	out, _ := s.protectRTPLocked(&h, payload)
 	s.sendMu.Unlock()
-	r.unprotectRTP(r.rplain, out)
+	r.unprotectRTP(out, out)
 	b.ReportAllocs()
 	for b.Loop() {
 		s.sendMu.Lock()

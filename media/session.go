@@ -48,17 +48,17 @@ type Session struct {
 
 	// Sending: the SRTP context and everything it protects is owned by
 	// sendMu. WriteRTP and WriteRTCP hold it for one packet.
-	sendMu       sync.Mutex
-	send         *srtp.Context
-	wHdr         rtp.Header
-	wcHdr        rtcp.Header
-	wplain, wout []byte
-	sendKey      sendKeyState
-	pending      []pendingKey // kms/hybrid: installed, not yet active, ascending
-	sendCheckAt  int64        // unix ns of the next time-based send event; 0: none
-	cbMu         sync.Mutex   // serializes OnRotationNeeded
-	attestOut    attestSend   // this side's path attestation (attest.go)
-	attestIn     attestRecv   // the peer's
+	sendMu      sync.Mutex
+	send        *srtp.Context
+	wHdr        rtp.Header
+	wcHdr       rtcp.Header
+	wout        []byte // the packet is built and protected in place here
+	sendKey     sendKeyState
+	pending     []pendingKey // kms/hybrid: installed, not yet active, ascending
+	sendCheckAt int64        // unix ns of the next time-based send event; 0: none
+	cbMu        sync.Mutex   // serializes OnRotationNeeded
+	attestOut   attestSend   // this side's path attestation (attest.go)
+	attestIn    attestRecv   // the peer's
 
 	// Receiving: recvMu owns the SRTP context and the version bookkeeping.
 	recvMu      sync.Mutex
@@ -79,16 +79,17 @@ type Session struct {
 	life    context.Context
 	endLife context.CancelFunc
 
-	// Reading. Whoever holds tok reads the transport and may use rbuf and
-	// rplain; packets of the other kind go to its queue.
-	tok          chan struct{}
-	rbuf, rplain []byte
-	rtpQ, rtcpQ  chan *packetBuf
-	rdl          deadline
-	rtpMu        sync.Mutex // serializes ReadRTP, owns csrc and ext
-	csrc         [15]uint32
-	ext          []byte
-	rtcpMu       sync.Mutex // serializes ReadRTCP
+	// Reading. Whoever holds tok reads the transport into rbuf, where a
+	// packet of its kind is unprotected in place; packets of the other
+	// kind go to its queue.
+	tok         chan struct{}
+	rbuf        []byte
+	rtpQ, rtcpQ chan *packetBuf
+	rdl         deadline
+	rtpMu       sync.Mutex // serializes ReadRTP, owns csrc and ext
+	csrc        [15]uint32
+	ext         []byte
+	rtcpMu      sync.Mutex // serializes ReadRTCP
 
 	// DTLS (dtls and hybrid keying). dtMu guards dt, dconn and dtDone
 	// while handshake attempts replace dt; after the handshake only
@@ -185,8 +186,6 @@ func newSession(c Config, conn net.Conn) *Session {
 		done:     make(chan struct{}),
 		tok:      make(chan struct{}, 1),
 		rbuf:     make([]byte, MaxPacketSize),
-		rplain:   make([]byte, MaxPacketSize),
-		wplain:   make([]byte, 0, MaxPacketSize),
 		wout:     make([]byte, 0, MaxPacketSize+64),
 		rtpQ:     make(chan *packetBuf, queueLen),
 		rtcpQ:    make(chan *packetBuf, queueLen),
@@ -418,9 +417,11 @@ func (s *Session) protectRTPLocked(h *RTPHeader, payload []byte) ([]byte, error)
 	if k.expired || k.rtp >= k.rtpHardStop {
 		return nil, fmt.Errorf("media: write RTP with key version %d: %w", k.version, ErrKeyExhausted)
 	}
-	plain := h.appendTo(s.wplain[:0])
+	// pion/srtp protects in place when dst and the plaintext are one
+	// buffer: one buffer per session instead of two.
+	plain := h.appendTo(s.wout[:0])
 	plain = append(plain, payload...)
-	out, err := s.send.EncryptRTP(s.wout[:0], plain, &s.wHdr)
+	out, err := s.send.EncryptRTP(plain, plain, &s.wHdr)
 	if err != nil {
 		return nil, fmt.Errorf("media: protect RTP: %w", err)
 	}
@@ -557,7 +558,7 @@ var testHookBeforeToken atomic.Pointer[func(*Session)]
 // next returns the next authenticated packet of kind want. Either it comes
 // from q (b is not nil: the caller returns it to the pool), or the caller
 // read it off the transport and still holds the read token (b is nil: the
-// caller calls release when done with pkt, which is in s.rplain).
+// caller calls release when done with pkt, which is in s.rbuf).
 func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packetBuf, err error) {
 	op := "read RTP"
 	if want == kindRTCP {
@@ -657,7 +658,7 @@ func classify(p []byte) packetKind {
 }
 
 // handle processes one datagram read by the token holder. A packet of kind
-// want is unprotected into s.rplain and returned; anything else goes where
+// want is unprotected in place and returned; anything else goes where
 // it belongs.
 func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 	kind := classify(raw)
@@ -665,13 +666,13 @@ func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 	case kind == kindDTLS:
 		s.toDTLS(raw)
 	case kind == want && want == kindRTP:
-		out, ok := s.unprotectRTP(s.rplain, raw)
+		out, ok := s.unprotectRTP(raw, raw) // in place (pion/srtp allows it)
 		if ok {
 			s.noteAuthentic()
 		}
 		return out, ok
 	case kind == want && want == kindRTCP:
-		out, ok := s.unprotectRTCP(s.rplain, raw)
+		out, ok := s.unprotectRTCP(raw, raw)
 		if ok {
 			s.noteAuthentic()
 		}

@@ -1,0 +1,266 @@
+package ice
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	pice "github.com/pion/ice/v3"
+	"github.com/pion/stun/v2"
+)
+
+// consentTick is how often the Endpoint's consent goroutine looks at its
+// parked Transports: it bounds how late a check is sent or a silence is
+// noticed. One timer per Endpoint, not per call.
+const consentTick = 100 * time.Millisecond
+
+// consentSession keeps a connected Transport's path alive after its pion
+// agent is closed ("parked"): it answers the peer's authenticated binding
+// requests and sends its own every KeepaliveInterval (+-20% jitter), on
+// the Endpoint's reader and consent goroutines, as RFC 7675 asks. Only
+// authenticated STUN (a response to one of its requests, or a request
+// from the peer, on the selected 5-tuple) counts as the peer's consent;
+// media does not (it is not authenticated at this layer).
+type consentSession struct {
+	use         *endpointUse
+	localUfrag  string
+	localPwd    string
+	remoteUfrag string
+	remotePwd   string
+	remote      netip.AddrPort
+	controlling bool
+	lite        bool // a Lite side answers but sends no checks
+	tieBreaker  uint64
+	priority    uint32
+	interval    time.Duration
+	disc, fail  time.Duration
+	report      func(pice.ConnectionState) // the Transport's onState
+
+	heard   atomic.Int64 // unix ns of the last consent from the peer
+	stopped atomic.Bool
+
+	// Only the consent goroutine touches these.
+	next time.Time
+	down bool
+}
+
+func (cs *consentSession) sameTuple(src netip.AddrPort) bool {
+	return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()) == cs.remote
+}
+
+// onRequest answers an authenticated binding request for the parked
+// Transport; runs on the Endpoint's reader (or a writer in the process).
+func (cs *consentSession) onRequest(b []byte, src netip.AddrPort) {
+	if cs.stopped.Load() {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || m.Type != stun.BindingRequest {
+		return
+	}
+	var un stun.Username
+	if un.GetFrom(m) != nil || string(un) != cs.localUfrag+":"+cs.remoteUfrag {
+		return
+	}
+	if stun.Fingerprint.Check(m) != nil || stun.NewShortTermIntegrity(cs.localPwd).Check(m) != nil {
+		return
+	}
+	resp, err := stun.Build(m, stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
+		stun.NewShortTermIntegrity(cs.localPwd), stun.Fingerprint)
+	if err != nil {
+		return
+	}
+	if cs.sameTuple(src) {
+		cs.heard.Store(time.Now().UnixNano())
+	}
+	_ = cs.use.e.write(resp.Raw, src, cs.use)
+}
+
+// onResponse takes the response to one of the session's requests.
+func (cs *consentSession) onResponse(b []byte, src netip.AddrPort) {
+	if cs.stopped.Load() || !cs.sameTuple(src) {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || m.Type != stun.BindingSuccess {
+		return
+	}
+	if stun.Fingerprint.Check(m) != nil || stun.NewShortTermIntegrity(cs.remotePwd).Check(m) != nil {
+		return
+	}
+	cs.heard.Store(time.Now().UnixNano())
+}
+
+// request builds one consent check.
+func (cs *consentSession) request() ([]byte, [12]byte, error) {
+	var id [12]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, id, err
+	}
+	var role stun.Setter = pice.AttrControlled(cs.tieBreaker)
+	if cs.controlling {
+		role = pice.AttrControlling(cs.tieBreaker)
+	}
+	m, err := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingRequest,
+		stun.NewUsername(cs.remoteUfrag+":"+cs.localUfrag), role,
+		pice.PriorityAttr(cs.priority),
+		stun.NewShortTermIntegrity(cs.remotePwd), stun.Fingerprint)
+	if err != nil {
+		return nil, id, err
+	}
+	return m.Raw, id, nil
+}
+
+// jitter returns d scaled by a random factor in [0.8, 1.2).
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+}
+
+// startConsent makes s the owner of its local ufrag's STUN on e; pion's
+// connection for the ufrag, while it exists, keeps precedence.
+func (e *Endpoint) startConsent(cs *consentSession) {
+	now := time.Now()
+	cs.heard.Store(now.UnixNano())
+	cs.next = now.Add(jitter(cs.interval))
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		cs.stopped.Store(true)
+		return
+	}
+	e.consent[cs.localUfrag] = cs
+	e.mu.Unlock()
+}
+
+// stopConsent ends s; no further callback runs after the consent
+// goroutine's current pass.
+func (e *Endpoint) stopConsent(cs *consentSession) {
+	if cs == nil {
+		return
+	}
+	cs.stopped.Store(true)
+	e.mu.Lock()
+	if e.consent[cs.localUfrag] == cs {
+		delete(e.consent, cs.localUfrag)
+	}
+	e.mu.Unlock()
+}
+
+// consentLoop is the Endpoint's one timer goroutine: it sends the parked
+// Transports' checks when due and reports a path that went silent
+// (Disconnected after DisconnectedTimeout, Failed after FailedTimeout
+// more) or came back (Connected), as pion's agent does.
+func (e *Endpoint) consentLoop() {
+	defer close(e.consentDone)
+	tk := time.NewTicker(consentTick)
+	defer tk.Stop()
+	var due []*consentSession
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-tk.C:
+		}
+		due = due[:0]
+		e.mu.Lock()
+		for _, cs := range e.consent {
+			due = append(due, cs)
+		}
+		e.mu.Unlock()
+		now := time.Now()
+		for _, cs := range due {
+			e.consentStep(cs, now)
+		}
+		clear(due)
+	}
+}
+
+func (e *Endpoint) consentStep(cs *consentSession, now time.Time) {
+	if cs.stopped.Load() {
+		return
+	}
+	if !cs.lite && !now.Before(cs.next) {
+		cs.next = now.Add(jitter(cs.interval))
+		if b, id, err := cs.request(); err == nil {
+			e.mu.Lock()
+			e.addPendingLocked(id, pendingTx{cs: cs, at: now.UnixNano()}, now.UnixNano())
+			e.mu.Unlock()
+			_ = e.write(b, cs.remote, cs.use)
+		}
+	}
+	silent := now.Sub(time.Unix(0, cs.heard.Load()))
+	switch {
+	case !cs.down && silent > cs.disc:
+		cs.down = true
+		cs.report(pice.ConnectionStateDisconnected)
+	case cs.down && silent > cs.disc+cs.fail:
+		e.stopConsent(cs)
+		cs.report(pice.ConnectionStateFailed)
+	case cs.down && silent <= cs.disc:
+		cs.down = false
+		cs.report(pice.ConnectionStateConnected)
+	}
+}
+
+// park hands a connected Transport on an Endpoint over to the Endpoint:
+// a consent session keeps the path alive and pion's agent is closed, so
+// that the call owns no goroutine. Called once Connect has a path.
+func (t *Transport) park(controlling bool) error {
+	pair, err := t.ag().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return nil // nothing to keep alive: leave pion in charge
+	}
+	a, err := netip.ParseAddr(pair.Remote.Address())
+	if err != nil {
+		return nil
+	}
+	t.mu.Lock()
+	local, remote := t.local, t.remote
+	t.mu.Unlock()
+	var tb [8]byte
+	if _, err := rand.Read(tb[:]); err != nil {
+		return err
+	}
+	cs := &consentSession{
+		use:         t.ep,
+		localUfrag:  local.Ufrag,
+		localPwd:    local.Pwd,
+		remoteUfrag: remote.Ufrag,
+		remotePwd:   remote.Pwd,
+		remote:      netip.AddrPortFrom(a.Unmap(), uint16(pair.Remote.Port())),
+		controlling: controlling,
+		lite:        t.cfg.Lite,
+		tieBreaker:  binary.BigEndian.Uint64(tb[:]),
+		priority:    pair.Local.Priority(),
+		interval:    t.cfg.KeepaliveInterval,
+		disc:        t.cfg.DisconnectedTimeout,
+		fail:        t.cfg.FailedTimeout,
+		report:      t.onState,
+	}
+	// The session first, so that no check of the peer's goes unanswered
+	// between pion's close and the session's start.
+	t.ep.e.startConsent(cs)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.ep.e.stopConsent(cs)
+		return net.ErrClosed
+	}
+	t.consent = cs
+	t.parked = true
+	ag := t.ag()
+	t.mu.Unlock()
+	// pion reports Closed, which noteConnectivity ignores; its notifier
+	// has finished when GracefulClose returns, so onState has one caller.
+	_ = ag.GracefulClose()
+	// Drop the closed agent (its candidates, check list and buffers): a
+	// restart makes a new one.
+	t.agent.CompareAndSwap(ag, nil)
+	t.ep.stun.Store(nil)
+	return nil
+}
