@@ -418,15 +418,6 @@ func (t *Transport) closeTCP() {
 	}
 }
 
-func (t *Transport) closeAgent() {
-	_ = t.ag().GracefulClose()
-	t.closeTCP()
-	t.cancel()
-	if t.ep != nil {
-		t.ep.e.detach(t.ep)
-	}
-}
-
 // newCredentials returns a random ufrag (48 bits) and pwd (128 bits),
 // above the minimums of RFC 8445 section 5.3.
 func newCredentials() (Credentials, error) {
