@@ -398,6 +398,16 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 	return d, string(text), nil
 }
 
+// answerTo returns a describe build step that answers remote and keeps the
+// agreement the answer makes in *agreement.
+func answerTo(remote *sdp.Description, agreement *sdp.Agreement) func(sdp.Capabilities) (*sdp.Description, error) {
+	return func(caps sdp.Capabilities) (*sdp.Description, error) {
+		d, a, err := sdp.NewAnswer(remote, caps)
+		*agreement = a
+		return d, err
+	}
+}
+
 // Offer gathers candidates and returns the call's offer, to be sent to the
 // peer over the application's signaling. In kms and hybrid keying the offer
 // carries Config.KeyURI and no key material. The call then awaits the
@@ -668,11 +678,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	restartICE = c.gathered // a rolled-back offer of this end gathered already
 	c.mu.Unlock()
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", restartICE, nil, keying, keyURI, c.nextVersion(), func(caps sdp.Capabilities) (*sdp.Description, error) {
-		d, a, err := sdp.NewAnswer(remote, caps)
-		agreement = a
-		return d, err
-	})
+	answer, text, err := c.describe(ctx, "Answer", restartICE, nil, keying, keyURI, c.nextVersion(), answerTo(remote, &agreement))
 	if err != nil {
 		return "", err
 	}
@@ -721,11 +727,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		return "", err
 	}
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1, func(caps sdp.Capabilities) (*sdp.Description, error) {
-		d, a, err := sdp.NewAnswer(remote, caps)
-		agreement = a
-		return d, err
-	})
+	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1, answerTo(remote, &agreement))
 	if err != nil {
 		return "", err
 	}
