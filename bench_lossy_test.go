@@ -1,7 +1,6 @@
 package securecall_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/securecall/securecall"
-	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
@@ -111,23 +109,7 @@ func BenchmarkCallSetupLossy(b *testing.B) {
 	)
 	for _, keying := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid} {
 		b.Run("keying="+string(keying), func(b *testing.B) {
-			ca := securecall.Config{ICE: loopbackICE(), Keying: keying}
-			cb := ca
-			if keying != sdp.KeyingDTLS {
-				env := kmsEnv(b, "alice", "bob")
-				alice := kmsClient(b, env, "alice")
-				uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ca.KeySource, ca.KeyURI = alice, uri
-				cb.KeySource = kmsClient(b, env, "bob")
-			}
-			cert, err := media.GenerateCertificate()
-			if err != nil {
-				b.Fatal(err)
-			}
-			ca.Certificate, cb.Certificate = cert, cert
+			ca, cb := setupConfigs(b, keying)
 			payload := make([]byte, 160)
 			buf := make([]byte, 1500)
 			var setups []time.Duration
@@ -179,44 +161,18 @@ func BenchmarkCallSetupLossy(b *testing.B) {
 // lossyPair is connectPair with every candidate behind a lossy proxy.
 func lossyPair(tb testing.TB, ca, cb securecall.Config, loss float64, lossFor time.Duration, seed uint64) (a, b *securecall.Call, proxies []*lossyProxy) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	fail := func(format string, args ...any) {
-		tb.Helper()
-		if a != nil {
-			a.Close()
+	carry := func(desc string, toCallee bool) string {
+		s := seed
+		if !toCallee {
+			s = seed + 8
 		}
-		if b != nil {
-			b.Close()
-		}
+		return throughProxies(tb, desc, loss, lossFor, s, &proxies)
+	}
+	closeProxies := func() {
 		for _, p := range proxies {
 			p.close()
 		}
-		tb.Fatalf(format, args...)
 	}
-	var err error
-	if a, err = securecall.New(ca); err != nil {
-		fail("caller New: %v", err)
-	}
-	if b, err = securecall.New(cb); err != nil {
-		fail("callee New: %v", err)
-	}
-	offer, err := a.Offer(ctx)
-	if err != nil {
-		fail("Offer: %v", err)
-	}
-	answer, err := b.Answer(ctx, throughProxies(tb, offer, loss, lossFor, seed, &proxies))
-	if err != nil {
-		fail("Answer: %v", err)
-	}
-	if err := a.SetAnswer(ctx, throughProxies(tb, answer, loss, lossFor, seed+8, &proxies)); err != nil {
-		fail("SetAnswer: %v", err)
-	}
-	if err := a.Connect(ctx); err != nil {
-		fail("caller Connect: %v", err)
-	}
-	if err := b.Connect(ctx); err != nil {
-		fail("callee Connect: %v", err)
-	}
+	a, b = connectPairVia(tb, ca, cb, carry, closeProxies)
 	return a, b, proxies
 }

@@ -21,24 +21,7 @@ import (
 func BenchmarkCallSetup(b *testing.B) {
 	for _, keying := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid} {
 		b.Run("keying="+string(keying), func(b *testing.B) {
-			ca := securecall.Config{ICE: loopbackICE(), Keying: keying}
-			cb := ca
-			if keying != sdp.KeyingDTLS {
-				env := kmsEnv(b, "alice", "bob")
-				alice := kmsClient(b, env, "alice")
-				uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ca.KeySource, ca.KeyURI = alice, uri
-				cb.KeySource = kmsClient(b, env, "bob")
-			}
-			// A certificate made once, as an application would keep its own.
-			cert, err := media.GenerateCertificate()
-			if err != nil {
-				b.Fatal(err)
-			}
-			ca.Certificate, cb.Certificate = cert, cert
+			ca, cb := setupConfigs(b, keying)
 			payload := make([]byte, 160)
 			buf := make([]byte, 1500)
 			b.ResetTimer()
@@ -188,4 +171,30 @@ func settle(n int) {
 	for deadline := time.Now().Add(2 * time.Second); runtime.NumGoroutine() > n && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// setupConfigs returns the two ends' configs for a setup benchmark in
+// keying: loopback ICE, a call key from an in-process KMS in kms and hybrid
+// keying, and one DTLS certificate made once, as an application would keep
+// its own.
+func setupConfigs(b *testing.B, keying sdp.Keying) (ca, cb securecall.Config) {
+	b.Helper()
+	ca = securecall.Config{ICE: loopbackICE(), Keying: keying}
+	cb = ca
+	if keying != sdp.KeyingDTLS {
+		env := kmsEnv(b, "alice", "bob")
+		alice := kmsClient(b, env, "alice")
+		uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ca.KeySource, ca.KeyURI = alice, uri
+		cb.KeySource = kmsClient(b, env, "bob")
+	}
+	cert, err := media.GenerateCertificate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca.Certificate, cb.Certificate = cert, cert
+	return ca, cb
 }

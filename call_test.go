@@ -69,8 +69,19 @@ func pair(t *testing.T, ca, cb securecall.Config) (a, b *securecall.Call) {
 // benchmarks that make many. On failure it closes what it made.
 func connectPair(tb testing.TB, ca, cb securecall.Config) (a, b *securecall.Call) {
 	tb.Helper()
+	return connectPairVia(tb, ca, cb, nil, nil)
+}
+
+// connectPairVia is connectPair with a signaling path: carry, if set,
+// passes each description on (toCallee says which way) and may rewrite it;
+// onFail, if set, runs before a failure is reported.
+func connectPairVia(tb testing.TB, ca, cb securecall.Config, carry func(desc string, toCallee bool) string, onFail func()) (a, b *securecall.Call) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if carry == nil {
+		carry = func(desc string, _ bool) string { return desc }
+	}
 	fail := func(format string, args ...any) {
 		tb.Helper()
 		if a != nil {
@@ -78,6 +89,9 @@ func connectPair(tb testing.TB, ca, cb securecall.Config) (a, b *securecall.Call
 		}
 		if b != nil {
 			b.Close()
+		}
+		if onFail != nil {
+			onFail()
 		}
 		tb.Fatalf(format, args...)
 	}
@@ -92,11 +106,11 @@ func connectPair(tb testing.TB, ca, cb securecall.Config) (a, b *securecall.Call
 	if err != nil {
 		fail("Offer: %v", err)
 	}
-	answer, err := b.Answer(ctx, offer)
+	answer, err := b.Answer(ctx, carry(offer, true))
 	if err != nil {
 		fail("Answer: %v", err)
 	}
-	if err := a.SetAnswer(ctx, answer); err != nil {
+	if err := a.SetAnswer(ctx, carry(answer, false)); err != nil {
 		fail("SetAnswer: %v", err)
 	}
 	if err := a.Connect(ctx); err != nil {
