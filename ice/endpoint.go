@@ -71,9 +71,14 @@ const (
 // 5-tuple of the Transport's selected pair, into the queue that the
 // net.Conn from Connect reads, that is the media session's. A datagram for
 // no known ufrag, transaction or 5-tuple is dropped and counted
-// (EndpointStats.Unrouted). Writers that find a batch being sent add
-// their datagram to it (sendmmsg), so concurrent calls share system calls
-// without any datagram waiting for a timer.
+// (EndpointStats.Unrouted). Writes are queued for the Endpoint's sender
+// goroutine, which sends everything queued in one sendmmsg (up to 32
+// datagrams) as soon as it runs: the busier the process, the more
+// datagrams each system call moves, and no datagram waits for a timer. A
+// write returns once queued; a datagram the socket then refuses is lost,
+// as UDP loses it, and counted (EndpointStats.SendErrors). The queue holds
+// at most 32 datagrams besides the batch being sent; a writer that finds
+// it full waits for room.
 //
 // Both ends of a call may use one Endpoint: their 5-tuples are the same,
 // so a datagram between two Transports of one Endpoint is handed over in
@@ -100,8 +105,10 @@ const (
 // connected Transport with its own sockets: task loop, check ticker, a
 // STUN reader per candidate, a context watcher), and system calls: one
 // recvmmsg for up to 32 datagrams of any calls instead of one recvfrom
-// (and an EAGAIN) per datagram. An Endpoint runs two goroutines for all
-// its calls: the reader and the consent timer.
+// (and an EAGAIN) per datagram, and one sendmmsg for every datagram
+// queued while the previous one was in the kernel. An Endpoint runs three
+// goroutines for all its calls: the reader, the sender and the consent
+// timer.
 //
 // Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
 // candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
@@ -126,11 +133,18 @@ type Endpoint struct {
 	stop        chan struct{} // closed by Close: stops consentLoop
 	consentDone chan struct{} // closed when consentLoop has stopped
 
+	// The send queue: writers append to sendQ and return; the sender
+	// goroutine swaps it with spare and sends it (sendmmsg).
 	sendMu   sync.Mutex
+	sendRoom sync.Cond // writers waiting for room in sendQ (L: &sendMu)
 	sendQ    []sendSlot
 	spare    []sendSlot
-	flushing bool
-	msgs     []ipv4.Message
+	sendIdle bool           // the sender waits for sendWake
+	sendShut bool           // the Endpoint is closing: writes fail
+	sendWake chan struct{}  // capacity 1: one wake-up per idle spell
+	sendDone chan struct{}  // closed when the sender has stopped
+	out      batchConn      // the sender's side of batch (a seam for tests)
+	msgs     []ipv4.Message // the sender's
 
 	stats endpointCounters
 
@@ -177,7 +191,7 @@ type sendSlot struct {
 type endpointCounters struct {
 	received, sent, readBatches, writeBatches atomic.Uint64
 	stun, unrouted, malformed, queueDrops     atomic.Uint64
-	inProcess                                 atomic.Uint64
+	inProcess, sendErrors                     atomic.Uint64
 }
 
 // EndpointStats is a snapshot of an Endpoint's counters.
@@ -202,6 +216,10 @@ type EndpointStats struct {
 	// InProcess counts datagrams handed from one Transport of the
 	// Endpoint to another without the socket.
 	InProcess uint64
+	// SendErrors counts datagrams the socket refused (an ICMP error
+	// queued on it, no route): each is lost, as UDP loses it. Writes
+	// return before the datagram is sent, so they do not see it.
+	SendErrors uint64
 	// Transports is the number of Transports attached.
 	Transports int
 }
@@ -237,18 +255,24 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 		stop:        make(chan struct{}),
 		consentDone: make(chan struct{}),
 		msgs:        make([]ipv4.Message, endpointBatch),
+		sendIdle:    true,
+		sendWake:    make(chan struct{}, 1),
+		sendDone:    make(chan struct{}),
 	}
+	e.sendRoom.L = &e.sendMu
 	e.addr = netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port())
 	if e.addr.Addr().Is4() {
 		e.batch = ipv4.NewPacketConn(conn)
 	} else {
 		e.batch = ipv6.NewPacketConn(conn)
 	}
+	e.out = e.batch
 	for i := range e.msgs {
 		e.msgs[i].Buffers = make([][]byte, 1)
 	}
 	go e.read()
 	go e.consentLoop()
+	go e.sendLoop()
 	return e, nil
 }
 
@@ -265,7 +289,8 @@ func (e *Endpoint) Stats() EndpointStats {
 		ReadBatches: e.stats.readBatches.Load(), WriteBatches: e.stats.writeBatches.Load(),
 		STUN: e.stats.stun.Load(), Unrouted: e.stats.unrouted.Load(),
 		Malformed: e.stats.malformed.Load(), QueueDrops: e.stats.queueDrops.Load(),
-		InProcess: e.stats.inProcess.Load(), Transports: n,
+		InProcess: e.stats.inProcess.Load(), SendErrors: e.stats.sendErrors.Load(),
+		Transports: n,
 	}
 }
 
@@ -290,10 +315,15 @@ func (e *Endpoint) Close() error {
 		stuns = append(stuns, s)
 	}
 	e.mu.Unlock()
+	e.sendMu.Lock()
+	e.sendShut = true
+	e.sendRoom.Broadcast()
+	e.sendMu.Unlock()
 	err := e.conn.Close()
 	<-e.done
 	close(e.stop)
 	<-e.consentDone
+	<-e.sendDone
 	for _, u := range uses {
 		u.media.fail(ErrEndpointClosed)
 	}
@@ -532,8 +562,8 @@ func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx, now int64) {
 	e.pending[id] = p
 }
 
-// write sends b to dst from the socket, or hands it over in the process
-// when dst is this Endpoint: from is the sender.
+// write queues b for dst on the socket (the sender sends it), or hands it
+// over in the process when dst is this Endpoint: from is the sender.
 func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if dst == e.addr {
@@ -548,36 +578,51 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		return err
 	}
 	e.sendMu.Lock()
-	if e.flushing && len(e.sendQ) >= endpointBatch {
-		// A full batch is on its way: send this one alone rather than wait.
+	for len(e.sendQ) >= endpointBatch && !e.sendShut {
+		// A full batch waits while the sender sends the one before: wait
+		// for room rather than send out of order or grow without bound.
+		e.sendRoom.Wait()
+	}
+	if e.sendShut {
 		e.sendMu.Unlock()
-		_, err := e.conn.WriteToUDPAddrPort(b, dst)
-		e.stats.writeBatches.Add(1)
-		e.stats.sent.Add(1)
-		return err
+		return fmt.Errorf("ice: %w", ErrEndpointClosed)
 	}
 	e.sendQ = e.appendSlot(e.sendQ, b, dst)
-	if e.flushing {
-		// The writer that is flushing sends it with its batch.
-		e.sendMu.Unlock()
-		return nil
+	wake := e.sendIdle
+	e.sendIdle = false
+	e.sendMu.Unlock()
+	if wake {
+		e.sendWake <- struct{}{} // never blocks: one wake-up per idle spell
 	}
-	e.flushing = true
-	var err error
-	for len(e.sendQ) > 0 {
-		q := e.sendQ
-		e.sendQ = e.spare[:0]
-		e.spare = nil
-		e.sendMu.Unlock()
-		if werr := e.flush(q); werr != nil && err == nil {
-			err = werr
+	return nil
+}
+
+// sendLoop is the Endpoint's sender: woken by the first writer after it
+// went idle, it sends everything queued, in batches of up to
+// endpointBatch per sendmmsg, until the queue is empty. Writers queue
+// while it sends, so the busier the Endpoint, the more datagrams each
+// system call moves; no datagram waits for a timer.
+func (e *Endpoint) sendLoop() {
+	defer close(e.sendDone)
+	for {
+		select {
+		case <-e.sendWake:
+		case <-e.stop:
+			return
 		}
 		e.sendMu.Lock()
-		e.spare = q[:0]
+		for len(e.sendQ) > 0 {
+			q := e.sendQ
+			e.sendQ, e.spare = e.spare[:0], nil
+			e.sendRoom.Broadcast()
+			e.sendMu.Unlock()
+			e.flush(q)
+			e.sendMu.Lock()
+			e.spare = q[:0]
+		}
+		e.sendIdle = true
+		e.sendMu.Unlock()
 	}
-	e.flushing = false
-	e.sendMu.Unlock()
-	return err
 }
 
 func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []sendSlot {
@@ -602,9 +647,8 @@ func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []send
 }
 
 // flush sends q with as few sendmmsg calls as the kernel allows. Only the
-// flushing writer uses e.msgs.
-func (e *Endpoint) flush(q []sendSlot) error {
-	var firstErr error
+// sender uses e.msgs.
+func (e *Endpoint) flush(q []sendSlot) {
 	for off := 0; off < len(q); {
 		n := min(len(q)-off, len(e.msgs))
 		for i := range n {
@@ -612,22 +656,20 @@ func (e *Endpoint) flush(q []sendSlot) error {
 			e.msgs[i].Buffers[0] = s.buf[:s.n]
 			e.msgs[i].Addr = &s.addr
 		}
-		sent, err := e.batch.WriteBatch(e.msgs[:n], 0)
+		sent, err := e.out.WriteBatch(e.msgs[:n], 0)
 		e.stats.writeBatches.Add(1)
 		if sent > 0 {
 			e.stats.sent.Add(uint64(sent))
 		}
 		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			// The datagram at off+sent failed (an ICMP error, a full
-			// buffer): skip it, as UDP would have lost it.
+			// The datagram at off+sent failed (an ICMP error, no route, a
+			// closed socket): it is lost, as UDP would have lost it.
+			e.stats.sendErrors.Add(1)
+			e.log.Debug("ice: endpoint send", "err", err)
 			sent++
 		}
 		off += max(sent, 1)
 	}
-	return firstErr
 }
 
 // attach makes a Transport's use of the Endpoint.
@@ -1017,22 +1059,9 @@ func (c *endpointConn) failure(op string) error {
 // Read returns the next datagram; if p is shorter, the rest is lost and
 // the error wraps io.ErrShortBuffer.
 func (c *endpointConn) Read(p []byte) (int, error) {
-	var r *mediaRecord
-	select {
-	case r = <-c.q:
-	default:
-		for r == nil {
-			at, fired := c.dl.wait()
-			select {
-			case r = <-c.q:
-			case <-c.shut:
-				return 0, c.failure("read")
-			case <-fired:
-				if !at.IsZero() && !time.Now().Before(at) {
-					return 0, timeoutError{op: "read"}
-				}
-			}
-		}
+	r, err := c.next()
+	if err != nil {
+		return 0, err
 	}
 	n := copy(p, r.buf[:r.n])
 	short := n < r.n
@@ -1041,6 +1070,47 @@ func (c *endpointConn) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("ice: read: %w", io.ErrShortBuffer)
 	}
 	return n, nil
+}
+
+// ReadDatagram is Read without a copy: it returns the next datagram in
+// the Endpoint's own buffer, valid until ReleaseDatagram(held). The media
+// session uses it, so that a call waiting for media holds no read buffer
+// of its own (media.datagramReader).
+func (c *endpointConn) ReadDatagram() (b []byte, held any, err error) {
+	r, err := c.next()
+	if err != nil {
+		return nil, nil, err
+	}
+	return r.buf[:r.n], r, nil
+}
+
+// ReleaseDatagram hands back a datagram from ReadDatagram.
+func (c *endpointConn) ReleaseDatagram(held any) {
+	if r, ok := held.(*mediaRecord); ok {
+		mediaRecords.Put(r)
+	}
+}
+
+// next waits for the next queued datagram, the read deadline or the end.
+func (c *endpointConn) next() (*mediaRecord, error) {
+	select {
+	case r := <-c.q:
+		return r, nil
+	default:
+	}
+	for {
+		at, fired := c.dl.wait()
+		select {
+		case r := <-c.q:
+			return r, nil
+		case <-c.shut:
+			return nil, c.failure("read")
+		case <-fired:
+			if !at.IsZero() && !time.Now().Before(at) {
+				return nil, timeoutError{op: "read"}
+			}
+		}
+	}
 }
 
 func (c *endpointConn) Write(p []byte) (int, error) {

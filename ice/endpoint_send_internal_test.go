@@ -1,0 +1,198 @@
+package ice
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/net/ipv4"
+)
+
+// gatedBatch stands in for the Endpoint's socket on the send side: each
+// WriteBatch records its datagrams and then waits for the test to
+// release it, as a busy kernel would hold the sender in sendmmsg.
+type gatedBatch struct {
+	batchConn // nil: the sender only writes
+	mu        sync.Mutex
+	batches   [][]string // the payloads of each WriteBatch, in order
+	fail      bool       // WriteBatch refuses the first datagram
+
+	entered chan int      // the size of each batch, as it enters
+	release chan struct{} // one per batch
+}
+
+func (g *gatedBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
+	var got []string
+	for _, m := range ms {
+		got = append(got, string(m.Buffers[0]))
+	}
+	g.mu.Lock()
+	g.batches = append(g.batches, got)
+	fail := g.fail
+	g.mu.Unlock()
+	g.entered <- len(ms)
+	<-g.release
+	if fail {
+		return 0, errors.New("sendmmsg: no route")
+	}
+	return len(ms), nil
+}
+
+func gateEndpoint(t *testing.T) (*Endpoint, *gatedBatch) {
+	t.Helper()
+	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedBatch{entered: make(chan int, 64), release: make(chan struct{}, 64)}
+	e.out = g // before any write: the sender reads e.out only when woken
+	return e, g
+}
+
+func waitEntered(t *testing.T, g *gatedBatch) int {
+	t.Helper()
+	select {
+	case n := <-g.entered:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender never called sendmmsg")
+		return 0
+	}
+}
+
+// A write returns without waiting for the socket, and the datagrams
+// written while a sendmmsg is in the kernel leave together in the next
+// one, in the order they were written: sequential writers (a gateway's
+// media loop) share system calls too. Before the send queue the first
+// write was sent on the writer's goroutine, and so blocked in it.
+func TestEndpointWritesDoNotWaitForTheSocket(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e, g := gateEndpoint(t)
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+
+	wrote := make(chan error, 1)
+	go func() { wrote <- e.write([]byte("d0"), dst, nil) }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write waited for the socket")
+	}
+	if n := waitEntered(t, g); n != 1 {
+		t.Fatalf("first batch of %d, want 1", n)
+	}
+	// The sender is inside sendmmsg: these queue behind it.
+	for _, s := range []string{"d1", "d2", "d3", "d4", "d5"} {
+		if err := e.write([]byte(s), dst, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.release <- struct{}{}
+	if n := waitEntered(t, g); n != 5 {
+		t.Fatalf("second batch of %d, want the 5 queued datagrams in one sendmmsg", n)
+	}
+	g.release <- struct{}{}
+	g.mu.Lock()
+	got := g.batches
+	g.mu.Unlock()
+	want := [][]string{{"d0"}, {"d1", "d2", "d3", "d4", "d5"}}
+	if len(got) != len(want) || len(got[1]) != 5 {
+		t.Fatalf("batches %q, want %q", got, want)
+	}
+	for i := range want {
+		for j := range want[i] {
+			if got[i][j] != want[i][j] {
+				t.Fatalf("batches %q, want %q (in order)", got, want)
+			}
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := e.Stats()
+	if st.WriteBatches != 2 || st.Sent != 6 {
+		t.Errorf("stats %+v: want 2 sendmmsg calls for 6 datagrams", st)
+	}
+}
+
+// The queue is bounded: a writer that finds a full batch waiting behind
+// the one in the kernel waits for room (it is not sent out of order, and
+// memory does not grow), and Close wakes it with ErrEndpointClosed.
+func TestEndpointSendQueueBounded(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e, g := gateEndpoint(t)
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+	if err := e.write([]byte("first"), dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitEntered(t, g) // the sender holds "first" in sendmmsg
+	for range endpointBatch {
+		if err := e.write([]byte("queued"), dst, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocked := make(chan error, 1)
+	go func() { blocked <- e.write([]byte("one too many"), dst, nil) }()
+	select {
+	case err := <-blocked:
+		t.Fatalf("a write beyond the bound returned %v at once, want it to wait for room", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	e.sendMu.Lock()
+	queued := len(e.sendQ)
+	e.sendMu.Unlock()
+	if queued != endpointBatch {
+		t.Fatalf("%d queued, want the bound %d", queued, endpointBatch)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	select {
+	case err := <-blocked:
+		if !errors.Is(err, ErrEndpointClosed) || !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("blocked write: %v, want ErrEndpointClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close left a writer waiting")
+	}
+	g.release <- struct{}{} // let the sender out of sendmmsg
+	for {
+		select {
+		case <-g.entered:
+			g.release <- struct{}{}
+			continue
+		case err := <-closed:
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		break
+	}
+	if err := e.write([]byte("late"), dst, nil); !errors.Is(err, ErrEndpointClosed) {
+		t.Fatalf("write after Close: %v, want ErrEndpointClosed", err)
+	}
+}
+
+// A datagram the socket refuses is lost, as UDP loses it, and counted:
+// writers do not see it, since they return before it is sent.
+func TestEndpointSendErrorsCounted(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e, g := gateEndpoint(t)
+	g.fail = true
+	if err := e.write([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitEntered(t, g)
+	g.release <- struct{}{}
+	if err := e.Close(); err != nil { // waits for the sender
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.SendErrors != 1 || st.Sent != 0 {
+		t.Fatalf("stats %+v: want 1 send error and nothing sent", st)
+	}
+}
