@@ -307,7 +307,7 @@ func (s *Session) readSliceLocked(ctx context.Context) error {
 	}
 	defer s.conn.SetReadDeadline(time.Time{})
 	for failures := 0; !s.peerAttested(); {
-		n, err := s.conn.Read(s.rbuf)
+		raw, err := s.readRaw()
 		if err != nil {
 			var ne net.Error
 			switch {
@@ -320,7 +320,8 @@ func (s *Session) readSliceLocked(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		s.handle(s.rbuf[:n], kindOther)
+		s.handle(raw, kindOther)
+		s.dropRaw()
 	}
 	return nil
 }

@@ -92,9 +92,12 @@ func BenchmarkProtect(b *testing.B) {
 		b.SetBytes(int64(size))
 		b.ReportAllocs()
 		for b.Loop() {
+			// As WriteRTP does: a pooled buffer, the send lock.
+			ob := getOut()
 			s.sendMu.Lock()
-			_, err := s.protectRTPLocked(&h, payload)
+			_, err := s.protectRTPLocked(ob[:0], &h, payload)
 			s.sendMu.Unlock()
+			putOut(ob)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -113,10 +116,11 @@ func BenchmarkUnprotect(b *testing.B) {
 		// fresh batch whenever it has used one up.
 		const batch = 4096
 		pkts := make([][]byte, batch)
+		var ob outBuf
 		fill := func() {
 			for i := range pkts {
 				s.sendMu.Lock()
-				out, err := s.protectRTPLocked(&h, payload)
+				out, err := s.protectRTPLocked(ob[:0], &h, payload)
 				s.sendMu.Unlock()
 				if err != nil {
 					b.Fatal(err)

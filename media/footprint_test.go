@@ -47,7 +47,20 @@ func TestZeroAllocsWriteRead(t *testing.T) {
 	for range 10 {
 		step()
 	}
-	if allocs := testing.AllocsPerRun(200, step); allocs != 0 {
-		t.Fatalf("%.1f allocations per WriteRTP+ReadRTP", allocs)
+	if allocs := testing.AllocsPerRun(200, step); allocs > allocBound(1) {
+		t.Fatalf("%.2f allocations per WriteRTP+ReadRTP, want %v", allocs, allocBound(1))
 	}
+}
+
+// allocBound is how many allocations a step of n writes may make: none.
+// Under the race detector a sync.Pool drops a quarter of the buffers put
+// back, at random, and the next write allocates one anew: up to 0.5 per
+// write is the pool's refill, while an allocation of the packet path
+// itself would make at least 1 (CI runs the exact check without -race,
+// in its stage "allocations").
+func allocBound(writes int) float64 {
+	if raceEnabled {
+		return 0.5 * float64(writes)
+	}
+	return 0
 }

@@ -12,7 +12,7 @@ func FuzzReadPath(f *testing.F) {
 	for _, mki := range []bool{true, false} {
 		s, _ := benchSessions(f, ProfileAEADAES128GCM, mki)
 		s.sendMu.Lock()
-		out, err := s.protectRTPLocked(&RTPHeader{SSRC: 1, CSRC: []uint32{2}, ExtensionProfile: 0xBEDE, Extension: []byte{0x10, 1, 0, 0}}, []byte("hello"))
+		out, err := s.protectRTPLocked(new(outBuf)[:0], &RTPHeader{SSRC: 1, CSRC: []uint32{2}, ExtensionProfile: 0xBEDE, Extension: []byte{0x10, 1, 0, 0}}, []byte("hello"))
 		s.sendMu.Unlock()
 		if err != nil {
 			f.Fatal(err)

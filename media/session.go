@@ -52,7 +52,6 @@ type Session struct {
 	send        *srtp.Context
 	wHdr        rtp.Header
 	wcHdr       rtcp.Header
-	wout        []byte // the packet is built and protected in place here
 	sendKey     sendKeyState
 	pending     []pendingKey // kms/hybrid: installed, not yet active, ascending
 	sendCheckAt int64        // unix ns of the next time-based send event; 0: none
@@ -83,7 +82,9 @@ type Session struct {
 	// packet of its kind is unprotected in place; packets of the other
 	// kind go to its queue.
 	tok         chan struct{}
-	rbuf        []byte
+	rbuf        []byte         // nil when dr is set
+	dr          datagramReader // conn, if it lends its own buffers
+	held        any            // the datagram dr lent the token holder
 	rtpQ, rtcpQ chan *packetBuf
 	rdl         deadline
 	rtpMu       sync.Mutex // serializes ReadRTP, owns csrc and ext
@@ -133,6 +134,27 @@ type packetBuf struct {
 }
 
 var packetPool = sync.Pool{New: func() any { return new(packetBuf) }}
+
+// outBuf is where a packet is built and protected in place before it is
+// written. They are pooled, so that a session holds none between writes
+// (conn.Write does not keep it, as net.Conn promises).
+type outBuf [MaxPacketSize + 64]byte
+
+var outPool = sync.Pool{New: func() any { return new(outBuf) }}
+
+func getOut() *outBuf { return outPool.Get().(*outBuf) }
+
+func putOut(b *outBuf) { outPool.Put(b) }
+
+// datagramReader is implemented by transports that lend each datagram in
+// a buffer of their own, such as the conns of an ice.Endpoint: the session
+// unprotects it there and hands it back, so that a session keeps no read
+// buffer while it waits and copies nothing. ReadDatagram has Read's
+// deadlines and errors; the datagram is valid until ReleaseDatagram(held).
+type datagramReader interface {
+	ReadDatagram() (b []byte, held any, err error)
+	ReleaseDatagram(held any)
+}
 
 func getPacket() *packetBuf { return packetPool.Get().(*packetBuf) }
 
@@ -185,13 +207,16 @@ func newSession(c Config, conn net.Conn) *Session {
 		log:      log,
 		done:     make(chan struct{}),
 		tok:      make(chan struct{}, 1),
-		rbuf:     make([]byte, MaxPacketSize),
-		wout:     make([]byte, 0, MaxPacketSize+64),
 		rtpQ:     make(chan *packetBuf, queueLen),
 		rtcpQ:    make(chan *packetBuf, queueLen),
 		recvKeys: map[uint32]bool{},
 	}
 	s.latch, _ = conn.(SourceLatcher)
+	if dr, ok := conn.(datagramReader); ok {
+		s.dr = dr
+	} else {
+		s.rbuf = make([]byte, MaxPacketSize)
+	}
 	s.q.init(c.RTCP, time.Now())
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if usesKMS(c.Keying) {
@@ -386,7 +411,9 @@ func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
 	if s.attestOut.next != 0 {
 		s.resendAttestationLocked(time.Now())
 	}
-	out, err := s.protectRTPLocked(&h, payload)
+	ob := getOut()
+	defer putOut(ob)
+	out, err := s.protectRTPLocked(ob[:0], &h, payload)
 	if err != nil {
 		return err
 	}
@@ -402,8 +429,9 @@ func (s *Session) WriteRTP(h RTPHeader, payload []byte) error {
 	return nil
 }
 
-// protectRTPLocked builds and protects one RTP packet into s.wout.
-func (s *Session) protectRTPLocked(h *RTPHeader, payload []byte) ([]byte, error) {
+// protectRTPLocked builds and protects one RTP packet into buf, which
+// has room for MaxPacketSize+64 bytes.
+func (s *Session) protectRTPLocked(buf []byte, h *RTPHeader, payload []byte) ([]byte, error) {
 	if s.closed.Load() {
 		return nil, errClosed("write RTP")
 	}
@@ -418,8 +446,8 @@ func (s *Session) protectRTPLocked(h *RTPHeader, payload []byte) ([]byte, error)
 		return nil, fmt.Errorf("media: write RTP with key version %d: %w", k.version, ErrKeyExhausted)
 	}
 	// pion/srtp protects in place when dst and the plaintext are one
-	// buffer: one buffer per session instead of two.
-	plain := h.appendTo(s.wout[:0])
+	// buffer: one buffer instead of two.
+	plain := h.appendTo(buf)
 	plain = append(plain, payload...)
 	out, err := s.send.EncryptRTP(plain, plain, &s.wHdr)
 	if err != nil {
@@ -468,7 +496,9 @@ func (s *Session) sendRTCPLocked(pkt []byte) error {
 	if k.expired || k.rtcp >= maxSRTCPPackets {
 		return fmt.Errorf("media: write RTCP with key version %d: %w", k.version, ErrKeyExhausted)
 	}
-	out, err := s.send.EncryptRTCP(s.wout[:0], pkt, &s.wcHdr)
+	ob := getOut()
+	defer putOut(ob)
+	out, err := s.send.EncryptRTCP(ob[:0], pkt, &s.wcHdr)
 	if err != nil {
 		return fmt.Errorf("media: protect RTCP: %w", err)
 	}
@@ -548,7 +578,38 @@ func (s *Session) ReadRTCP(buf []byte) (int, error) {
 }
 
 // release gives the read token back.
-func (s *Session) release() { <-s.tok }
+func (s *Session) release() {
+	s.dropRaw()
+	<-s.tok
+}
+
+// readRaw reads the next datagram off the transport for the token holder:
+// into rbuf, or lent by dr until dropRaw (or release).
+func (s *Session) readRaw() ([]byte, error) {
+	if s.dr == nil {
+		n, err := s.conn.Read(s.rbuf)
+		return s.rbuf[:n], err
+	}
+	b, held, err := s.dr.ReadDatagram()
+	if err != nil {
+		return nil, err
+	}
+	s.held = held
+	if len(b) > MaxPacketSize {
+		// What Read into a MaxPacketSize buffer would have refused.
+		s.dropRaw()
+		return nil, fmt.Errorf("media: datagram of %d bytes: %w", len(b), io.ErrShortBuffer)
+	}
+	return b, nil
+}
+
+// dropRaw hands back the datagram dr lent, if any.
+func (s *Session) dropRaw() {
+	if s.held != nil {
+		s.dr.ReleaseDatagram(s.held)
+		s.held = nil
+	}
+}
 
 // testHookBeforeToken, set only by tests, runs between a reader's look at
 // its queue and its try for the read token. It is atomic because readers of
@@ -558,7 +619,8 @@ var testHookBeforeToken atomic.Pointer[func(*Session)]
 // next returns the next authenticated packet of kind want. Either it comes
 // from q (b is not nil: the caller returns it to the pool), or the caller
 // read it off the transport and still holds the read token (b is nil: the
-// caller calls release when done with pkt, which is in s.rbuf).
+// caller calls release when done with pkt, which is in s.rbuf or lent
+// by s.dr).
 func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packetBuf, err error) {
 	op := "read RTP"
 	if want == kindRTCP {
@@ -603,7 +665,7 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 			return b.data, b, nil
 		default:
 		}
-		n, err := s.conn.Read(s.rbuf)
+		raw, err := s.readRaw()
 		if err != nil {
 			s.release()
 			if s.closed.Load() {
@@ -619,7 +681,7 @@ func (s *Session) next(want packetKind, q chan *packetBuf) (pkt []byte, b *packe
 			continue
 		}
 		failures = 0
-		if pkt, ok := s.handle(s.rbuf[:n], want); ok {
+		if pkt, ok := s.handle(raw, want); ok {
 			return pkt, nil, nil
 		}
 		s.release()
