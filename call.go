@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/securecall/securecall/ice"
@@ -76,7 +77,8 @@ type Call struct {
 	session           *media.Session
 	samples           *media.SampleWriter // made by the first WriteSample
 	connectErr        error
-	failErr           error // why the call failed, once it has
+	failErr           error                    // why the call failed, once it has
+	mediaRef          atomic.Pointer[mediaRef] // published by publishMediaLocked
 	closed            bool
 
 	silence silenceWatch
@@ -1046,6 +1048,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		return ErrClosed
 	}
 	c.session = s
+	c.publishMediaLocked()
 	c.mu.Unlock()
 	return nil
 }
@@ -1070,6 +1073,7 @@ func (c *Call) failWith(cause error, closeLater bool) {
 		return
 	}
 	c.failErr = cause
+	c.publishMediaLocked()
 	s := c.session
 	c.stopOfferTimerLocked()
 	c.wg.Add(1) // Close waits for the teardown below
@@ -1175,17 +1179,34 @@ func (c *Call) isClosed() bool {
 
 // media returns the connected session.
 func (c *Call) media() (*media.Session, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.closed:
-		return nil, ErrClosed
-	case c.failErr != nil:
-		return nil, c.failErr
-	case c.session == nil:
+	r := c.mediaRef.Load()
+	if r == nil {
 		return nil, ErrNotConnected
 	}
-	return c.session, nil
+	return r.s, r.err
+}
+
+// mediaRef is what the media methods use: the session, or why there is
+// none. It is published under mu whenever closed, failErr or session
+// changes, so that a packet's read or write takes no lock of the Call
+// (which its reader and writer goroutines would otherwise pass between
+// cores at every packet).
+type mediaRef struct {
+	s   *media.Session
+	err error
+}
+
+func (c *Call) publishMediaLocked() {
+	r := &mediaRef{s: c.session}
+	switch {
+	case c.closed:
+		r.s, r.err = nil, ErrClosed
+	case c.failErr != nil:
+		r.s, r.err = nil, c.failErr
+	case c.session == nil:
+		r.err = ErrNotConnected
+	}
+	c.mediaRef.Store(r)
 }
 
 // mediaErr turns an error of the media session that the end of the call
@@ -1312,6 +1333,7 @@ func (c *Call) Close() error {
 		return ErrClosed
 	}
 	c.closed = true
+	c.publishMediaLocked()
 	c.signaling, _ = c.signaling.next(opClose)
 	c.stopOfferTimerLocked()
 	failed := c.failErr != nil
