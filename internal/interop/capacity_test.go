@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -69,6 +70,68 @@ func capacityStacks() []capacityStack {
 		{name: "pion", newPairs: func(int) (func(int) (endpoint, endpoint, error), func(), error) {
 			return func(int) (endpoint, endpoint, error) { return pionPair() }, func() {}, nil
 		}},
+		{name: "udp-floor", newPairs: func(int) (func(int) (endpoint, endpoint, error), func(), error) {
+			return func(int) (endpoint, endpoint, error) { return floorPair() }, func() {}, nil
+		}},
+	}
+}
+
+// floorEndpoint is no stack at all: a connected loopback UDP socket per
+// call end, a 12-byte RTP header in the clear, no ICE, no SRTP, no RTCP.
+// Its row is the floor under every stack in this harness: the kernel's
+// loopback path, one system call per datagram each way, one reader
+// goroutine woken per datagram, and the harness itself.
+type floorEndpoint struct {
+	conn *net.UDPConn
+	out  [12 + frameBytes]byte
+	seq  uint16
+	in   [1500]byte
+}
+
+func floorPair() (endpoint, endpoint, error) {
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	a, err := net.ListenUDP("udp4", lo)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := net.DialUDP("udp4", lo, a.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	a.Close() // reopened connected to b, on the same port
+	if a, err = net.DialUDP("udp4", a.LocalAddr().(*net.UDPAddr), b.LocalAddr().(*net.UDPAddr)); err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return &floorEndpoint{conn: a}, &floorEndpoint{conn: b}, nil
+}
+
+func (f *floorEndpoint) Offer(context.Context) (string, error)          { return "", nil }
+func (f *floorEndpoint) Answer(context.Context, string) (string, error) { return "", nil }
+func (f *floorEndpoint) SetAnswer(context.Context, string) error        { return nil }
+func (f *floorEndpoint) Connect(context.Context) error                  { return nil }
+func (f *floorEndpoint) Codec() (string, uint8)                         { return "pcmu", 0 }
+func (f *floorEndpoint) Close() error                                   { return f.conn.Close() }
+
+func (f *floorEndpoint) WriteAudio(payload []byte) error {
+	f.seq++
+	f.out[0], f.out[1] = 0x80, 0
+	binary.BigEndian.PutUint16(f.out[2:4], f.seq)
+	n := copy(f.out[12:], payload)
+	_, err := f.conn.Write(f.out[:12+n])
+	return err
+}
+
+func (f *floorEndpoint) ReadAudio(_ context.Context, buf []byte) (uint8, int, error) {
+	for {
+		n, err := f.conn.Read(f.in[:])
+		if err != nil {
+			return 0, 0, err
+		}
+		if n >= 12 {
+			return 0, copy(buf, f.in[12:n]), nil
+		}
 	}
 }
 
@@ -137,8 +200,8 @@ type capacityResult struct {
 	setup            time.Duration
 	windowSeconds    float64
 	syscallsPerFrame float64 // socket system calls per datagram; -1: not measured
-	straceCalls      float64 // all system calls per frame under strace; -1: not measured
-	straceTop        string  // the first lines of strace's summary
+	straceCalls      float64 // all system calls per frame (perf or strace); -1: not measured
+	straceTop        string  // the first lines of the counter's summary
 }
 
 // latencyHist is a log-scale histogram of one-way latencies: bucket b
@@ -386,13 +449,13 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 	if stack.socketIO != nil {
 		io0calls, io0dgrams = stack.socketIO()
 	}
-	var tracer *straceCount
+	var tracer syscallCounter
 	var tracedFrom uint64
-	if os.Getenv("SECURECALL_CAPACITY_STRACE") == "1" {
-		// strace counts from its attach (which takes a few ms), warm-up
-		// frames included, so frames are counted from its start.
+	if start := syscallCounterFromEnv(); start != nil {
+		// The counter counts from its attach (which takes a few ms),
+		// warm-up frames included, so frames are counted from its start.
 		tracedFrom = sentAll.Load()
-		if tracer, err = startStrace(); err != nil {
+		if tracer, err = start(); err != nil {
 			close(stop)
 			swg.Wait()
 			return res, err
@@ -518,7 +581,7 @@ func BenchmarkCapacity(b *testing.B) {
 					b.ReportMetric(float64(r.skipped), "skipped-sends")
 					if r.straceCalls >= 0 {
 						b.ReportMetric(r.straceCalls, "syscalls/frame")
-						b.Logf("strace -c -f over the window:\n%s", r.straceTop)
+						b.Logf("system calls over the window:\n%s", r.straceTop)
 					}
 					if r.syscallsPerFrame >= 0 {
 						b.ReportMetric(r.syscallsPerFrame, "socket-syscalls/datagram")
@@ -534,6 +597,110 @@ func BenchmarkCapacity(b *testing.B) {
 	}
 	for _, st := range capacityStacks() {
 		b.Logf("largest N with 0 loss under 90%% CPU: %s %d (of the N tried: %v)", st.name, best[st.name], ns)
+	}
+}
+
+// syscallCounter counts every system call of this process (all threads)
+// over the window: perf (SECURECALL_CAPACITY_PERF=1: counted in the
+// kernel at tracepoints, nearly free, so the run is undisturbed) or
+// strace (SECURECALL_CAPACITY_STRACE=1: it stops every system call, so
+// the process batches more under it and its figures are indications).
+type syscallCounter interface {
+	// stop ends the count and returns the total.
+	stop() (uint64, error)
+	// top returns a summary of the busiest system calls.
+	top(n int) string
+}
+
+func syscallCounterFromEnv() func() (syscallCounter, error) {
+	switch {
+	case os.Getenv("SECURECALL_CAPACITY_PERF") == "1":
+		return startPerf
+	case os.Getenv("SECURECALL_CAPACITY_STRACE") == "1":
+		return func() (syscallCounter, error) { return startStrace() }
+	}
+	return nil
+}
+
+// perfEvents are the tracepoints perf counts: every system call, then
+// the ones this benchmark cares about.
+var perfEvents = []string{
+	"raw_syscalls:sys_enter",
+	"syscalls:sys_enter_sendmmsg", "syscalls:sys_enter_recvmmsg",
+	"syscalls:sys_enter_sendto", "syscalls:sys_enter_recvfrom",
+	"syscalls:sys_enter_sendmsg", "syscalls:sys_enter_recvmsg",
+	"syscalls:sys_enter_futex", "syscalls:sys_enter_nanosleep",
+	"syscalls:sys_enter_epoll_pwait", "syscalls:sys_enter_sched_yield",
+}
+
+type perfCount struct {
+	cmd *exec.Cmd
+	out strings.Builder
+}
+
+func startPerf() (syscallCounter, error) {
+	path, err := exec.LookPath("perf")
+	if err != nil {
+		return nil, fmt.Errorf("SECURECALL_CAPACITY_PERF=1 needs perf (Debian: linux-perf): %w", err)
+	}
+	t := &perfCount{}
+	t.cmd = exec.Command(path, "stat", "-x", ",", "-e", strings.Join(perfEvents, ","), "-p", strconv.Itoa(os.Getpid()))
+	t.cmd.Stderr = &t.out
+	t.cmd.Stdout = &t.out
+	if err := t.cmd.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(200 * time.Millisecond) // attaching to every thread
+	return t, nil
+}
+
+// counts parses perf's CSV lines: count,unit,event,...
+func (t *perfCount) counts() map[string]uint64 {
+	m := make(map[string]uint64)
+	for _, line := range strings.Split(t.out.String(), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) < 3 {
+			continue
+		}
+		if n, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+			m[f[2]] = n
+		}
+	}
+	return m
+}
+
+func (t *perfCount) top(int) string {
+	m := t.counts()
+	var b strings.Builder
+	for _, e := range perfEvents {
+		fmt.Fprintf(&b, "%12d %s\n", m[e], strings.TrimPrefix(strings.TrimPrefix(e, "syscalls:sys_enter_"), "raw_syscalls:"))
+	}
+	return b.String()
+}
+
+func (t *perfCount) stop() (uint64, error) {
+	if err := stopCounter(t.cmd); err != nil {
+		return 0, err
+	}
+	n, ok := t.counts()[perfEvents[0]]
+	if !ok {
+		return 0, fmt.Errorf("no count in perf's output: %q", lastLines(t.out.String(), 5))
+	}
+	return n, nil
+}
+
+// stopCounter interrupts a counting tool and waits for its summary.
+func stopCounter(cmd *exec.Cmd) error {
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%s did not detach", cmd.Path)
 	}
 }
 
@@ -576,15 +743,8 @@ func (t *straceCount) top(n int) string {
 
 // stop detaches strace and returns the total number of calls it counted.
 func (t *straceCount) stop() (uint64, error) {
-	_ = t.cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- t.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = t.cmd.Process.Kill()
-		<-done
-		return 0, errors.New("strace did not detach")
+	if err := stopCounter(t.cmd); err != nil {
+		return 0, err
 	}
 	for _, line := range strings.Split(t.out.String(), "\n") {
 		f := strings.Fields(line)
