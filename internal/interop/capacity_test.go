@@ -630,6 +630,7 @@ var perfEvents = []string{
 	"syscalls:sys_enter_sendto", "syscalls:sys_enter_recvfrom",
 	"syscalls:sys_enter_sendmsg", "syscalls:sys_enter_recvmsg",
 	"syscalls:sys_enter_futex", "syscalls:sys_enter_nanosleep",
+	"syscalls:sys_enter_write", "syscalls:sys_enter_read",
 	"syscalls:sys_enter_epoll_pwait", "syscalls:sys_enter_sched_yield",
 }
 
@@ -672,10 +673,13 @@ func (t *perfCount) counts() map[string]uint64 {
 func (t *perfCount) top(int) string {
 	m := t.counts()
 	var b strings.Builder
+	// One line: a benchmark's log is cut after a few lines.
 	for _, e := range perfEvents {
-		fmt.Fprintf(&b, "%12d %s\n", m[e], strings.TrimPrefix(strings.TrimPrefix(e, "syscalls:sys_enter_"), "raw_syscalls:"))
+		if n := m[e]; n > 0 {
+			fmt.Fprintf(&b, "%s %d, ", strings.TrimPrefix(strings.TrimPrefix(e, "syscalls:sys_enter_"), "raw_syscalls:sys_enter"), n)
+		}
 	}
-	return b.String()
+	return "perf: " + strings.TrimSuffix(strings.Replace(b.String(), " ", "all ", 1), ", ")
 }
 
 func (t *perfCount) stop() (uint64, error) {
