@@ -261,7 +261,7 @@ func (c Config) withDefaults() Config {
 	c.Servers = append([]Server(nil), c.Servers...)
 	c.PublicAddresses = append([]netip.Addr(nil), c.PublicAddresses...)
 	if len(c.SiteNetworks) == 0 {
-		c.SiteNetworks = DefaultSiteNetworks()
+		c.SiteNetworks = defaultSiteNetworks // shared: never modified
 	} else {
 		c.SiteNetworks = append([]netip.Prefix(nil), c.SiteNetworks...)
 	}

@@ -262,5 +262,8 @@ func (t *Transport) park(controlling bool) error {
 	// restart makes a new one.
 	t.agent.CompareAndSwap(ag, nil)
 	t.ep.stun.Store(nil)
+	if t.rtt != nil {
+		t.rtt.forget()
+	}
 	return nil
 }

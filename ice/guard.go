@@ -312,6 +312,14 @@ func (m *rttMeter) received(b []byte) {
 	m.mu.Unlock()
 }
 
+// forget drops the checks still unanswered (a parked Transport sends
+// none through the meter: its map would only hold memory).
+func (m *rttMeter) forget() {
+	m.mu.Lock()
+	m.pending = nil
+	m.mu.Unlock()
+}
+
 func (m *rttMeter) rtt() time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()

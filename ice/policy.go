@@ -63,16 +63,20 @@ const (
 // the site. Sites that number their own networks from it (some overlay
 // VPNs do) add it to Config.SiteNetworks.
 func DefaultSiteNetworks() []netip.Prefix {
-	return []netip.Prefix{
-		netip.MustParsePrefix("127.0.0.0/8"),
-		netip.MustParsePrefix("10.0.0.0/8"),
-		netip.MustParsePrefix("172.16.0.0/12"),
-		netip.MustParsePrefix("192.168.0.0/16"),
-		netip.MustParsePrefix("169.254.0.0/16"),
-		netip.MustParsePrefix("::1/128"),
-		netip.MustParsePrefix("fc00::/7"),
-		netip.MustParsePrefix("fe80::/10"),
-	}
+	return append([]netip.Prefix(nil), defaultSiteNetworks...)
+}
+
+// defaultSiteNetworks is what DefaultSiteNetworks returns a copy of;
+// Configs without SiteNetworks share it (nothing modifies it).
+var defaultSiteNetworks = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("fc00::/7"),
+	netip.MustParsePrefix("fe80::/10"),
 }
 
 // siteNetworks holds the prefixes a DirectOnly Transport calls local.

@@ -52,15 +52,16 @@ func TestZeroAllocsWriteRead(t *testing.T) {
 	}
 }
 
-// allocBound is how many allocations a step of n writes may make: none.
-// Under the race detector a sync.Pool drops a quarter of the buffers put
-// back, at random, and the next write allocates one anew: up to 0.5 per
-// write is the pool's refill, while an allocation of the packet path
-// itself would make at least 1 (CI runs the exact check without -race,
-// in its stage "allocations").
-func allocBound(writes int) float64 {
+// allocBound is how many allocations a step that takes n pooled buffers
+// may make: none. Under the race detector a sync.Pool drops a quarter of
+// what is put back, at random, and the next taker allocates anew: 0.25
+// per buffer on average, so up to 0.5 per buffer is the pool's refill,
+// while an allocation of the packet path itself adds at least 1 per
+// packet. CI runs the exact check without -race (its stage
+// "allocations").
+func allocBound(buffers int) float64 {
 	if raceEnabled {
-		return 0.5 * float64(writes)
+		return 0.5 * float64(buffers)
 	}
 	return 0
 }

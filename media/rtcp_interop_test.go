@@ -27,7 +27,7 @@ func TestInteropPionRTCPReadsOurReports(t *testing.T) {
 	}
 	q.tx.ssrc, q.tx.sentThis, q.tx.packets, q.tx.octets, q.tx.lastTS = 0x1111, true, 50, 8000, 1234
 	q.tx.lastAt = q.mono(now)
-	pkts, err := rtcp.Unmarshal(q.build(now.Add(2*time.Second), true))
+	pkts, err := rtcp.Unmarshal(q.build(nil, now.Add(2*time.Second), true))
 	if err != nil {
 		t.Fatalf("pion/rtcp: %v", err)
 	}
@@ -57,7 +57,7 @@ func TestInteropPionRTCPReadsOurReports(t *testing.T) {
 	// A receiver report (nothing sent) with a long CNAME needing padding.
 	q.tx.sentThis, q.tx.sentPrev = false, false
 	q.cfg.CNAME = "abc"
-	pkts, err = rtcp.Unmarshal(q.build(now.Add(4*time.Second), false))
+	pkts, err = rtcp.Unmarshal(q.build(nil, now.Add(4*time.Second), false))
 	if err != nil {
 		t.Fatalf("pion/rtcp: %v", err)
 	}

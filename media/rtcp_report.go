@@ -27,6 +27,12 @@ const udpIPOverhead = 28
 // packet from another part of the session.
 const maxReportLen = 28 + 24 + 4 + 4 + 2 + 256 + 4 + 4 + 256 + 64
 
+// reportBuf is where a report is built; they are pooled, so that a session
+// holds none between its reports (seconds apart).
+type reportBuf [maxReportLen]byte
+
+var reportBufs = sync.Pool{New: func() any { return new(reportBuf) }}
+
 type reports struct {
 	cfg   RTCPConfig
 	epoch time.Time // base of the session's monotonic clock
@@ -44,7 +50,6 @@ type reports struct {
 		lastTS          uint32
 		lastAt          int64 // ns since epoch
 	}
-	buf     []byte
 	initial bool
 	byeSent bool
 
@@ -80,7 +85,6 @@ func (q *reports) init(c RTCPConfig, now time.Time) {
 	}
 	q.tx.ssrc = q.cfg.SSRC
 	q.ourSSRC.Store(q.cfg.SSRC)
-	q.buf = make([]byte, 0, maxReportLen)
 	q.initial = true
 	// The probable size of the first report: an RR with one block and
 	// the SDES, its SRTCP trailer and the lower layers.
@@ -148,11 +152,11 @@ func (q *reports) isDue(now time.Time) bool {
 	return d != 0 && q.mono(now) >= d
 }
 
-// build makes this side's compound report into q.buf: an SR while this
+// build appends this side's compound report to b: an SR while this
 // side sends RTP (an RR otherwise) with a block for the peer's stream once
 // it has been heard, and the SDES CNAME; with bye, a BYE last. It starts
 // a new reporting interval. sendMu is held.
-func (q *reports) build(now time.Time, bye bool) []byte {
+func (q *reports) build(b []byte, now time.Time, bye bool) []byte {
 	weSent := q.tx.sentThis || q.tx.sentPrev
 	q.tx.sentPrev, q.tx.sentThis = q.tx.sentThis, false
 	var blocks [1]reportBlock
@@ -164,7 +168,6 @@ func (q *reports) build(now time.Time, bye bool) []byte {
 	}
 	q.heardPrev, q.heardThis = q.heardThis, false
 	q.mu.Unlock()
-	b := q.buf[:0]
 	if weSent {
 		elapsed := float64(q.mono(now)-q.tx.lastAt) / 1e9
 		si := senderInfo{
@@ -181,7 +184,6 @@ func (q *reports) build(now time.Time, bye bool) []byte {
 	if bye {
 		b = appendBYE(b, q.tx.ssrc, "")
 	}
-	q.buf = b
 	return b
 }
 
@@ -424,7 +426,9 @@ func (s *Session) reportIfDue(now time.Time) {
 // is held. A report that cannot be sent is skipped until the next
 // interval.
 func (s *Session) sendReportLocked(now time.Time, bye bool) {
-	pkt := s.q.build(now, bye)
+	rb := reportBufs.Get().(*reportBuf)
+	defer reportBufs.Put(rb)
+	pkt := s.q.build(rb[:0], now, bye)
 	// The path attestation (attest.go) rides in every report, so that a
 	// peer that missed its first sends still gets it.
 	// The BYE goes last and alone (Close has begun, so it skips the
@@ -433,9 +437,8 @@ func (s *Session) sendReportLocked(now time.Time, bye bool) {
 	if bye {
 		err = s.sendRTCPLocked(pkt)
 	} else {
-		if a := s.attestOut.pkt; a != nil && len(pkt)+len(a) <= cap(s.q.buf) {
+		if a := s.attestOut.pkt; a != nil && len(pkt)+len(a) <= len(rb) {
 			pkt = append(pkt, a...)
-			s.q.buf = pkt
 		}
 		err = s.writeRTCPLocked(pkt)
 	}
