@@ -263,12 +263,11 @@
 // call, in pooled records: an idle call holds no buffer).
 // Decryption stays with the media session's reader, on the application's
 // goroutine: done on the Endpoint's reader it would put every call's
-// SRTP on one core. Writes go to a queue that the Endpoint's sender
-// goroutine empties with sendmmsg as soon as it runs (up to 32 datagrams a
-// call), so writers, sequential ones included, share system calls, and
-// none waits for a timer; a write returns once queued, and a datagram the
-// socket refuses is counted ([EndpointStats].SendErrors) and lost, as UDP
-// loses it. The 5-tuple is claimed when the agent nominates
+// SRTP on one core. Writers share sendmmsg calls when they meet: a
+// writer that finds a batch being sent adds its datagram to the next one
+// and returns; none waits for a timer or another goroutine (a writer that
+// finds 32 queued waits for room). A datagram the socket refuses is
+// counted ([EndpointStats].SendErrors) and lost, as UDP loses it. The 5-tuple is claimed when the agent nominates
 // (its nominating request is answered, or it answers the peer's), so
 // media that follows the nomination at once is not lost; two calls whose
 // selected pairs have the same remote address cannot share an Endpoint

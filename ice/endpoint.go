@@ -71,14 +71,14 @@ const (
 // 5-tuple of the Transport's selected pair, into the queue that the
 // net.Conn from Connect reads, that is the media session's. A datagram for
 // no known ufrag, transaction or 5-tuple is dropped and counted
-// (EndpointStats.Unrouted). Writes are queued for the Endpoint's sender
-// goroutine, which sends everything queued in one sendmmsg (up to 32
-// datagrams) as soon as it runs: the busier the process, the more
-// datagrams each system call moves, and no datagram waits for a timer. A
-// write returns once queued; a datagram the socket then refuses is lost,
-// as UDP loses it, and counted (EndpointStats.SendErrors). The queue holds
-// at most 32 datagrams besides the batch being sent; a writer that finds
-// it full waits for room.
+// (EndpointStats.Unrouted). A writer that finds no batch being sent sends
+// its datagram at once, on its own goroutine; writers that find one in
+// the kernel add their datagram to the next batch (sendmmsg, up to 32)
+// and return, so concurrent calls share system calls and no datagram
+// waits for a timer or another goroutine. A writer that finds 32 queued
+// behind the batch in the kernel waits for room (datagrams stay in order
+// and memory is bounded). A datagram the socket refuses is lost, as UDP
+// loses it, and counted (EndpointStats.SendErrors).
 //
 // Both ends of a call may use one Endpoint: their 5-tuples are the same,
 // so a datagram between two Transports of one Endpoint is handed over in
@@ -105,10 +105,8 @@ const (
 // connected Transport with its own sockets: task loop, check ticker, a
 // STUN reader per candidate, a context watcher), and system calls: one
 // recvmmsg for up to 32 datagrams of any calls instead of one recvfrom
-// (and an EAGAIN) per datagram, and one sendmmsg for every datagram
-// queued while the previous one was in the kernel. An Endpoint runs three
-// goroutines for all its calls: the reader, the sender and the consent
-// timer.
+// (and an EAGAIN) per datagram. An Endpoint runs two goroutines for all
+// its calls: the reader and the consent timer.
 //
 // Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
 // candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
@@ -133,18 +131,17 @@ type Endpoint struct {
 	stop        chan struct{} // closed by Close: stops consentLoop
 	consentDone chan struct{} // closed when consentLoop has stopped
 
-	// The send queue: writers append to sendQ and return; the sender
-	// goroutine swaps it with spare and sends it (sendmmsg).
+	// Sending: a writer that finds no batch being sent sends the queue
+	// itself (flushLocked); writers that find one being sent add to
+	// sendQ and return, and the flushing writer sends it next.
 	sendMu   sync.Mutex
 	sendRoom sync.Cond // writers waiting for room in sendQ (L: &sendMu)
 	sendQ    []sendSlot
 	spare    []sendSlot
-	sendIdle bool           // the sender waits for sendWake
+	flushing bool           // a writer is sending a batch (owns msgs)
 	sendShut bool           // the Endpoint is closing: writes fail
-	sendWake chan struct{}  // capacity 1: one wake-up per idle spell
-	sendDone chan struct{}  // closed when the sender has stopped
-	out      batchConn      // the sender's side of batch (a seam for tests)
-	msgs     []ipv4.Message // the sender's
+	out      batchConn      // the send side of batch (a seam for tests)
+	msgs     []ipv4.Message // the flushing writer's
 
 	stats endpointCounters
 
@@ -217,8 +214,8 @@ type EndpointStats struct {
 	// Endpoint to another without the socket.
 	InProcess uint64
 	// SendErrors counts datagrams the socket refused (an ICMP error
-	// queued on it, no route): each is lost, as UDP loses it. Writes
-	// return before the datagram is sent, so they do not see it.
+	// queued on it, no route): each is lost, as UDP loses it. The write
+	// does not report it (the datagram may be another writer's).
 	SendErrors uint64
 	// Transports is the number of Transports attached.
 	Transports int
@@ -255,9 +252,6 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 		stop:        make(chan struct{}),
 		consentDone: make(chan struct{}),
 		msgs:        make([]ipv4.Message, endpointBatch),
-		sendIdle:    true,
-		sendWake:    make(chan struct{}, 1),
-		sendDone:    make(chan struct{}),
 	}
 	e.sendRoom.L = &e.sendMu
 	e.addr = netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port())
@@ -272,7 +266,6 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 	}
 	go e.read()
 	go e.consentLoop()
-	go e.sendLoop()
 	return e, nil
 }
 
@@ -323,7 +316,6 @@ func (e *Endpoint) Close() error {
 	<-e.done
 	close(e.stop)
 	<-e.consentDone
-	<-e.sendDone
 	for _, u := range uses {
 		u.media.fail(ErrEndpointClosed)
 	}
@@ -562,8 +554,10 @@ func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx, now int64) {
 	e.pending[id] = p
 }
 
-// write queues b for dst on the socket (the sender sends it), or hands it
-// over in the process when dst is this Endpoint: from is the sender.
+// write sends b to dst from the socket (or queues it behind the batch
+// being sent), or hands it over in the process when dst is this Endpoint:
+// from is the sender. A datagram the socket refuses is counted, not
+// returned (it may be another writer's).
 func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if dst == e.addr {
@@ -578,8 +572,8 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		return err
 	}
 	e.sendMu.Lock()
-	for len(e.sendQ) >= endpointBatch && !e.sendShut {
-		// A full batch waits while the sender sends the one before: wait
+	for len(e.sendQ) >= endpointBatch && e.flushing && !e.sendShut {
+		// A full batch waits while the one before is in the kernel: wait
 		// for room rather than send out of order or grow without bound.
 		e.sendRoom.Wait()
 	}
@@ -588,41 +582,28 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		return fmt.Errorf("ice: %w", ErrEndpointClosed)
 	}
 	e.sendQ = e.appendSlot(e.sendQ, b, dst)
-	wake := e.sendIdle
-	e.sendIdle = false
+	if !e.flushing {
+		e.flushLocked()
+	} // else the flushing writer sends it with its next batch
 	e.sendMu.Unlock()
-	if wake {
-		e.sendWake <- struct{}{} // never blocks: one wake-up per idle spell
-	}
 	return nil
 }
 
-// sendLoop is the Endpoint's sender: woken by the first writer after it
-// went idle, it sends everything queued, in batches of up to
-// endpointBatch per sendmmsg, until the queue is empty. Writers queue
-// while it sends, so the busier the Endpoint, the more datagrams each
-// system call moves; no datagram waits for a timer.
-func (e *Endpoint) sendLoop() {
-	defer close(e.sendDone)
-	for {
-		select {
-		case <-e.sendWake:
-		case <-e.stop:
-			return
-		}
-		e.sendMu.Lock()
-		for len(e.sendQ) > 0 {
-			q := e.sendQ
-			e.sendQ, e.spare = e.spare[:0], nil
-			e.sendRoom.Broadcast()
-			e.sendMu.Unlock()
-			e.flush(q)
-			e.sendMu.Lock()
-			e.spare = q[:0]
-		}
-		e.sendIdle = true
+// flushLocked sends everything queued, in batches of up to endpointBatch
+// per sendmmsg, until the queue is empty; other writers queue meanwhile
+// and return. sendMu is held on entry and on return, not while sending.
+func (e *Endpoint) flushLocked() {
+	e.flushing = true
+	for len(e.sendQ) > 0 {
+		q := e.sendQ
+		e.sendQ, e.spare = e.spare[:0], nil
+		e.sendRoom.Broadcast()
 		e.sendMu.Unlock()
+		e.flush(q)
+		e.sendMu.Lock()
+		e.spare = q[:0]
 	}
+	e.flushing = false
 }
 
 func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []sendSlot {
@@ -647,7 +628,7 @@ func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []send
 }
 
 // flush sends q with as few sendmmsg calls as the kernel allows. Only the
-// sender uses e.msgs.
+// flushing writer uses e.msgs.
 func (e *Endpoint) flush(q []sendSlot) {
 	for off := 0; off < len(q); {
 		n := min(len(q)-off, len(e.msgs))

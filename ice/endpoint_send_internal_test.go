@@ -14,9 +14,9 @@ import (
 
 // gatedBatch stands in for the Endpoint's socket on the send side: each
 // WriteBatch records its datagrams and then waits for the test to
-// release it, as a busy kernel would hold the sender in sendmmsg.
+// release it, as a busy kernel would hold a writer in sendmmsg.
 type gatedBatch struct {
-	batchConn // nil: the sender only writes
+	batchConn // nil: only WriteBatch is called
 	mu        sync.Mutex
 	batches   [][]string // the payloads of each WriteBatch, in order
 	fail      bool       // WriteBatch refuses the first datagram
@@ -49,7 +49,7 @@ func gateEndpoint(t *testing.T) (*Endpoint, *gatedBatch) {
 		t.Fatal(err)
 	}
 	g := &gatedBatch{entered: make(chan int, 64), release: make(chan struct{}, 64)}
-	e.out = g // before any write: the sender reads e.out only when woken
+	e.out = g // before any write: only writers read e.out
 	return e, g
 }
 
@@ -59,45 +59,42 @@ func waitEntered(t *testing.T, g *gatedBatch) int {
 	case n := <-g.entered:
 		return n
 	case <-time.After(10 * time.Second):
-		t.Fatal("the sender never called sendmmsg")
+		t.Fatal("no writer called sendmmsg")
 		return 0
 	}
 }
 
-// A write returns without waiting for the socket, and the datagrams
-// written while a sendmmsg is in the kernel leave together in the next
-// one, in the order they were written: sequential writers (a gateway's
-// media loop) share system calls too. Before the send queue the first
-// write was sent on the writer's goroutine, and so blocked in it.
-func TestEndpointWritesDoNotWaitForTheSocket(t *testing.T) {
+// Writers that find a batch in the kernel add to the next one and return
+// at once, and the writer that is sending sends their datagrams in one
+// sendmmsg, in the order they were written.
+func TestEndpointConcurrentWritersShareSendmmsg(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	e, g := gateEndpoint(t)
 	dst := netip.MustParseAddrPort("127.0.0.1:9")
-
-	wrote := make(chan error, 1)
-	go func() { wrote <- e.write([]byte("d0"), dst, nil) }()
-	select {
-	case err := <-wrote:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a write waited for the socket")
-	}
+	first := make(chan error, 1)
+	go func() { first <- e.write([]byte("d0"), dst, nil) }()
 	if n := waitEntered(t, g); n != 1 {
 		t.Fatalf("first batch of %d, want 1", n)
 	}
-	// The sender is inside sendmmsg: these queue behind it.
+	// "d0"'s writer is in sendmmsg: these return at once, queued.
 	for _, s := range []string{"d1", "d2", "d3", "d4", "d5"} {
 		if err := e.write([]byte(s), dst, nil); err != nil {
 			t.Fatal(err)
 		}
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("the sending writer returned (%v) with datagrams queued behind it", err)
+	default:
 	}
 	g.release <- struct{}{}
 	if n := waitEntered(t, g); n != 5 {
 		t.Fatalf("second batch of %d, want the 5 queued datagrams in one sendmmsg", n)
 	}
 	g.release <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
 	g.mu.Lock()
 	got := g.batches
 	g.mu.Unlock()
@@ -115,23 +112,22 @@ func TestEndpointWritesDoNotWaitForTheSocket(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st := e.Stats()
-	if st.WriteBatches != 2 || st.Sent != 6 {
+	if st := e.Stats(); st.WriteBatches != 2 || st.Sent != 6 {
 		t.Errorf("stats %+v: want 2 sendmmsg calls for 6 datagrams", st)
 	}
 }
 
 // The queue is bounded: a writer that finds a full batch waiting behind
-// the one in the kernel waits for room (it is not sent out of order, and
-// memory does not grow), and Close wakes it with ErrEndpointClosed.
+// the one in the kernel waits for room (it is not sent out of order, as
+// it was before, and memory does not grow), and Close wakes it with
+// ErrEndpointClosed.
 func TestEndpointSendQueueBounded(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	e, g := gateEndpoint(t)
 	dst := netip.MustParseAddrPort("127.0.0.1:9")
-	if err := e.write([]byte("first"), dst, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitEntered(t, g) // the sender holds "first" in sendmmsg
+	first := make(chan error, 1)
+	go func() { first <- e.write([]byte("first"), dst, nil) }()
+	waitEntered(t, g) // "first" is in sendmmsg
 	for range endpointBatch {
 		if err := e.write([]byte("queued"), dst, nil); err != nil {
 			t.Fatal(err)
@@ -142,6 +138,8 @@ func TestEndpointSendQueueBounded(t *testing.T) {
 	select {
 	case err := <-blocked:
 		t.Fatalf("a write beyond the bound returned %v at once, want it to wait for room", err)
+	case n := <-g.entered:
+		t.Fatalf("a write beyond the bound was sent (a batch of %d) ahead of the queue", n)
 	case <-time.After(50 * time.Millisecond):
 	}
 	e.sendMu.Lock()
@@ -160,39 +158,42 @@ func TestEndpointSendQueueBounded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close left a writer waiting")
 	}
-	g.release <- struct{}{} // let the sender out of sendmmsg
-	for {
+	g.release <- struct{}{} // let "first" out of sendmmsg: its writer sends the queue
+	for done := false; !done; {
 		select {
 		case <-g.entered:
 			g.release <- struct{}{}
-			continue
-		case err := <-closed:
+		case err := <-first:
 			if err != nil {
 				t.Fatal(err)
 			}
+			done = true
 		}
-		break
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
 	}
 	if err := e.write([]byte("late"), dst, nil); !errors.Is(err, ErrEndpointClosed) {
 		t.Fatalf("write after Close: %v, want ErrEndpointClosed", err)
 	}
 }
 
-// A datagram the socket refuses is lost, as UDP loses it, and counted:
-// writers do not see it, since they return before it is sent.
+// A datagram the socket refuses is lost, as UDP loses it, and counted.
 func TestEndpointSendErrorsCounted(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	e, g := gateEndpoint(t)
 	g.fail = true
-	if err := e.write([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9"), nil); err != nil {
-		t.Fatal(err)
-	}
+	done := make(chan error, 1)
+	go func() { done <- e.write([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9"), nil) }()
 	waitEntered(t, g)
 	g.release <- struct{}{}
-	if err := e.Close(); err != nil { // waits for the sender
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if st := e.Stats(); st.SendErrors != 1 || st.Sent != 0 {
 		t.Fatalf("stats %+v: want 1 send error and nothing sent", st)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
