@@ -97,6 +97,11 @@ func (q *reports) init(c RTCPConfig, now time.Time) {
 // mono returns the session's monotonic clock reading at t.
 func (q *reports) mono(t time.Time) int64 { return int64(t.Sub(q.epoch)) }
 
+// sinceEpoch is mono(time.Now()) with one clock read instead of the two
+// of time.Now (the wall clock is needed only when a report is built):
+// the packet paths call it once per packet.
+func (q *reports) sinceEpoch() int64 { return int64(time.Since(q.epoch)) }
+
 // interval is RFC 3550 section 6.3.1's (appendix A.7), without timer
 // reconsideration: the session has no timer to reconsider. It takes
 // reports.mu for the member counts.
@@ -137,19 +142,22 @@ func (q *reports) interval() time.Duration {
 }
 
 // noteSent records an RTP packet sent; sendMu is held.
-func (q *reports) noteSent(h *RTPHeader, payloadLen int, now time.Time) {
+func (q *reports) noteSent(h *RTPHeader, payloadLen int, mono int64) {
 	q.tx.ssrc = h.SSRC
 	q.tx.sent, q.tx.sentThis = true, true
 	q.tx.packets++
 	q.tx.octets += uint32(payloadLen)
 	q.tx.lastTS = h.Timestamp
-	q.tx.lastAt = q.mono(now)
+	q.tx.lastAt = mono
 }
 
 // isDue reports whether a report is due at now.
-func (q *reports) isDue(now time.Time) bool {
+func (q *reports) isDue(now time.Time) bool { return q.dueAt(q.mono(now)) }
+
+// dueAt is isDue at mono ns since the epoch.
+func (q *reports) dueAt(mono int64) bool {
 	d := q.due.Load()
-	return d != 0 && q.mono(now) >= d
+	return d != 0 && mono >= d
 }
 
 // build appends this side's compound report to b: an SR while this
@@ -202,7 +210,10 @@ func (q *reports) reportSent(n int, now time.Time) {
 
 // noteRTP records an accepted RTP packet of the peer (plain, header
 // first).
-func (q *reports) noteRTP(pkt []byte, now time.Time) {
+func (q *reports) noteRTP(pkt []byte, now time.Time) { q.noteRTPAt(pkt, q.mono(now)) }
+
+// noteRTPAt is noteRTP at mono ns since the epoch.
+func (q *reports) noteRTPAt(pkt []byte, mono int64) {
 	if len(pkt) < rtpFixedLen {
 		return
 	}
@@ -214,7 +225,7 @@ func (q *reports) noteRTP(pkt []byte, now time.Time) {
 		q.src.reset(ssrc, seq, float64(q.cfg.ClockRate))
 		q.lastSR, q.srAt = 0, time.Time{}
 	}
-	q.src.update(seq, ts, q.mono(now))
+	q.src.update(seq, ts, mono)
 	q.heardThis, q.peerSeen, q.peerSender = true, true, true
 	q.mu.Unlock()
 }
@@ -381,22 +392,24 @@ func (c RTCPConfig) check() error {
 // afterRTPSentLocked records a packet WriteRTP sent and sends the report
 // if one is due; sendMu is held.
 func (s *Session) afterRTPSentLocked(h *RTPHeader, payloadLen int) {
-	now := time.Now()
-	s.q.noteSent(h, payloadLen, now)
+	m := s.q.sinceEpoch()
+	s.q.noteSent(h, payloadLen, m)
 	if s.q.ourSSRC.Load() != h.SSRC {
 		s.q.ourSSRC.Store(h.SSRC)
 	}
-	if s.q.isDue(now) {
-		s.sendReportLocked(now, false)
+	if s.q.dueAt(m) {
+		s.sendReportLocked(time.Now(), false)
 	}
 }
 
 // afterRTPReceived records an accepted RTP packet and sends the report if
 // one is due and no writer holds the send lock (that writer sends it).
 func (s *Session) afterRTPReceived(pkt []byte) {
-	now := time.Now()
-	s.q.noteRTP(pkt, now)
-	s.reportIfDue(now)
+	m := s.q.sinceEpoch()
+	s.q.noteRTPAt(pkt, m)
+	if s.q.dueAt(m) {
+		s.reportIfDue(time.Now())
+	}
 }
 
 // afterRTCPReceived reads the peer's reports in an accepted RTCP packet.
