@@ -260,8 +260,10 @@
 // the transaction ID of the request the Transport sent, everything else by
 // the 5-tuple of the Transport's selected pair, straight into the queue
 // the net.Conn from Connect reads (a channel of at most 64 datagrams per
-// call, in pooled records: an idle call holds no buffer).
-// Decryption stays with the media session's reader, on the application's
+// call, in pooled records: an idle call holds no buffer). The media
+// session reads each record where it lies (the net.Conn lends it) and
+// decrypts it in place, so a call waiting for media holds no read buffer
+// either. Decryption stays with the media session's reader, on the application's
 // goroutine: done on the Endpoint's reader it would put every call's
 // SRTP on one core. Writers share sendmmsg calls when they meet: a
 // writer that finds a batch being sent adds its datagram to the next one

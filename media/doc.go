@@ -228,8 +228,12 @@
 //
 // WriteRTP and ReadRTP allocate nothing per packet, reports and receive
 // statistics included (TestQualityZeroAllocsWithReports; a report costs
-// about 0.3 µs and the statistics about 60 ns per received packet,
-// BenchmarkQualityReport and BenchmarkQualityReceiveUpdate). See README.md for the
-// measured costs of the protect and unprotect paths against the raw
-// cryptography they cannot avoid.
+// about 0.3 µs and the statistics about 60 ns per received packet, a
+// clock read included, BenchmarkQualityReport and
+// BenchmarkQualityReceiveUpdate). A session keeps no packet buffer of its
+// own between packets: writes build and protect in pooled buffers, and on
+// a transport that lends its datagrams (an ice.Endpoint's) reads decrypt
+// in the transport's buffer. See BENCHMARKS.md for the measured costs of
+// the protect and unprotect paths against the raw cryptography they
+// cannot avoid.
 package media
