@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/securecall/securecall/sdp"
 )
@@ -75,5 +76,53 @@ func TestSessionReadsLentDatagrams(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A lent datagram longer than any packet a session accepts is dropped and
+// counted, not taken for a failed read: more of them in a row than the
+// readers ride out (maxReadFailures), as anyone who can send to the call's
+// address can make, must not end ReadRTP.
+func TestSessionDropsOversizeLentDatagrams(t *testing.T) {
+	ua, ub := udpPair(t)
+	ca := &lendingConn{Conn: ua, out: map[*[MaxPacketSize + 512]byte]bool{}}
+	cb := &lendingConn{Conn: ub, out: map[*[MaxPacketSize + 512]byte]bool{}}
+	a, b := pairConfigs(t, sdp.KeyingSDES, nil)
+	sa, sb := mustPair(t, ca, cb, a, b)
+	junk := make([]byte, MaxPacketSize+100)
+	junk[0] = 0x80 // looks like RTP
+	got := make(chan error, 1)
+	go func() {
+		sb.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, _, err := sb.ReadRTP(make([]byte, 1500))
+		got <- err
+	}()
+	const n = 2 * maxReadFailures
+	for i := range n {
+		if _, err := ua.Write(junk); err != nil {
+			t.Fatal(err)
+		}
+		// Paced, so that the kernel's receive buffer drops none of them:
+		// the reader has to meet more of them in a row than it rides out.
+		for deadline := time.Now().Add(5 * time.Second); sb.Stats().Malformed < uint64(i+1); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the reader took %d of %d oversize datagrams", sb.Stats().Malformed, i+1)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("ReadRTP returned %v after %d oversize datagrams, before any packet", err, n)
+	default:
+	}
+	if err := sa.WriteRTP(RTPHeader{PayloadType: 0, SSRC: 7}, []byte("after the junk")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("ReadRTP after %d oversize datagrams: %v", n, err)
+	}
+	if _, out := cb.counts(); out != 0 {
+		t.Errorf("%d lent datagrams not handed back", out)
 	}
 }

@@ -590,17 +590,21 @@ func (s *Session) readRaw() ([]byte, error) {
 		n, err := s.conn.Read(s.rbuf)
 		return s.rbuf[:n], err
 	}
-	b, held, err := s.dr.ReadDatagram()
-	if err != nil {
-		return nil, err
+	for {
+		b, held, err := s.dr.ReadDatagram()
+		if err != nil {
+			return nil, err
+		}
+		if len(b) <= MaxPacketSize {
+			s.held = held
+			return b, nil
+		}
+		// Longer than any packet a session accepts: dropped and counted,
+		// as a packet that fails authentication is, not a read failure
+		// (consecutive failures end ReadRTP).
+		s.dr.ReleaseDatagram(held)
+		s.stats.malformed.Add(1)
 	}
-	s.held = held
-	if len(b) > MaxPacketSize {
-		// What Read into a MaxPacketSize buffer would have refused.
-		s.dropRaw()
-		return nil, fmt.Errorf("media: datagram of %d bytes: %w", len(b), io.ErrShortBuffer)
-	}
-	return b, nil
 }
 
 // dropRaw hands back the datagram dr lent, if any.
