@@ -40,6 +40,10 @@ import (
 //
 // SECURECALL_CAPACITY_PAIRS lists the N (default "100,200,400"), and
 // SECURECALL_CAPACITY_WINDOW the window (default 5s).
+// SECURECALL_CAPACITY_PERF=1 counts the process's system calls over each
+// window with perf, SECURECALL_CAPACITY_STRACE=1 with strace (see
+// syscallCounter). The stacks: securecall on shared ice.Endpoints, with
+// its own sockets, pion/webrtc, and udp-floor, no stack at all.
 
 const (
 	phaseWarmup  = 1
