@@ -621,7 +621,7 @@ func syscallCounterFromEnv() func() (syscallCounter, error) {
 	case os.Getenv("SECURECALL_CAPACITY_PERF") == "1":
 		return startPerf
 	case os.Getenv("SECURECALL_CAPACITY_STRACE") == "1":
-		return func() (syscallCounter, error) { return startStrace() }
+		return startStrace
 	}
 	return nil
 }
@@ -638,29 +638,60 @@ var perfEvents = []string{
 	"syscalls:sys_enter_epoll_pwait", "syscalls:sys_enter_sched_yield",
 }
 
-type perfCount struct {
+// counterTool is a counting tool attached to this process: its command
+// and everything it prints.
+type counterTool struct {
 	cmd *exec.Cmd
 	out strings.Builder
 }
 
-func startPerf() (syscallCounter, error) {
-	path, err := exec.LookPath("perf")
+// attachCounter starts tool with args followed by -p <this process>, and
+// gives it attach to reach every thread. need says what the environment
+// variable asks for, for the error when the tool is missing.
+func attachCounter(need, tool string, attach time.Duration, args ...string) (*counterTool, error) {
+	path, err := exec.LookPath(tool)
 	if err != nil {
-		return nil, fmt.Errorf("SECURECALL_CAPACITY_PERF=1 needs perf (Debian: linux-perf): %w", err)
+		return nil, fmt.Errorf("%s needs %s: %w", need, tool, err)
 	}
-	t := &perfCount{}
-	t.cmd = exec.Command(path, "stat", "-x", ",", "-e", strings.Join(perfEvents, ","), "-p", strconv.Itoa(os.Getpid()))
+	t := &counterTool{}
+	t.cmd = exec.Command(path, append(args, "-p", strconv.Itoa(os.Getpid()))...)
 	t.cmd.Stderr = &t.out
 	t.cmd.Stdout = &t.out
 	if err := t.cmd.Start(); err != nil {
 		return nil, err
 	}
-	time.Sleep(200 * time.Millisecond) // attaching to every thread
+	time.Sleep(attach)
 	return t, nil
 }
 
+// detach interrupts the tool and waits for its summary.
+func (t *counterTool) detach() error {
+	_ = t.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- t.cmd.Wait() }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = t.cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%s did not detach", t.cmd.Path)
+	}
+}
+
+type perfCount struct{ *counterTool }
+
+func startPerf() (syscallCounter, error) {
+	t, err := attachCounter("SECURECALL_CAPACITY_PERF=1", "perf", 200*time.Millisecond,
+		"stat", "-x", ",", "-e", strings.Join(perfEvents, ","))
+	if err != nil {
+		return nil, fmt.Errorf("%w (Debian: linux-perf)", err)
+	}
+	return perfCount{t}, nil
+}
+
 // counts parses perf's CSV lines: count,unit,event,...
-func (t *perfCount) counts() map[string]uint64 {
+func (t perfCount) counts() map[string]uint64 {
 	m := make(map[string]uint64)
 	for _, line := range strings.Split(t.out.String(), "\n") {
 		f := strings.Split(line, ",")
@@ -674,7 +705,7 @@ func (t *perfCount) counts() map[string]uint64 {
 	return m
 }
 
-func (t *perfCount) top(int) string {
+func (t perfCount) top(int) string {
 	m := t.counts()
 	var b strings.Builder
 	// One line: a benchmark's log is cut after a few lines.
@@ -686,8 +717,8 @@ func (t *perfCount) top(int) string {
 	return "perf: " + strings.TrimSuffix(strings.Replace(b.String(), " ", "all ", 1), ", ")
 }
 
-func (t *perfCount) stop() (uint64, error) {
-	if err := stopCounter(t.cmd); err != nil {
+func (t perfCount) stop() (uint64, error) {
+	if err := t.detach(); err != nil {
 		return 0, err
 	}
 	n, ok := t.counts()[perfEvents[0]]
@@ -697,49 +728,23 @@ func (t *perfCount) stop() (uint64, error) {
 	return n, nil
 }
 
-// stopCounter interrupts a counting tool and waits for its summary.
-func stopCounter(cmd *exec.Cmd) error {
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("%s did not detach", cmd.Path)
-	}
-}
-
 // straceCount counts every system call of this process (all threads)
 // with strace -c while it runs. strace slows each system call, so the
 // process batches more under it than without: the count is an
 // indication, and the CPU figures of a traced run are not comparable.
-type straceCount struct {
-	cmd *exec.Cmd
-	out strings.Builder
-}
+type straceCount struct{ *counterTool }
 
 // SECURECALL_CAPACITY_STRACE=1 traces the window of every row.
-func startStrace() (*straceCount, error) {
-	path, err := exec.LookPath("strace")
+func startStrace() (syscallCounter, error) {
+	t, err := attachCounter("SECURECALL_CAPACITY_STRACE=1", "strace", 500*time.Millisecond, "-c", "-f")
 	if err != nil {
-		return nil, fmt.Errorf("SECURECALL_CAPACITY_STRACE=1 needs strace: %w", err)
-	}
-	t := &straceCount{}
-	t.cmd = exec.Command(path, "-c", "-f", "-p", strconv.Itoa(os.Getpid()))
-	t.cmd.Stderr = &t.out
-	t.cmd.Stdout = &t.out
-	if err := t.cmd.Start(); err != nil {
 		return nil, err
 	}
-	time.Sleep(500 * time.Millisecond) // attaching to every thread
-	return t, nil
+	return straceCount{t}, nil
 }
 
 // top returns the header and the busiest system calls of the summary.
-func (t *straceCount) top(n int) string {
+func (t straceCount) top(n int) string {
 	lines := strings.Split(t.out.String(), "\n")
 	for i, l := range lines {
 		if strings.Contains(l, "% time") {
@@ -750,8 +755,8 @@ func (t *straceCount) top(n int) string {
 }
 
 // stop detaches strace and returns the total number of calls it counted.
-func (t *straceCount) stop() (uint64, error) {
-	if err := stopCounter(t.cmd); err != nil {
+func (t straceCount) stop() (uint64, error) {
+	if err := t.detach(); err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(t.out.String(), "\n") {
