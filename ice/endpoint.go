@@ -556,8 +556,9 @@ func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx, now int64) {
 
 // write sends b to dst from the socket (or queues it behind the batch
 // being sent), or hands it over in the process when dst is this Endpoint:
-// from is the sender. A datagram the socket refuses is counted, not
-// returned (it may be another writer's).
+// from is the sender. A datagram the socket refuses is counted; it is
+// returned only when sent alone (larger than a send slot), since in a
+// batch it may be another writer's.
 func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if dst == e.addr {
@@ -566,10 +567,16 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		return nil
 	}
 	if len(b) > endpointBufSize {
+		// Larger than a send slot: sent alone, at once; the error is this
+		// writer's own.
 		_, err := e.conn.WriteToUDPAddrPort(b, dst)
 		e.stats.writeBatches.Add(1)
+		if err != nil {
+			e.stats.sendErrors.Add(1)
+			return err
+		}
 		e.stats.sent.Add(1)
-		return err
+		return nil
 	}
 	e.sendMu.Lock()
 	for len(e.sendQ) >= endpointBatch && e.flushing && !e.sendShut {

@@ -197,3 +197,24 @@ func TestEndpointSendErrorsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A datagram too large for a send slot goes out alone; when the socket
+// refuses it, it is counted as a send error (not as sent) and its writer,
+// whose own datagram it is, gets the error.
+func TestEndpointLargeDatagramRefusedCounted(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Port 0 is no destination: sendto refuses it.
+	if err := e.write(make([]byte, endpointBufSize+1), netip.MustParseAddrPort("127.0.0.1:0"), nil); err == nil {
+		t.Fatal("a datagram to port 0 was accepted")
+	}
+	if st := e.Stats(); st.SendErrors != 1 || st.Sent != 0 {
+		t.Fatalf("stats %+v: want 1 send error and nothing sent", st)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
