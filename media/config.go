@@ -239,6 +239,29 @@ type Config struct {
 	// dropped.
 	OnPeerAttestation func(Attestation)
 
+	// OnRTP, if set, receives every authenticated RTP packet in place of
+	// ReadRTP, which then returns an error wrapping ErrRTPHandled: push
+	// delivery, for a process that carries many calls. It is called on
+	// the goroutine that read the datagram, never concurrently with itself,
+	// in the order the packets were read:
+	//
+	//   - On a conn of an ice.Endpoint it is the Endpoint's one reader,
+	//     which decrypts the packet in its own buffer: the session then has
+	//     no goroutine, no queue and no copy of its own on the receive
+	//     path. Every call on the Endpoint waits while OnRTP runs, so it
+	//     must be quick and must not block.
+	//   - On any other conn the session runs one goroutine that reads it.
+	//
+	// h's CSRC and Extension and payload are valid only until OnRTP
+	// returns. It may call WriteRTP and WriteRTCP (of this session or
+	// others), but not Close (start a goroutine to do that): Close waits
+	// for a call in progress to return, and OnRTP is not called once
+	// Close has returned. It may run before NewSession returns, for
+	// packets that arrived while the keys were set up. RTCP still goes
+	// to ReadRTCP, and SetReadDeadline then bounds ReadRTCP only. If nil,
+	// packets are read with ReadRTP.
+	OnRTP func(h RTPHeader, payload []byte)
+
 	// HandshakeTimeout bounds NewSession's DTLS handshake and key fetch, on
 	// top of its ctx. If zero, defaults to DefaultHandshakeTimeout (15 s).
 	HandshakeTimeout time.Duration

@@ -92,12 +92,14 @@ func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
 	s.dtMu.Lock()
 	s.dt = newDTLSTransport(s)
 	s.dtMu.Unlock()
-	s.earlyQ = make(chan *packetBuf, earlyQueueLen)
-	// The pump holds the read token for as long as it runs, so that readers
-	// wait on their queues rather than in a second conn.Read.
-	s.tok <- struct{}{}
-	s.wg.Add(1)
-	go s.pump()
+	if s.push.pusher == nil {
+		s.earlyQ = make(chan *packetBuf, earlyQueueLen)
+		// The pump holds the read token for as long as it runs, so that
+		// readers wait on their queues rather than in a second conn.Read.
+		s.tok <- struct{}{}
+		s.wg.Add(1)
+		go s.pump()
+	} // else the transport pushes each datagram to onDatagram, the pump's job
 
 	s.log.Debug("media: DTLS handshake", "role", s.cfg.DTLSRole, "retransmit", s.cfg.retransmitInterval())
 	var (
@@ -288,9 +290,7 @@ func (s *Session) pump() {
 				continue
 			}
 			s.earlyMu.Unlock()
-			if s.routeToQueue(raw) {
-				s.noteAuthentic()
-			}
+			s.deliverMedia(raw, true)
 			return
 		default:
 			s.stats.malformed.Add(1)

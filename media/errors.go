@@ -26,3 +26,7 @@ var (
 	// (dtls, sdes) has no key versions.
 	ErrNoRotation = errors.New("media: keying mode has no key versions")
 )
+
+// ErrRTPHandled is wrapped by ReadRTP's error on a session with
+// Config.OnRTP set: its RTP packets are delivered to OnRTP instead.
+var ErrRTPHandled = errors.New("media: RTP is delivered to Config.OnRTP")

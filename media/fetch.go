@@ -161,6 +161,13 @@ func (s *Session) releaseHeld() {
 // reader makes room or the session closes. It reports false once closed.
 func (s *Session) deliverHeld(b *packetBuf) bool {
 	defer putPacket(b)
+	if s.pushing() && classify(b.data) == kindRTP {
+		if s.closed.Load() {
+			return false
+		}
+		s.pushRTP(b.data)
+		return true
+	}
 	out := getPacket()
 	var ok bool
 	var q chan *packetBuf

@@ -101,8 +101,12 @@ type Session struct {
 	dconn    *dtls.Conn
 	dtlsLive atomic.Bool // the DTLS conn still answers retransmissions
 	earlyMu  sync.Mutex
-	ready    bool // keys are installed; guarded by earlyMu
+	ready    bool        // keys are installed; guarded by earlyMu
+	readyNow atomic.Bool // ready, for the push path's check without earlyMu
 	earlyQ   chan *packetBuf
+
+	// Push delivery (Config.OnRTP, push.go).
+	push pushState
 
 	// The session's own RTCP reports and receive statistics
 	// (rtcp_report.go).
@@ -212,11 +216,20 @@ func newSession(c Config, conn net.Conn) *Session {
 		recvKeys: map[uint32]bool{},
 	}
 	s.latch, _ = conn.(SourceLatcher)
+	if c.OnRTP != nil {
+		s.push.ended = make(chan struct{})
+		if p, ok := conn.(datagramPusher); ok {
+			s.push.pusher = p
+			// Media that arrives before the keys waits here rather than
+			// in the transport, which no longer queues.
+			s.earlyQ = make(chan *packetBuf, earlyQueueLen)
+		}
+	}
 	if dr, ok := conn.(datagramReader); ok {
 		s.dr = dr
-	} else {
+	} else if s.push.pusher == nil {
 		s.rbuf = make([]byte, MaxPacketSize)
-	}
+	} // else nothing reads the transport: it pushes
 	s.q.init(c.RTCP, time.Now())
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if usesKMS(c.Keying) {
@@ -227,6 +240,9 @@ func newSession(c Config, conn net.Conn) *Session {
 
 // start fetches keys and runs the handshake as the keying mode needs.
 func (s *Session) start(ctx context.Context) error {
+	if s.push.pusher != nil {
+		s.push.pusher.PushDatagrams(s.onDatagram, s.endReads)
+	}
 	var keys []CallKey
 	if usesKMS(s.cfg.Keying) {
 		var err error
@@ -265,6 +281,10 @@ func (s *Session) start(ctx context.Context) error {
 	}
 	s.rtpTrailer, s.rtcpTrailer = s.profile.rtpTrailerLen(), s.profile.rtcpTrailerLen()
 	s.markReady()
+	if s.pushing() && s.push.pusher == nil {
+		s.wg.Add(1)
+		go s.pushLoop()
+	}
 	if usesKMS(s.cfg.Keying) {
 		if w, ok := s.cfg.KeySource.(KeyWatcher); ok {
 			s.watch(w)
@@ -273,22 +293,28 @@ func (s *Session) start(ctx context.Context) error {
 	return nil
 }
 
-// markReady lets packets that arrived during the handshake through.
+// markReady lets packets that arrived during the handshake through. When
+// the session pushes, they are delivered under earlyMu, so that a packet
+// pushed meanwhile follows them (onDatagram).
 func (s *Session) markReady() {
 	s.earlyMu.Lock()
 	s.ready = true
-	s.earlyMu.Unlock()
-	if s.earlyQ == nil {
-		return
+	if !s.pushing() {
+		s.earlyMu.Unlock()
 	}
-	for {
+	for s.earlyQ != nil {
 		select {
 		case b := <-s.earlyQ:
-			s.routeToQueue(b.data)
+			s.deliverMedia(b.data, false)
 			putPacket(b)
+			continue
 		default:
-			return
 		}
+		break
+	}
+	if s.pushing() {
+		s.readyNow.Store(true)
+		s.earlyMu.Unlock()
 	}
 }
 
@@ -343,6 +369,13 @@ func (s *Session) Close() error {
 	}
 	err := s.conn.Close()
 	s.retireDTLS()
+	if s.pushing() {
+		// Taking rtpMu once waits for an OnRTP call in progress; later
+		// ones see closed and return without calling it.
+		s.rtpMu.Lock()
+		//lint:ignore SA2001 the empty critical section is a barrier, see above
+		s.rtpMu.Unlock()
+	}
 	// Taking sendMu once orders Close after any WriteRTP that might still
 	// start an OnRotationNeeded goroutine, so that wg.Wait sees it.
 	s.sendMu.Lock()
@@ -384,6 +417,11 @@ func errClosed(op string) error { return fmt.Errorf("media: %s: %w", op, net.Err
 // net.Conn's; it relies on the transport's own SetReadDeadline.
 func (s *Session) SetReadDeadline(t time.Time) error {
 	s.rdl.set(t)
+	if s.pushing() {
+		// Only ReadRTCP waits, on its queue; the transport's reader must
+		// keep reading.
+		return nil
+	}
 	if err := s.conn.SetReadDeadline(t); err != nil {
 		return fmt.Errorf("media: set read deadline: %w", err)
 	}
@@ -525,6 +563,9 @@ func (s *Session) sendRTCPLocked(pkt []byte) error {
 // RTCP and DTLS packets read meanwhile are passed on to ReadRTCP and the
 // DTLS layer.
 func (s *Session) ReadRTP(payload []byte) (RTPHeader, int, error) {
+	if s.pushing() {
+		return RTPHeader{}, 0, fmt.Errorf("media: read RTP: %w", ErrRTPHandled)
+	}
 	s.rtpMu.Lock()
 	defer s.rtpMu.Unlock()
 	pkt, b, err := s.next(kindRTP, s.rtpQ)
@@ -559,7 +600,14 @@ func (s *Session) ReadRTP(payload []byte) (RTPHeader, int, error) {
 func (s *Session) ReadRTCP(buf []byte) (int, error) {
 	s.rtcpMu.Lock()
 	defer s.rtcpMu.Unlock()
-	pkt, b, err := s.next(kindRTCP, s.rtcpQ)
+	var pkt []byte
+	var b *packetBuf
+	var err error
+	if s.pushing() {
+		pkt, b, err = s.queued(s.rtcpQ, "read RTCP")
+	} else {
+		pkt, b, err = s.next(kindRTCP, s.rtcpQ)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -744,9 +792,7 @@ func (s *Session) handle(raw []byte, want packetKind) ([]byte, bool) {
 		}
 		return out, ok
 	case kind == kindRTP || kind == kindRTCP:
-		if s.routeToQueue(raw) {
-			s.noteAuthentic()
-		}
+		s.deliverMedia(raw, true)
 	default:
 		s.stats.malformed.Add(1)
 	}

@@ -1,0 +1,218 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+)
+
+// Push delivery (Config.OnRTP). The session hands each authenticated RTP
+// packet to OnRTP on the goroutine that read it, instead of queueing it for
+// ReadRTP:
+//
+//   - On a transport that pushes (datagramPusher: the conns of an
+//     ice.Endpoint), that is the transport's own reader: the datagram is
+//     unprotected in the transport's buffer and handed over with no copy, no
+//     queue and no goroutine of the session's.
+//   - On any other transport, one goroutine of the session reads it
+//     (pushLoop).
+//
+// RTCP and DTLS go where they go in the pull mode: RTCP to ReadRTCP's queue,
+// DTLS to pion/dtls.
+
+// datagramPusher is implemented by transports that can hand each datagram
+// to the session on their own reader goroutine, such as the conns of an
+// ice.Endpoint. PushDatagrams makes the transport call deliver with every
+// datagram from then on, those it had queued first, never concurrently and
+// in the order received; b is valid only until deliver returns. When the
+// transport stops delivering (its Close, or its path failing) it calls end
+// once with the reason. Reads on the transport are not used afterwards.
+type datagramPusher interface {
+	PushDatagrams(deliver func(b []byte), end func(err error))
+}
+
+// pushState is the session's side of push delivery.
+type pushState struct {
+	pusher  datagramPusher // the conn, if it pushes and OnRTP is set
+	endOnce sync.Once
+	ended   chan struct{} // closed when the transport stopped delivering
+	endErr  error         // why; written before ended is closed
+}
+
+// pushing reports whether the session delivers RTP to OnRTP.
+func (s *Session) pushing() bool { return s.cfg.OnRTP != nil }
+
+// endReads records that the transport delivers nothing more, so that
+// ReadRTCP returns err rather than wait for ever.
+func (s *Session) endReads(err error) {
+	s.push.endOnce.Do(func() {
+		if err == nil {
+			err = net.ErrClosed
+		}
+		s.push.endErr = err
+		close(s.push.ended)
+	})
+}
+
+// onDatagram is the pusher's deliver: one datagram off the transport,
+// before or after the keys are in.
+func (s *Session) onDatagram(raw []byte) {
+	if s.closed.Load() {
+		return
+	}
+	if len(raw) > MaxPacketSize {
+		// As in readRaw: longer than any packet a session accepts.
+		s.stats.malformed.Add(1)
+		return
+	}
+	switch classify(raw) {
+	case kindDTLS:
+		s.toDTLS(raw)
+	case kindRTP, kindRTCP:
+		if !s.readyNow.Load() {
+			s.earlyMu.Lock()
+			if !s.ready {
+				s.queueEarlyLocked(raw)
+				s.earlyMu.Unlock()
+				return
+			}
+			// markReady has drained the early queue under earlyMu: this
+			// packet follows the early ones.
+			s.deliverMedia(raw, true)
+			s.earlyMu.Unlock()
+			return
+		}
+		s.deliverMedia(raw, true)
+	default:
+		s.stats.malformed.Add(1)
+	}
+}
+
+// queueEarlyLocked keeps a copy of a media datagram that arrived before the
+// keys, or drops and counts it when the early queue is full. earlyMu is
+// held.
+func (s *Session) queueEarlyLocked(raw []byte) {
+	b := getPacket()
+	b.data = append(b.buf[:0], raw...)
+	select {
+	case s.earlyQ <- b:
+	default:
+		s.stats.queueDrops.Add(1)
+		putPacket(b)
+	}
+}
+
+// deliverMedia passes on an SRTP or SRTCP datagram that arrived with the
+// keys in: RTP to OnRTP when the session pushes, everything else to its
+// reader's queue. raw is the caller's to unprotect in place. justRead says
+// that raw is the datagram the transport returned last, so that a latching
+// transport may be told it authenticated (SourceLatcher).
+func (s *Session) deliverMedia(raw []byte, justRead bool) {
+	var ok bool
+	if s.pushing() && classify(raw) == kindRTP {
+		ok = s.pushRTP(raw)
+	} else {
+		ok = s.routeToQueue(raw)
+	}
+	if ok && justRead {
+		s.noteAuthentic()
+	}
+}
+
+// pushRTP unprotects an SRTP packet in place and hands it to OnRTP; it
+// reports whether the packet authenticated. rtpMu serializes OnRTP
+// (ReadRTP, which it guards otherwise, is not used) and lets Close wait
+// for a call in progress.
+func (s *Session) pushRTP(raw []byte) bool {
+	out, ok := s.unprotectRTP(raw, raw)
+	if !ok {
+		return false
+	}
+	s.rtpMu.Lock()
+	defer s.rtpMu.Unlock()
+	if s.closed.Load() {
+		return true
+	}
+	var h RTPHeader
+	body, err := parseRTP(out, &h, &s.csrc, &s.ext)
+	if err != nil {
+		// Authenticated but malformed: the peer's bug, as in ReadRTP.
+		s.stats.malformed.Add(1)
+		return true
+	}
+	s.stats.rtpRecv.Add(1)
+	s.stats.rtpBytesRecv.Add(uint64(len(body)))
+	s.cfg.OnRTP(h, body)
+	return true
+}
+
+// pushLoop reads a transport that does not push, for as long as the
+// session lives, and delivers what it reads. It holds the read token for
+// good, so ReadRTCP only ever waits on its queue.
+func (s *Session) pushLoop() {
+	defer s.wg.Done()
+	select {
+	case s.tok <- struct{}{}:
+	case <-s.done:
+		return
+	}
+	defer s.release()
+	failures := 0
+	for {
+		raw, err := s.readRaw()
+		if err != nil {
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) || failures >= maxReadFailures {
+				s.endReads(err)
+				return
+			}
+			// Transient, as in next: the next datagram may be fine.
+			s.log.Debug("media: transport read", "err", err)
+			failures++
+			continue
+		}
+		failures = 0
+		switch classify(raw) {
+		case kindDTLS:
+			s.toDTLS(raw)
+		case kindRTP, kindRTCP:
+			s.deliverMedia(raw, true)
+		default:
+			s.stats.malformed.Add(1)
+		}
+		s.dropRaw()
+	}
+}
+
+// queued returns the next packet from q when the session pushes: the
+// transport is read by its pusher or pushLoop, never by the caller.
+func (s *Session) queued(q chan *packetBuf, op string) ([]byte, *packetBuf, error) {
+	for {
+		if s.closed.Load() {
+			return nil, nil, errClosed(op)
+		}
+		select {
+		case b := <-q:
+			return b.data, b, nil
+		default:
+		}
+		select {
+		case b := <-q:
+			return b.data, b, nil
+		case <-s.rdl.wait():
+			if s.rdl.exceeded() {
+				return nil, nil, fmt.Errorf("media: %s: %w", op, os.ErrDeadlineExceeded)
+			}
+		case <-s.done:
+			return nil, nil, errClosed(op)
+		case <-s.push.ended:
+			select {
+			case b := <-q:
+				return b.data, b, nil
+			default:
+			}
+			return nil, nil, fmt.Errorf("media: %s: %w", op, s.push.endErr)
+		}
+	}
+}

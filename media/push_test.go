@@ -1,0 +1,341 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/securecall/securecall/sdp"
+)
+
+// pushingConn is a transport that pushes its datagrams, as the conns of
+// an ice.Endpoint do: from PushDatagrams on, its own reader goroutine
+// reads the socket and calls deliver; when reading ends it calls end.
+type pushingConn struct {
+	net.Conn
+	pushed   atomic.Int64
+	reads    atomic.Int64 // Read calls by anyone but the pusher: none expected
+	wg       sync.WaitGroup
+	once     sync.Once
+	started  chan struct{}
+	inFlight atomic.Int32
+	overlap  atomic.Bool
+}
+
+func newPushingConn(c net.Conn) *pushingConn {
+	return &pushingConn{Conn: c, started: make(chan struct{})}
+}
+
+func (c *pushingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+func (c *pushingConn) PushDatagrams(deliver func([]byte), end func(error)) {
+	c.once.Do(func() { close(c.started) })
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			n, err := c.Conn.Read(buf)
+			if err != nil {
+				end(err)
+				return
+			}
+			if c.inFlight.Add(1) != 1 {
+				c.overlap.Store(true)
+			}
+			deliver(buf[:n])
+			c.inFlight.Add(-1)
+			c.pushed.Add(1)
+		}
+	}()
+}
+
+// Close does not wait for a delivery in progress, as an Endpoint's conn
+// does not (its reader serves every call); wait does.
+func (c *pushingConn) Close() error { return c.Conn.Close() }
+
+func (c *pushingConn) wait() { c.wg.Wait() }
+
+// rtpLog collects what OnRTP receives, copying it.
+type rtpLog struct {
+	mu      sync.Mutex
+	seqs    []uint16
+	payload [][]byte
+	arrived chan struct{} // one token per packet
+}
+
+func newRTPLog() *rtpLog { return &rtpLog{arrived: make(chan struct{}, 4096)} }
+
+func (l *rtpLog) on(h RTPHeader, payload []byte) {
+	l.mu.Lock()
+	l.seqs = append(l.seqs, h.SequenceNumber)
+	l.payload = append(l.payload, bytes.Clone(payload))
+	l.mu.Unlock()
+	l.arrived <- struct{}{}
+}
+
+func (l *rtpLog) wait(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-l.arrived:
+		case <-time.After(10 * time.Second):
+			l.mu.Lock()
+			got := len(l.seqs)
+			l.mu.Unlock()
+			t.Fatalf("OnRTP got %d packets, want %d", got, n)
+		}
+	}
+}
+
+// checkPushed sends n packets and an RTCP packet from s to r, which
+// pushes, and checks what OnRTP and ReadRTCP receive.
+func checkPushed(t *testing.T, s, r *Session, log *rtpLog, first uint16, n int) {
+	t.Helper()
+	for i := range n {
+		h := RTPHeader{PayloadType: 0, SequenceNumber: first + uint16(i), Timestamp: uint32(160 * i), SSRC: 0x1234}
+		if err := s.WriteRTP(h, bytes.Repeat([]byte{byte(i)}, 160)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log.wait(t, n)
+	log.mu.Lock()
+	seqs, payloads := log.seqs[len(log.seqs)-n:], log.payload[len(log.payload)-n:]
+	log.mu.Unlock()
+	for i := range n {
+		if seqs[i] != first+uint16(i) || !bytes.Equal(payloads[i], bytes.Repeat([]byte{byte(i)}, 160)) {
+			t.Fatalf("packet %d: seq %d, payload %x..., want seq %d in order, unchanged", i, seqs[i], payloads[i][:4], first+uint16(i))
+		}
+	}
+	if err := s.WriteRTCP(rtcpRR(0x1234)); err != nil {
+		t.Fatal(err)
+	}
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1500)
+	if _, err := r.ReadRTCP(buf); err != nil {
+		t.Fatalf("ReadRTCP on a pushing session: %v", err)
+	}
+	r.SetReadDeadline(time.Time{})
+}
+
+// A session with OnRTP hands every authenticated RTP packet to it, in
+// order and unchanged, in every keying, whether the transport pushes (an
+// ice.Endpoint's conn: the session then never reads it and keeps no read
+// buffer) or not (the session reads it on one goroutine); ReadRTP says
+// so with ErrRTPHandled, and RTCP still reaches ReadRTCP.
+func TestSessionPushesRTP(t *testing.T) {
+	for _, mode := range []sdp.Keying{sdp.KeyingSDES, sdp.KeyingDTLS, sdp.KeyingKMS, sdp.KeyingHybrid} {
+		for _, pushes := range []bool{true, false} {
+			name := string(mode) + "/own-reader"
+			if pushes {
+				name = string(mode) + "/transport-pushes"
+			}
+			t.Run(name, func(t *testing.T) {
+				ua, ub := udpPair(t)
+				var cb net.Conn = ub
+				var pc *pushingConn
+				if pushes {
+					pc = newPushingConn(ub)
+					cb = pc
+					t.Cleanup(pc.wait)
+				}
+				a, b := pairConfigs(t, mode, newFakeKeys(t, 1))
+				log := newRTPLog()
+				b.OnRTP = log.on
+				sa, sb := mustPair(t, ua, cb, a, b)
+				checkPushed(t, sa, sb, log, 100, 50)
+				if _, _, err := sb.ReadRTP(make([]byte, 1500)); !errors.Is(err, ErrRTPHandled) {
+					t.Errorf("ReadRTP with OnRTP set: %v, want ErrRTPHandled", err)
+				}
+				if st := sb.Stats(); st.RTPPacketsReceived != 50 {
+					t.Errorf("Stats().RTPPacketsReceived %d, want 50", st.RTPPacketsReceived)
+				}
+				if pushes {
+					if sb.rbuf != nil {
+						t.Error("a session on a pushing transport allocated a read buffer")
+					}
+					if n := pc.reads.Load(); n != 0 {
+						t.Errorf("the session read a pushing transport %d times", n)
+					}
+					if pc.overlap.Load() {
+						t.Error("deliveries overlapped")
+					}
+				}
+				// The other way round still works in pull mode.
+				exchange(t, sb, sa, 0x5678, 5)
+			})
+		}
+	}
+}
+
+// blockingKeys is a KeySource whose Keys waits until released, so that
+// the peer's media arrives before this end has its keys.
+type blockingKeys struct {
+	KeySource
+	release chan struct{}
+}
+
+func (k blockingKeys) Keys(ctx context.Context, uri string) ([]CallKey, error) {
+	select {
+	case <-k.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return k.KeySource.Keys(ctx, uri)
+}
+
+// Media pushed before the keys are in waits in the early queue and is
+// delivered, in order and before what follows, once they are: nothing is
+// lost to the key fetch.
+func TestSessionPushesEarlyMediaInOrder(t *testing.T) {
+	keys := newFakeKeys(t, 1)
+	ua, ub := udpPair(t)
+	pc := newPushingConn(ub)
+	t.Cleanup(pc.wait)
+	a, b := pairConfigs(t, sdp.KeyingKMS, keys)
+	release := make(chan struct{})
+	b.KeySource = blockingKeys{KeySource: keys, release: release}
+	log := newRTPLog()
+	b.OnRTP = log.on
+	ctx := context.Background()
+	type result struct {
+		s   *Session
+		err error
+	}
+	bDone := make(chan result, 1)
+	go func() {
+		s, err := NewSession(ctx, pc, b)
+		bDone <- result{s, err}
+	}()
+	sa, err := NewSession(ctx, ua, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	<-pc.started
+	const early = 10
+	for i := range early {
+		if err := sa.WriteRTP(RTPHeader{SequenceNumber: uint16(i), SSRC: 1}, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); pc.pushed.Load() < early; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d datagrams pushed before the keys", pc.pushed.Load(), early)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(log.arrived) != 0 {
+		t.Fatal("OnRTP ran before the keys were in")
+	}
+	close(release)
+	r := <-bDone
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.s.Close()
+	log.wait(t, early)
+	checkPushed(t, sa, r.s, log, early, 5)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for i, seq := range log.seqs {
+		if seq != uint16(i) {
+			t.Fatalf("sequence numbers %v, want 0..%d in order", log.seqs, early+4)
+		}
+	}
+}
+
+// Close waits for an OnRTP call in progress, and OnRTP is not called once
+// Close has returned: an application may free what OnRTP uses.
+func TestSessionCloseWaitsForOnRTP(t *testing.T) {
+	for _, pushes := range []bool{true, false} {
+		t.Run(map[bool]string{true: "transport-pushes", false: "own-reader"}[pushes], func(t *testing.T) {
+			ua, ub := udpPair(t)
+			var cb net.Conn = ub
+			if pushes {
+				pc := newPushingConn(ub)
+				cb = pc
+				t.Cleanup(pc.wait)
+			}
+			a, b := pairConfigs(t, sdp.KeyingSDES, nil)
+			var (
+				entered     = make(chan struct{})
+				closeDone   = make(chan struct{})
+				afterClose  atomic.Bool
+				closeReturn atomic.Bool
+				calls       atomic.Int32
+				sb          *Session
+			)
+			b.OnRTP = func(RTPHeader, []byte) {
+				if closeReturn.Load() {
+					afterClose.Store(true)
+				}
+				if calls.Add(1) != 1 {
+					return
+				}
+				close(entered)
+				// Close has started once closed is set; it must not return
+				// while this call runs.
+				for !sb.closed.Load() {
+					time.Sleep(time.Millisecond)
+				}
+				select {
+				case <-closeDone:
+					t.Error("Close returned while OnRTP ran")
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			var sa *Session
+			sa, sb = mustPair(t, ua, cb, a, b)
+			go func() {
+				for i := 0; !closeReturn.Load() && i < 1000; i++ {
+					sa.WriteRTP(RTPHeader{SequenceNumber: uint16(i), SSRC: 1}, []byte{1})
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			<-entered
+			if err := sb.Close(); err != nil {
+				t.Fatal(err)
+			}
+			closeReturn.Store(true)
+			close(closeDone)
+			if afterClose.Load() {
+				t.Error("OnRTP was called after Close returned")
+			}
+		})
+	}
+}
+
+// When a pushing transport stops delivering (its path gone, an
+// ice.Endpoint closed), ReadRTCP returns with its reason rather than wait
+// for ever.
+func TestSessionPushReadRTCPEndsWithTransport(t *testing.T) {
+	ua, ub := udpPair(t)
+	pc := newPushingConn(ub)
+	t.Cleanup(pc.wait)
+	a, b := pairConfigs(t, sdp.KeyingSDES, nil)
+	b.OnRTP = func(RTPHeader, []byte) {}
+	_, sb := mustPair(t, ua, pc, a, b)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := sb.ReadRTCP(make([]byte, 1500))
+		errc <- err
+	}()
+	pc.Conn.Close() // the path, not the session
+	select {
+	case err := <-errc:
+		if err == nil || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ReadRTCP after the transport ended: %v, want its reason (net.ErrClosed)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadRTCP still waits after the transport stopped delivering")
+	}
+}
