@@ -139,6 +139,7 @@ type Endpoint struct {
 	sendQ    []sendSlot
 	spare    []sendSlot
 	flushing bool           // a writer is sending a batch (owns msgs)
+	held     int            // Batch calls running: the queue is sent when full
 	sendShut bool           // the Endpoint is closing: writes fail
 	out      batchConn      // the send side of batch (a seam for tests)
 	msgs     []ipv4.Message // the flushing writer's
@@ -589,11 +590,36 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		return fmt.Errorf("ice: %w", ErrEndpointClosed)
 	}
 	e.sendQ = e.appendSlot(e.sendQ, b, dst)
-	if !e.flushing {
+	if !e.flushing && (e.held == 0 || len(e.sendQ) >= endpointBatch) {
 		e.flushLocked()
-	} // else the flushing writer sends it with its next batch
+	} // else the flushing writer sends it with its next batch, or Batch does
 	e.sendMu.Unlock()
 	return nil
+}
+
+// Batch runs fn with the Endpoint's sends held: the datagrams written
+// meanwhile to the conns of its Transports, by any goroutine, are queued
+// and leave in sendmmsg calls of 32 as the queue fills, and the rest when
+// fn returns (the outermost fn, when Batch calls nest). A gateway that
+// sends a frame to each of many calls every 20 ms writes the calls of one
+// Endpoint in one Batch: one system call for up to 32 datagrams, where
+// writes that do not meet another writer's batch take one each. Every
+// datagram queued meanwhile, other goroutines' too, waits for fn to
+// return, so fn should write and do little else. Once the Endpoint is
+// closed, writes fail as they do outside Batch and fn still runs.
+func (e *Endpoint) Batch(fn func()) {
+	e.sendMu.Lock()
+	e.held++
+	e.sendMu.Unlock()
+	defer func() {
+		e.sendMu.Lock()
+		e.held--
+		if e.held == 0 && !e.flushing && !e.sendShut && len(e.sendQ) > 0 {
+			e.flushLocked()
+		}
+		e.sendMu.Unlock()
+	}()
+	fn()
 }
 
 // flushLocked sends everything queued, in batches of up to endpointBatch
@@ -981,6 +1007,20 @@ type endpointConn struct {
 	closed    bool
 	err       error // why reads and writes fail: closed, endpoint closed, refused
 	writeDead time.Time
+
+	// Push delivery (PushDatagrams): once pushing is set, deliver calls
+	// push instead of queueing. One goroutine at a time runs push (busy);
+	// a datagram that arrives meanwhile waits in pend, and the running one
+	// delivers it next, so that push is never called concurrently or
+	// reentrantly (a push that writes to a call on this Endpoint that
+	// answers in the process) and datagrams keep their order.
+	pushing atomic.Bool
+	pmu     sync.Mutex
+	push    func([]byte)
+	pushEnd func(error)
+	busy    bool
+	pend    []*mediaRecord // at most endpointMediaQueue
+	ended   bool
 }
 
 // mediaRecord is one datagram waiting for a call's reader.
@@ -995,28 +1035,149 @@ func newEndpointConn(u *endpointUse) *endpointConn {
 	return &endpointConn{use: u, q: make(chan *mediaRecord, endpointMediaQueue), shut: make(chan struct{})}
 }
 
-// deliver queues b for the reader: one copy into a pooled record and one
-// channel send, which hands the record straight to a waiting reader.
+// deliver hands b to the session: pushed (PushDatagrams), or queued for
+// the reader with one copy into a pooled record and one channel send,
+// which hands the record straight to a waiting reader. It reports false
+// when b was dropped.
 func (c *endpointConn) deliver(b []byte) bool {
 	select {
 	case <-c.shut:
 		return false
 	default:
 	}
+	if c.pushing.Load() {
+		return c.pushOne(b)
+	}
 	r := mediaRecords.Get().(*mediaRecord)
 	r.n = copy(r.buf[:], b)
 	select {
 	case c.q <- r:
-		return true
 	default:
 		mediaRecords.Put(r)
 		return false
 	}
+	if c.pushing.Load() {
+		// PushDatagrams ran meanwhile and may have emptied the queue
+		// before r was in it.
+		c.pushQueued()
+	}
+	return true
+}
+
+// PushDatagrams makes the Endpoint's reader (or a writer handing over in
+// the process) call deliver with each of this call's datagrams, those
+// queued first, instead of queueing them for Read (media's
+// datagramPusher): never concurrently, in the order received, b valid
+// until deliver returns. end is called once when delivery stops: Close,
+// the Transport's Close or the Endpoint's.
+func (c *endpointConn) PushDatagrams(deliver func(b []byte), end func(err error)) {
+	c.pmu.Lock()
+	c.push, c.pushEnd = deliver, end
+	c.pushing.Store(true)
+	c.pmu.Unlock()
+	c.pushQueued()
+	select {
+	case <-c.shut:
+		c.endPush()
+	default:
+	}
+}
+
+// pushOne pushes b now, or copies it into pend when a push is running.
+func (c *endpointConn) pushOne(b []byte) bool {
+	c.pmu.Lock()
+	if c.ended {
+		c.pmu.Unlock()
+		return false
+	}
+	if c.busy {
+		defer c.pmu.Unlock()
+		if len(c.pend) >= endpointMediaQueue {
+			return false
+		}
+		r := mediaRecords.Get().(*mediaRecord)
+		r.n = copy(r.buf[:], b)
+		c.pend = append(c.pend, r)
+		return true
+	}
+	c.busy = true
+	push := c.push
+	c.pmu.Unlock()
+	push(b)
+	c.drainPushed()
+	return true
+}
+
+// pushQueued delivers what waits in the queue and in pend, unless a push
+// is running (it will).
+func (c *endpointConn) pushQueued() {
+	c.pmu.Lock()
+	if c.busy || c.ended {
+		c.pmu.Unlock()
+		return
+	}
+	c.busy = true
+	c.pmu.Unlock()
+	c.drainPushed()
+}
+
+// drainPushed is run by the goroutine that set busy: it delivers the
+// queue (datagrams from before PushDatagrams), then pend, then clears
+// busy. The last look is under pmu, which a writer to either takes after
+// adding to it, so nothing is left behind.
+func (c *endpointConn) drainPushed() {
+	for {
+		select {
+		case r := <-c.q:
+			c.push(r.buf[:r.n])
+			mediaRecords.Put(r)
+			continue
+		default:
+		}
+		c.pmu.Lock()
+		if c.ended || len(c.pend) == 0 && len(c.q) == 0 {
+			c.busy = false
+			c.pmu.Unlock()
+			return
+		}
+		var r *mediaRecord
+		if len(c.pend) > 0 {
+			r = c.pend[0]
+			n := copy(c.pend, c.pend[1:])
+			c.pend[n] = nil
+			c.pend = c.pend[:n]
+		}
+		c.pmu.Unlock()
+		if r != nil {
+			c.push(r.buf[:r.n])
+			mediaRecords.Put(r)
+		}
+	}
+}
+
+// endPush stops push delivery for good and tells the session why.
+func (c *endpointConn) endPush() {
+	c.pmu.Lock()
+	if c.ended || c.push == nil {
+		c.pmu.Unlock()
+		return
+	}
+	c.ended = true
+	for _, r := range c.pend {
+		mediaRecords.Put(r)
+	}
+	c.pend = nil
+	end := c.pushEnd
+	c.pmu.Unlock()
+	end(c.failure("read"))
 }
 
 // shutdown wakes the reader for good; queued datagrams are dropped.
 func (c *endpointConn) shutdown() {
-	c.once.Do(func() { close(c.shut) })
+	c.once.Do(func() {
+		close(c.shut)
+		c.endPush()
+	})
 }
 
 // fail makes Read and Write fail with err from now on.
