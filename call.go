@@ -1029,6 +1029,12 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		}
 	}
 	c.sip.agree(a.Codecs)
+	if on := c.cfg.Media.OnRTP; on != nil {
+		mcfg.OnRTP = func(h media.RTPHeader, payload []byte) {
+			c.sip.notePayloadType(h.PayloadType) // as ReadRTP does
+			on(h, payload)
+		}
+	}
 	c.attestConfig(&mcfg, a.Keying)
 	s, err := media.NewSession(c.ctx, conn, mcfg)
 	if err != nil {
@@ -1238,7 +1244,9 @@ func (c *Call) WriteRTP(h media.RTPHeader, payload []byte) error {
 
 // ReadRTP receives and decrypts the next RTP packet, copies its payload
 // into payload and returns its header and the payload's length. After the
-// call failed it returns the reason (see Context).
+// call failed it returns the reason (see Context). With MediaConfig.OnRTP
+// set, packets go there instead and ReadRTP returns an error wrapping
+// media.ErrRTPHandled.
 func (c *Call) ReadRTP(payload []byte) (media.RTPHeader, int, error) {
 	s, err := c.media()
 	if err != nil {

@@ -214,6 +214,22 @@ type MediaConfig struct {
 	// It runs on a goroutine of the call, never concurrently with itself,
 	// and must not call Close (start a goroutine to do that).
 	OnSilence func(silent bool)
+
+	// OnRTP, if set, receives every authenticated RTP packet of the call
+	// in place of [Call.ReadRTP], which then returns an error wrapping
+	// media.ErrRTPHandled: push delivery, for a gateway that carries many
+	// calls. On an ice.Endpoint (ice.Config.Endpoint) it runs on the
+	// Endpoint's one reader goroutine, which decrypts the packet in its own
+	// buffer, so a call has no goroutine of its own on the receive path;
+	// every call on the Endpoint waits while it runs, so it must be quick
+	// and must not block. On the call's own sockets it runs on one
+	// goroutine of the call. It is never called concurrently with itself,
+	// and packets come in the order read. h's CSRC and Extension and
+	// payload are valid only until it returns. It may write to this call
+	// or others, but must not call Close (start a goroutine to do that);
+	// after Close returns it is not called again. ReadRTCP still reads
+	// RTCP. See media.Config.OnRTP.
+	OnRTP func(h media.RTPHeader, payload []byte)
 }
 
 // session returns the media.Config fields that c sets.

@@ -1,0 +1,325 @@
+package securecall_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/media"
+	"github.com/securecall/securecall/sdp"
+)
+
+// pushed collects what a call's MediaConfig.OnRTP receives.
+type pushed struct {
+	mu   sync.Mutex
+	seqs []uint16
+	bad  int // payloads that arrived altered
+	n    chan struct{}
+}
+
+func newPushed() *pushed { return &pushed{n: make(chan struct{}, 1<<14)} }
+
+func (p *pushed) on(h media.RTPHeader, payload []byte) {
+	p.mu.Lock()
+	p.seqs = append(p.seqs, h.SequenceNumber)
+	if len(payload) != 160 || payload[1] != byte(h.SequenceNumber) {
+		p.bad++
+	}
+	p.mu.Unlock()
+	p.n <- struct{}{}
+}
+
+func (p *pushed) wait(t *testing.T, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-p.n:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("OnRTP received %d of %d packets", i, n)
+		}
+	}
+}
+
+// sendPushed sends n packets from a, numbered from base, and checks that
+// to's OnRTP receives them all, in order and unaltered.
+func sendPushed(t *testing.T, a *securecall.Call, to *pushed, base uint16, n int) {
+	t.Helper()
+	payload := make([]byte, 160)
+	for i := range n {
+		seq := base + uint16(i)
+		payload[1] = byte(seq)
+		h := media.RTPHeader{PayloadType: a.Codec().PayloadType, SequenceNumber: seq, Timestamp: uint32(160 * i), SSRC: a.SSRC()}
+		if err := a.WriteRTP(h, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to.wait(t, n)
+	to.mu.Lock()
+	defer to.mu.Unlock()
+	got := to.seqs[len(to.seqs)-n:]
+	for i, s := range got {
+		if s != base+uint16(i) {
+			t.Fatalf("OnRTP received sequence numbers %v, want %d.. in order", got, base)
+		}
+	}
+	if to.bad != 0 {
+		t.Fatalf("%d packets arrived altered", to.bad)
+	}
+}
+
+// MediaConfig.OnRTP delivers a call's RTP, in order and unaltered, on an
+// ice.Endpoint (both ends of a call on one, which hands media over in the
+// process: the callee echoes each packet from inside OnRTP, to the caller
+// whose write is still delivering it) and on a call's own socket; ReadRTP
+// then says so with media.ErrRTPHandled, RTCP still reaches ReadRTCP, and
+// closing the Endpoint ends ReadRTCP with ice.ErrEndpointClosed.
+func TestCallPushDelivery(t *testing.T) {
+	ep, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	shared := loopbackICE()
+	shared.Endpoint = ep
+	for _, tc := range []struct {
+		name   string
+		ca, cb ice.Config
+	}{
+		{"both ends on the endpoint", shared, shared},
+		{"endpoint and own socket", shared, loopbackICE()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pa, pb, echoes := newPushed(), newPushed(), newPushed()
+			var b *securecall.Call
+			var echoing sync.WaitGroup
+			ready := make(chan struct{})
+			cb := securecall.Config{ICE: tc.cb, Keying: sdp.KeyingDTLS}
+			cb.Media.OnRTP = func(h media.RTPHeader, payload []byte) {
+				pb.on(h, payload)
+				<-ready
+				if h.SequenceNumber >= 1000 {
+					// Echo from inside OnRTP, with the header of b's own stream.
+					h.SSRC, h.SequenceNumber = b.SSRC(), h.SequenceNumber+1000
+					if err := b.WriteRTP(h, payload); err != nil {
+						t.Error(err)
+					}
+					echoing.Done()
+				}
+			}
+			ca := securecall.Config{ICE: tc.ca, Keying: sdp.KeyingDTLS}
+			ca.Media.OnRTP = func(h media.RTPHeader, payload []byte) {
+				if h.SequenceNumber >= 2000 {
+					echoes.on(h, payload)
+					return
+				}
+				pa.on(h, payload)
+			}
+			var a *securecall.Call
+			a, b = pair(t, ca, cb)
+			close(ready)
+			sendPushed(t, a, pb, 1, 50)
+			sendPushed(t, b, pa, 1, 50)
+			echoing.Add(20)
+			sendPushed(t, a, pb, 1000, 20)
+			echoing.Wait()
+			echoes.wait(t, 20)
+			for _, c := range []*securecall.Call{a, b} {
+				if _, _, err := c.ReadRTP(make([]byte, 1500)); !errors.Is(err, media.ErrRTPHandled) {
+					t.Errorf("ReadRTP with OnRTP set: %v, want media.ErrRTPHandled", err)
+				}
+			}
+			rtcpBothWays(t, a, b)
+			if st := b.Stats(); st.RTPPacketsReceived != 70 {
+				t.Errorf("callee counted %d packets received, want 70", st.RTPPacketsReceived)
+			}
+		})
+	}
+	pa := newPushed()
+	ca := securecall.Config{ICE: shared, Keying: sdp.KeyingDTLS}
+	ca.Media.OnRTP = pa.on
+	a, b := pair(t, ca, securecall.Config{ICE: loopbackICE(), Keying: sdp.KeyingDTLS})
+	sendPushed(t, b, pa, 1, 5)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.ReadRTCP(make([]byte, 1500))
+		for err == nil { // the peer's own reports
+			_, err = a.ReadRTCP(make([]byte, 1500))
+		}
+		errc <- err
+	}()
+	if err := ep.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ice.ErrEndpointClosed) {
+			t.Errorf("ReadRTCP after the endpoint closed: %v, want ice.ErrEndpointClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadRTCP still waits after the endpoint closed")
+	}
+}
+
+// A gateway's calls on one Endpoint, with push delivery and each tick's
+// writes in one Endpoint.Batch, against phones with sockets of their own:
+// every packet arrives, each on its own call, in order, and the gateway's
+// writes leave several to a sendmmsg.
+func TestCallPushGatewayBatch(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	n := 100
+	if testing.Short() {
+		n = 20
+	}
+	ep, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	shared := loopbackICE()
+	shared.Endpoint = ep
+	gws, phones := make([]*securecall.Call, n), make([]*securecall.Call, n)
+	got := make([]*pushed, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 8)
+	for i := range n {
+		got[i] = newPushed()
+		cfg := securecall.Config{ICE: shared, Keying: sdp.KeyingDTLS}
+		cfg.Media.OnRTP = got[i].on
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			gw, phone, err := connectCalls(ctx, cfg, securecall.Config{ICE: loopbackICE(), Keying: sdp.KeyingDTLS})
+			if err != nil {
+				errs <- fmt.Errorf("call %d: %w", i, err)
+				return
+			}
+			gws[i], phones[i] = gw, phone
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	defer func() {
+		for i := range n {
+			if gws[i] != nil {
+				gws[i].Close()
+				phones[i].Close()
+			}
+		}
+	}()
+	for err := range errs {
+		t.Fatal(err)
+	}
+	const packets = 20
+	// The phones read as an application without push does.
+	recvd := make(chan error, n)
+	for i, p := range phones {
+		go func() {
+			buf := make([]byte, 1500)
+			p.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for k := range packets {
+				h, m, err := p.ReadRTP(buf)
+				if err != nil {
+					recvd <- fmt.Errorf("phone %d: packet %d: %w", i, k, err)
+					return
+				}
+				if m != 160 || buf[0] != byte(i) || h.SequenceNumber != uint16(k+1) {
+					recvd <- fmt.Errorf("phone %d: packet %d arrived as call %d, seq %d", i, k, buf[0], h.SequenceNumber)
+					return
+				}
+			}
+			recvd <- nil
+		}()
+	}
+	payload := make([]byte, 160)
+	batchesBefore := ep.Stats().WriteBatches
+	for k := range packets {
+		ep.Batch(func() {
+			for i, gw := range gws {
+				payload[0] = byte(i)
+				h := media.RTPHeader{PayloadType: gw.Codec().PayloadType, SequenceNumber: uint16(k + 1), Timestamp: uint32(160 * k), SSRC: gw.SSRC()}
+				if err := gw.WriteRTP(h, payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		for i, p := range phones {
+			payload[0], payload[1] = byte(i), byte(k+1)
+			h := media.RTPHeader{PayloadType: p.Codec().PayloadType, SequenceNumber: uint16(k + 1), Timestamp: uint32(160 * k), SSRC: p.SSRC()}
+			if err := p.WriteRTP(h, payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for range n {
+		if err := <-recvd; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		got[i].wait(t, packets)
+		got[i].mu.Lock()
+		for k, s := range got[i].seqs {
+			if s != uint16(k+1) {
+				t.Fatalf("gateway call %d received sequence numbers %v, want 1..%d", i, got[i].seqs, packets)
+			}
+		}
+		got[i].mu.Unlock()
+	}
+	// With the calls' writes batched, sendmmsg moved several datagrams
+	// at a time (the Endpoint's own RTCP and consent checks go alone).
+	st := ep.Stats()
+	if batches := st.WriteBatches - batchesBefore; batches*4 > uint64(packets*n) {
+		t.Errorf("%d sendmmsg calls for %d RTP packets written in Batch: not batched", batches, packets*n)
+	}
+	if st.QueueDrops != 0 || st.Unrouted != 0 {
+		t.Errorf("endpoint stats %+v", st)
+	}
+}
+
+// connectCalls makes two calls from ca and cb and connects them, without
+// testing.T, for tests that set up many at once.
+func connectCalls(ctx context.Context, ca, cb securecall.Config) (a, b *securecall.Call, err error) {
+	if a, err = securecall.New(ca); err != nil {
+		return nil, nil, err
+	}
+	if b, err = securecall.New(cb); err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	fail := func(e error) (*securecall.Call, *securecall.Call, error) {
+		a.Close()
+		b.Close()
+		return nil, nil, e
+	}
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		return fail(err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		return fail(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- b.Connect(ctx) }()
+	if err := errors.Join(a.Connect(ctx), <-errc); err != nil {
+		return fail(err)
+	}
+	return a, b, nil
+}
