@@ -23,6 +23,7 @@ import (
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/ice"
+	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -51,6 +52,8 @@ const (
 	phaseDrain   = 3
 	frameBytes   = 160
 	framePeriod  = 20 * time.Millisecond
+	// capacitySenders is how many goroutines send the frames of all ends.
+	capacitySenders = 4
 )
 
 // capacityStack is one stack under test: how to make the two ends of one
@@ -62,12 +65,33 @@ type capacityStack struct {
 	// socketIO, if set, returns the socket system calls (recvmmsg,
 	// sendmmsg, sendto) the stack made so far and the datagrams they moved.
 	socketIO func() (calls, datagrams uint64)
+	// sendGroups, if set, splits the ends (ends[2i] and ends[2i+1] are
+	// pair i) into groups that a sender writes to together, inside
+	// batch; if nil, sender s writes to the ends j with j%senders == s,
+	// one at a time.
+	sendGroups func(ends []endpoint) []sendGroup
+}
+
+// sendGroup is a set of ends one sender writes to each tick, inside
+// batch (if set).
+type sendGroup struct {
+	ends  []int
+	batch func(func())
+}
+
+// pushEndpoint is an end whose stack delivers received frames to a
+// function on the stack's own goroutine (MediaConfig.OnRTP), not through
+// ReadAudio: the harness gives it its receiver instead of a goroutine.
+type pushEndpoint interface {
+	endpoint
+	pushTo(r *capacityReceiver)
 }
 
 func capacityStacks() []capacityStack {
 	grid := &endpointGrid{}
 	return []capacityStack{
 		{name: "securecall-endpoint", newPairs: grid.pairs, socketIO: grid.io},
+		{name: "securecall-push", newPairs: grid.pushPairs, socketIO: grid.io, sendGroups: grid.sendGroups},
 		{name: "securecall", newPairs: func(int) (func(int) (endpoint, endpoint, error), func(), error) {
 			return func(int) (endpoint, endpoint, error) { return securecallPair(memoryKeys{}, sdp.KeyingDTLS) }, func() {}, nil
 		}},
@@ -155,6 +179,60 @@ func (g *endpointGrid) io() (calls, datagrams uint64) {
 }
 
 func (g *endpointGrid) pairs(n int) (func(int) (endpoint, endpoint, error), func(), error) {
+	return g.makePairs(n, false)
+}
+
+// pushPairs is pairs with push delivery (MediaConfig.OnRTP) at both ends.
+func (g *endpointGrid) pushPairs(n int) (func(int) (endpoint, endpoint, error), func(), error) {
+	return g.makePairs(n, true)
+}
+
+// sendGroups groups the ends by Endpoint, each group written in one
+// Endpoint.Batch per tick, as a gateway would.
+func (g *endpointGrid) sendGroups(ends []endpoint) []sendGroup {
+	k := len(g.eps) / 2
+	groups := make([]sendGroup, len(g.eps))
+	for i, e := range g.eps {
+		groups[i].batch = e.Batch
+	}
+	for j := range ends {
+		i := j / 2
+		e := i % k // the caller's Endpoint
+		if j%2 == 1 {
+			e = k + i/k // the callee's
+		}
+		groups[e].ends = append(groups[e].ends, j)
+	}
+	return groups
+}
+
+// pushCallEndpoint is a callEndpoint with push delivery: its OnRTP hands
+// each frame to the harness's receiver.
+type pushCallEndpoint struct {
+	*callEndpoint
+	recv atomic.Pointer[capacityReceiver]
+}
+
+func (e *pushCallEndpoint) pushTo(r *capacityReceiver) { e.recv.Store(r) }
+
+func (e *pushCallEndpoint) onRTP(_ media.RTPHeader, payload []byte) {
+	if r := e.recv.Load(); r != nil {
+		r.frame(payload)
+	}
+}
+
+func newPushCallEndpoint(cfg securecall.Config) (*pushCallEndpoint, error) {
+	e := &pushCallEndpoint{}
+	cfg.Media.OnRTP = e.onRTP
+	c, err := newCallEndpoint(cfg)
+	if err != nil {
+		return nil, err
+	}
+	e.callEndpoint = c
+	return e, nil
+}
+
+func (g *endpointGrid) makePairs(n int, push bool) (func(int) (endpoint, endpoint, error), func(), error) {
 	k := int(math.Ceil(math.Sqrt(float64(n))))
 	g.eps = nil
 	cleanup := func() {
@@ -174,11 +252,17 @@ func (g *endpointGrid) pairs(n int) (func(int) (endpoint, endpoint, error), func
 	return func(i int) (endpoint, endpoint, error) {
 		oc, ac := loopbackICE(), loopbackICE()
 		oc.Endpoint, ac.Endpoint = eps[i%k], eps[k+i/k]
-		o, err := newCallEndpoint(securecall.Config{ICE: oc, Keying: sdp.KeyingDTLS})
+		newEnd := func(cfg securecall.Config) (endpoint, error) {
+			if push {
+				return newPushCallEndpoint(cfg)
+			}
+			return newCallEndpoint(cfg)
+		}
+		o, err := newEnd(securecall.Config{ICE: oc, Keying: sdp.KeyingDTLS})
 		if err != nil {
 			return nil, nil, err
 		}
-		a, err := newCallEndpoint(securecall.Config{ICE: ac, Keying: sdp.KeyingDTLS})
+		a, err := newEnd(securecall.Config{ICE: ac, Keying: sdp.KeyingDTLS})
 		if err != nil {
 			o.Close()
 			return nil, nil, err
@@ -264,19 +348,38 @@ func (r *capacityReceiver) run(ctx context.Context, e endpoint) {
 			}
 			payload = pkt.Payload
 		}
-		if len(payload) != frameBytes {
-			continue
-		}
-		sentAt := int64(binary.BigEndian.Uint64(payload[0:8]))
-		phase := payload[8]
-		if phase > phaseDrain {
-			continue
-		}
-		r.got[phase].Add(1)
-		if phase == phaseMeasure {
-			r.hist.add(time.Duration(time.Now().UnixNano() - sentAt))
-		}
+		r.frame(payload)
 	}
+}
+
+// frame counts one received frame. For one endpoint it is called by one
+// goroutine at a time: run's, or the stack's (pushEndpoint).
+func (r *capacityReceiver) frame(payload []byte) {
+	if len(payload) != frameBytes {
+		return
+	}
+	sentAt := int64(binary.BigEndian.Uint64(payload[0:8]))
+	phase := payload[8]
+	if phase > phaseDrain {
+		return
+	}
+	r.got[phase].Add(1)
+	if phase == phaseMeasure {
+		r.hist.add(time.Duration(time.Now().UnixNano() - sentAt))
+	}
+}
+
+// sendGroupsOf returns the stack's send groups, or the default: sender s
+// writes to the ends j with j%senders == s.
+func sendGroupsOf(stack capacityStack, ends []endpoint) []sendGroup {
+	if stack.sendGroups != nil {
+		return stack.sendGroups(ends)
+	}
+	groups := make([]sendGroup, capacitySenders)
+	for j := range ends {
+		groups[j%capacitySenders].ends = append(groups[j%capacitySenders].ends, j)
+	}
+	return groups
 }
 
 // cpuTicks returns this process's user and system time in clock ticks
@@ -370,15 +473,23 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	recvs := make([]*capacityReceiver, len(ends))
+	readers := 0
 	for i, e := range ends {
 		recvs[i] = &capacityReceiver{done: make(chan struct{})}
+		if pe, ok := e.(pushEndpoint); ok {
+			pe.pushTo(recvs[i])
+			close(recvs[i].done)
+			continue
+		}
+		readers++
 		go recvs[i].run(rctx, e)
 	}
+	groups := sendGroupsOf(stack, ends)
 	var phase atomic.Uint32
 	phase.Store(phaseWarmup)
 	var sentMeasure, sentAll, late, skipped atomic.Uint64
 	stop := make(chan struct{})
-	const senders = 4
+	const senders = capacitySenders
 	var swg sync.WaitGroup
 	for s := range senders {
 		swg.Add(1)
@@ -397,19 +508,31 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 					return
 				case <-timer.C:
 				}
-				for j := s; j < len(ends); j += senders {
-					now := time.Now()
-					if now.Sub(next) > framePeriod {
-						late.Add(1)
-					}
-					p := uint8(phase.Load())
-					binary.BigEndian.PutUint64(frame[0:8], uint64(now.UnixNano()))
-					frame[8] = p
-					if ends[j].WriteAudio(frame) == nil {
-						sentAll.Add(1)
-						if p == phaseMeasure {
-							sentMeasure.Add(1)
+				mine := 0
+				for gi := s; gi < len(groups); gi += senders {
+					g := groups[gi]
+					mine += len(g.ends)
+					send := func() {
+						for _, j := range g.ends {
+							now := time.Now()
+							if now.Sub(next) > framePeriod {
+								late.Add(1)
+							}
+							p := uint8(phase.Load())
+							binary.BigEndian.PutUint64(frame[0:8], uint64(now.UnixNano()))
+							frame[8] = p
+							if ends[j].WriteAudio(frame) == nil {
+								sentAll.Add(1)
+								if p == phaseMeasure {
+									sentMeasure.Add(1)
+								}
+							}
 						}
+					}
+					if g.batch != nil {
+						g.batch(send)
+					} else {
+						send()
 					}
 				}
 				next = next.Add(framePeriod)
@@ -418,7 +541,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 				// stack is offered the same rate; they are counted.
 				if behind := time.Since(next); behind > framePeriod {
 					missed := int(behind / framePeriod)
-					skipped.Add(uint64(missed * ((len(ends) - s + senders - 1) / senders)))
+					skipped.Add(uint64(missed * mine))
 					next = next.Add(time.Duration(missed) * framePeriod)
 				}
 				timer.Reset(max(time.Until(next), 0))
@@ -439,7 +562,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		return res, err
 	}
 	heap, g := settle()
-	harness := len(ends) + senders // one reader per endpoint, the senders
+	harness := readers + senders // one reader per endpoint that is read, the senders
 	res.heapPerPair = float64(int64(heap)-int64(baseHeap)) / float64(n)
 	res.goroutinesPair = float64(g-baseG-harness) / float64(n)
 	lateBefore, skippedBefore := late.Load(), skipped.Load()
