@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // Push delivery (Config.OnRTP). The session hands each authenticated RTP
@@ -39,6 +40,39 @@ type pushState struct {
 	endOnce sync.Once
 	ended   chan struct{} // closed when the transport stopped delivering
 	endErr  error         // why; written before ended is closed
+
+	retiring atomic.Bool // retireLater has run
+	retireMu sync.Mutex  // orders retireLater's goroutine before Close's wait
+}
+
+// retireOnAuthentic retires the DTLS association once the first packet
+// from the peer authenticates (see retireDTLS): on the reading goroutine,
+// unless that is a pusher's, which serves other calls too.
+func (s *Session) retireOnAuthentic() {
+	if s.push.pusher == nil {
+		s.retireDTLS()
+		return
+	}
+	s.retireLater()
+}
+
+// retireLater runs retireDTLS on a goroutine of its own: pion/dtls's Close
+// waits for its goroutines to end, which on a busy machine may take a while
+// that an Endpoint's reader must not spend.
+func (s *Session) retireLater() {
+	if !s.push.retiring.CompareAndSwap(false, true) {
+		return
+	}
+	s.push.retireMu.Lock()
+	defer s.push.retireMu.Unlock()
+	if s.closed.Load() {
+		return // Close retires it
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.retireDTLS()
+	}()
 }
 
 // pushing reports whether the session delivers RTP to OnRTP.

@@ -371,10 +371,15 @@ func (s *Session) Close() error {
 	s.retireDTLS()
 	if s.pushing() {
 		// Taking rtpMu once waits for an OnRTP call in progress; later
-		// ones see closed and return without calling it.
+		// ones see closed and return without calling it. Taking retireMu
+		// once orders Close after a retireLater that might still start
+		// its goroutine, so that wg.Wait sees it.
 		s.rtpMu.Lock()
 		//lint:ignore SA2001 the empty critical section is a barrier, see above
 		s.rtpMu.Unlock()
+		s.push.retireMu.Lock()
+		//lint:ignore SA2001 the empty critical section is a barrier, see above
+		s.push.retireMu.Unlock()
 	}
 	// Taking sendMu once orders Close after any WriteRTP that might still
 	// start an OnRotationNeeded goroutine, so that wg.Wait sees it.
@@ -853,7 +858,7 @@ func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 	}
 	s.stats.authOK.Add(1)
 	if s.dtlsLive.Load() {
-		s.retireDTLS()
+		s.retireOnAuthentic()
 	}
 	s.afterRTPReceived(out)
 	return out, true
@@ -880,7 +885,7 @@ func (s *Session) unprotectRTCP(dst, raw []byte) ([]byte, bool) {
 	}
 	s.stats.authOK.Add(1)
 	if s.dtlsLive.Load() {
-		s.retireDTLS()
+		s.retireOnAuthentic()
 	}
 	s.afterRTCPReceived(out)
 	if out = s.takeAttestations(out); len(out) == 0 {
