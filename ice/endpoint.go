@@ -106,7 +106,8 @@ const (
 // STUN reader per candidate, a context watcher), and system calls: one
 // recvmmsg for up to 32 datagrams of any calls instead of one recvfrom
 // (and an EAGAIN) per datagram. An Endpoint runs two goroutines for all
-// its calls: the reader and the consent timer.
+// its calls: the reader and the consent timer, and a third once media is
+// handed over in the process to a call with push delivery.
 //
 // Limits: a Transport on an Endpoint gathers only the Endpoint's UDP host
 // candidate (no server-reflexive or relay candidates, no ICE-TCP), and two
@@ -127,6 +128,11 @@ type Endpoint struct {
 	pending map[[12]byte]pendingTx          // STUN requests sent, by transaction ID
 	uses    map[*endpointUse]struct{}
 	consent map[string]*consentSession // local ufrag -> parked Transport
+
+	// Hand-over to pushing conns in the process (handOver): started on
+	// first use, guarded by mu.
+	handOverQ    chan handOverItem
+	handOverDone chan struct{}
 
 	stop        chan struct{} // closed by Close: stops consentLoop
 	consentDone chan struct{} // closed when consentLoop has stopped
@@ -300,6 +306,7 @@ func (e *Endpoint) Close() error {
 		return fmt.Errorf("ice: close endpoint: %w", net.ErrClosed)
 	}
 	e.closed = true
+	handOverDone := e.handOverDone
 	uses := make([]*endpointUse, 0, len(e.uses))
 	for u := range e.uses {
 		uses = append(uses, u)
@@ -317,6 +324,9 @@ func (e *Endpoint) Close() error {
 	<-e.done
 	close(e.stop)
 	<-e.consentDone
+	if handOverDone != nil {
+		<-handOverDone
+	}
 	for _, u := range uses {
 		u.media.fail(ErrEndpointClosed)
 	}
@@ -415,8 +425,69 @@ func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
 		e.stats.unrouted.Add(1)
 		return
 	}
+	if from != nil && u.media.pushing.Load() {
+		// Handed over in the process, by a writer that may hold locks of
+		// its own session (WriteRTP's): a push runs the receiver's code,
+		// which may write to that session, so it runs on the hand-over
+		// goroutine instead.
+		if !e.handOver(u.media, b) {
+			e.stats.queueDrops.Add(1)
+		}
+		return
+	}
 	if !u.media.deliver(b) {
 		e.stats.queueDrops.Add(1)
+	}
+}
+
+// handOverItem is a datagram for a pushing conn of this Endpoint, from
+// another of its Transports.
+type handOverItem struct {
+	c *endpointConn
+	r *mediaRecord
+}
+
+// handOver queues a copy of b for the hand-over goroutine, started on
+// first use; it reports false when b was dropped (the queue full, or the
+// Endpoint closed).
+func (e *Endpoint) handOver(c *endpointConn, b []byte) bool {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return false
+	}
+	if e.handOverQ == nil {
+		e.handOverQ = make(chan handOverItem, endpointMediaQueue)
+		e.handOverDone = make(chan struct{})
+		go e.handOverLoop(e.handOverQ)
+	}
+	q := e.handOverQ
+	e.mu.Unlock()
+	r := mediaRecords.Get().(*mediaRecord)
+	r.n = copy(r.buf[:], b)
+	select {
+	case q <- handOverItem{c, r}:
+		return true
+	default:
+		mediaRecords.Put(r)
+		return false
+	}
+}
+
+// handOverLoop pushes the datagrams handed over in the process until the
+// Endpoint closes.
+func (e *Endpoint) handOverLoop(q chan handOverItem) {
+	defer close(e.handOverDone)
+	for {
+		select {
+		case it := <-q:
+			if !it.c.deliver(it.r.buf[:it.r.n]) {
+				e.stats.queueDrops.Add(1)
+			}
+			mediaRecords.Put(it.r)
+		case <-e.stop:
+			return
+		}
 	}
 }
 
@@ -997,11 +1068,12 @@ func (s *stunConn) SetWriteDeadline(time.Time) error { return nil }
 // Endpoint's reader writes the call's datagrams into its buffer, which the
 // media session reads; writes go to the selected pair's remote address.
 type endpointConn struct {
-	use  *endpointUse
-	q    chan *mediaRecord
-	shut chan struct{} // closed by fail or Close
-	once sync.Once
-	dl   readDeadline
+	use    *endpointUse
+	q      chan *mediaRecord
+	shut   chan struct{} // closed by fail or Close
+	isShut atomic.Bool   // shut is closed (a cheaper look for the reader)
+	once   sync.Once
+	dl     readDeadline
 
 	mu        sync.Mutex
 	closed    bool
@@ -1040,10 +1112,8 @@ func newEndpointConn(u *endpointUse) *endpointConn {
 // which hands the record straight to a waiting reader. It reports false
 // when b was dropped.
 func (c *endpointConn) deliver(b []byte) bool {
-	select {
-	case <-c.shut:
+	if c.isShut.Load() {
 		return false
-	default:
 	}
 	if c.pushing.Load() {
 		return c.pushOne(b)
@@ -1127,12 +1197,14 @@ func (c *endpointConn) pushQueued() {
 // adding to it, so nothing is left behind.
 func (c *endpointConn) drainPushed() {
 	for {
-		select {
-		case r := <-c.q:
-			c.push(r.buf[:r.n])
-			mediaRecords.Put(r)
-			continue
-		default:
+		if len(c.q) > 0 { // only before PushDatagrams, or in its race
+			select {
+			case r := <-c.q:
+				c.push(r.buf[:r.n])
+				mediaRecords.Put(r)
+				continue
+			default:
+			}
 		}
 		c.pmu.Lock()
 		if c.ended || len(c.pend) == 0 && len(c.q) == 0 {
@@ -1175,6 +1247,7 @@ func (c *endpointConn) endPush() {
 // shutdown wakes the reader for good; queued datagrams are dropped.
 func (c *endpointConn) shutdown() {
 	c.once.Do(func() {
+		c.isShut.Store(true)
 		close(c.shut)
 		c.endPush()
 	})
