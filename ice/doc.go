@@ -263,13 +263,30 @@
 // call, in pooled records: an idle call holds no buffer). The media
 // session reads each record where it lies (the net.Conn lends it) and
 // decrypts it in place, so a call waiting for media holds no read buffer
-// either. Decryption stays with the media session's reader, on the application's
-// goroutine: done on the Endpoint's reader it would put every call's
-// SRTP on one core. Writers share sendmmsg calls when they meet: a
-// writer that finds a batch being sent adds its datagram to the next one
-// and returns; none waits for a timer or another goroutine (a writer that
-// finds 32 queued waits for room). A datagram the socket refuses is
-// counted ([EndpointStats].SendErrors) and lost, as UDP loses it. The 5-tuple is claimed when the agent nominates
+// either. Decryption then stays with the media session's reader, on the
+// application's goroutine.
+//
+// With push delivery (media.Config.OnRTP, securecall's MediaConfig.OnRTP)
+// the media session asks the net.Conn to push instead: the Endpoint's
+// reader hands each datagram of the call to the session, which decrypts it
+// in the reader's buffer and calls OnRTP, with no queue, copy, wake-up or
+// goroutine per call. All the Endpoint's SRTP is then decrypted on its one
+// reader, so a process that needs more than one core for it opens an
+// Endpoint per core. A datagram that arrives for a call while its OnRTP
+// runs on another goroutine waits (at most 64) and follows. Media handed
+// over in the process to a pushing call (both ends on one Endpoint) goes
+// through one hand-over goroutine of the Endpoint, started on first use,
+// since the writer may hold locks of its own session that the receiver's
+// OnRTP could need.
+//
+// Writers share sendmmsg calls when they meet: a writer that finds a
+// batch being sent adds its datagram to the next one and returns; none
+// waits for a timer or another goroutine (a writer that finds 32 queued
+// waits for room). [Endpoint.Batch] holds the sends for as long as its
+// function runs, so that a gateway that writes a frame to each of many
+// calls per tick sends them 32 to a sendmmsg. A datagram the socket
+// refuses is counted ([EndpointStats].SendErrors) and lost, as UDP loses
+// it. The 5-tuple is claimed when the agent nominates
 // (its nominating request is answered, or it answers the peer's), so
 // media that follows the nomination at once is not lost; two calls whose
 // selected pairs have the same remote address cannot share an Endpoint

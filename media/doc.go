@@ -236,4 +236,22 @@
 // in the transport's buffer. See BENCHMARKS.md for the measured costs of
 // the protect and unprotect paths against the raw cryptography they
 // cannot avoid.
+//
+// # Push delivery
+//
+// With Config.OnRTP set, the session hands each authenticated RTP packet
+// to OnRTP on the goroutine that read it, and ReadRTP returns an error
+// wrapping ErrRTPHandled. On a transport that pushes its datagrams (an
+// ice.Endpoint's conns) that goroutine is the transport's reader: the
+// session decrypts in the reader's buffer and keeps no goroutine, queue or
+// buffer of its own for receiving, and the DTLS handshake's datagrams
+// reach pion/dtls the same way (no pump goroutine). On any other
+// transport the session runs one goroutine that reads it. Packets pass the
+// same checks as on ReadRTP's path (authentication, replay, key versions,
+// on-demand fetches); media that arrives before the keys waits in the
+// early queue and is delivered first once they are in. RTCP still goes to
+// ReadRTCP, which then only waits on its queue (SetReadDeadline bounds it,
+// and it returns the transport's error once the transport stops
+// delivering). Close waits for an OnRTP call in progress, and none starts
+// after Close.
 package media
