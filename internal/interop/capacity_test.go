@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,8 +45,21 @@ import (
 // SECURECALL_CAPACITY_WINDOW the window (default 5s).
 // SECURECALL_CAPACITY_PERF=1 counts the process's system calls over each
 // window with perf, SECURECALL_CAPACITY_STRACE=1 with strace (see
-// syscallCounter). The stacks: securecall on shared ice.Endpoints, with
-// its own sockets, pion/webrtc, and udp-floor, no stack at all.
+// syscallCounter), and SECURECALL_CAPACITY_CPUPROFILE=dir writes a CPU
+// profile of each window there. The stacks:
+//
+//   - securecall-endpoint: securecall on shared ice.Endpoints, read with
+//     ReadRTP on a goroutine per end;
+//   - securecall-push: the same with push delivery (MediaConfig.OnRTP) and
+//     each tick's writes of one Endpoint in one Endpoint.Batch, as a
+//     gateway would: no goroutine per end;
+//   - securecall: calls with their own sockets;
+//   - pion: pion/webrtc with its defaults;
+//   - udp-floor: no stack at all, a connected socket and a reader
+//     goroutine per end: the floor under the first rows;
+//   - udp-floor-batch: no stack, with securecall-push's I/O (shared
+//     sockets, recvmmsg on one goroutine per socket, each tick's writes
+//     in sendmmsg): the floor under securecall-push.
 
 const (
 	phaseWarmup  = 1
@@ -88,7 +103,7 @@ type pushEndpoint interface {
 }
 
 func capacityStacks() []capacityStack {
-	grid := &endpointGrid{}
+	grid, floors := &endpointGrid{}, &floorGrid{}
 	return []capacityStack{
 		{name: "securecall-endpoint", newPairs: grid.pairs, socketIO: grid.io},
 		{name: "securecall-push", newPairs: grid.pushPairs, socketIO: grid.io, sendGroups: grid.sendGroups},
@@ -101,6 +116,7 @@ func capacityStacks() []capacityStack {
 		{name: "udp-floor", newPairs: func(int) (func(int) (endpoint, endpoint, error), func(), error) {
 			return func(int) (endpoint, endpoint, error) { return floorPair() }, func() {}, nil
 		}},
+		{name: "udp-floor-batch", newPairs: floors.pairs, socketIO: floors.io, sendGroups: floors.sendGroups},
 	}
 }
 
@@ -190,17 +206,34 @@ func (g *endpointGrid) pushPairs(n int) (func(int) (endpoint, endpoint, error), 
 // sendGroups groups the ends by Endpoint, each group written in one
 // Endpoint.Batch per tick, as a gateway would.
 func (g *endpointGrid) sendGroups(ends []endpoint) []sendGroup {
-	k := len(g.eps) / 2
-	groups := make([]sendGroup, len(g.eps))
+	batches := make([]func(func()), len(g.eps))
 	for i, e := range g.eps {
-		groups[i].batch = e.Batch
+		batches[i] = e.Batch
+	}
+	return gridGroups(len(ends), batches)
+}
+
+// gridSlot is where end j (ends[2i] and ends[2i+1] are pair i) sits on a
+// grid of 2k sockets: the caller of pair i on socket i%k, the callee on
+// k+i/k, so that no two pairs share a 5-tuple.
+func gridSlot(j, k int) int {
+	i := j / 2
+	if j%2 == 0 {
+		return i % k
+	}
+	return k + i/k
+}
+
+// gridGroups makes one send group per grid socket, written inside that
+// socket's batch.
+func gridGroups(ends int, batches []func(func())) []sendGroup {
+	k := len(batches) / 2
+	groups := make([]sendGroup, len(batches))
+	for i, b := range batches {
+		groups[i].batch = b
 	}
 	for j := range ends {
-		i := j / 2
-		e := i % k // the caller's Endpoint
-		if j%2 == 1 {
-			e = k + i/k // the callee's
-		}
+		e := gridSlot(j, k)
 		groups[e].ends = append(groups[e].ends, j)
 	}
 	return groups
@@ -251,7 +284,7 @@ func (g *endpointGrid) makePairs(n int, push bool) (func(int) (endpoint, endpoin
 	eps := g.eps
 	return func(i int) (endpoint, endpoint, error) {
 		oc, ac := loopbackICE(), loopbackICE()
-		oc.Endpoint, ac.Endpoint = eps[i%k], eps[k+i/k]
+		oc.Endpoint, ac.Endpoint = eps[gridSlot(2*i, k)], eps[gridSlot(2*i+1, k)]
 		newEnd := func(cfg securecall.Config) (endpoint, error) {
 			if push {
 				return newPushCallEndpoint(cfg)
@@ -367,6 +400,28 @@ func (r *capacityReceiver) frame(payload []byte) {
 	if phase == phaseMeasure {
 		r.hist.add(time.Duration(time.Now().UnixNano() - sentAt))
 	}
+}
+
+// windowProfile starts a CPU profile of the window when
+// SECURECALL_CAPACITY_CPUPROFILE names a directory: one file per stack and
+// N, without the set-up that a -cpuprofile of the whole run includes.
+func windowProfile(stack string, n int) (stop func() error, err error) {
+	dir := os.Getenv("SECURECALL_CAPACITY_CPUPROFILE")
+	if dir == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", stack, n)))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // sendGroupsOf returns the stack's send groups, or the default: sender s
@@ -588,12 +643,21 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 			return res, err
 		}
 	}
+	stopProfile, err := windowProfile(stack.name, n)
+	if err != nil {
+		close(stop)
+		swg.Wait()
+		return res, err
+	}
 	w0 := time.Now()
 	phase.Store(phaseMeasure)
 	err = sleep(window)
 	phase.Store(phaseDrain)
 	elapsed := time.Since(w0)
 	t1, _ := cpuTicks()
+	if perr := stopProfile(); perr != nil && err == nil {
+		err = perr
+	}
 	if tracer != nil {
 		calls, terr := tracer.stop()
 		res.straceTop = tracer.top(8)

@@ -11,6 +11,7 @@ require (
 	github.com/pion/webrtc/v4 v4.2.26
 	github.com/securecall/securecall v0.0.0
 	go.uber.org/goleak v1.3.0
+	golang.org/x/net v0.58.0
 )
 
 require (
@@ -33,7 +34,6 @@ require (
 	github.com/pion/turn/v5 v5.1.3 // indirect
 	github.com/wlynxg/anet v0.0.5 // indirect
 	golang.org/x/crypto v0.55.0 // indirect
-	golang.org/x/net v0.58.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/time v0.14.0 // indirect
 )
