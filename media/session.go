@@ -293,15 +293,14 @@ func (s *Session) start(ctx context.Context) error {
 	return nil
 }
 
-// markReady lets packets that arrived during the handshake through. When
-// the session pushes, they are delivered under earlyMu, so that a packet
-// pushed meanwhile follows them (onDatagram).
+// markReady lets packets that arrived during the handshake through, in
+// order and under earlyMu, so that a packet read meanwhile (by the pump or
+// a pusher, which take earlyMu to look at ready) follows them. Nothing is
+// queued early once ready, so the queue goes.
 func (s *Session) markReady() {
 	s.earlyMu.Lock()
+	defer s.earlyMu.Unlock()
 	s.ready = true
-	if !s.pushing() {
-		s.earlyMu.Unlock()
-	}
 	for s.earlyQ != nil {
 		select {
 		case b := <-s.earlyQ:
@@ -312,10 +311,8 @@ func (s *Session) markReady() {
 		}
 		break
 	}
-	if s.pushing() {
-		s.readyNow.Store(true)
-		s.earlyMu.Unlock()
-	}
+	s.earlyQ = nil
+	s.readyNow.Store(true)
 }
 
 // watch installs the versions a KeyWatcher reports until Close.
@@ -419,7 +416,9 @@ func (s *Session) wipe() {
 func errClosed(op string) error { return fmt.Errorf("media: %s: %w", op, net.ErrClosed) }
 
 // SetReadDeadline sets the deadline for ReadRTP and ReadRTCP, like
-// net.Conn's; it relies on the transport's own SetReadDeadline.
+// net.Conn's; it relies on the transport's own SetReadDeadline. With
+// Config.OnRTP set it bounds ReadRTCP only and leaves the transport's
+// deadline alone, so that delivery to OnRTP goes on.
 func (s *Session) SetReadDeadline(t time.Time) error {
 	s.rdl.set(t)
 	if s.pushing() {
