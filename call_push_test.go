@@ -130,8 +130,11 @@ func TestCallPushDelivery(t *testing.T) {
 				<-ready
 				// Answer the echo from inside OnRTP too: in the process this
 				// runs while b's write of the echo, and a's own write that
-				// b echoed, are under way.
-				h.SSRC, h.SequenceNumber = a.SSRC(), h.SequenceNumber+1000
+				// b echoed, are under way. The answers are a stream of
+				// their own (another SSRC): a's first stream is still being
+				// written, and one stream's sequence numbers must not jump
+				// back and forth (SRTP would drop the older ones as replays).
+				h.SSRC, h.SequenceNumber = a.SSRC()+1, h.SequenceNumber+1000
 				if err := a.WriteRTP(h, payload); err != nil {
 					t.Error(err)
 				}

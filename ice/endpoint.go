@@ -38,6 +38,12 @@ const (
 	// reader (in pooled 2 KiB records: an idle call holds none); more are
 	// dropped, as by a socket.
 	endpointMediaQueue = 64
+	// endpointHandOverQueue bounds the datagrams handed over in the process
+	// to calls with push delivery that wait for the hand-over goroutine,
+	// for all calls of the Endpoint (in pooled records: none when idle),
+	// as the socket's receive buffer bounds those from outside; more are
+	// dropped.
+	endpointHandOverQueue = 1024
 	// endpointSTUNQueue bounds the STUN messages waiting for pion's agent
 	// (checks arrive every 50 ms per pair while connecting, consent every
 	// few seconds after).
@@ -457,7 +463,7 @@ func (e *Endpoint) handOver(c *endpointConn, b []byte) bool {
 		return false
 	}
 	if e.handOverQ == nil {
-		e.handOverQ = make(chan handOverItem, endpointMediaQueue)
+		e.handOverQ = make(chan handOverItem, endpointHandOverQueue)
 		e.handOverDone = make(chan struct{})
 		go e.handOverLoop(e.handOverQ)
 	}
@@ -676,7 +682,9 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 // Endpoint in one Batch: one system call for up to 32 datagrams, where
 // writes that do not meet another writer's batch take one each. Every
 // datagram queued meanwhile, other goroutines' too, waits for fn to
-// return, so fn should write and do little else. Once the Endpoint is
+// return, so fn should write and do little else. Datagrams to this
+// Endpoint itself (both ends of a call on it) are handed over at once, and
+// one larger than 2 KiB is sent alone at once. Once the Endpoint is
 // closed, writes fail as they do outside Batch and fn still runs.
 func (e *Endpoint) Batch(fn func()) {
 	e.sendMu.Lock()
