@@ -54,13 +54,16 @@ func BenchmarkCallSetup(b *testing.B) {
 // two ends of each call are handed over in the process).
 func BenchmarkCallFootprint(b *testing.B) {
 	for _, bc := range []struct {
-		keying sdp.Keying
-		shared bool
-	}{{sdp.KeyingDTLS, false}, {sdp.KeyingHybrid, false}, {sdp.KeyingDTLS, true}} {
+		keying       sdp.Keying
+		shared, push bool
+	}{{sdp.KeyingDTLS, false, false}, {sdp.KeyingHybrid, false, false}, {sdp.KeyingDTLS, true, false}, {sdp.KeyingDTLS, true, true}} {
 		keying := bc.keying
 		name := "keying=" + string(keying)
 		if bc.shared {
 			name += "/shared=endpoint"
+		}
+		if bc.push {
+			name += "/delivery=push"
 		}
 		b.Run(name, func(b *testing.B) {
 			const calls = 100
@@ -78,6 +81,15 @@ func BenchmarkCallFootprint(b *testing.B) {
 				b.Fatal(err)
 			}
 			cfg.Certificate = cert
+			pushed := make(chan struct{}, 1)
+			if bc.push {
+				cfg.Media.OnRTP = func(media.RTPHeader, []byte) {
+					select { // on the Endpoint's reader: never block it
+					case pushed <- struct{}{}:
+					default:
+					}
+				}
+			}
 			ca, cb := cfg, cfg
 			var uris []string
 			if keying != sdp.KeyingDTLS {
@@ -117,6 +129,14 @@ func BenchmarkCallFootprint(b *testing.B) {
 						h := media.RTPHeader{PayloadType: p[0].Codec().PayloadType, SSRC: p[0].SSRC()}
 						if err := p[0].WriteRTP(h, payload); err != nil {
 							b.Fatal(err)
+						}
+						if bc.push {
+							select {
+							case <-pushed:
+							case <-time.After(5 * time.Second):
+								b.Fatalf("call %d: nothing pushed (state %s, stats %+v)", i, p[1].State(), p[1].Stats())
+							}
+							continue
 						}
 						p[1].SetReadDeadline(time.Now().Add(5 * time.Second))
 						if _, _, err := p[1].ReadRTP(buf); err != nil {
