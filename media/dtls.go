@@ -99,7 +99,12 @@ func (s *Session) handshake(ctx context.Context) (Profile, []byte, error) {
 		s.tok <- struct{}{}
 		s.wg.Add(1)
 		go s.pump()
-	} // else the transport pushes each datagram to onDatagram, the pump's job
+	} else {
+		// The transport pushes each datagram to onDatagram, which does the
+		// pump's job; what it queued meanwhile (a ClientHello that came
+		// first) reaches s.dt before this returns.
+		s.push.pusher.PushDatagrams(s.onDatagram, s.endReads)
+	}
 
 	s.log.Debug("media: DTLS handshake", "role", s.cfg.DTLSRole, "retransmit", s.cfg.retransmitInterval())
 	var (

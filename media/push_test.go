@@ -38,6 +38,19 @@ func (c *pushingConn) Read(p []byte) (int, error) {
 
 func (c *pushingConn) PushDatagrams(deliver func([]byte), end func(error)) {
 	c.once.Do(func() { close(c.started) })
+	// What waits in the socket is delivered before PushDatagrams returns,
+	// as an Endpoint's conn delivers what it queued.
+	buf := make([]byte, 2048)
+	c.Conn.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+	for {
+		n, err := c.Conn.Read(buf)
+		if err != nil {
+			break
+		}
+		deliver(buf[:n])
+		c.pushed.Add(1)
+	}
+	c.Conn.SetReadDeadline(time.Time{})
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -337,5 +350,66 @@ func TestSessionPushReadRTCPEndsWithTransport(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("ReadRTCP still waits after the transport stopped delivering")
+	}
+}
+
+// countingConn counts the DTLS datagrams written through it.
+type countingConn struct {
+	net.Conn
+	dtls atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	if classify(p) == kindDTLS {
+		c.dtls.Add(1)
+	}
+	return c.Conn.Write(p)
+}
+
+// A ClientHello that reaches a pushing server before its session starts
+// the handshake is answered, not dropped: the client sends no flight
+// twice, just as against a server that reads its transport itself.
+func TestSessionPushKeepsEarlyHandshake(t *testing.T) {
+	for _, keying := range []sdp.Keying{sdp.KeyingDTLS, sdp.KeyingHybrid} {
+		writes := map[bool]int64{}
+		for _, pushes := range []bool{false, true} {
+			ua, ub := udpPair(t)
+			client := &countingConn{Conn: ua}
+			var server net.Conn = ub
+			if pushes {
+				pc := newPushingConn(ub)
+				t.Cleanup(pc.wait)
+				server = pc
+			}
+			a, b := pairConfigs(t, keying, newFakeKeys(t, 1))
+			b.OnRTP = func(RTPHeader, []byte) {}
+			ctx := context.Background()
+			aDone := make(chan error, 1)
+			var sa *Session
+			go func() {
+				var err error
+				sa, err = NewSession(ctx, client, a)
+				aDone <- err
+			}()
+			for deadline := time.Now().Add(10 * time.Second); client.dtls.Load() == 0; {
+				if time.Now().After(deadline) {
+					t.Fatal("the client sent no ClientHello")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			sb, err := NewSession(ctx, server, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-aDone; err != nil {
+				t.Fatal(err)
+			}
+			writes[pushes] = client.dtls.Load()
+			sa.Close()
+			sb.Close()
+		}
+		if writes[true] != writes[false] {
+			t.Errorf("%s: the client wrote %d DTLS datagrams against a pushing server, %d against one that reads: a flight was lost and sent again", keying, writes[true], writes[false])
+		}
 	}
 }

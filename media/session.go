@@ -240,7 +240,9 @@ func newSession(c Config, conn net.Conn) *Session {
 
 // start fetches keys and runs the handshake as the keying mode needs.
 func (s *Session) start(ctx context.Context) error {
-	if s.push.pusher != nil {
+	if s.push.pusher != nil && !usesDTLS(s.cfg.Keying) {
+		// With DTLS, handshake starts the pushing once its transport is
+		// there to take the first flight.
 		s.push.pusher.PushDatagrams(s.onDatagram, s.endReads)
 	}
 	var keys []CallKey
