@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -320,9 +321,10 @@ type capacityResult struct {
 	setupFailures    int
 	setup            time.Duration
 	windowSeconds    float64
-	syscallsPerFrame float64 // socket system calls per datagram; -1: not measured
-	straceCalls      float64 // all system calls per frame (perf or strace); -1: not measured
-	straceTop        string  // the first lines of the counter's summary
+	syscallsPerFrame float64       // socket system calls per datagram; -1: not measured
+	straceCalls      float64       // all system calls per frame (perf or strace); -1: not measured
+	straceTop        string        // the first lines of the counter's summary
+	schedP99         time.Duration // how long a runnable goroutine waited for a core, p99 over the window
 }
 
 // latencyHist is a log-scale histogram of one-way latencies: bucket b
@@ -400,6 +402,43 @@ func (r *capacityReceiver) frame(payload []byte) {
 	if phase == phaseMeasure {
 		r.hist.add(time.Duration(time.Now().UnixNano() - sentAt))
 	}
+}
+
+// schedLatencies reads the runtime's histogram of the time goroutines
+// spent runnable before they ran.
+func schedLatencies() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return nil
+	}
+	h := s[0].Value.Float64Histogram()
+	return &metrics.Float64Histogram{Counts: append([]uint64(nil), h.Counts...), Buckets: h.Buckets}
+}
+
+// schedQuantile returns quantile q of the latencies recorded between two
+// readings of schedLatencies (the upper bound of its bucket).
+func schedQuantile(before, after *metrics.Float64Histogram, q float64) time.Duration {
+	if before == nil || after == nil || len(before.Counts) != len(after.Counts) {
+		return 0
+	}
+	var total uint64
+	diff := make([]uint64, len(after.Counts))
+	for i := range diff {
+		diff[i] = after.Counts[i] - before.Counts[i]
+		total += diff[i]
+	}
+	if total == 0 {
+		return 0
+	}
+	want := uint64(math.Ceil(q * float64(total)))
+	var seen uint64
+	for i, c := range diff {
+		if seen += c; seen >= want {
+			return time.Duration(after.Buckets[i+1] * float64(time.Second))
+		}
+	}
+	return 0
 }
 
 // windowProfile starts a CPU profile of the window when
@@ -649,6 +688,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		swg.Wait()
 		return res, err
 	}
+	sched0 := schedLatencies()
 	w0 := time.Now()
 	phase.Store(phaseMeasure)
 	err = sleep(window)
@@ -675,6 +715,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		}
 	}
 	res.load1 = loadAverage()
+	res.schedP99 = schedQuantile(sched0, schedLatencies(), 0.99)
 	res.lateSends = late.Load() - lateBefore
 	res.skipped = skipped.Load() - skippedBefore
 	if err == nil {
@@ -770,6 +811,7 @@ func BenchmarkCapacity(b *testing.B) {
 					b.ReportMetric(float64(r.p99)/1e6, "p99-ms")
 					b.ReportMetric(float64(r.lateSends), "late-sends")
 					b.ReportMetric(float64(r.skipped), "skipped-sends")
+					b.ReportMetric(float64(r.schedP99)/1e6, "sched-p99-ms")
 					if r.straceCalls >= 0 {
 						b.ReportMetric(r.straceCalls, "syscalls/frame")
 						b.Logf("system calls over the window:\n%s", r.straceTop)
@@ -777,8 +819,8 @@ func BenchmarkCapacity(b *testing.B) {
 					if r.syscallsPerFrame >= 0 {
 						b.ReportMetric(r.syscallsPerFrame, "socket-syscalls/datagram")
 					}
-					b.Logf("%s pairs=%d: lost %d of %d, cpu %.1f%%, %.3f cores/1000 pairs, %.0f B and %.2f goroutines per pair, p50 %v p99 %v, %d late and %d skipped sends, setup %v (%d retried), load average %s",
-						r.stack, r.pairs, r.lost, r.sent, r.cpuPercent, r.coresPer1000, r.heapPerPair, r.goroutinesPair, r.p50, r.p99, r.lateSends, r.skipped, r.setup.Round(time.Millisecond), r.setupFailures, r.load1)
+					b.Logf("%s pairs=%d: lost %d of %d, cpu %.1f%%, %.3f cores/1000 pairs, %.0f B and %.2f goroutines per pair, p50 %v p99 %v, %d late and %d skipped sends, scheduling p99 %v, setup %v (%d retried), load average %s",
+						r.stack, r.pairs, r.lost, r.sent, r.cpuPercent, r.coresPer1000, r.heapPerPair, r.goroutinesPair, r.p50, r.p99, r.lateSends, r.skipped, r.schedP99.Round(time.Microsecond), r.setup.Round(time.Millisecond), r.setupFailures, r.load1)
 					if r.lost == 0 && r.skipped == 0 && r.cpuPercent < 90 && n > best[r.stack] {
 						best[r.stack] = n
 					}
