@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -83,20 +82,8 @@ func sendPushed(t *testing.T, a *securecall.Call, to *pushed, base uint16, n int
 // then says so with media.ErrRTPHandled, RTCP still reaches ReadRTCP, and
 // closing the Endpoint ends ReadRTCP with ice.ErrEndpointClosed.
 func TestCallPushDelivery(t *testing.T) {
-	ep, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Close()
-	shared := loopbackICE()
-	shared.Endpoint = ep
-	for _, tc := range []struct {
-		name   string
-		ca, cb ice.Config
-	}{
-		{"both ends on the endpoint", shared, shared},
-		{"endpoint and own socket", shared, loopbackICE()},
-	} {
+	ep, shared := sharedEndpoint(t)
+	for _, tc := range endpointCases(shared) {
 		t.Run(tc.name, func(t *testing.T) {
 			pa, pb, echoes, answers := newPushed(), newPushed(), newPushed(), newPushed()
 			var b *securecall.Call
@@ -195,13 +182,8 @@ func TestCallPushGatewayBatch(t *testing.T) {
 	if testing.Short() {
 		n = 20
 	}
-	ep, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Close()
-	shared := loopbackICE()
-	shared.Endpoint = ep
+	ep, shared := sharedEndpoint(t)
+	defer ep.Close() // before goleak looks (t.Cleanup runs after)
 	gws, phones := make([]*securecall.Call, n), make([]*securecall.Call, n)
 	got := make([]*pushed, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -283,14 +283,7 @@ func (s *Session) pump() {
 		case kindRTP, kindRTCP:
 			s.earlyMu.Lock()
 			if !s.ready {
-				b := getPacket()
-				b.data = append(b.buf[:0], raw...)
-				select {
-				case s.earlyQ <- b:
-				default:
-					s.stats.queueDrops.Add(1)
-					putPacket(b)
-				}
+				s.queueEarlyLocked(raw)
 				s.earlyMu.Unlock()
 				continue
 			}
