@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,4 +322,86 @@ func connectCalls(ctx context.Context, ca, cb securecall.Config) (a, b *secureca
 		return fail(err)
 	}
 	return a, b, nil
+}
+
+// Calls with push delivery closed while media flows both ways, on an
+// Endpoint that both ends of each call share (so media is handed over in
+// the process) and then closed itself: no deadlock, no OnRTP after its
+// call's Close returned, nothing left running.
+func TestCallPushCloseUnderLoad(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ep, shared := sharedEndpoint(t)
+	defer ep.Close()
+	const n = 10
+	type end struct {
+		c      *securecall.Call
+		closed atomic.Bool
+		late   atomic.Bool // OnRTP ran after Close returned
+	}
+	ends := make([]*end, 2*n)
+	for i := range ends {
+		ends[i] = &end{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range n {
+		var cfgs [2]securecall.Config
+		for k := range cfgs {
+			e := ends[2*i+k]
+			cfgs[k] = securecall.Config{ICE: shared, Keying: sdp.KeyingDTLS}
+			cfgs[k].Media.OnRTP = func(h media.RTPHeader, payload []byte) {
+				if e.closed.Load() {
+					e.late.Store(true)
+				}
+				if h.SequenceNumber%2 == 0 && e.c != nil {
+					e.c.WriteRTP(media.RTPHeader{PayloadType: h.PayloadType, SequenceNumber: h.SequenceNumber + 1, SSRC: e.c.SSRC() + 1}, payload)
+				}
+			}
+		}
+		a, b, err := connectCalls(ctx, cfgs[0], cfgs[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends[2*i].c, ends[2*i+1].c = a, b
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for _, e := range ends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, 160)
+			for seq := uint16(0); ; seq += 2 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if e.c.WriteRTP(media.RTPHeader{PayloadType: e.c.Codec().PayloadType, SequenceNumber: seq, SSRC: e.c.SSRC()}, payload) != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	for i, e := range ends {
+		if i%3 == 0 {
+			e.c.Close()
+			e.closed.Store(true)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	ep.Close()
+	close(stop)
+	wg.Wait()
+	for _, e := range ends {
+		e.c.Close()
+		e.closed.Store(true)
+	}
+	for i, e := range ends {
+		if e.late.Load() {
+			t.Errorf("end %d: OnRTP ran after its call's Close returned", i)
+		}
+	}
 }
