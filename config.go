@@ -224,7 +224,8 @@ type MediaConfig struct {
 	// every call on the Endpoint waits while it runs, so it must be quick
 	// and must not block. On the call's own sockets it runs on one
 	// goroutine of the call. It is never called concurrently with itself,
-	// and packets come in the order read. h's CSRC and Extension and
+	// and packets come in the order read (but for one held while its key
+	// version is fetched). h's CSRC and Extension and
 	// payload are valid only until it returns. It may write to this call
 	// or others, but must not call Close (start a goroutine to do that);
 	// after Close returns it is not called again. ReadRTCP still reads

@@ -243,7 +243,9 @@ type Config struct {
 	// ReadRTP, which then returns an error wrapping ErrRTPHandled: push
 	// delivery, for a process that carries many calls. It is called on
 	// the goroutine that read the datagram, never concurrently with itself,
-	// in the order the packets were read:
+	// in the order the packets were read (a packet held while its key
+	// version is fetched comes once the key is in, on the fetch's
+	// goroutine):
 	//
 	//   - On a conn of an ice.Endpoint it is the Endpoint's one reader,
 	//     which decrypts the packet in its own buffer: the session then has
