@@ -435,7 +435,11 @@ func schedQuantile(before, after *metrics.Float64Histogram, q float64) time.Dura
 	var seen uint64
 	for i, c := range diff {
 		if seen += c; seen >= want {
-			return time.Duration(after.Buckets[i+1] * float64(time.Second))
+			edge := after.Buckets[i+1]
+			if math.IsInf(edge, 1) { // the last bucket has no upper bound
+				edge = after.Buckets[i]
+			}
+			return time.Duration(edge * float64(time.Second))
 		}
 	}
 	return 0
