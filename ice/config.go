@@ -192,7 +192,9 @@ type Config struct {
 	// stops answering (no consent or response within DisconnectedTimeout)
 	// and with true when it answers again, for example after Restart. It
 	// is called only for changes after Connect has succeeded, on pion's
-	// notifier goroutine, never concurrently with itself or OnFailed.
+	// notifier goroutine, never concurrently with itself or OnFailed, and
+	// never after Close has returned; it must not call Close (which waits
+	// for it).
 	OnConnectivity func(connected bool)
 	// OnFailed, if set, is called once when a Transport whose Connect
 	// succeeded has lost its path for good: nothing answered for

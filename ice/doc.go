@@ -311,7 +311,8 @@
 // more OnFailed (and consent stops: the peer's checks go unanswered), an
 // answer in between OnConnectivity(true), as pion's agent reports them;
 // those callbacks then run on the consent goroutine, so they must not
-// block. Restart on a parked Transport makes a new pion agent (with the
+// block; Close waits for one in progress and none runs after it (Restart
+// from inside one does not wait). Restart on a parked Transport makes a new pion agent (with the
 // same configuration and the new credentials); SetRemote starts its checks
 // in the background, bounded by ConnectTimeout (OnFailed if no path), and
 // the Transport parks again once a pair is selected. A parked Transport

@@ -6,6 +6,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,11 @@ type consentSession struct {
 	report      func(pice.ConnectionState) // the Transport's onState
 
 	heard   atomic.Int64 // unix ns of the last consent from the peer
-	stopped atomic.Bool
+	stopped atomic.Bool  // no more checks or answers
+	// reportMu is held while report runs; closed says the Transport
+	// stopped the session, after which report is not called.
+	reportMu sync.Mutex
+	closed   atomic.Bool
 
 	// Only the consent goroutine touches these.
 	next time.Time
@@ -137,18 +142,49 @@ func (e *Endpoint) startConsent(cs *consentSession) {
 	e.mu.Unlock()
 }
 
-// stopConsent ends s; no further callback runs after the consent
-// goroutine's current pass.
+// stopConsent ends cs for its Transport's Close: it waits for a report in
+// progress, and none runs after it returns, as pion's GracefulClose waits
+// for its notifier. So the Transport's callbacks must not call Close, as
+// with pion.
 func (e *Endpoint) stopConsent(cs *consentSession) {
 	if cs == nil {
 		return
 	}
+	e.retireConsent(cs)
+	cs.reportMu.Lock()
+	//lint:ignore SA2001 the empty critical section is a barrier, see above
+	cs.reportMu.Unlock()
+}
+
+// retireConsent ends cs with no report to follow, without waiting for one
+// in progress: for Restart, which an application may call from the
+// callback that the report runs (OnStateChange on a disconnection).
+func (e *Endpoint) retireConsent(cs *consentSession) {
+	if cs == nil {
+		return
+	}
+	cs.closed.Store(true)
+	e.endConsent(cs)
+}
+
+// endConsent stops cs's checks and answers; a report may still follow
+// (the failure that ended it).
+func (e *Endpoint) endConsent(cs *consentSession) {
 	cs.stopped.Store(true)
 	e.mu.Lock()
 	if e.consent[cs.localUfrag] == cs {
 		delete(e.consent, cs.localUfrag)
 	}
 	e.mu.Unlock()
+}
+
+// deliver reports s unless the Transport has stopped cs.
+func (cs *consentSession) deliver(s pice.ConnectionState) {
+	cs.reportMu.Lock()
+	defer cs.reportMu.Unlock()
+	if !cs.closed.Load() {
+		cs.report(s)
+	}
 }
 
 // consentLoop is the Endpoint's one timer goroutine: it sends the parked
@@ -197,13 +233,13 @@ func (e *Endpoint) consentStep(cs *consentSession, now time.Time) {
 	switch {
 	case !cs.down && silent > cs.disc:
 		cs.down = true
-		cs.report(pice.ConnectionStateDisconnected)
+		cs.deliver(pice.ConnectionStateDisconnected)
 	case cs.down && silent > cs.disc+cs.fail:
-		e.stopConsent(cs)
-		cs.report(pice.ConnectionStateFailed)
+		e.endConsent(cs)
+		cs.deliver(pice.ConnectionStateFailed)
 	case cs.down && silent <= cs.disc:
 		cs.down = false
-		cs.report(pice.ConnectionStateConnected)
+		cs.deliver(pice.ConnectionStateConnected)
 	}
 }
 

@@ -51,3 +51,82 @@ func TestEndpointConsentPendingBounded(t *testing.T) {
 	e.stopConsent(cs)
 	e.detach(u)
 }
+
+// stopConsent, which a parked Transport's Close calls, waits for a report
+// in progress and none runs after it returned: the Transport's
+// OnConnectivity and OnFailed are not called once Close has returned, as
+// with pion's agent (whose GracefulClose waits for its notifier). A
+// session that fails stops itself and still reports the failure.
+func TestEndpointConsentNoReportAfterStop(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	u, err := e.attach(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.detach(u)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var reports []pice.ConnectionState
+	var stopReturned bool
+	newSession := func(ufrag string, report func(pice.ConnectionState)) *consentSession {
+		return &consentSession{
+			use: u, localUfrag: ufrag, localPwd: "localpasswordlocalpassword",
+			remoteUfrag: "remote", remotePwd: "remotepasswordremotepassword",
+			remote: netip.MustParseAddrPort("127.0.0.1:9"), lite: true,
+			disc: time.Second, fail: time.Second, report: report,
+		}
+	}
+	cs := newSession("a", func(s pice.ConnectionState) {
+		reports = append(reports, s)
+		if stopReturned {
+			t.Errorf("report %v after stopConsent returned", s)
+		}
+		if len(reports) == 1 {
+			close(entered)
+			<-release
+		}
+	})
+	e.startConsent(cs)
+	now := time.Now()
+	stepped := make(chan struct{})
+	go func() {
+		defer close(stepped)
+		e.consentStep(cs, now.Add(1500*time.Millisecond)) // Disconnected
+	}()
+	<-entered
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.stopConsent(cs)
+	}()
+	select {
+	case <-stopped:
+		t.Error("stopConsent returned while a report was in progress")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	<-stepped
+	<-stopped
+	stopReturned = true
+	e.consentStep(cs, now.Add(time.Hour)) // would report Failed
+	if len(reports) != 1 || reports[0] != pice.ConnectionStateDisconnected {
+		t.Errorf("reports %v, want only Disconnected", reports)
+	}
+
+	// A session whose peer stays silent fails: it stops itself and the
+	// failure is still reported, once.
+	var failed []pice.ConnectionState
+	fs := newSession("b", func(s pice.ConnectionState) { failed = append(failed, s) })
+	e.startConsent(fs)
+	e.consentStep(fs, now.Add(1500*time.Millisecond))
+	e.consentStep(fs, now.Add(3*time.Second))
+	e.consentStep(fs, now.Add(4*time.Second))
+	if len(failed) != 2 || failed[1] != pice.ConnectionStateFailed {
+		t.Errorf("reports %v, want Disconnected then Failed, once", failed)
+	}
+	e.stopConsent(fs)
+}

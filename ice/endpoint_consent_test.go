@@ -214,3 +214,40 @@ func TestEndpointRestartAfterPark(t *testing.T) {
 	a.t.Close()
 	ep.Close()
 }
+
+// A parked Transport may be restarted from inside its own OnConnectivity
+// (an application that restarts ICE when the path goes quiet, from the
+// Call's OnStateChange): Restart ends the consent session without waiting
+// for the report it runs in, and then Close waits for nothing left.
+func TestEndpointRestartFromOnConnectivity(t *testing.T) {
+	verifyNoLeak(t)
+	ep := listenEndpoint(t)
+	cfgA, _ := withReports(onEndpoint(ep))
+	var a *side
+	restarted := make(chan error, 1)
+	cfgA.OnConnectivity = func(up bool) {
+		if up {
+			return
+		}
+		_, err := a.t.Restart(context.Background())
+		restarted <- err
+	}
+	cfgB, _ := withReports(loopback())
+	a = newSide(t, cfgA)
+	b := newSide(t, cfgB)
+	connect(t, a, b, false, false, nil)
+	exchange(t, a.conn, b.conn)
+	b.t.Close() // a's path goes quiet
+	select {
+	case err := <-restarted:
+		if err != nil {
+			t.Fatalf("Restart from OnConnectivity: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Restart from OnConnectivity did not return within 10 s of the path going quiet")
+	}
+	if err := a.t.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ep.Close()
+}

@@ -952,8 +952,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.red.add(creds.Pwd)
 	if parked {
 		// pion's agent is closed: the restart gets a new one, whose checks
-		// SetRemote starts.
-		t.ep.e.stopConsent(cs)
+		// SetRemote starts. The old session reports nothing more; Restart
+		// may run inside one of its reports, so it does not wait for it.
+		t.ep.e.retireConsent(cs)
 		acfg := *t.acfg
 		acfg.LocalUfrag, acfg.LocalPwd = creds.Ufrag, creds.Pwd
 		t.mu.Lock()
