@@ -219,8 +219,10 @@ type MediaConfig struct {
 	// in place of [Call.ReadRTP], which then returns an error wrapping
 	// media.ErrRTPHandled: push delivery, for a gateway that carries many
 	// calls. On an ice.Endpoint (ice.Config.Endpoint) it runs on the
-	// Endpoint's one reader goroutine, which decrypts the packet in its own
-	// buffer, so a call has no goroutine of its own on the receive path;
+	// Endpoint's one reader goroutine (for media from a call on the same
+	// Endpoint, on its hand-over goroutine), which decrypts the packet in
+	// its own buffer, so a call has no goroutine of its own on the receive
+	// path;
 	// every call on the Endpoint waits while it runs, so it must be quick
 	// and must not block. On the call's own sockets it runs on one
 	// goroutine of the call. It is never called concurrently with itself,
