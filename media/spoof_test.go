@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,11 @@ type tapConn struct {
 	closeOnce sync.Once
 	wrote     chan struct{} // closed after the first Write
 	wroteOnce sync.Once
+	// rdl is the read deadline, which pion/dtls sets to end a read when
+	// its handshake's context ends: without it, an attacker whose
+	// handshake is cancelled while it waits for a datagram that never
+	// comes would never return.
+	rdl deadline
 }
 
 func newTapConn(write func([]byte)) *tapConn {
@@ -40,11 +46,17 @@ func (c *tapConn) see(p []byte) {
 }
 
 func (c *tapConn) Read(p []byte) (int, error) {
-	select {
-	case d := <-c.in:
-		return copy(p, d), nil
-	case <-c.closed:
-		return 0, net.ErrClosed
+	for {
+		select {
+		case d := <-c.in:
+			return copy(p, d), nil
+		case <-c.closed:
+			return 0, net.ErrClosed
+		case <-c.rdl.wait():
+			if c.rdl.exceeded() {
+				return 0, os.ErrDeadlineExceeded
+			}
+		}
 	}
 }
 
@@ -60,15 +72,18 @@ func (c *tapConn) Write(p []byte) (int, error) {
 }
 
 func (c *tapConn) Close() error {
-	c.closeOnce.Do(func() { close(c.closed) })
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.rdl.stop()
+	})
 	return nil
 }
 
-func (c *tapConn) LocalAddr() net.Addr              { return memAddr("attacker") }
-func (c *tapConn) RemoteAddr() net.Addr             { return memAddr("victim") }
-func (c *tapConn) SetDeadline(time.Time) error      { return nil }
-func (c *tapConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *tapConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *tapConn) LocalAddr() net.Addr               { return memAddr("attacker") }
+func (c *tapConn) RemoteAddr() net.Addr              { return memAddr("victim") }
+func (c *tapConn) SetDeadline(t time.Time) error     { return c.SetReadDeadline(t) }
+func (c *tapConn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+func (c *tapConn) SetWriteDeadline(time.Time) error  { return nil }
 
 // attackerConfig is a DTLS-SRTP configuration with a certificate of the
 // attacker's own, which matches no fingerprint the victims signalled.
@@ -245,4 +260,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("condition not reached in 5 s")
+}
+
+// The attacker's handshake ends when its context does, even with no
+// datagram coming: pion/dtls ends the read it waits in by setting a read
+// deadline, which tapConn must honour. Without it the spoofing tests hung
+// once in CI, waiting for an attacker that could not return.
+func TestTapConnEndsWithHandshakeContext(t *testing.T) {
+	tc := newTapConn(func([]byte) {}) // what the attacker writes goes nowhere
+	defer tc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := dtls.ClientWithContext(ctx, tc, attackerConfig(t))
+		done <- err
+	}()
+	<-tc.wrote // the ClientHello is out; no answer will come
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a handshake with nobody completed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the attacker's handshake did not end within 10 s of its context")
+	}
 }
