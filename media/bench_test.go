@@ -295,23 +295,13 @@ func BenchmarkPionBaseline(b *testing.B) {
 		}
 		// A fresh sender: the encrypt benchmark above advanced its ROC state.
 		s, r = benchSessions(b, ProfileAEADAES128GCM, false)
-		fill()
 		b.Run(fmt.Sprintf("profile=GCM/payload=%d/op=decrypt", size), func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if i == batch {
-					b.StopTimer()
-					fill()
-					i = 0
-					b.StartTimer()
-				}
+			loopBatches(b, batch, fill, func(i int) {
 				var err error
 				if dst, err = r.recv.DecryptRTP(dst[:0], pkts[i], &r.rHdr); err != nil {
 					b.Fatal(err)
 				}
-				i++
-			}
+			})
 		})
 	}
 }

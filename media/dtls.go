@@ -376,8 +376,7 @@ func newDTLSTransport(s *Session) *dtlsTransport {
 // deliver queues a copy of a DTLS datagram for pion/dtls, or drops it
 // when the queue is full (pion/dtls retransmits).
 func (t *dtlsTransport) deliver(raw []byte) {
-	b := getPacket()
-	b.data = append(b.buf[:0], raw...)
+	b := copyPacket(raw)
 	select {
 	case t.in <- b:
 	default:

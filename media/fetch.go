@@ -86,9 +86,7 @@ func (s *Session) holdLocked(raw []byte, trailer int) bool {
 		f.held = append(f.held[:0], f.held[1:]...)
 		s.stats.unknownMKI.Add(1)
 	}
-	b := getPacket()
-	b.data = append(b.buf[:0], raw...)
-	f.held = append(f.held, heldMKIPacket{b: b, version: v})
+	f.held = append(f.held, heldMKIPacket{b: copyPacket(raw), version: v})
 	s.stats.held.Add(1)
 	return true
 }

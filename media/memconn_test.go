@@ -52,14 +52,20 @@ func (c *memConn) Read(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
+	return readQueued(p, c.in, c.closed, &c.rdl)
+}
+
+// readQueued is a test conn's Read: the next datagram from in, or an
+// error once closed is closed or the read deadline rdl has passed.
+func readQueued(p []byte, in <-chan []byte, closed <-chan struct{}, rdl *deadline) (int, error) {
 	for {
 		select {
-		case d := <-c.in:
+		case d := <-in:
 			return copy(p, d), nil
-		case <-c.closed:
+		case <-closed:
 			return 0, net.ErrClosed
-		case <-c.rdl.wait():
-			if c.rdl.exceeded() {
+		case <-rdl.wait():
+			if rdl.exceeded() {
 				return 0, os.ErrDeadlineExceeded
 			}
 		}

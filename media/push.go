@@ -128,8 +128,7 @@ func (s *Session) onDatagram(raw []byte) {
 // keys, or drops and counts it when the early queue is full. earlyMu is
 // held.
 func (s *Session) queueEarlyLocked(raw []byte) {
-	b := getPacket()
-	b.data = append(b.buf[:0], raw...)
+	b := copyPacket(raw)
 	select {
 	case s.earlyQ <- b:
 	default:

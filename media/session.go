@@ -162,6 +162,14 @@ type datagramReader interface {
 
 func getPacket() *packetBuf { return packetPool.Get().(*packetBuf) }
 
+// copyPacket returns a pooled buffer holding a copy of raw, which is at
+// most MaxPacketSize long.
+func copyPacket(raw []byte) *packetBuf {
+	b := getPacket()
+	b.data = append(b.buf[:0], raw...)
+	return b
+}
+
 func putPacket(b *packetBuf) {
 	b.data = nil
 	packetPool.Put(b)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -45,20 +44,7 @@ func (c *tapConn) see(p []byte) {
 	}
 }
 
-func (c *tapConn) Read(p []byte) (int, error) {
-	for {
-		select {
-		case d := <-c.in:
-			return copy(p, d), nil
-		case <-c.closed:
-			return 0, net.ErrClosed
-		case <-c.rdl.wait():
-			if c.rdl.exceeded() {
-				return 0, os.ErrDeadlineExceeded
-			}
-		}
-	}
-}
+func (c *tapConn) Read(p []byte) (int, error) { return readQueued(p, c.in, c.closed, &c.rdl) }
 
 func (c *tapConn) Write(p []byte) (int, error) {
 	select {
