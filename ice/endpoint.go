@@ -1097,10 +1097,10 @@ type endpointConn struct {
 
 	// Push delivery (PushDatagrams): once pushing is set, deliver calls
 	// push instead of queueing. One goroutine at a time runs push (busy);
-	// a datagram that arrives meanwhile waits in pend, and the running one
-	// delivers it next, so that push is never called concurrently or
-	// reentrantly (a push that writes to a call on this Endpoint that
-	// answers in the process) and datagrams keep their order.
+	// a datagram that arrives meanwhile (the reader and the hand-over
+	// goroutine both deliver) waits in pend, and the running one delivers
+	// it next, so that push is never called concurrently or reentrantly
+	// and datagrams keep their order.
 	pushing atomic.Bool
 	pmu     sync.Mutex
 	push    func([]byte)
@@ -1149,11 +1149,11 @@ func (c *endpointConn) deliver(b []byte) bool {
 	return true
 }
 
-// PushDatagrams makes the Endpoint's reader (or a writer handing over in
-// the process) call deliver with each of this call's datagrams, those
-// queued first, instead of queueing them for Read (media's
-// datagramPusher): never concurrently, in the order received, b valid
-// until deliver returns. end is called once when delivery stops: Close,
+// PushDatagrams makes the Endpoint's reader (or its hand-over goroutine,
+// for datagrams from the process) call deliver with each of this call's
+// datagrams, those queued first, instead of queueing them for Read
+// (media's datagramPusher): never concurrently, in the order received, b
+// valid until deliver returns. end is called once when delivery stops: Close,
 // the Transport's Close or the Endpoint's.
 func (c *endpointConn) PushDatagrams(deliver func(b []byte), end func(err error)) {
 	c.pmu.Lock()

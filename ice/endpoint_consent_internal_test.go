@@ -15,10 +15,7 @@ import (
 // stay within its bound.
 func TestEndpointConsentPendingBounded(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newLoopbackEndpoint(t)
 	defer e.Close()
 	// A peer that never reads: no answer, no ICMP error.
 	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -59,10 +56,7 @@ func TestEndpointConsentPendingBounded(t *testing.T) {
 // session that fails stops itself and still reports the failure.
 func TestEndpointConsentNoReportAfterStop(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newLoopbackEndpoint(t)
 	defer e.Close()
 	u, err := e.attach(nil, nil, nil)
 	if err != nil {

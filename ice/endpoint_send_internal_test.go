@@ -42,12 +42,20 @@ func (g *gatedBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	return len(ms), nil
 }
 
-func gateEndpoint(t *testing.T) (*Endpoint, *gatedBatch) {
+// newLoopbackEndpoint opens an Endpoint on loopback; the caller closes it
+// (before its goleak check, which runs ahead of t.Cleanup).
+func newLoopbackEndpoint(t *testing.T) *Endpoint {
 	t.Helper()
 	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+func gateEndpoint(t *testing.T) (*Endpoint, *gatedBatch) {
+	t.Helper()
+	e := newLoopbackEndpoint(t)
 	g := &gatedBatch{entered: make(chan int, 64), release: make(chan struct{}, 64)}
 	e.out = g // before any write: only writers read e.out
 	return e, g
