@@ -3,7 +3,6 @@ package interop
 import (
 	"context"
 	"errors"
-	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -170,22 +169,11 @@ func (g *floorGrid) io() (calls, datagrams uint64) {
 }
 
 func (g *floorGrid) pairs(n int) (func(int) (endpoint, endpoint, error), func(), error) {
-	k := int(math.Ceil(math.Sqrt(float64(n))))
-	g.socks = nil
-	cleanup := func() {
-		for _, s := range g.socks {
-			s.close()
-		}
+	socks, k, cleanup, err := openGrid(n, newFloorSocket, (*floorSocket).close)
+	if err != nil {
+		return nil, nil, err
 	}
-	for range 2 * k {
-		s, err := newFloorSocket()
-		if err != nil {
-			cleanup()
-			return nil, nil, err
-		}
-		g.socks = append(g.socks, s)
-	}
-	socks := g.socks
+	g.socks = socks
 	return func(i int) (endpoint, endpoint, error) {
 		x, y := socks[gridSlot(2*i, k)], socks[gridSlot(2*i+1, k)]
 		o := &floorBatchEnd{sock: x, peer: net.UDPAddrFromAddrPort(y.addr)}

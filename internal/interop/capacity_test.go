@@ -266,23 +266,36 @@ func newPushCallEndpoint(cfg securecall.Config) (*pushCallEndpoint, error) {
 	return e, nil
 }
 
-func (g *endpointGrid) makePairs(n int, push bool) (func(int) (endpoint, endpoint, error), func(), error) {
+// openGrid opens the 2k sockets of a grid for n pairs (see gridSlot),
+// k = ceil(sqrt(n)), and returns them with k and a cleanup that closes
+// them; if one fails to open, those opened are closed.
+func openGrid[S any](n int, open func() (S, error), close func(S)) ([]S, int, func(), error) {
 	k := int(math.Ceil(math.Sqrt(float64(n))))
-	g.eps = nil
+	var socks []S
 	cleanup := func() {
-		for _, e := range g.eps {
-			e.Close()
+		for _, s := range socks {
+			close(s)
 		}
 	}
 	for range 2 * k {
-		e, err := ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+		s, err := open()
 		if err != nil {
 			cleanup()
-			return nil, nil, err
+			return nil, 0, nil, err
 		}
-		g.eps = append(g.eps, e)
+		socks = append(socks, s)
 	}
-	eps := g.eps
+	return socks, k, cleanup, nil
+}
+
+func (g *endpointGrid) makePairs(n int, push bool) (func(int) (endpoint, endpoint, error), func(), error) {
+	eps, k, cleanup, err := openGrid(n,
+		func() (*ice.Endpoint, error) { return ice.ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil) },
+		func(e *ice.Endpoint) { e.Close() })
+	if err != nil {
+		return nil, nil, err
+	}
+	g.eps = eps
 	return func(i int) (endpoint, endpoint, error) {
 		oc, ac := loopbackICE(), loopbackICE()
 		oc.Endpoint, ac.Endpoint = eps[gridSlot(2*i, k)], eps[gridSlot(2*i+1, k)]
