@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/net/ipv4"
 
 	"github.com/securecall/securecall/ice"
 	"github.com/securecall/securecall/sdp"
@@ -336,4 +338,72 @@ func TestEndpointTupleInUse(t *testing.T) {
 	}
 	x.Close()
 	y.Close()
+}
+
+// The Endpoint's one reader serves every call on its socket, so it must
+// not queue behind the process's other goroutines while datagrams wait:
+// a reader that yielded after every full batch took one trip through the
+// run queue per 32 datagrams, and with many goroutines runnable the
+// socket's buffer overflowed and the kernel dropped media of every call
+// (TestEndpointThousandCalls lost datagrams in all directions on a loaded
+// 2-core machine). Here 256 goroutines keep the run queue long while
+// five times the socket's buffer arrives; the reader must take all of it.
+func TestEndpointReaderKeepsUpWithBusyScheduler(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ep := listenEndpoint(t)
+	defer ep.Close()
+	const total, burst = 40_000, 256
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	stop := make(chan struct{})
+	var spin sync.WaitGroup
+	for range 256 {
+		spin.Add(1)
+		go func() {
+			defer spin.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// About 20 us of work, then the next in the run queue.
+				for end := time.Now().Add(20 * time.Microsecond); time.Now().Before(end); {
+				}
+				runtime.Gosched()
+			}
+		}()
+	}
+	defer func() { close(stop); spin.Wait() }()
+	// Datagrams that are neither STUN nor any call's: the reader takes
+	// them off the socket and counts them unrouted.
+	pc := ipv4.NewPacketConn(src)
+	to := net.UDPAddrFromAddrPort(ep.Addr())
+	msgs := make([]ipv4.Message, burst)
+	for i := range msgs {
+		b := make([]byte, 172)
+		b[0] = 0x80
+		msgs[i] = ipv4.Message{Buffers: [][]byte{b}, Addr: to}
+	}
+	// The sender takes its turn in the run queue after each burst, as the
+	// reader did after each batch of 32: a reader that yields falls
+	// behind by a burst a turn; one that keeps its core drains them.
+	for sent := 0; sent < total; {
+		n, err := pc.WriteBatch(msgs[:min(burst, total-sent)], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent += n
+		runtime.Gosched()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ep.Stats().Received < total && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := ep.Stats(); st.Received != total {
+		t.Fatalf("the reader took %d of %d datagrams off the socket (the kernel dropped the rest); %+v", st.Received, total, st)
+	}
 }
