@@ -282,9 +282,16 @@
 // Writers share sendmmsg calls when they meet: a writer that finds a
 // batch being sent adds its datagram to the next one and returns; none
 // waits for a timer or another goroutine (a writer that finds 32 queued
-// waits for room). [Endpoint.Batch] holds the sends for as long as its
-// function runs, so that a gateway that writes a frame to each of many
-// calls per tick sends them 32 to a sendmmsg. A datagram the socket
+// waits for room). The writer sending makes at most 4 sendmmsg calls for
+// the others and then leaves the rest to a goroutine of the Endpoint's,
+// so that no writer, the Endpoint's reader included (it answers consent
+// checks, and an OnRTP may forward), is kept sending for as long as
+// others keep writing. [Endpoint.Batch] holds the sends while its
+// function runs, up to 32 at a time, so that a gateway that writes a
+// frame to each of many calls per tick sends them 32 to a sendmmsg. The
+// reader never yields between batches: it serves every call on the
+// socket, and waiting behind the process's other goroutines once per
+// batch let the socket's buffer overflow. A datagram the socket
 // refuses is counted ([EndpointStats].SendErrors) and lost, as UDP loses
 // it. The 5-tuple is claimed when the agent nominates
 // (its nominating request is answered, or it answers the peer's), so

@@ -145,9 +145,11 @@ type Endpoint struct {
 
 	// Sending: a writer that finds no batch being sent sends the queue
 	// itself (flushLocked); writers that find one being sent add to
-	// sendQ and return, and the flushing writer sends it next.
+	// sendQ and return, and the flushing writer sends it next, for up to
+	// maxFlushRounds, then a flushRest goroutine.
 	sendMu   sync.Mutex
-	sendRoom sync.Cond // writers waiting for room in sendQ (L: &sendMu)
+	sendRoom sync.Cond      // writers waiting for room in sendQ (L: &sendMu)
+	flushers sync.WaitGroup // flushRest goroutines, joined by Close
 	sendQ    []sendSlot
 	spare    []sendSlot
 	flushing bool           // a writer is sending a batch (owns msgs)
@@ -211,7 +213,9 @@ type EndpointStats struct {
 	// ReadBatches and WriteBatches count the recvmmsg and sendmmsg calls
 	// (and single writes) that moved them.
 	ReadBatches, WriteBatches uint64
-	// STUN counts STUN messages routed to an agent.
+	// STUN counts STUN messages routed to an agent, and the consent
+	// requests and responses the Endpoint handles itself for parked
+	// Transports.
 	STUN uint64
 	// Unrouted counts datagrams dropped because no Transport on the
 	// Endpoint owns their ufrag, transaction or 5-tuple: strays, spoofs
@@ -220,15 +224,18 @@ type EndpointStats struct {
 	// Malformed counts STUN messages the guard dropped and truncated
 	// datagrams.
 	Malformed uint64
-	// QueueDrops counts datagrams dropped because their call's queue was
-	// full (its reader did not keep up).
+	// QueueDrops counts datagrams dropped because a queue was full: a
+	// call's (64, its reader did not keep up), its pending pushes (64),
+	// the hand-over queue of media between the Endpoint's own calls
+	// (1,024) or an agent's STUN queue.
 	QueueDrops uint64
 	// InProcess counts datagrams handed from one Transport of the
 	// Endpoint to another without the socket.
 	InProcess uint64
 	// SendErrors counts datagrams the socket refused (an ICMP error
-	// queued on it, no route): each is lost, as UDP loses it. The write
-	// does not report it (the datagram may be another writer's).
+	// queued on it, no route), and those accepted but still queued when
+	// the Endpoint closed: each is lost, as UDP loses it. The write does
+	// not report it (the datagram may be another writer's).
 	SendErrors uint64
 	// Transports is the number of Transports attached.
 	Transports int
@@ -304,7 +311,10 @@ func (e *Endpoint) Stats() EndpointStats {
 // Endpoint loses its path: reads and writes on the net.Conns from Connect
 // fail with an error wrapping ErrEndpointClosed (and net.ErrClosed); the
 // Transports must still be closed. A second call returns an error
-// wrapping net.ErrClosed.
+// wrapping net.ErrClosed. Close waits for the goroutines that run the
+// functions the Endpoint calls, so it must not be called from one of them
+// (media's OnRTP for a call on the Endpoint, a parked Transport's
+// OnConnectivity or OnFailed): start a goroutine to close from there.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -324,10 +334,15 @@ func (e *Endpoint) Close() error {
 	e.mu.Unlock()
 	e.sendMu.Lock()
 	e.sendShut = true
+	if !e.flushing {
+		// Held by a Batch still open: accepted, now never sent.
+		e.dropQueuedLocked()
+	} // else the flushing writer meets the closed socket and counts them
 	e.sendRoom.Broadcast()
 	e.sendMu.Unlock()
 	err := e.conn.Close()
 	<-e.done
+	e.flushers.Wait()
 	close(e.stop)
 	<-e.consentDone
 	if handOverDone != nil {
@@ -436,12 +451,13 @@ func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
 		e.stats.unrouted.Add(1)
 		return
 	}
-	if from != nil && u.media.pushing.Load() {
+	if from != nil {
 		// Handed over in the process, by a writer that may hold locks of
 		// its own session (WriteRTP's): a push runs the receiver's code,
 		// which may write to that session, so it runs on the hand-over
-		// goroutine instead.
-		if !e.handOver(u.media, b) {
+		// goroutine instead, never on the writer's, and never in the
+		// writer's buffer.
+		if !u.media.deliverInProcess(b) {
 			e.stats.queueDrops.Add(1)
 		}
 		return
@@ -452,7 +468,8 @@ func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
 }
 
 // handOverItem is a datagram for a pushing conn of this Endpoint, from
-// another of its Transports.
+// another of its Transports; with r nil, a nudge to push what c queued
+// before it pushed (deliverInProcess).
 type handOverItem struct {
 	c *endpointConn
 	r *mediaRecord
@@ -462,18 +479,10 @@ type handOverItem struct {
 // first use; it reports false when b was dropped (the queue full, or the
 // Endpoint closed).
 func (e *Endpoint) handOver(c *endpointConn, b []byte) bool {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+	q := e.handOverQueue()
+	if q == nil {
 		return false
 	}
-	if e.handOverQ == nil {
-		e.handOverQ = make(chan handOverItem, endpointHandOverQueue)
-		e.handOverDone = make(chan struct{})
-		go e.handOverLoop(e.handOverQ)
-	}
-	q := e.handOverQ
-	e.mu.Unlock()
 	r := mediaRecords.Get().(*mediaRecord)
 	r.n = copy(r.buf[:], b)
 	select {
@@ -485,6 +494,34 @@ func (e *Endpoint) handOver(c *endpointConn, b []byte) bool {
 	}
 }
 
+// nudge has the hand-over goroutine push what c queued. Never blocking:
+// when the queue is full the nudge is dropped, and c's next datagram,
+// which goes after what it queued (pushOne), pushes them.
+func (e *Endpoint) nudge(c *endpointConn) {
+	if q := e.handOverQueue(); q != nil {
+		select {
+		case q <- handOverItem{c: c}:
+		default:
+		}
+	}
+}
+
+// handOverQueue returns the hand-over goroutine's queue, starting it on
+// first use, or nil once the Endpoint is closed.
+func (e *Endpoint) handOverQueue() chan handOverItem {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	if e.handOverQ == nil {
+		e.handOverQ = make(chan handOverItem, endpointHandOverQueue)
+		e.handOverDone = make(chan struct{})
+		go e.handOverLoop(e.handOverQ)
+	}
+	return e.handOverQ
+}
+
 // handOverLoop pushes the datagrams handed over in the process until the
 // Endpoint closes.
 func (e *Endpoint) handOverLoop(q chan handOverItem) {
@@ -492,6 +529,10 @@ func (e *Endpoint) handOverLoop(q chan handOverItem) {
 	for {
 		select {
 		case it := <-q:
+			if it.r == nil {
+				it.c.pushQueued()
+				continue
+			}
 			if !it.c.deliver(it.r.buf[:it.r.n]) {
 				e.stats.queueDrops.Add(1)
 			}
@@ -582,6 +623,12 @@ func (e *Endpoint) claim(u *endpointUse, src netip.AddrPort) error {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if _, ok := e.uses[u]; !ok {
+		// Detached meanwhile (its Transport closed while the reader was
+		// routing a response to it): a route now would outlive the call
+		// and refuse the next one from src.
+		return fmt.Errorf("ice: %w", net.ErrClosed)
+	}
 	if src == e.addr {
 		// Both ends on this Endpoint: routed by ufrag, in the process.
 		e.releaseTupleLocked(u)
@@ -681,16 +728,18 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 
 // Batch runs fn with the Endpoint's sends held: the datagrams written
 // meanwhile to the conns of its Transports, by any goroutine, are queued
-// and leave in sendmmsg calls of 32 as the queue fills, and the rest when
-// fn returns (the outermost fn, when Batch calls nest). A gateway that
-// sends a frame to each of many calls every 20 ms writes the calls of one
-// Endpoint in one Batch: one system call for up to 32 datagrams, where
-// writes that do not meet another writer's batch take one each. Every
-// datagram queued meanwhile, other goroutines' too, waits for fn to
-// return, so fn should write and do little else. Datagrams to this
-// Endpoint itself (both ends of a call on it) are handed over at once, and
-// one larger than 2 KiB is sent alone at once. Once the Endpoint is
-// closed, writes fail as they do outside Batch and fn still runs.
+// and leave in sendmmsg calls of 32 as the queue fills or with a batch
+// another writer is sending, and the rest when fn returns (or panics). A
+// gateway that sends a frame to each of many calls every 20 ms writes the
+// calls of one Endpoint in one Batch: one system call for up to 32
+// datagrams, where writes that do not meet another writer's batch take
+// one each. Datagrams other goroutines write while fn runs may wait for
+// it too (for a Batch, whichever returns first sends them), so fn should
+// write and do little else. Datagrams to this Endpoint itself (both ends
+// of a call on it) go to the receiving call at once, or to the Endpoint's
+// hand-over goroutine when that call pushes; one larger than 2 KiB is
+// sent alone at once. Once the Endpoint is closed, writes fail as they do
+// outside Batch and fn still runs.
 func (e *Endpoint) Batch(fn func()) {
 	e.sendMu.Lock()
 	e.held++
@@ -698,7 +747,7 @@ func (e *Endpoint) Batch(fn func()) {
 	defer func() {
 		e.sendMu.Lock()
 		e.held--
-		if e.held == 0 && !e.flushing && !e.sendShut && len(e.sendQ) > 0 {
+		if !e.flushing && !e.sendShut && len(e.sendQ) > 0 {
 			e.flushLocked()
 		}
 		e.sendMu.Unlock()
@@ -706,21 +755,66 @@ func (e *Endpoint) Batch(fn func()) {
 	fn()
 }
 
-// flushLocked sends everything queued, in batches of up to endpointBatch
-// per sendmmsg, until the queue is empty; other writers queue meanwhile
-// and return. sendMu is held on entry and on return, not while sending.
+// maxFlushRounds bounds the sendmmsg rounds one writer makes for others:
+// the flusher may be the Endpoint's reader (a consent answer, an OnRTP
+// that forwards), which must not stay in the kernel's send path for as
+// long as other goroutines keep writing.
+const maxFlushRounds = 4
+
+// flushLocked sends what is queued, in batches of up to endpointBatch per
+// sendmmsg; other writers queue meanwhile and return. After
+// maxFlushRounds it leaves what others queued since to a goroutine of its
+// own (flushRest), so that no writer is kept sending for others. sendMu
+// is held on entry and on return, not while sending.
 func (e *Endpoint) flushLocked() {
 	e.flushing = true
-	for len(e.sendQ) > 0 {
-		q := e.sendQ
-		e.sendQ, e.spare = e.spare[:0], nil
-		e.sendRoom.Broadcast()
-		e.sendMu.Unlock()
-		e.flush(q)
-		e.sendMu.Lock()
-		e.spare = q[:0]
+	for round := 0; len(e.sendQ) > 0; round++ {
+		if round == maxFlushRounds {
+			if e.sendShut {
+				e.dropQueuedLocked()
+				break
+			}
+			e.flushers.Add(1)
+			go e.flushRest() // keeps flushing set
+			return
+		}
+		e.flushRound()
 	}
 	e.flushing = false
+}
+
+// flushRound sends the queue as it is now. sendMu is held on entry and on
+// return, not while sending.
+func (e *Endpoint) flushRound() {
+	q := e.sendQ
+	e.sendQ, e.spare = e.spare[:0], nil
+	e.sendRoom.Broadcast()
+	e.sendMu.Unlock()
+	e.flush(q)
+	e.sendMu.Lock()
+	e.spare = q[:0]
+}
+
+// flushRest takes over from a writer that made its rounds and sends until
+// the queue is empty: only under sustained writes from many goroutines.
+func (e *Endpoint) flushRest() {
+	defer e.flushers.Done()
+	e.sendMu.Lock()
+	for len(e.sendQ) > 0 {
+		e.flushRound()
+	}
+	e.flushing = false
+	e.sendRoom.Broadcast()
+	e.sendMu.Unlock()
+}
+
+// dropQueuedLocked counts the datagrams still queued as lost, once the
+// socket is closed, and forgets them. sendMu is held.
+func (e *Endpoint) dropQueuedLocked() {
+	if n := len(e.sendQ); n > 0 {
+		e.stats.sendErrors.Add(uint64(n))
+		e.sendQ = e.sendQ[:0]
+	}
 }
 
 func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []sendSlot {
@@ -1147,22 +1241,55 @@ func (c *endpointConn) deliver(b []byte) bool {
 	return true
 }
 
+// deliverInProcess is deliver for a datagram written in this process: a
+// push of it runs on the hand-over goroutine, never on the writer's, and
+// never in the writer's buffer.
+func (c *endpointConn) deliverInProcess(b []byte) bool {
+	if c.isShut.Load() {
+		return false
+	}
+	e := c.use.e
+	if c.pushing.Load() {
+		return e.handOver(c, b)
+	}
+	r := mediaRecords.Get().(*mediaRecord)
+	r.n = copy(r.buf[:], b)
+	select {
+	case c.q <- r:
+	default:
+		mediaRecords.Put(r)
+		return false
+	}
+	if c.pushing.Load() {
+		// PushDatagrams ran meanwhile and may have emptied the queue
+		// before r was in it; the hand-over goroutine pushes it.
+		e.nudge(c)
+	}
+	return true
+}
+
 // PushDatagrams makes the Endpoint's reader (or its hand-over goroutine,
 // for datagrams from the process) call deliver with each of this call's
 // datagrams, those queued first, instead of queueing them for Read
 // (media's datagramPusher): never concurrently, in the order received, b
-// valid until deliver returns. end is called once when delivery stops: Close,
-// the Transport's Close or the Endpoint's.
+// valid until deliver returns. A datagram that arrives while deliver runs
+// on another goroutine waits (at most 64) and is delivered by that
+// goroutine next. end is called once when delivery stops: Close, the
+// Transport's Close or the Endpoint's; nothing is delivered after it, and
+// on a conn closed already nothing it queued is delivered.
 func (c *endpointConn) PushDatagrams(deliver func(b []byte), end func(err error)) {
 	c.pmu.Lock()
 	c.push, c.pushEnd = deliver, end
 	c.pushing.Store(true)
 	c.pmu.Unlock()
-	c.pushQueued()
-	select {
-	case <-c.shut:
+	if c.isShut.Load() {
+		// Closed already: what it queued is dropped, not pushed.
 		c.endPush()
-	default:
+		return
+	}
+	c.pushQueued()
+	if c.isShut.Load() {
+		c.endPush()
 	}
 }
 
@@ -1181,6 +1308,16 @@ func (c *endpointConn) pushOne(b []byte) bool {
 		r := mediaRecords.Get().(*mediaRecord)
 		r.n = copy(r.buf[:], b)
 		c.pend = append(c.pend, r)
+		return true
+	}
+	if len(c.q) > 0 {
+		// Datagrams queued before PushDatagrams go first: b follows them.
+		r := mediaRecords.Get().(*mediaRecord)
+		r.n = copy(r.buf[:], b)
+		c.pend = append(c.pend, r)
+		c.busy = true
+		c.pmu.Unlock()
+		c.drainPushed()
 		return true
 	}
 	c.busy = true
@@ -1206,37 +1343,35 @@ func (c *endpointConn) pushQueued() {
 
 // drainPushed is run by the goroutine that set busy: it delivers the
 // queue (datagrams from before PushDatagrams), then pend, then clears
-// busy. The last look is under pmu, which a writer to either takes after
-// adding to it, so nothing is left behind.
+// busy, and stops once the push has ended. Each look is under pmu, which
+// a writer to either takes after adding to it, so nothing is left behind.
 func (c *endpointConn) drainPushed() {
 	for {
-		if len(c.q) > 0 { // only before PushDatagrams, or in its race
-			select {
-			case r := <-c.q:
-				c.push(r.buf[:r.n])
-				mediaRecords.Put(r)
-				continue
-			default:
-			}
-		}
 		c.pmu.Lock()
-		if c.ended || len(c.pend) == 0 && len(c.q) == 0 {
+		if c.ended {
 			c.busy = false
 			c.pmu.Unlock()
 			return
 		}
 		var r *mediaRecord
-		if len(c.pend) > 0 {
-			r = c.pend[0]
-			n := copy(c.pend, c.pend[1:])
-			c.pend[n] = nil
-			c.pend = c.pend[:n]
+		select {
+		case r = <-c.q: // only before PushDatagrams, or in its race
+		default:
+			if len(c.pend) > 0 {
+				r = c.pend[0]
+				n := copy(c.pend, c.pend[1:])
+				c.pend[n] = nil
+				c.pend = c.pend[:n]
+			}
+		}
+		if r == nil {
+			c.busy = false
+			c.pmu.Unlock()
+			return
 		}
 		c.pmu.Unlock()
-		if r != nil {
-			c.push(r.buf[:r.n])
-			mediaRecords.Put(r)
-		}
+		c.push(r.buf[:r.n])
+		mediaRecords.Put(r)
 	}
 }
 
@@ -1263,6 +1398,13 @@ func (c *endpointConn) shutdown() {
 		c.isShut.Store(true)
 		close(c.shut)
 		c.endPush()
+		for len(c.q) > 0 {
+			select {
+			case r := <-c.q:
+				mediaRecords.Put(r)
+			default:
+			}
+		}
 	})
 }
 

@@ -1,13 +1,17 @@
 package ice
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -180,8 +184,8 @@ func TestEndpointConnPushEnds(t *testing.T) {
 }
 
 // Inside Batch, writes queue and leave in one sendmmsg when Batch returns,
-// or 32 at a time as the queue fills; nested Batch calls send at the
-// outermost return; outside Batch a lone write is sent at once.
+// or 32 at a time as the queue fills; a nested Batch sends at its own
+// return; outside Batch a lone write is sent at once.
 func TestEndpointBatchHoldsSends(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	e, g := gateEndpoint(t)
@@ -197,7 +201,7 @@ func TestEndpointBatchHoldsSends(t *testing.T) {
 	}
 	e.Batch(func() {
 		write("a0")
-		e.Batch(func() { write("a1") })
+		write("a1")
 		write("a2")
 		if n := len(g.entered); n != 0 {
 			t.Errorf("%d sendmmsg calls inside Batch before the queue was full", n)
@@ -205,6 +209,20 @@ func TestEndpointBatchHoldsSends(t *testing.T) {
 	})
 	if n := waitEntered(t, g); n != 3 {
 		t.Fatalf("Batch sent a batch of %d, want the 3 datagrams in one sendmmsg", n)
+	}
+	// A Batch inside another sends what is queued when it returns (a
+	// Batch cannot tell a nested call from another goroutine's), and the
+	// outer one the rest.
+	e.Batch(func() {
+		write("n0")
+		e.Batch(func() { write("n1") })
+		write("n2")
+	})
+	if n := waitEntered(t, g); n != 2 {
+		t.Fatalf("the inner Batch sent a batch of %d, want 2", n)
+	}
+	if n := waitEntered(t, g); n != 1 {
+		t.Fatalf("the outer Batch sent a batch of %d, want 1", n)
 	}
 	e.Batch(func() {
 		for i := range endpointBatch + 5 {
@@ -229,7 +247,154 @@ func TestEndpointBatchHoldsSends(t *testing.T) {
 	if !errors.Is(closedErr, ErrEndpointClosed) {
 		t.Errorf("a write in Batch on a closed Endpoint: %v, want ErrEndpointClosed", closedErr)
 	}
-	if st := e.Stats(); st.Sent != 3+endpointBatch+5+1 || st.WriteBatches != 4 {
-		t.Errorf("stats %+v: want %d datagrams in 4 sendmmsg calls", st, 3+endpointBatch+5+1)
+	if st := e.Stats(); st.Sent != 3+3+endpointBatch+5+1 || st.WriteBatches != 6 {
+		t.Errorf("stats %+v: want %d datagrams in 6 sendmmsg calls", st, 3+3+endpointBatch+5+1)
+	}
+}
+
+// A conn closed while a push runs ends its pushes: what is still queued is
+// not pushed after end.
+func TestEndpointConnNoPushAfterEnd(t *testing.T) {
+	c := pushConn()
+	c.deliver([]byte("q0"))
+	c.deliver([]byte("q1"))
+	var mu sync.Mutex
+	var ev []string
+	c.PushDatagrams(func(b []byte) {
+		mu.Lock()
+		ev = append(ev, "push "+string(b))
+		mu.Unlock()
+		if string(b) == "q0" {
+			c.Close()
+		}
+	}, func(error) { mu.Lock(); ev = append(ev, "end"); mu.Unlock() })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ev) != 2 || ev[0] != "push q0" || ev[1] != "end" {
+		t.Fatalf("events %q, want [push q0 end]", ev)
+	}
+}
+
+// PushDatagrams on a conn closed already pushes nothing it queued before
+// the Close, and ends at once.
+func TestEndpointConnPushOnClosedConnDropsQueued(t *testing.T) {
+	c := pushConn()
+	c.deliver([]byte("stale"))
+	c.Close()
+	r := &pushRecorder{}
+	c.PushDatagrams(r.deliver, r.end)
+	if got := r.received(); len(got) != 0 {
+		t.Fatalf("PushDatagrams on a closed conn pushed %q", got)
+	}
+	if n := r.ends.Load(); n != 1 {
+		t.Fatalf("end called %d times, want 1", n)
+	}
+}
+
+// A datagram the reader delivers while PushDatagrams starts goes after
+// those queued before it.
+func TestEndpointConnPushKeepsQueuedFirst(t *testing.T) {
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; i < 20_000 && time.Now().Before(deadline); i++ {
+		c := pushConn()
+		c.deliver([]byte("d0"))
+		r := &pushRecorder{}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for !c.pushing.Load() {
+				runtime.Gosched()
+			}
+			c.deliver([]byte("d1"))
+		}()
+		c.PushDatagrams(r.deliver, r.end)
+		<-done
+		if got := r.received(); len(got) != 2 || got[0] != "d0" || got[1] != "d1" {
+			t.Fatalf("iteration %d: pushed %q, want [d0 d1]", i, got)
+		}
+	}
+}
+
+// goid is the calling goroutine's id, for tests that check which
+// goroutine runs a callback.
+func goid() uint64 {
+	var buf [64]byte
+	s := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
+	n, _ := strconv.ParseUint(string(s[:bytes.IndexByte(s, ' ')]), 10, 64)
+	return n
+}
+
+// A datagram written in the process to a call that starts pushing
+// meanwhile is pushed on the hand-over goroutine, never on the writer's
+// (which may hold its own session's locks), and never in the writer's
+// buffer (media unprotects in place).
+func TestEndpointInProcessPushNeverOnWriter(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	from, _ := e.attach(nil, nil, nil)
+	from.setPeer("b")
+	var onWriter, mutated atomic.Int32
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; i < 20_000 && time.Now().Before(deadline) && onWriter.Load() == 0 && mutated.Load() == 0; i++ {
+		to, _ := e.attach(nil, nil, nil)
+		e.mu.Lock()
+		e.byLocal["b"] = to
+		e.mu.Unlock()
+		var writer atomic.Uint64
+		start, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			writer.Store(goid())
+			close(start)
+			for j := range 8 {
+				b := []byte{0x80, 0, 0, byte(j)}
+				_ = e.write(b, e.addr, from)
+				if b[0] != 0x80 {
+					mutated.Add(1)
+				}
+			}
+		}()
+		<-start
+		to.media.PushDatagrams(func(b []byte) {
+			if goid() == writer.Load() {
+				onWriter.Add(1)
+			}
+			b[0] = 'X' // as media unprotects in place
+		}, func(error) {})
+		<-done
+		e.detach(to)
+	}
+	if onWriter.Load() > 0 || mutated.Load() > 0 {
+		t.Fatalf("pushed on the in-process writer %d times; the writer's buffer changed %d times", onWriter.Load(), mutated.Load())
+	}
+}
+
+// A call whose Transport closes while the reader routes a response to it
+// leaves no route behind: the next call from the same address connects.
+func TestEndpointClaimAfterDetach(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; i < 20_000 && time.Now().Before(deadline); i++ {
+		u, _ := e.attach(nil, nil, nil)
+		u.GetConn(fmt.Sprintf("uf%d", i), nil)
+		id := [12]byte{byte(i), byte(i >> 8), byte(i >> 16)}
+		e.mu.Lock()
+		e.pending[id] = pendingTx{to: u.currentSTUN(), at: time.Now().UnixNano(), use: true}
+		e.mu.Unlock()
+		resp := append([]byte{1, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42}, id[:]...) // a Binding success
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); e.dispatchSTUN(resp, src) }() // the reader
+		go func() { defer wg.Done(); e.detach(u) }()               // Transport.Close
+		wg.Wait()
+		e.mu.Lock()
+		stale := e.byTuple[src]
+		e.mu.Unlock()
+		if stale != nil {
+			v, _ := e.attach(nil, nil, nil)
+			t.Fatalf("iteration %d: a detached call still owns %v; a new call's claim: %v", i, src, e.claim(v, src))
+		}
 	}
 }

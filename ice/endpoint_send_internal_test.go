@@ -2,6 +2,7 @@ package ice
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -224,5 +225,93 @@ func TestEndpointLargeDatagramRefusedCounted(t *testing.T) {
 	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A Batch's datagrams leave when it returns, even while another goroutine
+// is inside a Batch of its own.
+func TestEndpointBatchReturnSendsQueued(t *testing.T) {
+	e, g := gateEndpoint(t)
+	for range 64 {
+		g.release <- struct{}{}
+	}
+	defer e.Close()
+	inA, leaveA, aDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() { defer close(aDone); e.Batch(func() { close(inA); <-leaveA }) }()
+	<-inA
+	e.Batch(func() { _ = e.write([]byte("mine"), netip.MustParseAddrPort("127.0.0.1:9"), nil) })
+	var sent bool
+	select {
+	case <-g.entered:
+		sent = true
+	case <-time.After(2 * time.Second):
+	}
+	close(leaveA)
+	<-aDone
+	if !sent {
+		t.Fatal("the datagram of a Batch that returned waited for another goroutine's Batch")
+	}
+}
+
+// A writer that finds the queue idle sends it, but not for as long as
+// other goroutines keep writing: after maxFlushRounds it hands the rest
+// to a goroutine of the Endpoint's and returns (it may be the Endpoint's
+// reader, answering a consent check or forwarding from OnRTP).
+func TestEndpointFlushRoundsBounded(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e, g := gateEndpoint(t)
+	defer e.Close()
+	defer func() {
+		for range 64 {
+			g.release <- struct{}{} // whatever is still in the gate
+		}
+	}()
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+	mine := make(chan error, 1)
+	go func() { mine <- e.write([]byte("mine"), dst, nil) }()
+	for round := range maxFlushRounds {
+		waitEntered(t, g) // the writer's sendmmsg of this round
+		for k := range 4 {
+			// Other calls' writes: queued behind the batch in the kernel.
+			if err := e.write([]byte(fmt.Sprint(round, k)), dst, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.release <- struct{}{}
+	}
+	// The writer has made its rounds with 4 datagrams still queued.
+	select {
+	case err := <-mine:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a one-datagram write was still sending others' datagrams after %d sendmmsg calls", maxFlushRounds)
+	}
+	// The Endpoint's flusher sends them.
+	if n := waitEntered(t, g); n != 4 {
+		t.Errorf("the rest left in a batch of %d, want 4", n)
+	}
+	g.release <- struct{}{}
+	e.Close()
+	if st := e.Stats(); st.Sent+st.SendErrors != 1+4*maxFlushRounds {
+		t.Errorf("stats %+v, want %d sent or counted", st, 1+4*maxFlushRounds)
+	}
+}
+
+// Close while a Batch holds accepted datagrams counts them as lost.
+func TestEndpointCloseDuringBatchCounts(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	accepted := 0
+	e.Batch(func() {
+		for range 3 {
+			if e.write([]byte{0x80, 0, 0, 0}, netip.MustParseAddrPort("127.0.0.1:9"), nil) == nil {
+				accepted++
+			}
+		}
+		e.Close()
+	})
+	if st := e.Stats(); accepted != 3 || st.Sent+st.SendErrors != 3 {
+		t.Fatalf("%d writes returned nil; Sent=%d SendErrors=%d", accepted, st.Sent, st.SendErrors)
 	}
 }
