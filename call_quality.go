@@ -51,8 +51,9 @@ func (c *Call) path() ice.Path {
 }
 
 // refreshRTT puts the RTCP round trip into p once there is one: while
-// media flows ICE sends no consent checks, so the check's RTT would stay
-// the set-up value.
+// media flows ICE on its own sockets sends no consent checks, and an
+// Endpoint's consent does not report its RTT, so the check's RTT would
+// stay the set-up value.
 func refreshRTT(p *ice.Path, rtcpRTT time.Duration) {
 	if rtcpRTT > 0 && p.Local.Type != "" {
 		p.RTT = rtcpRTT

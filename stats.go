@@ -13,7 +13,9 @@ import (
 // the media path, and what the ICE transport refused (malformed STUN,
 // candidates beyond its limits). Path.RTT is the round trip measured by the
 // latest RTCP report exchange while media flows, and the ICE check's before
-// that: ICE sends no consent checks on a path that carries media.
+// that: on a Transport's own sockets ICE sends no consent checks on a path
+// that carries media (on an ice.Endpoint consent is checked every
+// KeepaliveInterval regardless, but its round trip is not reported).
 type Stats struct {
 	media.Stats
 	State State

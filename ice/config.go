@@ -97,7 +97,8 @@ const (
 	// before the Transport gives it up as failed.
 	DefaultFailedTimeout = 25 * time.Second
 	// DefaultKeepaliveInterval is how often a consent check is sent on the
-	// selected path when no packet has been sent or received on it.
+	// selected path when no packet has been sent or received on it (on
+	// its own sockets; on an Endpoint, every interval, within ±20%).
 	DefaultKeepaliveInterval = 2 * time.Second
 	// DefaultMaxRemoteCandidates is how many of the peer's candidates a
 	// Transport takes, from its description and trickled together. A
