@@ -538,7 +538,18 @@ func (e *Endpoint) handOverLoop(q chan handOverItem) {
 			}
 			mediaRecords.Put(it.r)
 		case <-e.stop:
-			return
+			// Close: what is still queued is dropped, and counted.
+			for {
+				select {
+				case it := <-q:
+					if it.r != nil {
+						e.stats.queueDrops.Add(1)
+						mediaRecords.Put(it.r)
+					}
+				default:
+					return
+				}
+			}
 		}
 	}
 }

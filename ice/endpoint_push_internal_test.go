@@ -398,3 +398,41 @@ func TestEndpointClaimAfterDetach(t *testing.T) {
 		}
 	}
 }
+
+// Media handed over in the process and still queued when the Endpoint
+// closes is dropped and counted: every datagram written is pushed or
+// counted.
+func TestEndpointHandOverDropsCountedAtClose(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	from, _ := e.attach(nil, nil, nil)
+	from.setPeer("b")
+	to, _ := e.attach(nil, nil, nil)
+	e.mu.Lock()
+	e.byLocal["b"] = to
+	e.mu.Unlock()
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var pushed atomic.Int32
+	to.media.PushDatagrams(func([]byte) {
+		pushed.Add(1)
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+	}, func(error) {})
+	const n = 100
+	for j := range n {
+		if err := e.write([]byte{0x80, 0, 0, byte(j)}, e.addr, from); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-entered // the hand-over goroutine is in the first push
+	closed := make(chan struct{})
+	go func() { e.Close(); close(closed) }()
+	<-e.stop // Close is waiting for the hand-over goroutine
+	close(release)
+	<-closed
+	if st := e.Stats(); uint64(pushed.Load())+st.QueueDrops != n {
+		t.Fatalf("%d written in the process, %d pushed, %d counted as dropped", n, pushed.Load(), st.QueueDrops)
+	}
+}
