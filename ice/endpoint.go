@@ -56,8 +56,6 @@ const (
 	// datagrams a second the default 208 KiB holds about 5 ms of traffic,
 	// which a descheduled reader on a busy machine overruns.
 	endpointSocketBuffer = 4 << 20
-	// pendingTxAge is how long a transaction is remembered at most.
-	pendingTxAge = 30 * time.Second
 )
 
 // STUN attribute types the Endpoint reads to route a message.
@@ -189,7 +187,6 @@ type batchConn interface {
 type pendingTx struct {
 	to  *stunConn       // pion's connection that sent it, or
 	cs  *consentSession // the parked Transport's consent check
-	at  int64           // unix ns
 	use bool            // a nominating request (USE-CANDIDATE)
 }
 
@@ -590,7 +587,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		}
 	case 0x0100, 0x0110: // success and error responses: by transaction
 		if p, ok := e.pending[id]; ok {
-			delete(e.pending, id)
+			e.forgetPendingLocked(id, p)
 			to, cs = p.to, p.cs
 			if p.use && typ == 0x0101 {
 				// The peer accepted our nomination: media from src
@@ -671,28 +668,59 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 	var id [12]byte
 	copy(id[:], b[8:20])
 	_, use := stunAttr(b, attrUseCandidate)
-	now := time.Now().UnixNano()
 	e.mu.Lock()
-	e.addPendingLocked(id, pendingTx{to: s, at: now, use: use}, now)
+	e.addPendingLocked(id, pendingTx{to: s, use: use})
 	e.mu.Unlock()
 }
 
-// addPendingLocked remembers a request sent, within the bound of
-// maxPendingTx per attached Transport; e.mu is held.
-func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx, now int64) {
-	if len(e.pending) >= maxPendingTx*(len(e.uses)+1) {
-		// Unanswered checks: forget the old ones. The sweep is linear but
-		// runs once per maxPendingTx requests per Transport at most.
-		for k, p := range e.pending {
-			if now-p.at > int64(pendingTxAge) || p.to != nil && p.to.isClosed() || p.cs != nil && p.cs.stopped.Load() {
-				delete(e.pending, k)
-			}
-		}
-		if len(e.pending) >= maxPendingTx*(len(e.uses)+1) {
-			clear(e.pending)
+// owner is the Transport's use of the Endpoint that sent the request.
+func (p pendingTx) owner() *endpointUse {
+	if p.to != nil {
+		return p.to.use
+	}
+	if p.cs != nil {
+		return p.cs.use
+	}
+	return nil
+}
+
+// addPendingLocked remembers a request sent: at most maxPendingTx per
+// Transport, whose oldest unanswered one is forgotten to make room, so
+// that a call whose checks go unanswered (a peer offering many
+// candidates and answering none) costs no other call its transactions.
+// e.mu is held.
+func (e *Endpoint) addPendingLocked(id [12]byte, p pendingTx) {
+	u := p.owner()
+	if u == nil {
+		return
+	}
+	if old, ok := e.pending[id]; ok {
+		e.forgetPendingLocked(id, old)
+	}
+	if len(u.txs) >= maxPendingTx {
+		delete(e.pending, u.txs[0])
+		n := copy(u.txs, u.txs[1:])
+		u.txs = u.txs[:n]
+	}
+	u.txs = append(u.txs, id)
+	e.pending[id] = p
+}
+
+// forgetPendingLocked forgets a request, answered or replaced; e.mu is
+// held.
+func (e *Endpoint) forgetPendingLocked(id [12]byte, p pendingTx) {
+	delete(e.pending, id)
+	u := p.owner()
+	if u == nil {
+		return
+	}
+	for i, t := range u.txs {
+		if t == id {
+			n := copy(u.txs[i:], u.txs[i+1:])
+			u.txs = u.txs[:i+n]
+			return
 		}
 	}
-	e.pending[id] = p
 }
 
 // write sends b to dst from the socket (or queues it behind the batch
@@ -894,12 +922,11 @@ func (e *Endpoint) detach(u *endpointUse) {
 	delete(e.uses, u)
 	e.releaseTupleLocked(u)
 	// Its unanswered requests would keep the closed call reachable (and
-	// its memory) until the next sweep.
-	for k, p := range e.pending {
-		if p.to != nil && p.to.use == u || p.cs != nil && p.cs.use == u {
-			delete(e.pending, k)
-		}
+	// its memory).
+	for _, id := range u.txs {
+		delete(e.pending, id)
 	}
+	u.txs = nil
 	for k, v := range e.byLocal {
 		if v == u {
 			delete(e.byLocal, k)
@@ -930,6 +957,7 @@ type endpointUse struct {
 	remote   atomic.Pointer[netip.AddrPort] // the selected pair's remote address
 	peer     atomic.Pointer[string]         // the peer's ufrag
 	stun     atomic.Pointer[stunConn]       // pion's connection for the current ufrag
+	txs      [][12]byte                     // its requests in e.pending, oldest first, at most maxPendingTx (e.mu)
 }
 
 func (u *endpointUse) remoteUfrag() string {

@@ -224,7 +224,7 @@ func (e *Endpoint) consentStep(cs *consentSession, now time.Time) {
 		cs.next = now.Add(jitter(cs.interval))
 		if b, id, err := cs.request(); err == nil {
 			e.mu.Lock()
-			e.addPendingLocked(id, pendingTx{cs: cs, at: now.UnixNano()}, now.UnixNano())
+			e.addPendingLocked(id, pendingTx{cs: cs})
 			e.mu.Unlock()
 			_ = e.write(b, cs.remote, cs.use)
 		}

@@ -1,6 +1,7 @@
 package ice
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -123,4 +124,38 @@ func TestEndpointConsentNoReportAfterStop(t *testing.T) {
 		t.Errorf("reports %v, want Disconnected then Failed, once", failed)
 	}
 	e.stopConsent(fs)
+}
+
+// One call's unanswered STUN requests (a peer that offers many candidates
+// and answers none) cost that call its own oldest transactions, never
+// another call's: the Endpoint remembers at most maxPendingTx per call.
+func TestEndpointPendingBoundedPerCall(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	request := func(u *endpointUse, i int) [12]byte {
+		var id [12]byte
+		binary.BigEndian.PutUint64(id[:], uint64(i))
+		b := make([]byte, 20)
+		binary.BigEndian.PutUint16(b[0:2], 0x0001) // Binding request
+		binary.BigEndian.PutUint32(b[4:8], 0x2112a442)
+		copy(b[8:], id[:])
+		e.notePending(u.currentSTUN(), b)
+		return id
+	}
+	quiet, _ := e.attach(nil, nil, nil)
+	quiet.GetConn("quiet", nil)
+	noisy, _ := e.attach(nil, nil, nil)
+	noisy.GetConn("noisy", nil)
+	mine := request(quiet, 1<<40)
+	for i := range 20 * maxPendingTx {
+		request(noisy, i)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.pending[mine]; !ok {
+		t.Fatal("another call's unanswered requests made the Endpoint forget this call's transaction")
+	}
+	if n := len(e.pending); n > 2*maxPendingTx {
+		t.Fatalf("%d transactions remembered for 2 calls, want at most %d", n, 2*maxPendingTx)
+	}
 }

@@ -381,7 +381,7 @@ func TestEndpointClaimAfterDetach(t *testing.T) {
 		u.GetConn(fmt.Sprintf("uf%d", i), nil)
 		id := [12]byte{byte(i), byte(i >> 8), byte(i >> 16)}
 		e.mu.Lock()
-		e.pending[id] = pendingTx{to: u.currentSTUN(), at: time.Now().UnixNano(), use: true}
+		e.addPendingLocked(id, pendingTx{to: u.currentSTUN(), use: true})
 		e.mu.Unlock()
 		resp := append([]byte{1, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42}, id[:]...) // a Binding success
 		var wg sync.WaitGroup
