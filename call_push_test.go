@@ -244,7 +244,10 @@ func TestCallPushGatewayBatch(t *testing.T) {
 		}()
 	}
 	payload := make([]byte, 160)
-	batchesBefore := ep.Stats().WriteBatches
+	// Set-up may drop a STUN check from an agent's full queue (pion
+	// retransmits it); media must lose nothing.
+	before := ep.Stats()
+	batchesBefore := before.WriteBatches
 	for k := range packets {
 		ep.Batch(func() {
 			for i, gw := range gws {
@@ -285,8 +288,8 @@ func TestCallPushGatewayBatch(t *testing.T) {
 	if batches := st.WriteBatches - batchesBefore; batches*4 > uint64(packets*n) {
 		t.Errorf("%d sendmmsg calls for %d RTP packets written in Batch: not batched", batches, packets*n)
 	}
-	if st.QueueDrops != 0 {
-		t.Errorf("endpoint stats %+v", st)
+	if st.QueueDrops != before.QueueDrops {
+		t.Errorf("%d datagrams dropped while media flowed; endpoint stats %+v", st.QueueDrops-before.QueueDrops, st)
 	}
 }
 
