@@ -1281,7 +1281,8 @@ func (c *Call) ReadRTCP(buf []byte) (int, error) {
 // SetReadDeadline sets the deadline for ReadRTP and ReadRTCP, as on a
 // net.Conn: a read blocked past t returns an error for which
 // errors.Is(err, os.ErrDeadlineExceeded) holds. The zero time means no
-// deadline. It applies once the call is connected.
+// deadline. It applies once the call is connected. With MediaConfig.OnRTP
+// set it bounds ReadRTCP only: delivery to OnRTP goes on.
 func (c *Call) SetReadDeadline(t time.Time) error {
 	s, err := c.media()
 	if err != nil {

@@ -219,19 +219,26 @@ type MediaConfig struct {
 	// in place of [Call.ReadRTP], which then returns an error wrapping
 	// media.ErrRTPHandled: push delivery, for a gateway that carries many
 	// calls. On an ice.Endpoint (ice.Config.Endpoint) it runs on the
-	// Endpoint's one reader goroutine (for media from a call on the same
-	// Endpoint, on its hand-over goroutine), which decrypts the packet in
-	// its own buffer, so a call has no goroutine of its own on the receive
-	// path;
-	// every call on the Endpoint waits while it runs, so it must be quick
-	// and must not block. On the call's own sockets it runs on one
-	// goroutine of the call. It is never called concurrently with itself,
-	// and packets come in the order read (but for one held while its key
-	// version is fetched). h's CSRC and Extension and
-	// payload are valid only until it returns. It may write to this call
-	// or others, but must not call Close (start a goroutine to do that);
-	// after Close returns it is not called again. ReadRTCP still reads
-	// RTCP. See media.Config.OnRTP.
+	// Endpoint's one reader goroutine, which decrypts the packet in its
+	// own buffer, so a call has no goroutine of its own on the receive
+	// path; every call on the Endpoint waits while it runs, so it must be
+	// quick and must not block. Media from a call on the same Endpoint
+	// comes on the Endpoint's hand-over goroutine, in a pooled copy, and a
+	// datagram that arrives while another goroutine runs OnRTP for the
+	// call is delivered by that goroutine next. On the call's own sockets
+	// it runs on one goroutine of the call. A packet held while its key
+	// version is fetched comes on the fetch's or the key watch's
+	// goroutine (or one the session starts for InstallKey, or the one
+	// delivering the next packet). It is never called concurrently with
+	// itself, and packets come in the order read (but for one held while
+	// its key version is fetched). Media that arrived while the call's
+	// keys were set up is pushed during media.NewSession, before the Call
+	// publishes its session: WriteRTP from OnRTP for such packets fails
+	// with ErrNotConnected. h's CSRC and Extension and payload are valid
+	// only until it returns. It may write to this call or others, but
+	// must not call Close (start a goroutine to do that); after Close
+	// returns it is not called again. ReadRTCP still reads RTCP, and
+	// SetReadDeadline then bounds ReadRTCP only. See media.Config.OnRTP.
 	OnRTP func(h media.RTPHeader, payload []byte)
 }
 

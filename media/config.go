@@ -234,34 +234,48 @@ type Config struct {
 	// see Session.Attest). Attestations are taken out of the SRTCP stream
 	// and never reach ReadRTCP. It runs on the goroutine that reads the
 	// packet (in ReadRTP or ReadRTCP, or in NewSession for packets that
-	// arrived early), never concurrently with itself, and must not block
-	// or call the session's Read methods. If nil, attestations are
-	// dropped.
+	// arrived early); with OnRTP set, on the goroutine that delivers the
+	// datagram (see OnRTP). It is never called concurrently with itself,
+	// and must not block or call the session's Read methods. If nil,
+	// attestations are dropped.
 	OnPeerAttestation func(Attestation)
 
 	// OnRTP, if set, receives every authenticated RTP packet in place of
 	// ReadRTP, which then returns an error wrapping ErrRTPHandled: push
-	// delivery, for a process that carries many calls. It is called on
-	// the goroutine that read the datagram, never concurrently with itself,
-	// in the order the packets were read (a packet held while its key
-	// version is fetched comes once the key is in, on the fetch's
-	// goroutine):
+	// delivery, for a process that carries many calls. It is never called
+	// concurrently with itself, and packets come in the order they were
+	// read, a packet held while its key version was fetched before any
+	// packet read after its key was installed. It runs on the goroutine
+	// that delivers the datagram:
 	//
-	//   - On a conn of an ice.Endpoint it is the Endpoint's one reader,
-	//     which decrypts the packet in its own buffer: the session then has
-	//     no goroutine, no queue and no copy of its own on the receive
-	//     path. Every call on the Endpoint waits while OnRTP runs, so it
-	//     must be quick and must not block.
+	//   - On a conn of an ice.Endpoint that is, for media from the
+	//     network, the Endpoint's one reader, which decrypts the packet in
+	//     its own buffer: the session then has no goroutine, no queue and
+	//     no copy of its own on the receive path. Every call on the
+	//     Endpoint waits while OnRTP runs, so it must be quick and must
+	//     not block. Media from another call on the same Endpoint comes on
+	//     the Endpoint's hand-over goroutine, in a pooled copy. A datagram
+	//     that arrives while another goroutine runs OnRTP for this session
+	//     is delivered by that goroutine next.
 	//   - On any other conn the session runs one goroutine that reads it.
+	//   - A packet held while its key version was fetched comes on the
+	//     fetch's goroutine, the key watch's, a goroutine the session
+	//     starts when InstallKey installs the version, or the goroutine
+	//     delivering the next packet, whichever takes it first.
+	//   - Media that arrived while the keys were set up comes on the
+	//     goroutine calling NewSession, before NewSession returns. An
+	//     owner that publishes the session only once NewSession returned
+	//     (securecall's Call) has no session yet to write to then: a
+	//     Call's WriteRTP from OnRTP for such packets fails with
+	//     ErrNotConnected.
 	//
 	// h's CSRC and Extension and payload are valid only until OnRTP
 	// returns. It may call WriteRTP and WriteRTCP (of this session or
-	// others), but not Close (start a goroutine to do that): Close waits
-	// for a call in progress to return, and OnRTP is not called once
-	// Close has returned. It may run before NewSession returns, for
-	// packets that arrived while the keys were set up. RTCP still goes
-	// to ReadRTCP, and SetReadDeadline then bounds ReadRTCP only. If nil,
-	// packets are read with ReadRTP.
+	// others) and InstallKey, but not Close (start a goroutine to do
+	// that): Close waits for a call in progress to return, and OnRTP is
+	// not called once Close has returned. RTCP still goes to ReadRTCP, and
+	// SetReadDeadline then bounds ReadRTCP only. If nil, packets are read
+	// with ReadRTP.
 	OnRTP func(h RTPHeader, payload []byte)
 
 	// HandshakeTimeout bounds NewSession's DTLS handshake and key fetch, on

@@ -63,9 +63,10 @@
 // (its peer learnt of a rotation first, as after a KMS outage when the
 // peer's watch reconnected sooner) fetches it at once from a KeySource that
 // is a [KeyFetcher], instead of waiting for its own watch, and holds up to
-// [HeldPacketLimit] such packets meanwhile; when the key arrives they are
-// decrypted and delivered. If the fetch fails they are dropped and counted
-// in Stats.UnknownMKIDrops. Fetches are coalesced (one at a time), retried
+// [HeldPacketLimit] such packets meanwhile; when the key arrives, from the
+// fetch, the watch or InstallKey, they are decrypted at once, before any
+// later packet under that version, and delivered. If the fetch fails they
+// are dropped and counted in Stats.UnknownMKIDrops. Fetches are coalesced (one at a time), retried
 // no sooner than 1 s after a failure (doubling to 30 s), and only for
 // versions up to 16 past the newest installed one, since the MKI is read
 // before the packet is authenticated.
@@ -210,7 +211,13 @@
 //   - kms and hybrid keying with a KeyWatcher: one, running Watch.
 //   - kms and hybrid keying with a KeyFetcher: one while a version met in
 //     an MKI is fetched; it hands the held packets to the queues, waiting
-//     for the reader when they are full.
+//     for the reader when they are full. When InstallKey installs a
+//     version whose packets are held, one short-lived goroutine delivers
+//     them likewise.
+//   - With Config.OnRTP on a transport that does not push: one reader,
+//     for the session's life. On an ice.Endpoint's conn in dtls and
+//     hybrid keying: one short-lived goroutine that retires the DTLS
+//     association, off the Endpoint's reader.
 //   - OnRotationNeeded and KeyRotator requests: one short-lived goroutine
 //     per request, serialized,
 //     so callbacks never run concurrently. Close waits for them, so a
@@ -240,13 +247,22 @@
 // # Push delivery
 //
 // With Config.OnRTP set, the session hands each authenticated RTP packet
-// to OnRTP on the goroutine that read it, and ReadRTP returns an error
+// to OnRTP on the goroutine that delivers it, and ReadRTP returns an error
 // wrapping ErrRTPHandled. On a transport that pushes its datagrams (an
 // ice.Endpoint's conns) that goroutine is the transport's reader: the
 // session decrypts in the reader's buffer and keeps no goroutine, queue or
 // buffer of its own for receiving, and the DTLS handshake's datagrams
-// reach pion/dtls the same way (no pump goroutine). On any other
-// transport the session runs one goroutine that reads it. Packets pass the
+// reach pion/dtls the same way (no pump goroutine). Media from another
+// call on the same Endpoint comes on the Endpoint's hand-over goroutine,
+// in a pooled copy, and a datagram that arrives while another goroutine
+// runs OnRTP for the session is delivered by that goroutine next. On any
+// other transport the session runs one goroutine that reads it. A packet
+// held while its key version is fetched comes on the fetch's or the key
+// watch's goroutine, on one that InstallKey starts, or on the goroutine
+// delivering the next packet, before that packet. Media that arrived
+// before the keys comes on the goroutine calling NewSession, before it
+// returns: securecall's Call has not published the session then, so its
+// WriteRTP from OnRTP for those packets fails with ErrNotConnected. Packets pass the
 // same checks as on ReadRTP's path (authentication, replay, key versions,
 // on-demand fetches); media that arrives before the keys waits in the
 // early queue and is delivered first once they are in. RTCP still goes to

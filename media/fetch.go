@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,9 +12,14 @@ import (
 // key version it met in an MKI but does not have (see [KeyFetcher]): 64
 // packets, 1.3 s of 20 ms audio, at most 64 × MaxPacketSize bytes. When
 // the hold is full the oldest held packet is dropped and counted in
-// Stats.UnknownMKIDrops; so are all held packets when the fetch fails.
-// Packets are held only while a fetch runs: after a failed one, packets
-// under a missing version are dropped as before until the next attempt.
+// Stats.UnknownMKIDrops; so are all held packets when the fetch fails,
+// those under a version that falls below the newest installed one (no
+// fetch asks for it any more) and those still held when the session
+// closes. Packets are held only while a fetch runs: after a failed one,
+// packets under a missing version are dropped as before until the next
+// attempt. Held packets are decrypted as soon as their version is
+// installed, by the fetch, the key watch or InstallKey, before any packet
+// read later can use that version.
 const HeldPacketLimit = 64
 
 // Pacing of on-demand fetches: an MKI is not authenticated before the
@@ -38,10 +44,18 @@ type heldMKIPacket struct {
 // fetchState is the on-demand fetch bookkeeping; recvMu guards it.
 type fetchState struct {
 	fetcher  KeyFetcher
-	held     []heldMKIPacket
+	held     []heldMKIPacket // still protected, under versions not installed
 	inFlight bool
 	nextTry  time.Time     // no new fetch before
 	retry    time.Duration // the wait after the next failure
+
+	// Held packets decrypted when their version was installed
+	// (openHeldLocked), in the order they were read, for releaseHeld:
+	// queued for the queues, pushed for OnRTP (RTP when the session
+	// pushes). pushPending says that pushed is not empty, for the push
+	// path's look without recvMu.
+	queued, pushed []*packetBuf
+	pushPending    atomic.Bool
 }
 
 // newestHeldLocked returns the newest version installed for receiving
@@ -60,6 +74,8 @@ func (s *Session) newestHeldLocked() uint32 {
 // was held (recvMu held).
 func (s *Session) holdLocked(raw []byte, trailer int) bool {
 	f := &s.fetch
+	// closed is read under recvMu, which Close takes once before it
+	// waits: a fetch started here is one Close waits for.
 	if f.fetcher == nil || s.closed.Load() {
 		return false
 	}
@@ -91,8 +107,8 @@ func (s *Session) holdLocked(raw []byte, trailer int) bool {
 	return true
 }
 
-// fetchVersion fetches version v, installs it and releases the packets
-// held for it.
+// fetchVersion fetches version v, installs it (which decrypts the packets
+// held for it) and releases them.
 func (s *Session) fetchVersion(v uint32) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(s.life, fetchTimeout)
@@ -120,7 +136,7 @@ func (s *Session) fetchVersion(v uint32) {
 			return
 		}
 		s.log.Warn("media: fetch of key version met in an MKI failed", "version", v, "err", err)
-		s.releaseHeld() // what another version's key opens; the rest is dropped
+		s.releaseHeld() // what an install opened meanwhile; the rest is dropped
 		s.dropHeld()
 		return
 	}
@@ -130,64 +146,160 @@ func (s *Session) fetchVersion(v uint32) {
 	s.releaseHeld()
 }
 
-// releaseHeld unprotects the held packets now that a key arrived and hands
-// them to their readers, waiting for room in the queues; packets whose
-// version is still missing stay held.
-func (s *Session) releaseHeld() {
-	s.recvMu.Lock()
-	var ready, keep []heldMKIPacket
-	for _, h := range s.fetch.held {
-		if s.recvKeys[h.version] {
-			ready = append(ready, h)
-		} else {
+// openHeldLocked runs when a version is installed for receiving, in the
+// critical section that installs it (recvMu held): it decrypts the packets
+// held for it, in order, before any packet read later can use the
+// version. A live packet decrypted first would move the replay window
+// past them, and after enough of them the held ones would be taken for
+// replays. It also drops and counts the held packets whose version is now
+// below the newest installed one: holdLocked no longer holds such a
+// version, so no fetch will ever ask for it. What it decrypts waits for
+// releaseHeld.
+func (s *Session) openHeldLocked() {
+	f := &s.fetch
+	if len(f.held) == 0 {
+		return
+	}
+	newest := s.newestHeldLocked()
+	keep := f.held[:0]
+	for _, h := range f.held {
+		switch {
+		case s.recvKeys[h.version]:
+			s.openLocked(h)
+		case h.version <= newest:
+			putPacket(h.b)
+			s.stats.unknownMKI.Add(1)
+		default:
 			keep = append(keep, h)
 		}
 	}
-	s.fetch.held = keep
+	clear(f.held[len(keep):])
+	f.held = keep
+}
+
+// openLocked decrypts one held packet in place and keeps it for
+// releaseHeld, or drops and counts it (recvMu held).
+func (s *Session) openLocked(h heldMKIPacket) {
+	var out []byte
+	var err error
+	kind := classify(h.b.data)
+	if kind == kindRTP {
+		out, err = s.recv.DecryptRTP(h.b.data, h.b.data, &s.rHdr)
+	} else {
+		out, err = s.recv.DecryptRTCP(h.b.data, h.b.data, &s.rcHdr)
+	}
+	if err != nil {
+		s.countDrop(err)
+		putPacket(h.b)
+		return
+	}
+	s.noteVersionLocked(h.version)
+	s.stats.authOK.Add(1)
+	h.b.data = out
+	f := &s.fetch
+	if kind == kindRTP && s.pushing() {
+		f.pushed = append(f.pushed, h.b)
+		f.pushPending.Store(true)
+		return
+	}
+	f.queued = append(f.queued, h.b)
+}
+
+// releaseHeld hands the held packets that openHeldLocked decrypted to
+// their readers, in order, waiting for room in the queues. releaseMu
+// serializes the goroutines that release (the fetch's, the key watch's,
+// InstallKey's), so that what one took is delivered before what the next
+// takes. No caller holds rtpMu: the push to OnRTP takes it.
+func (s *Session) releaseHeld() {
+	s.releaseMu.Lock()
+	defer s.releaseMu.Unlock()
+	s.recvMu.Lock()
+	ready := s.fetch.queued
+	s.fetch.queued = nil
+	push := s.fetch.pushPending.Load()
 	s.recvMu.Unlock()
-	for i, h := range ready {
-		if !s.deliverHeld(h.b) {
+	if (len(ready) > 0 || push) && s.dtlsLive.Load() {
+		// Outside rtpMu: retiring may wait for pion/dtls's goroutines.
+		s.retireOnAuthentic()
+	}
+	if push {
+		s.rtpMu.Lock()
+		s.pushOpenedLocked()
+		s.rtpMu.Unlock()
+	}
+	for i, b := range ready {
+		if !s.queueOpened(b) {
 			for _, r := range ready[i+1:] {
-				putPacket(r.b)
+				putPacket(r)
 			}
 			return
 		}
 	}
 }
 
-// deliverHeld unprotects one held packet and queues it, blocking until its
-// reader makes room or the session closes. It reports false once closed.
-func (s *Session) deliverHeld(b *packetBuf) bool {
-	defer putPacket(b)
-	if s.pushing() && classify(b.data) == kindRTP {
-		if s.closed.Load() {
-			return false
-		}
-		s.pushRTP(b.data)
-		return true
+// pushOpenedLocked hands the decrypted held RTP packets to OnRTP (rtpMu
+// held). pushRTP runs it before it hands over a packet of its own, so
+// that no packet decrypted after them reaches OnRTP before them.
+func (s *Session) pushOpenedLocked() {
+	if !s.fetch.pushPending.Load() {
+		return
 	}
-	out := getPacket()
-	var ok bool
+	s.recvMu.Lock()
+	ready := s.fetch.pushed
+	s.fetch.pushed = nil
+	s.fetch.pushPending.Store(false)
+	s.recvMu.Unlock()
+	for _, b := range ready {
+		if !s.closed.Load() {
+			s.afterRTPReceived(b.data)
+			s.onRTPLocked(b.data)
+		}
+		putPacket(b)
+	}
+}
+
+// queueOpened queues one decrypted held packet for its reader, blocking
+// until the reader makes room or the session closes. It reports false
+// once closed.
+func (s *Session) queueOpened(b *packetBuf) bool {
 	var q chan *packetBuf
 	switch classify(b.data) {
 	case kindRTP:
-		out.data, ok = s.unprotectRTP(out.buf[:0], b.data)
+		s.afterRTPReceived(b.data)
 		q = s.rtpQ
-	case kindRTCP:
-		out.data, ok = s.unprotectRTCP(out.buf[:0], b.data)
+	default:
+		s.afterRTCPReceived(b.data)
+		if b.data = s.takeAttestations(b.data); len(b.data) == 0 {
+			putPacket(b)
+			return true // only attestations: nothing for ReadRTCP
+		}
 		q = s.rtcpQ
 	}
-	if !ok {
-		putPacket(out)
-		return true
-	}
 	select {
-	case q <- out:
+	case q <- b:
 		return true
 	case <-s.done:
-		putPacket(out)
+		putPacket(b)
 		return false
 	}
+}
+
+// releaseLater runs releaseHeld on a goroutine of the session's own when
+// an install opened held packets: InstallKey's caller may be OnRTP, which
+// holds rtpMu, or the only reader of a queue that releaseHeld waits on.
+// The check of closed and wg.Add are under recvMu, which Close takes
+// before it waits for the session's goroutines.
+func (s *Session) releaseLater() {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	if s.closed.Load() || (len(s.fetch.queued) == 0 && !s.fetch.pushPending.Load()) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.releaseHeld()
+	}()
 }
 
 // dropHeld drops the held packets and counts them, unless a new fetch
@@ -205,12 +317,24 @@ func (s *Session) dropHeld() {
 	s.fetch.held = nil
 }
 
-// freeHeld returns every held packet to the pool; Close calls it.
+// freeHeld returns every held packet to the pool once the session's
+// goroutines are gone; Close and abort call it. A packet still protected
+// is counted as dropped, as when a fetch fails: its key never came. One
+// already decrypted is not, as a packet left in a queue is not.
 func (s *Session) freeHeld() {
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
-	for _, h := range s.fetch.held {
+	f := &s.fetch
+	for _, h := range f.held {
 		putPacket(h.b)
+		s.stats.unknownMKI.Add(1)
 	}
-	s.fetch.held = nil
+	f.held = nil
+	for _, q := range [][]*packetBuf{f.queued, f.pushed} {
+		for _, b := range q {
+			putPacket(b)
+		}
+	}
+	f.queued, f.pushed = nil, nil
+	f.pushPending.Store(false)
 }

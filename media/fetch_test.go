@@ -3,6 +3,10 @@ package media
 import (
 	"context"
 	"errors"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -179,5 +183,280 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// heldPair pairs a sender with a receiver b that knows version 1 only,
+// pushes to log over a pushing transport (unless hook clears OnRTP) and
+// fetches the versions it lacks through gated, whose gate the test opens.
+// hook may change b's config first.
+func heldPair(t *testing.T, hook func(*Config)) (keys *fakeKeys, gated *gatedSource, ma, mb *memConn, a, b *Session, log *rtpLog) {
+	t.Helper()
+	keys = newFakeKeys(t, 1)
+	v1, _ := keys.Keys(context.Background(), testURI)
+	gated = &gatedSource{have: v1, all: keys, gate: make(chan struct{})}
+	ca, cb := pairConfigs(t, sdp.KeyingKMS, keys)
+	cb.KeySource = gated
+	log = newRTPLog()
+	cb.OnRTP = log.on
+	if hook != nil {
+		hook(&cb)
+	}
+	ma, mb = memPair()
+	var conn net.Conn = mb
+	if cb.OnRTP != nil {
+		pc := newPushingConn(mb)
+		t.Cleanup(pc.wait)
+		conn = pc
+	}
+	a, b = mustPair(t, ma, conn, ca, cb)
+	return keys, gated, ma, mb, a, b, log
+}
+
+// sendSeq writes one RTP packet with sequence number seq from a.
+func sendSeq(t *testing.T, a *Session, seq uint16) {
+	t.Helper()
+	if err := a.WriteRTP(RTPHeader{SSRC: 5, SequenceNumber: seq}, make([]byte, 160)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onStack reports whether a function whose name contains name is on the
+// calling goroutine's stack.
+func onStack(name string) bool {
+	pcs := make([]uintptr, 32)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	for {
+		f, more := frames.Next()
+		if strings.Contains(f.Function, name) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// closeAwareFetcher's FetchVersion waits for the session's life to end,
+// then a while for Close to return, and records whether it did.
+type closeAwareFetcher struct {
+	*gatedSource
+	closeDone         chan struct{}
+	afterClose, ended atomic.Bool
+}
+
+func (f *closeAwareFetcher) FetchVersion(ctx context.Context, uri string, v uint32) (CallKey, error) {
+	<-ctx.Done()
+	select {
+	case <-f.closeDone:
+		f.afterClose.Store(true)
+	case <-time.After(100 * time.Millisecond): // a Close that waits for this call
+	}
+	f.ended.Store(true)
+	return CallKey{}, ctx.Err()
+}
+
+// A fetch that a packet starts while Close runs (holdLocked looked at
+// closed before Close set it) is one Close waits for: no goroutine of the
+// session's calls the KeyFetcher after Close returned. The packet still
+// held then is counted as dropped.
+func TestSessionCloseWaitsForKeyFetchStart(t *testing.T) {
+	f := &closeAwareFetcher{closeDone: make(chan struct{})}
+	var armed atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	keys, _, _, _, a, b, _ := heldPair(t, func(c *Config) {
+		f.gatedSource = c.KeySource.(*gatedSource)
+		c.KeySource = f
+		// The clock holdLocked reads after its look at closed, before
+		// it starts the fetch: a receiver descheduled there.
+		c.Clock = func() time.Time {
+			if armed.Load() && onStack("holdLocked") && armed.CompareAndSwap(true, false) {
+				close(entered)
+				<-release
+			}
+			return time.Now()
+		}
+	})
+	keys.Publish(t, 2, time.Time{})
+	waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 2 })
+	armed.Store(true)
+	sendSeq(t, a, 1)
+	<-entered
+	go func() {
+		b.Close()
+		close(f.closeDone)
+	}()
+	waitUntil(t, func() bool { return b.closed.Load() })
+	// Time for Close to reach its wait for the session's goroutines, or to
+	// return if it does not wait for the receiver.
+	select {
+	case <-f.closeDone:
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-f.closeDone
+	waitUntil(t, f.ended.Load)
+	if f.afterClose.Load() {
+		t.Fatal("Close returned while a session goroutine ran KeyFetcher.FetchVersion")
+	}
+	if st := b.Stats(); st.PacketsHeld != 1 || st.UnknownMKIDrops != 1 {
+		t.Fatalf("held %d, unknown-MKI drops %d after Close: want the packet held at Close counted as dropped", st.PacketsHeld, st.UnknownMKIDrops)
+	}
+}
+
+// A packet held under a version that then falls below the newest
+// installed one (it arrived late, while the fetch of a newer version was
+// in flight) is dropped and counted when the newer version is installed:
+// holdLocked no longer holds such a version, so no fetch will ask for it.
+func TestSessionHeldBelowNewestDropped(t *testing.T) {
+	keys, gated, ma, mb, a, b, log := heldPair(t, nil)
+	keys.Publish(t, 2, time.Time{})
+	waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 2 })
+	var late []byte
+	ma.setTap(func(p []byte) bool {
+		if classify(p) == kindRTP && late == nil {
+			late = p
+			return false
+		}
+		return true
+	})
+	sendSeq(t, a, 10) // under version 2, kept back by the network
+	ma.setTap(nil)
+	keys.Publish(t, 3, time.Time{})
+	waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 3 })
+	sendSeq(t, a, 20) // under 3: held, the fetch of 3 waits at the gate
+	waitUntil(t, func() bool { return b.Stats().PacketsHeld == 1 })
+	mb.inject(late) // version 2 arrives late: held as well
+	waitUntil(t, func() bool { return b.Stats().PacketsHeld == 2 })
+	close(gated.gate)
+	waitUntil(t, func() bool { return b.Stats().KeyFetches == 1 })
+	log.wait(t, 1)
+	if got := log.got(); len(got) != 1 || got[0] != 20 {
+		t.Fatalf("OnRTP got %v, want [20]", got)
+	}
+	b.recvMu.Lock()
+	stuck := len(b.fetch.held)
+	b.recvMu.Unlock()
+	if st := b.Stats(); stuck != 0 || st.UnknownMKIDrops != 1 {
+		t.Fatalf("%d packets still held, %d unknown-MKI drops: want the version 2 packet dropped and counted", stuck, st.UnknownMKIDrops)
+	}
+}
+
+// InstallKey of a version whose packets are held (its fetch still in
+// flight) decrypts them before any live packet can use the version, so
+// that live packets do not move the replay window past them, and
+// delivers them: with OnRTP, in order before later packets, also when
+// InstallKey is called from OnRTP; with ReadRTP, through the queue (a
+// reader waiting on the transport takes them after the next packet).
+func TestSessionInstallKeyReleasesHeld(t *testing.T) {
+	const held, live = 10, 150 // more live packets than DefaultReplayWindow
+	for _, push := range []bool{true, false} {
+		t.Run(map[bool]string{true: "OnRTP", false: "ReadRTP"}[push], func(t *testing.T) {
+			var (
+				install    atomic.Pointer[func()]
+				installErr = make(chan error, 1)
+			)
+			keys, _, ma, mb, a, b, log := heldPair(t, func(c *Config) {
+				if !push {
+					c.OnRTP = nil
+					return
+				}
+				inner := c.OnRTP
+				c.OnRTP = func(h RTPHeader, payload []byte) {
+					inner(h, payload)
+					if f := install.Swap(nil); f != nil {
+						(*f)()
+					}
+				}
+			})
+			got := log.got
+			if !push {
+				var mu sync.Mutex
+				var seqs []uint16
+				go func() {
+					buf := make([]byte, 1500)
+					for {
+						h, _, err := b.ReadRTP(buf)
+						if err != nil {
+							return
+						}
+						mu.Lock()
+						seqs = append(seqs, h.SequenceNumber)
+						mu.Unlock()
+					}
+				}()
+				got = func() []uint16 {
+					mu.Lock()
+					defer mu.Unlock()
+					return append([]uint16(nil), seqs...)
+				}
+			}
+			// Packet 0 under version 1, kept back by the network: with
+			// OnRTP, its call installs version 2 once the others are held.
+			var v1pkt []byte
+			ma.setTap(func(p []byte) bool {
+				if classify(p) == kindRTP && v1pkt == nil {
+					v1pkt = p
+					return false
+				}
+				return true
+			})
+			sendSeq(t, a, 0)
+			ma.setTap(nil)
+			k2 := keys.Publish(t, 2, time.Time{})
+			waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 2 })
+			for seq := uint16(1); seq <= held; seq++ {
+				sendSeq(t, a, seq)
+			}
+			waitUntil(t, func() bool { return b.Stats().PacketsHeld == held })
+			k2.Key = append([]byte(nil), k2.Key...)
+			if push {
+				f := func() { installErr <- b.InstallKey(k2) }
+				install.Store(&f)
+				mb.inject(v1pkt)
+				if err := <-installErr; err != nil {
+					t.Fatal(err)
+				}
+			} else if err := b.InstallKey(k2); err != nil {
+				t.Fatal(err)
+			}
+			for seq := uint16(held + 1); seq <= held+live; seq++ {
+				sendSeq(t, a, seq)
+			}
+			last := uint16(held + live)
+			waitUntil(t, func() bool { return slices.Contains(got(), last) })
+			allHeld := func() bool {
+				seqs := got()
+				for seq := uint16(1); seq <= held; seq++ {
+					if !slices.Contains(seqs, seq) {
+						return false
+					}
+				}
+				return true
+			}
+			// A reader that waits on the transport looks at its queue again
+			// when the next packet arrives.
+			for !push && !allHeld() && last < held+live+10 {
+				last++
+				sendSeq(t, a, last)
+				waitUntil(t, func() bool { return slices.Contains(got(), last) })
+			}
+			seqs := got()
+			if st := b.Stats(); st.ReplaysDropped != 0 {
+				t.Fatalf("%d packets dropped as replays; received %v", st.ReplaysDropped, seqs)
+			}
+			for seq := uint16(1); seq <= held; seq++ {
+				if !slices.Contains(seqs, seq) {
+					t.Fatalf("held packet %d not delivered; received %v", seq, seqs)
+				}
+			}
+			if push {
+				for i, seq := range seqs {
+					if seq != uint16(i) {
+						t.Fatalf("OnRTP got %v, want 0..%d in order", seqs, last)
+					}
+				}
+			}
+		})
 	}
 }

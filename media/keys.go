@@ -177,7 +177,20 @@ func (s *Session) initVersioned(keys []CallKey) error {
 // Versions the session already has, and versions older than one it already
 // removed, are ignored. When the KeySource implements KeyWatcher, the
 // session calls InstallKey itself for every version the watcher reports.
+// Packets held while the version was fetched (see [HeldPacketLimit]) are
+// decrypted at once and delivered on a goroutine of the session's, since
+// the caller may be OnRTP or the reader they wait for.
 func (s *Session) InstallKey(k CallKey) error {
+	if err := s.installOpen(k); err != nil {
+		return err
+	}
+	s.releaseLater()
+	return nil
+}
+
+// installOpen is InstallKey without the delivery of the held packets it
+// decrypts.
+func (s *Session) installOpen(k CallKey) error {
 	if !usesKMS(s.cfg.Keying) {
 		return fmt.Errorf("media: install key in %s keying: %w", s.cfg.Keying, ErrNoRotation)
 	}
@@ -208,6 +221,9 @@ func (s *Session) installKey(k CallKey, now time.Time) error {
 		err = s.recv.AddCipherForMKI(mki, ks[:kl], ks[kl:])
 		if err == nil {
 			s.recvKeys[k.Version] = true
+			// In the same critical section: no packet read later uses
+			// the version before the ones held for it.
+			s.openHeldLocked()
 		}
 		s.recvMu.Unlock()
 		clear(ks)
@@ -347,7 +363,12 @@ func (s *Session) observeVersionLocked(raw []byte, trailer int) {
 	if end < mkiLen {
 		return
 	}
-	v := binary.BigEndian.Uint32(raw[end-mkiLen : end])
+	s.noteVersionLocked(binary.BigEndian.Uint32(raw[end-mkiLen : end]))
+}
+
+// noteVersionLocked is observeVersionLocked for an authenticated packet of
+// version v.
+func (s *Session) noteVersionLocked(v uint32) {
 	if v <= s.recvNewest {
 		return
 	}

@@ -7,18 +7,30 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Push delivery (Config.OnRTP). The session hands each authenticated RTP
-// packet to OnRTP on the goroutine that read it, instead of queueing it for
-// ReadRTP:
+// packet to OnRTP on the goroutine that delivers the datagram, instead of
+// queueing it for ReadRTP:
 //
 //   - On a transport that pushes (datagramPusher: the conns of an
-//     ice.Endpoint), that is the transport's own reader: the datagram is
-//     unprotected in the transport's buffer and handed over with no copy, no
-//     queue and no goroutine of the session's.
+//     ice.Endpoint), that is for datagrams from the network the
+//     transport's own reader: the datagram is unprotected in the
+//     transport's buffer and handed over with no copy, no queue and no
+//     goroutine of the session's. A datagram from another call on the same
+//     Endpoint comes on the Endpoint's hand-over goroutine, in a pooled
+//     copy; one that arrives while another goroutine delivers to this
+//     session is delivered by that goroutine next.
 //   - On any other transport, one goroutine of the session reads it
 //     (pushLoop).
+//   - Media that arrived before the keys: the goroutine calling NewSession
+//     (markReady), before the session's owner has it.
+//   - A packet held while its key version was fetched: decrypted when the
+//     version is installed (openHeldLocked), then pushed by the fetch's
+//     goroutine, the key watch's, the one InstallKey starts (releaseLater)
+//     or the goroutine delivering the next packet (pushRTP), whichever
+//     takes rtpMu first.
 //
 // RTCP and DTLS go where they go in the pull mode: RTCP to ReadRTCP's queue,
 // DTLS to pion/dtls.
@@ -168,17 +180,26 @@ func (s *Session) pushRTP(raw []byte) bool {
 	if s.closed.Load() {
 		return true
 	}
+	// Held packets decrypted when their version was installed go first:
+	// out was decrypted after them.
+	s.pushOpenedLocked()
+	s.onRTPLocked(out)
+	return true
+}
+
+// onRTPLocked parses an authenticated RTP packet and hands it to OnRTP
+// (rtpMu held, the session open).
+func (s *Session) onRTPLocked(out []byte) {
 	var h RTPHeader
 	body, err := parseRTP(out, &h, &s.csrc, &s.ext)
 	if err != nil {
 		// Authenticated but malformed: the peer's bug, as in ReadRTP.
 		s.stats.malformed.Add(1)
-		return true
+		return
 	}
 	s.stats.rtpRecv.Add(1)
 	s.stats.rtpBytesRecv.Add(uint64(len(body)))
 	s.cfg.OnRTP(h, body)
-	return true
 }
 
 // pushLoop reads a transport that does not push, for as long as the
@@ -196,13 +217,24 @@ func (s *Session) pushLoop() {
 	for {
 		raw, err := s.readRaw()
 		if err != nil {
-			if s.closed.Load() || errors.Is(err, net.ErrClosed) || failures >= maxReadFailures {
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
 				s.endReads(err)
 				return
 			}
-			// Transient, as in next: the next datagram may be fine.
+			// Transient, as in next: the next datagram may be fine. A
+			// ReadRTP that meets maxReadFailures in a row returns, and the
+			// application's next call reads on; this loop has no caller to
+			// return to, so it reads on itself, after a pause, so that a
+			// transport that only fails (a dead peer's ICMP errors) does
+			// not keep it spinning.
 			s.log.Debug("media: transport read", "err", err)
-			failures++
+			if failures++; failures >= maxReadFailures {
+				failures = 0
+				if !s.pause(readFailurePause) {
+					s.endReads(err)
+					return
+				}
+			}
 			continue
 		}
 		failures = 0
@@ -215,6 +247,23 @@ func (s *Session) pushLoop() {
 			s.stats.malformed.Add(1)
 		}
 		s.dropRaw()
+	}
+}
+
+// readFailurePause is how long pushLoop waits after maxReadFailures read
+// errors in a row before it reads on.
+const readFailurePause = 10 * time.Millisecond
+
+// pause waits for d, or until Close; it reports false when the session
+// closed.
+func (s *Session) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,6 +94,13 @@ func (l *rtpLog) on(h RTPHeader, payload []byte) {
 	l.payload = append(l.payload, bytes.Clone(payload))
 	l.mu.Unlock()
 	l.arrived <- struct{}{}
+}
+
+// got returns a copy of the sequence numbers received so far, in order.
+func (l *rtpLog) got() []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]uint16(nil), l.seqs...)
 }
 
 func (l *rtpLog) wait(t *testing.T, n int) {
@@ -411,5 +419,65 @@ func TestSessionPushKeepsEarlyHandshake(t *testing.T) {
 		if writes[true] != writes[false] {
 			t.Errorf("%s: the client wrote %d DTLS datagrams against a pushing server, %d against one that reads: a flight was lost and sent again", keying, writes[true], writes[false])
 		}
+	}
+}
+
+// refusingConn fails its next failing reads as a connected UDP socket
+// does when ICMP port unreachables come back (the peer not listening).
+type refusingConn struct {
+	*memConn
+	failing atomic.Int32
+}
+
+func (c *refusingConn) Read(p []byte) (int, error) {
+	if c.failing.Load() > 0 {
+		c.failing.Add(-1)
+		return 0, &net.OpError{Op: "read", Net: "udp", Err: syscall.ECONNREFUSED}
+	}
+	return c.memConn.Read(p)
+}
+
+// A run of transient read errors longer than maxReadFailures (2 s of
+// unreachables at 50 packets a second) does not end delivery: with OnRTP
+// on a transport that does not push, the session's reader pauses and
+// reads on once the transport recovers, as ReadRTP's next call does.
+func TestSessionPushLoopSurvivesTransientErrors(t *testing.T) {
+	for _, push := range []bool{true, false} {
+		t.Run(map[bool]string{true: "OnRTP", false: "ReadRTP"}[push], func(t *testing.T) {
+			ma, mb := memPair()
+			rc := &refusingConn{memConn: mb}
+			a, b := pairConfigs(t, sdp.KeyingSDES, nil)
+			got := make(chan uint16, 16)
+			if push {
+				b.OnRTP = func(h RTPHeader, _ []byte) { got <- h.SequenceNumber }
+			}
+			sa, sb := mustPair(t, ma, rc, a, b)
+			if !push {
+				go func() {
+					buf := make([]byte, 1500)
+					for range 10 { // a call that meets the run fails, the next reads on
+						if h, _, err := sb.ReadRTP(buf); err == nil {
+							got <- h.SequenceNumber
+						} else if sb.closed.Load() {
+							return
+						}
+					}
+				}()
+			}
+			rc.failing.Store(maxReadFailures + 1)
+			mb.inject([]byte{0}) // wakes a Read already waiting
+			waitUntil(t, func() bool { return rc.failing.Load() == 0 })
+			if err := sa.WriteRTP(RTPHeader{SSRC: 5, SequenceNumber: 7}, make([]byte, 160)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case seq := <-got:
+				if seq != 7 {
+					t.Fatalf("got packet %d, want 7", seq)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing delivered after the transport recovered")
+			}
+		})
 	}
 }

@@ -72,7 +72,9 @@ type RTCPConfig struct {
 
 	// OnBye, if set, is called once when the peer's BYE arrives, with its
 	// reason (often empty). It runs on the goroutine that read the packet
-	// (a ReadRTP or ReadRTCP caller) and must not block.
+	// (a ReadRTP or ReadRTCP caller); with Config.OnRTP set, on the
+	// goroutine that delivers the datagram (see Config.OnRTP). It must not
+	// block.
 	OnBye func(reason string)
 }
 

@@ -72,6 +72,7 @@ type Session struct {
 	removeAt    int64  // unix ns; 0: no removal pending
 	removedUpTo uint32 // versions up to it were removed; never reinstalled
 	fetch       fetchState
+	releaseMu   sync.Mutex // serializes releaseHeld
 
 	// life is cancelled by Close: it bounds requests the session makes
 	// on its own (on-demand fetches, rotation requests).
@@ -333,7 +334,9 @@ func (s *Session) watch(w KeyWatcher) {
 	go func() {
 		defer s.wg.Done()
 		err := w.Watch(ctx, s.cfg.KeyURI, func(k CallKey) {
-			if err := s.InstallKey(k); err != nil {
+			// On the watch's goroutine, which holds no lock of the
+			// session's: it delivers the held packets itself.
+			if err := s.installOpen(k); err != nil {
 				s.log.Warn("media: install watched key version", "version", k.Version, "err", err)
 				return
 			}
@@ -389,10 +392,17 @@ func (s *Session) Close() error {
 		s.push.retireMu.Unlock()
 	}
 	// Taking sendMu once orders Close after any WriteRTP that might still
-	// start an OnRotationNeeded goroutine, so that wg.Wait sees it.
+	// start an OnRotationNeeded goroutine, so that wg.Wait sees it. Taking
+	// recvMu once does the same for an unprotect that might still start a
+	// key fetch (holdLocked) and an InstallKey that might still start a
+	// release (releaseLater): both look at closed and call wg.Add under
+	// recvMu.
 	s.sendMu.Lock()
 	//lint:ignore SA2001 the empty critical section is a barrier, see above
 	s.sendMu.Unlock()
+	s.recvMu.Lock()
+	//lint:ignore SA2001 the empty critical section is a barrier, see above
+	s.recvMu.Unlock()
 	s.wg.Wait()
 	s.freeHeld()
 	s.rdl.stop()
