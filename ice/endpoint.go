@@ -1264,20 +1264,29 @@ func (c *endpointConn) deliver(b []byte) bool {
 	if c.pushing.Load() {
 		return c.pushOne(b)
 	}
-	r := mediaRecords.Get().(*mediaRecord)
-	r.n = copy(r.buf[:], b)
-	select {
-	case c.q <- r:
-	default:
-		mediaRecords.Put(r)
+	if !c.enqueue(b) {
 		return false
 	}
 	if c.pushing.Load() {
 		// PushDatagrams ran meanwhile and may have emptied the queue
-		// before r was in it.
+		// before b was in it.
 		c.pushQueued()
 	}
 	return true
+}
+
+// enqueue queues a copy of b in a pooled record for the reader, or
+// reports false when the queue is full.
+func (c *endpointConn) enqueue(b []byte) bool {
+	r := mediaRecords.Get().(*mediaRecord)
+	r.n = copy(r.buf[:], b)
+	select {
+	case c.q <- r:
+		return true
+	default:
+		mediaRecords.Put(r)
+		return false
+	}
 }
 
 // deliverInProcess is deliver for a datagram written in this process: a
@@ -1291,17 +1300,12 @@ func (c *endpointConn) deliverInProcess(b []byte) bool {
 	if c.pushing.Load() {
 		return e.handOver(c, b)
 	}
-	r := mediaRecords.Get().(*mediaRecord)
-	r.n = copy(r.buf[:], b)
-	select {
-	case c.q <- r:
-	default:
-		mediaRecords.Put(r)
+	if !c.enqueue(b) {
 		return false
 	}
 	if c.pushing.Load() {
 		// PushDatagrams ran meanwhile and may have emptied the queue
-		// before r was in it; the hand-over goroutine pushes it.
+		// before b was in it; the hand-over goroutine pushes it.
 		e.nudge(c)
 	}
 	return true

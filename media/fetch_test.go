@@ -312,16 +312,9 @@ func TestSessionHeldBelowNewestDropped(t *testing.T) {
 	keys, gated, ma, mb, a, b, log := heldPair(t, nil)
 	keys.Publish(t, 2, time.Time{})
 	waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 2 })
-	var late []byte
-	ma.setTap(func(p []byte) bool {
-		if classify(p) == kindRTP && late == nil {
-			late = p
-			return false
-		}
-		return true
-	})
+	kept := keepBackRTP(ma)
 	sendSeq(t, a, 10) // under version 2, kept back by the network
-	ma.setTap(nil)
+	late := kept()
 	keys.Publish(t, 3, time.Time{})
 	waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 3 })
 	sendSeq(t, a, 20) // under 3: held, the fetch of 3 waits at the gate
@@ -393,16 +386,9 @@ func TestSessionInstallKeyReleasesHeld(t *testing.T) {
 			}
 			// Packet 0 under version 1, kept back by the network: with
 			// OnRTP, its call installs version 2 once the others are held.
-			var v1pkt []byte
-			ma.setTap(func(p []byte) bool {
-				if classify(p) == kindRTP && v1pkt == nil {
-					v1pkt = p
-					return false
-				}
-				return true
-			})
+			kept := keepBackRTP(ma)
 			sendSeq(t, a, 0)
-			ma.setTap(nil)
+			v1pkt := kept()
 			k2 := keys.Publish(t, 2, time.Time{})
 			waitUntil(t, func() bool { return a.Stats().SendKeyVersion == 2 })
 			for seq := uint16(1); seq <= held; seq++ {
@@ -458,5 +444,23 @@ func TestSessionInstallKeyReleasesHeld(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// keepBackRTP has the network keep back the next RTP packet written to
+// ma; the function it returns lets the rest through and returns that
+// packet.
+func keepBackRTP(ma *memConn) func() []byte {
+	var kept []byte
+	ma.setTap(func(p []byte) bool {
+		if classify(p) == kindRTP && kept == nil {
+			kept = p
+			return false
+		}
+		return true
+	})
+	return func() []byte {
+		ma.setTap(nil)
+		return kept
 	}
 }
