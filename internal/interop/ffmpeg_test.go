@@ -45,7 +45,10 @@ func TestInteropFFmpegSendsSRTP(t *testing.T) {
 	defer cancel()
 
 	key, key64 := sdesKey(t)
-	ffmpegPort := freePort(t, "udp")
+	// ffmpeg's ports are held until it starts: the sockets below must
+	// not be given one of them.
+	ffmpegPort, releaseRTP := holdUDPPort(t)
+	ffmpegRTCPPort, releaseRTCP := holdUDPPort(t)
 	// The socket is connected to ffmpeg's fixed source port, so that the
 	// session sees only ffmpeg's packets, as it would behind ICE.
 	conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
@@ -92,7 +95,9 @@ func TestInteropFFmpegSendsSRTP(t *testing.T) {
 	}()
 
 	dst := fmt.Sprintf("srtp://127.0.0.1:%d?localrtpport=%d&localrtcpport=%d&rtcpport=%d",
-		conn.LocalAddr().(*net.UDPAddr).Port, ffmpegPort, freePort(t, "udp"), rtcpSink.LocalAddr().(*net.UDPAddr).Port)
+		conn.LocalAddr().(*net.UDPAddr).Port, ffmpegPort, ffmpegRTCPPort, rtcpSink.LocalAddr().(*net.UDPAddr).Port)
+	releaseRTP()
+	releaseRTCP()
 	p := startProcess(t, ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning",
 		"-re", "-f", "lavfi",
 		"-i", fmt.Sprintf("sine=frequency=1000:sample_rate=%d:duration=%d:samples_per_frame=%d", audio.SampleRate, sdesSeconds, audio.FrameSamples),

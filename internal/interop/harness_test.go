@@ -150,6 +150,23 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// holdUDPPort binds a free loopback UDP port and keeps it until release
+// (also at cleanup), so that the test's own sockets, bound meanwhile, do
+// not get it: the kernel may hand a port that was just freed to the next
+// bind (TestInteropFFmpegSendsSRTP once connected its socket from the
+// port it had picked for ffmpeg). Release it right before the peer binds.
+func holdUDPPort(t testing.TB) (port int, release func()) {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { c.Close() }) }
+	t.Cleanup(release)
+	return c.LocalAddr().(*net.UDPAddr).Port, release
+}
+
 // freePort returns a loopback port that was free a moment ago for network
 // ("udp" or "tcp"). The small window before the peer binds it is accepted:
 // the peers here take their ports on the command line.
