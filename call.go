@@ -82,7 +82,11 @@ type Call struct {
 	closed            bool
 
 	silence silenceWatch
-	sip     sipState // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
+	// live is mediaRef's session while it has no error, else nil: the
+	// packet path's one look at the Call, next to sip.agreed, which
+	// ReadRTP checks.
+	live atomic.Pointer[media.Session]
+	sip  sipState // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
 }
 
 // New makes a Call from cfg. It checks cfg and prepares the call without
@@ -1030,8 +1034,13 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	}
 	c.sip.agree(a.Codecs)
 	if on := c.cfg.Media.OnRTP; on != nil {
+		// The agreed types travel in the closure, which the push path
+		// touches anyway: no cold line of the Call per packet.
+		agreed, outside := c.sip.agreed, &c.sip.outsidePT
 		mcfg.OnRTP = func(h media.RTPHeader, payload []byte) {
-			c.sip.notePayloadType(h.PayloadType) // as ReadRTP does
+			if !agreed.has(h.PayloadType) { // as ReadRTP counts
+				outside.Add(1)
+			}
 			on(h, payload)
 		}
 	}
@@ -1185,6 +1194,12 @@ func (c *Call) isClosed() bool {
 
 // media returns the connected session.
 func (c *Call) media() (*media.Session, error) {
+	if s := c.live.Load(); s != nil {
+		// One load of the Call's own line: a packet's write at a
+		// gateway finds the Call cold, and the mediaRef would be a
+		// second cold line.
+		return s, nil
+	}
 	r := c.mediaRef.Load()
 	if r == nil {
 		return nil, ErrNotConnected
@@ -1213,6 +1228,11 @@ func (c *Call) publishMediaLocked() {
 		r.err = ErrNotConnected
 	}
 	c.mediaRef.Store(r)
+	if r.err == nil {
+		c.live.Store(r.s)
+	} else {
+		c.live.Store(nil)
+	}
 }
 
 // mediaErr turns an error of the media session that the end of the call

@@ -41,16 +41,25 @@ type sipState struct {
 
 	// agreed holds the payload types of the agreed codecs. It is written
 	// before the media session is published and only read after.
-	agreed    [128]bool
+	agreed    payloadTypes
 	outsidePT atomic.Uint64 // RTP packets read with another payload type
 }
 
+// payloadTypes is a set of RTP payload types (0-127), small enough to be
+// copied into a callback's closure: the push path checks each packet's
+// type against it without touching the Call.
+type payloadTypes [2]uint64
+
+func (p *payloadTypes) add(pt uint8) { p[pt>>6&1] |= 1 << (pt & 63) }
+
+func (p payloadTypes) has(pt uint8) bool { return pt < 128 && p[pt>>6]&(1<<(pt&63)) != 0 }
+
 // agree records the agreed codecs' payload types.
 func (s *sipState) agree(codecs []sdp.Format) {
-	s.agreed = [128]bool{}
+	s.agreed = payloadTypes{}
 	for _, f := range codecs {
 		if f.PayloadType < 128 {
-			s.agreed[f.PayloadType] = true
+			s.agreed.add(f.PayloadType)
 		}
 	}
 }
@@ -63,7 +72,7 @@ func (s *sipState) agree(codecs []sdp.Format) {
 // the agreed codec checks it; the count makes the peer's behaviour
 // visible.
 func (s *sipState) notePayloadType(pt uint8) {
-	if pt >= 128 || !s.agreed[pt] {
+	if !s.agreed.has(pt) {
 		s.outsidePT.Add(1)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -337,33 +338,55 @@ func TestNoICEAnswerToICEOffer(t *testing.T) {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // TestPayloadTypesOutsideAgreement: a packet whose payload type the
-// descriptions did not agree on is delivered and counted.
+// descriptions did not agree on is delivered and counted, read with
+// ReadRTP or pushed to OnRTP.
 func TestPayloadTypesOutsideAgreement(t *testing.T) {
-	pcmu := []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}
-	ca := securecall.Config{ICE: loopbackICE(), Codecs: pcmu}
-	cb := securecall.Config{ICE: loopbackICE(), Codecs: pcmu}
-	a, b := pair(t, ca, cb)
-	for i, pt := range []uint8{0, 111, 13, 0} {
-		if err := a.WriteRTP(media.RTPHeader{PayloadType: pt, SequenceNumber: uint16(i), SSRC: a.SSRC()}, make([]byte, 20)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	buf := make([]byte, 1500)
-	b.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for i, want := range []uint8{0, 111, 13, 0} {
-		h, _, err := b.ReadRTP(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.PayloadType != want {
-			t.Fatalf("packet %d: payload type %d, want %d", i, h.PayloadType, want)
-		}
-	}
-	if st := b.Stats(); st.OutsideAgreement != 2 || st.RTPPacketsReceived != 4 {
-		t.Errorf("OutsideAgreement %d of %d received, want 2 of 4", st.OutsideAgreement, st.RTPPacketsReceived)
-	}
-	if st := a.Stats(); st.OutsideAgreement != 0 {
-		t.Errorf("sender counted %d", st.OutsideAgreement)
+	for _, push := range []bool{false, true} {
+		t.Run(fmt.Sprintf("push=%v", push), func(t *testing.T) {
+			// 64 and 127 sit at the edges of the set's second word.
+			agreed := []sdp.Format{{PayloadType: 0, Name: "PCMU", ClockRate: 8000},
+				{PayloadType: 64, Name: "X-A", ClockRate: 8000}, {PayloadType: 127, Name: "X-B", ClockRate: 8000}}
+			sent := []uint8{0, 111, 13, 64, 127, 63, 0}
+			ca := securecall.Config{ICE: loopbackICE(), Codecs: agreed}
+			cb := securecall.Config{ICE: loopbackICE(), Codecs: agreed}
+			pushed := make(chan uint8, len(sent))
+			if push {
+				cb.Media.OnRTP = func(h media.RTPHeader, _ []byte) { pushed <- h.PayloadType }
+			}
+			a, b := pair(t, ca, cb)
+			for i, pt := range sent {
+				if err := a.WriteRTP(media.RTPHeader{PayloadType: pt, SequenceNumber: uint16(i), SSRC: a.SSRC()}, make([]byte, 20)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, 1500)
+			b.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for i, want := range sent {
+				var pt uint8
+				if push {
+					select {
+					case pt = <-pushed:
+					case <-time.After(5 * time.Second):
+						t.Fatalf("packet %d not pushed", i)
+					}
+				} else {
+					h, _, err := b.ReadRTP(buf)
+					if err != nil {
+						t.Fatal(err)
+					}
+					pt = h.PayloadType
+				}
+				if pt != want {
+					t.Fatalf("packet %d: payload type %d, want %d", i, pt, want)
+				}
+			}
+			if st := b.Stats(); st.OutsideAgreement != 3 || st.RTPPacketsReceived != uint64(len(sent)) {
+				t.Errorf("OutsideAgreement %d of %d received, want 3 of %d", st.OutsideAgreement, st.RTPPacketsReceived, len(sent))
+			}
+			if st := a.Stats(); st.OutsideAgreement != 0 {
+				t.Errorf("sender counted %d", st.OutsideAgreement)
+			}
+		})
 	}
 }
 

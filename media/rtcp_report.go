@@ -50,6 +50,9 @@ type reports struct {
 		lastTS          uint32
 		lastAt          int64 // ns since epoch
 	}
+	// ourSSRC is the SSRC this side sends or reports from: next to tx,
+	// whose line every WriteRTP touches anyway.
+	ourSSRC atomic.Uint32
 	initial bool
 	byeSent bool
 
@@ -67,8 +70,7 @@ type reports struct {
 	bye        bool
 	byeReason  string
 
-	sent, received atomic.Uint64
-	ourSSRC        atomic.Uint32 // the SSRC this side sends or reports from
+	sent, received atomic.Uint64 // reports
 }
 
 // init prepares the reports of a session that starts now.

@@ -43,7 +43,6 @@ type Session struct {
 	keysMu    sync.Mutex
 	callID    string
 	exporter  []byte // hybrid: the DTLS exporter output, an input of every version
-	versioned bool   // MKI is the 4-byte key version
 	stopWatch context.CancelFunc
 
 	// Sending: the SRTP context and everything it protects is owned by
@@ -60,8 +59,12 @@ type Session struct {
 	attestIn    attestRecv   // the peer's
 
 	// Receiving: recvMu owns the SRTP context and the version bookkeeping.
-	recvMu      sync.Mutex
-	recv        *srtp.Context
+	recvMu sync.Mutex
+	recv   *srtp.Context
+	// dtlsLive: the DTLS conn still answers retransmissions. Every
+	// authentic packet looks at it, so it sits on recvMu's line.
+	dtlsLive    atomic.Bool
+	versioned   bool // MKI is the 4-byte key version (kms, hybrid); set before markReady
 	rHdr        rtp.Header
 	rcHdr       rtcp.Header
 	rtpTrailer  int // bytes after the MKI in SRTP (the HMAC tag)
@@ -100,7 +103,6 @@ type Session struct {
 	dt       *dtlsTransport
 	dtDone   bool // a handshake completed: dt is final
 	dconn    *dtls.Conn
-	dtlsLive atomic.Bool // the DTLS conn still answers retransmissions
 	earlyMu  sync.Mutex
 	ready    bool        // keys are installed; guarded by earlyMu
 	readyNow atomic.Bool // ready, for the push path's check without earlyMu
