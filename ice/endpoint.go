@@ -126,10 +126,10 @@ type Endpoint struct {
 
 	mu      sync.Mutex
 	closed  bool
-	byUfrag map[string]*stunConn            // local ufrag -> pion's connection
-	byTuple map[netip.AddrPort]*endpointUse // remote address -> call
-	byLocal map[string]*endpointUse         // current local ufrag -> call, for in-process delivery
-	pending map[[12]byte]pendingTx          // STUN requests sent, by transaction ID
+	byUfrag map[string]*stunConn             // local ufrag -> pion's connection
+	byTuple map[netip.AddrPort]*endpointConn // remote address -> call's media (its use: conn.use)
+	byLocal map[string]*endpointUse          // current local ufrag -> call, for in-process delivery
+	pending map[[12]byte]pendingTx           // STUN requests sent, by transaction ID
 	uses    map[*endpointUse]struct{}
 	consent map[string]*consentSession // local ufrag -> parked Transport
 
@@ -261,7 +261,7 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 		log:         logger,
 		done:        make(chan struct{}),
 		byUfrag:     make(map[string]*stunConn),
-		byTuple:     make(map[netip.AddrPort]*endpointUse),
+		byTuple:     make(map[netip.AddrPort]*endpointConn),
 		byLocal:     make(map[string]*endpointUse),
 		pending:     make(map[[12]byte]pendingTx),
 		uses:        make(map[*endpointUse]struct{}),
@@ -437,14 +437,16 @@ func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
 		return
 	}
 	e.mu.Lock()
-	var u *endpointUse
+	var c *endpointConn
 	if from != nil {
-		u = e.byLocal[from.remoteUfrag()]
+		if u := e.byLocal[from.remoteUfrag()]; u != nil {
+			c = u.media
+		}
 	} else {
-		u = e.byTuple[src]
+		c = e.byTuple[src]
 	}
 	e.mu.Unlock()
-	if u == nil {
+	if c == nil {
 		e.stats.unrouted.Add(1)
 		return
 	}
@@ -454,12 +456,12 @@ func (e *Endpoint) dispatch(b []byte, src netip.AddrPort, from *endpointUse) {
 		// which may write to that session, so it runs on the hand-over
 		// goroutine instead, never on the writer's, and never in the
 		// writer's buffer.
-		if !u.media.deliverInProcess(b) {
+		if !c.deliverInProcess(b) {
 			e.stats.queueDrops.Add(1)
 		}
 		return
 	}
-	if !u.media.deliver(b) {
+	if !c.deliver(b) {
 		e.stats.queueDrops.Add(1)
 	}
 }
@@ -596,8 +598,8 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 			}
 		}
 	default: // indications: by 5-tuple
-		if u := e.byTuple[src]; u != nil {
-			to = u.currentSTUN()
+		if c := e.byTuple[src]; c != nil {
+			to = c.use.currentSTUN()
 		}
 	}
 	e.mu.Unlock()
@@ -640,22 +642,22 @@ func (e *Endpoint) claim(u *endpointUse, src netip.AddrPort) error {
 	if src == e.addr {
 		// Both ends on this Endpoint: routed by ufrag, in the process.
 		e.releaseTupleLocked(u)
-		u.remote.Store(&src)
+		u.setRemoteLocked(src)
 		return nil
 	}
-	if cur := e.byTuple[src]; cur != nil && cur != u {
+	if cur := e.byTuple[src]; cur != nil && cur != u.media {
 		return fmt.Errorf("%w (%s)", ErrTupleInUse, src)
 	}
 	if old := u.remote.Load(); old != nil && *old != src {
 		e.releaseTupleLocked(u)
 	}
-	e.byTuple[src] = u
-	u.remote.Store(&src)
+	e.byTuple[src] = u.media
+	u.setRemoteLocked(src)
 	return nil
 }
 
 func (e *Endpoint) releaseTupleLocked(u *endpointUse) {
-	if old := u.remote.Load(); old != nil && e.byTuple[*old] == u {
+	if old := u.remote.Load(); old != nil && e.byTuple[*old] == u.media {
 		delete(e.byTuple, *old)
 	}
 }
@@ -971,6 +973,22 @@ func (u *endpointUse) setPeer(ufrag string) { u.peer.Store(&ufrag) }
 
 func (u *endpointUse) currentSTUN() *stunConn { return u.stun.Load() }
 
+// setRemoteLocked sets the selected pair's remote address, the zero
+// AddrPort for none; e.mu is held. The conn keeps its own copy, under the
+// lock its Write takes anyway, so that a write at a gateway, where the
+// call is cold, loads no line of the use and no address behind a pointer.
+func (u *endpointUse) setRemoteLocked(a netip.AddrPort) {
+	c := u.media
+	c.mu.Lock()
+	c.dst = a
+	c.mu.Unlock()
+	if !a.IsValid() {
+		u.remote.Store(nil)
+		return
+	}
+	u.remote.Store(&a)
+}
+
 // Close is pion's UDPMux.Close: the Endpoint stays open.
 func (u *endpointUse) Close() error { return nil }
 
@@ -1221,10 +1239,12 @@ type endpointConn struct {
 	once   sync.Once
 	dl     readDeadline
 
+	e         *Endpoint // use.e
 	mu        sync.Mutex
 	closed    bool
 	err       error // why reads and writes fail: closed, endpoint closed, refused
 	writeDead time.Time
+	dst       netip.AddrPort // use.remote, or the zero AddrPort for none (setRemoteLocked)
 
 	// Push delivery (PushDatagrams): once pushing is set, deliver calls
 	// push instead of queueing. One goroutine at a time runs push (busy);
@@ -1239,6 +1259,11 @@ type endpointConn struct {
 	busy    bool
 	pend    []*mediaRecord // at most endpointMediaQueue
 	ended   bool
+	// qDrained: a push found the queue empty, so the pushes after it
+	// need not look there (a look loads the channel's own line, cold at a
+	// gateway). pushQueued clears it: a datagram that deliver queued as
+	// push began takes that path.
+	qDrained bool
 }
 
 // mediaRecord is one datagram waiting for a call's reader.
@@ -1250,7 +1275,7 @@ type mediaRecord struct {
 var mediaRecords = sync.Pool{New: func() any { return new(mediaRecord) }}
 
 func newEndpointConn(u *endpointUse) *endpointConn {
-	return &endpointConn{use: u, q: make(chan *mediaRecord, endpointMediaQueue), shut: make(chan struct{})}
+	return &endpointConn{use: u, e: u.e, q: make(chan *mediaRecord, endpointMediaQueue), shut: make(chan struct{})}
 }
 
 // deliver hands b to the session: pushed (PushDatagrams), or queued for
@@ -1304,11 +1329,20 @@ func (c *endpointConn) deliverInProcess(b []byte) bool {
 		return false
 	}
 	if c.pushing.Load() {
-		// PushDatagrams ran meanwhile and may have emptied the queue
-		// before b was in it; the hand-over goroutine pushes it.
-		e.nudge(c)
+		c.queuedAsPushBegan()
 	}
 	return true
+}
+
+// queuedAsPushBegan follows a datagram deliverInProcess queued while
+// PushDatagrams ran, which may have emptied the queue before it was in
+// it: the hand-over goroutine pushes it, or, should the nudge be lost,
+// the push of the call's next datagram, which looks in the queue again.
+func (c *endpointConn) queuedAsPushBegan() {
+	c.pmu.Lock()
+	c.qDrained = false
+	c.pmu.Unlock()
+	c.e.nudge(c)
 }
 
 // PushDatagrams makes the Endpoint's reader (or its hand-over goroutine,
@@ -1353,7 +1387,7 @@ func (c *endpointConn) pushOne(b []byte) bool {
 		c.pend = append(c.pend, r)
 		return true
 	}
-	if len(c.q) > 0 {
+	if !c.qDrained && len(c.q) > 0 {
 		// Datagrams queued before PushDatagrams go first: b follows them.
 		r := mediaRecords.Get().(*mediaRecord)
 		r.n = copy(r.buf[:], b)
@@ -1375,6 +1409,7 @@ func (c *endpointConn) pushOne(b []byte) bool {
 // is running (it will).
 func (c *endpointConn) pushQueued() {
 	c.pmu.Lock()
+	c.qDrained = false // even when busy: the running push looks again
 	if c.busy || c.ended {
 		c.pmu.Unlock()
 		return
@@ -1397,9 +1432,14 @@ func (c *endpointConn) drainPushed() {
 			return
 		}
 		var r *mediaRecord
-		select {
-		case r = <-c.q: // only before PushDatagrams, or in its race
-		default:
+		if !c.qDrained {
+			select {
+			case r = <-c.q: // only before PushDatagrams, or in its race
+			default:
+				c.qDrained = true
+			}
+		}
+		if r == nil {
 			if len(c.pend) > 0 {
 				r = c.pend[0]
 				n := copy(c.pend, c.pend[1:])
@@ -1535,7 +1575,7 @@ func (c *endpointConn) next() (*mediaRecord, error) {
 
 func (c *endpointConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	closed, failed, dl := c.closed, c.err, c.writeDead
+	closed, failed, dl, dst := c.closed, c.err, c.writeDead, c.dst
 	c.mu.Unlock()
 	if closed || failed != nil {
 		return 0, c.failure("write")
@@ -1543,13 +1583,12 @@ func (c *endpointConn) Write(p []byte) (int, error) {
 	if !dl.IsZero() && !time.Now().Before(dl) {
 		return 0, timeoutError{op: "write"}
 	}
-	dst := c.use.remote.Load()
-	if dst == nil {
+	if !dst.IsValid() {
 		// No path selected yet or during a restart: dropped, as on a
 		// network without a route.
 		return len(p), nil
 	}
-	if err := c.use.e.write(p, *dst, c.use); err != nil {
+	if err := c.e.write(p, dst, c.use); err != nil {
 		return 0, fmt.Errorf("ice: write: %w", err)
 	}
 	return len(p), nil
@@ -1683,7 +1722,7 @@ func (t *Transport) claimSelected() error {
 func (e *Endpoint) release(u *endpointUse) {
 	e.mu.Lock()
 	e.releaseTupleLocked(u)
-	u.remote.Store(nil)
+	u.setRemoteLocked(netip.AddrPort{})
 	e.mu.Unlock()
 }
 

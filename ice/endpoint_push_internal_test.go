@@ -315,6 +315,34 @@ func TestEndpointConnPushKeepsQueuedFirst(t *testing.T) {
 	}
 }
 
+// A datagram queued in the process as push began, whose nudge to the
+// hand-over goroutine is lost (its queue full), is pushed with the call's
+// next datagram: pushes after the queue was found empty skip it, except
+// after such a datagram.
+func TestEndpointConnLostNudgeQueuedPushedNext(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	e.mu.Lock()
+	e.handOverQ = make(chan handOverItem) // no room, no goroutine: every nudge is lost
+	e.handOverDone = make(chan struct{})
+	close(e.handOverDone)
+	e.mu.Unlock()
+	u, _ := e.attach(nil, nil, nil)
+	c := u.media
+	r := &pushRecorder{}
+	c.PushDatagrams(r.deliver, r.end)
+	c.deliver([]byte("a")) // the queue is found empty
+	// deliverInProcess, having seen no push, queues b; then it sees one.
+	if !c.enqueue([]byte("b")) {
+		t.Fatal("queue full")
+	}
+	c.queuedAsPushBegan()
+	c.deliver([]byte("c"))
+	if got := r.received(); len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "c" {
+		t.Fatalf("pushed %q, want [a b c]", got)
+	}
+}
+
 // goid is the calling goroutine's id, for tests that check which
 // goroutine runs a callback.
 func goid() uint64 {
