@@ -244,7 +244,8 @@ func (s *Session) receiveAttestation(p []byte) {
 		return // a resend, or older than the newest
 	}
 	r.newest = seq
-	if s.cfg.OnPeerAttestation != nil {
+	if s.cfg.OnPeerAttestation != nil && s.startCallback() {
+		defer s.wg.Done()
 		s.cfg.OnPeerAttestation(a)
 	}
 }

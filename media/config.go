@@ -236,8 +236,10 @@ type Config struct {
 	// packet (in ReadRTP or ReadRTCP, or in NewSession for packets that
 	// arrived early); with OnRTP set, on the goroutine that delivers the
 	// datagram (see OnRTP). It is never called concurrently with itself,
-	// and must not block or call the session's Read methods. If nil,
-	// attestations are dropped.
+	// and must not block or call the session's Read methods. Close waits
+	// for a call in progress to return, and it is not called once Close
+	// has returned, so it must not call Close (start a goroutine to do
+	// that). If nil, attestations are dropped.
 	OnPeerAttestation func(Attestation)
 
 	// OnRTP, if set, receives every authenticated RTP packet in place of

@@ -223,6 +223,12 @@
 //     so callbacks never run concurrently. Close waits for them, so a
 //     callback must return promptly.
 //
+// Close waits for every callback in progress (OnRTP, OnBye,
+// OnPeerAttestation, OnRotationNeeded), whichever goroutine runs it, and
+// none is called once Close has returned: an application may free what its
+// callbacks use then. So no callback may call Close itself; one that wants
+// the session closed starts a goroutine to do it.
+//
 // No timer runs while a session is idle: key activation, expiry and grace
 // periods are checked on the packet paths, and the clock is read there only
 // while such an event is pending; RTCP reports are sent from the packet

@@ -74,7 +74,9 @@ type RTCPConfig struct {
 	// reason (often empty). It runs on the goroutine that read the packet
 	// (a ReadRTP or ReadRTCP caller); with Config.OnRTP set, on the
 	// goroutine that delivers the datagram (see Config.OnRTP). It must not
-	// block.
+	// block. Close waits for a call in progress to return, and it is not
+	// called once Close has returned, so it must not call Close (start a
+	// goroutine to do that).
 	OnBye func(reason string)
 }
 

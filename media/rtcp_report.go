@@ -420,7 +420,8 @@ func (s *Session) afterRTCPReceived(pkt []byte) {
 	reason, bye := s.q.noteRTCP(pkt, now, s.q.ourSSRC.Load())
 	if bye {
 		s.log.Debug("media: peer sent RTCP BYE")
-		if s.q.cfg.OnBye != nil {
+		if s.q.cfg.OnBye != nil && s.startCallback() {
+			defer s.wg.Done()
 			s.q.cfg.OnBye(reason)
 		}
 	}

@@ -55,6 +55,7 @@ type Session struct {
 	pending     []pendingKey // kms/hybrid: installed, not yet active, ascending
 	sendCheckAt int64        // unix ns of the next time-based send event; 0: none
 	cbMu        sync.Mutex   // serializes OnRotationNeeded
+	gateMu      sync.Mutex   // orders startCallback before Close's wait
 	attestOut   attestSend   // this side's path attestation (attest.go)
 	attestIn    attestRecv   // the peer's
 
@@ -360,6 +361,9 @@ func (s *Session) abort() {
 	}
 	_ = s.conn.Close()
 	s.retireDTLS()
+	s.gateMu.Lock()
+	//lint:ignore SA2001 the empty critical section is a barrier, see Close
+	s.gateMu.Unlock()
 	s.wg.Wait()
 	s.freeHeld()
 	s.wipe()
@@ -398,13 +402,17 @@ func (s *Session) Close() error {
 	// recvMu once does the same for an unprotect that might still start a
 	// key fetch (holdLocked) and an InstallKey that might still start a
 	// release (releaseLater): both look at closed and call wg.Add under
-	// recvMu.
+	// recvMu. Taking gateMu once does it for a callback that a reader or a
+	// pusher might still start (startCallback).
 	s.sendMu.Lock()
 	//lint:ignore SA2001 the empty critical section is a barrier, see above
 	s.sendMu.Unlock()
 	s.recvMu.Lock()
 	//lint:ignore SA2001 the empty critical section is a barrier, see above
 	s.recvMu.Unlock()
+	s.gateMu.Lock()
+	//lint:ignore SA2001 the empty critical section is a barrier, see above
+	s.gateMu.Unlock()
 	s.wg.Wait()
 	s.freeHeld()
 	s.rdl.stop()
@@ -424,6 +432,24 @@ func (s *Session) Close() error {
 		return fmt.Errorf("media: close transport: %w", err)
 	}
 	return nil
+}
+
+// startCallback admits a call of OnBye or OnPeerAttestation, which run on
+// goroutines that Close does not join (a ReadRTP or ReadRTCP caller's, a
+// pusher's): it reports false once Close has begun, and otherwise counts
+// the call in wg, so that Close waits for it; the caller calls wg.Done
+// when the callback returns. The look at closed and wg.Add are under
+// gateMu, which Close takes once before it waits. (OnRTP has rtpMu for
+// this, which serializes it too; OnRotationNeeded runs on a goroutine of
+// the session's own.)
+func (s *Session) startCallback() bool {
+	s.gateMu.Lock()
+	defer s.gateMu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // wipe forgets secrets the session still holds outside the SRTP contexts.
