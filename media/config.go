@@ -276,8 +276,12 @@ type Config struct {
 	// others) and InstallKey, but not Close (start a goroutine to do
 	// that): Close waits for a call in progress to return, and OnRTP is
 	// not called once Close has returned. RTCP still goes to ReadRTCP, and
-	// SetReadDeadline then bounds ReadRTCP only. If nil, packets are read
-	// with ReadRTP.
+	// SetReadDeadline then bounds ReadRTCP only. The goroutine running
+	// OnRTP is the one that queues RTCP for ReadRTCP, so ReadRTCP called
+	// from OnRTP gets only what is queued already, or waits for its
+	// deadline or Close while nothing is delivered (see
+	// Session.ReadRTCP). If nil,
+	// packets are read with ReadRTP.
 	OnRTP func(h RTPHeader, payload []byte)
 
 	// HandshakeTimeout bounds NewSession's DTLS handshake and key fetch, on

@@ -274,6 +274,9 @@
 // early queue and is delivered first once they are in. RTCP still goes to
 // ReadRTCP, which then only waits on its queue (SetReadDeadline bounds it,
 // and it returns the transport's error once the transport stops
-// delivering). Close waits for an OnRTP call in progress, and none starts
+// delivering). The goroutine that delivers to OnRTP fills that queue, so
+// ReadRTCP belongs on a goroutine of its own: called from OnRTP it gets
+// only what is queued already, or waits for its deadline or Close while
+// nothing is delivered. Close waits for an OnRTP call in progress, and none starts
 // after Close.
 package media

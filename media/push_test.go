@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/securecall/securecall/sdp"
@@ -479,5 +482,108 @@ func TestSessionPushLoopSurvivesTransientErrors(t *testing.T) {
 				t.Fatal("nothing delivered after the transport recovered")
 			}
 		})
+	}
+}
+
+// ReadRTCP called from OnRTP cannot wait for RTCP to arrive: the goroutine
+// that would queue it is its caller, which delivers nothing meanwhile. It
+// returns a packet already queued at once; otherwise it returns at the
+// read deadline, or with net.ErrClosed when another goroutine closes the
+// session, and delivery goes on from where it stopped: the RTCP and RTP
+// that arrived meanwhile reach ReadRTCP and OnRTP, none lost. In a
+// synctest bubble, so that the deadline is exact.
+func TestSessionReadRTCPFromOnRTP(t *testing.T) {
+	for _, pushes := range []bool{true, false} {
+		t.Run(map[bool]string{true: "transport-pushes", false: "own-reader"}[pushes], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { testReadRTCPFromOnRTP(t, pushes) })
+		})
+	}
+}
+
+func testReadRTCPFromOnRTP(t *testing.T, pushes bool) {
+	const wait = time.Second
+	ma, mb := memPair()
+	var conn net.Conn = mb
+	if pushes {
+		pc := newPushingConn(mb)
+		t.Cleanup(pc.wait)
+		conn = pc
+	}
+	a, b := pairConfigs(t, sdp.KeyingSDES, nil)
+	a.RTCP.Disabled, b.RTCP.Disabled = true, true // only the test's RTCP
+	type result struct {
+		n       int
+		err     error
+		elapsed time.Duration
+	}
+	var (
+		sb      *Session
+		results = make(chan result, 8)
+		seqs    = make(chan uint16, 8)
+	)
+	b.OnRTP = func(h RTPHeader, _ []byte) {
+		seqs <- h.SequenceNumber
+		switch h.SequenceNumber {
+		case 1, 2:
+			sb.SetReadDeadline(time.Now().Add(wait))
+		case 3:
+			sb.SetReadDeadline(time.Time{})
+		default:
+			return
+		}
+		start := time.Now()
+		n, err := sb.ReadRTCP(make([]byte, 1500))
+		results <- result{n, err, time.Since(start)}
+	}
+	sa, sbb := mustPair(t, ma, conn, a, b)
+	sb = sbb
+	send := func(seq uint16) {
+		t.Helper()
+		if err := sa.WriteRTP(RTPHeader{SSRC: 1, SequenceNumber: seq}, make([]byte, 160)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendRTCP := func(ssrc uint32) {
+		t.Helper()
+		if err := sa.WriteRTCP(rtcpRR(ssrc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Queued before OnRTP runs: returned at once.
+	sendRTCP(0xa)
+	send(1)
+	if r := <-results; r.err != nil || r.n != len(rtcpRR(0xa)) || r.elapsed != 0 {
+		t.Fatalf("ReadRTCP from OnRTP with a packet queued: %d bytes, %v after %v; want it at once", r.n, r.err, r.elapsed)
+	}
+	// Nothing queued: the deadline, while the packets that arrive wait.
+	send(2)
+	synctest.Wait()
+	sendRTCP(0xb)
+	send(10)
+	if r := <-results; !errors.Is(r.err, os.ErrDeadlineExceeded) || r.elapsed != wait {
+		t.Fatalf("ReadRTCP from OnRTP with nothing queued: %v after %v, want the deadline after %v", r.err, r.elapsed, wait)
+	}
+	sb.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 1500)
+	if n, err := sb.ReadRTCP(buf); err != nil || !bytes.Equal(buf[:n], rtcpRR(0xb)) {
+		t.Fatalf("the RTCP that arrived meanwhile: %x, %v", buf[:n], err)
+	}
+	// No deadline: Close ends it.
+	send(3)
+	synctest.Wait()
+	if err := sb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results; !errors.Is(r.err, net.ErrClosed) {
+		t.Fatalf("ReadRTCP from OnRTP when another goroutine closed the session: %v, want net.ErrClosed", r.err)
+	}
+	close(seqs)
+	var got []uint16
+	for seq := range seqs {
+		got = append(got, seq)
+	}
+	if !slices.Equal(got, []uint16{1, 2, 10, 3}) {
+		t.Fatalf("OnRTP got %v, want [1 2 10 3]", got)
 	}
 }

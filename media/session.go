@@ -649,6 +649,13 @@ func (s *Session) ReadRTP(payload []byte) (RTPHeader, int, error) {
 // returns its length. If buf is too short, the rest is lost and the error
 // wraps io.ErrShortBuffer. It drops what ReadRTP drops, and passes RTP read
 // meanwhile on to ReadRTP.
+//
+// With Config.OnRTP set it only waits on its queue, which the goroutine
+// that delivers to OnRTP fills. Called from OnRTP (or from a callback on
+// that goroutine), it returns a packet already queued, and otherwise waits
+// until the read deadline or Close while that goroutine delivers nothing
+// (on an ice.Endpoint's conn, to no call on the Endpoint): call it on a
+// goroutine of its own.
 func (s *Session) ReadRTCP(buf []byte) (int, error) {
 	s.rtcpMu.Lock()
 	defer s.rtcpMu.Unlock()
