@@ -178,7 +178,10 @@ func (s *Session) openHeldLocked() {
 }
 
 // openLocked decrypts one held packet in place and keeps it for
-// releaseHeld, or drops and counts it (recvMu held).
+// releaseHeld, or drops and counts it (recvMu held). An RTP packet goes
+// into the receive statistics here, accepted or refused as a replay, in
+// the order SRTP saw it: a copy of it refused later, held or live, is
+// then known for a duplicate.
 func (s *Session) openLocked(h heldMKIPacket) {
 	var out []byte
 	var err error
@@ -189,7 +192,11 @@ func (s *Session) openLocked(h heldMKIPacket) {
 		out, err = s.recv.DecryptRTCP(h.b.data, h.b.data, &s.rcHdr)
 	}
 	if err != nil {
-		s.countDrop(err)
+		if kind == kindRTP {
+			s.countRTPDrop(h.b.data, err)
+		} else {
+			s.countDrop(err)
+		}
 		putPacket(h.b)
 		return
 	}
@@ -197,6 +204,9 @@ func (s *Session) openLocked(h heldMKIPacket) {
 	s.stats.authOK.Add(1)
 	h.b.data = out
 	f := &s.fetch
+	if kind == kindRTP {
+		s.q.noteRTPAt(out, s.q.sinceEpoch())
+	}
 	if kind == kindRTP && s.pushing() {
 		f.pushed = append(f.pushed, h.b)
 		f.pushPending.Store(true)
@@ -251,7 +261,7 @@ func (s *Session) pushOpenedLocked() {
 	s.recvMu.Unlock()
 	for _, b := range ready {
 		if !s.closed.Load() {
-			s.afterRTPReceived(b.data)
+			s.reportIfDueAt(s.q.sinceEpoch()) // openLocked noted it
 			s.onRTPLocked(b.data)
 		}
 		putPacket(b)
@@ -265,7 +275,7 @@ func (s *Session) queueOpened(b *packetBuf) bool {
 	var q chan *packetBuf
 	switch classify(b.data) {
 	case kindRTP:
-		s.afterRTPReceived(b.data)
+		s.reportIfDueAt(s.q.sinceEpoch()) // openLocked noted it
 		q = s.rtpQ
 	default:
 		s.afterRTCPReceived(b.data)

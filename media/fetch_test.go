@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/securecall/securecall/sdp"
@@ -454,5 +455,62 @@ func keepBackRTP(ma *memConn) func() []byte {
 	return func() []byte {
 		ma.setTap(nil)
 		return kept
+	}
+}
+
+// A held packet that turns out to be a replay when its version is
+// installed (the link duplicated it while the key was fetched) counts as
+// a duplicate in the receive statistics, as a replay on the live path
+// does: ReplaysDropped and Quality.Receive.Duplicates agree on every
+// path, with OnRTP and with ReadRTP.
+func TestSessionHeldReplayCountedAsDuplicate(t *testing.T) {
+	for _, push := range []bool{true, false} {
+		t.Run(map[bool]string{true: "OnRTP", false: "ReadRTP"}[push], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				keys, gated, ma, mb, a, b, log := heldPair(t, func(c *Config) {
+					if !push {
+						c.OnRTP = nil
+					}
+				})
+				if !push {
+					go func() {
+						buf := make([]byte, 1500)
+						for {
+							h, n, err := b.ReadRTP(buf)
+							if err != nil {
+								return
+							}
+							log.on(h, buf[:n])
+						}
+					}()
+				}
+				sendSeq(t, a, 1) // under version 1: the statistics know the source
+				keys.Publish(t, 2, time.Time{})
+				synctest.Wait()
+				if v := a.Stats().SendKeyVersion; v != 2 {
+					t.Fatalf("sender on version %d, want 2", v)
+				}
+				kept := keepBackRTP(ma)
+				sendSeq(t, a, 2) // under version 2, which b fetches
+				dup := kept()
+				mb.inject(dup)
+				mb.inject(dup) // the link's duplicate, held too
+				synctest.Wait()
+				if st := b.Stats(); st.PacketsHeld != 2 {
+					t.Fatalf("%d packets held, want 2", st.PacketsHeld)
+				}
+				close(gated.gate)
+				synctest.Wait()
+				mb.inject(dup) // and one more, after the install
+				synctest.Wait()
+				st := b.Stats()
+				if got := log.got(); !slices.Equal(got, []uint16{1, 2}) {
+					t.Fatalf("received %v, want [1 2]", got)
+				}
+				if q := st.Quality.Receive; st.ReplaysDropped != 2 || q.Duplicates != 2 || q.Received != 2 {
+					t.Fatalf("replays dropped %d, quality duplicates %d, received %d: want 2, 2, 2", st.ReplaysDropped, q.Duplicates, q.Received)
+				}
+			})
+		})
 	}
 }

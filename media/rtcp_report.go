@@ -409,6 +409,12 @@ func (s *Session) afterRTPSentLocked(h *RTPHeader, payloadLen int) {
 func (s *Session) afterRTPReceived(pkt []byte) {
 	m := s.q.sinceEpoch()
 	s.q.noteRTPAt(pkt, m)
+	s.reportIfDueAt(m)
+}
+
+// reportIfDueAt sends the report if one is due at m ns since the epoch
+// and no writer holds the send lock.
+func (s *Session) reportIfDueAt(m int64) {
 	if s.q.dueAt(m) {
 		s.reportIfDue(time.Now())
 	}

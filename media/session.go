@@ -904,10 +904,7 @@ func (s *Session) unprotectRTP(dst, raw []byte) ([]byte, bool) {
 	}
 	s.recvMu.Unlock()
 	if err != nil {
-		s.countDrop(err)
-		if isReplay(err) {
-			s.q.noteReplay(raw)
-		}
+		s.countRTPDrop(raw, err)
 		return nil, false
 	}
 	s.stats.authOK.Add(1)
@@ -959,6 +956,16 @@ func (s *Session) countDrop(err error) {
 		s.stats.replays.Add(1)
 	default:
 		s.stats.malformed.Add(1)
+	}
+}
+
+// countRTPDrop counts an SRTP packet that failed to unprotect, raw still
+// protected: a replay also in the receive statistics, which tell a
+// duplicate from a packet that came too late.
+func (s *Session) countRTPDrop(raw []byte, err error) {
+	s.countDrop(err)
+	if isReplay(err) {
+		s.q.noteReplay(raw)
 	}
 }
 
