@@ -17,7 +17,8 @@ import (
 // fetch asks for it any more) and those still held when the session
 // closes. Packets are held only while a fetch runs: after a failed one,
 // packets under a missing version are dropped as before until the next
-// attempt. Held packets are decrypted as soon as their version is
+// attempt; after a successful one, those held under a newer version, met
+// while it ran, get the next fetch at once. Held packets are decrypted as soon as their version is
 // installed, by the fetch, the key watch or InstallKey, before any packet
 // read later can use that version.
 const HeldPacketLimit = 64
@@ -88,14 +89,8 @@ func (s *Session) holdLocked(raw []byte, trailer int) bool {
 	if v <= newest || v <= s.removedUpTo || v-newest > fetchAhead {
 		return false
 	}
-	now := s.cfg.Clock()
-	if !f.inFlight {
-		if now.Before(f.nextTry) {
-			return false
-		}
-		f.inFlight = true
-		s.wg.Add(1)
-		go s.fetchVersion(v)
+	if !f.inFlight && !s.startFetchLocked(v) {
+		return false
 	}
 	if len(f.held) >= HeldPacketLimit {
 		putPacket(f.held[0].b)
@@ -105,6 +100,42 @@ func (s *Session) holdLocked(raw []byte, trailer int) bool {
 	f.held = append(f.held, heldMKIPacket{b: copyPacket(raw), version: v})
 	s.stats.held.Add(1)
 	return true
+}
+
+// startFetchLocked starts the fetch of version v, unless a failed fetch
+// was too recent; it reports whether it started one. recvMu is held, no
+// fetch is in flight, and the session was open when the caller looked:
+// Close takes recvMu once before it waits for the fetch.
+func (s *Session) startFetchLocked(v uint32) bool {
+	f := &s.fetch
+	if s.cfg.Clock().Before(f.nextTry) {
+		return false
+	}
+	f.inFlight = true
+	s.wg.Add(1)
+	go s.fetchVersion(v)
+	return true
+}
+
+// fetchHeldLocked runs when a fetch succeeded and its install opened the
+// packets it held (recvMu held). What is still held is under newer
+// versions, met while it ran: the oldest of them is fetched next, at once,
+// rather than when a further packet under it arrives, which may never
+// happen. This adds no fetch a packet would not start: one runs at a time,
+// and only a successful one is followed at once. Packets are held only
+// while a fetch runs, so if none can start they are dropped and counted.
+func (s *Session) fetchHeldLocked() {
+	f := &s.fetch
+	if len(f.held) == 0 || s.closed.Load() {
+		return // Close counts what is held (freeHeld)
+	}
+	v := f.held[0].version
+	for _, h := range f.held[1:] {
+		v = min(v, h.version)
+	}
+	if !s.startFetchLocked(v) {
+		s.dropHeldLocked()
+	}
 }
 
 // fetchVersion fetches version v, installs it (which decrypts the packets
@@ -142,6 +173,7 @@ func (s *Session) fetchVersion(v uint32) {
 	}
 	f.retry = 0
 	s.stats.keyFetches.Add(1)
+	s.fetchHeldLocked()
 	s.recvMu.Unlock()
 	s.releaseHeld()
 }
@@ -317,9 +349,13 @@ func (s *Session) releaseLater() {
 func (s *Session) dropHeld() {
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
-	if s.fetch.inFlight {
-		return
+	if !s.fetch.inFlight {
+		s.dropHeldLocked()
 	}
+}
+
+// dropHeldLocked drops the held packets and counts them (recvMu held).
+func (s *Session) dropHeldLocked() {
 	for _, h := range s.fetch.held {
 		putPacket(h.b)
 		s.stats.unknownMKI.Add(1)

@@ -514,3 +514,64 @@ func TestSessionHeldReplayCountedAsDuplicate(t *testing.T) {
 		})
 	}
 }
+
+// Packets held under a version newer than the one being fetched (the
+// sender rotated twice while the fetch ran) get a fetch of their own when
+// that fetch succeeds: they do not wait for a further packet under their
+// version, which may never come. One fetch at a time, as ever: two
+// versions, two fetches.
+func TestSessionHeldNewerVersionFetchedNext(t *testing.T) {
+	for _, push := range []bool{true, false} {
+		t.Run(map[bool]string{true: "OnRTP", false: "ReadRTP"}[push], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				keys, gated, _, _, a, b, log := heldPair(t, func(c *Config) {
+					if !push {
+						c.OnRTP = nil
+					}
+				})
+				if !push {
+					go func() {
+						buf := make([]byte, 1500)
+						for {
+							h, n, err := b.ReadRTP(buf)
+							if err != nil {
+								return
+							}
+							log.on(h, buf[:n])
+						}
+					}()
+				}
+				for v := uint32(2); v <= 3; v++ {
+					keys.Publish(t, v, time.Time{})
+					synctest.Wait()
+					if got := a.Stats().SendKeyVersion; got != v {
+						t.Fatalf("sender on version %d, want %d", got, v)
+					}
+					sendSeq(t, a, uint16(v)) // held: b has version 1 only
+					synctest.Wait()
+				}
+				if st := b.Stats(); st.PacketsHeld != 2 || gated.fetches.Load() != 1 {
+					t.Fatalf("%d packets held, %d fetches; want 2 held and one fetch (of version 2) at a time", st.PacketsHeld, gated.fetches.Load())
+				}
+				close(gated.gate)
+				synctest.Wait()
+				st := b.Stats()
+				if f := gated.fetches.Load(); f != 2 || st.KeyFetches != 2 || st.UnknownMKIDrops != 0 {
+					t.Fatalf("%d fetches, %d installed, %d unknown-MKI drops; want 2, 2, 0", f, st.KeyFetches, st.UnknownMKIDrops)
+				}
+				got, want := log.got(), []uint16{2, 3}
+				if !push {
+					// A reader waiting on the transport takes the queued held
+					// packets after the next packet, which it returns first.
+					sendSeq(t, a, 4)
+					synctest.Wait()
+					got, want = log.got(), append(want, 4)
+					slices.Sort(got)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("received %v, want %v", got, want)
+				}
+			})
+		})
+	}
+}
