@@ -1,7 +1,6 @@
 package ice
 
 import (
-	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/binary"
 	"net"
@@ -111,17 +110,7 @@ func (r *roleConflicts) conflict(b []byte) ([12]byte, bool) {
 	if len(username) <= len(ufrag) || string(username[:len(ufrag)+1]) != ufrag+":" {
 		return id, false
 	}
-	// The HMAC covers the message up to MESSAGE-INTEGRITY, with the length
-	// field counting up to its end (RFC 5389 section 15.4).
-	covered := make([]byte, integrityAt)
-	copy(covered, b[:integrityAt])
-	binary.BigEndian.PutUint16(covered[2:4], uint16(integrityAt+4+sha1.Size-stunHeaderLen))
-	mac := hmac.New(sha1.New, []byte(pwd))
-	mac.Write(covered)
-	if !hmac.Equal(mac.Sum(nil), b[integrityAt+4:integrityAt+4+sha1.Size]) {
-		return id, false
-	}
-	return id, true
+	return id, integrityMatches(b, integrityAt, pwd)
 }
 
 // response builds the 487 error response to the request with id.
