@@ -297,9 +297,16 @@
 // (its nominating request is answered, or it answers the peer's), so
 // media that follows the nomination at once is not lost; two calls whose
 // selected pairs have the same remote address cannot share an Endpoint
-// (ErrTupleInUse). Datagrams for no known ufrag, transaction or 5-tuple
-// are dropped and counted ([EndpointStats].Unrouted); STUN passes the same
-// guard as on a Transport's own sockets before pion parses it.
+// (ErrTupleInUse). Since it acts on them before pion's agent checks them,
+// the Endpoint checks MESSAGE-INTEGRITY itself on requests with
+// USE-CANDIDATE (with the local password: the Endpoint remembers the last
+// 4 nominations per ufrag until pion answers them, and a flood of forged
+// ones by anyone who read the ufrag in the SDP must not push the genuine
+// one out); one HMAC-SHA1 each, other checks are left to pion.
+// Datagrams for no known ufrag, transaction or 5-tuple, and nominations
+// that fail, are dropped and counted ([EndpointStats].Unrouted); STUN
+// passes the same guard as on a Transport's own sockets before pion
+// parses it.
 //
 // A connected Transport on an Endpoint runs no goroutine of its own. Once
 // Connect has a path, the Transport is parked: pion's agent is closed,

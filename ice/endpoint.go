@@ -75,11 +75,16 @@ const (
 // 5-tuple of the Transport's selected pair, into the queue that the
 // net.Conn from Connect reads, that is the media session's. A datagram for
 // no known ufrag, transaction or 5-tuple is dropped and counted
-// (EndpointStats.Unrouted). A writer that finds no batch being sent sends
-// its datagram at once, on its own goroutine; writers that find one in
-// the kernel add their datagram to the next batch (sendmmsg, up to 32)
-// and return, so concurrent calls share system calls and no datagram
-// waits for a timer or another goroutine. A writer that finds 32 queued
+// (EndpointStats.Unrouted), as is a nominating request (USE-CANDIDATE)
+// whose MESSAGE-INTEGRITY fails: the Endpoint acts on it before pion's
+// agent checks it (an answered nomination routes the peer's media at
+// once), so it checks it itself, with the local password.
+//
+// A writer that finds no batch being sent sends its datagram at once, on
+// its own goroutine; writers that find one in the kernel add their
+// datagram to the next batch (sendmmsg, up to 32) and return, so
+// concurrent calls share system calls and no datagram waits for a timer
+// or another goroutine. A writer that finds 32 queued
 // behind the batch in the kernel waits for room (datagrams stay in order
 // and memory is bounded). A datagram the socket refuses is lost, as UDP
 // loses it, and counted (EndpointStats.SendErrors).
@@ -215,8 +220,9 @@ type EndpointStats struct {
 	// Transports.
 	STUN uint64
 	// Unrouted counts datagrams dropped because no Transport on the
-	// Endpoint owns their ufrag, transaction or 5-tuple: strays, spoofs
-	// and late packets of closed calls.
+	// Endpoint owns their ufrag, transaction or 5-tuple, or because they
+	// are nominating requests whose MESSAGE-INTEGRITY fails: strays,
+	// spoofs and late packets of closed calls.
 	Unrouted uint64
 	// Malformed counts STUN messages the guard dropped and truncated
 	// datagrams.
@@ -559,9 +565,10 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		return
 	}
 	var (
-		to      *stunConn
-		cs      *consentSession
-		claimed *endpointUse
+		to         *stunConn
+		cs         *consentSession
+		claimed    *endpointUse
+		nominating bool
 	)
 	typ := binary.BigEndian.Uint16(b[0:2])
 	var id [12]byte
@@ -582,9 +589,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 				cs = e.consent[string(local)]
 			}
 			if to != nil && typ == 0x0001 {
-				if _, ok := stunAttr(b, attrUseCandidate); ok {
-					to.nominatedBy(id, src)
-				}
+				_, nominating = stunAttr(b, attrUseCandidate)
 			}
 		}
 	case 0x0100, 0x0110: // success and error responses: by transaction
@@ -603,6 +608,20 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		}
 	}
 	e.mu.Unlock()
+	if nominating {
+		// Only the peer, which knows the local password, may take a slot
+		// of the ring: anyone who read the ufrag in the SDP could push the
+		// genuine nomination out of it before pion checks and answers it.
+		// pion drops what fails, so nothing it would take is lost. The
+		// HMAC runs without e.mu, which every call's routing takes.
+		if !authentic(b, to.key) {
+			e.stats.unrouted.Add(1)
+			return
+		}
+		e.mu.Lock()
+		to.nominatedBy(id, src)
+		e.mu.Unlock()
+	}
 	if cs != nil {
 		e.stats.stun.Add(1)
 		if typ&0x0110 == 0 {
@@ -929,6 +948,7 @@ func (e *Endpoint) detach(u *endpointUse) {
 		delete(e.pending, id)
 	}
 	u.txs = nil
+	u.local.Store(nil)
 	for k, v := range e.byLocal {
 		if v == u {
 			delete(e.byLocal, k)
@@ -957,6 +977,7 @@ type endpointUse struct {
 	site     *siteGuard
 	media    *endpointConn
 	remote   atomic.Pointer[netip.AddrPort] // the selected pair's remote address
+	local    atomic.Pointer[Credentials]    // the Transport's ufrag and pwd, which signs the peer's checks
 	peer     atomic.Pointer[string]         // the peer's ufrag
 	stun     atomic.Pointer[stunConn]       // pion's connection for the current ufrag
 	txs      [][12]byte                     // its requests in e.pending, oldest first, at most maxPendingTx (e.mu)
@@ -970,6 +991,11 @@ func (u *endpointUse) remoteUfrag() string {
 }
 
 func (u *endpointUse) setPeer(ufrag string) { u.peer.Store(&ufrag) }
+
+// setLocal tells the Endpoint the Transport's local credentials, before
+// pion's agent gathers with them (GetConn): the Endpoint authenticates the
+// peer's nominations to that ufrag with its password.
+func (u *endpointUse) setLocal(c Credentials) { u.local.Store(&c) }
 
 func (u *endpointUse) currentSTUN() *stunConn { return u.stun.Load() }
 
@@ -1005,7 +1031,11 @@ func (u *endpointUse) GetConn(ufrag string, _ net.Addr) (net.PacketConn, error) 
 		e.mu.Unlock()
 		return nil, errors.New("ice: endpoint: ufrag in use by another transport")
 	}
-	s := newSTUNConn(u, ufrag)
+	var key string // unknown: no nomination to ufrag is authentic
+	if c := u.local.Load(); c != nil && c.Ufrag == ufrag {
+		key = c.Pwd
+	}
+	s := newSTUNConn(u, ufrag, key)
 	old := e.byUfrag[ufrag]
 	e.byUfrag[ufrag] = s
 	for k, v := range e.byLocal {
@@ -1057,9 +1087,10 @@ func (u *endpointUse) GetListenAddresses() []net.Addr {
 type stunConn struct {
 	use    *endpointUse
 	ufrag  string
+	key    string // ufrag's local password, which signs the peer's checks
 	q      chan *stunRecord
 	closed chan struct{} // closed by Close
-	noms   [4]nomination // recent nominating requests from the peer
+	noms   [4]nomination // recent authentic nominating requests from the peer (e.mu)
 	nomAt  int
 	done   atomic.Bool
 
@@ -1082,12 +1113,13 @@ type nomination struct {
 	src netip.AddrPort
 }
 
-func newSTUNConn(u *endpointUse, ufrag string) *stunConn {
-	return &stunConn{use: u, ufrag: ufrag, q: make(chan *stunRecord, endpointSTUNQueue),
+func newSTUNConn(u *endpointUse, ufrag, key string) *stunConn {
+	return &stunConn{use: u, ufrag: ufrag, key: key, q: make(chan *stunRecord, endpointSTUNQueue),
 		closed: make(chan struct{}), dlCh: make(chan struct{})}
 }
 
-// nominatedBy remembers a nominating request; called with e.mu held.
+// nominatedBy remembers an authentic nominating request; called with e.mu
+// held.
 func (s *stunConn) nominatedBy(id [12]byte, src netip.AddrPort) {
 	s.noms[s.nomAt] = nomination{id: id, src: src}
 	s.nomAt = (s.nomAt + 1) % len(s.noms)

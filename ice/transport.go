@@ -233,6 +233,7 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 			return nil, err
 		}
 		t.ep = u
+		u.setLocal(*creds)
 		acfg.UDPMux = u
 	}
 	if cfg.IPFilter != nil {
@@ -981,6 +982,9 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.peerLocal = nil
 	t.mu.Unlock()
 	if t.ep != nil {
+		// Before Gather, where pion's agent takes the new ufrag's
+		// connection (GetConn).
+		t.ep.setLocal(creds)
 		t.ep.e.release(t.ep)
 	}
 	return creds, nil

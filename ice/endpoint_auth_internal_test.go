@@ -1,0 +1,140 @@
+package ice
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	pice "github.com/pion/ice/v3"
+	"github.com/pion/stun/v2"
+	"go.uber.org/goleak"
+
+	"github.com/securecall/securecall/sdp"
+)
+
+// endpointTransport makes a Transport on e that has gathered, so that
+// pion's agent holds a connection for its ufrag on e.
+func endpointTransport(t testing.TB, e *Endpoint) *Transport {
+	t.Helper()
+	tr, err := NewTransport(Config{
+		Endpoint: e,
+		IPFilter: func(netip.Addr) bool { return true },
+		Networks: []Network{UDP4},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gatherAll(t, tr)
+	return tr
+}
+
+func gatherAll(t testing.TB, tr *Transport) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tr.Gather(ctx, func(sdp.Candidate) {}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// silentPeer is a loopback socket that never reads: where the Endpoint's
+// answers go, with no ICMP error.
+func silentPeer(t testing.TB) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// nominatingRequest is a controlling peer's check with USE-CANDIDATE to
+// ufrag, signed with pwd (the receiver's password when genuine).
+func nominatingRequest(t testing.TB, id [12]byte, ufrag, pwd string) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingRequest,
+		stun.NewUsername(ufrag+":peer"), pice.UseCandidate(), pice.AttrControlling(1),
+		pice.PriorityAttr(1), stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+// bindingSuccess is a success response to the request with id, signed
+// with pwd (when genuine, the password the request was signed with: the
+// answering agent's).
+func bindingSuccess(t testing.TB, id [12]byte, to netip.AddrPort, pwd string) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: to.Addr().AsSlice(), Port: int(to.Port())},
+		stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+func (e *Endpoint) routeOf(src netip.AddrPort) *endpointUse {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.byTuple[src]
+}
+
+func (e *Endpoint) stunFor(ufrag string) *stunConn {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.byUfrag[ufrag]
+}
+
+// Requests with USE-CANDIDATE that fail MESSAGE-INTEGRITY (anyone who read
+// the SDP knows the ufrag) do not push the peer's genuine nomination out:
+// when pion answers it, the peer's address is claimed at once, before
+// pion reports the selected pair. After an ICE restart the Endpoint
+// checks nominations with the new password.
+func TestEndpointSpoofedNominationsKeepGenuine(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	tr := endpointTransport(t, e)
+	defer tr.Close()
+	peer, spoofer := silentPeer(t), silentPeer(t)
+
+	nominateThenFlood := func(creds Credentials, idByte byte, floodPwd string) {
+		t.Helper()
+		s := e.stunFor(creds.Ufrag)
+		if s == nil {
+			t.Fatalf("no connection for ufrag %q on the Endpoint", creds.Ufrag)
+		}
+		genuine := [12]byte{idByte}
+		e.dispatchSTUN(nominatingRequest(t, genuine, creds.Ufrag, creds.Pwd), peer)
+		for i := range 4 * len(s.noms) {
+			e.dispatchSTUN(nominatingRequest(t, [12]byte{idByte, 1, byte(i)}, creds.Ufrag, floodPwd), spoofer)
+		}
+		// pion answers the genuine request (pion's agent has no peer
+		// yet and answers nothing itself, so the test writes its answer).
+		resp := bindingSuccess(t, genuine, peer, creds.Pwd)
+		if _, err := s.WriteTo(resp, net.UDPAddrFromAddrPort(peer)); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.routeOf(peer); got != tr.ep {
+			t.Fatalf("after %d forged nominations, pion's answer to the genuine one routed the peer's address to %p, want the call %p",
+				4*len(s.noms), got, tr.ep)
+		}
+		if got := e.routeOf(spoofer); got != nil {
+			t.Fatalf("the spoofer's address is routed to %p", got)
+		}
+	}
+	nominateThenFlood(tr.LocalCredentials(), 1, "not the password, but long enough")
+
+	old := tr.LocalCredentials()
+	if _, err := tr.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	gatherAll(t, tr)
+	// The old password no longer nominates.
+	nominateThenFlood(tr.LocalCredentials(), 2, old.Pwd)
+}
