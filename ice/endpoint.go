@@ -1118,9 +1118,15 @@ func newSTUNConn(u *endpointUse, ufrag, key string) *stunConn {
 		closed: make(chan struct{}), dlCh: make(chan struct{})}
 }
 
-// nominatedBy remembers an authentic nominating request; called with e.mu
-// held.
+// nominatedBy remembers an authentic nominating request; a retransmission
+// (or a copy from elsewhere) of one it holds takes no other slot, so that
+// it pushes out no other nomination. Called with e.mu held.
 func (s *stunConn) nominatedBy(id [12]byte, src netip.AddrPort) {
+	for _, n := range s.noms {
+		if n.src.IsValid() && n.id == id {
+			return
+		}
+	}
 	s.noms[s.nomAt] = nomination{id: id, src: src}
 	s.nomAt = (s.nomAt + 1) % len(s.noms)
 }

@@ -138,3 +138,28 @@ func TestEndpointSpoofedNominationsKeepGenuine(t *testing.T) {
 	// The old password no longer nominates.
 	nominateThenFlood(tr.LocalCredentials(), 2, old.Pwd)
 }
+
+// A retransmitted nomination (the same transaction) takes no other slot:
+// the peer's earlier nomination on another pair is still claimed when
+// pion answers it.
+func TestEndpointNominationRetransmitKeepsSlot(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	tr := endpointTransport(t, e)
+	defer tr.Close()
+	creds := tr.LocalCredentials()
+	s := e.stunFor(creds.Ufrag)
+	first, second := silentPeer(t), silentPeer(t)
+	a, b := [12]byte{'a'}, [12]byte{'b'}
+	e.dispatchSTUN(nominatingRequest(t, a, creds.Ufrag, creds.Pwd), first)
+	for range 2 * len(s.noms) {
+		e.dispatchSTUN(nominatingRequest(t, b, creds.Ufrag, creds.Pwd), second)
+	}
+	if _, err := s.WriteTo(bindingSuccess(t, a, first, creds.Pwd), net.UDPAddrFromAddrPort(first)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.routeOf(first); got != tr.ep {
+		t.Fatalf("retransmissions of one nomination pushed out another: the answer to it routed %v to %p, want %p", first, got, tr.ep)
+	}
+}
