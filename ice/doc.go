@@ -298,15 +298,18 @@
 // media that follows the nomination at once is not lost; two calls whose
 // selected pairs have the same remote address cannot share an Endpoint
 // (ErrTupleInUse). Since it acts on them before pion's agent checks them,
-// the Endpoint checks MESSAGE-INTEGRITY itself on requests with
-// USE-CANDIDATE (with the local password: the Endpoint remembers the last
-// 4 nominations per ufrag until pion answers them, and a flood of forged
-// ones by anyone who read the ufrag in the SDP must not push the genuine
-// one out); one HMAC-SHA1 each, other checks are left to pion.
-// Datagrams for no known ufrag, transaction or 5-tuple, and nominations
-// that fail, are dropped and counted ([EndpointStats].Unrouted); STUN
-// passes the same guard as on a Transport's own sockets before pion
-// parses it.
+// the Endpoint checks MESSAGE-INTEGRITY itself on STUN responses (with the
+// peer's password: a forged one must neither end the transaction, which
+// would leave the genuine response unrouted, nor claim its source) and on
+// requests with USE-CANDIDATE (with the local password: the Endpoint
+// remembers the last 4 nominations per ufrag until pion answers them, and
+// a flood of forged ones by anyone who read the ufrag in the SDP must not
+// push the genuine one out); one HMAC-SHA1 each, other checks are left to
+// pion.
+// Datagrams for no known ufrag, transaction or 5-tuple, and those
+// responses and nominations that fail, are dropped and counted
+// ([EndpointStats].Unrouted); STUN passes the same guard as on a
+// Transport's own sockets before pion parses it.
 //
 // A connected Transport on an Endpoint runs no goroutine of its own. Once
 // Connect has a path, the Transport is parked: pion's agent is closed,

@@ -75,10 +75,11 @@ const (
 // 5-tuple of the Transport's selected pair, into the queue that the
 // net.Conn from Connect reads, that is the media session's. A datagram for
 // no known ufrag, transaction or 5-tuple is dropped and counted
-// (EndpointStats.Unrouted), as is a nominating request (USE-CANDIDATE)
-// whose MESSAGE-INTEGRITY fails: the Endpoint acts on it before pion's
-// agent checks it (an answered nomination routes the peer's media at
-// once), so it checks it itself, with the local password.
+// (EndpointStats.Unrouted), as is a STUN response or a nominating request
+// (USE-CANDIDATE) whose MESSAGE-INTEGRITY fails: the Endpoint acts on
+// those before pion's agent checks them (a response ends its transaction,
+// an answered nomination routes the peer's media at once), so it checks
+// them itself, with the peer's password and the local one.
 //
 // A writer that finds no batch being sent sends its datagram at once, on
 // its own goroutine; writers that find one in the kernel add their
@@ -221,8 +222,8 @@ type EndpointStats struct {
 	STUN uint64
 	// Unrouted counts datagrams dropped because no Transport on the
 	// Endpoint owns their ufrag, transaction or 5-tuple, or because they
-	// are nominating requests whose MESSAGE-INTEGRITY fails: strays,
-	// spoofs and late packets of closed calls.
+	// are STUN responses or nominating requests whose MESSAGE-INTEGRITY
+	// fails: strays, spoofs and late packets of closed calls.
 	Unrouted uint64
 	// Malformed counts STUN messages the guard dropped and truncated
 	// datagrams.
@@ -569,6 +570,8 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		cs         *consentSession
 		claimed    *endpointUse
 		nominating bool
+		answered   pendingTx
+		isAnswer   bool
 	)
 	typ := binary.BigEndian.Uint16(b[0:2])
 	var id [12]byte
@@ -593,7 +596,37 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 			}
 		}
 	case 0x0100, 0x0110: // success and error responses: by transaction
-		if p, ok := e.pending[id]; ok {
+		answered, isAnswer = e.pending[id]
+	default: // indications: by 5-tuple
+		if c := e.byTuple[src]; c != nil {
+			to = c.use.currentSTUN()
+		}
+	}
+	e.mu.Unlock()
+	// The HMACs below run without e.mu, which every call's routing takes.
+	if nominating {
+		// Only the peer, which knows the local password, may take a slot
+		// of the ring: anyone who read the ufrag in the SDP could push the
+		// genuine nomination out of it before pion checks and answers it.
+		// pion drops what fails, so nothing it would take is lost.
+		if !authentic(b, to.key) {
+			e.stats.unrouted.Add(1)
+			return
+		}
+		e.mu.Lock()
+		to.nominatedBy(id, src)
+		e.mu.Unlock()
+	}
+	if isAnswer {
+		// Only the response the peer signed answers: a forgery by someone
+		// who saw the transaction ID must not consume it (the genuine
+		// response would then be unrouted) nor claim its source.
+		if !authentic(b, answered.responseKey()) {
+			e.stats.unrouted.Add(1)
+			return
+		}
+		e.mu.Lock()
+		if p, ok := e.pending[id]; ok && p == answered {
 			e.forgetPendingLocked(id, p)
 			to, cs = p.to, p.cs
 			if p.use && typ == 0x0101 {
@@ -601,25 +634,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 				// follows at once, before pion reports the pair.
 				claimed = p.to.use
 			}
-		}
-	default: // indications: by 5-tuple
-		if c := e.byTuple[src]; c != nil {
-			to = c.use.currentSTUN()
-		}
-	}
-	e.mu.Unlock()
-	if nominating {
-		// Only the peer, which knows the local password, may take a slot
-		// of the ring: anyone who read the ufrag in the SDP could push the
-		// genuine nomination out of it before pion checks and answers it.
-		// pion drops what fails, so nothing it would take is lost. The
-		// HMAC runs without e.mu, which every call's routing takes.
-		if !authentic(b, to.key) {
-			e.stats.unrouted.Add(1)
-			return
-		}
-		e.mu.Lock()
-		to.nominatedBy(id, src)
+		} // else a copy answered it meanwhile
 		e.mu.Unlock()
 	}
 	if cs != nil {
@@ -692,6 +707,19 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 	e.mu.Lock()
 	e.addPendingLocked(id, pendingTx{to: s, use: use})
 	e.mu.Unlock()
+}
+
+// responseKey is the password that signs the response to p: the peer's,
+// with which the request was signed (RFC 5389 section 10.1.3); "" when
+// unknown.
+func (p pendingTx) responseKey() string {
+	switch {
+	case p.cs != nil:
+		return p.cs.remotePwd
+	case p.to != nil:
+		return p.to.use.peerPwd()
+	}
+	return ""
 }
 
 // owner is the Transport's use of the Endpoint that sent the request.
@@ -949,6 +977,7 @@ func (e *Endpoint) detach(u *endpointUse) {
 	}
 	u.txs = nil
 	u.local.Store(nil)
+	u.peer.Store(nil)
 	for k, v := range e.byLocal {
 		if v == u {
 			delete(e.byLocal, k)
@@ -978,19 +1007,28 @@ type endpointUse struct {
 	media    *endpointConn
 	remote   atomic.Pointer[netip.AddrPort] // the selected pair's remote address
 	local    atomic.Pointer[Credentials]    // the Transport's ufrag and pwd, which signs the peer's checks
-	peer     atomic.Pointer[string]         // the peer's ufrag
+	peer     atomic.Pointer[Credentials]    // the peer's ufrag and pwd, which signs its responses
 	stun     atomic.Pointer[stunConn]       // pion's connection for the current ufrag
 	txs      [][12]byte                     // its requests in e.pending, oldest first, at most maxPendingTx (e.mu)
 }
 
 func (u *endpointUse) remoteUfrag() string {
 	if p := u.peer.Load(); p != nil {
-		return *p
+		return p.Ufrag
 	}
 	return ""
 }
 
-func (u *endpointUse) setPeer(ufrag string) { u.peer.Store(&ufrag) }
+func (u *endpointUse) peerPwd() string {
+	if p := u.peer.Load(); p != nil {
+		return p.Pwd
+	}
+	return ""
+}
+
+// setPeer tells the Endpoint the peer's credentials, before pion's agent
+// sends checks signed with them: the Endpoint authenticates the responses.
+func (u *endpointUse) setPeer(p Peer) { u.peer.Store(&Credentials{Ufrag: p.Ufrag, Pwd: p.Pwd}) }
 
 // setLocal tells the Endpoint the Transport's local credentials, before
 // pion's agent gathers with them (GetConn): the Endpoint authenticates the

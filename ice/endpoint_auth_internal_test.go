@@ -81,7 +81,10 @@ func bindingSuccess(t testing.TB, id [12]byte, to netip.AddrPort, pwd string) []
 func (e *Endpoint) routeOf(src netip.AddrPort) *endpointUse {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.byTuple[src]
+	if c := e.byTuple[src]; c != nil {
+		return c.use
+	}
+	return nil
 }
 
 func (e *Endpoint) stunFor(ufrag string) *stunConn {
@@ -161,5 +164,158 @@ func TestEndpointNominationRetransmitKeepsSlot(t *testing.T) {
 	}
 	if got := e.routeOf(first); got != tr.ep {
 		t.Fatalf("retransmissions of one nomination pushed out another: the answer to it routed %v to %p, want %p", first, got, tr.ep)
+	}
+}
+
+// A response that fails MESSAGE-INTEGRITY (forged by someone who saw the
+// transaction ID) neither consumes the pending transaction nor claims its
+// source: the genuine response that follows still reaches its Transport.
+func TestEndpointForgedResponseKeepsPending(t *testing.T) {
+	const remotePwd = "the peer's password, 22+ chars"
+	forgeries := func(t *testing.T, id [12]byte, to netip.AddrPort) map[string][]byte {
+		bare := make([]byte, 20) // a Binding success with no attributes
+		copy(bare, []byte{1, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42})
+		copy(bare[8:], id[:])
+		return map[string][]byte{
+			"no integrity": bare,
+			"wrong key":    bindingSuccess(t, id, to, "a guess at the peer's password"),
+		}
+	}
+
+	t.Run("agent", func(t *testing.T) {
+		for name, forged := range forgeries(t, [12]byte{'n'}, netip.MustParseAddrPort("127.0.0.1:1")) {
+			t.Run(name, func(t *testing.T) {
+				defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+				e := newLoopbackEndpoint(t)
+				defer e.Close()
+				tr := endpointTransport(t, e)
+				defer tr.Close()
+				if err := tr.SetRemote(Peer{Ufrag: "peer", Pwd: remotePwd}); err != nil {
+					t.Fatal(err)
+				}
+				peer, forger := silentPeer(t), silentPeer(t)
+				id := [12]byte{'n'}
+				e.mu.Lock()
+				e.addPendingLocked(id, pendingTx{to: tr.ep.currentSTUN(), use: true}) // pion's nominating request
+				e.mu.Unlock()
+				e.dispatchSTUN(forged, forger)
+				if got := e.routeOf(forger); got != nil {
+					t.Errorf("a forged success response to a nomination routed the forger's %v to %p", forger, got)
+				}
+				e.dispatchSTUN(bindingSuccess(t, id, peer, remotePwd), peer)
+				if got := e.routeOf(peer); got != tr.ep {
+					t.Fatalf("after a forged response, the genuine one routed %v to %p, want the call %p (Unrouted %d)",
+						peer, got, tr.ep, e.Stats().Unrouted)
+				}
+			})
+		}
+	})
+
+	t.Run("consent", func(t *testing.T) {
+		for name, forged := range forgeries(t, [12]byte{'c'}, netip.MustParseAddrPort("127.0.0.1:1")) {
+			t.Run(name, func(t *testing.T) {
+				defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+				e := newLoopbackEndpoint(t)
+				defer e.Close()
+				u, err := e.attach(nil, nil, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer e.detach(u)
+				peer := silentPeer(t)
+				cs := &consentSession{
+					use: u, localUfrag: "local", localPwd: "localpasswordlocalpassword",
+					remoteUfrag: "peer", remotePwd: remotePwd, remote: peer,
+					lite: true, disc: time.Hour, fail: time.Hour,
+					report: func(pice.ConnectionState) {},
+				}
+				e.startConsent(cs)
+				defer e.stopConsent(cs)
+				cs.heard.Store(0)
+				id := [12]byte{'c'}
+				e.mu.Lock()
+				e.addPendingLocked(id, pendingTx{cs: cs})
+				e.mu.Unlock()
+				e.dispatchSTUN(forged, peer) // its source spoofed
+				if cs.heard.Load() != 0 {
+					t.Fatal("a forged consent response counted as the peer's consent")
+				}
+				e.dispatchSTUN(bindingSuccess(t, id, peer, remotePwd), peer)
+				if cs.heard.Load() == 0 {
+					t.Fatalf("after a forged response, the genuine consent response was not taken (Unrouted %d)", e.Stats().Unrouted)
+				}
+			})
+		}
+	})
+}
+
+// BenchmarkEndpointSTUN is the reader's cost of routing, to its
+// Transport's agent, a connectivity check, a nominating one (with
+// USE-CANDIDATE, whose MESSAGE-INTEGRITY the Endpoint checks) and a
+// response to a pending transaction (checked too). No agent reads: the
+// queue stays full and each delivery is dropped, so that only the routing
+// is measured.
+func BenchmarkEndpointSTUN(b *testing.B) {
+	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	u, err := e.attach(nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.detach(u)
+	const remotePwd = "the peer's password, 22+ chars"
+	creds := Credentials{Ufrag: "local", Pwd: "the local password, 22+ chars"}
+	u.setLocal(creds)
+	u.setPeer(Peer{Ufrag: "peer", Pwd: remotePwd})
+	if _, err := u.GetConn(creds.Ufrag, nil); err != nil {
+		b.Fatal(err)
+	}
+	s := u.currentSTUN()
+	peer := silentPeer(b)
+	check, err := stun.Build(stun.NewTransactionIDSetter([12]byte{1}), stun.BindingRequest,
+		stun.NewUsername(creds.Ufrag+":peer"), pice.AttrControlling(1), pice.PriorityAttr(1),
+		stun.NewShortTermIntegrity(creds.Pwd), stun.Fingerprint)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("check", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			e.dispatchSTUN(check.Raw, peer)
+		}
+	})
+	b.Run("nominating", func(b *testing.B) {
+		req := nominatingRequest(b, [12]byte{2}, creds.Ufrag, creds.Pwd)
+		b.ReportAllocs()
+		for b.Loop() {
+			e.dispatchSTUN(req, peer)
+		}
+	})
+	b.Run("response", func(b *testing.B) {
+		id := [12]byte{3}
+		resp := bindingSuccess(b, id, peer, remotePwd)
+		b.ReportAllocs()
+		for b.Loop() {
+			e.mu.Lock()
+			e.addPendingLocked(id, pendingTx{to: s})
+			e.mu.Unlock()
+			e.dispatchSTUN(resp, peer)
+		}
+	})
+}
+
+// BenchmarkSTUNIntegrity is the check the Endpoint adds per nominating
+// request and per response: one HMAC-SHA1 over a check-sized message.
+func BenchmarkSTUNIntegrity(b *testing.B) {
+	const pwd = "the local password, 22+ chars"
+	req := nominatingRequest(b, [12]byte{1}, "local", pwd)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !authentic(req, pwd) {
+			b.Fatal("not authentic")
+		}
 	}
 }

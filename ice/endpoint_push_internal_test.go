@@ -360,7 +360,7 @@ func TestEndpointInProcessPushNeverOnWriter(t *testing.T) {
 	e := newLoopbackEndpoint(t)
 	defer e.Close()
 	from, _ := e.attach(nil, nil, nil)
-	from.setPeer("b")
+	from.setPeer(Peer{Ufrag: "b"})
 	var onWriter, mutated atomic.Int32
 	deadline := time.Now().Add(3 * time.Second)
 	for i := 0; i < 20_000 && time.Now().Before(deadline) && onWriter.Load() == 0 && mutated.Load() == 0; i++ {
@@ -403,15 +403,17 @@ func TestEndpointClaimAfterDetach(t *testing.T) {
 	e := newLoopbackEndpoint(t)
 	defer e.Close()
 	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	const peerPwd = "the peer's password, 22+ chars"
 	deadline := time.Now().Add(3 * time.Second)
 	for i := 0; i < 20_000 && time.Now().Before(deadline); i++ {
 		u, _ := e.attach(nil, nil, nil)
 		u.GetConn(fmt.Sprintf("uf%d", i), nil)
+		u.setPeer(Peer{Ufrag: "peer", Pwd: peerPwd})
 		id := [12]byte{byte(i), byte(i >> 8), byte(i >> 16)}
 		e.mu.Lock()
 		e.addPendingLocked(id, pendingTx{to: u.currentSTUN(), use: true})
 		e.mu.Unlock()
-		resp := append([]byte{1, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42}, id[:]...) // a Binding success
+		resp := bindingSuccess(t, id, src, peerPwd)
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() { defer wg.Done(); e.dispatchSTUN(resp, src) }() // the reader
@@ -433,7 +435,7 @@ func TestEndpointClaimAfterDetach(t *testing.T) {
 func TestEndpointHandOverDropsCountedAtClose(t *testing.T) {
 	e := newLoopbackEndpoint(t)
 	from, _ := e.attach(nil, nil, nil)
-	from.setPeer("b")
+	from.setPeer(Peer{Ufrag: "b"})
 	to, _ := e.attach(nil, nil, nil)
 	e.mu.Lock()
 	e.byLocal["b"] = to

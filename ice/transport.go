@@ -721,7 +721,7 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 	t.mu.Unlock()
 	t.red.add(remote.Pwd)
 	if t.ep != nil {
-		t.ep.setPeer(remote.Ufrag)
+		t.ep.setPeer(remote)
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
@@ -1009,7 +1009,7 @@ func (t *Transport) SetRemote(remote Peer) error {
 	}
 	t.mu.Unlock()
 	if t.ep != nil {
-		t.ep.setPeer(remote.Ufrag)
+		t.ep.setPeer(remote)
 	}
 	if redial {
 		go t.reconnect(remote)
