@@ -399,6 +399,27 @@ func TestEndpointInProcessPushNeverOnWriter(t *testing.T) {
 
 // A call whose Transport closes while the reader routes a response to it
 // leaves no route behind: the next call from the same address connects.
+// The interleaving TestEndpointClaimAfterDetach races for, in order, so
+// that it fails without the race detector too: the reader has routed a
+// nomination's response to u, Transport.Close detaches u, then the reader
+// claims the response's source for u.
+func TestEndpointClaimAfterDetachInOrder(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	u, _ := e.attach(nil, nil, nil)
+	e.detach(u)
+	if err := e.claim(u, src); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("claim for a detached use: %v, want net.ErrClosed", err)
+	}
+	e.mu.Lock()
+	stale := e.byTuple[src]
+	e.mu.Unlock()
+	if stale != nil {
+		t.Fatalf("a detached call owns %v", src)
+	}
+}
+
 func TestEndpointClaimAfterDetach(t *testing.T) {
 	e := newLoopbackEndpoint(t)
 	defer e.Close()
