@@ -587,6 +587,15 @@ func AcceptAnswer(offer, answer *Description) (Agreement, error) {
 		if _, known := suiteKeyLengths[remote.Suite]; !known {
 			return Agreement{}, fmt.Errorf("%w: no common SDES suite: the answer chose unknown suite %s", ErrNegotiation, remote.Suite)
 		}
+		// The answer's line is held to what pickCrypto requires of an
+		// offered one: one master key, full SRTP protection.
+		if len(remote.MoreKeys) > 0 {
+			return Agreement{}, fmt.Errorf("%w: the answer's crypto line has more than one master key: a session holds one key per direction", ErrNegotiation)
+		}
+		if weakens(remote.Params) {
+			return Agreement{}, fmt.Errorf("%w: the answer's crypto line turns off part of SRTP's protection or changes its key derivation (%s)",
+				ErrNegotiation, strings.Join(remote.Params, " "))
+		}
 		a.LocalCrypto, a.RemoteCrypto = local, &remote
 	}
 	return a, nil
