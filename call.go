@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -414,6 +415,24 @@ func answerTo(remote *sdp.Description, agreement *sdp.Agreement) func(sdp.Capabi
 	}
 }
 
+// checkAnswerable reports, before Answer changes anything, an offer that
+// the answer to it would refuse: losing a glare to it rolls this end's
+// offer back, and a restart offer restarts ICE, neither of which an offer
+// that is then refused may do. It answers remote from the current ICE
+// credentials without candidates, keeps the agreement for the checks
+// that need it, and throws the answer away.
+func (c *Call) checkAnswerable(remote *sdp.Description, keying sdp.Keying, keyURI string) (sdp.Agreement, error) {
+	caps := c.capabilities(keying, keyURI, nil)
+	if err := c.sipCapabilities(&caps); err != nil {
+		return sdp.Agreement{}, fmt.Errorf("securecall: Answer: %w", err)
+	}
+	_, a, err := sdp.NewAnswer(remote, caps)
+	if err != nil {
+		return sdp.Agreement{}, fmt.Errorf("securecall: Answer: %w", err)
+	}
+	return a, nil
+}
+
 // Offer gathers candidates and returns the call's offer, to be sent to the
 // peer over the application's signaling. In kms and hybrid keying the offer
 // carries Config.KeyURI and no key material. The call then awaits the
@@ -528,9 +547,13 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // again (same o= version, as a signaling layer that retransmits sends it)
 // gets the same answer and changes nothing; an offer with new ICE
 // credentials is an ICE restart; a new version with the same credentials
-// keeps the ICE session. When both ends offer at once (glare), the winner
+// keeps the ICE session. In sdes keying a call keeps its keys: later
+// descriptions state the crypto lines in use, and an offer (or answer)
+// that changes the peer's key is refused with an error wrapping
+// sdp.ErrNegotiation. When both ends offer at once (glare), the winner
 // (see [ErrGlare]) refuses the peer's offer with ErrGlare and the loser
-// rolls its own offer back and answers.
+// rolls its own offer back and answers; an offer that cannot be answered
+// is refused before that, and the loser's own offer stays.
 func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
@@ -662,6 +685,9 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 		// Keying and a KeySource, New prepared a certificate.
 		return "", fmt.Errorf("securecall: Answer: %s keying needs a DTLS certificate: %w", keying, sdp.ErrNegotiation)
 	}
+	if _, err := c.checkAnswerable(remote, keying, keyURI); err != nil {
+		return "", err
+	}
 	var restartICE bool
 	err = c.beginAnswer(ctx, remote, func() error {
 		if c.started {
@@ -710,20 +736,38 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		version uint64
 		reuse   []sdp.Candidate
 	)
-	err := c.beginAnswer(ctx, remote, func() error {
-		k, err := remote.Keying()
-		if err != nil {
-			return fmt.Errorf("securecall: Answer: %w", err)
+	// The call's keying and key never change once started.
+	c.mu.Lock()
+	keying, keyURI = c.keying, c.keyURI
+	c.mu.Unlock()
+	ks, err := remote.Keyings()
+	if err != nil {
+		return "", fmt.Errorf("securecall: Answer: %w", err)
+	}
+	if !slices.Contains(ks, keying) {
+		// An offer that allows several modes (dtls and sdes) is judged
+		// by the one the call runs, as the first offer was.
+		if err := c.checkKeying("Answer", ks[0], []sdp.Keying{keying}); err != nil {
+			return "", err
 		}
-		if err := c.checkKeying("Answer", k, []sdp.Keying{c.keying}); err != nil {
-			return err
-		}
+	}
+	check, err := c.checkAnswerable(remote, keying, keyURI)
+	if err != nil {
+		return "", err
+	}
+	err = c.beginAnswer(ctx, remote, func() error {
 		if restart {
 			if err := c.refuseRestartNoICE("Answer"); err != nil {
 				return err
 			}
 		}
-		keying, keyURI, version = c.keying, c.keyURI, c.version
+		if check.NoICE && c.sip.direct == nil {
+			return fmt.Errorf("securecall: Answer: the offer has no ICE, and this call runs ICE: %w", sdp.ErrNegotiation)
+		}
+		if err := c.checkSDESKept("Answer", check); err != nil {
+			return err
+		}
+		version = c.version
 		if !restart {
 			reuse = append([]sdp.Candidate{}, c.localCands...)
 		}
@@ -802,6 +846,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	if c.started && remote.Origin.SessionID != c.remoteSID {
 		c.mu.Unlock()
 		return &StateError{Op: "SetAnswer", State: c.state, Why: "the answer is from another session than the call's"}
+	}
+	if err := c.checkSDESKept("SetAnswer", agreement); err != nil {
+		c.mu.Unlock()
+		return err
 	}
 	if err := c.checkAnswerTransport(agreement); err != nil {
 		c.mu.Unlock()

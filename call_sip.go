@@ -119,8 +119,15 @@ func (c *Call) prepareNoICE(offer *sdp.Description) error {
 		return fmt.Errorf("securecall: Answer: a peer without ICE: %w", err)
 	}
 	c.mu.Lock()
+	// A transport left open for this end's own offer, rolled back (by
+	// Rollback or a lost glare), was chosen for no peer: this one
+	// replaces it.
+	old := c.sip.direct
 	c.sip.direct = d
 	c.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
 	return nil
 }
 
@@ -215,8 +222,16 @@ func (c *Call) undoNoICE() {
 func (c *Call) sipCapabilities(caps *sdp.Capabilities) error {
 	c.mu.Lock()
 	caps.NoICE = c.sip.direct != nil
+	started, agreed := c.started, c.agreement.LocalCrypto
 	c.mu.Unlock()
 	if caps.Keying != sdp.KeyingSDES {
+		return nil
+	}
+	if started && agreed != nil {
+		// A later description states the line this side sends with: the
+		// media session keeps its keys for the whole call, so a fresh
+		// key here would be one this side never uses.
+		caps.Crypto = []sdp.Crypto{cloneCrypto(agreed)}
 		return nil
 	}
 	profiles := c.cfg.Profiles
@@ -261,6 +276,39 @@ func sdesKeys(a sdp.Agreement) (media.SDES, error) {
 		LocalMKI:  mkiBytes(a.LocalCrypto),
 		RemoteMKI: mkiBytes(a.RemoteCrypto),
 	}, nil
+}
+
+// checkSDESKept refuses (c.mu held) a later exchange of a started sdes
+// call that changes either direction's crypto line: the media session
+// holds the keys it started with and takes no new ones, so such an
+// exchange would leave the peer sending or expecting keys this side does
+// not use.
+func (c *Call) checkSDESKept(op string, a sdp.Agreement) error {
+	if !c.started || a.Keying != sdp.KeyingSDES {
+		return nil
+	}
+	was := c.agreement
+	if !sameCrypto(a.LocalCrypto, was.LocalCrypto) || !sameCrypto(a.RemoteCrypto, was.RemoteCrypto) {
+		return fmt.Errorf("securecall: %s: the description changes the call's SDES keys, which a started call keeps (a new key needs a new call): %w",
+			op, sdp.ErrNegotiation)
+	}
+	return nil
+}
+
+func sameCrypto(a, b *sdp.Crypto) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Suite == b.Suite && a.MKI == b.MKI && a.MKILength == b.MKILength &&
+		subtle.ConstantTimeCompare(a.Key, b.Key) == 1
+}
+
+func cloneCrypto(c *sdp.Crypto) sdp.Crypto {
+	out := *c
+	out.Key = append([]byte(nil), c.Key...)
+	out.MoreKeys = nil
+	out.Params = append([]string(nil), c.Params...)
+	return out
 }
 
 // mkiBytes encodes a crypto line's MKI in its length, big endian (RFC 4568
