@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/media"
 	"github.com/securecall/securecall/sdp"
 )
 
@@ -312,5 +313,107 @@ func TestSDESReofferOfferingDTLSToo(t *testing.T) {
 	}
 	if _, err := b.Answer(ctx, bumpVersion(t, both)); err != nil {
 		t.Fatalf("its re-offer: %v", err)
+	}
+}
+
+// TestOwnOfferReflected: the call's own offer coming back to it (a
+// signaling loop, or an attacker reflecting it) is not a crossing offer
+// from the peer: Answer and SetAnswer refuse it, and the call still awaits
+// the peer's answer, which then connects it.
+func TestOwnOfferReflected(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := securecall.New(securecall.Config{ICE: loopbackICE()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Answer(ctx, offer); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("Answer to the call's own offer: %v, want ErrNegotiation", err)
+	}
+	if s := a.SignalingState(); s != securecall.SignalingHaveLocalOffer {
+		t.Fatalf("after its own offer came back: signaling %s", s)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*securecall.Call{a, b} {
+		if err := c.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendRecv(t, a, b, 3)
+}
+
+// TestSDESRestartKeepsKeys: an ICE restart of an sdes call between two
+// Calls offers and answers the keys in use, and media flows after it; an
+// answer that changes the peer's key is refused.
+func TestSDESRestartKeepsKeys(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := pair(t, sdesConfig(), sdesConfig())
+	sendRecv(t, a, b, 3)
+	offer, err := a.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatalf("restart offer: %v", err)
+	}
+	rekey := rewrite(t, answer, func(d *sdp.Description) { d.Media[0].Crypto[0].Key[0] ^= 0xff })
+	if err := a.SetAnswer(ctx, rekey); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("restart answer with a new SDES key: %v, want ErrNegotiation", err)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return a.Path().Local.Type != "" && b.Path().Local.Type != "" })
+	sendRecv(t, a, b, 3)
+	sendRecv(t, b, a, 3)
+}
+
+// staticKeys is a KeySource with one key version, for tests that need kms
+// keying without a KMS.
+type staticKeys struct{}
+
+func (staticKeys) Keys(_ context.Context, uri string) ([]media.CallKey, error) {
+	return []media.CallKey{{URI: uri, CallID: "1", Version: 1, Key: make([]byte, media.CallKeySize)}}, nil
+}
+
+// TestOwnOfferReflectedAsAnswer: in kms keying the call's own offer reads
+// as a fitting answer (no DTLS setup role to contradict it); SetAnswer
+// refuses it, and the genuine answer still connects the call.
+func TestOwnOfferReflectedAsAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := securecall.Config{ICE: loopbackICE(), Keying: sdp.KeyingKMS, KeySource: staticKeys{}, KeyURI: "https://kms.example/calls/1"}
+	a, err := securecall.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	offer, err := a.Offer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, offer); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("SetAnswer of the call's own offer: %v, want ErrNegotiation", err)
+	}
+	if s := a.SignalingState(); s != securecall.SignalingHaveLocalOffer {
+		t.Fatalf("after its own offer came back as the answer: signaling %s", s)
 	}
 }

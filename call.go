@@ -648,6 +648,9 @@ func (c *Call) waitIdleLocked(ctx context.Context) error {
 
 // answerFirst answers the offer that starts the call.
 func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string, error) {
+	if err := c.refuseOwn("Answer", remote); err != nil {
+		return "", err
+	}
 	keying, err := c.offerKeying(remote)
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
@@ -724,6 +727,18 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	c.mu.Unlock()
 	c.start(agreement, keyURI, senderID("offerer", remote), senderID("answerer", answer))
 	return text, nil
+}
+
+// refuseOwn refuses this call's own description coming back to it (a
+// signaling loop, or an attacker reflecting it): it would win no glare
+// and start no call, and session ids are random, so no peer has this
+// call's.
+func (c *Call) refuseOwn(op string, remote *sdp.Description) error {
+	if remote.Origin.SessionID == c.sid {
+		return fmt.Errorf("securecall: %s: the description carries this call's own session id (it came back to the call that made it): %w",
+			op, sdp.ErrNegotiation)
+	}
+	return nil
 }
 
 // answerAgain answers a later offer of the started call: an ICE restart
@@ -811,6 +826,9 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	remote, err := sdp.Unmarshal([]byte(answer))
 	if err != nil {
 		return fmt.Errorf("securecall: SetAnswer: %w", err)
+	}
+	if err := c.refuseOwn("SetAnswer", remote); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	switch {
