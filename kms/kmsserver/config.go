@@ -49,8 +49,9 @@ const (
 	// DefaultMinRotateEvery is the shortest rotation schedule a call may
 	// ask for.
 	DefaultMinRotateEvery = time.Second
-	// DefaultRotationsPerMinute bounds on-demand rotations (and removals)
-	// of one call: a bucket of this many per minute, bursts of a tenth.
+	// DefaultRotationsPerMinute bounds on-demand rotations of one call: a
+	// bucket of this many per minute, bursts of a tenth. Removals of
+	// participants are not counted (the participant list bounds them).
 	DefaultRotationsPerMinute = 60
 	// DefaultMaxKeysPerResponse bounds the versions one keys response
 	// delivers (the newest ones).

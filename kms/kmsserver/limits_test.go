@@ -275,3 +275,36 @@ func TestSecurityFailedAuthFlood(t *testing.T) {
 		}
 	})
 }
+
+// A participant cannot keep itself in a call by draining the call's
+// on-demand rotation bucket: the creator's removal of it is not refused
+// for rotations others asked for, and the removed device cannot fetch the
+// version the removal made.
+func TestSecurityRemovalNotStarvedByRotations(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{ActivationDelay: -1})
+		defer func() { h.s.Close() }()
+		h.register("alice")
+		h.register("mallory")
+		id := h.create("alice", wire.CreateRequest{Participants: []string{"token:alice", "token:mallory"}})
+
+		// mallory, about to be removed, uses up the call's rotations.
+		for range 20 {
+			if w := h.do("mallory", "POST", wire.PathCalls+"/"+id+"/rotate", nil, true); w.Code != 200 {
+				if code(w) != wire.CodeRateLimited {
+					t.Fatalf("mallory's rotation: %d %s", w.Code, w.Body)
+				}
+				break
+			}
+		}
+		w := h.do("alice", "DELETE", wire.PathCalls+"/"+id+"/participants/token:mallory", nil, true)
+		if w.Code != 200 {
+			t.Fatalf("the creator's removal of mallory after mallory's rotations: %d %s, want 200", w.Code, w.Body)
+		}
+		var rr wire.RotateResponse
+		json.Unmarshal(w.Body.Bytes(), &rr)
+		if got := code(h.do("mallory", "GET", wire.PathCalls+"/"+id+"/keys?version="+strconv.Itoa(int(rr.Version)), nil, false)); got != wire.CodeForbidden {
+			t.Fatalf("removed mallory fetching the new version %d: %q, want %q", rr.Version, got, wire.CodeForbidden)
+		}
+	})
+}

@@ -1380,7 +1380,12 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	if aerr == nil && len(body) > 0 {
 		aerr = fail(http.StatusBadRequest, wire.CodeBadRequest)
 	}
-	if (action == "rotate" || action == "remove") && aerr == nil {
+	// Only rotations on demand draw on the call's bucket, which every
+	// participant shares. A removal is the creator's alone and bounded by
+	// the participant list (each one that rotates removes a participant):
+	// counting it too would let the participant being removed keep the
+	// bucket empty, and so keep itself in the call.
+	if action == "rotate" && aerr == nil {
 		if ok, retry := s.rotates.allow(id, s.cfg.Clock()); !ok {
 			aerr = &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
 		}
