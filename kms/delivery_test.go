@@ -383,3 +383,39 @@ func TestTokenSourceAndAudience(t *testing.T) {
 		t.Fatalf("TokenSource error not returned: %v", err)
 	}
 }
+
+// A KMS without a BaseURL names its keys by the host a request used. One
+// device that reaches it by two names (its certificate is for both) gets
+// each delivery bound to the name it asked under: a delivery the server
+// wrapped for the other name is not served again under this one.
+func TestDeliveryBindsTheHostAskedFor(t *testing.T) {
+	env := startEnv(t, devkms.Options{}, "alice", "bob")
+	ctx := ctxT(t)
+	alice := mustClient(t, env, "alice")
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byIP := mustClient(t, env, "bob")
+	if _, err := byIP.Fetch(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := env.ClientConfig("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL = strings.Replace(env.URL, "127.0.0.1", "localhost", 1)
+	byName, err := kms.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byName.Close()
+	named := strings.Replace(uri, "127.0.0.1", "localhost", 1)
+	keys, err := byName.Fetch(ctx, named)
+	if err != nil {
+		t.Fatalf("fetch of %s after a fetch of %s: %v", named, uri, err)
+	}
+	if len(keys) != 1 || keys[0].URI != named {
+		t.Fatalf("got %v, want version 1 of %s", keys, named)
+	}
+}

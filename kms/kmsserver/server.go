@@ -127,10 +127,13 @@ type call struct {
 	nextRotation time.Time     // zero when not scheduled
 
 	// wrapped caches the JWEs delivered to each device key, so that a
-	// repeated fetch costs no key agreement. The key holds everything the
-	// JWE binds, so an entry can never be stale, only unused.
+	// repeated fetch costs no key agreement. The id and the URI hold
+	// everything the JWE binds, so an entry served is never stale. The URI
+	// is compared rather than part of the id: without a BaseURL it is the
+	// request's Host, and a device that names the KMS otherwise replaces
+	// its entry instead of adding one per name.
 	wrapMu  sync.Mutex
-	wrapped map[wrapID]string
+	wrapped map[wrapID]wrapEntry
 }
 
 type wrapID struct {
@@ -139,16 +142,20 @@ type wrapID struct {
 	activate, expire int64
 }
 
+type wrapEntry struct {
+	uri, jwe string
+}
+
 // maxWrapCache bounds a call's JWE cache; it is emptied when full.
 const maxWrapCache = 4096
 
 func (c *call) wrap(dev *device, sig *signingKey, b wire.Binding, key []byte) (string, error) {
 	id := wrapID{kid: dev.kid, signer: sig.kid, version: b.Version, activate: wire.UnixMS(b.ActivateAt), expire: wire.UnixMS(b.ExpiresAt)}
 	c.wrapMu.Lock()
-	jwe, ok := c.wrapped[id]
+	e, ok := c.wrapped[id]
 	c.wrapMu.Unlock()
-	if ok {
-		return jwe, nil
+	if ok && e.uri == b.URI {
+		return e.jwe, nil
 	}
 	jwe, err := wire.WrapKey(dev.pub, dev.kid, b, key, sig.signer)
 	if err != nil {
@@ -156,9 +163,9 @@ func (c *call) wrap(dev *device, sig *signingKey, b wire.Binding, key []byte) (s
 	}
 	c.wrapMu.Lock()
 	if c.wrapped == nil || len(c.wrapped) >= maxWrapCache {
-		c.wrapped = map[wrapID]string{}
+		c.wrapped = map[wrapID]wrapEntry{}
 	}
-	c.wrapped[id] = jwe
+	c.wrapped[id] = wrapEntry{uri: b.URI, jwe: jwe}
 	c.wrapMu.Unlock()
 	return jwe, nil
 }
