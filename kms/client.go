@@ -723,10 +723,12 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 	if resp.StatusCode/100 != 2 {
 		var e wire.ErrorResponse
 		_ = json.Unmarshal(out, &e)
-		if resp.StatusCode == http.StatusTooManyRequests && e.Error != wire.CodeQuota && e.Error != wire.CodeTooManyWatches {
+		if resp.StatusCode == http.StatusTooManyRequests && e.Error != wire.CodeQuota && e.Error != wire.CodeTooManyWatches &&
+			e.Error != wire.CodeRotationLimited {
 			// The device's request bucket is empty: nothing leaves before
-			// Retry-After. (A quota or the watch limit concerns one kind of
-			// request, not all of them.)
+			// Retry-After. (A quota, the watch limit or one call's rotation
+			// bucket concerns one kind of request, not all of them: another
+			// participant can empty a call's rotation bucket.)
 			c.retryAfter(resp.Header.Get("Retry-After"))
 		}
 		if len(e.Error) > 64 {

@@ -100,3 +100,32 @@ func TestSecurityClientHonoursRetryAfter(t *testing.T) {
 		t.Fatalf("the KMS saw %d requests; the second came before Retry-After", n)
 	}
 }
+
+// The Retry-After of one call's exhausted rotation bucket holds back that
+// call's rotations, not the device's other requests: a participant of one
+// call who rotates it as often as the KMS allows does not stall another
+// participant's fetches of other calls.
+func TestSecurityCallRotationLimitIsPerCall(t *testing.T) {
+	env := startEnv(t, devkms.Options{Server: kmsserver.Config{RotationsPerMinute: 6}}, "alice", "bob")
+	ctx := ctxT(t)
+	alice, bob := mustClient(t, env, "alice"), mustClient(t, env, "bob")
+	shared, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Rotate(ctx, shared); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Rotate(ctx, shared); !errors.Is(err, kms.ErrUnavailable) {
+		t.Fatalf("a rotation beyond the call's bucket: %v, want ErrUnavailable", err)
+	}
+	fctx, cancel := contextWithTimeout(2 * time.Second)
+	defer cancel()
+	if _, err := alice.Fetch(fctx, other); err != nil {
+		t.Fatalf("a fetch of another call after the shared call's rotation limit: %v", err)
+	}
+}

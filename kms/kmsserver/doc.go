@@ -50,7 +50,7 @@
 //	failed authentications  10/s per remote address, burst 50 429 before verifying new credentials
 //	running calls           100 per creating device           429 quota_exceeded
 //	concurrent watches      1,024 per device (one per call)   429 too_many_watches
-//	on-demand rotations     60 per minute per call, burst 6   429 rate_limited, Retry-After
+//	on-demand rotations     60 per minute per call, burst 6   429 rotation_rate_limited, Retry-After
 //	rotation schedule       at least 1 s                      400 bad_request
 //	versions per response   the newest 64
 //	participants            1,024 per call, identities of at most 256 bytes

@@ -142,8 +142,8 @@ func TestSecurityQuotas(t *testing.T) {
 			}
 			rotated++
 		}
-		if rotated != 6 || refused != wire.CodeRateLimited {
-			t.Fatalf("%d rotations then %q; want 6 then %q", rotated, refused, wire.CodeRateLimited)
+		if rotated != 6 || refused != wire.CodeRotationLimited {
+			t.Fatalf("%d rotations then %q; want 6 then %q", rotated, refused, wire.CodeRotationLimited)
 		}
 		wg.Wait() // the two watches time out (nothing new on their call)
 		time.Sleep(time.Second)
@@ -291,7 +291,7 @@ func TestSecurityRemovalNotStarvedByRotations(t *testing.T) {
 		// mallory, about to be removed, uses up the call's rotations.
 		for range 20 {
 			if w := h.do("mallory", "POST", wire.PathCalls+"/"+id+"/rotate", nil, true); w.Code != 200 {
-				if code(w) != wire.CodeRateLimited {
+				if code(w) != wire.CodeRotationLimited {
 					t.Fatalf("mallory's rotation: %d %s", w.Code, w.Body)
 				}
 				break

@@ -1394,7 +1394,7 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	// bucket empty, and so keep itself in the call.
 	if action == "rotate" && aerr == nil {
 		if ok, retry := s.rotates.allow(id, s.cfg.Clock()); !ok {
-			aerr = &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: retry}
+			aerr = &apiError{status: http.StatusTooManyRequests, code: wire.CodeRotationLimited, retry: retry}
 		}
 	}
 	if aerr != nil {

@@ -248,7 +248,8 @@ const (
 	CodeBadProof           = "bad_proof"
 	CodeUnavailable        = "unavailable"
 	CodeEnded              = "ended"
-	CodeRateLimited        = "rate_limited"
+	CodeRateLimited        = "rate_limited"          // the device's request bucket: hold every request
+	CodeRotationLimited    = "rotation_rate_limited" // one call's rotation bucket: hold its rotations only
 	CodeQuota              = "quota_exceeded"
 	CodeTooManyWatches     = "too_many_watches"
 	CodeInternal           = "internal"
