@@ -723,12 +723,9 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 	if resp.StatusCode/100 != 2 {
 		var e wire.ErrorResponse
 		_ = json.Unmarshal(out, &e)
-		if resp.StatusCode == http.StatusTooManyRequests && e.Error != wire.CodeQuota && e.Error != wire.CodeTooManyWatches &&
-			e.Error != wire.CodeRotationLimited {
+		if resp.StatusCode == http.StatusTooManyRequests && !slices.Contains(scopedLimits, e.Error) {
 			// The device's request bucket is empty: nothing leaves before
-			// Retry-After. (A quota, the watch limit or one call's rotation
-			// bucket concerns one kind of request, not all of them: another
-			// participant can empty a call's rotation bucket.)
+			// Retry-After.
 			c.retryAfter(resp.Header.Get("Retry-After"))
 		}
 		if len(e.Error) > 64 {
@@ -738,6 +735,13 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 	}
 	return out, nil
 }
+
+// scopedLimits are the 429 codes of limits that concern one kind of
+// request, not all of them: their Retry-After holds nothing else back.
+// Other devices can exhaust the last two (a call's rotation bucket, the
+// KMS's replay memory), so that holding every request for them would let
+// one participant stall another's fetches.
+var scopedLimits = []string{wire.CodeQuota, wire.CodeTooManyWatches, wire.CodeRotationLimited, wire.CodeTooManyProofs}
 
 // maxRetryAfter caps how long the client honours a Retry-After.
 const maxRetryAfter = time.Minute

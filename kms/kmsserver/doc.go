@@ -54,7 +54,7 @@
 //	rotation schedule       at least 1 s                      400 bad_request
 //	versions per response   the newest 64
 //	participants            1,024 per call, identities of at most 256 bytes
-//	proof nonces            16 to 64 bytes; 100,000 remembered, then 429
+//	proof nonces            16 to 64 bytes; 100,000 remembered, then 429 too_many_proofs
 //	proof time              at most 5 s ahead, 1 min old
 //	request bodies          1 MiB; headers 32 KiB; call ids in paths 22 characters
 //	audit of denials        aggregated per 10 s (see below)

@@ -172,7 +172,7 @@ func TestSecurityQuotas(t *testing.T) {
 				break
 			}
 		}
-		if full != wire.CodeRateLimited || len(h.s.nonces) > 40 {
+		if full != wire.CodeTooManyProofs || len(h.s.nonces) > 40 {
 			t.Fatalf("nonce memory: %q with %d nonces, bound 40", full, len(h.s.nonces))
 		}
 	})

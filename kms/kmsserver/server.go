@@ -1494,7 +1494,8 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
 	}
 	if len(s.nonces) >= s.cfg.MaxNonces {
-		return Write{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited, retry: win}
+		// Its own code: it holds state changes, not the device's reads.
+		return Write{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeTooManyProofs, retry: win}
 	}
 	if s.shared != nil {
 		// Replay protection across replicas: the store records it.
