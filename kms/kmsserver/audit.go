@@ -23,10 +23,15 @@ type AuditEntry struct {
 	// Time is the server's clock at the decision, UTC.
 	Time time.Time `json:"time"`
 	// Action is one of register, create, fetch, watch, rotate, remove,
-	// state, min-version.
+	// end, purge, state, min-version, signing-key, compact, or denials
+	// (the aggregate of denials beyond the per-interval bound). A granted
+	// removal is a rotate entry whose Detail names the removed
+	// participant ("removed bob"); remove entries are its denials.
 	Action string `json:"action"`
-	// Actor is the authenticated identity, "scheduler" or "operator", or
-	// empty when authentication failed.
+	// Actor is the authenticated identity, "scheduler", "operator" or
+	// "server" (signing keys created at first start, compaction),
+	// "(other)" for the denials aggregate, or empty when authentication
+	// failed.
 	Actor string `json:"actor"`
 	// Call is the call id the decision concerns, if any.
 	Call string `json:"call,omitempty"`
