@@ -295,7 +295,15 @@ func (c *Call) gather(ctx context.Context) ([]sdp.Candidate, error) {
 		}
 		return cands, nil
 	}
+	// Counted under mu with the call open, as startedLocked counts the
+	// connect goroutine, so that Close waits for it or it never starts.
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("securecall: gather candidates: %w", ErrClosed)
+	}
 	c.wg.Add(1)
+	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
 		if err := c.ice.Gather(c.ctx, c.cfg.OnCandidate); err != nil && c.ctx.Err() == nil {
@@ -717,7 +725,17 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	if err != nil {
 		return "", err
 	}
+	if h := testHookAnswerDescribed; h != nil {
+		h(c)
+	}
 	c.mu.Lock()
+	if c.closed {
+		// Close ran meanwhile and has waited for the call's goroutines:
+		// nothing may start now.
+		c.doneMakingLocked()
+		c.mu.Unlock()
+		return "", fmt.Errorf("securecall: Answer: %w", ErrClosed)
+	}
 	c.keying = keying
 	c.doneMakingLocked()
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
@@ -728,6 +746,10 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	c.start(agreement, keyURI, senderID("offerer", remote), senderID("answerer", answer))
 	return text, nil
 }
+
+// testHookAnswerDescribed, if set, runs in Answer between its description
+// and the start of the call (tests only).
+var testHookAnswerDescribed func(*Call)
 
 // refuseOwn refuses this call's own description coming back to it (a
 // signaling loop, or an attacker reflecting it): it would win no glare
@@ -1029,7 +1051,8 @@ func senderID(role string, d *sdp.Description) string {
 }
 
 // startedLocked records, in the same step as the exchange that started
-// the call (c.mu held), what later offers are judged by.
+// the call (c.mu held, the call not closed), what later offers are judged
+// by, and counts the connect goroutine of the start that must follow.
 func (c *Call) startedLocked(a sdp.Agreement, keyURI string, remoteSID uint64, offerer bool) {
 	c.agreement = a
 	c.keyURI = keyURI
@@ -1037,12 +1060,16 @@ func (c *Call) startedLocked(a sdp.Agreement, keyURI string, remoteSID uint64, o
 	c.remoteICE = sdp.ICE{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd}
 	c.offerer = offerer
 	c.started = true
+	// The connect goroutine that start runs, counted here, under mu and
+	// with the call open: Close sets closed under mu before it waits, so
+	// it waits for this one, and none is counted after it waited.
+	c.wg.Add(1)
 }
 
 // start moves the call to connecting and starts the goroutine that brings
 // up ICE, DTLS and the media session. The ICE role is the agreement's: the
 // offerer controls unless it is Lite and the answerer is not (RFC 8445
-// section 6.1.1).
+// section 6.1.1). startedLocked has counted the goroutine in wg.
 func (c *Call) start(a sdp.Agreement, keyURI, remoteID, localID string) {
 	c.setState(StateConnecting)
 	for _, cand := range a.Remote.Candidates {
@@ -1050,8 +1077,7 @@ func (c *Call) start(a sdp.Agreement, keyURI, remoteID, localID string) {
 			c.log.Debug("securecall: remote candidate skipped", "err", err)
 		}
 	}
-	c.wg.Add(1)
-	go func() {
+	go func() { // counted in wg by startedLocked
 		defer c.wg.Done()
 		defer close(c.ready)
 		err := c.connect(a, keyURI, localID, remoteID)
