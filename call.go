@@ -1130,9 +1130,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 		// touches anyway: no cold line of the Call per packet.
 		agreed, outside := c.sip.agreed, &c.sip.outsidePT
 		mcfg.OnRTP = func(h media.RTPHeader, payload []byte) {
-			if !agreed.has(h.PayloadType) { // as ReadRTP counts
-				outside.Add(1)
-			}
+			agreed.count(h.PayloadType, outside) // as ReadRTP counts
 			on(h, payload)
 		}
 	}

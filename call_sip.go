@@ -54,6 +54,13 @@ func (p *payloadTypes) add(pt uint8) { p[pt>>6&1] |= 1 << (pt & 63) }
 
 func (p payloadTypes) has(pt uint8) bool { return pt < 128 && p[pt>>6]&(1<<(pt&63)) != 0 }
 
+// count adds a packet of type pt to outside unless pt is in the set.
+func (p payloadTypes) count(pt uint8, outside *atomic.Uint64) {
+	if !p.has(pt) {
+		outside.Add(1)
+	}
+}
+
 // agree records the agreed codecs' payload types.
 func (s *sipState) agree(codecs []sdp.Format) {
 	s.agreed = payloadTypes{}
@@ -71,11 +78,7 @@ func (s *sipState) agree(codecs []sdp.Format) {
 // it, and the header names the type, so an application that decodes by
 // the agreed codec checks it; the count makes the peer's behaviour
 // visible.
-func (s *sipState) notePayloadType(pt uint8) {
-	if !s.agreed.has(pt) {
-		s.outsidePT.Add(1)
-	}
-}
+func (s *sipState) notePayloadType(pt uint8) { s.agreed.count(pt, &s.outsidePT) }
 
 // checkSIPConfig reports a Config that cannot work for SIP gear.
 func checkSIPConfig(cfg *Config) error {

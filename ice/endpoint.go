@@ -421,19 +421,32 @@ func endpointSTUN(b []byte) bool { return len(b) >= 20 && b[0] < 4 && isSTUN(b) 
 
 // stunAttr returns the value of the first attribute of type typ.
 func stunAttr(b []byte, typ uint16) ([]byte, bool) {
-	end := min(20+int(binary.BigEndian.Uint16(b[2:4])), len(b))
-	for off := 20; off+4 <= end; {
+	off, n, ok := stunAttrAt(b, typ)
+	if !ok {
+		return nil, false
+	}
+	return b[off+4 : off+4+n], true
+}
+
+// stunAttrAt returns the offset and value length of the first attribute
+// of type typ, or false when b has none or malformed attributes before it.
+func stunAttrAt(b []byte, typ uint16) (off, n int, ok bool) {
+	if len(b) < stunHeaderLen {
+		return 0, 0, false
+	}
+	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
+	for off := stunHeaderLen; off+4 <= end; {
 		at := binary.BigEndian.Uint16(b[off : off+2])
 		n := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
 		if off+4+n > end {
-			return nil, false
+			return 0, 0, false
 		}
 		if at == typ {
-			return b[off+4 : off+4+n], true
+			return off, n, true
 		}
 		off += 4 + (n+3)&^3
 	}
-	return nil, false
+	return 0, 0, false
 }
 
 // dispatch routes one datagram from src; from is the sending Transport's

@@ -17,22 +17,8 @@ import (
 // false when it has none (or a malformed one, or malformed attributes
 // before it).
 func stunIntegrity(b []byte) (int, bool) {
-	if len(b) < stunHeaderLen {
-		return 0, false
-	}
-	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
-	for off := stunHeaderLen; off+4 <= end; {
-		typ := binary.BigEndian.Uint16(b[off : off+2])
-		n := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
-		if off+4+n > end {
-			return 0, false
-		}
-		if typ == attrIntegrity {
-			return off, n == sha1.Size
-		}
-		off += 4 + (n+3)&^3
-	}
-	return 0, false
+	off, n, ok := stunAttrAt(b, attrIntegrity)
+	return off, ok && n == sha1.Size
 }
 
 // integrityMatches reports whether the MESSAGE-INTEGRITY attribute at

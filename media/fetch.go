@@ -371,11 +371,7 @@ func (s *Session) freeHeld() {
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
 	f := &s.fetch
-	for _, h := range f.held {
-		putPacket(h.b)
-		s.stats.unknownMKI.Add(1)
-	}
-	f.held = nil
+	s.dropHeldLocked()
 	for _, q := range [][]*packetBuf{f.queued, f.pushed} {
 		for _, b := range q {
 			putPacket(b)
