@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -583,7 +584,9 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // trickled. It may be called before or during Connect. Candidates with a
 // host name (mDNS) are refused, as are relay candidates under DirectOnly.
 // Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
-// are dropped without an error and counted in Stats.
+// are dropped without an error and counted in Stats. A candidate added
+// before Connect is in the check list when AddRemoteCandidate returns, so
+// a check from its address meets it as signalled (not as prflx).
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if routed, err := t.comp.remote(&c); routed {
 		return err
@@ -622,7 +625,32 @@ func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if err := ag.AddRemoteCandidate(pc); err != nil {
 		return fmt.Errorf("ice: remote candidate %s: %w", c.Foundation, err)
 	}
+	if pc.TCPType() != pice.TCPTypeActive { // pion does not keep those
+		awaitRemote(ag, pc)
+	}
 	return nil
+}
+
+// awaitRemote returns once pion's agent holds the remote candidate pc.
+// pion adds it on a goroutine of its own; without the wait, a candidate
+// added before Connect could reach the check list after the peer's first
+// check, and the signalled address was then learnt as prflx. Each look is
+// a task on the agent's loop, where the adding goroutine queues first; the
+// wait is bounded, and ends when the agent is closed (or restarted, which
+// empties the list).
+func awaitRemote(ag *pice.Agent, pc pice.Candidate) {
+	for range 64 {
+		cs, err := ag.GetRemoteCandidates()
+		if err != nil {
+			return
+		}
+		for _, c := range cs {
+			if c.Equal(pc) {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
 }
 
 // Connect runs connectivity checks with the peer and returns a net.Conn
