@@ -57,7 +57,10 @@ type Transport struct {
 	// gatherCh receives pion's candidates while a Gather call runs.
 	gatherCh   chan pice.Candidate
 	gatherDone chan struct{}
-	started    bool
+	// gatherEnd is closed when pion reports the end of the gathering
+	// that Gather started last, whether or not a Gather still waits.
+	gatherEnd chan struct{}
+	started   bool
 	// controlling is the role Connect took; read by the role-conflict
 	// layer, which answers only for a controlled Lite agent.
 	controlling bool
@@ -447,6 +450,10 @@ func (t *Transport) LocalCredentials() Credentials {
 func (t *Transport) onCandidate(c pice.Candidate) {
 	t.mu.Lock()
 	ch, done := t.gatherCh, t.gatherDone
+	if c == nil && t.gatherEnd != nil {
+		close(t.gatherEnd)
+		t.gatherEnd = nil
+	}
 	t.mu.Unlock()
 	if ch == nil {
 		return
@@ -488,7 +495,16 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 	if ag == nil {
 		return fmt.Errorf("ice: gather: %w", errParked)
 	}
+	end := make(chan struct{})
+	t.mu.Lock()
+	t.gatherEnd = end
+	t.mu.Unlock()
 	if err := ag.GatherCandidates(); err != nil {
+		t.mu.Lock()
+		if t.gatherEnd == end {
+			t.gatherEnd = nil
+		}
+		t.mu.Unlock()
 		return fmt.Errorf("ice: gather: %w", err)
 	}
 	var relays int
@@ -962,7 +978,9 @@ func (t *Transport) Path() Path {
 // the peer, and gives the peer's new ones to SetRemote and
 // AddRemoteCandidate. The net.Conn from Connect stays usable: packets
 // written before a new path is selected are dropped, as on a network
-// without a route.
+// without a route. After a Gather that returned before gathering ended
+// (its ctx ended), Restart first waits for that gathering to end, or for
+// ctx, which then fails it with nothing changed.
 func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := ctx.Err(); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
@@ -976,8 +994,21 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		t.mu.Unlock()
 		return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
 	}
-	parked, cs := t.parked, t.consent
+	parked, cs, gathering := t.parked, t.consent, t.gatherEnd
 	t.mu.Unlock()
+	if gathering != nil && !parked {
+		// A Gather that returned early (its ctx ended) left pion's
+		// gathering running; pion's Restart does not stop a gathering
+		// that has not yet marked itself started, and one that ends
+		// after the restart leaves the agent refusing to gather again.
+		select {
+		case <-gathering:
+		case <-ctx.Done():
+			return Credentials{}, fmt.Errorf("ice: restart: waiting for the last gathering to end: %w", ctx.Err())
+		case <-t.closing:
+			return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
+		}
+	}
 	t.red.add(creds.Pwd)
 	if parked {
 		// pion's agent is closed: the restart gets a new one, whose checks
@@ -992,6 +1023,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 			return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
 		}
 		t.parked, t.consent, t.redial = false, nil, true
+		t.gatherEnd = nil // the closed agent's, which reports no end
 		err := t.newAgent(&acfg)
 		t.mu.Unlock()
 		if err != nil {
