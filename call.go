@@ -59,7 +59,10 @@ type Call struct {
 	offerer bool
 	// gathered: ICE gathered for an earlier description, so a new one
 	// needs fresh ICE credentials first.
-	gathered   bool
+	gathered bool
+	// iceReset: ICE restarted for a description of this started call
+	// that no completed exchange has carried yet (restart.go).
+	iceReset   bool
 	localCands []sdp.Candidate // the candidates of this end's last description
 	keyURI     string          // the call's key resource, once started
 	remoteSID  uint64          // the peer's session id, once started
@@ -379,6 +382,7 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 				c.abort()
 				return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
 			}
+			c.iceRestarted()
 		}
 		var err error
 		if cands, err = c.gather(ctx); err != nil {
@@ -555,7 +559,16 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // again (same o= version, as a signaling layer that retransmits sends it)
 // gets the same answer and changes nothing; an offer with new ICE
 // credentials is an ICE restart; a new version with the same credentials
-// keeps the ICE session. In sdes keying a call keeps its keys: later
+// keeps the ICE session. After this end's own restart failed or was rolled
+// back (see Restart), it has no ICE session to keep: such an offer is
+// refused with a *StateError and changes nothing, and a restart from
+// either end carries media again. In a call without ICE a new version
+// may move the peer's media: from the answer on, RTP and RTCP go to its
+// new c=/m= (and a=rtcp) addresses, whatever source had been latched; an
+// address the transport would not take for a first offer (off the site
+// under DirectOnly, with ice.ErrNoICEPolicy; a host name or an address of
+// the other IP family, wrapping sdp.ErrNegotiation) is refused and
+// changes nothing, and the unspecified address (hold) moves nothing. In sdes keying a call keeps its keys: later
 // descriptions state the crypto lines in use, and an offer (or answer)
 // that changes the peer's key is refused with an error wrapping
 // sdp.ErrNegotiation. When both ends offer at once (glare), the winner
@@ -804,8 +817,14 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		if err := c.checkSDESKept("Answer", check); err != nil {
 			return err
 		}
+		if err := c.checkMoveLocked("Answer", check); err != nil {
+			return err
+		}
 		version = c.version
 		if !restart {
+			if err := c.refuseKeptICELocked(remote); err != nil {
+				return err
+			}
 			reuse = append([]sdp.Candidate{}, c.localCands...)
 		}
 		return nil
@@ -818,6 +837,10 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 	if err != nil {
 		return "", err
 	}
+	if err := c.moveNoICE("Answer", agreement); err != nil {
+		c.abort()
+		return "", err
+	}
 	c.mu.Lock()
 	c.version = answer.Origin.SessionVersion
 	c.doneMakingLocked()
@@ -827,6 +850,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		// Now, with lastOffer: a retransmission of this offer must find
 		// its credentials current.
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
+		c.iceReset = false
 	}
 	c.mu.Unlock()
 	if restart {
@@ -902,6 +926,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	restarting := c.started
 	if restarting {
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
+		c.iceReset = false
 	} else {
 		c.startedLocked(agreement, c.cfg.KeyURI, remote.Origin.SessionID, true)
 	}
@@ -927,6 +952,16 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // offer. If both ends restart at once, Answer resolves the glare (see
 // [ErrGlare]), so that restarting on StateDisconnected is safe from both
 // ends.
+//
+// A Restart that fails before it restarts ICE (the call closed, failed,
+// not started or without ICE, another description being made, ctx done on
+// entry) changes nothing. ICE restarts first, and gathering the new
+// candidates can still fail after that (ctx ends meanwhile, the gathering
+// fails): the old credentials and path are gone then, and the call is as
+// after a rolled-back restart (see Rollback): SignalingStable, keys and
+// media session kept, Path zero, no media until another restart, from
+// either end, succeeds. Restart may be called again at once: it first
+// waits for the gathering the failed one left running to end.
 func (c *Call) Restart(ctx context.Context) (string, error) {
 	var (
 		keying  sdp.Keying
@@ -978,7 +1013,8 @@ func (c *Call) restartUnanswered(d *sdp.Description) {
 // new offer or answer the peer's. An answer to the abandoned offer is then
 // refused. Rolling back a restart does not bring the old path back: its
 // ICE credentials are gone, so the call needs another restart (from
-// either end) to carry media again; the keys and the media session stay.
+// either end) to carry media again, and Answer refuses an offer that
+// keeps the ICE session; the keys and the media session stay.
 // Rollback fails with a *StateError when there is no offer to abandon.
 func (c *Call) Rollback() error {
 	c.mu.Lock()

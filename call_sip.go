@@ -38,6 +38,7 @@ var ErrNoICEAnswer = errors.New("securecall: the answer has no ICE; set Config.N
 // sipState is the part of a Call that serves peers without ICE.
 type sipState struct {
 	direct *ice.Direct // the transport for a peer without ICE; nil with ICE
+	dest   directDest  // where direct sends, as the signaling last said (reinvite.go)
 
 	// agreed holds the payload types of the agreed codecs. It is written
 	// before the media session is published and only read after.
@@ -339,7 +340,7 @@ func (c *Call) connectTransport(a sdp.Agreement) (net.Conn, error) {
 		// SetAnswer refuses such an answer first (checkAnswerTransport).
 		return nil, ErrNoICEAnswer
 	}
-	return d.Connect(c.ctx, a.RemoteRTP, a.RemoteRTCP, a.RTCPMux)
+	return c.connectDirect(d, a)
 }
 
 // checkAnswerTransport refuses an answer without ICE to an ICE offer, and

@@ -103,7 +103,12 @@
 // an on-path attacker can do anyway). Policies apply: ice.RelayOnly refuses
 // peers without ICE (they can only be reached on this host's address), and
 // ice.DirectOnly refuses a peer, and never latches onto a source, outside
-// the site's networks. A call without ICE has no ICE to restart.
+// the site's networks. A call without ICE has no ICE to restart; a later
+// offer of the peer that moves its media (a re-INVITE with a new c=/m=
+// address, from a border element after a transfer or a phone that changed
+// network) moves the stream to the new signalled address under the same
+// rules, and one whose address the call would not take for a first offer
+// is refused and changes nothing.
 //
 // # Media path
 //
@@ -142,7 +147,9 @@
 // wins (before the call has started, the end with the larger o= session
 // id): its Answer returns [ErrGlare], and the other end's Answer rolls its
 // own offer back and answers. Restarting on StateDisconnected is therefore
-// safe from both ends.
+// safe from both ends. A restart replaces the ICE session as soon as it
+// begins: one that fails while gathering, or is rolled back, leaves the
+// call without a path until another restart, from either end, succeeds.
 //
 // # Keys during the call
 //

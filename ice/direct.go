@@ -280,26 +280,14 @@ func (d *Direct) Candidates() []sdp.Candidate {
 // under SRTP or SRTCP; the conn then sends that stream (RTP, or RTCP apart)
 // to the address the datagram came from. Datagrams from any address reach
 // the session, which drops those that fail to authenticate: they never move
-// the stream. It refuses an unspecified address (a peer on hold, RFC 3264
-// section 8.4) and, under DirectOnly, an address outside the site's
-// networks (wrapping ErrNoICEPolicy). It may be called once.
+// the stream. It refuses what [Direct.CheckRemote] refuses. It may be
+// called once; [Direct.Move] points it at the peer's new addresses later.
 func (d *Direct) Connect(ctx context.Context, rtp, rtcp netip.AddrPort, mux bool) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ice: connect without ICE: %w", err)
 	}
-	if !rtp.IsValid() || rtp.Addr().IsUnspecified() || rtp.Port() == 0 {
-		return nil, fmt.Errorf("ice: connect without ICE: the peer gave no address to send to (%v)", rtp)
-	}
-	if err := directSiteCheck(d.cfg, rtp); err != nil {
+	if err := d.checkRemote("connect without ICE", rtp, rtcp, mux); err != nil {
 		return nil, err
-	}
-	if !mux {
-		if !rtcp.IsValid() || rtcp.Port() == 0 {
-			return nil, fmt.Errorf("ice: connect without ICE: no RTCP address for a peer that does not multiplex RTCP (%v)", rtcp)
-		}
-		if err := directSiteCheck(d.cfg, rtcp); err != nil {
-			return nil, err
-		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -546,5 +534,85 @@ func (c *directConn) SetWriteDeadline(t time.Time) error {
 	c.d.mu.Lock()
 	c.d.wdl = t
 	c.d.mu.Unlock()
+	return nil
+}
+
+// CheckRemote reports whether Connect and Move take a peer's signalled
+// addresses: RTP at rtp, RTCP at rtcp unless mux. It refuses an address
+// that is not an IP address with a port (a host name, port 0), the
+// unspecified address (a peer on hold, RFC 3264 section 8.4), an address
+// of the other IP family than this transport's sockets (they could not
+// send there) and, under DirectOnly, an address outside the site's
+// networks (wrapping ErrNoICEPolicy and a *PolicyError).
+func (d *Direct) CheckRemote(rtp, rtcp netip.AddrPort, mux bool) error {
+	return d.checkRemote("peer without ICE", rtp, rtcp, mux)
+}
+
+// checkRemote is CheckRemote for the operation op, which its errors name.
+func (d *Direct) checkRemote(op string, rtp, rtcp netip.AddrPort, mux bool) error {
+	family := func(a netip.AddrPort) error {
+		if a.Addr().Unmap().Is4() != d.local[0].Addr().Is4() {
+			return fmt.Errorf("ice: %s: the peer's address %v is of the other IP family than this transport's %v", op, a, d.local[0].Addr())
+		}
+		return nil
+	}
+	if !rtp.IsValid() || rtp.Addr().IsUnspecified() || rtp.Port() == 0 {
+		return fmt.Errorf("ice: %s: the peer gave no address to send to (%v)", op, rtp)
+	}
+	if err := family(rtp); err != nil {
+		return err
+	}
+	if err := directSiteCheck(d.cfg, rtp); err != nil {
+		return err
+	}
+	if mux {
+		return nil
+	}
+	if !rtcp.IsValid() || rtcp.Addr().IsUnspecified() || rtcp.Port() == 0 {
+		return fmt.Errorf("ice: %s: no RTCP address for a peer that does not multiplex RTCP (%v)", op, rtcp)
+	}
+	if err := family(rtcp); err != nil {
+		return err
+	}
+	return directSiteCheck(d.cfg, rtcp)
+}
+
+// Move points the transport at the peer's addresses from a later
+// description of the call (a re-INVITE that moves the media, RFC 3264
+// section 8.3.1): RTP at rtp, RTCP at rtcp unless mux. It refuses what
+// CheckRemote refuses, and fails before Connect and after Close; a refusal
+// changes nothing. A stream whose signalled address changes is sent to the
+// new one at once, whatever it had latched onto: the signaling, which
+// carries the keys in sdes keying, is trusted as much as the first offer.
+// A stream whose address stays keeps its latch. Latching goes on as
+// before, following only datagrams that authenticate (see Connect), so a
+// datagram of the peer still in flight from its old address can move the
+// stream back until one from the new address arrives.
+func (d *Direct) Move(rtp, rtcp netip.AddrPort, mux bool) error {
+	if err := d.checkRemote("move without ICE", rtp, rtcp, mux); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return fmt.Errorf("ice: move without ICE: %w", net.ErrClosed)
+	case d.conn == nil:
+		return errors.New("ice: move without ICE: Connect first")
+	}
+	told := [2]netip.AddrPort{unmap(rtp), unmap(rtcp)}
+	if mux {
+		told[1] = netip.AddrPort{}
+	}
+	was := d.dest[0]
+	for i := range told {
+		if told[i] != d.told[i] {
+			d.dest[i] = told[i]
+		}
+	}
+	d.told, d.mux = told, mux
+	if d.dest[0] != was {
+		d.wakePath()
+	}
 	return nil
 }
