@@ -216,6 +216,28 @@ func (d Direction) reverse() Direction {
 	return SendRecv
 }
 
+// Sends reports whether a side with direction d may send media: sendrecv
+// and sendonly, and the empty direction, which means sendrecv (RFC 8866
+// section 6.7).
+func (d Direction) Sends() bool { return d != RecvOnly && d != Inactive }
+
+// Receives reports whether a side with direction d receives media:
+// sendrecv and recvonly, and the empty direction, which means sendrecv.
+func (d Direction) Receives() bool { return d != SendOnly && d != Inactive }
+
+// DirectionOf returns the direction that sends and receives as said.
+func DirectionOf(send, receive bool) Direction {
+	switch {
+	case send && receive:
+		return SendRecv
+	case send:
+		return SendOnly
+	case receive:
+		return RecvOnly
+	}
+	return Inactive
+}
+
 // dataProtos are the transport protocols of application sections.
 var dataProtos = map[string]bool{"UDP/DTLS/SCTP": true, "TCP/DTLS/SCTP": true, "DTLS/SCTP": true}
 

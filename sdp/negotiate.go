@@ -291,7 +291,10 @@ type Agreement struct {
 	// RemoteSSRC is the peer's first announced SSRC, 0 when it announced
 	// none.
 	RemoteSSRC uint32
-	// Direction is this side's media direction.
+	// Direction is this side's media direction: for the answerer the
+	// reverse of the offer's, for the offerer what its offer and the
+	// answer both allow (an answer of sendonly or inactive means the
+	// offerer must not send, RFC 3264 section 6.1).
 	Direction Direction
 	// NoICE reports that the call runs without ICE: the peer's description
 	// has no ICE credentials (or this side left ICE out), so media goes to
@@ -531,7 +534,11 @@ func AcceptAnswer(offer, answer *Description) (Agreement, error) {
 		RemoteLite:     answer.ICELite,
 		ICEControlling: !offer.ICELite || answer.ICELite,
 		MID:            om.MID,
-		Direction:      om.Direction,
+		// What the offer allows this side and the answer the peer (RFC
+		// 3264 section 6.1): an answer of sendonly or inactive stops this
+		// side sending. An answer that claims more than the offer allows
+		// gets only what both allow.
+		Direction: DirectionOf(om.Direction.Sends() && am.Direction.Receives(), om.Direction.Receives() && am.Direction.Sends()),
 	}
 	if len(am.SSRCs) > 0 {
 		a.RemoteSSRC = am.SSRCs[0].ID
