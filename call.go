@@ -87,10 +87,11 @@ type Call struct {
 
 	silence silenceWatch
 	// live is mediaRef's session while it has no error, else nil: the
-	// packet path's one look at the Call, next to sip.agreed, which
-	// ReadRTP checks.
+	// packet path's look at the Call, next to dir, which WriteRTP checks,
+	// and sip.agreed, which ReadRTP follows.
 	live atomic.Pointer[media.Session]
-	sip  sipState // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
+	dir  directionState // the agreed direction, for the send path (direction.go)
+	sip  sipState       // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
 }
 
 // New makes a Call from cfg. It checks cfg and prepares the call without
@@ -99,6 +100,7 @@ type Call struct {
 func New(cfg Config) (*Call, error) {
 	cfg = cfg.withDefaults()
 	c := &Call{cfg: cfg, ready: make(chan struct{})}
+	c.sip.agreed = new(payloadTypes)
 	c.log = cfg.Logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -575,6 +577,18 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // (see [ErrGlare]) refuses the peer's offer with ErrGlare and the loser
 // rolls its own offer back and answers; an offer that cannot be answered
 // is refused before that, and the loser's own offer stays.
+//
+// Every exchange, first or later, sets the media direction (a SIP hold is
+// a re-offer of sendonly or inactive, its resume one of sendrecv): see
+// [Call.Direction] for what a held call does. A later exchange keeps the
+// call's codec first in the answer when the offer lists it, whatever the
+// offer's order; an offer that lists only other codecs switches the call
+// to the first of them at the call's RTP clock rate (PCMU to PCMA, say:
+// Codec, WriteSample's payload type and Stats.OutsideAgreement follow at
+// once), and one whose codecs all run at another clock rate (Opus to PCMU)
+// is refused with an error wrapping sdp.ErrNegotiation and changes
+// nothing, since the call's RTCP and sample timestamps keep the clock rate
+// it started with. The same holds for SetAnswer's later answers.
 func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
@@ -820,6 +834,9 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		if err := c.checkMoveLocked("Answer", check); err != nil {
 			return err
 		}
+		if err := c.keepCodecLocked("Answer", &check); err != nil {
+			return err
+		}
 		version = c.version
 		if !restart {
 			if err := c.refuseKeptICELocked(remote); err != nil {
@@ -833,7 +850,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		return "", err
 	}
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1, answerTo(remote, &agreement))
+	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1, c.answerKeeping(remote, &agreement))
 	if err != nil {
 		return "", err
 	}
@@ -846,6 +863,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 	c.doneMakingLocked()
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	c.applyAgreementLocked(agreement)
 	if restart {
 		// Now, with lastOffer: a retransmission of this offer must find
 		// its credentials current.
@@ -915,6 +933,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		c.mu.Unlock()
 		return err
 	}
+	if err := c.keepCodecLocked("SetAnswer", &agreement); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	if err := c.checkAnswerTransport(agreement); err != nil {
 		c.mu.Unlock()
 		return err
@@ -927,6 +949,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	if restarting {
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
 		c.iceReset = false
+		c.applyAgreementLocked(agreement)
 	} else {
 		c.startedLocked(agreement, c.cfg.KeyURI, remote.Origin.SessionID, true)
 	}
@@ -1091,6 +1114,7 @@ func senderID(role string, d *sdp.Description) string {
 // by, and counts the connect goroutine of the start that must follow.
 func (c *Call) startedLocked(a sdp.Agreement, keyURI string, remoteSID uint64, offerer bool) {
 	c.agreement = a
+	c.applyAgreementLocked(a)
 	c.keyURI = keyURI
 	c.remoteSID = remoteSID
 	c.remoteICE = sdp.ICE{Ufrag: a.Remote.Ufrag, Pwd: a.Remote.Pwd}
@@ -1160,7 +1184,6 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 			return err
 		}
 	}
-	c.sip.agree(a.Codecs)
 	if on := c.cfg.Media.OnRTP; on != nil {
 		// The agreed types travel in the closure, which the push path
 		// touches anyway: no cold line of the Call per packet.
@@ -1379,11 +1402,17 @@ func (c *Call) mediaErr(err error) error {
 }
 
 // WriteRTP encrypts and sends one RTP packet with header h. After the call
-// failed it returns the reason (see Context).
+// failed it returns the reason (see Context). While the agreed direction
+// does not let this end send (the peer holds the call: see
+// [Call.Direction]), it sends nothing, counts the packet in
+// Stats.RTPWithheld and returns nil.
 func (c *Call) WriteRTP(h media.RTPHeader, payload []byte) error {
 	s, err := c.media()
 	if err != nil {
 		return err
+	}
+	if c.withhold() {
+		return nil
 	}
 	return c.mediaErr(s.WriteRTP(h, payload))
 }
@@ -1453,6 +1482,8 @@ func (c *Call) SSRC() uint32 { return c.ssrc }
 
 // Codec returns the negotiated audio codec: the first codec both ends
 // support, in the offer's order. It is zero before Answer or SetAnswer.
+// A later exchange keeps it while it lists it, and may switch the call to
+// another codec at the same RTP clock rate (see [Call.Answer]).
 func (c *Call) Codec() sdp.Format {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -66,11 +66,19 @@ func refreshRTT(p *ice.Path, rtcpRTT time.Duration) {
 // advances the timestamp at the codec's clock rate from a random start,
 // uses the SSRC it announced (SSRC) and the negotiated payload type, and
 // marks the first packet. Use either WriteSample or WriteRTP for the
-// call's SSRC, not both.
+// call's SSRC, not both. While the agreed direction does not let this end
+// send ([Call.Direction]), it sends nothing, counts the frame in
+// Stats.RTPWithheld, advances the timestamp as SkipSample does and
+// returns nil. After a switch to another codec it sends with the new
+// payload type.
 func (c *Call) WriteSample(payload []byte, duration time.Duration) error {
 	w, err := c.sampleWriter()
 	if err != nil {
 		return err
+	}
+	if c.withhold() {
+		w.Skip(duration)
+		return nil
 	}
 	return w.WriteSample(payload, duration)
 }

@@ -40,23 +40,24 @@ type sipState struct {
 	direct *ice.Direct // the transport for a peer without ICE; nil with ICE
 	dest   directDest  // where direct sends, as the signaling last said (reinvite.go)
 
-	// agreed holds the payload types of the agreed codecs. It is written
-	// before the media session is published and only read after.
-	agreed    payloadTypes
+	// agreed holds the payload types of the agreed codecs, set by every
+	// exchange (applyAgreementLocked) and read per packet; New makes it.
+	agreed    *payloadTypes
 	outsidePT atomic.Uint64 // RTP packets read with another payload type
 }
 
-// payloadTypes is a set of RTP payload types (0-127), small enough to be
-// copied into a callback's closure: the push path checks each packet's
-// type against it without touching the Call.
-type payloadTypes [2]uint64
+// payloadTypes is a set of RTP payload types (0-127) that a later
+// exchange may change while packets are read. It lives apart from the
+// Call, so that the push path, whose closure holds a pointer to it,
+// checks each packet's type without touching the Call. Its two words are
+// stored one after the other: a packet read while the set changes is
+// counted by either the old or the new set, which for a count is fine.
+type payloadTypes [2]atomic.Uint64
 
-func (p *payloadTypes) add(pt uint8) { p[pt>>6&1] |= 1 << (pt & 63) }
-
-func (p payloadTypes) has(pt uint8) bool { return pt < 128 && p[pt>>6]&(1<<(pt&63)) != 0 }
+func (p *payloadTypes) has(pt uint8) bool { return pt < 128 && p[pt>>6].Load()&(1<<(pt&63)) != 0 }
 
 // count adds a packet of type pt to outside unless pt is in the set.
-func (p payloadTypes) count(pt uint8, outside *atomic.Uint64) {
+func (p *payloadTypes) count(pt uint8, outside *atomic.Uint64) {
 	if !p.has(pt) {
 		outside.Add(1)
 	}
@@ -64,12 +65,14 @@ func (p payloadTypes) count(pt uint8, outside *atomic.Uint64) {
 
 // agree records the agreed codecs' payload types.
 func (s *sipState) agree(codecs []sdp.Format) {
-	s.agreed = payloadTypes{}
+	var set [2]uint64
 	for _, f := range codecs {
 		if f.PayloadType < 128 {
-			s.agreed.add(f.PayloadType)
+			set[f.PayloadType>>6] |= 1 << (f.PayloadType & 63)
 		}
 	}
+	s.agreed[0].Store(set[0])
+	s.agreed[1].Store(set[1])
 }
 
 // notePayloadType counts an authenticated RTP packet whose payload type the

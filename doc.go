@@ -151,6 +151,17 @@
 // begins: one that fails while gathering, or is rolled back, leaves the
 // call without a path until another restart, from either end, succeeds.
 //
+// Every exchange sets the media direction (RFC 3264): a SIP peer holds the
+// call with a re-offer of sendonly or inactive and resumes it with
+// sendrecv, and an answer of sendonly or inactive to this end's offer
+// holds it too. [Call.Direction] reports it; while this end may not send,
+// WriteRTP and WriteSample send nothing, return nil and count what they
+// withheld in [Stats].RTPWithheld, and RTCP goes on. A later exchange
+// keeps the call's codec when it lists it and may switch the call to
+// another at the same RTP clock rate; one that would change the clock
+// rate is refused with an error wrapping sdp.ErrNegotiation (see
+// [Call.Answer]).
+//
 // # Keys during the call
 //
 // In kms and hybrid keying a receiver that meets a key version it does not

@@ -26,6 +26,10 @@ type Stats struct {
 	// listed). They are authentic and delivered by ReadRTP, not dropped;
 	// see the package documentation.
 	OutsideAgreement uint64
+	// RTPWithheld counts the RTP packets that WriteRTP and WriteSample
+	// did not send because the agreed direction did not let this end
+	// send (the peer held the call): see [Call.Direction].
+	RTPWithheld uint64
 }
 
 // Stats returns a snapshot of the call. Media counters are zero until the
@@ -40,5 +44,6 @@ func (c *Call) Stats() Stats {
 		refreshRTT(&st.Path, st.Quality.RTT)
 	}
 	st.OutsideAgreement = c.sip.outsidePT.Load()
+	st.RTPWithheld = c.dir.withheld.Load()
 	return st
 }

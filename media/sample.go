@@ -87,5 +87,18 @@ func (w *SampleWriter) advanceLocked(d time.Duration) {
 	w.hdr.Timestamp += uint32(ticks)
 }
 
+// SetPayloadType makes pt the payload type of the packets that follow, for
+// a call that moved to another codec at the same clock rate: sequence
+// numbers and timestamps go on as they were.
+func (w *SampleWriter) SetPayloadType(pt uint8) error {
+	if pt > 127 {
+		return fmt.Errorf("media: sample writer: payload type %d out of range 0..127", pt)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.hdr.PayloadType = pt
+	return nil
+}
+
 // SSRC returns the writer's synchronization source.
 func (w *SampleWriter) SSRC() uint32 { return w.hdr.SSRC }
