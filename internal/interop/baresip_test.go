@@ -84,6 +84,9 @@ type sipUA struct {
 	reply  string // the description to answer a re-INVITE with; empty before the dialog
 	toTag  string // the To header this side puts in responses
 	reinvs int
+	// answerer, if set, answers in-dialog re-INVITEs in place of reply
+	// (an error is answered 488).
+	answerer func(offer string) (string, error)
 }
 
 func newSIPUA(t *testing.T) *sipUA {
@@ -111,7 +114,7 @@ func (u *sipUA) pump(t *testing.T) {
 			continue
 		}
 		u.mu.Lock()
-		reply, to := u.reply, u.toTag
+		reply, to, answerer := u.reply, u.toTag, u.answerer
 		u.mu.Unlock()
 		if m.method() == "INVITE" && reply != "" && strings.Contains(m.header("to"), "tag=") {
 			u.mu.Lock()
@@ -119,6 +122,13 @@ func (u *sipUA) pump(t *testing.T) {
 			u.mu.Unlock()
 			if to == "" {
 				to = m.header("to")
+			}
+			if answerer != nil {
+				var err error
+				if reply, err = answerer(m.body); err != nil {
+					u.respond(m, "488 Not Acceptable Here", to, "")
+					continue
+				}
 			}
 			u.respond(m, "200 OK", to, reply)
 			continue
