@@ -570,9 +570,10 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // address the transport would not take for a first offer (off the site
 // under DirectOnly, with ice.ErrNoICEPolicy; a host name or an address of
 // the other IP family, wrapping sdp.ErrNegotiation) is refused and
-// changes nothing, and the unspecified address (hold) moves nothing. In sdes keying a call keeps its keys: later
-// descriptions state the crypto lines in use, and an offer (or answer)
-// that changes the peer's key is refused with an error wrapping
+// changes nothing, and the unspecified address (the old way to hold)
+// moves nothing and holds the call. In sdes keying a call keeps its keys:
+// later descriptions state the crypto lines in use, and an offer (or
+// answer) that changes the peer's key is refused with an error wrapping
 // sdp.ErrNegotiation. When both ends offer at once (glare), the winner
 // (see [ErrGlare]) refuses the peer's offer with ErrGlare and the loser
 // rolls its own offer back and answers; an offer that cannot be answered

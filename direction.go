@@ -36,7 +36,7 @@ func (c *Call) withhold() bool {
 // Direction returns this end's media direction as the last completed
 // offer/answer exchange agreed it: sdp.SendRecv; sdp.RecvOnly when the
 // peer holds the call (its offer said sendonly, or its answer to this
-// end's offer did); sdp.SendOnly when the peer only listens (it said
+// end's offer did, or, without ICE, its address is 0.0.0.0); sdp.SendOnly when the peer only listens (it said
 // recvonly); sdp.Inactive when neither end sends. It is empty before
 // Answer or SetAnswer. A new direction holds from the moment Answer or
 // SetAnswer returns.
@@ -60,6 +60,13 @@ func (c *Call) Direction() sdp.Direction {
 // effect (c.mu held): for the exchange that starts the call and for every
 // later one, whose other fields the call keeps from its start.
 func (c *Call) applyAgreementLocked(a sdp.Agreement) {
+	if a.NoICE && onHold(a) {
+		// The old way to hold (RFC 3264 section 8.4), still sent by SIP
+		// gear: a connection address of 0.0.0.0 takes no media, whatever
+		// the direction says. With ICE, 0.0.0.0 is a browser's usual
+		// placeholder and means nothing.
+		a.Direction = sdp.DirectionOf(false, a.Direction.Receives())
+	}
 	c.agreement.Direction, c.agreement.Codecs = a.Direction, a.Codecs
 	c.dir.sendOff.Store(!a.Direction.Sends())
 	c.sip.agree(a.Codecs)

@@ -152,7 +152,8 @@
 // call without a path until another restart, from either end, succeeds.
 //
 // Every exchange sets the media direction (RFC 3264): a SIP peer holds the
-// call with a re-offer of sendonly or inactive and resumes it with
+// call with a re-offer of sendonly or inactive (without ICE, also with
+// the old-style connection address 0.0.0.0) and resumes it with
 // sendrecv, and an answer of sendonly or inactive to this end's offer
 // holds it too. [Call.Direction] reports it; while this end may not send,
 // WriteRTP and WriteSample send nothing, return nil and count what they

@@ -310,6 +310,22 @@ func TestReinviteRefusedMoveChangesNothing(t *testing.T) {
 			if tc.want != nil {
 				// Refused: media goes on to the old address.
 				expectRTP(t, call, 1, recv, old.rtp, nil)
+			} else {
+				// The old way to hold (RFC 3264 section 8.4): the peer
+				// takes no media, so none is sent, to the old address or
+				// any other.
+				if d := call.Direction(); d != sdp.RecvOnly {
+					t.Fatalf("Direction after a c=0.0.0.0 re-offer: %s, want recvonly", d)
+				}
+				if err := call.WriteRTP(media.RTPHeader{PayloadType: 0, SequenceNumber: 1, SSRC: call.SSRC()}, []byte("held")); err != nil {
+					t.Fatal(err)
+				}
+				if _, got := readFrom(t, old.rtp, 100*time.Millisecond); got {
+					t.Fatal("RTP reached the old address while the peer held the call with c=0.0.0.0")
+				}
+				if n := call.Stats().RTPWithheld; n != 1 {
+					t.Fatalf("Stats.RTPWithheld %d after one packet on hold, want 1", n)
+				}
 			}
 			moved := peerAddr{rtp: listenLoopback(t)}
 			answerNoICE(ctx, t, call, peer.offer(3, moved))
