@@ -979,8 +979,9 @@ func (t *Transport) Path() Path {
 // AddRemoteCandidate. The net.Conn from Connect stays usable: packets
 // written before a new path is selected are dropped, as on a network
 // without a route. After a Gather that returned before gathering ended
-// (its ctx ended), Restart first waits for that gathering to end, or for
-// ctx, which then fails it with nothing changed.
+// (its ctx ended), Restart first waits for that gathering to end, on ICE
+// component 1 and on the RTCP component if it runs, or for ctx, which
+// then fails it with nothing changed.
 func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := ctx.Err(); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
@@ -996,13 +997,23 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	}
 	parked, cs, gathering := t.parked, t.consent, t.gatherEnd
 	t.mu.Unlock()
-	if gathering != nil && !parked {
-		// A Gather that returned early (its ctx ended) left pion's
-		// gathering running; pion's Restart does not stop a gathering
-		// that has not yet marked itself started, and one that ends
-		// after the restart leaves the agent refusing to gather again.
+	// A Gather that returned early (its ctx ended) left pion's gathering
+	// running, on this agent or on the RTCP component's, whose agent
+	// restarts with it; pion's Restart does not stop a gathering that has
+	// not yet marked itself started, and one that ends after the restart
+	// leaves the agent refusing to gather again.
+	ends := []chan struct{}{gathering, nil}
+	if s := t.comp.get(); s != nil {
+		s.mu.Lock()
+		ends[1] = s.gatherEnd
+		s.mu.Unlock()
+	}
+	for _, end := range ends {
+		if end == nil || parked {
+			continue
+		}
 		select {
-		case <-gathering:
+		case <-end:
 		case <-ctx.Done():
 			return Credentials{}, fmt.Errorf("ice: restart: waiting for the last gathering to end: %w", ctx.Err())
 		case <-t.closing:
