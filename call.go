@@ -504,19 +504,25 @@ const (
 	offerRestart                     // new ICE credentials: an ICE restart
 	offerNoRestart                   // a new version with the same ICE session
 	offerNotForCall                  // from another session than the call's
+	offerStale                       // older than the last offer answered
 )
 
 // classifyOffer says what remote is to the call (c.mu held). An offer of
 // the call's session is an ICE restart when its ICE credentials are new
 // (RFC 8839 section 4.4.1.1.1), a retransmission when it keeps them and
-// its o= version is the one already answered (RFC 3264 section 8), and
-// otherwise a re-offer that changes nothing this SDK negotiates.
+// its o= version is the one already answered (RFC 3264 section 8), stale
+// when its version is below that one (a late copy of an earlier offer:
+// each new description's version is one more than the last), and
+// otherwise a re-offer of the same ICE session.
 func (c *Call) classifyOffer(remote *sdp.Description) offerKind {
 	if !c.started {
 		return offerFirst
 	}
 	if remote.Origin.SessionID != c.remoteSID {
 		return offerNotForCall
+	}
+	if c.lastAnswer != "" && remote.Origin.SessionVersion < c.lastOffer {
+		return offerStale
 	}
 	creds := descICE(remote)
 	sameICE := creds.Ufrag == c.remoteICE.Ufrag && creds.Pwd == c.remoteICE.Pwd
@@ -559,7 +565,9 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 //
 // On a started call Answer takes the peer's later offers: the same offer
 // again (same o= version, as a signaling layer that retransmits sends it)
-// gets the same answer and changes nothing; an offer with new ICE
+// gets the same answer and changes nothing; a late copy of an earlier
+// offer (an o= version below the last one answered) is refused with a
+// *StateError and changes nothing; an offer with new ICE
 // credentials is an ICE restart; a new version with the same credentials
 // keeps the ICE session. After this end's own restart failed or was rolled
 // back (see Restart), it has no ICE session to keep: such an offer is
@@ -625,6 +633,8 @@ func (c *Call) answer(ctx context.Context, remote *sdp.Description) (string, err
 		return last, nil
 	case offerNotForCall:
 		return "", &StateError{Op: "Answer", State: c.State(), Why: "the call has started and this offer is from another session"}
+	case offerStale:
+		return "", &StateError{Op: "Answer", State: c.State(), Why: "the offer's o= version is older than the last offer answered (a late copy of an earlier offer)"}
 	case offerRestart, offerNoRestart:
 		return c.answerAgain(ctx, remote, kind == offerRestart)
 	}

@@ -333,3 +333,42 @@ func TestReinviteRefusedMoveChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestReofferOlderVersionRefused: a late copy of an earlier re-offer of a
+// call without ICE (an o= version below the last one answered, RFC 3264
+// section 8: each new description's version is one more than the last)
+// is refused with a *securecall.StateError and changes nothing: media
+// stays at the address the newest offer gave. Before, it was answered as
+// a new offer and moved the media back to the old address.
+func TestReofferOlderVersionRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	peer := &movingPeer{key: bytes.Repeat([]byte{0x5a}, 30)}
+	old, moved := peerAddr{rtp: listenLoopback(t)}, peerAddr{rtp: listenLoopback(t)}
+	call, err := securecall.New(sdesConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	_, key := answerNoICE(ctx, t, call, peer.offer(1, old))
+	if err := call.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recv, err := srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answerNoICE(ctx, t, call, peer.offer(2, old))
+	answerNoICE(ctx, t, call, peer.offer(3, moved))
+	expectRTP(t, call, 1, recv, moved.rtp, old.rtp)
+
+	_, err = call.Answer(ctx, peer.offer(2, old))
+	var se *securecall.StateError
+	if !errors.As(err, &se) {
+		t.Errorf("Answer to a late copy of version 2 after version 3: %v, want a *securecall.StateError", err)
+	}
+	if s := call.SignalingState(); s != securecall.SignalingStable {
+		t.Fatalf("signaling %s after the late offer", s)
+	}
+	expectRTP(t, call, 2, recv, moved.rtp, old.rtp)
+}
