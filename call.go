@@ -57,8 +57,8 @@ type Call struct {
 	// offerer: this end made the call's first offer; its restart wins a
 	// glare (see Answer).
 	offerer bool
-	// gathered: ICE gathered for an earlier description, so a new one
-	// needs fresh ICE credentials first.
+	// gathered: ICE gathered, or began to, for an earlier description,
+	// so a new one needs fresh ICE credentials first.
 	gathered bool
 	// iceReset: ICE restarted for a description of this started call
 	// that no completed exchange has carried yet (restart.go).
@@ -386,14 +386,16 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 			}
 			c.iceRestarted()
 		}
+		// Before gathering: a gathering cut short by ctx runs on in the
+		// ICE agent, which gathers again only after a restart.
+		c.mu.Lock()
+		c.gathered = true
+		c.mu.Unlock()
 		var err error
 		if cands, err = c.gather(ctx); err != nil {
 			c.abort()
 			return nil, "", err
 		}
-		c.mu.Lock()
-		c.gathered = true
-		c.mu.Unlock()
 	}
 	caps := c.capabilities(keying, keyURI, cands)
 	if err := c.sipCapabilities(&caps); err != nil {
