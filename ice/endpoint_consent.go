@@ -289,6 +289,12 @@ func (t *Transport) park(controlling bool) error {
 	}
 	t.consent = cs
 	t.parked = true
+	if t.gatherEnd != nil {
+		// The closed agent reports no end of its gathering: a Restart
+		// waiting for one goes on (parked) at once.
+		close(t.gatherEnd)
+		t.gatherEnd = nil
+	}
 	ag := t.ag()
 	t.mu.Unlock()
 	// pion reports Closed, which noteConnectivity ignores; its notifier

@@ -990,36 +990,16 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err != nil {
 		return Credentials{}, err
 	}
+	if err := t.awaitGathered(ctx); err != nil {
+		return Credentials{}, err
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
 		return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
 	}
-	parked, cs, gathering := t.parked, t.consent, t.gatherEnd
+	parked, cs := t.parked, t.consent
 	t.mu.Unlock()
-	// A Gather that returned early (its ctx ended) left pion's gathering
-	// running, on this agent or on the RTCP component's, whose agent
-	// restarts with it; pion's Restart does not stop a gathering that has
-	// not yet marked itself started, and one that ends after the restart
-	// leaves the agent refusing to gather again.
-	ends := []chan struct{}{gathering, nil}
-	if s := t.comp.get(); s != nil {
-		s.mu.Lock()
-		ends[1] = s.gatherEnd
-		s.mu.Unlock()
-	}
-	for _, end := range ends {
-		if end == nil || parked {
-			continue
-		}
-		select {
-		case <-end:
-		case <-ctx.Done():
-			return Credentials{}, fmt.Errorf("ice: restart: waiting for the last gathering to end: %w", ctx.Err())
-		case <-t.closing:
-			return Credentials{}, fmt.Errorf("ice: restart: %w", net.ErrClosed)
-		}
-	}
 	t.red.add(creds.Pwd)
 	if parked {
 		// pion's agent is closed: the restart gets a new one, whose checks
@@ -1059,6 +1039,46 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		t.ep.e.release(t.ep)
 	}
 	return creds, nil
+}
+
+// awaitGathered waits until no gathering that a Gather cut short by its
+// ctx left running remains, on this agent or on the RTCP component's,
+// whose agent restarts with it: pion's Restart does not stop a gathering
+// that has not yet marked itself started, and one that ends after the
+// restart leaves the agent refusing to gather again. It looks again after
+// each end, so that a park meanwhile (which closes the agent, and the
+// wait with it) is seen; ctx or Close end the wait with an error.
+func (t *Transport) awaitGathered(ctx context.Context) error {
+	for range 4 { // two agents; a park ends a wait at most once more
+		end := t.pendingGather()
+		if end == nil {
+			if s := t.comp.get(); s != nil {
+				end = s.pendingGather()
+			}
+		}
+		if end == nil {
+			return nil
+		}
+		select {
+		case <-end:
+		case <-ctx.Done():
+			return fmt.Errorf("ice: restart: waiting for the last gathering to end: %w", ctx.Err())
+		case <-t.closing:
+			return fmt.Errorf("ice: restart: %w", net.ErrClosed)
+		}
+	}
+	return nil
+}
+
+// pendingGather returns the channel closed at the end of a gathering
+// still running, or nil.
+func (t *Transport) pendingGather() chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.parked {
+		return nil
+	}
+	return t.gatherEnd
 }
 
 // SetRemote sets the peer's credentials after an ICE restart.
