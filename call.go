@@ -92,6 +92,7 @@ type Call struct {
 	live atomic.Pointer[media.Session]
 	dir  directionState // the agreed direction, for the send path (direction.go)
 	sip  sipState       // SIP gear: sdes, peers without ICE, RTCP apart (call_sip.go)
+	hold holdState      // this end's own hold (hold.go)
 }
 
 // New makes a Call from cfg. It checks cfg and prepares the call without
@@ -896,6 +897,13 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 // SetAnswer leaves the call unchanged, still waiting for an answer; the
 // same answer taken twice (a retransmission) is accepted again and
 // changes nothing. Connecting starts at once; Connect waits for it.
+//
+// The answer to a Restart offer gives ICE the peer's new credentials and
+// candidates. The answer to a Hold or Resume offer keeps the ICE session
+// and restarts nothing: it sets the direction and codec, and without ICE
+// may move the peer's media as a later offer may (see [Call.Answer]); one
+// that gives the peer's ICE credentials anew is refused with an error
+// wrapping sdp.ErrNegotiation, since only an offer restarts ICE.
 func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("securecall: SetAnswer: %w", err)
@@ -953,6 +961,9 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	if err := c.checkAnswerTransport(agreement); err != nil {
 		c.mu.Unlock()
 		return err
+	}
+	if c.keepsICELocked(offer) {
+		return c.setReofferAnswerLocked(remote, agreement)
 	}
 	c.signaling, _ = c.signaling.next(opRemoteAnswer)
 	c.stopOfferTimerLocked()
@@ -1044,10 +1055,12 @@ func (c *Call) restartUnanswered(d *sdp.Description) {
 	c.rollbackLocked()
 }
 
-// Rollback abandons this end's offer that awaits its answer (from Offer or
-// Restart) and returns the call to SignalingStable, so that it may make a
-// new offer or answer the peer's. An answer to the abandoned offer is then
-// refused. Rolling back a restart does not bring the old path back: its
+// Rollback abandons this end's offer that awaits its answer (from Offer,
+// Restart, Hold or Resume) and returns the call to SignalingStable, so
+// that it may make a new offer or answer the peer's. An answer to the
+// abandoned offer is then refused. Rolling back a Hold or Resume leaves
+// the direction as it was (a peer that took the offer meanwhile is
+// brought back in line by the next Hold or Resume). Rolling back a restart does not bring the old path back: its
 // ICE credentials are gone, so the call needs another restart (from
 // either end) to carry media again, and Answer refuses an offer that
 // keeps the ICE session; the keys and the media session stay.

@@ -37,7 +37,8 @@ func (c *Call) withhold() bool {
 // offer/answer exchange agreed it: sdp.SendRecv; sdp.RecvOnly when the
 // peer holds the call (its offer said sendonly, or its answer to this
 // end's offer did, or, without ICE, its address is 0.0.0.0); sdp.SendOnly when the peer only listens (it said
-// recvonly); sdp.Inactive when neither end sends. It is empty before
+// recvonly) or this end holds the call ([Call.Hold]); sdp.Inactive when
+// neither end sends (both hold the call, say). It is empty before
 // Answer or SetAnswer. A new direction holds from the moment Answer or
 // SetAnswer returns.
 //

@@ -135,10 +135,10 @@
 //
 // The exchange of descriptions is a state machine ([SignalingState]:
 // stable, have-local-offer, have-remote-offer, closed), apart from the
-// call's [State]. [Call.Offer] and [Call.Restart] leave the call in
-// have-local-offer until [Call.SetAnswer]; [Call.Rollback] abandons the
-// offer, and an unanswered restart rolls back by itself after
-// [Config.RestartTimeout]. [Call.Answer] recognizes what an offer is to a
+// call's [State]. [Call.Offer], [Call.Restart], [Call.Hold] and
+// [Call.Resume] leave the call in have-local-offer until
+// [Call.SetAnswer]; [Call.Rollback] abandons the offer, and an unanswered
+// later offer rolls back by itself after [Config.RestartTimeout]. [Call.Answer] recognizes what an offer is to a
 // started call: the same offer again (same o= version and ICE
 // credentials, as a retransmitting signaling layer sends it) gets the same
 // answer and changes nothing; new ICE credentials are an ICE restart; a
@@ -155,7 +155,11 @@
 // call with a re-offer of sendonly or inactive (without ICE, also with
 // the old-style connection address 0.0.0.0) and resumes it with
 // sendrecv, and an answer of sendonly or inactive to this end's offer
-// holds it too. [Call.Direction] reports it; while this end may not send,
+// holds it too. This end holds the peer with [Call.Hold] (a later offer
+// of sendonly that keeps the ICE session, or without ICE the addresses,
+// and the keys and codec) and resumes it with [Call.Resume]; the answer
+// goes to SetAnswer, which restarts nothing for it.
+// [Call.Direction] reports the direction; while this end may not send,
 // WriteRTP and WriteSample send nothing, return nil and count what they
 // withheld in [Stats].RTPWithheld, and RTCP goes on. A later exchange
 // keeps the call's codec when it lists it and may switch the call to

@@ -11,13 +11,14 @@ import (
 type SignalingState int
 
 const (
-	// SignalingStable: no exchange under way. Offer, Restart and Answer
-	// may start one.
+	// SignalingStable: no exchange under way. Offer, Restart, Hold,
+	// Resume and Answer may start one.
 	SignalingStable SignalingState = iota
-	// SignalingHaveLocalOffer: Offer or Restart made (or is making) an
-	// offer that awaits its answer: SetAnswer completes the exchange and
-	// Rollback abandons it. An unanswered restart offer is rolled back by
-	// itself after Config.RestartTimeout.
+	// SignalingHaveLocalOffer: Offer, Restart, Hold or Resume made (or
+	// is making) an offer that awaits its answer: SetAnswer completes the
+	// exchange and Rollback abandons it. An unanswered later offer
+	// (Restart, Hold, Resume) is rolled back by itself after
+	// Config.RestartTimeout.
 	SignalingHaveLocalOffer
 	// SignalingHaveRemoteOffer: Answer is making the answer to the peer's
 	// offer; it returns to SignalingStable whether it succeeds or fails.
@@ -39,7 +40,7 @@ func (s SignalingState) String() string {
 type signalingOp int
 
 const (
-	opLocalOffer   signalingOp = iota + 1 // Offer or Restart begins an offer
+	opLocalOffer   signalingOp = iota + 1 // Offer, Restart, Hold or Resume begins an offer
 	opRemoteOffer                         // Answer takes the peer's offer
 	opLocalAnswer                         // Answer hands back its answer
 	opRemoteAnswer                        // SetAnswer takes the peer's answer
