@@ -592,7 +592,9 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 //
 // Every exchange, first or later, sets the media direction (a SIP hold is
 // a re-offer of sendonly or inactive, its resume one of sendrecv): see
-// [Call.Direction] for what a held call does. A later exchange keeps the
+// [Call.Direction] for what a held call does. While this end holds the
+// call itself ([Call.Hold]), the answer to every later offer keeps the
+// hold: sendonly, or inactive to an offer of sendonly or inactive. A later exchange keeps the
 // call's codec first in the answer when the offer lists it, whatever the
 // offer's order; an offer that lists only other codecs switches the call
 // to the first of them at the call's RTP clock rate (PCMU to PCMA, say:
@@ -864,7 +866,8 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		return "", err
 	}
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1, c.answerKeeping(remote, &agreement))
+	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1,
+		c.keepHold(c.answerKeeping(remote, &agreement), &agreement))
 	if err != nil {
 		return "", err
 	}
@@ -998,7 +1001,8 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // returns to SignalingStable and may Restart again or answer the peer's
 // offer. If both ends restart at once, Answer resolves the glare (see
 // [ErrGlare]), so that restarting on StateDisconnected is safe from both
-// ends.
+// ends. While this end holds the call ([Call.Hold]), the restart offer
+// says sendonly and the hold goes on.
 //
 // A Restart that fails before it restarts ICE (the call closed, failed,
 // not started or without ICE, another description being made, ctx done on
@@ -1031,7 +1035,7 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d, text, err := c.describe(ctx, "Restart", true, nil, keying, keyURI, version+1, sdp.NewOffer)
+	d, text, err := c.describe(ctx, "Restart", true, nil, keying, keyURI, version+1, c.restartOffer)
 	if err != nil {
 		return "", err
 	}

@@ -39,8 +39,11 @@ type holdState struct {
 // From the answer on, this end holds the call: the agreed direction is
 // sendonly, so that WriteRTP and WriteSample still send (music on hold,
 // an announcement) and nothing arrives, or inactive if the peer holds the
-// call too (see [Call.Direction]), until Resume's exchange completes.
-// When the hold offer crosses an offer of the peer,
+// call too (see [Call.Direction]). While this end holds, its answers to
+// the peer's later offers keep the hold (RFC 3264 section 6: what this
+// end wants, sending at most, intersected with the reverse of the
+// offer's), and so do its Restart offers, until Resume's exchange
+// completes. When the hold offer crosses an offer of the peer,
 // Answer resolves the glare as for any other offer (see [ErrGlare]): a
 // hold that loses is rolled back and the call is not on hold.
 //
@@ -213,4 +216,44 @@ func (c *Call) setReofferAnswerLocked(remote *sdp.Description, a sdp.Agreement) 
 	c.applyAgreementLocked(a)
 	c.mu.Unlock()
 	return nil
+}
+
+// keepHold wraps the describe build step of an answer to the peer's later
+// offer so that, while this end holds the call, the answer and
+// *agreement receive nothing: the answer's direction is what this end
+// wants (sendonly) intersected with the reverse of the offer's.
+func (c *Call) keepHold(build func(sdp.Capabilities) (*sdp.Description, error), agreement *sdp.Agreement) func(sdp.Capabilities) (*sdp.Description, error) {
+	return func(caps sdp.Capabilities) (*sdp.Description, error) {
+		d, err := build(caps)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		holding := c.hold.holding
+		c.mu.Unlock()
+		if !holding {
+			return d, nil
+		}
+		agreement.Direction = sdp.DirectionOf(agreement.Direction.Sends(), false)
+		if m := firstAudio(d); m != nil {
+			m.Direction = agreement.Direction
+		}
+		return d, nil
+	}
+}
+
+// restartOffer is the describe build step of Restart: sdp.NewOffer, saying
+// sendonly while this end holds the call.
+func (c *Call) restartOffer(caps sdp.Capabilities) (*sdp.Description, error) {
+	d, err := sdp.NewOffer(caps)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	holding := c.hold.holding
+	c.mu.Unlock()
+	if holding {
+		d.Media[0].Direction = sdp.SendOnly
+	}
+	return d, nil
 }

@@ -201,6 +201,99 @@ func TestHoldAnswerNewICERefused(t *testing.T) {
 	sendRecv(t, a, b, 3)
 }
 
+// TestHoldPeerOffersKeepHold: while this end holds the call, the peer's
+// later offers (its own hold and resume, or an ICE restart) are answered
+// keeping the hold (RFC 3264 section 6: what this end wants, intersected
+// with the reverse of the offer's): sendonly to sendrecv, inactive to
+// sendonly; a Restart of the holder keeps offering sendonly; only Resume's
+// exchange ends the hold.
+func TestHoldPeerOffersKeepHold(t *testing.T) {
+	for _, mode := range holdModes(t)[:3] {
+		t.Run(mode.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a, b, _, _ := capturePair(t, mode.ca, mode.cb, nil)
+			hold, err := a.Hold(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exchange(ctx, t, a, b, hold)
+
+			// The held end holds too: neither sends.
+			bHold, err := b.Hold(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ans := exchange(ctx, t, b, a, bHold)
+			if d := audioOf(t, ans).Direction; d != sdp.Inactive {
+				t.Fatalf("the holder answered the peer's hold with %s, want inactive", d)
+			}
+			if d, e := a.Direction(), b.Direction(); d != sdp.Inactive || e != sdp.Inactive {
+				t.Fatalf("both holding: %s, %s; want inactive at both", d, e)
+			}
+			writeHeld(t, a, 3)
+			writeHeld(t, b, 3)
+
+			// The peer resumes; this end still holds.
+			bResume, err := b.Resume(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ans = exchange(ctx, t, b, a, bResume)
+			if d := audioOf(t, ans).Direction; d != sdp.SendOnly {
+				t.Fatalf("the holder answered the peer's resume with %s, want sendonly", d)
+			}
+			if d, e := a.Direction(), b.Direction(); d != sdp.SendOnly || e != sdp.RecvOnly {
+				t.Fatalf("after the peer's resume: %s, %s; want sendonly, recvonly", d, e)
+			}
+			sendRecv(t, a, b, 3)
+			writeHeld(t, b, 3)
+
+			if mode.ca.NoICE {
+				// The peer's re-offer sent again gets the same answer.
+				again, err := a.Answer(ctx, bResume)
+				if err != nil || again != ans {
+					t.Fatalf("the peer's resume sent again: %v, same answer %t", err, again == ans)
+				}
+			} else {
+				// A restart from either end keeps the hold.
+				restart, err := b.Restart(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ans = exchange(ctx, t, b, a, restart)
+				if d := audioOf(t, ans).Direction; d != sdp.SendOnly {
+					t.Fatalf("the holder answered the peer's restart with %s, want sendonly", d)
+				}
+				restart, err = a.Restart(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := audioOf(t, restart).Direction; d != sdp.SendOnly {
+					t.Fatalf("the holder's restart offers %s, want sendonly", d)
+				}
+				exchange(ctx, t, a, b, restart)
+				if d, e := a.Direction(), b.Direction(); d != sdp.SendOnly || e != sdp.RecvOnly {
+					t.Fatalf("after restarts: %s, %s; want sendonly, recvonly", d, e)
+				}
+				waitFor(t, 10*time.Second, func() bool { return a.Path().Local.Type != "" && b.Path().Local.Type != "" })
+				sendRecv(t, a, b, 3)
+			}
+
+			resume, err := a.Resume(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exchange(ctx, t, a, b, resume)
+			if d, e := a.Direction(), b.Direction(); d != sdp.SendRecv || e != sdp.SendRecv {
+				t.Fatalf("after Resume: %s, %s; want sendrecv at both", d, e)
+			}
+			sendRecv(t, b, a, 3)
+			sendRecv(t, a, b, 3)
+		})
+	}
+}
+
 // TestHoldRollback: a hold offer is abandoned by Rollback (the call is
 // not on hold, an answer to it is refused, Hold may be called again), is
 // rolled back by itself when no answer meets it within RestartTimeout,
