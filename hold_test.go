@@ -1,10 +1,13 @@
 package securecall_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/pion/srtp/v3"
 
 	"github.com/securecall/securecall"
 	"github.com/securecall/securecall/kms"
@@ -444,5 +447,58 @@ func TestHoldRefused(t *testing.T) {
 		if _, err := f(ctx); !errors.Is(err, securecall.ErrClosed) {
 			t.Fatalf("after Close: %v, want ErrClosed", err)
 		}
+	}
+}
+
+// TestHoldAnswerMovesMediaNoICE: without ICE, the answer to this end's
+// hold may move the peer's media as a re-offer may: from SetAnswer on,
+// RTP goes to the answer's address. An answer whose address the call
+// would not take is refused and changes nothing: the hold still awaits
+// its answer and media goes on to the old address.
+func TestHoldAnswerMovesMediaNoICE(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	peer := &movingPeer{key: bytes.Repeat([]byte{0x5a}, 30)}
+	old, moved := peerAddr{rtp: listenLoopback(t)}, peerAddr{rtp: listenLoopback(t)}
+	call, err := securecall.New(sdesConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	_, key := answerNoICE(ctx, t, call, peer.offer(1, old))
+	if err := call.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recv, err := srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectRTP(t, call, 1, recv, old.rtp, nil)
+
+	hold, err := call.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := audioOf(t, hold); m.HasICE() || m.Direction != sdp.SendOnly || len(m.Crypto) != 1 || string(m.Crypto[0].Key) != string(key) {
+		t.Fatalf("hold offer without ICE: ICE %t, direction %s, crypto %v", m.HasICE(), m.Direction, m.Crypto)
+	}
+	bad := peer.offer(2, peerAddr{host: "::1", rtp: listenLoopback(t)})
+	if err := call.SetAnswer(ctx, bad); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("SetAnswer moving to an address of another family: %v, want ErrNegotiation", err)
+	}
+	if s, d := call.SignalingState(), call.Direction(); s != securecall.SignalingHaveLocalOffer || d != sdp.SendRecv {
+		t.Fatalf("after the refused answer: %s, %s", s, d)
+	}
+	expectRTP(t, call, 2, recv, old.rtp, nil)
+
+	if err := call.SetAnswer(ctx, peer.offer(2, moved)); err != nil {
+		t.Fatalf("SetAnswer that moves the peer's media: %v", err)
+	}
+	if d := call.Direction(); d != sdp.SendOnly {
+		t.Fatalf("Direction after the hold's answer: %s, want sendonly", d)
+	}
+	expectRTP(t, call, 3, recv, moved.rtp, old.rtp)
+	if p := call.Path(); p.Remote.Address != udpAddr(moved.rtp) {
+		t.Fatalf("path after the move: %+v", p)
 	}
 }
