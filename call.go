@@ -933,6 +933,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		return &StateError{Op: "SetAnswer", State: st, Why: "the call has no offer awaiting an answer"}
 	}
 	offer := c.offer
+	c.settleReanswerSetupLocked(offer, remote)
 	if k, err := remote.Keying(); err == nil {
 		if err := c.checkKeying("SetAnswer", k, []sdp.Keying{c.keying}); err != nil {
 			c.mu.Unlock()

@@ -218,6 +218,26 @@ func (c *Call) setReofferAnswerLocked(remote *sdp.Description, a sdp.Agreement) 
 	return nil
 }
 
+// settleReanswerSetupLocked reads a=setup:actpass in the answer remote to
+// this end's Hold or Resume offer (c.mu held) as the DTLS role the peer
+// has: baresip 1.0 answers a re-offer so, which RFC 4145 does not allow in
+// an answer, but the association both ends keep fixes the roles, and a
+// re-offer's answer changes none of them.
+func (c *Call) settleReanswerSetupLocked(offer, remote *sdp.Description) {
+	if !c.keepsICELocked(offer) || !usesDTLS(c.keying) {
+		return
+	}
+	peer := sdp.SetupActive
+	if c.agreement.LocalSetup == sdp.SetupActive {
+		peer = sdp.SetupPassive
+	}
+	for i := range remote.Media {
+		if remote.Media[i].Setup == sdp.SetupActpass {
+			remote.Media[i].Setup = peer
+		}
+	}
+}
+
 // keepHold wraps the describe build step of an answer to the peer's later
 // offer so that, while this end holds the call, the answer and
 // *agreement receive nothing: the answer's direction is what this end

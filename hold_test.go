@@ -502,3 +502,28 @@ func TestHoldAnswerMovesMediaNoICE(t *testing.T) {
 		t.Fatalf("path after the move: %+v", p)
 	}
 }
+
+// TestHoldAnswerActpass: an answer to a hold that says a=setup:actpass (as
+// baresip 1.0 answers re-offers) is taken: the DTLS association both ends
+// keep fixes the roles.
+func TestHoldAnswerActpass(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b, _, _ := capturePair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()}, nil)
+	hold, err := a.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := b.Answer(ctx, hold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans = rewrite(t, ans, func(d *sdp.Description) { d.Media[0].Setup = sdp.SetupActpass })
+	if err := a.SetAnswer(ctx, ans); err != nil {
+		t.Fatalf("SetAnswer of an actpass answer to a hold: %v", err)
+	}
+	if d := a.Direction(); d != sdp.SendOnly {
+		t.Fatalf("Direction %s, want sendonly", d)
+	}
+	sendRecv(t, a, b, 3)
+}
