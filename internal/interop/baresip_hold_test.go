@@ -92,12 +92,14 @@ func baresipHold(t *testing.T, sh baresipShape) {
 		mu     sync.Mutex
 		offers []string
 	)
+	ua.mu.Lock() // the pump reads it
 	ua.answerer = func(offer string) (string, error) {
 		mu.Lock()
 		offers = append(offers, offer)
 		mu.Unlock()
 		return call.Answer(ctx, offer)
 	}
+	ua.mu.Unlock()
 	inv := ua.next(ctx, t, "baresip's INVITE", func(m *sipMsg) bool { return m.method() == "INVITE" })
 	answer, err := call.Answer(ctx, inv.body)
 	if err != nil {
