@@ -590,19 +590,19 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // rolls its own offer back and answers; an offer that cannot be answered
 // is refused before that, and the loser's own offer stays.
 //
-// Every exchange, first or later, sets the media direction (a SIP hold is
-// a re-offer of sendonly or inactive, its resume one of sendrecv): see
-// [Call.Direction] for what a held call does. While this end holds the
-// call itself ([Call.Hold]), the answer to every later offer keeps the
-// hold: sendonly, or inactive to an offer of sendonly or inactive. A later exchange keeps the
-// call's codec first in the answer when the offer lists it, whatever the
-// offer's order; an offer that lists only other codecs switches the call
-// to the first of them at the call's RTP clock rate (PCMU to PCMA, say:
-// Codec, WriteSample's payload type and Stats.OutsideAgreement follow at
-// once), and one whose codecs all run at another clock rate (Opus to PCMU)
-// is refused with an error wrapping sdp.ErrNegotiation and changes
-// nothing, since the call's RTCP and sample timestamps keep the clock rate
-// it started with. The same holds for SetAnswer's later answers.
+// Every exchange, first or later, sets the media direction (a SIP hold is a
+// re-offer of sendonly or inactive, its resume one of sendrecv): see
+// [Call.Direction] for what a held call does. While this end holds the call
+// itself ([Call.Hold]), the answer to every later offer keeps the hold:
+// sendonly, or inactive to an offer of sendonly or inactive. A later exchange
+// keeps the call's codec first in the answer when the offer lists it, whatever
+// the offer's order; an offer that lists only other codecs switches the call to
+// the first of them at the call's RTP clock rate (PCMU to PCMA, say: Codec,
+// WriteSample's payload type and Stats.OutsideAgreement follow at once), and
+// one whose codecs all run at another clock rate (Opus to PCMU) is refused with
+// an error wrapping sdp.ErrNegotiation and changes nothing, since the call's
+// RTCP and sample timestamps keep the clock rate it started with. The same
+// holds for SetAnswer's later answers.
 func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
@@ -1065,9 +1065,10 @@ func (c *Call) restartUnanswered(d *sdp.Description) {
 // that it may make a new offer or answer the peer's. An answer to the
 // abandoned offer is then refused. Rolling back a Hold or Resume leaves
 // the direction as it was (a peer that took the offer meanwhile is
-// brought back in line by the next Hold or Resume). Rolling back a restart does not bring the old path back: its
-// ICE credentials are gone, so the call needs another restart (from
-// either end) to carry media again, and Answer refuses an offer that
+// brought back in line by the next Hold or Resume). Rolling back a
+// restart does not bring the old path back: its ICE credentials are gone,
+// so the call needs another restart (from either end) to carry media
+// again, and Answer refuses an offer that
 // keeps the ICE session; the keys and the media session stay.
 // Rollback fails with a *StateError when there is no offer to abandon.
 func (c *Call) Rollback() error {

@@ -34,12 +34,12 @@ func (c *Call) withhold() bool {
 }
 
 // Direction returns this end's media direction as the last completed
-// offer/answer exchange agreed it: sdp.SendRecv; sdp.RecvOnly when the
-// peer holds the call (its offer said sendonly, or its answer to this
-// end's offer did, or, without ICE, its address is 0.0.0.0); sdp.SendOnly when the peer only listens (it said
-// recvonly) or this end holds the call ([Call.Hold]); sdp.Inactive when
-// neither end sends (both hold the call, say). It is empty before
-// Answer or SetAnswer. A new direction holds from the moment Answer or
+// offer/answer exchange agreed it: sdp.SendRecv; sdp.RecvOnly when the peer
+// holds the call (its offer said sendonly, or its answer to this end's offer
+// did, or, without ICE, its address is 0.0.0.0); sdp.SendOnly when the peer
+// only listens (it said recvonly) or this end holds the call ([Call.Hold]);
+// sdp.Inactive when neither end sends (both hold the call, say). It is empty
+// before Answer or SetAnswer. A new direction holds from the moment Answer or
 // SetAnswer returns.
 //
 // While the direction is recvonly or inactive, WriteRTP and WriteSample

@@ -133,23 +133,24 @@
 //
 // # Offer and answer
 //
-// The exchange of descriptions is a state machine ([SignalingState]:
-// stable, have-local-offer, have-remote-offer, closed), apart from the
-// call's [State]. [Call.Offer], [Call.Restart], [Call.Hold] and
-// [Call.Resume] leave the call in have-local-offer until
-// [Call.SetAnswer]; [Call.Rollback] abandons the offer, and an unanswered
-// later offer rolls back by itself after [Config.RestartTimeout]. [Call.Answer] recognizes what an offer is to a
-// started call: the same offer again (same o= version and ICE
-// credentials, as a retransmitting signaling layer sends it) gets the same
-// answer and changes nothing; new ICE credentials are an ICE restart; a
-// new version with the same credentials keeps the ICE session. When both
-// ends offer at once (glare), the end that made the call's first offer
-// wins (before the call has started, the end with the larger o= session
-// id): its Answer returns [ErrGlare], and the other end's Answer rolls its
-// own offer back and answers. Restarting on StateDisconnected is therefore
-// safe from both ends. A restart replaces the ICE session as soon as it
-// begins: one that fails while gathering, or is rolled back, leaves the
-// call without a path until another restart, from either end, succeeds.
+// The exchange of descriptions is a state machine ([SignalingState]: stable,
+// have-local-offer, have-remote-offer, closed), apart from the call's [State].
+// [Call.Offer], [Call.Restart], [Call.Hold] and [Call.Resume] leave the call in
+// have-local-offer until [Call.SetAnswer]; [Call.Rollback] abandons the offer,
+// and an unanswered later offer rolls back by itself after
+// [Config.RestartTimeout]. [Call.Answer] recognizes what an offer is to a
+// started call: the same offer again (same o= version and ICE credentials, as a
+// retransmitting signaling layer sends it) gets the same answer and changes
+// nothing; an older version (a late copy of an earlier offer) is refused and
+// changes nothing; new ICE credentials are an ICE restart; a new version with
+// the same credentials keeps the ICE session. When both ends offer at once (glare), the
+// end that made the call's first offer wins (before the call has started, the
+// end with the larger o= session id): its Answer returns [ErrGlare], and the
+// other end's Answer rolls its own offer back and answers. Restarting on
+// StateDisconnected is therefore safe from both ends. A restart replaces the
+// ICE session as soon as it begins: one that fails while gathering, or is
+// rolled back, leaves the call without a path until another restart, from
+// either end, succeeds.
 //
 // Every exchange sets the media direction (RFC 3264): a SIP peer holds the
 // call with a re-offer of sendonly or inactive (without ICE, also with
