@@ -850,6 +850,9 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		if err := c.checkMoveLocked("Answer", check); err != nil {
 			return err
 		}
+		if err := c.keepRTCPLocked("Answer", check); err != nil {
+			return err
+		}
 		if err := c.keepCodecLocked("Answer", &check); err != nil {
 			return err
 		}

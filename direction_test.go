@@ -413,3 +413,66 @@ func TestRestartAnswerCodec(t *testing.T) {
 		}
 	}
 }
+
+// TestReofferDroppingRTCPMuxRefused: a call with ICE multiplexes RTCP on
+// component 1 for its whole life; a later offer without a=rtcp-mux (and
+// so without candidates for component 2) is refused with ErrNegotiation
+// and changes nothing, where it was answered without rtcp-mux while the
+// call kept multiplexing. Without ICE the transport follows the change.
+func TestReofferDroppingRTCPMuxRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := directionModes()[1].cfg
+	a, b, offer, _ := capturePair(t, cfg, cfg, nil)
+	if !audioOf(t, *offer).RTCPMux {
+		t.Fatal("the first offer does not multiplex RTCP")
+	}
+	noMux := rewrite(t, *offer, func(d *sdp.Description) {
+		d.Origin.SessionVersion++
+		d.Media[0].RTCPMux = false
+	})
+	answer, err := b.Answer(ctx, noMux)
+	if !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("re-offer dropping rtcp-mux on a call with ICE: %v (answer multiplexes: %t), want ErrNegotiation",
+			err, answer != "" && audioOf(t, answer).RTCPMux)
+	}
+	if s := b.SignalingState(); s != securecall.SignalingStable {
+		t.Fatalf("signaling %s after the refusal", s)
+	}
+	sendRecv(t, b, a, 3)
+	sendRecv(t, a, b, 3)
+}
+
+// TestHoldAnswerDroppingRTCPMuxRefused: the same rule for the answer to
+// this end's own later offer: an answer to a Hold offer that stops
+// multiplexing RTCP on a call with ICE is refused with ErrNegotiation and
+// leaves the offer awaiting its answer. (It held before the rule above: the
+// hold offer of a call that multiplexes is rtcp-mux only, which the answer
+// may not decline; the test pins it.)
+func TestHoldAnswerDroppingRTCPMuxRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := directionModes()[1].cfg
+	a, b, _, _ := capturePair(t, cfg, cfg, nil)
+	offer, err := a.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noMux := rewrite(t, answer, func(d *sdp.Description) { d.Media[0].RTCPMux = false })
+	if err := a.SetAnswer(ctx, noMux); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("answer to a hold dropping rtcp-mux: %v, want ErrNegotiation", err)
+	}
+	if s, d := a.SignalingState(), a.Direction(); s != securecall.SignalingHaveLocalOffer || d != sdp.SendRecv {
+		t.Fatalf("after the refused answer: signaling %s, direction %s; want have-local-offer, sendrecv", s, d)
+	}
+	if err := a.SetAnswer(ctx, answer); err != nil {
+		t.Fatalf("the genuine answer after the refused one: %v", err)
+	}
+	if d := a.Direction(); d != sdp.SendOnly {
+		t.Fatalf("direction %s after the hold's answer, want sendonly", d)
+	}
+}

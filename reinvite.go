@@ -92,3 +92,20 @@ func (c *Call) connectDirect(d *ice.Direct, a sdp.Agreement) (net.Conn, error) {
 	m.connected = err == nil
 	return conn, err
 }
+
+// keepRTCPLocked refuses (c.mu held) a later description of a started
+// call with ICE that changes whether RTCP is multiplexed: the call's ICE
+// transport runs RTCP on component 1, or on a component 2 of its own,
+// for its whole life, so an answer could not do what it said. A call
+// without ICE follows such a change (moveNoICE).
+func (c *Call) keepRTCPLocked(op string, a sdp.Agreement) error {
+	if !c.started || c.sip.direct != nil || a.NoICE || a.RTCPMux == c.agreement.RTCPMux {
+		return nil
+	}
+	was := "multiplexes RTCP (rtcp-mux)"
+	if !c.agreement.RTCPMux {
+		was = "runs RTCP on ICE component 2"
+	}
+	return fmt.Errorf("securecall: %s: the description changes RTCP multiplexing, and this call %s for its whole life: %w",
+		op, was, sdp.ErrNegotiation)
+}
