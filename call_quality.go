@@ -76,7 +76,8 @@ func (c *Call) WriteSample(payload []byte, duration time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if c.withhold() {
+	if duration >= 0 && c.withhold() {
+		// A bad duration fails as it does off hold (in the writer).
 		w.Skip(duration)
 		return nil
 	}

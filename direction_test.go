@@ -253,6 +253,9 @@ func TestWriteSampleHeld(t *testing.T) {
 			t.Fatalf("WriteSample on hold: %v", err)
 		}
 	}
+	if err := b.WriteSample(frame, -d); err == nil {
+		t.Fatal("WriteSample on hold with a negative duration: <nil>, want the error it gives off hold")
+	}
 	if st := b.Stats(); st.RTPPacketsSent != sent || st.RTPWithheld != 3 {
 		t.Fatalf("WriteSample on hold: %d sent, %d withheld; want 0 and 3", st.RTPPacketsSent-sent, st.RTPWithheld)
 	}
