@@ -600,9 +600,11 @@ func (t *Transport) localCandidate(pc pice.Candidate) (sdp.Candidate, bool) {
 // trickled. It may be called before or during Connect. Candidates with a
 // host name (mDNS) are refused, as are relay candidates under DirectOnly.
 // Candidates beyond Config.MaxRemoteCandidates or Config.MaxCandidatePairs
-// are dropped without an error and counted in Stats. A candidate added
-// before Connect is in the check list when AddRemoteCandidate returns, so
-// a check from its address meets it as signalled (not as prflx).
+// are dropped without an error and counted in Stats. AddRemoteCandidate
+// waits (a bounded number of rounds of pion's agent loop, which takes it
+// in the first round or two) until the candidate is in the check list, so
+// that a check from the address of a candidate added before Connect meets
+// it as signalled (not as prflx).
 func (t *Transport) AddRemoteCandidate(c sdp.Candidate) error {
 	if routed, err := t.comp.remote(&c); routed {
 		return err
