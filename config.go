@@ -81,12 +81,11 @@ type Config struct {
 	// [MediaConfig] for its defaults.
 	Media MediaConfig
 
-	// RestartTimeout is how long a later offer (from Restart, Hold or
-	// Resume) waits for its answer before the call rolls it back by
-	// itself (see
-	// [Call.Rollback]), so that an offer lost on the way or a peer that
-	// never answers cannot wedge the call. If zero, defaults to
-	// DefaultRestartTimeout (10 s).
+	// RestartTimeout is how long a later offer (from Restart, Hold or Resume)
+	// waits for its answer before the call rolls it back by itself (see
+	// [Call.Rollback]), so that an offer lost on the way or a peer that never
+	// answers cannot wedge the call. If zero, defaults to DefaultRestartTimeout
+	// (10 s).
 	RestartTimeout time.Duration
 
 	// OnStateChange, if set, is called with each new state. On
