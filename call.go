@@ -602,7 +602,9 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // one whose codecs all run at another clock rate (Opus to PCMU) is refused with
 // an error wrapping sdp.ErrNegotiation and changes nothing, since the call's
 // RTCP and sample timestamps keep the clock rate it started with. The same
-// holds for SetAnswer's later answers.
+// holds for SetAnswer's later answers. A later offer that changes whether a
+// call with ICE multiplexes RTCP is refused the same way: the ICE transport
+// keeps its components for the call's life.
 func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
