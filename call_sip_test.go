@@ -530,3 +530,43 @@ func TestRTCPOnComponent2(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartKeepsRTCPApart: a call with ICE that runs RTCP on component 2
+// (its peer declined rtcp-mux) restarts from either end: the Restart offer
+// keeps RTCP apart (no a=rtcp-mux, a=rtcp and component-2 candidates), so
+// that the peer, which keeps its components for the call's life, answers
+// it, and media and SRTCP flow again on the new path.
+func TestRestartKeepsRTCPApart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	declineMux := func(desc string, toCallee bool) string {
+		if toCallee {
+			return strings.Replace(desc, "a=rtcp-mux\r\n", "", 1)
+		}
+		return desc
+	}
+	a, b, _, _ := capturePair(t, securecall.Config{ICE: loopbackICE(), OfferRTCPComponent: true},
+		securecall.Config{ICE: loopbackICE()}, declineMux)
+	rtcpBothWays(t, a, b)
+	for _, p := range [][2]*securecall.Call{{a, b}, {b, a}} {
+		from, to := p[0], p[1]
+		offer, err := from.Restart(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(offer, "a=rtcp-mux\r\n") || !strings.Contains(offer, "a=rtcp:") || !strings.Contains(offer, " 2 udp ") {
+			t.Errorf("the restart offer of a call running RTCP apart does not keep it apart (want no rtcp-mux, a=rtcp, component-2 candidates):\n%s", offer)
+		}
+		answer, err := to.Answer(ctx, offer)
+		if err != nil {
+			t.Fatalf("the peer's Answer to the restart offer of a call running RTCP apart: %v", err)
+		}
+		if err := from.SetAnswer(ctx, answer); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, func() bool { return from.Path().Local.Type != "" && to.Path().Local.Type != "" })
+		sendRecv(t, from, to, 3)
+		sendRecv(t, to, from, 3)
+		rtcpBothWays(t, a, b)
+	}
+}

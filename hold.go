@@ -263,17 +263,22 @@ func (c *Call) keepHold(build func(sdp.Capabilities) (*sdp.Description, error), 
 }
 
 // restartOffer is the describe build step of Restart: sdp.NewOffer, saying
-// sendonly while this end holds the call.
+// sendonly while this end holds the call, and without rtcp-mux when the
+// call runs RTCP on ICE component 2: the peer keeps its components for the
+// call's life (keepRTCPLocked) and refuses an offer that changes them.
 func (c *Call) restartOffer(caps sdp.Capabilities) (*sdp.Description, error) {
 	d, err := sdp.NewOffer(caps)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	holding := c.hold.holding
+	holding, mux := c.hold.holding, c.agreement.RTCPMux
 	c.mu.Unlock()
 	if holding {
 		d.Media[0].Direction = sdp.SendOnly
+	}
+	if !mux {
+		d.Media[0].RTCPMux = false
 	}
 	return d, nil
 }
