@@ -585,7 +585,9 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // moves nothing and holds the call. In sdes keying a call keeps its keys:
 // later descriptions state the crypto lines in use, and an offer (or
 // answer) that changes the peer's key is refused with an error wrapping
-// sdp.ErrNegotiation. When both ends offer at once (glare), the winner
+// sdp.ErrNegotiation; in dtls and hybrid keying it keeps its DTLS
+// association, and an offer (or answer) whose fingerprints name none of
+// those the peer started with is refused the same way. When both ends offer at once (glare), the winner
 // (see [ErrGlare]) refuses the peer's offer with ErrGlare and the loser
 // rolls its own offer back and answers; an offer that cannot be answered
 // is refused before that, and the loser's own offer stays.
@@ -849,6 +851,9 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		if err := c.checkSDESKept("Answer", check); err != nil {
 			return err
 		}
+		if err := c.checkDTLSKept("Answer", check); err != nil {
+			return err
+		}
 		if err := c.checkMoveLocked("Answer", check); err != nil {
 			return err
 		}
@@ -960,6 +965,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		return &StateError{Op: "SetAnswer", State: c.state, Why: "the answer is from another session than the call's"}
 	}
 	if err := c.checkSDESKept("SetAnswer", agreement); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if err := c.checkDTLSKept("SetAnswer", agreement); err != nil {
 		c.mu.Unlock()
 		return err
 	}

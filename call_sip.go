@@ -1,6 +1,7 @@
 package securecall
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
@@ -300,6 +301,26 @@ func (c *Call) checkSDESKept(op string, a sdp.Agreement) error {
 			op, sdp.ErrNegotiation)
 	}
 	return nil
+}
+
+// checkDTLSKept refuses (c.mu held) a later exchange of a started call in
+// dtls or hybrid keying whose fingerprints name none of the peer's that the
+// call started with: a new fingerprint asks for a new DTLS association (RFC
+// 8842 section 5.5), and the media session keeps the one it made for the
+// whole call, so the peer would expect keys this side never derives.
+func (c *Call) checkDTLSKept(op string, a sdp.Agreement) error {
+	if !c.started || !usesDTLS(a.Keying) {
+		return nil
+	}
+	for _, f := range a.RemoteFingerprints {
+		for _, was := range c.agreement.RemoteFingerprints {
+			if f.Algorithm == was.Algorithm && bytes.Equal(f.Value, was.Value) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("securecall: %s: the description changes the peer's DTLS fingerprint, and the call keeps its DTLS association (a new certificate needs a new call): %w",
+		op, sdp.ErrNegotiation)
 }
 
 func sameCrypto(a, b *sdp.Crypto) bool {

@@ -527,3 +527,56 @@ func TestHoldAnswerActpass(t *testing.T) {
 	}
 	sendRecv(t, a, b, 3)
 }
+
+// TestHoldNewFingerprintRefused: a started call keeps its DTLS association
+// (RFC 8842 section 5.5: a new fingerprint asks for a new one, which a
+// Call does not make), so the answer to a Hold that gives the peer's
+// fingerprint anew is refused with an error wrapping sdp.ErrNegotiation
+// and changes nothing, as one with new ICE credentials is; so is the
+// peer's own hold offer with a new fingerprint.
+func TestHoldNewFingerprintRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b, _, _ := capturePair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()}, nil)
+	newPrint := func(d *sdp.Description) {
+		for i := range d.Media {
+			for j := range d.Media[i].Fingerprints {
+				v := append([]byte(nil), d.Media[i].Fingerprints[j].Value...)
+				v[0] ^= 0xff
+				d.Media[i].Fingerprints[j].Value = v
+			}
+		}
+	}
+
+	hold, err := a.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := b.Answer(ctx, hold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAnswer(ctx, rewrite(t, ans, newPrint)); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("SetAnswer of an answer to a hold with a new DTLS fingerprint: %v, want ErrNegotiation", err)
+	}
+	if s, d := a.SignalingState(), a.Direction(); s != securecall.SignalingHaveLocalOffer || d != sdp.SendRecv {
+		t.Fatalf("after the refused answer: signaling %s, direction %s; want have-local-offer, sendrecv", s, d)
+	}
+	if err := a.SetAnswer(ctx, ans); err != nil {
+		t.Fatalf("the right answer after the refused one: %v", err)
+	}
+
+	resume, err := a.Resume(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Answer(ctx, rewrite(t, resume, newPrint)); !errors.Is(err, sdp.ErrNegotiation) {
+		t.Fatalf("Answer to a resume offer with a new DTLS fingerprint: %v, want ErrNegotiation", err)
+	}
+	if d := b.Direction(); d != sdp.RecvOnly {
+		t.Fatalf("the held end's direction after the refused offer: %s, want recvonly", d)
+	}
+	exchange(ctx, t, a, b, resume)
+	sendRecv(t, a, b, 3)
+	sendRecv(t, b, a, 3)
+}
