@@ -107,7 +107,10 @@ func (c *Call) keepCodecLocked(op string, a *sdp.Agreement) error {
 }
 
 // answerKeeping is answerTo for a later offer of the started call: the
-// answer lists the codec keepCodecLocked chose first.
+// answer lists the codec keepCodecLocked chose first, and to an offer of
+// a=setup:actpass (a Restart's, or a SIP peer's re-offer) it says the DTLS
+// role this end has in the association both ends keep (RFC 8842 section
+// 5.3), where a first answer would choose active.
 func (c *Call) answerKeeping(remote *sdp.Description, agreement *sdp.Agreement) func(sdp.Capabilities) (*sdp.Description, error) {
 	build := answerTo(remote, agreement)
 	return func(caps sdp.Capabilities) (*sdp.Description, error) {
@@ -117,12 +120,16 @@ func (c *Call) answerKeeping(remote *sdp.Description, agreement *sdp.Agreement) 
 		}
 		c.mu.Lock()
 		err = c.keepCodecLocked("Answer", agreement)
+		role := c.agreement.LocalSetup
 		c.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
 		if m := firstAudio(d); m != nil {
 			m.Formats = append([]sdp.Format(nil), agreement.Codecs...)
+			if om := firstAudio(remote); role != "" && m.Setup != "" && om != nil && om.Setup == sdp.SetupActpass {
+				m.Setup, agreement.LocalSetup = role, role
+			}
 		}
 		return d, nil
 	}

@@ -580,3 +580,50 @@ func TestHoldNewFingerprintRefused(t *testing.T) {
 	sendRecv(t, a, b, 3)
 	sendRecv(t, b, a, 3)
 }
+
+// TestReofferActpassKeepsDTLSRole: a later offer that says
+// a=setup:actpass (a Restart's, or a SIP peer's re-INVITE) is answered
+// with the DTLS role this end has in the association both ends keep
+// (RFC 8842 section 5.3), not with a fresh choice of active: the DTLS
+// server of the call answers passive, so that the answer does not ask
+// the peer for a new association with the roles swapped.
+func TestReofferActpassKeepsDTLSRole(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b, _, answer := capturePair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()}, nil)
+	if s := audioOf(t, *answer).Setup; s != sdp.SetupActive {
+		t.Fatalf("the first answer says setup %s, want active (a is the DTLS server)", s)
+	}
+	re, err := b.Resume(ctx) // a later offer of sendrecv, as a SIP peer's re-INVITE
+	if err != nil {
+		t.Fatal(err)
+	}
+	actpass := rewrite(t, re, func(d *sdp.Description) { d.Media[0].Setup = sdp.SetupActpass })
+	ans, err := a.Answer(ctx, actpass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := audioOf(t, ans).Setup; s != sdp.SetupPassive {
+		t.Fatalf("the DTLS server answered a re-offer of actpass with setup %s, want passive", s)
+	}
+	if err := b.SetAnswer(ctx, ans); err != nil {
+		t.Fatal(err)
+	}
+	restart, err := b.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err = a.Answer(ctx, restart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := audioOf(t, ans).Setup; s != sdp.SetupPassive {
+		t.Fatalf("the DTLS server answered a restart offer (setup %s) with setup %s, want passive", audioOf(t, restart).Setup, s)
+	}
+	if err := b.SetAnswer(ctx, ans); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return a.Path().Local.Type != "" && b.Path().Local.Type != "" })
+	sendRecv(t, a, b, 3)
+	sendRecv(t, b, a, 3)
+}
