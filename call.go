@@ -906,10 +906,21 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 	return text, nil
 }
 
+// olderThanPeerLocked reports (c.mu held) an o= version of the peer's
+// below that of its last description the call has taken, an offer it
+// answered or an answer: each new description's version is at least the
+// last one (RFC 3264 section 8), so this is a late copy of an earlier one.
+func (c *Call) olderThanPeerLocked(version uint64) bool {
+	return c.answerTaken && version < c.lastAnswerVersion || c.lastAnswer != "" && version < c.lastOffer
+}
+
 // SetAnswer takes the peer's answer to this call's offer. A failed
 // SetAnswer leaves the call unchanged, still waiting for an answer; the
 // same answer taken twice (a retransmission) is accepted again and
-// changes nothing. Connecting starts at once; Connect waits for it.
+// changes nothing, and a late copy of an earlier answer of the started
+// call (an o= version below the peer's last description) is refused with
+// a *StateError and changes nothing. Connecting starts at once; Connect
+// waits for it.
 //
 // The answer to a Restart offer gives ICE the peer's new credentials and
 // candidates. The answer to a Hold or Resume offer keeps the ICE session
@@ -937,6 +948,11 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		remote.Origin.SessionVersion == c.lastAnswerVersion:
 		c.mu.Unlock()
 		return nil // the answer already taken, sent again
+	case c.started && remote.Origin.SessionID == c.remoteSID && c.olderThanPeerLocked(remote.Origin.SessionVersion):
+		st := c.state
+		c.mu.Unlock()
+		return &StateError{Op: "SetAnswer", State: st,
+			Why: "the answer's o= version is older than the peer's last description (a late copy of an earlier answer)"}
 	case c.signaling != SignalingHaveLocalOffer || c.offer == nil || c.making:
 		st := c.state
 		c.mu.Unlock()

@@ -627,3 +627,48 @@ func TestReofferActpassKeepsDTLSRole(t *testing.T) {
 	sendRecv(t, a, b, 3)
 	sendRecv(t, b, a, 3)
 }
+
+// TestHoldLateAnswerCopyRefused: a late copy of an earlier answer (its o=
+// version below the peer's last description: a SIP 200 OK retransmitted
+// while its ACK was lost, arriving after the next re-INVITE went out) is
+// refused with a *StateError and changes nothing, as a late copy of an
+// earlier offer is: it was taken as the answer to the pending Resume, so
+// the call kept sendonly as if the peer still held, and the genuine answer
+// was then refused.
+func TestHoldLateAnswerCopyRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b, _, _ := capturePair(t, securecall.Config{ICE: loopbackICE()}, securecall.Config{ICE: loopbackICE()}, nil)
+	hold, err := a.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdAnswer := exchange(ctx, t, a, b, hold) // recvonly
+	resume, err := a.Resume(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(ctx, t, a, b, resume)
+	resume, err = a.Resume(ctx) // Resume again: each states what this end wants
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := b.Answer(ctx, resume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *securecall.StateError
+	if err := a.SetAnswer(ctx, holdAnswer); !errors.As(err, &se) {
+		t.Fatalf("SetAnswer of a late copy of the hold's answer while a Resume awaits its answer: %v (direction now %s), want a *StateError",
+			err, a.Direction())
+	}
+	if s, d := a.SignalingState(), a.Direction(); s != securecall.SignalingHaveLocalOffer || d != sdp.SendRecv {
+		t.Fatalf("after the late copy: signaling %s, direction %s; want have-local-offer, sendrecv", s, d)
+	}
+	if err := a.SetAnswer(ctx, ans); err != nil {
+		t.Fatalf("the genuine answer after the late copy: %v", err)
+	}
+	if d := a.Direction(); d != sdp.SendRecv {
+		t.Fatalf("direction %s after the resume's answer, want sendrecv", d)
+	}
+}
