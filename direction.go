@@ -2,7 +2,7 @@ package securecall
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 	"sync/atomic"
 
 	"github.com/securecall/securecall/sdp"
@@ -91,13 +91,13 @@ func (c *Call) keepCodecLocked(op string, a *sdp.Agreement) error {
 		return nil
 	}
 	cur := c.agreement.Codecs[0]
-	i := indexCodec(a.Codecs, func(f sdp.Format) bool { return sameCodec(f, cur) })
+	i := slices.IndexFunc(a.Codecs, cur.SameCodec)
 	if i < 0 {
-		i = indexCodec(a.Codecs, func(f sdp.Format) bool { return f.ClockRate == cur.ClockRate })
+		i = slices.IndexFunc(a.Codecs, func(f sdp.Format) bool { return f.ClockRate == cur.ClockRate })
 	}
 	if i < 0 {
-		return fmt.Errorf("securecall: %s: the description changes the call's codec %s to another RTP clock rate (%s), which a started call keeps: %w",
-			op, cur, formatNames(a.Codecs), sdp.ErrNegotiation)
+		return fmt.Errorf("securecall: %s: the description changes the call's codec %s to another RTP clock rate (%v), which a started call keeps: %w",
+			op, cur, a.Codecs, sdp.ErrNegotiation)
 	}
 	codecs := make([]sdp.Format, 0, len(a.Codecs))
 	codecs = append(codecs, a.Codecs[i])
@@ -133,28 +133,4 @@ func (c *Call) answerKeeping(remote *sdp.Description, agreement *sdp.Agreement) 
 		}
 		return d, nil
 	}
-}
-
-func indexCodec(fs []sdp.Format, match func(sdp.Format) bool) int {
-	for i, f := range fs {
-		if match(f) {
-			return i
-		}
-	}
-	return -1
-}
-
-// sameCodec compares encoding name (without regard to case), clock rate
-// and channels, an absent channel count meaning one, as the sdp package
-// matches codecs.
-func sameCodec(a, b sdp.Format) bool {
-	return strings.EqualFold(a.Name, b.Name) && a.ClockRate == b.ClockRate && max(a.Channels, 1) == max(b.Channels, 1)
-}
-
-func formatNames(fs []sdp.Format) string {
-	names := make([]string, len(fs))
-	for i, f := range fs {
-		names[i] = f.String()
-	}
-	return strings.Join(names, ", ")
 }

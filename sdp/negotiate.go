@@ -615,7 +615,7 @@ func commonCodecs(offered, local []Format) []Format {
 	var out []Format
 	for _, of := range offered {
 		for _, lf := range local {
-			if sameCodec(of, lf) {
+			if of.SameCodec(lf) {
 				f := of
 				f.Params = lf.Params
 				out = append(out, f)
@@ -632,7 +632,7 @@ func answeredCodecs(offered, answered []Format) []Format {
 	var out []Format
 	for _, of := range offered {
 		for _, af := range answered {
-			if af.PayloadType == of.PayloadType && sameCodec(of, af) {
+			if af.PayloadType == of.PayloadType && of.SameCodec(af) {
 				out = append(out, of)
 				break
 			}
@@ -641,16 +641,18 @@ func answeredCodecs(offered, answered []Format) []Format {
 	return out
 }
 
-// sameCodec compares encoding name (without regard to case), clock rate
-// and channels, an absent channel count meaning one.
-func sameCodec(a, b Format) bool {
+// SameCodec reports whether f and g name the same codec: the same encoding
+// name (without regard to case), clock rate and channels, an absent channel
+// count meaning one (RFC 8866 section 6.6). Payload types and parameters
+// are not compared. A format without a name matches nothing.
+func (f Format) SameCodec(g Format) bool {
 	ch := func(c uint16) uint16 {
 		if c == 0 {
 			return 1
 		}
 		return c
 	}
-	return a.Name != "" && strings.EqualFold(a.Name, b.Name) && a.ClockRate == b.ClockRate && ch(a.Channels) == ch(b.Channels)
+	return f.Name != "" && strings.EqualFold(f.Name, g.Name) && f.ClockRate == g.ClockRate && ch(f.Channels) == ch(g.Channels)
 }
 
 // pickCrypto returns the first offered line whose suite this package
