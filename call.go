@@ -1072,20 +1072,20 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	c.offer, c.version = d, d.Origin.SessionVersion
 	c.doneMakingLocked()
-	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.restartUnanswered(d) })
+	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.offerUnanswered("Restart", d) })
 	c.mu.Unlock()
 	return text, nil
 }
 
-// restartUnanswered rolls back the restart offer d if it still awaits its
-// answer.
-func (c *Call) restartUnanswered(d *sdp.Description) {
+// offerUnanswered rolls back this end's later offer d (of Restart, Hold
+// or Resume; op names it) if it still awaits its answer.
+func (c *Call) offerUnanswered(op string, d *sdp.Description) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.offer != d {
+	if c.closed || c.offer != d || c.making {
 		return
 	}
-	c.log.Info("securecall: restart offer unanswered; rolled back", "after", c.cfg.RestartTimeout)
+	c.log.Info("securecall: offer unanswered; rolled back", "op", op, "after", c.cfg.RestartTimeout)
 	c.rollbackLocked()
 }
 

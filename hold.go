@@ -123,7 +123,7 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 	}
 	c.offer, c.version = d, d.Origin.SessionVersion
 	c.hold.offer, c.hold.hold = d, hold
-	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.reofferUnanswered(op, d) })
+	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.offerUnanswered(op, d) })
 	return text, nil
 }
 
@@ -150,18 +150,6 @@ func reofferOf(a sdp.Agreement, dir sdp.Direction) func(sdp.Capabilities) (*sdp.
 		}
 		return d, nil
 	}
-}
-
-// reofferUnanswered rolls back the Hold or Resume offer d if it still
-// awaits its answer.
-func (c *Call) reofferUnanswered(op string, d *sdp.Description) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || c.offer != d || c.making {
-		return
-	}
-	c.log.Info("securecall: offer unanswered; rolled back", "op", op, "after", c.cfg.RestartTimeout)
-	c.rollbackLocked()
 }
 
 // keepsICELocked reports (c.mu held) whether offer, the pending offer, is
