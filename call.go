@@ -847,19 +847,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		if check.NoICE && c.sip.direct == nil {
 			return fmt.Errorf("securecall: Answer: the offer has no ICE, and this call runs ICE: %w", sdp.ErrNegotiation)
 		}
-		if err := c.checkSDESKept("Answer", check); err != nil {
-			return err
-		}
-		if err := c.checkDTLSKept("Answer", check); err != nil {
-			return err
-		}
-		if err := c.checkMoveLocked("Answer", check); err != nil {
-			return err
-		}
-		if err := c.keepRTCPLocked("Answer", check); err != nil {
-			return err
-		}
-		if err := c.keepCodecLocked("Answer", &check); err != nil {
+		if err := c.checkLaterLocked("Answer", &check); err != nil {
 			return err
 		}
 		version = c.version
@@ -979,15 +967,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 		c.mu.Unlock()
 		return &StateError{Op: "SetAnswer", State: c.state, Why: "the answer is from another session than the call's"}
 	}
-	if err := c.checkSDESKept("SetAnswer", agreement); err != nil {
-		c.mu.Unlock()
-		return err
-	}
-	if err := c.checkDTLSKept("SetAnswer", agreement); err != nil {
-		c.mu.Unlock()
-		return err
-	}
-	if err := c.keepCodecLocked("SetAnswer", &agreement); err != nil {
+	if err := c.checkLaterLocked("SetAnswer", &agreement); err != nil {
 		c.mu.Unlock()
 		return err
 	}

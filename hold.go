@@ -170,10 +170,6 @@ func (c *Call) setReofferAnswerLocked(remote *sdp.Description, a sdp.Agreement) 
 		return fmt.Errorf("securecall: SetAnswer: the answer gives new ICE credentials to an offer that keeps the ICE session: %w",
 			sdp.ErrNegotiation)
 	}
-	if err := c.checkMoveLocked("SetAnswer", a); err != nil {
-		c.mu.Unlock()
-		return err
-	}
 	offer := c.offer
 	if a.NoICE && c.sip.direct != nil {
 		// Nothing else may take up the exchange while the stream moves:

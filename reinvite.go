@@ -109,3 +109,17 @@ func (c *Call) keepRTCPLocked(op string, a sdp.Agreement) error {
 	return fmt.Errorf("securecall: %s: the description changes RTCP multiplexing, and this call %s for its whole life: %w",
 		op, was, sdp.ErrNegotiation)
 }
+
+// checkLaterLocked runs (c.mu held) the checks of a later description of
+// the started call, offer or answer, before anything changes: the keys it
+// keeps (SDES lines, DTLS fingerprints), where its media may go without
+// ICE, its RTCP layout, and its codec, which it may reorder in a. On the
+// exchange that starts the call each is a no-op.
+func (c *Call) checkLaterLocked(op string, a *sdp.Agreement) error {
+	for _, check := range []func(string, sdp.Agreement) error{c.checkSDESKept, c.checkDTLSKept, c.checkMoveLocked, c.keepRTCPLocked} {
+		if err := check(op, *a); err != nil {
+			return err
+		}
+	}
+	return c.keepCodecLocked(op, a)
+}
