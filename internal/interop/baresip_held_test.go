@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,21 +22,7 @@ import (
 // reaches baresip; after the resume both directions flow again. In SDES
 // without ICE and in DTLS-SRTP with ICE.
 func TestInteropBaresipHeldByCall(t *testing.T) {
-	inNetns := os.Getenv(envInNetns) != ""
-	var ns *netns
-	if !inNetns {
-		needTool(t, "baresip", "baresip")
-		ns = newNetns(t)
-	}
-	for _, sh := range []baresipShape{baresipShapes[0], baresipShapes[2]} {
-		t.Run(sh.name, func(t *testing.T) {
-			if !inNetns {
-				ns.runTestInNetns(t, "^TestInteropBaresipHeldByCall$/^"+sh.name+"$", 60*time.Second)
-				return
-			}
-			baresipHeldByCall(t, sh)
-		})
-	}
+	runBaresipShapes(t, "TestInteropBaresipHeldByCall", []baresipShape{baresipShapes[0], baresipShapes[2]}, baresipHeldByCall)
 }
 
 func baresipHeldByCall(t *testing.T, sh baresipShape) {

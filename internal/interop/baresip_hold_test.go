@@ -33,19 +33,26 @@ import (
 // receives it at PCMU's rate. In SDES without ICE and in DTLS-SRTP with
 // ICE.
 func TestInteropBaresipHold(t *testing.T) {
+	runBaresipShapes(t, "TestInteropBaresipHold", []baresipShape{baresipShapes[0], baresipShapes[2]}, baresipHold)
+}
+
+// runBaresipShapes runs test's subtest for each shape inside a network
+// namespace with baresip (from outside one, the test binary runs itself
+// in a namespace it creates, one subtest at a time).
+func runBaresipShapes(t *testing.T, test string, shapes []baresipShape, run func(*testing.T, baresipShape)) {
 	inNetns := os.Getenv(envInNetns) != ""
 	var ns *netns
 	if !inNetns {
 		needTool(t, "baresip", "baresip")
 		ns = newNetns(t)
 	}
-	for _, sh := range []baresipShape{baresipShapes[0], baresipShapes[2]} {
+	for _, sh := range shapes {
 		t.Run(sh.name, func(t *testing.T) {
 			if !inNetns {
-				ns.runTestInNetns(t, "^TestInteropBaresipHold$/^"+sh.name+"$", 60*time.Second)
+				ns.runTestInNetns(t, "^"+test+"$/^"+sh.name+"$", 60*time.Second)
 				return
 			}
-			baresipHold(t, sh)
+			run(t, sh)
 		})
 	}
 }
