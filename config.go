@@ -128,7 +128,7 @@ type Config struct {
 	// RFC 3550 interval (see [media.RTCPConfig]); set Disabled when the
 	// application writes its own RTCP. SSRC, CNAME, ClockRate and Codec
 	// are filled in from the call's description and negotiated codec when
-	// zero. Close waits for an RTCP.OnBye call in progress (see
+	// zero; a Codec filled in follows a later switch of codec. Close waits for an RTCP.OnBye call in progress (see
 	// media.RTCPConfig.OnBye), so OnBye must not call Close: a call that
 	// hangs up on the peer's BYE starts a goroutine to do it.
 	RTCP media.RTCPConfig

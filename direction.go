@@ -75,6 +75,11 @@ func (c *Call) applyAgreementLocked(a sdp.Agreement) {
 		// The payload type is in range: the descriptions checked it.
 		_ = c.samples.SetPayloadType(a.Codecs[0].PayloadType)
 	}
+	if c.session != nil && len(a.Codecs) > 0 && c.cfg.RTCP.Codec == "" {
+		// The quality estimate rates the codec in use (rtcpConfig set the
+		// first one's at the start).
+		c.session.SetCodec(a.Codecs[0].Name)
+	}
 }
 
 // keepCodecLocked orders the codecs of a later exchange of the started

@@ -479,3 +479,41 @@ func TestHoldAnswerDroppingRTCPMuxRefused(t *testing.T) {
 		t.Fatalf("direction %s after the hold's answer, want sendonly", d)
 	}
 }
+
+// TestReofferCodecQuality: after a re-offer switches the call to another
+// codec at the same clock rate, the quality estimate rates the new codec:
+// G.729's equipment impairment (11) takes about 11 off the R-factor that
+// G.711 gets on the same clean path.
+func TestReofferCodecQuality(t *testing.T) {
+	g729 := sdp.Format{PayloadType: 18, Name: "G729", ClockRate: 8000}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := sdesConfig()
+	cfg.NoICE = true
+	cfg.Codecs = []sdp.Format{pcmu, g729}
+	a, b, offer, _ := capturePair(t, cfg, cfg, nil)
+	seq := uint16(100)
+	rFactor := func(pt uint8) float64 {
+		t.Helper()
+		seq++
+		h := media.RTPHeader{PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: a.SSRC()}
+		if err := a.WriteRTP(h, make([]byte, 20)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readPT(t, b); got != pt {
+			t.Fatalf("read payload type %d, want %d", got, pt)
+		}
+		return b.Stats().Quality.RFactor
+	}
+	before := rFactor(0)
+	if _, err := b.Answer(ctx, reoffer(t, *offer, 1, sdp.SendRecv, g729)); err != nil {
+		t.Fatalf("re-offer of G729 only: %v", err)
+	}
+	if c := b.Codec(); c.Name != "G729" {
+		t.Fatalf("Codec after a re-offer of G729 only: %s", c)
+	}
+	after := rFactor(18)
+	if before-after < 8 {
+		t.Fatalf("R-factor %.1f with PCMU, %.1f after the switch to G729: the estimate still rates PCMU", before, after)
+	}
+}

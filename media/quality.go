@@ -63,7 +63,7 @@ type RTCPConfig struct {
 
 	// Codec is the encoding name of the received stream (such as "opus",
 	// "PCMU"), which selects the codec values of the quality estimate. If
-	// empty, Opus's are used.
+	// empty, Opus's are used. [Session.SetCodec] changes it later.
 	Codec string
 
 	// FrameDuration is the packetization interval the quality estimate

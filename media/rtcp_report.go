@@ -69,6 +69,7 @@ type reports struct {
 	rtt        time.Duration
 	bye        bool
 	byeReason  string
+	codec      string // the codec the estimate rates: cfg.Codec, or SetCodec's
 
 	sent, received atomic.Uint64 // reports
 }
@@ -85,6 +86,7 @@ func (q *reports) init(c RTCPConfig, now time.Time) {
 	if q.cfg.CNAME == "" {
 		q.cfg.CNAME = hex.EncodeToString(rnd[4:])
 	}
+	q.codec = q.cfg.Codec
 	q.tx.ssrc = q.cfg.SSRC
 	q.ourSSRC.Store(q.cfg.SSRC)
 	q.initial = true
@@ -361,10 +363,10 @@ func (q *reports) snapshot() Quality {
 		if e := src.expected(); e > 0 && src.lost() > 0 {
 			loss = float64(src.lost()) / float64(e)
 		}
-		qs.RFactor, qs.MOS = eModel(q.cfg.Codec, loss, q.mouthToEar(qs.Receive.Jitter))
+		qs.RFactor, qs.MOS = eModel(q.codec, loss, q.mouthToEar(qs.Receive.Jitter))
 	}
 	if !q.remote.At.IsZero() {
-		qs.Remote.RFactor, qs.Remote.MOS = eModel(q.cfg.Codec, q.remote.FractionLost, q.mouthToEar(q.remote.Jitter))
+		qs.Remote.RFactor, qs.Remote.MOS = eModel(q.codec, q.remote.FractionLost, q.mouthToEar(q.remote.Jitter))
 	}
 	return qs
 }

@@ -57,6 +57,16 @@ type counters struct {
 	sendVersion                                      atomic.Uint32
 }
 
+// SetCodec changes the encoding name the quality estimate rates
+// (RTCPConfig.Codec), for a stream that switched to another codec at the
+// same RTP clock rate; the estimate from then on, of the whole session's
+// loss, uses the new codec's values. It is safe to call at any time.
+func (s *Session) SetCodec(name string) {
+	s.q.mu.Lock()
+	s.q.codec = name
+	s.q.mu.Unlock()
+}
+
 // Stats returns a snapshot of the session's counters. It is safe to call at
 // any time, also after Close.
 func (s *Session) Stats() Stats {
