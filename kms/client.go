@@ -692,7 +692,7 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if proof {
-		p, err := c.proof(method, req.URL.Path, body)
+		p, err := c.proof(base, method, req.URL.Path, body)
 		if err != nil {
 			return nil, fmt.Errorf("kms: %s: proof: %w", op, err)
 		}
@@ -781,9 +781,11 @@ func (c *Client) waitRetryAfter(ctx context.Context) error {
 	}
 }
 
-// proof signs a proof of freshness for one request.
-func (c *Client) proof(method, path string, body []byte) (string, error) {
-	return wire.SignProof(c.key, method, path, body, c.cfg.Clock())
+// proof signs a proof of freshness for one request to the KMS at base,
+// which it names as its audience: a proof captured on its way there is
+// refused by any other KMS.
+func (c *Client) proof(base, method, path string, body []byte) (string, error) {
+	return wire.SignProof(c.key, base, method, path, body, c.cfg.Clock())
 }
 
 // String describes the client without its credentials.

@@ -51,8 +51,10 @@
 //
 // Requests marked (proof) change state and carry a proof of freshness in
 // the Securecall-Proof header: a JWS (ES256) by the device key over the
-// method, path, body hash, a random nonce and the time; the server refuses
-// a replayed or stale one (see package kmsserver).
+// audience (the origin, https://host[:port], of the [Config].URL or
+// [Config].URLs entry the request is sent to), the method, path, body
+// hash, a random nonce and the time; the server refuses a replayed or
+// stale one, and one for another KMS (see package kmsserver).
 //
 // # Security
 //
@@ -73,8 +75,10 @@
 //     version, time or device), or lies below the call's minimum
 //     ([ErrBelowMinimum]); each is a [*DeliveryError]. A replayed
 //     state-changing request is refused (ErrReplayed on the wire: 401
-//     "replayed"). A hop can still deny service and see who fetches
-//     which call when.
+//     "replayed"), and so is one replayed at another KMS where the device
+//     key is registered too (a second deployment, or a hop in front of
+//     one): its proof names the KMS it was made for (401 "bad_proof").
+//     A hop can still deny service and see who fetches which call when.
 //   - The KMS signing key (P-256) is created at the server's first start,
 //     sealed under the KEK in the store like key material, and survives
 //     restarts. The server publishes two public keys, the current one and

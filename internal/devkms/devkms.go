@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -121,8 +122,24 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 		}
 		backing = store
 	}
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		closeStore(store)
+		return nil, fmt.Errorf("devkms: %w", err)
+	}
+	self := "https://" + ln.Addr().String()
 	scfg := opts.Server
 	scfg.Store, scfg.KEK, scfg.ClientCAs = backing, kek, ca.Pool()
+	if scfg.BaseURL != "" && scfg.BaseURL != self {
+		// A replica named by another's address is reached at its own too
+		// (devices list every replica): proofs may name either.
+		scfg.Aliases = append(slices.Clone(scfg.Aliases), self)
+	}
 	if scfg.RequestRate == 0 && scfg.RequestBurst == 0 {
 		// Tests and benchmarks set up calls from one device as fast as
 		// they can; every other limit stays the server's default.
@@ -133,6 +150,7 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 	}
 	srv, err := kmsserver.New(scfg)
 	if err != nil {
+		ln.Close()
 		closeStore(store)
 		return nil, err
 	}
@@ -141,23 +159,13 @@ func StartWith(ctx context.Context, dir string, opts Options, identities ...stri
 		err = os.WriteFile(filepath.Join(dir, KMSKeysFile), jwks, 0o644)
 	}
 	if err != nil {
+		ln.Close()
 		srv.Close()
 		closeStore(store)
 		return nil, fmt.Errorf("devkms: signing keys: %w", err)
 	}
-	addr := opts.Addr
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		srv.Close()
-		closeStore(store)
-		return nil, fmt.Errorf("devkms: %w", err)
-	}
 	env = &Env{
-		URL:     "https://" + ln.Addr().String(),
+		URL:     self,
 		Dir:     dir,
 		Server:  srv,
 		Store:   store,

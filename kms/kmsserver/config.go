@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -100,9 +101,29 @@ type Config struct {
 	// TokenAudience, if set, must appear in a token's audience. If empty,
 	// the audience is not checked.
 	TokenAudience string
-	// BaseURL prefixes key URIs, for example "https://kms.example.com". If
-	// empty, it is "https://" followed by the request's Host.
+	// BaseURL prefixes key URIs, for example "https://kms.example.com": an
+	// https URL without path, the name devices reach the KMS by. It is
+	// also the audience a proof of freshness must name (see Aliases), so
+	// that a proof made for another KMS is refused here. If empty, it is
+	// "https://" followed by the request's Host, for key URIs and for the
+	// audience; the sender chooses the Host, so without a BaseURL a proof
+	// captured on its way to another KMS that registers the same device
+	// key is refused only if it is sent with the Host it was made for:
+	// set BaseURL wherever devices also talk to another KMS.
 	BaseURL string
+	// Aliases are other base URLs devices reach this KMS by (each
+	// replica's own address, when devices list the replicas in
+	// kms.Config.URLs): a proof of freshness naming one of them is
+	// accepted as well as one naming BaseURL. Key URIs always use
+	// BaseURL. Optional.
+	Aliases []string
+	// RequireProofAudience refuses proofs of freshness that name no
+	// audience, which clients before the audience send. If false, such
+	// a proof is accepted (then only its method, path, body, nonce and
+	// time bind it, and it can be replayed at another KMS that accepts
+	// it within its window); set it once every device runs a client that
+	// names the audience.
+	RequireProofAudience bool
 	// ActivationDelay is the lead time of a rotated version's activation.
 	// If zero, defaults to DefaultActivationDelay; negative means at once.
 	ActivationDelay time.Duration
@@ -254,6 +275,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.KEK = append([]byte(nil), c.KEK...)
 	c.TokenKeys = append([]crypto.PublicKey(nil), c.TokenKeys...)
+	c.Aliases = slices.Clone(c.Aliases)
 	return c
 }
 

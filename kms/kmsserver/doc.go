@@ -27,11 +27,19 @@
 // lists use these identities.
 //
 // State-changing requests carry a proof of freshness (a JWS by the device
-// key over the method, path, body hash, a nonce of 16 to 64 bytes and the
-// time). The server refuses a proof it has seen, one older than
-// [Config].FreshnessWindow, and one dated more than [Config].MaxClockSkew
-// ahead. The nonce of a proof that changed state is stored in the same
-// commit as the change, so its replay is refused after a restart too.
+// key over the audience, the method, path, body hash, a nonce of 16 to 64
+// bytes and the time). The server refuses a proof it has seen, one older
+// than [Config].FreshnessWindow, one dated more than [Config].MaxClockSkew
+// ahead, and one for another KMS (401 bad_proof): the audience is the
+// origin the device sent the request to, and must be [Config].BaseURL's
+// or one of [Config].Aliases. Without a BaseURL the request's Host is
+// accepted as the audience; the sender picks the Host, so a proof
+// captured on its way to another KMS could be replayed here with that
+// Host: set BaseURL wherever devices also talk to another KMS. Proofs
+// without audience (clients before it) are accepted unless
+// [Config].RequireProofAudience. The nonce of a proof that changed state
+// is stored in the same commit as the change, so its replay is refused
+// after a restart too.
 //
 // # Calls end
 //
@@ -114,6 +122,8 @@
 //     kms.Config.URLs; the client fails over on connection errors and
 //     5xx. Give every replica the same [Config].BaseURL (the name devices
 //     use): key URIs, and the binding of every delivered key, carry it.
+//     Devices that list each replica sign their proofs for the address
+//     they send to: list those addresses in [Config].Aliases.
 //     Every replica needs the same KEK and trusts the same device CA.
 //   - Across replicas: commits are serialised on the audit chain head
 //     (one transaction each, holding an advisory lock), so the log is one

@@ -18,6 +18,10 @@ import (
 	"github.com/securecall/securecall/kms/internal/wire"
 )
 
+// testAudience is the origin of httptest.NewRequest's requests (Host
+// example.com), which proofs name.
+const testAudience = "https://example.com"
+
 // harness drives a Server through its handler, in-process, with bearer
 // tokens and proofs of freshness made as the client makes them. It runs
 // inside a synctest bubble as well as outside one.
@@ -28,6 +32,7 @@ type harness struct {
 	issuer *ecdsa.PrivateKey
 	cfg    Config
 	devs   map[string]*ecdsa.PrivateKey
+	aud    string // the audience proofs name: BaseURL, or testAudience
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
@@ -41,6 +46,7 @@ func newHarness(t testing.TB, cfg Config) *harness {
 	}
 	cfg.TokenKeys = []crypto.PublicKey{&h.issuer.PublicKey}
 	h.cfg = cfg
+	h.aud = defaultString(cfg.BaseURL, testAudience)
 	h.start()
 	return h
 }
@@ -75,7 +81,7 @@ func (h *harness) do(identity, method, target string, body []byte, proof bool) *
 	r.Header.Set("Authorization", "Bearer "+h.token(identity))
 	if proof {
 		path, _, _ := strings.Cut(target, "?")
-		p, err := wire.SignProof(h.devs[identity], method, path, body, time.Now())
+		p, err := wire.SignProof(h.devs[identity], h.aud, method, path, body, time.Now())
 		if err != nil {
 			h.t.Fatal(err)
 		}

@@ -220,7 +220,7 @@ func FuzzParseCreateRequest(f *testing.F) {
 
 func FuzzVerifyProof(f *testing.F) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	p, err := wire.SignProof(priv, "POST", "/v1/calls", []byte("{}"), time.Now())
+	p, err := wire.SignProof(priv, testAudience, "POST", "/v1/calls", []byte("{}"), time.Now())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -297,12 +297,12 @@ func FuzzServerRequest(f *testing.F) {
 	}
 	jwk, _ := json.Marshal(jose.JSONWebKey{Key: &dev.PublicKey})
 	reg, _ := json.Marshal(wire.RegisterRequest{Key: jwk})
-	p, _ := wire.SignProof(dev, "POST", wire.PathDevices, reg, time.Now())
+	p, _ := wire.SignProof(dev, testAudience, "POST", wire.PathDevices, reg, time.Now())
 	if w := serve("POST", wire.PathDevices, reg, p); w.Code != 200 {
 		f.Fatalf("register: %d %s", w.Code, w.Body)
 	}
 	create := []byte(`{"participants":["token:alice"]}`)
-	p, _ = wire.SignProof(dev, "POST", wire.PathCalls, create, time.Now())
+	p, _ = wire.SignProof(dev, testAudience, "POST", wire.PathCalls, create, time.Now())
 	w := serve("POST", wire.PathCalls, create, p)
 	var cr wire.CreateResponse
 	if err := json.Unmarshal(w.Body.Bytes(), &cr); err != nil || cr.CallID == "" {
@@ -331,7 +331,7 @@ func FuzzServerRequest(f *testing.F) {
 		proof := ""
 		if withProof {
 			path, _, _ := strings.Cut(target, "?")
-			proof, _ = wire.SignProof(dev, method, path, body, time.Now())
+			proof, _ = wire.SignProof(dev, testAudience, method, path, body, time.Now())
 		}
 		defer func() {
 			if r := recover(); r != nil {

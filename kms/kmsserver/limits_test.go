@@ -208,12 +208,12 @@ func TestSecurityProofFromFuture(t *testing.T) {
 			h.s.ServeHTTP(w, r)
 			return code(w)
 		}
-		future, _ := wire.SignProof(h.devs["alice"], "POST", path, body, time.Now().Add(45*time.Second))
+		future, _ := wire.SignProof(h.devs["alice"], testAudience, "POST", path, body, time.Now().Add(45*time.Second))
 		if got := send(future); got != wire.CodeStaleProof {
 			t.Fatalf("a proof 45 s ahead: %q, want %q", got, wire.CodeStaleProof)
 		}
 		time.Sleep(time.Second)
-		ahead, _ := wire.SignProof(h.devs["alice"], "POST", path, body, time.Now().Add(4*time.Second))
+		ahead, _ := wire.SignProof(h.devs["alice"], testAudience, "POST", path, body, time.Now().Add(4*time.Second))
 		if got := send(ahead); got != "" {
 			t.Fatalf("a proof 4 s ahead: %q", got)
 		}
@@ -226,7 +226,7 @@ func TestSecurityProofFromFuture(t *testing.T) {
 		}
 		// After the window the nonce is forgotten, in memory and in the store.
 		time.Sleep(DefaultFreshnessWindow + 10*time.Second)
-		fresh, _ := wire.SignProof(h.devs["alice"], "POST", path, body, time.Now())
+		fresh, _ := wire.SignProof(h.devs["alice"], testAudience, "POST", path, body, time.Now())
 		if got := send(fresh); got != "" {
 			t.Fatal(got)
 		}

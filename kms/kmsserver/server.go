@@ -56,6 +56,10 @@ type Server struct {
 	sigCurrent *signingKey // signs every delivery
 	sigNext    *signingKey // published, current after RotateSigningKey
 
+	// audiences are the origins of BaseURL and Aliases: what a proof of
+	// freshness may name. Without a BaseURL the request's Host is one too.
+	audiences []string
+
 	nonceMu   sync.Mutex
 	nonces    map[string]time.Time
 	lastSweep time.Time
@@ -222,6 +226,9 @@ func New(cfg Config) (*Server, error) {
 		queue:   make(chan *pending, 4096),
 		closing: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
+	}
+	if s.audiences, err = audiences(cfg); err != nil {
+		return nil, err
 	}
 	s.auth.init()
 	s.requests = newLimiter(cfg.RequestRate, cfg.RequestBurst, 100_000)
@@ -1476,7 +1483,7 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != wire.BodyHash(body) ||
-		len(claims.Nonce) < 16 || len(claims.Nonce) > maxNonce {
+		len(claims.Nonce) < 16 || len(claims.Nonce) > maxNonce || !s.forUs(r, claims.Audience) {
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	now := s.cfg.Clock()
@@ -1509,6 +1516,48 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 	}
 	s.nonces[claims.Nonce] = issued
 	return Write{Bucket: bucketNonces, Key: claims.Nonce, Value: binary.BigEndian.AppendUint64(nil, uint64(claims.IssuedMS))}, nil
+}
+
+// audiences returns the origins of cfg's BaseURL and Aliases.
+func audiences(cfg Config) ([]string, error) {
+	var out []string
+	for i, raw := range append([]string{cfg.BaseURL}, cfg.Aliases...) {
+		if i == 0 && raw == "" {
+			continue
+		}
+		o, err := wire.Origin(raw)
+		if err != nil {
+			field := "Config.BaseURL"
+			if i > 0 {
+				field = fmt.Sprintf("Config.Aliases[%d]", i-1)
+			}
+			return nil, fmt.Errorf("kmsserver: %s must be an https URL without path, got %q", field, raw)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// forUs reports whether a proof's audience names this KMS: its BaseURL
+// or an alias or, without a BaseURL, the Host the request was sent to.
+// A proof without audience (an older client's) passes unless
+// RequireProofAudience.
+func (s *Server) forUs(r *http.Request, aud string) bool {
+	if aud == "" {
+		return !s.cfg.RequireProofAudience
+	}
+	o, err := wire.Origin(aud)
+	if err != nil {
+		return false
+	}
+	if slices.Contains(s.audiences, o) {
+		return true
+	}
+	if s.cfg.BaseURL != "" {
+		return false
+	}
+	host, err := wire.Origin("https://" + r.Host)
+	return err == nil && o == host
 }
 
 // maxNonce bounds a proof's nonce (the client sends 22 characters).

@@ -14,6 +14,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -104,9 +107,12 @@ type ErrorResponse struct {
 	Error string `json:"error"`
 }
 
-// ProofClaims is the payload of a proof of freshness: it binds the method,
-// path and body of one request, a fresh nonce and the time of signing.
+// ProofClaims is the payload of a proof of freshness: it binds the KMS it
+// is for (its origin, as the client reaches it), the method, path and body
+// of one request, a fresh nonce and the time of signing. Clients before
+// the audience sent none (the field is omitted).
 type ProofClaims struct {
+	Audience string `json:"aud,omitempty"`
 	Method   string `json:"htm"`
 	Path     string `json:"htu"`
 	BodyHash string `json:"bh"`
@@ -118,6 +124,19 @@ type ProofClaims struct {
 func BodyHash(body []byte) string {
 	h := sha256.Sum256(body)
 	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// Origin returns the origin of an https URL that has no path, query or
+// user ("https://host" or "https://host:port"), with the host in lower
+// case and the default port left out, so that two spellings of one name
+// compare equal. It is the audience of a proof of freshness.
+func Origin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", fmt.Errorf("not an https origin: %q", raw)
+	}
+	return "https://" + strings.TrimSuffix(strings.ToLower(u.Host), ":443"), nil
 }
 
 // KeyID is the RFC 7638 thumbprint of a P-256 public key, base64url.
@@ -257,14 +276,16 @@ const (
 )
 
 // SignProof signs a proof of freshness for one request with the device key:
-// a compact JWS (ES256) over the method, path, body hash, a random nonce
-// and the time.
-func SignProof(key *ecdsa.PrivateKey, method, path string, body []byte, now time.Time) (string, error) {
+// a compact JWS (ES256) over the audience (the origin of the KMS the
+// request goes to, see [Origin]), the method, path, body hash, a random
+// nonce and the time.
+func SignProof(key *ecdsa.PrivateKey, audience, method, path string, body []byte, now time.Time) (string, error) {
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
 		return "", err
 	}
 	payload, err := json.Marshal(ProofClaims{
+		Audience: audience,
 		Method:   method,
 		Path:     path,
 		BodyHash: BodyHash(body),

@@ -199,7 +199,7 @@ func TestInteropPostgresReplayAcrossReplicas(t *testing.T) {
 		RootCAs: cfg.RootCAs, Certificates: []tls.Certificate{cfg.Certificate}, MinVersion: tls.VersionTLS13}}}
 	defer hc.CloseIdleConnections()
 	target := wire.PathCalls + "/" + id + "/rotate"
-	proof, err := wire.SignProof(cfg.Certificate.PrivateKey.(*ecdsa.PrivateKey), "POST", target, nil, time.Now())
+	proof, err := wire.SignProof(cfg.Certificate.PrivateKey.(*ecdsa.PrivateKey), rs.envs[0].URL, "POST", target, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
