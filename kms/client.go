@@ -738,9 +738,10 @@ func (c *Client) doAt(ctx context.Context, base, op, method, path string, q url.
 
 // scopedLimits are the 429 codes of limits that concern one kind of
 // request, not all of them: their Retry-After holds nothing else back.
-// Other devices can exhaust the last two (a call's rotation bucket, the
-// KMS's replay memory), so that holding every request for them would let
-// one participant stall another's fetches.
+// Other devices can exhaust the last two (a call's rotation bucket, and
+// the replay memory of a KMS before per-device floors), so that holding
+// every request for them would let one participant stall another's
+// fetches.
 var scopedLimits = []string{wire.CodeQuota, wire.CodeTooManyWatches, wire.CodeRotationLimited, wire.CodeTooManyProofs}
 
 // maxRetryAfter caps how long the client honours a Retry-After.

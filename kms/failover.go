@@ -59,6 +59,13 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		sent := false
 		var out []byte
 		out, err = c.doAt(ctx, c.bases[at], op, method, path, q, body, proof, wait, &sent)
+		if proof && staleProof(err) {
+			// Refused before anything changed: the KMS let go of older
+			// proofs of this device's, or the clocks differ. Sign afresh,
+			// once.
+			sent = false
+			out, err = c.doAt(ctx, c.bases[at], op, method, path, q, body, proof, wait, &sent)
+		}
 		if err == nil {
 			if at != start {
 				c.cur.Store(int32(at))
@@ -74,6 +81,13 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		}
 	}
 	return nil, err
+}
+
+// staleProof reports whether err is the KMS refusing a request's proof of
+// freshness as stale.
+func staleProof(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) && se.Code == wire.CodeStaleProof
 }
 
 // failover says whether err, for a request with method, may be retried at

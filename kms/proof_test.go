@@ -127,3 +127,44 @@ func startEnvIn(t *testing.T, dir string, opts devkms.Options) *devkms.Env {
 	t.Cleanup(func() { env.Close() })
 	return env
 }
+
+// A KMS that refuses a proof as stale (its replay memory let go of older
+// proofs of this device's) gets one more request, with a fresh proof; a
+// second refusal is the caller's.
+func TestClientResignsStaleProof(t *testing.T) {
+	env := startEnv(t, devkms.Options{}, "alice")
+	var mu sync.Mutex
+	var proofs []string
+	stale := 1
+	kmsSrv, _ := fakeReplica(t, env, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		proofs = append(proofs, r.Header.Get("Securecall-Proof"))
+		if len(proofs) <= stale {
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"stale_proof"}`))
+			return
+		}
+		w.Write([]byte(`{"version":2}`))
+	})
+	c := failoverClient(t, env, "alice", kmsSrv.URL)
+	uri := kmsSrv.URL + "/v1/calls/AAAAAAAAAAAAAAAAAAAAAA"
+	ctx := ctxT(t)
+	if v, err := c.Rotate(ctx, uri); err != nil || v != 2 {
+		t.Fatalf("rotate after one stale_proof: %v, %v; want version 2", v, err)
+	}
+	mu.Lock()
+	if len(proofs) != 2 || proofs[0] == proofs[1] || proofs[1] == "" {
+		t.Fatalf("%d requests, want 2 with different proofs", len(proofs))
+	}
+	proofs, stale = nil, 2
+	mu.Unlock()
+	if _, err := c.Rotate(ctx, uri); serverCode(err) != "stale_proof" {
+		t.Fatalf("rotate after two stale_proof: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(proofs) != 2 {
+		t.Fatalf("%d requests after two stale_proof, want 2", len(proofs))
+	}
+}

@@ -58,8 +58,8 @@ const (
 	// delivers (the newest ones).
 	DefaultMaxKeysPerResponse = 64
 	// DefaultMaxNonces bounds the proofs of freshness remembered against
-	// replay; when full, state changes are refused (429) until old ones
-	// expire.
+	// replay; when full, the device holding the most loses its oldest and
+	// its proofs dated at or before it are refused as stale from then on.
 	DefaultMaxNonces = 100_000
 	// DefaultMaxClockSkew is how far in the future a proof of freshness
 	// may be dated.
@@ -172,8 +172,9 @@ type Config struct {
 	// MaxKeysPerResponse bounds the versions one response delivers. If
 	// zero, defaults to DefaultMaxKeysPerResponse.
 	MaxKeysPerResponse int
-	// MaxNonces bounds the replay memory. If zero, defaults to
-	// DefaultMaxNonces.
+	// MaxNonces bounds the replay memory (see the package documentation:
+	// past it, the device holding the most nonces loses its oldest). If
+	// zero, defaults to DefaultMaxNonces.
 	MaxNonces int
 	// MaxClockSkew bounds how far ahead of the server's clock a proof may
 	// be dated. If zero, defaults to DefaultMaxClockSkew.

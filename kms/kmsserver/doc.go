@@ -41,6 +41,18 @@
 // is stored in the same commit as the change, so its replay is refused
 // after a restart too.
 //
+// The replay memory holds [Config].MaxNonces nonces. When it is full, the
+// device holding the most loses its oldest one, and that device's floor
+// rises to the nonce's time: its proofs dated at or before the floor are
+// refused as stale (the client signs a fresh one and sends it again), so
+// a nonce let go of can never be replayed. A device flooding the memory
+// pushes out its own proofs; no set of devices holds back another's state
+// changes. The store keeps every stored nonce until its window ends (the
+// scheduler deletes the ones the memory let go of), and a restart loads
+// them, oldest first, through the same bound, so the floors rise again as
+// needed. On a [SharedStore] every nonce is also checked against the
+// database, so a nonce one replica let go of is still refused on all.
+//
 // # Calls end
 //
 // A call ends when its creator ends it (POST /v1/calls/{id}/end,
@@ -62,7 +74,10 @@
 //	rotation schedule       at least 1 s                      400 bad_request
 //	versions per response   the newest 64
 //	participants            1,024 per call, identities of at most 256 bytes
-//	proof nonces            16 to 64 bytes; 100,000 remembered, then 429 too_many_proofs
+//	proof nonces            16 to 64 bytes; 100,000 remembered, then the
+//	                        device holding the most loses its oldest (see
+//	                        below): its proofs dated at or before it get
+//	                        401 stale_proof, and no other device waits
 //	proof time              at most 5 s ahead, 1 min old
 //	request bodies          1 MiB; headers 32 KiB; call ids in paths 22 characters
 //	audit of denials        aggregated per 10 s (see below)

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/securecall/securecall/kms/internal/wire"
@@ -84,4 +85,114 @@ func TestBaseURLChecked(t *testing.T) {
 			t.Fatalf("New: %v", err)
 		}
 	}
+}
+
+// proof signs a proof of identity's for one request, as the client does.
+func (h *harness) proof(identity, method, path string, body []byte) string {
+	p, err := wire.SignProof(h.devs[identity], h.aud, method, path, body, time.Now())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
+
+// sendWith sends a request of identity's with the given proof and returns
+// the error code ("" for a 2xx).
+func (h *harness) sendWith(identity, method, path string, body []byte, proof string) string {
+	r := httptest.NewRequest(method, path, bytes.NewReader(body))
+	r.Header.Set("Authorization", "Bearer "+h.token(identity))
+	r.Header.Set(wire.ProofHeader, proof)
+	w := httptest.NewRecorder()
+	h.s.ServeHTTP(w, r)
+	return code(w)
+}
+
+// Devices that fill the replay memory hold back no other device's state
+// changes: the device holding the most proofs loses its oldest, and its
+// proofs dated at or before them are refused as stale from then on, so
+// that none of them can be replayed, before or after a restart. The memory
+// stays within its bound.
+func TestSecurityNonceMemoryFairness(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bound = 40
+		h := newHarness(t, Config{MaxNonces: bound, RequestRate: 1000, RequestBurst: 1000, MaxCallsPerDevice: 1000})
+		defer func() { h.s.Close() }()
+		flooders := []string{"f1", "f2", "f3", "f4"}
+		for _, d := range append(flooders, "victim") {
+			h.register(d)
+		}
+		create := func(d string) (string, []byte) {
+			body, _ := json.Marshal(wire.CreateRequest{Participants: []string{"token:" + d}})
+			return h.proof(d, "POST", wire.PathCalls, body), body
+		}
+		var first string
+		var firstBody []byte
+		for i := range 2 * bound {
+			time.Sleep(time.Millisecond)
+			d := flooders[i%len(flooders)]
+			p, body := create(d)
+			if i == 0 {
+				first, firstBody = p, body
+			}
+			if got := h.sendWith(d, "POST", wire.PathCalls, body, p); got != "" && i < bound-len(flooders)-1 {
+				t.Fatalf("flooder's state change %d: %q", i, got)
+			}
+		}
+		time.Sleep(time.Millisecond)
+		p, body := create("victim")
+		if got := h.sendWith("victim", "POST", wire.PathCalls, body, p); got != "" {
+			t.Fatalf("a device's state change with the replay memory full of other devices' proofs: %q, want success", got)
+		}
+		// f1 floods on its own: it loses its own oldest proofs, never
+		// the victim's or anyone's ability to change state.
+		for range 2 * bound {
+			time.Sleep(time.Millisecond)
+			p, body := create("f1")
+			if got := h.sendWith("f1", "POST", wire.PathCalls, body, p); got != "" {
+				t.Fatalf("the flooding device's own fresh proof: %q", got)
+			}
+		}
+		time.Sleep(time.Millisecond)
+		for _, d := range []string{"victim", "f2"} {
+			p, body := create(d)
+			if got := h.sendWith(d, "POST", wire.PathCalls, body, p); got != "" {
+				t.Fatalf("%s's state change while f1 floods: %q", d, got)
+			}
+		}
+		if got := h.sendWith("f1", "POST", wire.PathCalls, firstBody, first); got != wire.CodeStaleProof {
+			t.Fatalf("replay of f1's evicted proof: %q, want %q", got, wire.CodeStaleProof)
+		}
+		if n := h.s.replay.len(); n > bound {
+			t.Fatalf("%d nonces remembered, bound %d", n, bound)
+		}
+		h.s.Flush(t.Context())
+		h.restart()
+		if n := h.s.replay.len(); n > bound {
+			t.Fatalf("after a restart: %d nonces remembered, bound %d", n, bound)
+		}
+		if got := h.sendWith("f1", "POST", wire.PathCalls, firstBody, first); got != wire.CodeStaleProof && got != wire.CodeReplayed {
+			t.Fatalf("replay of f1's evicted proof after a restart: %q, want refused", got)
+		}
+		if got := h.sendWith("victim", "POST", wire.PathCalls, body, p); got != wire.CodeReplayed && got != wire.CodeStaleProof {
+			t.Fatalf("replay of the victim's proof after a restart: %q, want refused", got)
+		}
+		time.Sleep(time.Millisecond)
+		p, body = create("victim")
+		if got := h.sendWith("victim", "POST", wire.PathCalls, body, p); got != "" {
+			t.Fatalf("victim after a restart: %q", got)
+		}
+		// Every proof expires with the window: memory and store drain.
+		time.Sleep(DefaultFreshnessWindow + nonceSweepEvery + 2*time.Second)
+		p, body = create("victim")
+		if got := h.sendWith("victim", "POST", wire.PathCalls, body, p); got != "" {
+			t.Fatalf("victim after the window: %q", got)
+		}
+		h.s.Flush(t.Context())
+		if n := h.s.replay.len(); n > 1 {
+			t.Fatalf("%d nonces remembered after the window", n)
+		}
+		if n, _ := h.store.size(bucketNonces); n > 2*(2*recordHeader+64+16) {
+			t.Fatalf("expired nonces stay in the store: %d bytes", n)
+		}
+	})
 }

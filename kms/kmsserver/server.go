@@ -61,9 +61,12 @@ type Server struct {
 	audiences []string
 
 	nonceMu   sync.Mutex
-	nonces    map[string]time.Time
+	replay    *nonceMemory
 	lastSweep time.Time
 	nonceGone []string // expired nonces to delete from the store
+	// storedEvicted says the store may hold nonces the memory has
+	// evicted: the scheduler deletes them from the store once expired.
+	storedEvicted bool
 
 	requests     *limiter // per device
 	authFailures *limiter // failed authentications per remote address
@@ -222,7 +225,7 @@ func New(cfg Config) (*Server, error) {
 		started: cfg.Clock(),
 		devices: map[string]*device{},
 		calls:   map[string]*call{},
-		nonces:  map[string]time.Time{},
+		replay:  newNonceMemory(cfg.MaxNonces),
 		queue:   make(chan *pending, 4096),
 		closing: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
@@ -557,6 +560,7 @@ func (s *Server) scheduler() {
 	)
 	flushAt := s.cfg.Clock().Add(s.cfg.DenialInterval)
 	compactAt := s.cfg.Clock().Add(compactEvery)
+	nonceSweepAt := s.cfg.Clock().Add(nonceSweepEvery)
 	for {
 		now := s.cfg.Clock()
 		var due []job
@@ -574,9 +578,16 @@ func (s *Server) scheduler() {
 			s.closeMu.RUnlock()
 			compactAt = now.Add(compactEvery)
 		}
+		if !now.Before(nonceSweepAt) {
+			s.sweepStoredNonces(context.Background())
+			nonceSweepAt = now.Add(nonceSweepEvery)
+		}
 		next := flushAt
 		if compactAt.Before(next) {
 			next = compactAt
+		}
+		if nonceSweepAt.Before(next) {
+			next = nonceSweepAt
 		}
 		at := func(id string, kind int, t time.Time) {
 			if !t.After(now) {
@@ -976,7 +987,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "register", p.identity, "")
 		return
 	}
-	nonce, aerr := s.checkProof(r, body, pub)
+	nonce, aerr := s.checkProof(r, body, p.identity, pub)
 	if aerr != nil {
 		s.deny(w, aerr, "register", p.identity, "")
 		return
@@ -1048,7 +1059,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "create", p.identity, "")
 		return
 	}
-	nonce, aerr := s.checkProof(r, body, dev.pub)
+	nonce, aerr := s.checkProof(r, body, p.identity, dev.pub)
 	if aerr != nil {
 		s.deny(w, aerr, "create", p.identity, "")
 		return
@@ -1389,7 +1400,7 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	body, aerr := readBody(r)
 	var nonce Write
 	if aerr == nil {
-		nonce, aerr = s.checkProof(r, body, dev.pub)
+		nonce, aerr = s.checkProof(r, body, p.identity, dev.pub)
 	}
 	if aerr == nil && len(body) > 0 {
 		aerr = fail(http.StatusBadRequest, wire.CodeBadRequest)
@@ -1473,7 +1484,7 @@ func (s *Server) handleEnd(w http.ResponseWriter, r *http.Request) {
 // dated at most MaxClockSkew ahead. It returns the write that persists the
 // nonce, for the state change's commit, so that a proof is refused after a
 // restart too.
-func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) (Write, *apiError) {
+func (s *Server) checkProof(r *http.Request, body []byte, identity string, pub *ecdsa.PublicKey) (Write, *apiError) {
 	raw := r.Header.Get(wire.ProofHeader)
 	if raw == "" {
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
@@ -1494,15 +1505,21 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 	}
 	s.nonceMu.Lock()
 	defer s.nonceMu.Unlock()
-	if since := now.Sub(s.lastSweep); since > win || (len(s.nonces) >= s.cfg.MaxNonces && since > time.Second) {
+	if since := now.Sub(s.lastSweep); since > win || (s.replay.len() >= s.cfg.MaxNonces && since > time.Second) {
 		s.sweepNonces(now)
 	}
-	if _, seen := s.nonces[claims.Nonce]; seen {
+	if s.replay.stale(identity, issued) {
+		// At or below the device's floor: the replay memory let go of a
+		// proof of this device's dated then (see nonceMemory).
+		return Write{}, fail(http.StatusUnauthorized, wire.CodeStaleProof)
+	}
+	if s.replay.has(claims.Nonce) {
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
 	}
-	if len(s.nonces) >= s.cfg.MaxNonces {
-		// Its own code: it holds state changes, not the device's reads.
-		return Write{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeTooManyProofs, retry: win}
+	if s.replay.len() >= s.cfg.MaxNonces {
+		// The store keeps the nonce being evicted until it expires; the
+		// scheduler deletes it then.
+		s.storedEvicted = true
 	}
 	if s.shared != nil {
 		// Replay protection across replicas: the store records it.
@@ -1514,8 +1531,15 @@ func (s *Server) checkProof(r *http.Request, body []byte, pub *ecdsa.PublicKey) 
 			return Write{}, fail(http.StatusUnauthorized, wire.CodeReplayed)
 		}
 	}
-	s.nonces[claims.Nonce] = issued
-	return Write{Bucket: bucketNonces, Key: claims.Nonce, Value: binary.BigEndian.AppendUint64(nil, uint64(claims.IssuedMS))}, nil
+	s.replay.add(identity, claims.Nonce, issued)
+	return Write{Bucket: bucketNonces, Key: claims.Nonce, Value: nonceValue(claims.IssuedMS, identity)}, nil
+}
+
+// nonceValue is the stored form of an accepted proof's nonce: its time
+// (Unix ms, 8 bytes) and the device's identity. Stores written before
+// the identity hold the time alone.
+func nonceValue(issuedMS int64, identity string) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(issuedMS)), identity...)
 }
 
 // audiences returns the origins of cfg's BaseURL and Aliases.
@@ -1566,15 +1590,71 @@ const maxNonce = 64
 // sweepNonces forgets nonces too old to be accepted again. Called with
 // nonceMu held.
 func (s *Server) sweepNonces(now time.Time) {
-	for n, t := range s.nonces {
-		if now.Sub(t) > s.cfg.FreshnessWindow {
-			delete(s.nonces, n)
-			if len(s.nonceGone) < s.cfg.MaxNonces {
-				s.nonceGone = append(s.nonceGone, n)
+	s.replay.sweep(now, s.cfg.FreshnessWindow, s.goneLocked)
+	s.lastSweep = now
+}
+
+// goneLocked queues the deletion of an expired nonce from the store, with
+// the next commit. Past the bound the scheduler finds it in the store
+// instead. Called with nonceMu held.
+func (s *Server) goneLocked(n string) {
+	if len(s.nonceGone) < s.cfg.MaxNonces {
+		s.nonceGone = append(s.nonceGone, n)
+	} else {
+		s.storedEvicted = true
+	}
+}
+
+// nonceSweepEvery is how often the scheduler looks in the store for
+// expired nonces the memory no longer holds (after evictions).
+const nonceSweepEvery = 10 * time.Second
+
+// sweepStoredNonces deletes from the store the expired nonces that the
+// memory evicted, if it has evicted any, in commits of at most MaxNonces
+// deletions. It reads the store without holding nonceMu across the scan.
+func (s *Server) sweepStoredNonces(ctx context.Context) {
+	s.nonceMu.Lock()
+	need := s.storedEvicted
+	s.storedEvicted = false
+	s.nonceMu.Unlock()
+	for need {
+		now := s.cfg.Clock()
+		var gone []Write
+		pending := false
+		err := s.cfg.Store.ForEach(ctx, bucketNonces, func(n string, stored []byte) error {
+			_, v, err := s.openRecord(bucketNonces, n, stored)
+			if err != nil || len(v) < 8 {
+				return nil // refused at the next start; nothing to sweep
+			}
+			s.nonceMu.Lock()
+			held := s.replay.has(n)
+			s.nonceMu.Unlock()
+			switch {
+			case held: // the memory's own sweep deletes it
+			case now.Sub(time.UnixMilli(int64(binary.BigEndian.Uint64(v)))) <= s.cfg.FreshnessWindow:
+				pending = true
+			case len(gone) < s.cfg.MaxNonces:
+				gone = append(gone, Write{Bucket: bucketNonces, Key: n})
+			default:
+				pending = true
+				return errSweepFull
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errSweepFull) {
+			pending = true
+		} else if len(gone) > 0 {
+			if err := <-s.submit(gone); err != nil {
+				pending = true
 			}
 		}
+		need = errors.Is(err, errSweepFull)
+		if pending && !need {
+			s.nonceMu.Lock()
+			s.storedEvicted = true
+			s.nonceMu.Unlock()
+		}
 	}
-	s.lastSweep = now
 }
 
 func (s *Server) takeNonceGone() []string {
@@ -1585,26 +1665,48 @@ func (s *Server) takeNonceGone() []string {
 	return out
 }
 
+// errSweepFull stops a scan of the store's nonces with a full commit.
+var errSweepFull = errors.New("kmsserver: sweep commit full")
+
 // loadNonces reads the persisted nonces of accepted proofs still within
-// the window; older ones are deleted with the next commit.
+// the window, oldest first, into the bounded replay memory: past its
+// bound, devices' floors rise as they would have (see nonceMemory), so no
+// stored nonce can be replayed. Older ones are deleted with the next
+// commit.
 func (s *Server) loadNonces(ctx context.Context) error {
 	now := s.cfg.Clock()
-	return s.cfg.Store.ForEach(ctx, bucketNonces, func(n string, stored []byte) error {
-		_, v, err := s.openRecord(bucketNonces, n, stored)
+	type stored struct {
+		nonce, identity string
+		issued          time.Time
+	}
+	var live []stored
+	err := s.cfg.Store.ForEach(ctx, bucketNonces, func(n string, rec []byte) error {
+		_, v, err := s.openRecord(bucketNonces, n, rec)
 		if err != nil {
 			return fmt.Errorf("kmsserver: store: %w", err)
 		}
-		if len(v) != 8 {
+		if len(v) < 8 {
 			return fmt.Errorf("kmsserver: store: %w", &RecordError{Bucket: bucketNonces, Key: n, Reason: "malformed"})
 		}
 		issued := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
 		if now.Sub(issued) > s.cfg.FreshnessWindow {
 			s.nonceGone = append(s.nonceGone, n)
 		} else {
-			s.nonces[n] = issued
+			live = append(live, stored{n, string(v[8:]), issued})
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(live, func(a, b stored) int { return a.issued.Compare(b.issued) })
+	for _, l := range live {
+		if s.replay.len() >= s.cfg.MaxNonces {
+			s.storedEvicted = true
+		}
+		s.replay.add(l.identity, l.nonce, l.issued)
+	}
+	return nil
 }
 
 // verifyProof parses and verifies a compact JWS proof.

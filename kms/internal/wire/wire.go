@@ -269,7 +269,7 @@ const (
 	CodeEnded              = "ended"
 	CodeRateLimited        = "rate_limited"          // the device's request bucket: hold every request
 	CodeRotationLimited    = "rotation_rate_limited" // one call's rotation bucket: hold its rotations only
-	CodeTooManyProofs      = "too_many_proofs"       // the replay memory is full: state changes only
+	CodeTooManyProofs      = "too_many_proofs"       // older servers' full replay memory: state changes only
 	CodeQuota              = "quota_exceeded"
 	CodeTooManyWatches     = "too_many_watches"
 	CodeInternal           = "internal"
