@@ -76,7 +76,7 @@
 //	participants            1,024 per call, identities of at most 256 bytes
 //	proof nonces            16 to 64 bytes; 100,000 remembered, then the
 //	                        device holding the most loses its oldest (see
-//	                        below): its proofs dated at or before it get
+//	                        Model): its proofs dated at or before it get
 //	                        401 stale_proof, and no other device waits
 //	proof time              at most 5 s ahead, 1 min old
 //	request bodies          1 MiB; headers 32 KiB; call ids in paths 22 characters
