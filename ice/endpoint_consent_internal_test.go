@@ -35,8 +35,8 @@ func TestEndpointConsentPendingBounded(t *testing.T) {
 		interval: 0, disc: time.Hour, fail: time.Hour,
 		report: func(pice.ConnectionState) {},
 	}
-	e.startConsent(cs)
 	now := time.Now()
+	stepOnly(cs, now)
 	for i := range 1000 {
 		e.consentStep(cs, now.Add(time.Duration(i)*time.Millisecond))
 	}
@@ -85,8 +85,8 @@ func TestEndpointConsentNoReportAfterStop(t *testing.T) {
 			<-release
 		}
 	})
-	e.startConsent(cs)
 	now := time.Now()
+	stepOnly(cs, now)
 	stepped := make(chan struct{})
 	go func() {
 		defer close(stepped)
@@ -116,7 +116,7 @@ func TestEndpointConsentNoReportAfterStop(t *testing.T) {
 	// failure is still reported, once.
 	var failed []pice.ConnectionState
 	fs := newSession("b", func(s pice.ConnectionState) { failed = append(failed, s) })
-	e.startConsent(fs)
+	stepOnly(fs, now)
 	e.consentStep(fs, now.Add(1500*time.Millisecond))
 	e.consentStep(fs, now.Add(3*time.Second))
 	e.consentStep(fs, now.Add(4*time.Second))
@@ -124,6 +124,15 @@ func TestEndpointConsentNoReportAfterStop(t *testing.T) {
 		t.Errorf("reports %v, want Disconnected then Failed, once", failed)
 	}
 	e.stopConsent(fs)
+}
+
+// stepOnly readies cs, as startConsent does, for a test that steps it
+// itself: the Endpoint does not hold it, so that its consent goroutine,
+// which steps the sessions it holds every consentTick, does not step cs
+// at the same time (and at the real time).
+func stepOnly(cs *consentSession, now time.Time) {
+	cs.heard.Store(now.UnixNano())
+	cs.next = now
 }
 
 // One call's unanswered STUN requests (a peer that offers many candidates
