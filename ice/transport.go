@@ -865,6 +865,9 @@ func (t *Transport) onState(s pice.ConnectionState) {
 
 // onSelected runs on pion's notifier goroutine, one call at a time.
 func (t *Transport) onSelected(local, remote pice.Candidate) {
+	if !t.selectedNow(local, remote) {
+		return
+	}
 	if err := t.pathAllowed(local, remote); err != nil {
 		t.refusePath(err)
 		return
@@ -887,6 +890,20 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 		defer t.pathMu.Unlock()
 		t.cfg.OnPathChange(p)
 	}
+}
+
+// selectedNow reports whether local and remote are, as far as a Path
+// tells, the pair that pion's agent has selected. pion reports a
+// selection on its notifier goroutine, which may run after a Restart has
+// dropped the pair (or after a later selection): that report is no path.
+func (t *Transport) selectedNow(local, remote pice.Candidate) bool {
+	ag := t.ag()
+	if ag == nil {
+		return false
+	}
+	pair, err := ag.GetSelectedCandidatePair()
+	return err == nil && pair != nil &&
+		candidateInfo(pair.Local) == candidateInfo(local) && candidateInfo(pair.Remote) == candidateInfo(remote)
 }
 
 // notePath records the selected pair when Connect returns, in case pion's
