@@ -44,10 +44,17 @@ type Call struct {
 	cancel context.CancelCauseFunc
 	ready  chan struct{} // closed when the connect attempt has finished
 	wg     sync.WaitGroup
-	cbMu   sync.Mutex // serializes OnStateChange calls
 
-	mu        sync.Mutex
-	state     State
+	mu    sync.Mutex
+	state State
+	// stateNotes are the state changes OnStateChange has yet to hear of;
+	// reporting is non-nil while a goroutine reports them (reportStates),
+	// and closed when it has reported all.
+	stateNotes []stateNote
+	reporting  chan struct{}
+	// pathLost: ICE restarted (restart.go) and has selected no pair since,
+	// so the call has no path: it is not StateConnected.
+	pathLost  bool
 	signaling SignalingState
 	making    bool // Offer, Restart or Answer is building a description
 	keying    sdp.Keying
@@ -163,6 +170,7 @@ func New(cfg Config) (*Call, error) {
 	userPath := cfg.ICE.OnPathChange
 	iceCfg.OnPathChange = func(p ice.Path) {
 		c.log.Debug("securecall: path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay != "")
+		c.pathSelected()
 		c.attest()
 		if userPath != nil {
 			userPath(p)
@@ -570,8 +578,10 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // (same o= version, as a signaling layer that retransmits sends it) gets the
 // same answer and changes nothing; a late copy of an earlier offer (an o=
 // version below the last one answered) is refused with a *StateError and
-// changes nothing; an offer with new ICE credentials is an ICE restart; a new
-// version with the same credentials keeps the ICE session. After this end's own
+// changes nothing; an offer with new ICE credentials is an ICE restart (the
+// call is StateDisconnected from then until the new path is selected, as after
+// Restart); a new version with the same credentials keeps the ICE session.
+// After this end's own
 // restart failed or was rolled back (see Restart), it has no ICE session to
 // keep: such an offer is refused with a *StateError and changes nothing, and a
 // restart from either end carries media again. In a call without ICE a new
@@ -1004,7 +1014,9 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // peer, whose Answer recognizes it as a restart of the same call; pass the
 // answer to SetAnswer. DTLS, the SRTP keys and the media session carry on
 // across the restart; packets sent before the new path is selected are
-// lost, as on a network without a route.
+// lost, as on a network without a route. From the moment ICE restarts
+// the call is StateDisconnected (reported to Config.OnStateChange) with a
+// zero Path, until ICE selects the new path: StateConnected then.
 //
 // An offer that no answer meets within Config.RestartTimeout is rolled
 // back by itself, and Rollback abandons it at once; either way the call
@@ -1020,8 +1032,8 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // candidates can still fail after that (ctx ends meanwhile, the gathering
 // fails): the old credentials and path are gone then, and the call is as
 // after a rolled-back restart (see Rollback): SignalingStable, keys and
-// media session kept, Path zero, no media until another restart, from
-// either end, succeeds. Restart may be called again at once: it first
+// media session kept, StateDisconnected and Path zero, no media until
+// another restart, from either end, succeeds. Restart may be called again at once: it first
 // waits for the gathering the failed one left running to end.
 func (c *Call) Restart(ctx context.Context) (string, error) {
 	var (
@@ -1076,9 +1088,9 @@ func (c *Call) offerUnanswered(op string, d *sdp.Description) {
 // the direction as it was (a peer that took the offer meanwhile is
 // brought back in line by the next Hold or Resume). Rolling back a
 // restart does not bring the old path back: its ICE credentials are gone,
-// so the call needs another restart (from either end) to carry media
-// again, and Answer refuses an offer that
-// keeps the ICE session; the keys and the media session stay.
+// so the call stays StateDisconnected until another restart (from either
+// end) carries media again, and Answer refuses an offer that keeps the
+// ICE session; the keys and the media session stay.
 // Rollback fails with a *StateError when there is no offer to abandon.
 func (c *Call) Rollback() error {
 	c.mu.Lock()
@@ -1301,35 +1313,86 @@ func (c *Call) failWith(cause error, closeLater bool) {
 }
 
 // pathAnswering moves a connected call to disconnected when its path stops
-// answering and back when it answers again.
+// answering and back when it answers again; while ICE has no path since a
+// restart (pathLost), a report that a path answers is the old path's,
+// late, and the call stays disconnected.
 func (c *Call) pathAnswering(up bool) {
 	c.mu.Lock()
-	st := c.state
-	c.mu.Unlock()
 	switch {
-	case !up && st == StateConnected:
-		c.setState(StateDisconnected)
-	case up && st == StateDisconnected:
-		c.setState(StateConnected)
+	case !up && c.state == StateConnected:
+		c.setStateLocked(StateDisconnected)
+	case up && c.state == StateDisconnected:
+		c.setStateLocked(StateConnected)
 	}
+	c.mu.Unlock()
+	c.reportStates()
 }
 
-// setState records s and reports it to OnStateChange if it is a change.
-// Failed and closed are final.
+// setState records s and reports it to OnStateChange if it is a change
+// (see setStateLocked).
 func (c *Call) setState(s State) {
-	c.cbMu.Lock()
-	defer c.cbMu.Unlock()
 	c.mu.Lock()
+	c.setStateLocked(s)
+	c.mu.Unlock()
+	c.reportStates()
+}
+
+// stateNote is a change of state for OnStateChange.
+type stateNote struct{ from, to State }
+
+// setStateLocked records s (c.mu held) for reportStates, if it is a
+// change. Failed and closed are final, and a call whose ICE has no path
+// since it restarted is disconnected, not connected.
+func (c *Call) setStateLocked(s State) {
+	if s == StateConnected && c.pathLost {
+		s = StateDisconnected
+	}
 	old := c.state
 	if old == s || old == StateClosed || (old == StateFailed && s != StateClosed) {
-		c.mu.Unlock()
 		return
 	}
 	c.state = s
+	c.stateNotes = append(c.stateNotes, stateNote{from: old, to: s})
+}
+
+// reportStates reports the recorded changes to OnStateChange, in order,
+// unless another goroutine is reporting: that one reports these too, once
+// its report returns. So OnStateChange never runs concurrently with
+// itself, and a change it makes itself (a Restart or an Answer from
+// inside OnStateChange) is reported after it returns, without waiting for
+// it.
+func (c *Call) reportStates() {
+	c.mu.Lock()
+	if c.reporting != nil || len(c.stateNotes) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	c.reporting = done
+	for len(c.stateNotes) > 0 {
+		n := c.stateNotes[0]
+		c.stateNotes = c.stateNotes[1:]
+		c.mu.Unlock()
+		c.log.Debug("securecall: state", "from", n.from, "to", n.to)
+		if c.cfg.OnStateChange != nil {
+			c.cfg.OnStateChange(n.to)
+		}
+		c.mu.Lock()
+	}
+	c.stateNotes, c.reporting = nil, nil
 	c.mu.Unlock()
-	c.log.Debug("securecall: state", "from", old, "to", s)
-	if c.cfg.OnStateChange != nil {
-		c.cfg.OnStateChange(s)
+	close(done)
+}
+
+// awaitReports waits until the changes recorded so far have been
+// reported, by this goroutine or another.
+func (c *Call) awaitReports() {
+	c.reportStates()
+	c.mu.Lock()
+	done := c.reporting
+	c.mu.Unlock()
+	if done != nil {
+		<-done
 	}
 }
 
@@ -1580,5 +1643,6 @@ func (c *Call) Close() error {
 	directErr := c.closeNoICE()
 	c.wg.Wait()
 	c.setState(StateClosed)
+	c.awaitReports() // StateClosed too, if another goroutine reports
 	return errors.Join(mediaErr, iceErr, directErr)
 }

@@ -89,15 +89,21 @@ type Config struct {
 	RestartTimeout time.Duration
 
 	// OnStateChange, if set, is called with each new state. On
-	// StateDisconnected an application would usually call Restart and
-	// send the new offer to the peer; both ends may do so at once (Answer
-	// resolves the glare, see [ErrGlare]). StateFailed ends the call:
+	// StateDisconnected while Call.Path reports a path (it stopped
+	// answering) an application would usually call Restart and send the
+	// new offer to the peer; both ends may do so at once (Answer resolves
+	// the glare, see [ErrGlare]). StateDisconnected with a zero Path is an
+	// ICE restart under way (this end's Restart, or its Answer to the
+	// peer's restart offer), which needs no other restart: StateConnected
+	// follows once the new path is selected. StateFailed ends the call:
 	// after ice.Config.DisconnectedTimeout plus ice.Config.FailedTimeout
 	// (30 s by default) without an answer on any path, including while a
-	// restart runs; only Close is left to do. It is called
-	// on a goroutine of the Call or of the caller of Close, never
-	// concurrently with itself, and must not call Close (start a
-	// goroutine to do that).
+	// restart runs; only Close is left to do. It is called on a goroutine
+	// of the Call or of the caller of the method that changed the state
+	// (Answer, SetAnswer, Restart, Close), never concurrently with itself,
+	// in the order of the changes; a change made by a method it calls
+	// (Restart, say) is reported after it returns. It must not call Close
+	// (start a goroutine to do that).
 	OnStateChange func(State)
 
 	// OnPathChange, if set, is called when ICE selects a new media path.

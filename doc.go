@@ -127,7 +127,9 @@
 // relay. The package documentation of ice says what DirectOnly can and
 // cannot prove. A call whose path stops
 // answering moves to [StateDisconnected]; [Call.Restart] then restarts ICE
-// without ending the call. A path that stays dead past the failed timeout
+// without ending the call. An ICE restart drops the old path at once: the
+// call is StateDisconnected, with a zero Path, until the new path is
+// selected. A path that stays dead past the failed timeout
 // ends the call: [StateFailed], with [Call.Context] cancelled by a cause
 // wrapping ice.ErrNoPath, which reads and writes then return.
 //

@@ -10,16 +10,37 @@ import "github.com/securecall/securecall/sdp"
 // ICE session that a description could keep.
 
 // iceRestarted records that ICE has just restarted for a description of
-// this end.
+// this end: from now until ICE selects a new pair (pathSelected), the
+// call has no path, and a connected call is disconnected.
 func (c *Call) iceRestarted() {
 	c.mu.Lock()
 	if c.started {
 		c.iceReset = true
+		c.pathLost = true
+		if c.state == StateConnected {
+			c.setStateLocked(StateDisconnected)
+		}
 	}
 	c.mu.Unlock()
+	c.reportStates()
 	if h := testHookICERestarted; h != nil {
 		h(c)
 	}
+}
+
+// pathSelected runs when ICE has selected a pair: after a restart, the
+// new path (the ice Transport reports no pair that a restart dropped),
+// which the call is connected on again once its media session is up.
+func (c *Call) pathSelected() {
+	c.mu.Lock()
+	if c.pathLost {
+		c.pathLost = false
+		if c.state == StateDisconnected {
+			c.setStateLocked(StateConnected)
+		}
+	}
+	c.mu.Unlock()
+	c.reportStates()
 }
 
 // refuseKeptICELocked refuses (c.mu held) the peer's offer remote that

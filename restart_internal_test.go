@@ -12,20 +12,28 @@ import (
 	"github.com/securecall/securecall/sdp"
 )
 
-// restartPair connects two calls on loopback, a offering.
-func restartPair(ctx context.Context, t *testing.T) (a, b *Call, offer string) {
+// restartPair connects two calls on loopback, a offering; edit, if set,
+// changes the Config of each ("a" or "b") before New.
+func restartPair(ctx context.Context, t *testing.T, edit ...func(side string, cfg *Config)) (a, b *Call, offer string) {
 	t.Helper()
 	lo := ice.Config{
 		InterfaceFilter: func(name string) bool { return name == "lo" },
 		IPFilter:        func(a netip.Addr) bool { return a.IsLoopback() && a.Is4() },
 		Networks:        []ice.Network{ice.UDP4},
 	}
+	cfg := func(side string) Config {
+		c := Config{ICE: lo}
+		for _, e := range edit {
+			e(side, &c)
+		}
+		return c
+	}
 	var err error
-	if a, err = New(Config{ICE: lo}); err != nil {
+	if a, err = New(cfg("a")); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	if b, err = New(Config{ICE: lo}); err != nil {
+	if b, err = New(cfg("b")); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
@@ -164,4 +172,89 @@ func answerUfrag(t *testing.T, desc string) string {
 		return ""
 	}
 	return d.Media[0].ICE.Ufrag
+}
+
+// TestRestartLostPathStaysDisconnected: after a Restart that failed once
+// ICE had restarted, and after one rolled back, the call has no path
+// (Path zero, no media until another restart succeeds) and says
+// StateDisconnected; a late report of the old path's session that it
+// answers again does not make it connected. A restart that succeeds, from
+// either end, does.
+func TestRestartLostPathStaysDisconnected(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lose  func(t *testing.T, c *Call)
+		again string
+	}{
+		{"failed", failRestart, "this end"},
+		{"rolled back", rollBackRestart, "the peer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			reports := make(chan State, 64)
+			a, b, _ := restartPair(ctx, t, func(side string, cfg *Config) {
+				if side == "b" {
+					cfg.OnStateChange = func(s State) { reports <- s }
+				}
+			})
+			awaitState(t, reports, StateConnected)
+			flows(t, a, b)
+			tc.lose(t, b)
+			if s := b.State(); s != StateDisconnected {
+				t.Fatalf("State after a %s restart: %s, want disconnected (Path zero, no media until another restart succeeds)", tc.name, s)
+			}
+			awaitState(t, reports, StateDisconnected)
+			b.pathAnswering(true) // late, from the old path's session
+			if s := b.State(); s != StateDisconnected {
+				t.Fatalf("State after the old path's late report that it answers: %s, want disconnected", s)
+			}
+
+			offerer, answerer := b, a
+			if tc.again == "the peer" {
+				offerer, answerer = a, b
+			}
+			offer, err := offerer.Restart(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, err := answerer.Answer(ctx, offer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := offerer.SetAnswer(ctx, answer); err != nil {
+				t.Fatal(err)
+			}
+			awaitState(t, reports, StateConnected)
+			flows(t, a, b)
+			flows(t, b, a)
+		})
+	}
+}
+
+// rollBackRestart makes c.Restart and rolls its offer back.
+func rollBackRestart(t *testing.T, c *Call) {
+	t.Helper()
+	if _, err := c.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitState reads reports until want, within 10 s.
+func awaitState(t *testing.T, reports <-chan State, want State) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-reports:
+			if s == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("%s not reported within 10 s", want)
+		}
+	}
 }
