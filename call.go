@@ -368,6 +368,19 @@ func (c *Call) doneMakingLocked() {
 	}
 }
 
+// describedLocked ends what begin started (c.mu held) once describe has
+// made the description, which the method then records and hands out;
+// unless Close ran meanwhile: Close has stopped the call's timers and
+// closed the exchange, so the description is dropped, nothing may be
+// armed or started for it, and the method returns ErrClosed.
+func (c *Call) describedLocked() error {
+	c.doneMakingLocked()
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // abort undoes begin after a failure: the exchange is as it was before.
 func (c *Call) abort() {
 	c.mu.Lock()
@@ -427,6 +440,9 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 	c.mu.Lock()
 	c.localCands = append([]sdp.Candidate{}, cands...)
 	c.mu.Unlock()
+	if h := testHookDescribed; h != nil {
+		h(c, op)
+	}
 	return d, string(text), nil
 }
 
@@ -462,7 +478,8 @@ func (c *Call) checkAnswerable(remote *sdp.Description, keying sdp.Keying, keyUR
 // peer over the application's signaling. In kms and hybrid keying the offer
 // carries Config.KeyURI and no key material. The call then awaits the
 // answer (SignalingHaveLocalOffer): pass it to SetAnswer, or abandon the
-// offer with Rollback.
+// offer with Rollback. After Close, also one that ran while Offer
+// gathered, it returns ErrClosed.
 func (c *Call) Offer(ctx context.Context) (string, error) {
 	keying := c.Keying()
 	if usesKMS(keying) && c.cfg.KeyURI == "" {
@@ -488,9 +505,11 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 		return "", err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.describedLocked(); err != nil {
+		return "", err
+	}
 	c.offer, c.version = d, d.Origin.SessionVersion
-	c.doneMakingLocked()
-	c.mu.Unlock()
 	return text, nil
 }
 
@@ -781,19 +800,13 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	if err != nil {
 		return "", err
 	}
-	if h := testHookAnswerDescribed; h != nil {
-		h(c)
-	}
 	c.mu.Lock()
-	if c.closed {
-		// Close ran meanwhile and has waited for the call's goroutines:
-		// nothing may start now.
-		c.doneMakingLocked()
+	if err := c.describedLocked(); err != nil {
+		// Close has waited for the call's goroutines: nothing may start.
 		c.mu.Unlock()
-		return "", fmt.Errorf("securecall: Answer: %w", ErrClosed)
+		return "", err
 	}
 	c.keying = keying
-	c.doneMakingLocked()
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.version = answer.Origin.SessionVersion
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
@@ -803,9 +816,9 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	return text, nil
 }
 
-// testHookAnswerDescribed, if set, runs in Answer between its description
-// and the start of the call (tests only).
-var testHookAnswerDescribed func(*Call)
+// testHookDescribed, if set, runs when describe has made a description for
+// the method op, before that method records it (tests only).
+var testHookDescribed func(c *Call, op string)
 
 // refuseOwn refuses this call's own description coming back to it (a
 // signaling loop, or an attacker reflecting it): it would win no glare
@@ -883,8 +896,11 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		return "", err
 	}
 	c.mu.Lock()
+	if err := c.describedLocked(); err != nil {
+		c.mu.Unlock()
+		return "", err
+	}
 	c.version = answer.Origin.SessionVersion
-	c.doneMakingLocked()
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
 	c.applyAgreementLocked(agreement)
@@ -1033,8 +1049,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 // fails): the old credentials and path are gone then, and the call is as
 // after a rolled-back restart (see Rollback): SignalingStable, keys and
 // media session kept, StateDisconnected and Path zero, no media until
-// another restart, from either end, succeeds. Restart may be called again at once: it first
-// waits for the gathering the failed one left running to end.
+// another restart, from either end, succeeds. Restart may be called again
+// at once: it first waits for the gathering the failed one left running
+// to end. After Close, also one that ran while Restart gathered, it
+// returns ErrClosed and arms no rollback timer.
 func (c *Call) Restart(ctx context.Context) (string, error) {
 	var (
 		keying  sdp.Keying
@@ -1062,10 +1080,12 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 		return "", err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.describedLocked(); err != nil {
+		return "", err
+	}
 	c.offer, c.version = d, d.Origin.SessionVersion
-	c.doneMakingLocked()
 	c.offerTimer = time.AfterFunc(c.cfg.RestartTimeout, func() { c.offerUnanswered("Restart", d) })
-	c.mu.Unlock()
 	return text, nil
 }
 

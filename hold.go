@@ -116,10 +116,8 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.doneMakingLocked()
-	if c.closed {
-		// Close ran meanwhile and stopped the timers: start none.
-		return "", ErrClosed
+	if err := c.describedLocked(); err != nil {
+		return "", err
 	}
 	c.offer, c.version = d, d.Origin.SessionVersion
 	c.hold.offer, c.hold.hold = d, hold
