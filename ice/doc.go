@@ -297,17 +297,17 @@
 // (its nominating request is answered, or it answers the peer's), so
 // media that follows the nomination at once is not lost; two calls whose
 // selected pairs have the same remote address cannot share an Endpoint
-// (ErrTupleInUse). Since it acts on them before pion's agent checks them,
-// the Endpoint checks MESSAGE-INTEGRITY itself on STUN responses (with the
-// peer's password: a forged one must neither end the transaction, which
-// would leave the genuine response unrouted, nor claim its source) and on
-// requests with USE-CANDIDATE (with the local password: the Endpoint
+// (ErrTupleInUse). The Endpoint checks MESSAGE-INTEGRITY itself, one
+// HMAC-SHA1 each, on STUN responses (with the peer's password: a forged
+// one must neither end the transaction, which would leave the genuine
+// response unrouted, nor claim its source) and on every request (with the
+// local password) before it queues one for pion's agent or a parked
+// Transport's consent: the agent's queue holds 16, the Endpoint
 // remembers the last 4 nominations per ufrag until pion answers them, and
-// a flood of forged ones by anyone who read the ufrag in the SDP must not
-// push the genuine one out); one HMAC-SHA1 each, other checks are left to
-// pion.
-// Datagrams for no known ufrag, transaction or 5-tuple, and those
-// responses and nominations that fail, are dropped and counted
+// a flood of forged checks by anyone who saw the ufrag (in the SDP, and
+// in clear in every check) must not crowd out the genuine ones. pion
+// checks the rest. Datagrams for no known ufrag, transaction or 5-tuple,
+// and the requests and responses that fail, are dropped and counted
 // ([EndpointStats].Unrouted); STUN passes the same guard as on a
 // Transport's own sockets before pion parses it.
 //

@@ -75,11 +75,14 @@ const (
 // 5-tuple of the Transport's selected pair, into the queue that the
 // net.Conn from Connect reads, that is the media session's. A datagram for
 // no known ufrag, transaction or 5-tuple is dropped and counted
-// (EndpointStats.Unrouted), as is a STUN response or a nominating request
-// (USE-CANDIDATE) whose MESSAGE-INTEGRITY fails: the Endpoint acts on
-// those before pion's agent checks them (a response ends its transaction,
-// an answered nomination routes the peer's media at once), so it checks
-// them itself, with the peer's password and the local one.
+// (EndpointStats.Unrouted), as is a STUN request or response whose
+// MESSAGE-INTEGRITY fails: the Endpoint checks each itself, a request
+// with the local password and a response with the peer's, before it acts
+// on it (a response ends its transaction, an answered nomination routes
+// the peer's media at once) or queues it for pion's agent, whose queue
+// is short, or a parked Transport's consent. A request forged by anyone
+// who saw the ufrag (every check carries it in clear) thus never takes
+// the place of the peer's genuine check.
 //
 // A writer that finds no batch being sent sends its datagram at once, on
 // its own goroutine; writers that find one in the kernel add their
@@ -222,8 +225,9 @@ type EndpointStats struct {
 	STUN uint64
 	// Unrouted counts datagrams dropped because no Transport on the
 	// Endpoint owns their ufrag, transaction or 5-tuple, or because they
-	// are STUN responses or nominating requests whose MESSAGE-INTEGRITY
-	// fails: strays, spoofs and late packets of closed calls.
+	// are STUN requests or responses whose MESSAGE-INTEGRITY fails (under
+	// the local password or the peer's): strays, spoofs and late packets
+	// of closed calls.
 	Unrouted uint64
 	// Malformed counts STUN messages the guard dropped and truncated
 	// datagrams.
@@ -617,15 +621,24 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 	}
 	e.mu.Unlock()
 	// The HMACs below run without e.mu, which every call's routing takes.
-	if nominating {
-		// Only the peer, which knows the local password, may take a slot
-		// of the ring: anyone who read the ufrag in the SDP could push the
-		// genuine nomination out of it before pion checks and answers it.
-		// pion drops what fails, so nothing it would take is lost.
-		if !authentic(b, to.key) {
+	if typ&0x0110 == 0 && (to != nil || cs != nil) {
+		// Only the peer, which knows the local password, signs a request:
+		// anyone who saw the ufrag (every check carries it in clear) could
+		// fill the agent's short queue, or the ring of nominations, before
+		// the peer's genuine check. pion and the consent session drop what
+		// fails, so nothing they would take is lost.
+		key := "" // the local password: pion's agent's, or the parked Transport's
+		if to != nil {
+			key = to.key
+		} else {
+			key = cs.localPwd
+		}
+		if !authentic(b, key) {
 			e.stats.unrouted.Add(1)
 			return
 		}
+	}
+	if nominating {
 		e.mu.Lock()
 		to.nominatedBy(id, src)
 		e.mu.Unlock()

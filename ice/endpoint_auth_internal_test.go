@@ -249,10 +249,149 @@ func TestEndpointForgedResponseKeepsPending(t *testing.T) {
 	})
 }
 
+// bindingCheck is a controlling peer's connectivity check to ufrag
+// without USE-CANDIDATE, signed with pwd (the receiver's password when
+// genuine).
+func bindingCheck(t testing.TB, id [12]byte, ufrag, pwd string) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingRequest,
+		stun.NewUsername(ufrag+":peer"), pice.AttrControlling(1), pice.PriorityAttr(1),
+		stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+// awaitSTUN reads c until a STUN message that want accepts arrives, and
+// reports whether one did within d.
+func awaitSTUN(t *testing.T, c *net.UDPConn, d time.Duration, want func(*stun.Message) bool) bool {
+	t.Helper()
+	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return false
+		}
+		m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if m.Decode() == nil && want(m) {
+			return true
+		}
+	}
+}
+
+// Binding requests that fail MESSAGE-INTEGRITY (anyone who saw the
+// ufrag, which every check carries in clear, can send them) do not reach
+// pion's agent, whose STUN queue holds only endpointSTUNQueue: a flood of
+// forged checks while the agent is behind (its reader held) leaves room
+// for the peer's genuine check, which the agent answers, and the
+// forgeries are counted Unrouted.
+func TestEndpointForgedChecksKeepGenuine(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	tr := endpointTransport(t, e)
+	defer tr.Close()
+	creds := tr.LocalCredentials()
+	const peerPwd = "the peer's password, 22+ chars"
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	spoofer := silentPeer(t)
+	if err := tr.AddRemoteCandidate(sdp.Candidate{Foundation: "1", Component: 1, Transport: "udp", Priority: 1,
+		Address: "127.0.0.1", Port: peerAddr.Port(), Type: sdp.CandidateHost}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	connected := make(chan error, 1)
+	go func() {
+		_, err := tr.Connect(ctx, Peer{Ufrag: "peer", Pwd: peerPwd}, false)
+		connected <- err
+	}()
+	defer func() { cancel(); <-connected }()
+	// The agent's own check to the peer says its checks run: it answers
+	// the peer's from now on.
+	if !awaitSTUN(t, peer, 5*time.Second, func(m *stun.Message) bool { return m.Type == stun.BindingRequest }) {
+		t.Fatal("the agent sent no check to the peer within 5 s")
+	}
+
+	s := e.stunFor(creds.Ufrag)
+	before := e.Stats()
+	flood := 2 * endpointSTUNQueue
+	genuine := [12]byte{'g'}
+	// pion's reader, back for its next datagram, waits here (it takes at
+	// most the one it waits for already): the agent falls behind.
+	s.dlMu.Lock()
+	for i := range flood {
+		e.dispatchSTUN(bindingCheck(t, [12]byte{'f', byte(i)}, creds.Ufrag, "a guess at the local password"), spoofer)
+	}
+	e.dispatchSTUN(bindingCheck(t, genuine, creds.Ufrag, creds.Pwd), peerAddr)
+	s.dlMu.Unlock()
+	answered := awaitSTUN(t, peer, 5*time.Second, func(m *stun.Message) bool {
+		return m.Type == stun.BindingSuccess && m.TransactionID == genuine
+	})
+	after := e.Stats()
+	if !answered {
+		t.Fatalf("the genuine check after %d forged ones was not answered within 5 s (QueueDrops +%d, Unrouted +%d)",
+			flood, after.QueueDrops-before.QueueDrops, after.Unrouted-before.Unrouted)
+	}
+	if n := after.Unrouted - before.Unrouted; n != uint64(flood) {
+		t.Errorf("Unrouted +%d for %d forged checks, want +%d", n, flood, flood)
+	}
+}
+
+// A parked Transport's consent session gets only the checks signed with
+// its password too: a forged one is dropped and counted Unrouted before
+// the session parses it, and the peer's genuine check is answered.
+func TestEndpointForgedConsentChecksUnrouted(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	u, err := e.attach(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.detach(u)
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	const localPwd = "localpasswordlocalpassword"
+	cs := &consentSession{
+		use: u, localUfrag: "local", localPwd: localPwd,
+		remoteUfrag: "peer", remotePwd: "the peer's password, 22+ chars", remote: peerAddr,
+		lite: true, disc: time.Hour, fail: time.Hour,
+		report: func(pice.ConnectionState) {},
+	}
+	e.startConsent(cs)
+	defer e.stopConsent(cs)
+	before := e.Stats()
+	e.dispatchSTUN(bindingCheck(t, [12]byte{'f'}, "local", "a guess at the local password"), peerAddr)
+	if st := e.Stats(); st.Unrouted-before.Unrouted != 1 || st.STUN != before.STUN {
+		t.Errorf("a forged check to a parked Transport: Unrouted +%d, STUN +%d; want +1, +0",
+			st.Unrouted-before.Unrouted, st.STUN-before.STUN)
+	}
+	genuine := [12]byte{'g'}
+	e.dispatchSTUN(bindingCheck(t, genuine, "local", localPwd), peerAddr)
+	if !awaitSTUN(t, peer, 5*time.Second, func(m *stun.Message) bool {
+		return m.Type == stun.BindingSuccess && m.TransactionID == genuine
+	}) {
+		t.Fatal("the consent session did not answer the genuine check")
+	}
+}
+
 // BenchmarkEndpointSTUN is the reader's cost of routing, to its
 // Transport's agent, a connectivity check, a nominating one (with
-// USE-CANDIDATE, whose MESSAGE-INTEGRITY the Endpoint checks) and a
-// response to a pending transaction (checked too). No agent reads: the
+// USE-CANDIDATE) and a response to a pending transaction, each of whose
+// MESSAGE-INTEGRITY the Endpoint checks. No agent reads: the
 // queue stays full and each delivery is dropped, so that only the routing
 // is measured.
 func BenchmarkEndpointSTUN(b *testing.B) {
@@ -307,8 +446,8 @@ func BenchmarkEndpointSTUN(b *testing.B) {
 	})
 }
 
-// BenchmarkSTUNIntegrity is the check the Endpoint adds per nominating
-// request and per response: one HMAC-SHA1 over a check-sized message.
+// BenchmarkSTUNIntegrity is the check the Endpoint adds per request and
+// per response: one HMAC-SHA1 over a check-sized message.
 func BenchmarkSTUNIntegrity(b *testing.B) {
 	const pwd = "the local password, 22+ chars"
 	req := nominatingRequest(b, [12]byte{1}, "local", pwd)
