@@ -600,25 +600,24 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // changes nothing; an offer with new ICE credentials is an ICE restart (the
 // call is StateDisconnected from then until the new path is selected, as after
 // Restart); a new version with the same credentials keeps the ICE session.
-// After this end's own
-// restart failed or was rolled back (see Restart), it has no ICE session to
-// keep: such an offer is refused with a *StateError and changes nothing, and a
-// restart from either end carries media again. In a call without ICE a new
-// version may move the peer's media: from the answer on, RTP and RTCP go to its
-// new c=/m= (and a=rtcp) addresses, whatever source had been latched; an
-// address the transport would not take for a first offer (off the site under
-// DirectOnly, with ice.ErrNoICEPolicy; a host name or an address of the other
-// IP family, wrapping sdp.ErrNegotiation) is refused and changes nothing, and
-// the unspecified address (the old way to hold) moves nothing and holds the
-// call. In sdes keying a call keeps its keys: later descriptions state the
-// crypto lines in use, and an offer (or answer) that changes the peer's key is
-// refused with an error wrapping sdp.ErrNegotiation; in dtls and hybrid keying
-// it keeps its DTLS association, and an offer (or answer) whose fingerprints
-// name none of those the peer started with is refused the same way. When both
-// ends offer at once (glare), the winner (see [ErrGlare]) refuses the peer's
-// offer with ErrGlare and the loser rolls its own offer back and answers; an
-// offer that cannot be answered is refused before that, and the loser's own
-// offer stays.
+// After this end's own restart failed or was rolled back (see Restart), it has
+// no ICE session to keep: such an offer is refused with a *StateError and
+// changes nothing, and a restart from either end carries media again. In a call
+// without ICE a new version may move the peer's media: from the answer on, RTP
+// and RTCP go to its new c=/m= (and a=rtcp) addresses, whatever source had been
+// latched; an address the transport would not take for a first offer (off the
+// site under DirectOnly, with ice.ErrNoICEPolicy; a host name or an address of
+// the other IP family, wrapping sdp.ErrNegotiation) is refused and changes
+// nothing, and the unspecified address (the old way to hold) moves nothing and
+// holds the call. In sdes keying a call keeps its keys: later descriptions
+// state the crypto lines in use, and an offer (or answer) that changes the
+// peer's key is refused with an error wrapping sdp.ErrNegotiation; in dtls and
+// hybrid keying it keeps its DTLS association, and an offer (or answer) whose
+// fingerprints name none of those the peer started with is refused the same
+// way. When both ends offer at once (glare), the winner (see [ErrGlare])
+// refuses the peer's offer with ErrGlare and the loser rolls its own offer back
+// and answers; an offer that cannot be answered is refused before that, and the
+// loser's own offer stays.
 //
 // Every exchange, first or later, sets the media direction (a SIP hold is a
 // re-offer of sendonly or inactive, its resume one of sendrecv): see
