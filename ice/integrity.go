@@ -30,68 +30,13 @@ func integrityMatches(b []byte, at int, key string) bool {
 		return false
 	}
 	var hdr [stunHeaderLen]byte
-	signedHeader(&hdr, b, at)
-	sum, ok := stackHMAC(key, hdr[:], b[stunHeaderLen:at])
-	if !ok {
-		sum = heapHMAC(key, b, at)
-	}
-	return hmac.Equal(sum[:], b[at+4:at+4+sha1.Size])
-}
-
-// signedHeader copies b's header into hdr with the length that
-// MESSAGE-INTEGRITY at offset at signs: up to the attribute's end.
-func signedHeader(hdr *[stunHeaderLen]byte, b []byte, at int) {
 	copy(hdr[:], b)
 	binary.BigEndian.PutUint16(hdr[2:4], uint16(at+4+sha1.Size-stunHeaderLen))
-}
-
-// heapHMAC is integrityMatches' HMAC with crypto/hmac, for what
-// stackHMAC declines.
-func heapHMAC(key string, b []byte, at int) (sum [sha1.Size]byte) {
-	var hdr [stunHeaderLen]byte
-	signedHeader(&hdr, b, at)
 	mac := hmac.New(sha1.New, []byte(key))
 	mac.Write(hdr[:])
 	mac.Write(b[stunHeaderLen:at])
-	copy(sum[:], mac.Sum(nil))
-	return sum
-}
-
-// maxStackHMAC is the longest message stackHMAC signs: a datagram of the
-// Endpoint's (endpointBufSize).
-const maxStackHMAC = 2048
-
-// stackHMAC returns HMAC-SHA1 (RFC 2104) under key of hdr followed by
-// body, as crypto/hmac does, in buffers on the stack: the Endpoint's
-// reader checks every STUN request and response of its calls, and
-// crypto/hmac allocates 7 times per message. ok is false for a key or a
-// message longer than maxStackHMAC.
-func stackHMAC(key string, hdr, body []byte) (sum [sha1.Size]byte, ok bool) {
-	const block = 64 // SHA-1's block size
-	if len(key) > maxStackHMAC || len(hdr)+len(body) > maxStackHMAC {
-		return sum, false
-	}
-	var in [block + maxStackHMAC]byte
-	var k [block]byte
-	if len(key) > block {
-		n := copy(in[:], key)
-		kh := sha1.Sum(in[:n])
-		copy(k[:], kh[:])
-	} else {
-		copy(k[:], key)
-	}
-	for i := range k {
-		in[i] = k[i] ^ 0x36
-	}
-	n := block + copy(in[block:], hdr)
-	n += copy(in[n:], body)
-	inner := sha1.Sum(in[:n])
-	var out [block + sha1.Size]byte
-	for i := range k {
-		out[i] = k[i] ^ 0x5c
-	}
-	copy(out[block:], inner[:])
-	return sha1.Sum(out[:]), true
+	var sum [sha1.Size]byte
+	return hmac.Equal(mac.Sum(sum[:0]), b[at+4:at+4+sha1.Size])
 }
 
 // authentic reports whether b carries a MESSAGE-INTEGRITY that key signed.
