@@ -54,7 +54,10 @@
 // audience (the origin, https://host[:port], of the [Config].URL or
 // [Config].URLs entry the request is sent to), the method, path, body
 // hash, a random nonce and the time; the server refuses a replayed or
-// stale one, and one for another KMS (see package kmsserver). A request
+// stale one, and one for another KMS (see package kmsserver). The
+// audience is a protected header parameter, so that a KMS of a release
+// before it, which checks no audience and refuses unknown claims, accepts
+// these proofs too: devices may upgrade before their KMS. A request
 // refused as stale is signed afresh and sent once more (the reference KMS
 // also refuses as stale the older proofs of a device that filled its
 // replay memory).

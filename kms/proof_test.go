@@ -3,13 +3,22 @@ package kms_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/kms"
@@ -166,5 +175,93 @@ func TestClientResignsStaleProof(t *testing.T) {
 	defer mu.Unlock()
 	if len(proofs) != 2 {
 		t.Fatalf("%d requests after two stale_proof, want 2", len(proofs))
+	}
+}
+
+// prevReleaseProofClaims is wire.ProofClaims as the previous release (the
+// one before the audience, 3807d35) has it.
+type prevReleaseProofClaims struct {
+	Method   string `json:"htm"`
+	Path     string `json:"htu"`
+	BodyHash string `json:"bh"`
+	Nonce    string `json:"jti"`
+	IssuedMS int64  `json:"iat"`
+}
+
+// prevReleaseCheckProof is the previous release's (3807d35) verifyProof
+// and decodeStrict, copied from kmsserver/server.go, followed by the
+// checks of its checkProof that do not depend on its replay memory or
+// clock: what a KMS not yet upgraded does with a proof.
+func prevReleaseCheckProof(raw string, pub *ecdsa.PublicKey, method, path string, body []byte) error {
+	var c prevReleaseProofClaims
+	if len(raw) > 4096 {
+		return errors.New("proof too long")
+	}
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return err
+	}
+	payload, err := jws.Verify(pub)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	h := sha256.Sum256(body)
+	if c.Method != method || c.Path != path || c.BodyHash != base64.RawURLEncoding.EncodeToString(h[:]) ||
+		len(c.Nonce) < 16 || len(c.Nonce) > 64 {
+		return fmt.Errorf("claims %+v do not match %s %s", c, method, path)
+	}
+	return nil
+}
+
+// Devices upgrade before their KMS does: every state change of this
+// client carries a proof that the previous release's KMS accepts, while
+// this release's KMS still checks the audience in it.
+func TestProofAcceptedByPreviousRelease(t *testing.T) {
+	env := startEnv(t, devkms.Options{}, "alice", "bob")
+	var mu sync.Mutex
+	var reqs []recorded
+	alice, cfg := clientWith(t, env, "alice", recorder(&mu, &reqs))
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.RemoveParticipant(ctx, uri, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.EndCall(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	pub := &cfg.Certificate.PrivateKey.(*ecdsa.PrivateKey).PublicKey
+	mu.Lock()
+	defer mu.Unlock()
+	var checked []string
+	for _, r := range reqs {
+		p := r.header.Get("Securecall-Proof")
+		if p == "" {
+			continue
+		}
+		u, err := url.Parse(r.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prevReleaseCheckProof(p, pub, r.method, u.Path, r.body); err != nil {
+			t.Errorf("%s %s: the previous release's KMS refuses the proof (401 bad_proof): %v", r.method, u.Path, err)
+		}
+		checked = append(checked, r.method+" "+u.Path)
+	}
+	if len(checked) != 5 {
+		t.Fatalf("checked the proofs of %q, want register, create, rotate, remove and end", checked)
 	}
 }

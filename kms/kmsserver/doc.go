@@ -28,7 +28,9 @@
 //
 // State-changing requests carry a proof of freshness (a JWS by the device
 // key over the audience, the method, path, body hash, a nonce of 16 to 64
-// bytes and the time). The server refuses a proof it has seen, one older
+// bytes and the time; the audience is the protected header parameter
+// "sc-aud", not a claim, because servers before it refuse unknown claims
+// and must go on accepting the proofs of upgraded devices). The server refuses a proof it has seen, one older
 // than [Config].FreshnessWindow, one dated more than [Config].MaxClockSkew
 // ahead, and one for another KMS (401 bad_proof): the audience is the
 // origin the device sent the request to, and must be [Config].BaseURL's

@@ -227,7 +227,7 @@ func FuzzVerifyProof(f *testing.F) {
 	f.Add(p)
 	f.Add("e30.e30.")
 	f.Fuzz(func(t *testing.T, raw string) {
-		claims, err := verifyProof(raw, &priv.PublicKey)
+		claims, _, err := verifyProof(raw, &priv.PublicKey)
 		if err == nil && raw != p && claims.Nonce == "" {
 			t.Fatalf("accepted a proof without nonce: %q", raw)
 		}

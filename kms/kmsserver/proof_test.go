@@ -2,12 +2,16 @@ package kmsserver
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/securecall/securecall/kms/internal/wire"
 )
@@ -66,6 +70,73 @@ func TestProofAudience(t *testing.T) {
 	}
 	if n := len(unnamed.entries("create", "ok")); n != 1 {
 		t.Fatalf("%d calls created, want 1", n)
+	}
+}
+
+// The audience is a protected header parameter (wire.HdrProofAudience):
+// the signature covers it, it must be a string, and the unreleased form
+// that carried it as a claim is refused like any unknown claim.
+func TestProofAudienceInHeader(t *testing.T) {
+	h := newHarness(t, Config{BaseURL: "https://kms.example.com"})
+	defer func() { h.s.Close() }()
+	h.register("alice")
+	body, _ := json.Marshal(wire.CreateRequest{Participants: []string{"token:alice"}})
+	sign := func(claims map[string]any, hdr map[string]any) string {
+		opts := &jose.SignerOptions{}
+		for k, v := range hdr {
+			opts.WithHeader(jose.HeaderKey(k), v)
+		}
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: h.devs["alice"]}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, _ := json.Marshal(claims)
+		jws, err := signer.Sign(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := jws.CompactSerialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	claims := func() map[string]any {
+		return map[string]any{"htm": "POST", "htu": wire.PathCalls, "bh": wire.BodyHash(body),
+			"jti": base64.RawURLEncoding.EncodeToString([]byte(rand.Text())), "iat": time.Now().UnixMilli()}
+	}
+	// The header of a proof for kms.example.com, swapped for one naming
+	// another KMS, with the signature kept.
+	good := h.proof("alice", "POST", wire.PathCalls, body)
+	parts := strings.Split(good, ".")
+	var hdr map[string]any
+	raw, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	if err := json.Unmarshal(raw, &hdr); err != nil || hdr[wire.HdrProofAudience] != "https://kms.example.com" {
+		t.Fatalf("proof header %s: want %s naming the BaseURL", raw, wire.HdrProofAudience)
+	}
+	hdr[wire.HdrProofAudience] = "https://other.example"
+	raw, _ = json.Marshal(hdr)
+	swapped := base64.RawURLEncoding.EncodeToString(raw) + "." + parts[1] + "." + parts[2]
+
+	claimForm := claims()
+	claimForm["aud"] = "https://kms.example.com"
+	for _, c := range []struct {
+		name, proof string
+	}{
+		{"audience header swapped under the signature", swapped},
+		{"audience header a number", sign(claims(), map[string]any{wire.HdrProofAudience: 443})},
+		{"audience header empty", sign(claims(), map[string]any{wire.HdrProofAudience: ""})},
+		{"audience as a claim", sign(claimForm, nil)},
+	} {
+		if got := h.sendWith("alice", "POST", wire.PathCalls, body, c.proof); got != wire.CodeBadProof {
+			t.Errorf("%s: %q, want %q", c.name, got, wire.CodeBadProof)
+		}
+	}
+	if n := len(h.entries("create", "ok")); n != 0 {
+		t.Fatalf("%d calls created from refused proofs", n)
+	}
+	if got := h.sendWith("alice", "POST", wire.PathCalls, body, good); got != "" {
+		t.Fatalf("the genuine proof: %q", got)
 	}
 }
 

@@ -1489,12 +1489,12 @@ func (s *Server) checkProof(r *http.Request, body []byte, identity string, pub *
 	if raw == "" {
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
-	claims, err := verifyProof(raw, pub)
+	claims, aud, err := verifyProof(raw, pub)
 	if err != nil {
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	if claims.Method != r.Method || claims.Path != r.URL.Path || claims.BodyHash != wire.BodyHash(body) ||
-		len(claims.Nonce) < 16 || len(claims.Nonce) > maxNonce || !s.forUs(r, claims.Audience) {
+		len(claims.Nonce) < 16 || len(claims.Nonce) > maxNonce || !s.forUs(r, aud) {
 		return Write{}, fail(http.StatusUnauthorized, wire.CodeBadProof)
 	}
 	now := s.cfg.Clock()
@@ -1709,22 +1709,32 @@ func (s *Server) loadNonces(ctx context.Context) error {
 	return nil
 }
 
-// verifyProof parses and verifies a compact JWS proof.
-func verifyProof(raw string, pub *ecdsa.PublicKey) (wire.ProofClaims, error) {
+// verifyProof parses and verifies a compact JWS proof and returns its
+// claims and the audience its protected header names ("" if none: an
+// older client's proof).
+func verifyProof(raw string, pub *ecdsa.PublicKey) (wire.ProofClaims, string, error) {
 	var c wire.ProofClaims
 	if len(raw) > 4096 {
-		return c, errors.New("proof too long")
+		return c, "", errors.New("proof too long")
 	}
 	jws, err := jose.ParseSignedCompact(raw, wire.AllowedProofAlgs)
 	if err != nil {
-		return c, err
+		return c, "", err
 	}
 	payload, err := jws.Verify(pub)
 	if err != nil {
-		return c, err
+		return c, "", err
 	}
 	if err := decodeStrict(payload, &c); err != nil {
-		return c, err
+		return c, "", err
 	}
-	return c, nil
+	// A compact JWS has one signature, and its protected header is what
+	// Verify just checked.
+	var aud string
+	if v, ok := jws.Signatures[0].Protected.ExtraHeaders[wire.HdrProofAudience]; ok {
+		if aud, ok = v.(string); !ok || aud == "" {
+			return c, "", errors.New("proof audience is not an origin")
+		}
+	}
+	return c, aud, nil
 }

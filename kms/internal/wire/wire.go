@@ -37,6 +37,12 @@ const (
 
 	// ProofHeader carries the proof of freshness of a state-changing request.
 	ProofHeader = "Securecall-Proof"
+	// HdrProofAudience is the protected header parameter of a proof of
+	// freshness that names the KMS it is for (its origin, see [Origin]).
+	// It is a header parameter, not a claim, so that a KMS that predates
+	// it (and refuses unknown claims) still accepts the proof; the
+	// signature covers it all the same.
+	HdrProofAudience = "sc-aud"
 
 	// Protected JWE header parameters binding a delivered key.
 	HdrURI      = "sc-uri"
@@ -107,12 +113,12 @@ type ErrorResponse struct {
 	Error string `json:"error"`
 }
 
-// ProofClaims is the payload of a proof of freshness: it binds the KMS it
-// is for (its origin, as the client reaches it), the method, path and body
-// of one request, a fresh nonce and the time of signing. Clients before
-// the audience sent none (the field is omitted).
+// ProofClaims is the payload of a proof of freshness: it binds the method,
+// path and body of one request, a fresh nonce and the time of signing.
+// The KMS it is for is in the protected header ([HdrProofAudience]): a KMS
+// refuses claims it does not know, so none can be added without breaking
+// the KMSes deployed before them.
 type ProofClaims struct {
-	Audience string `json:"aud,omitempty"`
 	Method   string `json:"htm"`
 	Path     string `json:"htu"`
 	BodyHash string `json:"bh"`
@@ -277,15 +283,15 @@ const (
 
 // SignProof signs a proof of freshness for one request with the device key:
 // a compact JWS (ES256) over the audience (the origin of the KMS the
-// request goes to, see [Origin]), the method, path, body hash, a random
-// nonce and the time.
+// request goes to, see [Origin]; in the protected header, see
+// [HdrProofAudience]; none if empty), the method, path, body hash, a
+// random nonce and the time.
 func SignProof(key *ecdsa.PrivateKey, audience, method, path string, body []byte, now time.Time) (string, error) {
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
 		return "", err
 	}
 	payload, err := json.Marshal(ProofClaims{
-		Audience: audience,
 		Method:   method,
 		Path:     path,
 		BodyHash: BodyHash(body),
@@ -295,7 +301,11 @@ func SignProof(key *ecdsa.PrivateKey, audience, method, path string, body []byte
 	if err != nil {
 		return "", err
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, nil)
+	opts := &jose.SignerOptions{}
+	if audience != "" {
+		opts.WithHeader(HdrProofAudience, audience)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, opts)
 	if err != nil {
 		return "", err
 	}
