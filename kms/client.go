@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -67,8 +68,15 @@ type cacheEntry struct {
 	keys map[uint32]media.CallKey
 	jwes map[uint32]string // the JWE each cached key came in
 	min  uint32
+	// gone are versions at or above min the KMS said it delivers no more
+	// (revoked or expired), at most maxGone: a response it sent before
+	// saying so does not bring them back.
+	gone []uint32
 	used uint64 // c.tick at the last fetch or use, for eviction
 }
+
+// maxGone bounds cacheEntry.gone; past it the lowest is let go of.
+const maxGone = 64
 
 // flight is one fetch shared by every concurrent Fetch of a URI.
 type flight struct {
@@ -424,36 +432,35 @@ func (c *Client) forget(uri string) {
 	}
 }
 
-// remember caches keys; a full fetch (after == 0) replaces what was there,
-// so that versions the KMS no longer delivers are dropped. Replaced key
-// material is wiped; callers hold their own copies.
-func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey, jwes []string) {
+// remember caches the keys of a fetch and returns the ones to hand on: all
+// but those the client has since learnt the KMS delivers no more (below
+// the minimum, revoked, expired: see learn), which a response sent before
+// may still carry, and which it wipes. A full fetch (after == 0) replaces
+// the versions that were there, so that versions the KMS no longer
+// delivers are dropped, but not what the client learnt of the call.
+// Replaced key material is wiped; callers hold their own copies.
+func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey, jwes []string) []media.CallKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return
+		return keys
 	}
-	e := c.cache[uri]
-	if e == nil || after == 0 {
-		if e != nil {
-			wipeKeys(e.keys)
-		} else if len(c.cache) >= c.cfg.MaxCachedCalls {
-			c.evictLocked()
-		}
-		e = &cacheEntry{keys: map[uint32]media.CallKey{}, jwes: map[uint32]string{}}
-		c.cache[uri] = e
+	e := c.entryLocked(uri)
+	if after == 0 {
+		wipeKeys(e.keys)
+		clear(e.keys)
+		clear(e.jwes)
 	}
 	c.tick++
 	e.used = c.tick
-	e.min = max(e.min, min)
-	for v, k := range e.keys {
-		if v < e.min {
-			clear(k.Key)
-			delete(e.keys, v)
-			delete(e.jwes, v)
-		}
-	}
+	e.raiseMinLocked(min)
+	out := keys[:0]
 	for i, k := range keys {
+		if k.Version < e.min || slices.Contains(e.gone, k.Version) {
+			clear(k.Key)
+			continue
+		}
+		out = append(out, k)
 		if old, ok := e.keys[k.Version]; ok {
 			clear(old.Key)
 		}
@@ -461,6 +468,90 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 		e.keys[k.Version] = k
 		e.jwes[k.Version] = jwes[i]
 	}
+	clear(keys[len(out):])
+	return out
+}
+
+// entryLocked returns the cache entry of uri, making one (and room for
+// it) if there is none. Called with c.mu held.
+func (c *Client) entryLocked(uri string) *cacheEntry {
+	e := c.cache[uri]
+	if e == nil {
+		if len(c.cache) >= c.cfg.MaxCachedCalls {
+			c.evictLocked()
+		}
+		e = &cacheEntry{keys: map[uint32]media.CallKey{}, jwes: map[uint32]string{}}
+		c.cache[uri] = e
+	}
+	return e
+}
+
+// raiseMinLocked raises the entry's minimum to min, wiping the versions
+// below it. Called with c.mu held.
+func (e *cacheEntry) raiseMinLocked(min uint32) {
+	if min <= e.min {
+		return
+	}
+	e.min = min
+	for v, k := range e.keys {
+		if v < min {
+			clear(k.Key)
+			delete(e.keys, v)
+			delete(e.jwes, v)
+		}
+	}
+	e.gone = slices.DeleteFunc(e.gone, func(v uint32) bool { return v < min })
+}
+
+// dropLocked wipes version v of the entry and remembers that the KMS
+// delivers it no more. Called with c.mu held.
+func (e *cacheEntry) dropLocked(v uint32) {
+	if k, ok := e.keys[v]; ok {
+		clear(k.Key)
+		delete(e.keys, v)
+		delete(e.jwes, v)
+	}
+	i, found := slices.BinarySearch(e.gone, v) // kept sorted
+	if v < e.min || found {
+		return
+	}
+	if len(e.gone) >= maxGone {
+		if i == 0 {
+			return // below every one kept
+		}
+		e.gone = slices.Delete(e.gone, 0, 1) // the lowest
+		i--
+	}
+	e.gone = slices.Insert(e.gone, i, v)
+}
+
+// learn applies what the KMS said in refusing version of uri to the
+// cache, the moment the client hears it: a version revoked (compromised,
+// destroyed) or expired is wiped and never served or cached again, one
+// below the call's minimum wipes every version up to it, and an ended
+// call, or one this device is no longer a participant of, loses its
+// entry. Other errors say nothing about the cached keys.
+func (c *Client) learn(uri string, version uint32, err error) {
+	switch {
+	case errors.Is(err, ErrEnded) || errors.Is(err, ErrForbidden):
+		c.forget(uri)
+		return
+	case !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrExpired) && !errors.Is(err, ErrBelowMinimum):
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	// An entry even for a call not cached: a fetch in progress may land
+	// after this.
+	e := c.entryLocked(uri)
+	if errors.Is(err, ErrBelowMinimum) && version < math.MaxUint32 {
+		e.raiseMinLocked(version + 1)
+		return
+	}
+	e.dropLocked(version)
 }
 
 // evictLocked drops the least recently used cache entry. Called with c.mu
@@ -515,14 +606,16 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if err != nil {
 		return nil, err
 	}
-	c.remember(uri, resp.MinVersion, after, keys, jwes)
-	return keys, nil
+	return c.remember(uri, resp.MinVersion, after, keys, jwes), nil
 }
 
 // FetchVersion returns one version of the call key, for a receiver that
 // meets a version it does not have. It fails with an error wrapping
 // [ErrRevoked] for a compromised or destroyed version, [ErrBelowMinimum]
-// below the call's minimum, or [ErrExpired].
+// below the call's minimum, or [ErrExpired]; the client then wipes that
+// version (below the minimum, every version up to it) from its cache and
+// never serves or caches it again. After [ErrEnded] or [ErrForbidden] it
+// forgets the call's keys.
 func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (media.CallKey, error) {
 	id, err := c.callID(uri)
 	if err != nil {
@@ -531,10 +624,12 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 	q := url.Values{"version": {strconv.FormatUint(uint64(version), 10)}}
 	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, 0)
 	if err != nil {
+		c.learn(uri, version, err)
 		return media.CallKey{}, err
 	}
 	_, keys, _, err := parseKeysResponse(out, uri, id, version-1, c.key, c.kid, c.signers, nil)
 	if err != nil {
+		c.learn(uri, version, err)
 		return media.CallKey{}, err
 	}
 	if len(keys) != 1 || keys[0].Version != version {

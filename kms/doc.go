@@ -147,7 +147,10 @@
 // The client's cache of keys is bounded: [Config].MaxCachedCalls calls
 // (default 1,024; the least recently fetched goes first), and a call's
 // entry is wiped when the call ends, when a fetch or watch meets a
-// permanent error, and on [Client.Release].
+// permanent error, and on [Client.Release]. A version the KMS reports
+// revoked, expired or below the call's minimum ([Client.FetchVersion]) is
+// wiped at once and never served from the cache or cached again, even
+// from a response the KMS sent before.
 //
 // A fetch that repeats costs no key agreement: opened keys are cached per
 // JWE on the client (and wrapped keys per device key on the reference

@@ -216,3 +216,25 @@ func FuzzParseKMSKeys(f *testing.F) {
 		}
 	})
 }
+
+// The versions a cache entry remembers as revoked are bounded (the
+// highest kept) and sorted, and a higher minimum lets go of those below.
+func TestCacheGoneBounded(t *testing.T) {
+	c := &Client{cfg: Config{MaxCachedCalls: 4}, cache: map[string]*cacheEntry{}}
+	const uri = "https://kms.example/v1/calls/x"
+	for v := uint32(200); v > 0; v -= 2 {
+		c.learn(uri, v, ErrRevoked)
+	}
+	e := c.cache[uri]
+	if len(e.gone) != maxGone || e.gone[0] != 200-2*(maxGone-1) || e.gone[maxGone-1] != 200 {
+		t.Fatalf("gone: %d versions from %d to %d, want %d, the highest", len(e.gone), e.gone[0], e.gone[len(e.gone)-1], maxGone)
+	}
+	c.learn(uri, 202, ErrRevoked) // a higher one pushes out the lowest
+	if len(e.gone) != maxGone || e.gone[0] != 200-2*(maxGone-2) || e.gone[maxGone-1] != 202 {
+		t.Fatalf("gone after 202: %d versions from %d to %d", len(e.gone), e.gone[0], e.gone[len(e.gone)-1])
+	}
+	c.learn(uri, 150, ErrBelowMinimum)
+	if e.min != 151 || e.gone[0] <= 150 {
+		t.Fatalf("after below_minimum at 150: min %d, lowest gone %d", e.min, e.gone[0])
+	}
+}

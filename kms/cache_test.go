@@ -1,0 +1,181 @@
+package kms_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
+	"github.com/securecall/securecall/media"
+)
+
+// A version the KMS reports revoked (compromised, destroyed), below the
+// call's minimum, or of an ended call, is dropped from the cache the
+// moment the client learns it, here from FetchVersion: with the KMS gone
+// it is never served again, while the versions nothing was said about
+// still are.
+func TestRevokedVersionNotServedFromCache(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		change  func(ctx context.Context, env *devkms.Env, alice *kms.Client, uri, id string) error
+		ask     uint32
+		want    error
+		cached  []uint32 // served with the KMS gone
+		wantErr error    // when nothing is left to serve
+	}{
+		{"compromised", func(ctx context.Context, env *devkms.Env, _ *kms.Client, _, id string) error {
+			return env.Server.SetKeyState(ctx, id, 2, kmsserver.StateCompromised)
+		}, 2, kms.ErrRevoked, []uint32{1, 3}, nil},
+		{"destroyed", func(ctx context.Context, env *devkms.Env, _ *kms.Client, _, id string) error {
+			return env.Server.SetKeyState(ctx, id, 3, kmsserver.StateDestroyed)
+		}, 3, kms.ErrRevoked, []uint32{1, 2}, nil},
+		{"below minimum", func(ctx context.Context, env *devkms.Env, _ *kms.Client, _, id string) error {
+			return env.Server.SetMinVersion(ctx, id, 3)
+		}, 2, kms.ErrBelowMinimum, []uint32{3}, nil},
+		{"ended", func(ctx context.Context, _ *devkms.Env, alice *kms.Client, uri, _ string) error {
+			return alice.EndCall(ctx, uri)
+		}, 3, kms.ErrEnded, nil, kms.ErrUnavailable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := startEnv(t, devkms.Options{Server: hammering}, "alice", "bob")
+			alice := mustClient(t, env, "alice")
+			bob := ownClient(t, env, "bob") // outlives the KMS
+			ctx := ctxT(t)
+			uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if _, err := alice.Rotate(ctx, uri); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keys, err := bob.Fetch(ctx, uri)
+			if err != nil || !slices.Equal(versions(keys), []uint32{1, 2, 3}) {
+				t.Fatalf("fetch: %v, %v; want versions 1 to 3", versions(keys), err)
+			}
+			if err := c.change(ctx, env, alice, uri, keys[0].CallID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bob.FetchVersion(ctx, uri, c.ask); !errors.Is(err, c.want) {
+				t.Fatalf("FetchVersion(%d): %v, want %v", c.ask, err, c.want)
+			}
+			env.Close() // the KMS goes away
+			got, err := bob.Fetch(ctx, uri)
+			if !slices.Equal(versions(got), c.cached) || (c.wantErr == nil) != (err == nil) || (c.wantErr != nil && !errors.Is(err, c.wantErr)) {
+				t.Fatalf("with the KMS unreachable, after it answered version %d %v: served %v, %v; want %v, %v",
+					c.ask, c.want, versions(got), err, c.cached, c.wantErr)
+			}
+		})
+	}
+}
+
+// A fetch the KMS answered before it revoked a version, but that lands
+// after the client learnt of the revocation, neither hands the version on
+// nor puts it back in the cache.
+func TestRevokedVersionNotCachedByEarlierFetch(t *testing.T) {
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
+	ctx := ctxT(t)
+	answered, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	alice, _ := clientWith(t, env, "alice", func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if r.Method == http.MethodGet && !r.URL.Query().Has("version") {
+				held := false
+				once.Do(func() { held = true })
+				if held {
+					close(answered)
+					<-gate
+				}
+			}
+			return resp, err
+		})
+	})
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		keys []media.CallKey
+		err  error
+	}
+	early := make(chan result)
+	go func() {
+		keys, err := alice.Fetch(ctx, uri)
+		early <- result{keys, err}
+	}()
+	<-answered // the KMS delivered versions 1 and 2; the response is on its way
+	id := callIDOf(t, uri)
+	if err := env.Server.SetKeyState(ctx, id, 2, kmsserver.StateCompromised); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.FetchVersion(ctx, uri, 2); !errors.Is(err, kms.ErrRevoked) {
+		t.Fatalf("FetchVersion(2): %v, want ErrRevoked", err)
+	}
+	close(gate)
+	r := <-early
+	if r.err != nil || !slices.Equal(versions(r.keys), []uint32{1}) {
+		t.Fatalf("the fetch answered before the revocation, landing after it: %v, %v; want only version 1", versions(r.keys), r.err)
+	}
+	env.Close()
+	if got, err := alice.Fetch(ctx, uri); err != nil || !slices.Equal(versions(got), []uint32{1}) {
+		t.Fatalf("with the KMS unreachable: %v, %v; want only version 1", versions(got), err)
+	}
+}
+
+// ownClient makes and registers a client for identity that env does not
+// close with it, for a test that stops the KMS.
+func ownClient(t *testing.T, env *devkms.Env, identity string) *kms.Client {
+	c, _ := clientWith(t, env, identity, func(rt http.RoundTripper) http.RoundTripper { return rt })
+	return c
+}
+
+// callIDOf is the call id of a key URI (its last path segment).
+func callIDOf(t *testing.T, uri string) string {
+	t.Helper()
+	i := len(uri) - 1
+	for i >= 0 && uri[i] != '/' {
+		i--
+	}
+	if i < 0 {
+		t.Fatalf("key URI %q", uri)
+	}
+	return uri[i+1:]
+}
+
+// A version the KMS reports expired (here superseded, past its grace) is
+// dropped from the cache too, though the expiry it came with is later.
+func TestExpiredVersionNotServedFromCache(t *testing.T) {
+	srv := hammering
+	srv.ActivationDelay, srv.Grace = -1, -time.Millisecond // superseded versions retire at once
+	env := startEnv(t, devkms.Options{Server: srv}, "alice", "bob")
+	alice, bob := mustClient(t, env, "alice"), ownClient(t, env, "bob")
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := bob.Fetch(ctx, uri); err != nil || len(keys) != 1 {
+		t.Fatalf("fetch: %v, %v", versions(keys), err)
+	}
+	if _, err := alice.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.FetchVersion(ctx, uri, 1); !errors.Is(err, kms.ErrExpired) {
+		t.Fatalf("FetchVersion(1) after it was superseded: %v, want ErrExpired", err)
+	}
+	env.Close()
+	if got, err := bob.Fetch(ctx, uri); !errors.Is(err, kms.ErrUnavailable) {
+		t.Fatalf("with the KMS unreachable, after it answered version 1 expired: served %v, %v; want ErrUnavailable", versions(got), err)
+	}
+}
