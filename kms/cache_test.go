@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -177,5 +178,128 @@ func TestExpiredVersionNotServedFromCache(t *testing.T) {
 	env.Close()
 	if got, err := bob.Fetch(ctx, uri); !errors.Is(err, kms.ErrUnavailable) {
 		t.Fatalf("with the KMS unreachable, after it answered version 1 expired: served %v, %v; want ErrUnavailable", versions(got), err)
+	}
+}
+
+// zeroed reports whether b is a key that has been wiped.
+func zeroed(b []byte) bool {
+	return len(b) > 0 && !slices.ContainsFunc(b, func(x byte) bool { return x != 0 })
+}
+
+// opened collects the client's own slices of the keys it opens.
+type opened struct {
+	mu   sync.Mutex
+	keys [][]byte
+}
+
+func (o *opened) hook(keys []media.CallKey) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, k := range keys {
+		o.keys = append(o.keys, k.Key)
+	}
+}
+
+// take returns the slices collected so far and starts afresh.
+func (o *opened) take() [][]byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := o.keys
+	o.keys = nil
+	return out
+}
+
+// The keys a shared fetch holds are wiped once every waiter has its copy,
+// and when every waiter gave up before the fetch landed; the waiters'
+// copies are theirs and stay.
+func TestSharedFetchKeysWiped(t *testing.T) {
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var gate chan struct{}
+	hold := func(g chan struct{}) {
+		mu.Lock()
+		gate = g
+		mu.Unlock()
+	}
+	alice, _ := clientWith(t, env, "alice", func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			g := gate
+			mu.Unlock()
+			if r.Method == http.MethodGet && g != nil {
+				<-g
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	var o opened
+	alice.OnOpened(o.hook)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+
+	g := make(chan struct{})
+	hold(g)
+	const n = 8
+	results := make([][]media.CallKey, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { results[i], _ = alice.Fetch(ctx, uri) })
+	}
+	for alice.FlightJoined(uri) < n {
+		runtime.Gosched()
+	}
+	hold(nil)
+	close(g)
+	wg.Wait()
+	for i, r := range results {
+		if len(r) != 2 || zeroed(r[0].Key) || zeroed(r[1].Key) {
+			t.Fatalf("waiter %d got %v (wiped: %t)", i, versions(r), len(r) == 2 && zeroed(r[0].Key))
+		}
+	}
+	shared := o.take()
+	if len(shared) != 2 {
+		t.Fatalf("the shared fetch opened %d keys, want 2", len(shared))
+	}
+	for i, k := range shared {
+		if !zeroed(k) {
+			t.Errorf("key %d of the shared fetch not wiped after its %d waiters took their copies", i, n)
+		}
+	}
+
+	// Every waiter gives up; the fetch lands later.
+	g = make(chan struct{})
+	hold(g)
+	cctx, cancel := context.WithCancel(ctx)
+	for range 3 {
+		wg.Go(func() {
+			if _, err := alice.Fetch(cctx, uri); !errors.Is(err, context.Canceled) {
+				t.Errorf("abandoned fetch: %v", err)
+			}
+		})
+	}
+	for alice.FlightJoined(uri) < 3 {
+		runtime.Gosched()
+	}
+	cancel()
+	wg.Wait()
+	hold(nil)
+	close(g)
+	for alice.FlightJoined(uri) != 0 { // until the fetch has landed
+		runtime.Gosched()
+	}
+	abandoned := o.take()
+	if len(abandoned) != 2 {
+		t.Fatalf("the abandoned fetch opened %d keys, want 2", len(abandoned))
+	}
+	for i, k := range abandoned {
+		if !zeroed(k) {
+			t.Errorf("key %d of a shared fetch every waiter gave up on not wiped", i)
+		}
 	}
 }

@@ -57,6 +57,10 @@ type Client struct {
 	tick    uint64
 	retryAt time.Time // no request before: the KMS said 429, Retry-After
 	flights map[string]*flight
+
+	// opened, if set (by tests, before any request), sees the keys of
+	// every delivery the client opens, before it hands any on.
+	opened func([]media.CallKey)
 }
 
 var (
@@ -78,12 +82,34 @@ type cacheEntry struct {
 // maxGone bounds cacheEntry.gone; past it the lowest is let go of.
 const maxGone = 64
 
-// flight is one fetch shared by every concurrent Fetch of a URI.
+// flight is one fetch shared by every concurrent Fetch of a URI. Its keys
+// are its own: each waiter copies them, and the last one to leave (or the
+// fetch, landing after every waiter gave up) wipes them.
 type flight struct {
-	done   chan struct{}
-	joined int // Fetch calls waiting on it, for tests
-	keys   []media.CallKey
-	err    error
+	done    chan struct{}
+	joined  int // Fetch calls that joined it, for tests
+	waiting int // Fetch calls that joined and have not left
+	landed  bool
+	keys    []media.CallKey
+	err     error
+}
+
+// leaveLocked marks one waiter gone, wiping the keys once the fetch has
+// landed and no waiter is left. Called with c.mu held.
+func (f *flight) leaveLocked() {
+	f.waiting--
+	f.wipeIfDoneLocked()
+}
+
+// wipeIfDoneLocked wipes the flight's keys if it has landed and every
+// waiter has left. Called with c.mu held.
+func (f *flight) wipeIfDoneLocked() {
+	if f.landed && f.waiting == 0 {
+		for _, k := range f.keys {
+			clear(k.Key)
+		}
+		f.keys = nil
+	}
 }
 
 // CallOptions describes a call key to create.
@@ -364,14 +390,25 @@ func (c *Client) Fetch(ctx context.Context, uri string) ([]media.CallKey, error)
 		go c.fly(f, uri, id)
 	}
 	f.joined++
+	f.waiting++
 	c.mu.Unlock()
 	select {
 	case <-f.done:
 	case <-ctx.Done():
+		c.mu.Lock()
+		f.leaveLocked()
+		c.mu.Unlock()
 		return nil, fmt.Errorf("kms: fetch %q: %w", uri, ctx.Err())
 	}
+	var keys []media.CallKey
 	if f.err == nil {
-		return copyKeys(f.keys), nil
+		keys = copyKeys(f.keys)
+	}
+	c.mu.Lock()
+	f.leaveLocked()
+	c.mu.Unlock()
+	if f.err == nil {
+		return keys, nil
 	}
 	if errors.Is(f.err, ErrUnavailable) {
 		if keys := c.cached(uri); len(keys) > 0 {
@@ -392,6 +429,8 @@ func (c *Client) fly(f *flight, uri, id string) {
 	cancel()
 	c.mu.Lock()
 	delete(c.flights, uri)
+	f.landed = true
+	f.wipeIfDoneLocked() // every waiter gave up
 	c.mu.Unlock()
 	close(f.done)
 }
@@ -606,6 +645,9 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if err != nil {
 		return nil, err
 	}
+	if c.opened != nil {
+		c.opened(keys)
+	}
 	return c.remember(uri, resp.MinVersion, after, keys, jwes), nil
 }
 
@@ -631,6 +673,9 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 	if err != nil {
 		c.learn(uri, version, err)
 		return media.CallKey{}, err
+	}
+	if c.opened != nil {
+		c.opened(keys)
 	}
 	if len(keys) != 1 || keys[0].Version != version {
 		return media.CallKey{}, &DeliveryError{URI: uri, Version: version, Reason: ErrBinding, Detail: "the KMS sent other versions"}

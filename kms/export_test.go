@@ -51,3 +51,21 @@ func (c *Client) CachedCalls() int {
 	defer c.mu.Unlock()
 	return len(c.cache)
 }
+
+// OnOpened has fn see the keys of every delivery c opens (the client's own
+// slices, not copies), before it hands any on. Call it before any request.
+func (c *Client) OnOpened(fn func([]media.CallKey)) { c.opened = fn }
+
+// CachedKeyBytes returns the cache's own key slices for uri (not copies),
+// by version.
+func (c *Client) CachedKeyBytes(uri string) map[uint32][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[uint32][]byte{}
+	if e := c.cache[uri]; e != nil {
+		for v, k := range e.keys {
+			out[v] = k.Key
+		}
+	}
+	return out
+}
