@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -300,6 +302,45 @@ func TestSharedFetchKeysWiped(t *testing.T) {
 	for i, k := range abandoned {
 		if !zeroed(k) {
 			t.Errorf("key %d of a shared fetch every waiter gave up on not wiped", i)
+		}
+	}
+}
+
+// A FetchVersion answered with other versions than the one asked for
+// refuses the delivery and wipes every key it opened.
+func TestFetchVersionRefusedKeysWiped(t *testing.T) {
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
+	ctx := ctxT(t)
+	// A KMS that answers ?version=N with the versions above N-1.
+	alice, _ := clientWith(t, env, "alice", func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if q := r.URL.Query(); q.Has("version") {
+				n, _ := strconv.Atoi(q.Get("version"))
+				r = r.Clone(r.Context())
+				r.URL.RawQuery = url.Values{"after": {strconv.Itoa(n - 1)}}.Encode()
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	var o opened
+	alice.OnOpened(o.hook)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Rotate(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := alice.FetchVersion(ctx, uri, 1); !errors.Is(err, kms.ErrBinding) || k.Key != nil {
+		t.Fatalf("FetchVersion(1) answered with versions 1 and 2: %v, %v; want ErrBinding", k, err)
+	}
+	got := o.take()
+	if len(got) != 2 {
+		t.Fatalf("opened %d keys, want 2", len(got))
+	}
+	for i, k := range got {
+		if !zeroed(k) {
+			t.Errorf("key %d of the refused FetchVersion delivery not wiped", i)
 		}
 	}
 }

@@ -678,6 +678,9 @@ func (c *Client) FetchVersion(ctx context.Context, uri string, version uint32) (
 		c.opened(keys)
 	}
 	if len(keys) != 1 || keys[0].Version != version {
+		for _, k := range keys {
+			clear(k.Key)
+		}
 		return media.CallKey{}, &DeliveryError{URI: uri, Version: version, Reason: ErrBinding, Detail: "the KMS sent other versions"}
 	}
 	return keys[0], nil
@@ -699,13 +702,20 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 	}
 	keys := make([]media.CallKey, 0, len(resp.Keys))
 	jwes := make([]string, 0, len(resp.Keys))
+	// refuse wipes the keys opened so far: none is handed on.
+	refuse := func(err error) (wire.KeysResponse, []media.CallKey, []string, error) {
+		for _, k := range keys {
+			clear(k.Key)
+		}
+		return resp, nil, nil, err
+	}
 	prev := after
 	for _, wk := range resp.Keys {
 		if wk.Version <= prev {
-			return resp, nil, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBinding, Detail: "versions out of order or not asked for"}
+			return refuse(&DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBinding, Detail: "versions out of order or not asked for"})
 		}
 		if wk.Version < resp.MinVersion {
-			return resp, nil, nil, &DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBelowMinimum, Detail: fmt.Sprintf("minimum is %d", resp.MinVersion)}
+			return refuse(&DeliveryError{URI: uri, Version: wk.Version, Reason: ErrBelowMinimum, Detail: fmt.Sprintf("minimum is %d", resp.MinVersion)})
 		}
 		k, ok := media.CallKey{}, false
 		if known != nil {
@@ -714,10 +724,7 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 		if !ok {
 			var err error
 			if k, err = unwrapKey(wk.JWE, priv, kid, signers, wire.Binding{URI: uri, CallID: id, Version: wk.Version}); err != nil {
-				for _, k := range keys {
-					clear(k.Key)
-				}
-				return resp, nil, nil, err
+				return refuse(err)
 			}
 		}
 		keys = append(keys, k)

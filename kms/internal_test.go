@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -236,5 +237,31 @@ func TestCacheGoneBounded(t *testing.T) {
 	c.learn(uri, 150, ErrBelowMinimum)
 	if e.min != 151 || e.gone[0] <= 150 {
 		t.Fatalf("after below_minimum at 150: min %d, lowest gone %d", e.min, e.gone[0])
+	}
+}
+
+// A delivery refused after some of its keys were opened wipes them: here
+// a repeated delivery (opened before, handed over by known) followed by
+// a version out of order.
+func TestRefusedDeliveryWiped(t *testing.T) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kid, _ := wire.KeyID(&priv.PublicKey)
+	const uri = "https://kms/v1/calls/c1"
+	body, _ := json.Marshal(wire.KeysResponse{URI: uri, CallID: "c1", Latest: 3, Keys: []wire.Key{
+		{Version: 3, JWE: "known"}, {Version: 2, JWE: "out-of-order"},
+	}})
+	key := bytes.Repeat([]byte{7}, media.CallKeySize)
+	known := func(v uint32, jwe string) (media.CallKey, bool) {
+		if v != 3 || jwe != "known" {
+			return media.CallKey{}, false
+		}
+		return media.CallKey{URI: uri, CallID: "c1", Version: 3, Key: key}, true
+	}
+	_, keys, _, err := parseKeysResponse(body, uri, "c1", 0, priv, kid, testSigners, known)
+	if !errors.Is(err, ErrBinding) || keys != nil {
+		t.Fatalf("versions out of order: %v, %v; want ErrBinding", keys, err)
+	}
+	if !bytes.Equal(key, make([]byte, media.CallKeySize)) {
+		t.Fatal("the key opened before the refusal was not wiped")
 	}
 }
