@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securecall/securecall/internal/devkms"
+	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/kms"
 	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
@@ -342,5 +343,65 @@ func TestFetchVersionRefusedKeysWiped(t *testing.T) {
 		if !zeroed(k) {
 			t.Errorf("key %d of the refused FetchVersion delivery not wiped", i)
 		}
+	}
+}
+
+// Cached keys that have expired (by the client's clock) are wiped the next
+// time the client touches its cache, whichever call it touches: a fetch
+// landing, or keys served while the KMS is unreachable.
+func TestExpiredCachedKeysWiped(t *testing.T) {
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
+	cfg, err := env.ClientConfig("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := fakeclock.New(time.Now())
+	cfg.Clock = clock.Now
+	alice, err := kms.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	ctx := ctxT(t)
+	if err := alice.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	create := func(life time.Duration) string {
+		uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}, KeyLifetime: life})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.Fetch(ctx, uri); err != nil {
+			t.Fatal(err)
+		}
+		return uri
+	}
+	long, short1, short2 := create(time.Hour), create(time.Minute), create(2*time.Minute)
+	b1, b2 := alice.CachedKeyBytes(short1)[1], alice.CachedKeyBytes(short2)[1]
+	if len(b1) == 0 || zeroed(b1) || len(b2) == 0 || zeroed(b2) {
+		t.Fatal("the short calls' keys are not cached")
+	}
+
+	clock.Advance(time.Minute + time.Second) // past short1's expiry
+	if _, err := alice.Fetch(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	if !zeroed(b1) || len(alice.CachedKeyBytes(short1)) != 0 {
+		t.Fatal("short1's key, expired, still in the cache after a fetch landed")
+	}
+	if zeroed(b2) {
+		t.Fatal("short2's key, not expired, was wiped")
+	}
+
+	clock.Advance(time.Minute) // past short2's expiry
+	env.Close()
+	if keys, err := alice.Fetch(ctx, long); err != nil || len(keys) != 1 {
+		t.Fatalf("the long call's cached key with the KMS unreachable: %v, %v", versions(keys), err)
+	}
+	if !zeroed(b2) || len(alice.CachedKeyBytes(short2)) != 0 {
+		t.Fatal("short2's key, expired, still in the cache after keys were served from it")
+	}
+	if b := alice.CachedKeyBytes(long)[1]; zeroed(b) {
+		t.Fatal("the long call's key was wiped")
 	}
 }

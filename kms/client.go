@@ -51,12 +51,15 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	cache   map[string]*cacheEntry // at most cfg.MaxCachedCalls entries
-	tick    uint64
-	retryAt time.Time // no request before: the KMS said 429, Retry-After
-	flights map[string]*flight
+	mu     sync.Mutex
+	closed bool
+	cache  map[string]*cacheEntry // at most cfg.MaxCachedCalls entries
+	// nextExpiry is no later than the earliest expiry of a cached key
+	// (zero: none expires): before it, no cached key needs wiping.
+	nextExpiry time.Time
+	tick       uint64
+	retryAt    time.Time // no request before: the KMS said 429, Retry-After
+	flights    map[string]*flight
 
 	// opened, if set (by tests, before any request), sees the keys of
 	// every delivery the client opens, before it hands any on.
@@ -447,11 +450,12 @@ func copyKeys(keys []media.CallKey) []media.CallKey {
 func (c *Client) cached(uri string) []media.CallKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.cfg.Clock()
+	c.sweepExpiredLocked(now)
 	e := c.cache[uri]
 	if e == nil {
 		return nil
 	}
-	now := c.cfg.Clock()
 	var out []media.CallKey
 	for _, k := range e.keys {
 		if k.Version >= e.min && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt)) {
@@ -506,9 +510,43 @@ func (c *Client) remember(uri string, min uint32, after uint32, keys []media.Cal
 		k.Key = slices.Clone(k.Key)
 		e.keys[k.Version] = k
 		e.jwes[k.Version] = jwes[i]
+		c.noteExpiryLocked(k.ExpiresAt)
 	}
 	clear(keys[len(out):])
+	c.sweepExpiredLocked(c.cfg.Clock())
 	return out
+}
+
+// noteExpiryLocked notes the expiry of a key being cached. Called with
+// c.mu held.
+func (c *Client) noteExpiryLocked(t time.Time) {
+	if !t.IsZero() && (c.nextExpiry.IsZero() || t.Before(c.nextExpiry)) {
+		c.nextExpiry = t
+	}
+}
+
+// sweepExpiredLocked wipes the cached keys of every call that have
+// expired by now, once the earliest expiry has passed: the cache never
+// serves them again. It runs whenever a fetch lands or keys are served
+// from the cache. Called with c.mu held.
+func (c *Client) sweepExpiredLocked(now time.Time) {
+	if c.nextExpiry.IsZero() || now.Before(c.nextExpiry) {
+		return
+	}
+	c.nextExpiry = time.Time{}
+	for _, e := range c.cache {
+		for v, k := range e.keys {
+			switch {
+			case k.ExpiresAt.IsZero():
+			case !now.Before(k.ExpiresAt):
+				clear(k.Key)
+				delete(e.keys, v)
+				delete(e.jwes, v)
+			default:
+				c.noteExpiryLocked(k.ExpiresAt)
+			}
+		}
+	}
 }
 
 // entryLocked returns the cache entry of uri, making one (and room for

@@ -150,7 +150,15 @@
 // permanent error, and on [Client.Release]. A version the KMS reports
 // revoked, expired or below the call's minimum ([Client.FetchVersion]) is
 // wiped at once and never served from the cache or cached again, even
-// from a response the KMS sent before.
+// from a response the KMS sent before. Key material the client lets go of
+// is wiped (zeroed), never left to the collector: besides the above, a
+// version a later fetch replaces, an evicted call, the cache on
+// [Client.Close], a shared fetch's keys once every waiter has its copy, a
+// refused delivery's keys, and keys expired by [Config].Clock, the next
+// time a fetch lands or keys are served from the cache (an idle client
+// holds them until then). Keys handed to the caller (Fetch's result,
+// FetchVersion's, Watch's function's argument) are the caller's own
+// copies and never wiped by the client.
 //
 // A fetch that repeats costs no key agreement: opened keys are cached per
 // JWE on the client (and wrapped keys per device key on the reference
