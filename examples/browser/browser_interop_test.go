@@ -195,7 +195,9 @@ func (h *harness) flowing(min int) func(pageState) bool {
 		if strings.HasPrefix(s.Status, "ended") {
 			h.t.Fatalf("the call ended: %s", s.Message)
 		}
-		return s.Status == "connected" && s.Go != nil && s.Browser != nil &&
+		// The Go side's figures must be this call's (they come on its
+		// event stream), not the last call's.
+		return s.Status == "connected" && s.Go != nil && s.Go.Call == s.Call && s.Browser != nil &&
 			s.Go.RTPReceived >= uint64(min) && s.Go.FramesEchoed > 0 && s.Browser.PacketsReceived >= min
 	}
 }

@@ -77,6 +77,9 @@ function updateStatus() {
 async function call() {
   buttons(true);
   say('');
+  // The last call's figures are not this one's: the status and a test
+  // driving the page read them.
+  demo.go = demo.browser = null;
   setStatus('calling', 'busy');
   try {
     try {
