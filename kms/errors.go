@@ -18,6 +18,12 @@ var (
 	// ErrForbidden: the device is authenticated but not a participant of
 	// the call (or no longer is). The KMS says nothing else.
 	ErrForbidden = errors.New("kms: forbidden")
+	// ErrDeviceRevoked: the KMS operator has revoked this device (a lost
+	// or stolen one): the KMS refuses every request of it, whatever its
+	// credentials, until the operator restores it. Retrying, or another
+	// replica, will not help. It is a 403, so an error that is
+	// ErrDeviceRevoked is ErrForbidden too.
+	ErrDeviceRevoked = errors.New("kms: device revoked")
 	// ErrNotFound: no call key has this URI.
 	ErrNotFound = errors.New("kms: not found")
 	// ErrRevoked: the requested key version is compromised or destroyed.
@@ -132,7 +138,7 @@ type ServerError struct {
 	Status int
 	// Code is the KMS's machine-readable code, for example
 	// "certificate_expired", "token_expired", "unknown_authority",
-	// "compromised", "destroyed", "replayed".
+	// "compromised", "destroyed", "replayed", "device_revoked".
 	Code string
 	// Op names the client operation, for example "fetch".
 	Op string
@@ -152,6 +158,8 @@ func (e *ServerError) Is(target error) bool {
 		return e.Code == wire.CodeReplayed || e.Code == wire.CodeStaleProof
 	case ErrForbidden:
 		return e.Status == http.StatusForbidden
+	case ErrDeviceRevoked:
+		return e.Code == wire.CodeDeviceRevoked
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound
 	case ErrRevoked:
@@ -172,7 +180,7 @@ func (e *ServerError) Is(target error) bool {
 
 // permanent reports whether retrying err cannot help.
 func permanent(err error) bool {
-	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) ||
+	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrDeviceRevoked) || errors.Is(err, ErrNotFound) ||
 		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
 		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect) || errors.Is(err, ErrEnded) || errors.Is(err, ErrQuota)
 }

@@ -23,10 +23,13 @@ type AuditEntry struct {
 	// Time is the server's clock at the decision, UTC.
 	Time time.Time `json:"time"`
 	// Action is one of register, create, fetch, watch, rotate, remove,
-	// end, purge, state, min-version, signing-key, compact, or denials
-	// (the aggregate of denials beyond the per-interval bound). A granted
-	// removal is a rotate entry whose Detail names the removed
-	// participant ("removed bob"); remove entries are its denials.
+	// end, purge, state, min-version, revoke, restore, signing-key,
+	// compact, or denials (the aggregate of denials beyond the
+	// per-interval bound). A granted removal is a rotate entry whose
+	// Detail names the removed participant ("removed bob"); remove
+	// entries are its denials. A revoke or restore entry's Detail is the
+	// device identity; the rotations a revocation makes are rotate
+	// entries by the operator with Detail "revoked <identity>".
 	Action string `json:"action"`
 	// Actor is the authenticated identity, "scheduler", "operator" or
 	// "server" (signing keys created at first start, compaction),

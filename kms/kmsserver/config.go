@@ -61,6 +61,9 @@ const (
 	// replay; when full, the device holding the most loses its oldest and
 	// its proofs dated at or before it are refused as stale from then on.
 	DefaultMaxNonces = 100_000
+	// DefaultMaxRevokedDevices bounds the identities revoked at once
+	// ([Server.RevokeDevice]).
+	DefaultMaxRevokedDevices = 100_000
 	// DefaultMaxClockSkew is how far in the future a proof of freshness
 	// may be dated.
 	DefaultMaxClockSkew = 5 * time.Second
@@ -176,6 +179,10 @@ type Config struct {
 	// past it, the device holding the most nonces loses its oldest). If
 	// zero, defaults to DefaultMaxNonces.
 	MaxNonces int
+	// MaxRevokedDevices bounds the identities revoked at once: beyond it
+	// [Server.RevokeDevice] fails with [ErrTooManyRevoked]. If zero,
+	// defaults to DefaultMaxRevokedDevices.
+	MaxRevokedDevices int
 	// MaxClockSkew bounds how far ahead of the server's clock a proof may
 	// be dated. If zero, defaults to DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
@@ -252,6 +259,7 @@ func (c Config) withDefaults() Config {
 	c.RotationsPerMinute = positive(c.RotationsPerMinute, DefaultRotationsPerMinute)
 	c.MaxKeysPerResponse = positive(c.MaxKeysPerResponse, DefaultMaxKeysPerResponse)
 	c.MaxNonces = positive(c.MaxNonces, DefaultMaxNonces)
+	c.MaxRevokedDevices = positive(c.MaxRevokedDevices, DefaultMaxRevokedDevices)
 	c.MinRotateEvery = positive(c.MinRotateEvery, DefaultMinRotateEvery)
 	c.MaxClockSkew = positive(c.MaxClockSkew, DefaultMaxClockSkew)
 	c.DenialInterval = positive(c.DenialInterval, DefaultDenialInterval)

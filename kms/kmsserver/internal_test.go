@@ -113,6 +113,7 @@ func TestServerDefaults(t *testing.T) {
 		"RotationsPerMinute":  {c.RotationsPerMinute, DefaultRotationsPerMinute},
 		"MaxKeysPerResponse":  {c.MaxKeysPerResponse, DefaultMaxKeysPerResponse},
 		"MaxNonces":           {c.MaxNonces, DefaultMaxNonces},
+		"MaxRevokedDevices":   {c.MaxRevokedDevices, DefaultMaxRevokedDevices},
 		"MaxConns":            {c.MaxConns, DefaultMaxConns},
 	} {
 		if got[0] != got[1] {

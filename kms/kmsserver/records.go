@@ -116,6 +116,8 @@ func changedRecord(e *AuditEntry) (recordID, bool) {
 		return recordID{bucketDevices, e.Actor}, true
 	case "create", "rotate", "remove", "state", "min-version", "end", "purge":
 		return recordID{bucketCalls, e.Call}, true
+	case "revoke", "restore":
+		return recordID{bucketRevoked, e.Detail}, true
 	case "signing-key":
 		return recordID{bucketMeta, metaSigningKeys}, true
 	case "compact":
@@ -167,7 +169,7 @@ func (s *Server) checkAudit(ctx context.Context, seqs map[recordID]uint64) (Audi
 		head = AuditHead{Seq: e.Seq, Hash: e.Hash}
 		if id, ok := changedRecord(&e); ok {
 			last[id] = e.Seq
-			deleted[id] = e.Action == "purge"
+			deleted[id] = e.Action == "purge" || e.Action == "restore"
 		}
 		return nil
 	})
@@ -194,7 +196,7 @@ func (s *Server) checkAudit(ctx context.Context, seqs map[recordID]uint64) (Audi
 		case !ok:
 			return head, &RecordError{Bucket: id.bucket, Key: id.key, Reason: "no audit entry wrote it"}
 		case deleted[id]:
-			return head, &RecordError{Bucket: id.bucket, Key: id.key, Reason: "present after it was purged"}
+			return head, &RecordError{Bucket: id.bucket, Key: id.key, Reason: "present after it was purged (or a revocation after it was lifted)"}
 		case seq != want:
 			return head, &RecordError{Bucket: id.bucket, Key: id.key, Reason: fmt.Sprintf("written with audit entry %d, but its last change is entry %d (an older copy?)", seq, want)}
 		}

@@ -42,9 +42,20 @@ type Server struct {
 	mux        *http.ServeMux
 	started    time.Time
 
-	mu      sync.RWMutex // guards devices, calls and everything in them
+	mu      sync.RWMutex // guards devices, calls and everything in them, revoked and revokeWake
 	devices map[string]*device
 	calls   map[string]*call
+	// revoked maps each revoked identity to when it was revoked.
+	revoked map[string]time.Time
+	// revokeWake is closed and replaced on every revocation, ending the
+	// revoked device's watches.
+	revokeWake chan struct{}
+
+	revokeMu sync.Mutex // serializes revocations: compute, commit, apply
+	gates    gates      // per identity: requests in progress against RevokeDevice
+	// admitted, if set (by tests), runs after a request of identity
+	// passed its revocation check, holding the device's gate.
+	admitted func(identity string)
 
 	writeMu sync.Mutex // serializes state changes: compute, commit, apply
 
@@ -188,6 +199,7 @@ type pending struct {
 
 	seq      uint64 // the audit seq its records were sealed with
 	conflict bool   // left out of a shared commit: see ErrConflict
+	revoked  bool   // left out of a shared commit: its device is revoked (see proofDevice)
 }
 
 const (
@@ -225,11 +237,13 @@ func New(cfg Config) (*Server, error) {
 		started: cfg.Clock(),
 		devices: map[string]*device{},
 		calls:   map[string]*call{},
+		revoked: map[string]time.Time{},
 		replay:  newNonceMemory(cfg.MaxNonces),
 		queue:   make(chan *pending, 4096),
 		closing: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 	}
+	s.revokeWake = make(chan struct{})
 	if s.audiences, err = audiences(cfg); err != nil {
 		return nil, err
 	}
@@ -242,6 +256,9 @@ func New(cfg Config) (*Server, error) {
 	var haveSigner bool
 	loadAll := func() error {
 		if err := s.load(context.Background(), seqs); err != nil {
+			return err
+		}
+		if err := s.loadRevoked(context.Background(), seqs); err != nil {
 			return err
 		}
 		if haveSigner, err = s.loadSigningKeys(context.Background(), seqs); err != nil {
@@ -286,6 +303,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("kmsserver: create signing keys: %w", err)
 		}
 	}
+	s.rotateAfterRevocations()
 	return s, nil
 }
 
@@ -529,6 +547,9 @@ func (s *Server) writer() {
 			perr := err
 			if perr == nil && p.conflict {
 				perr = ErrConflict
+			}
+			if perr == nil && p.revoked {
+				perr = errRevokedElsewhere
 			}
 			if perr == nil {
 				s.noteCommitted(p)
@@ -967,6 +988,12 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "register", "", "")
 		return
 	}
+	leave, aerr := s.admit(p.identity)
+	if aerr != nil {
+		s.deny(w, aerr, "register", p.identity, "")
+		return
+	}
+	defer leave()
 	body, aerr := readBody(r)
 	if aerr != nil {
 		s.deny(w, aerr, "register", p.identity, "")
@@ -1019,7 +1046,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}, AuditEntry{Time: now, Action: "register", Actor: p.identity, Outcome: "ok", Detail: detail})
 	if err := <-done; err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		s.commitFailed(w, err, "register", p.identity, "")
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
@@ -1049,6 +1076,12 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "create", "", "")
 		return
 	}
+	leave, aerr := s.admit(p.identity)
+	if aerr != nil {
+		s.deny(w, aerr, "create", p.identity, "")
+		return
+	}
+	defer leave()
 	dev := s.registered(p.identity)
 	if dev == nil {
 		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), "create", p.identity, "")
@@ -1110,7 +1143,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	s.writeMu.Unlock()
 	if err != nil {
 		s.creators.add(p.identity, -1)
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		s.commitFailed(w, err, "create", p.identity, "")
 		return
 	}
 	s.poke()
@@ -1227,6 +1260,18 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, aerr, "fetch", "", id)
 		return
 	}
+	// The gate is held while the request decides (and writes what it
+	// delivers), and let go of while a watch waits.
+	leave, aerr := s.admit(p.identity)
+	if aerr != nil {
+		s.deny(w, aerr, "fetch", p.identity, id)
+		return
+	}
+	defer func() {
+		if leave != nil {
+			leave()
+		}
+	}()
 	q := r.URL.Query()
 	after, err1 := parseUint32(q.Get("after"))
 	waitMS, err2 := strconv.ParseUint(defaultString(q.Get("wait"), "0"), 10, 32)
@@ -1266,12 +1311,20 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 		action = "watch"
 	}
 	for {
+		if leave == nil {
+			// Re-check revocation on every wake-up: it ends a watch.
+			if leave, aerr = s.admit(p.identity); aerr != nil {
+				s.deny(w, aerr, action, p.identity, id)
+				return
+			}
+		}
 		now := s.cfg.Clock()
 		s.mu.RLock()
 		// Re-check membership on every wake-up: removal ends a watch.
 		member := slices.Contains(c.rec.Participants, p.identity)
 		rec := c.rec
 		changed := c.changed
+		revocation := s.revokeWake
 		var ds []deliverable
 		var stateErr *apiError
 		if version != 0 {
@@ -1298,8 +1351,11 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 			s.deliver(w, r, c, rec, dev, ds, action, p.identity)
 			return
 		}
+		leave()
+		leave = nil
 		select {
 		case <-changed:
+		case <-revocation:
 		case <-timeout:
 			timeout = nil
 		case <-r.Context().Done():
@@ -1370,13 +1426,26 @@ func defaultString(s, def string) string {
 // stateChange authenticates a state-changing request on call id: the
 // caller must be registered, a participant (or, if creatorOnly, the
 // creator) and carry a valid proof of freshness.
-func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (string, Write, bool) {
+//
+// On success the caller holds the device's gate (see admit) and calls
+// leave once it has committed.
+func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action string, creatorOnly bool) (who string, nonce Write, leave func(), ok bool) {
 	id := r.PathValue("id")
 	p, aerr := s.authenticate(r)
 	if aerr != nil {
 		s.deny(w, aerr, action, "", id)
-		return "", Write{}, false
+		return "", Write{}, nil, false
 	}
+	release, aerr := s.admit(p.identity)
+	if aerr != nil {
+		s.deny(w, aerr, action, p.identity, id)
+		return "", Write{}, nil, false
+	}
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
 	if s.shared != nil {
 		s.participant(id, p.identity) // reads a call another replica just created
 	}
@@ -1386,19 +1455,18 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	s.mu.RUnlock()
 	if c == nil {
 		s.deny(w, fail(http.StatusNotFound, wire.CodeNotFound), action, p.identity, id)
-		return "", Write{}, false
+		return "", Write{}, nil, false
 	}
 	if !allowed {
 		s.deny(w, fail(http.StatusForbidden, wire.CodeForbidden), action, p.identity, id)
-		return "", Write{}, false
+		return "", Write{}, nil, false
 	}
 	dev := s.registered(p.identity)
 	if dev == nil {
 		s.deny(w, fail(http.StatusUnauthorized, wire.CodeNotRegistered), action, p.identity, id)
-		return "", Write{}, false
+		return "", Write{}, nil, false
 	}
 	body, aerr := readBody(r)
-	var nonce Write
 	if aerr == nil {
 		nonce, aerr = s.checkProof(r, body, p.identity, dev.pub)
 	}
@@ -1417,33 +1485,35 @@ func (s *Server) stateChange(w http.ResponseWriter, r *http.Request, action stri
 	}
 	if aerr != nil {
 		s.deny(w, aerr, action, p.identity, id)
-		return "", Write{}, false
+		return "", Write{}, nil, false
 	}
-	return p.identity, nonce, true
+	return p.identity, nonce, release, true
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
-	who, nonce, ok := s.stateChange(w, r, "rotate", false)
+	who, nonce, leave, ok := s.stateChange(w, r, "rotate", false)
 	if !ok {
 		return
 	}
+	defer leave()
 	v, err := s.rotate(r.PathValue("id"), who, "on demand", nil, nonce)
 	if errors.Is(err, errEnded) {
 		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "rotate", who, r.PathValue("id"))
 		return
 	}
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		s.commitFailed(w, err, "rotate", who, r.PathValue("id"))
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 }
 
 func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
-	who, nonce, ok := s.stateChange(w, r, "remove", true)
+	who, nonce, leave, ok := s.stateChange(w, r, "remove", true)
 	if !ok {
 		return
 	}
+	defer leave()
 	id, gone := r.PathValue("id"), r.PathValue("identity")
 	errNotMember := errors.New("not a participant")
 	v, err := s.rotate(id, who, "removed "+gone, func(rec *callRecord) error {
@@ -1460,23 +1530,35 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errEnded):
 		s.deny(w, fail(http.StatusGone, wire.CodeEnded), "remove", who, id)
 	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		s.commitFailed(w, err, "remove", who, id)
 	default:
 		writeJSON(w, http.StatusOK, wire.RotateResponse{Version: v})
 	}
 }
 
 func (s *Server) handleEnd(w http.ResponseWriter, r *http.Request) {
-	who, nonce, ok := s.stateChange(w, r, "end", true)
+	who, nonce, leave, ok := s.stateChange(w, r, "end", true)
 	if !ok {
 		return
 	}
+	defer leave()
 	err := s.endCall(r.PathValue("id"), who, "", nonce)
 	if err != nil && !errors.Is(err, errEnded) {
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
+		s.commitFailed(w, err, "end", who, r.PathValue("id"))
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// commitFailed answers a request whose state change did not commit: 403
+// device_revoked if another replica revoked the device meanwhile (see
+// proofDevice), else 503 (the client may retry, elsewhere too).
+func (s *Server) commitFailed(w http.ResponseWriter, err error, action, who, callID string) {
+	if errors.Is(err, errRevokedElsewhere) {
+		s.deny(w, errRevokedDevice(), action, who, callID)
+		return
+	}
+	writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: wire.CodeUnavailable})
 }
 
 // checkProof verifies a request's proof of freshness: a JWS by pub over the

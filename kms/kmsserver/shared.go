@@ -67,7 +67,7 @@ type replicas struct {
 // isTracked says whether a record of bucket is checked for conflicts and
 // followed across replicas.
 func isTracked(bucket string) bool {
-	return bucket == bucketCalls || bucket == bucketDevices || bucket == bucketMeta
+	return bucket == bucketCalls || bucket == bucketDevices || bucket == bucketMeta || bucket == bucketRevoked
 }
 
 func (r *replicas) knownSeq(id recordID) uint64 {
@@ -122,6 +122,20 @@ func (s *Server) commitShared(ctx context.Context, batch []*pending) (AuditHead,
 		}
 		var ok []*pending
 		for _, p := range batch {
+			p.revoked = false
+			if dev := proofDevice(p); dev != "" && validIdentity(dev) {
+				// A device's state change on one replica and its
+				// revocation on another are serialised here: whichever
+				// commits second sees the first.
+				rv, err := get(bucketRevoked, dev)
+				if err != nil {
+					return nil, err
+				}
+				if rv != nil {
+					p.revoked = true
+					continue
+				}
+			}
 			clash := false
 			for _, w := range p.writes {
 				if !isTracked(w.Bucket) {
@@ -237,7 +251,7 @@ func (s *Server) batchWrites(ctx context.Context, batch []*pending, head AuditHe
 // store still.
 func (s *Server) storeSeqs(ctx context.Context) (map[recordID]uint64, error) {
 	seqs := map[recordID]uint64{}
-	for _, b := range []string{bucketDevices, bucketCalls} {
+	for _, b := range []string{bucketDevices, bucketCalls, bucketRevoked} {
 		err := s.cfg.Store.ForEach(ctx, b, func(k string, v []byte) error {
 			seq, err := s.storedSeq(b, k, v)
 			seqs[recordID{b, k}] = seq
@@ -266,7 +280,7 @@ func (s *Server) storeSeqs(ctx context.Context) (map[recordID]uint64, error) {
 // noteCommitted records, after a successful shared commit, which stored
 // version of each record this server's memory now holds.
 func (s *Server) noteCommitted(p *pending) {
-	if s.shared == nil || p.conflict {
+	if s.shared == nil || p.conflict || p.revoked {
 		return
 	}
 	for _, w := range p.writes {
@@ -294,9 +308,12 @@ func (s *Server) follow() {
 				return
 			}
 			var err error
-			if c.Resync {
+			switch {
+			case c.Resync:
 				err = s.resync()
-			} else {
+			case c.Bucket == bucketRevoked:
+				err = s.refreshRevoked(c.Key)
+			default:
 				s.writeMu.Lock()
 				err = s.refreshLocked(recordID{c.Bucket, c.Key})
 				s.writeMu.Unlock()
@@ -308,8 +325,19 @@ func (s *Server) follow() {
 	}
 }
 
-// resync reads every device and call record again.
+// resync reads every revocation, device and call record again. The
+// revocations are read first, so that a call rotated by a revocation is
+// never held without the revocation, and once more at the end, for those
+// made meanwhile.
 func (s *Server) resync() error {
+	if err := s.resyncRevoked(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := s.resyncRevoked(); err != nil {
+			s.cfg.Logger.Warn("kmsserver: read the revocations again", "err", err)
+		}
+	}()
 	ctx := context.Background()
 	var ids []recordID
 	for _, b := range []string{bucketDevices, bucketCalls} {
@@ -340,8 +368,10 @@ func (s *Server) resync() error {
 // refreshLocked reads record id from the store and, if it is not the one
 // in memory, replaces the memory copy. The caller holds writeMu, so no
 // change of this server is between compute and apply.
+//
+// Revocations are followed by refreshRevoked instead, under revokeMu.
 func (s *Server) refreshLocked(id recordID) error {
-	if !isTracked(id.bucket) || id == (recordID{bucketMeta, metaHead}) {
+	if !isTracked(id.bucket) || id.bucket == bucketRevoked || id == (recordID{bucketMeta, metaHead}) {
 		return nil
 	}
 	ctx := context.Background()

@@ -40,7 +40,8 @@ type Store interface {
 
 // Write is one change in a [Store.Commit].
 type Write struct {
-	// Bucket groups keys: "devices", "calls", "audit" or "meta".
+	// Bucket groups keys: "devices", "calls", "revoked", "audit",
+	// "nonces" or "meta".
 	Bucket string
 	// Key names the value within its bucket.
 	Key string
@@ -54,7 +55,11 @@ const (
 	bucketCalls   = "calls"
 	bucketAudit   = "audit"
 	bucketNonces  = "nonces"
+	bucketRevoked = "revoked"
 )
+
+// buckets are every bucket the server writes.
+var buckets = []string{bucketDevices, bucketCalls, bucketRevoked, bucketAudit, bucketMeta, bucketNonces}
 
 // FileStore is the embedded [Store]: one bbolt file, fsynced on every commit.
 type FileStore struct {
@@ -88,7 +93,7 @@ func OpenFileStore(path string) (*FileStore, error) {
 			return struct{}{}, err
 		}
 		return struct{}{}, db.Update(func(tx *bolt.Tx) error {
-			for _, b := range []string{bucketDevices, bucketCalls, bucketAudit, bucketMeta, bucketNonces} {
+			for _, b := range buckets {
 				if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 					return err
 				}

@@ -263,6 +263,7 @@ const (
 	CodeBadToken           = "bad_token"
 	CodeNotRegistered      = "not_registered"
 	CodeForbidden          = "forbidden"
+	CodeDeviceRevoked      = "device_revoked" // 403: the operator revoked the device; every request
 	CodeNotFound           = "not_found"
 	CodeCompromised        = "compromised"
 	CodeDestroyed          = "destroyed"
