@@ -3,6 +3,7 @@ package kmsserver_test
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,5 +41,12 @@ func TestFileStoreLocked(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "locked by another") {
 		t.Fatalf("second open: %q does not say the file is locked by another process", err)
+	}
+}
+
+// The conformance suite's list of buckets is the server's.
+func TestBucketsListed(t *testing.T) {
+	if !slices.Equal(slices.Sorted(slices.Values(kmsserver.ServerBuckets)), slices.Sorted(slices.Values(storetest.Buckets))) {
+		t.Fatalf("server buckets %q, conformance suite %q", kmsserver.ServerBuckets, storetest.Buckets)
 	}
 }

@@ -31,6 +31,31 @@ func Run(t *testing.T, open Open) {
 	t.Run("ValueNotAliased", func(t *testing.T) { testValueNotAliased(t, open(t)) })
 	t.Run("ForEachStops", func(t *testing.T) { testForEachStops(t, open(t)) })
 	t.Run("CloseTwice", func(t *testing.T) { testCloseTwice(t, open(t)) })
+	t.Run("EveryBucket", func(t *testing.T) { testEveryBucket(t, open(t)) })
+}
+
+// Buckets are every bucket the server writes.
+var Buckets = []string{"devices", "calls", "revoked", "audit", "meta", "nonces"}
+
+// testEveryBucket writes, reads and lists a key in each bucket the server
+// uses, the revocations' included.
+func testEveryBucket(t *testing.T, s kmsserver.Store) {
+	defer s.Close()
+	var ws []kmsserver.Write
+	for _, b := range Buckets {
+		ws = append(ws, kmsserver.Write{Bucket: b, Key: "k", Value: []byte(b)})
+	}
+	commit(t, s, ws...)
+	for _, b := range Buckets {
+		if v := get(t, s, b, "k"); string(v) != b {
+			t.Errorf("%s/k = %q, want %q", b, v, b)
+		}
+		n := 0
+		s.ForEach(context.Background(), b, func(k string, v []byte) error { n++; return nil })
+		if n != 1 {
+			t.Errorf("ForEach of bucket %s saw %d keys, want 1", b, n)
+		}
+	}
 }
 
 func commit(t *testing.T, s kmsserver.Store, ws ...kmsserver.Write) {
