@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path"
@@ -392,4 +393,80 @@ func TestInteropPostgresCompactAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs.audit(rs.envs[2].Server)
+}
+
+// A revocation on one replica holds on every replica: a state change the
+// device asks of another replica right after RevokeDevice returned is
+// refused in its commit, its fetches there are refused as soon as that
+// replica has followed the revocation (before the new versions the
+// revocation's rotation made), a replica started afterwards loads it,
+// and a restoration on any replica lifts it everywhere.
+func TestInteropPostgresRevokeAcrossReplicas(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 2, kmsserver.Config{})
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFetch(ctx, bob, uri, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.envs[0].Server.RevokeDevice(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Rotate(ctx, uri); !errors.Is(err, kms.ErrDeviceRevoked) {
+		t.Fatalf("rotate on replica B right after the revocation on A: %v, want ErrDeviceRevoked", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		keys, err := bob.Fetch(ctx, uri)
+		if errors.Is(err, kms.ErrDeviceRevoked) {
+			break
+		}
+		for _, k := range keys {
+			if k.Version > 1 {
+				t.Fatalf("replica B delivered version %d, made by the revocation's rotation, to the revoked device", k.Version)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica B still serves the revoked device: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := waitFetch(ctx, alice, uri, 2); err != nil {
+		t.Fatalf("the revocation did not rotate the call: %v", err)
+	}
+	rs.add(kmsserver.Config{BaseURL: rs.envs[0].URL}) // loads the revocation
+	late := rs.envs[2]
+	cfg, err := late.ClientConfig("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.URLs = []string{rs.envs[0].URL} // the key URI's base; requests go to C first
+	bobC, err := kms.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bobC.Close()
+	if _, err := bobC.Fetch(ctx, uri); !errors.Is(err, kms.ErrDeviceRevoked) {
+		t.Fatalf("a replica started after the revocation: %v, want ErrDeviceRevoked", err)
+	}
+	if err := rs.envs[1].Server.RestoreDevice(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFetch(ctx, bobC, uri, 2); err != nil {
+		t.Fatalf("after restoring on B, replica C: %v", err)
+	}
+	entries := rs.audit(rs.envs[2].Server)
+	var got []string
+	for _, e := range entries {
+		if (e.Action == "revoke" || e.Action == "restore") && e.Detail == "bob" {
+			got = append(got, e.Action)
+		}
+	}
+	if !slices.Equal(got, []string{"revoke", "restore"}) {
+		t.Fatalf("audited %v, want [revoke restore]", got)
+	}
 }
