@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/fakeclock"
 	"github.com/securecall/securecall/internal/pgtest"
@@ -468,5 +470,42 @@ func TestInteropPostgresRevokeAcrossReplicas(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{"revoke", "restore"}) {
 		t.Fatalf("audited %v, want [revoke restore]", got)
+	}
+}
+
+// A state change of a device revoked on replica A (here a new call) is
+// refused by replica B in its commit even before B has followed the revocation: B's
+// listening connection is cut first, so that B hears of nothing until it
+// has reconnected and read everything again.
+func TestInteropPostgresRevokeRefusedInCommit(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 2, kmsserver.Config{})
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFetch(ctx, bob, uri, 1); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, rs.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var cut int
+	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN securecall_kms'`).Scan(&cut)
+	if err != nil || cut == 0 {
+		t.Fatalf("cutting the listening connections: %d, %v", cut, err)
+	}
+	if err := rs.envs[0].Server.RevokeDevice(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	// A new call conflicts with no record A changed (a rotation would,
+	// and fail over to A, which refuses it there).
+	if _, err := bob.CreateCall(ctx, kms.CallOptions{Participants: []string{"bob"}}); !errors.Is(err, kms.ErrDeviceRevoked) {
+		t.Fatalf("create on B, which has not followed the revocation on A: %v, want ErrDeviceRevoked", err)
 	}
 }
