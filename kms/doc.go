@@ -107,9 +107,14 @@
 //     already had (it had them) but can never fetch a later one: removal
 //     rotates in the same commit that removes it.
 //   - A stolen device certificate and key, or a stolen bearer token with its
-//     device key, act as that device until the certificate or token expires
-//     or the CA stops trusting it: they can fetch the keys of that device's
-//     calls. They cannot fetch other devices' calls. A stolen token alone
+//     device key, act as that device until the certificate or token expires,
+//     the CA stops trusting it, or the KMS operator revokes the device
+//     (kmsserver's Server.RevokeDevice): they can fetch the keys of that
+//     device's calls. A revoked device gets [ErrDeviceRevoked] (403
+//     "device_revoked") for every request, its watches end, it is never
+//     retried nor sent to another replica, and its calls rotate, so the
+//     keys it holds protect only media sent before the new versions
+//     activate. They cannot fetch other devices' calls. A stolen token alone
 //     (without the device key) cannot open deliveries and cannot sign
 //     proofs, but it can register a new device key for its subject; keep
 //     tokens short-lived. Device certificates must carry P-256 keys, and
@@ -137,8 +142,9 @@
 // [Client.Fetch] calls for one URI share one request. [Client.Watch] calls
 // its function on the goroutine that called Watch, never concurrently, and
 // returns when its context is done, when the client closes, or on a
-// permanent error ([ErrUnauthorized], [ErrForbidden], [ErrNotFound],
-// [ErrRevoked], [ErrEnded], [ErrRedirect], [ErrInvalidDelivery]); transient
+// permanent error ([ErrUnauthorized], [ErrForbidden], [ErrDeviceRevoked],
+// [ErrNotFound], [ErrRevoked], [ErrEnded], [ErrRedirect],
+// [ErrInvalidDelivery]); transient
 // errors are retried with exponential backoff and full jitter ([Backoff]).
 // While the KMS is unreachable, Fetch serves the last keys it fetched that
 // have not expired by [Config].Clock (default time.Now). After a 429 for its request rate the client sends

@@ -15,6 +15,32 @@
 // operator marks versions compromised or destroyed ([Server.SetKeyState])
 // and raises a call's minimum version ([Server.SetMinVersion]).
 //
+// The operator revokes a device, a lost or stolen one whose credentials
+// are still valid ([Server.RevokeDevice]; [Server.RestoreDevice] lifts
+// it). From when RevokeDevice returns, every request of that identity is
+// refused with 403 "device_revoked" (kms.ErrDeviceRevoked), whatever it
+// asks: register, create, fetch, watch, rotate, remove, end. The check
+// comes right after authentication, so a caller that cannot authenticate
+// as an identity learns nothing about whether it is revoked, and before
+// any other work. Each request holds a gate of its identity from that
+// check to the end of what it decides (its commit, or the response that
+// delivers keys), and RevokeDevice closes the gate while it commits: it
+// waits for the device's requests in progress (at most a request's
+// write timeout; watches let go of the gate while they wait), and none
+// of them completes anything after it returns. Running watches of the
+// device end at once. Then every running call the identity created or is
+// a participant of rotates, as a removal does (rotate entries, actor
+// operator, Detail "revoked <identity>"), and RevokeDevice returns once
+// they have; a server that stopped before rotating them rotates them at
+// its next start. What revocation cannot undo: the versions the device
+// already had still open whatever was sent under them, which includes
+// media sent until the new versions activate (ActivationDelay after
+// RevokeDevice) and any recording of it. A revocation is idempotent
+// (revoking a revoked identity, or restoring one that is not, changes
+// nothing, writes no audit entry, and returns nil), bounded
+// ([Config].MaxRevokedDevices), and validated: an identity that could not
+// be a participant's ([ErrInvalidIdentity]) changes nothing.
+//
 // Every delivery is signed by the KMS's signing key, then encrypted to the
 // device key (see package kms). The signing keys are created at the first
 // start and sealed in the store; [Server.SigningKeys] and
@@ -76,6 +102,7 @@
 //	rotation schedule       at least 1 s                      400 bad_request
 //	versions per response   the newest 64
 //	participants            1,024 per call, identities of at most 256 bytes
+//	revoked devices         100,000 at once                   ErrTooManyRevoked (operator)
 //	proof nonces            16 to 64 bytes; 100,000 remembered, then the
 //	                        device holding the most loses its oldest (see
 //	                        Model): its proofs dated at or before it get
@@ -93,7 +120,8 @@
 // of the HTTP limits.
 //
 // Every decision (register, create, fetch, watch, rotate, remove, end,
-// purge, state, min-version, signing-key; granted or denied) is appended to
+// purge, state, min-version, revoke, restore, signing-key; granted or
+// denied) is appended to
 // a hash-chained audit log; [Server.ExportAuditLog] writes it and
 // [VerifyAuditLog] checks it. Every field of an entry is bounded (a call id
 // that is not one this server could have made is recorded as
@@ -117,12 +145,26 @@
 // kmsserver/storetest holds the conformance tests every Store must pass.
 //
 // Durability: every state change (registration, call, version, state,
-// end, purge, signing key) is committed with its audit entry in one fsynced transaction
+// end, purge, revocation, signing key) is committed with its audit entry in one fsynced transaction
 // before the request is answered, so a crash loses nothing that was
 // acknowledged. Fetch entries are committed asynchronously by the same
 // group commit, normally within milliseconds, and aggregated denials every
 // DenialInterval (and on [Server.Flush]); a crash can lose the last of
 // them.
+//
+// Revocations are records of the bucket "revoked" (one per identity,
+// deleted on restoration), authenticated and checked at start like every
+// other record, and vouched for by audit checkpoints. A server of the
+// release before them does not know the bucket: on a store that holds
+// revocations it starts and ignores them, so a rollback to it silently
+// lifts every revocation while it runs, unless a compaction has removed
+// a revocation's audit entry, in which case the older server refuses to
+// start (the checkpoint names a record it does not load: "missing").
+// Rolling forward again restores them; but if the older server
+// compacted the log meanwhile, its checkpoint does not vouch for the
+// revocation records and this release refuses to start ("no audit entry
+// wrote it") until those records are removed (and the devices revoked
+// again). Do not roll back past this release while devices are revoked.
 //
 // # Deployment
 //
@@ -156,6 +198,17 @@
 //     nonces are shared: a proof used on one replica is refused on all.
 //     Audit compaction runs in the same locked transaction from the
 //     database's own records.
+//   - Revocations across replicas: a state change a revoked device asks
+//     of any replica is refused in its commit (the transaction reads the
+//     device's revocation), from the moment the revocation committed. A
+//     fetch or watch, which commits nothing, is refused once the replica
+//     has followed the revocation (about a millisecond on loopback; after
+//     a lost connection, once it has read everything again, revocations
+//     first and last). A replica follows the revocation before the
+//     rotations it causes, which commit after it, so no replica delivers
+//     the new versions to the revoked device. RevokeDevice on one replica
+//     waits only for the device's requests in progress on that replica.
+//     The bound is counted by each replica from what it holds.
 //   - Limits per replica: the request bucket, the watch count, the
 //     on-demand rotation bucket, the running-call quota and the nonce
 //     memory are counted by each replica alone, so with N replicas behind
@@ -184,8 +237,8 @@
 //     versions and the signing keys are sealed with AES-256-GCM under the
 //     KEK. Without the right KEK the server refuses to start.
 //   - Someone who can write the store file but has not the KEK cannot
-//     change what the server grants: every record (device, call, signing
-//     keys, audit entry, audit head, nonce) carries an HMAC-SHA256 under a
+//     change what the server grants: every record (device, call, revocation,
+//     signing keys, audit entry, audit head, nonce) carries an HMAC-SHA256 under a
 //     key derived from the KEK over its bucket, key, value and the
 //     sequence number of the audit entry written with it. At start the
 //     server checks every MAC, the whole audit chain, that the head is the
@@ -206,8 +259,9 @@
 //     already had but can never fetch a later one: removal rotates in the
 //     same commit that removes it.
 //   - A stolen device certificate and key, or a stolen bearer token with its
-//     device key, act as that device until the certificate or token expires
-//     or the CA stops trusting it. A stolen token alone cannot open
+//     device key, act as that device until the certificate or token expires,
+//     the CA stops trusting it, or the operator revokes it
+//     ([Server.RevokeDevice]; see Model). A stolen token alone cannot open
 //     deliveries or sign proofs, but it can register a new device key for
 //     its subject; keep tokens short-lived. With mutual TLS the registered
 //     key must be the certificate's.
