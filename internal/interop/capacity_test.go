@@ -37,6 +37,15 @@ import (
 // measurement window is exact: a frame sent in the window either arrives
 // (counted at the receiver by the phase it carries) or is lost.
 //
+// Four sender goroutines write the frames. Each spreads its send groups
+// (an Endpoint's or socket's ends, written in one batch, or a share of
+// the ends) evenly over twenty 1 ms offsets into the period, as the frames
+// of a gateway's calls, started at random moments, fall due all through
+// it; SECURECALL_CAPACITY_SEND=burst writes every frame at the start of
+// the period instead, as this harness did until 2026-12-02 (there the
+// floor rows skipped sends at 45% CPU from 3,200 pairs: the burst, not
+// the stack, was the limit).
+//
 // Rerun with (bounded: about N/50 s of setup plus 2 s + window + 1 s per
 // stack and N):
 //
@@ -70,6 +79,10 @@ const (
 	framePeriod  = 20 * time.Millisecond
 	// capacitySenders is how many goroutines send the frames of all ends.
 	capacitySenders = 4
+	// capacitySlots is how many offsets into the period the senders
+	// spread their send groups over (1 ms apart), unless
+	// SECURECALL_CAPACITY_SEND=burst.
+	capacitySlots = 20
 )
 
 // capacityStack is one stack under test: how to make the two ends of one
@@ -480,15 +493,16 @@ func windowProfile(stack string, n int) (stop func() error, err error) {
 	}, nil
 }
 
-// sendGroupsOf returns the stack's send groups, or the default: sender s
-// writes to the ends j with j%senders == s.
+// sendGroupsOf returns the stack's send groups, or the default: one group
+// per sender and slot, end j in group j%(senders*slots), so sender s
+// writes to the ends j with j%senders == s, spread over the period.
 func sendGroupsOf(stack capacityStack, ends []endpoint) []sendGroup {
 	if stack.sendGroups != nil {
 		return stack.sendGroups(ends)
 	}
-	groups := make([]sendGroup, capacitySenders)
+	groups := make([]sendGroup, capacitySenders*capacitySlots)
 	for j := range ends {
-		groups[j%capacitySenders].ends = append(groups[j%capacitySenders].ends, j)
+		groups[j%len(groups)].ends = append(groups[j%len(groups)].ends, j)
 	}
 	return groups
 }
@@ -596,6 +610,7 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		go recvs[i].run(rctx, e)
 	}
 	groups := sendGroupsOf(stack, ends)
+	spread := capacitySpread()
 	var phase atomic.Uint32
 	phase.Store(phaseWarmup)
 	var sentMeasure, sentAll, late, skipped atomic.Uint64
@@ -610,52 +625,81 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 			for i := range frame {
 				frame[i] = 0xff
 			}
-			next := time.Now()
+			// This sender's groups, each at its offset into the period:
+			// spread evenly over capacitySlots slots (the calls of a
+			// gateway start at random moments, so their frames fall due
+			// all through the period), or all at its start (burst).
+			var mine []int
+			for gi := s; gi < len(groups); gi += senders {
+				mine = append(mine, gi)
+			}
+			offset := func(m int) time.Duration {
+				if !spread {
+					return 0
+				}
+				return time.Duration(m*capacitySlots/max(len(mine), 1)) * (framePeriod / capacitySlots)
+			}
+			total := 0
+			for _, gi := range mine {
+				total += len(groups[gi].ends)
+			}
+			tick := time.Now() // the start of the current period
 			timer := time.NewTimer(0)
 			defer timer.Stop()
 			for {
-				select {
-				case <-stop:
-					return
-				case <-timer.C:
-				}
-				mine := 0
-				for gi := s; gi < len(groups); gi += senders {
-					g := groups[gi]
-					mine += len(g.ends)
-					send := func() {
-						for _, j := range g.ends {
-							now := time.Now()
-							if now.Sub(next) > framePeriod {
-								late.Add(1)
-							}
-							p := uint8(phase.Load())
-							binary.BigEndian.PutUint64(frame[0:8], uint64(now.UnixNano()))
-							frame[8] = p
-							if ends[j].WriteAudio(frame) == nil {
-								sentAll.Add(1)
-								if p == phaseMeasure {
-									sentMeasure.Add(1)
+				for m := 0; m < len(mine); {
+					due := tick.Add(offset(m))
+					if wait := time.Until(due); wait > 0 {
+						timer.Reset(wait)
+						select {
+						case <-stop:
+							return
+						case <-timer.C:
+						}
+					} else {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+					}
+					// Every group due by now leaves in this round.
+					for ; m < len(mine) && !tick.Add(offset(m)).After(time.Now()); m++ {
+						g := groups[mine[m]]
+						due := tick.Add(offset(m))
+						send := func() {
+							for _, j := range g.ends {
+								now := time.Now()
+								if now.Sub(due) > framePeriod {
+									late.Add(1)
+								}
+								p := uint8(phase.Load())
+								binary.BigEndian.PutUint64(frame[0:8], uint64(now.UnixNano()))
+								frame[8] = p
+								if ends[j].WriteAudio(frame) == nil {
+									sentAll.Add(1)
+									if p == phaseMeasure {
+										sentMeasure.Add(1)
+									}
 								}
 							}
 						}
-					}
-					if g.batch != nil {
-						g.batch(send)
-					} else {
-						send()
+						if g.batch != nil {
+							g.batch(send)
+						} else {
+							send()
+						}
 					}
 				}
-				next = next.Add(framePeriod)
+				tick = tick.Add(framePeriod)
 				// A sender more than a period behind skips the frames it
 				// missed rather than sending them in a burst, so that every
 				// stack is offered the same rate; they are counted.
-				if behind := time.Since(next); behind > framePeriod {
+				if behind := time.Since(tick); behind > framePeriod {
 					missed := int(behind / framePeriod)
-					skipped.Add(uint64(missed * mine))
-					next = next.Add(time.Duration(missed) * framePeriod)
+					skipped.Add(uint64(missed * total))
+					tick = tick.Add(time.Duration(missed) * framePeriod)
 				}
-				timer.Reset(max(time.Until(next), 0))
 			}
 		}()
 	}
@@ -769,6 +813,11 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 	res.p50, res.p99 = hist.quantile(0.50), hist.quantile(0.99)
 	return res, nil
 }
+
+// capacitySpread reports whether the senders spread the frames over the
+// period (the default) or send all at its start
+// (SECURECALL_CAPACITY_SEND=burst, as the harness did before 2026-12-02).
+func capacitySpread() bool { return os.Getenv("SECURECALL_CAPACITY_SEND") != "burst" }
 
 func capacityPairs() ([]int, error) {
 	s := os.Getenv("SECURECALL_CAPACITY_PAIRS")
