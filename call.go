@@ -71,10 +71,14 @@ type Call struct {
 	// that no completed exchange has carried yet (restart.go).
 	iceReset   bool
 	localCands []sdp.Candidate // the candidates of this end's last description
-	keyURI     string          // the call's key resource, once started
-	remoteSID  uint64          // the peer's session id, once started
-	remoteICE  sdp.ICE         // the peer's current ICE credentials, once started
-	version    uint64          // the origin version of this end's last description
+	// local and peer are this end's and the peer's descriptions of the
+	// last completed exchange: what a later offer of this end keeps
+	// (sdp.NewLaterOffer).
+	local, peer *sdp.Description
+	keyURI      string  // the call's key resource, once started
+	remoteSID   uint64  // the peer's session id, once started
+	remoteICE   sdp.ICE // the peer's current ICE credentials, once started
+	version     uint64  // the origin version of this end's last description
 	// lastOffer and lastAnswer are the origin version of the peer's last
 	// offer and the answer made to it, returned again when the offer is
 	// retransmitted; lastAnswerVersion is that of the last answer taken.
@@ -809,6 +813,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.version = answer.Origin.SessionVersion
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	c.local, c.peer = answer, remote
 	c.startedLocked(agreement, keyURI, remote.Origin.SessionID, false)
 	c.mu.Unlock()
 	c.start(agreement, keyURI, senderID("offerer", remote), senderID("answerer", answer))
@@ -902,6 +907,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 	c.version = answer.Origin.SessionVersion
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
+	c.local, c.peer = answer, remote
 	c.applyAgreementLocked(agreement)
 	if restart {
 		// Now, with lastOffer: a retransmission of this offer must find
@@ -1007,6 +1013,7 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	c.stopOfferTimerLocked()
 	c.offer = nil
 	c.lastAnswerVersion, c.answerTaken = remote.Origin.SessionVersion, true
+	c.local, c.peer = offer, remote
 	restarting := c.started
 	if restarting {
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}

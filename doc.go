@@ -161,7 +161,12 @@
 // holds it too. This end holds the peer with [Call.Hold] (a later offer
 // of sendonly that keeps the ICE session, or without ICE the addresses,
 // and the keys and codec) and resumes it with [Call.Resume]; the answer
-// goes to SetAnswer, which restarts nothing for it.
+// goes to SetAnswer, which restarts nothing for it. Every later offer of
+// a Call (Hold, Resume, Restart) is built from the last exchange and
+// carries nothing it did not agree: the same media sections, protos and
+// origin, a mid and a BUNDLE group only if the peer's description had
+// them, no a=rtcp beside an agreed rtcp-mux, and no ICE attribute (not
+// even ice-lite) toward a peer without ICE.
 // [Call.Direction] reports the direction; while this end may not send,
 // WriteRTP and WriteSample send nothing, return nil and count what they
 // withheld in [Stats].RTPWithheld, and RTCP goes on. A later exchange

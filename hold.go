@@ -31,7 +31,10 @@ type holdState struct {
 // else of this end's last description: the ICE credentials and
 // candidates (or, without ICE, the addresses), the fingerprint and DTLS
 // role, the key reference, the SDES crypto line, and the agreed codecs
-// with the call's codec first. Send it to the peer (a SIP re-INVITE) and
+// with the call's codec first; and it carries nothing the last exchange
+// did not agree: the same media sections and protos, a mid and BUNDLE
+// group only if the peer's description had them, no ICE toward a peer
+// without ICE (see sdp.NewLaterOffer). Send it to the peer (a SIP re-INVITE) and
 // pass its answer to SetAnswer, or abandon it with Rollback; an offer
 // that no answer meets within Config.RestartTimeout is rolled back by
 // itself, as a restart offer is. Nothing is restarted.
@@ -83,6 +86,7 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 		version uint64
 		reuse   []sdp.Candidate
 		agreed  sdp.Agreement
+		last    [2]*sdp.Description
 	)
 	err := c.begin(op, opLocalOffer, func() error {
 		why := ""
@@ -101,6 +105,7 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 		reuse = append([]sdp.Candidate{}, c.localCands...)
 		agreed = c.agreement
 		agreed.Codecs = append([]sdp.Format(nil), c.agreement.Codecs...)
+		last = [2]*sdp.Description{c.local, c.peer}
 		return nil
 	})
 	if err != nil {
@@ -110,7 +115,7 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 	if hold {
 		dir = sdp.SendOnly
 	}
-	d, text, err := c.describe(ctx, op, false, reuse, keying, keyURI, version+1, reofferOf(agreed, dir))
+	d, text, err := c.describe(ctx, op, false, reuse, keying, keyURI, version+1, reofferOf(last[0], last[1], agreed, dir))
 	if err != nil {
 		return "", err
 	}
@@ -126,25 +131,23 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 }
 
 // reofferOf returns the describe build step of a later offer that keeps
-// agreement a and says dir: the agreed codecs, the call's first; the DTLS
-// role the call has (RFC 4145: a role, not actpass, so that the peer
-// keeps the association); RTCP apart if the call runs it apart.
-func reofferOf(a sdp.Agreement, dir sdp.Direction) func(sdp.Capabilities) (*sdp.Description, error) {
+// the last exchange (this end's description last, the peer's peer) and
+// its agreement a, and says dir: sdp.NewLaterOffer with the agreed codecs,
+// the call's first, and the DTLS role the call has (RFC 4145: a role, not
+// actpass, so that the peer keeps the association).
+func reofferOf(last, peer *sdp.Description, a sdp.Agreement, dir sdp.Direction) func(sdp.Capabilities) (*sdp.Description, error) {
 	return func(caps sdp.Capabilities) (*sdp.Description, error) {
 		if len(a.Codecs) > 0 {
 			caps.Codecs = a.Codecs
 		}
-		d, err := sdp.NewOffer(caps)
+		d, err := sdp.NewLaterOffer(last, peer, caps)
 		if err != nil {
 			return nil, err
 		}
-		m := &d.Media[0]
+		m := firstAudio(d)
 		m.Direction = dir
 		if a.LocalSetup != "" {
 			m.Setup = a.LocalSetup
-		}
-		if !a.RTCPMux {
-			m.RTCPMux = false
 		}
 		return d, nil
 	}
@@ -195,6 +198,7 @@ func (c *Call) setReofferAnswerLocked(remote *sdp.Description, a sdp.Agreement) 
 	c.offer = nil
 	c.hold.holding, c.hold.offer = c.hold.hold, nil
 	c.lastAnswerVersion, c.answerTaken = remote.Origin.SessionVersion, true
+	c.local, c.peer = offer, remote
 	c.applyAgreementLocked(a)
 	c.mu.Unlock()
 	return nil
@@ -244,23 +248,22 @@ func (c *Call) keepHold(build func(sdp.Capabilities) (*sdp.Description, error), 
 	}
 }
 
-// restartOffer is the describe build step of Restart: sdp.NewOffer, saying
-// sendonly while this end holds the call, and without rtcp-mux when the
-// call runs RTCP on ICE component 2: the peer keeps its components for the
-// call's life (keepRTCPLocked) and refuses an offer that changes them.
+// restartOffer is the describe build step of Restart: sdp.NewLaterOffer
+// from the last exchange, so that the offer keeps what that exchange agreed
+// (its sections, mids and BUNDLE group, and RTCP apart when the call runs
+// it on ICE component 2: the peer keeps its components for the call's
+// life, keepRTCPLocked), with the new ICE credentials and candidates, and
+// saying sendonly while this end holds the call.
 func (c *Call) restartOffer(caps sdp.Capabilities) (*sdp.Description, error) {
-	d, err := sdp.NewOffer(caps)
+	c.mu.Lock()
+	holding, last, peer := c.hold.holding, c.local, c.peer
+	c.mu.Unlock()
+	d, err := sdp.NewLaterOffer(last, peer, caps)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	holding, mux := c.hold.holding, c.agreement.RTCPMux
-	c.mu.Unlock()
 	if holding {
-		d.Media[0].Direction = sdp.SendOnly
-	}
-	if !mux {
-		d.Media[0].RTCPMux = false
+		firstAudio(d).Direction = sdp.SendOnly
 	}
 	return d, nil
 }

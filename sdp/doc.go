@@ -16,6 +16,11 @@
 //
 // [NewOffer] builds an offer from local [Capabilities]; [NewAnswer] answers
 // a remote offer and [AcceptAnswer] checks the answer to a local offer.
+// [NewLaterOffer] builds a later offer of an established session (a hold,
+// a resume, an ICE restart) from the last exchange: it keeps that
+// exchange's media sections, protos and origin, and carries no mid,
+// BUNDLE group, rtcp port or ICE attribute that the peer's description
+// did not have (RFC 3264 section 8, RFC 8843).
 // Both return an [Agreement]: the keying mode, the common codecs, the DTLS
 // role, the peer's ICE credentials and candidates, the key reference or
 // SDES keys. What cannot be agreed fails with an error that wraps
@@ -45,8 +50,8 @@
 // unless "a=rtcp-mux" is agreed. A section without ice-ufrag and ice-pwd is
 // such a section ([Media.HasICE] is false); one credential without the
 // other, or candidates without credentials, is malformed. An answer to an
-// offer without ICE carries no ICE either, and Capabilities.NoICE makes an
-// offer without ICE. The [Agreement] says NoICE and gives the peer's RTP
+// offer without ICE carries no ICE either (not even ice-lite), and
+// Capabilities.NoICE makes an offer without ICE. The [Agreement] says NoICE and gives the peer's RTP
 // and RTCP addresses (RemoteRTP, RemoteRTCP) and whether RTCP is muxed. A
 // peer's addresses from the signaling are only where to send: whoever sends
 // from them is not thereby authenticated (see the securecall package for

@@ -54,7 +54,8 @@ type Capabilities struct {
 	// 2^62 is chosen (RFC 8829 section 5.2.1).
 	SessionID uint64
 	// NoICE leaves ICE out of the description, for peers that speak none
-	// (plain SIP, RFC 3264 alone): no credentials, options or candidates;
+	// (plain SIP, RFC 3264 alone): no credentials, options, candidates or
+	// ice-lite;
 	// the "m=" and "c=" lines carry the address of the first component-1
 	// UDP candidate of ICE.Candidates, and "a=rtcp" that of the first
 	// component-2 one. ICE credentials are then not required. An answer to
@@ -172,6 +173,25 @@ func NewOffer(c Capabilities) (*Description, error) {
 		return nil, err
 	}
 	m := c.localMedia(DefaultMID, c.Keying.proto(), !c.NoICE)
+	c.offerKeying(&m)
+	d := &Description{
+		Origin:      Origin{Username: "-", SessionID: c.SessionID, SessionVersion: defaultSessionVersion, Address: "0.0.0.0"},
+		SessionName: "-",
+		ICELite:     c.ICELite && !c.NoICE, // ice-lite is an ICE attribute
+		Bundle:      []string{DefaultMID},
+		Media:       []Media{m},
+	}
+	// Catch what the capabilities hold that cannot be written.
+	if err := d.check(); err != nil {
+		return nil, fmt.Errorf("sdp: capabilities: %w", err)
+	}
+	return d, nil
+}
+
+// offerKeying puts the codecs and the keying material of an offer into
+// m: fingerprints with setup actpass (dtls, hybrid), the key-mgmt
+// reference (kms, hybrid), every crypto line (sdes).
+func (c *Capabilities) offerKeying(m *Media) {
 	m.Formats = cloneFormats(c.Codecs)
 	if c.Keying.usesDTLS() {
 		m.Setup = SetupActpass
@@ -189,18 +209,6 @@ func NewOffer(c Capabilities) (*Description, error) {
 			m.Crypto = append(m.Crypto, cr)
 		}
 	}
-	d := &Description{
-		Origin:      Origin{Username: "-", SessionID: c.SessionID, SessionVersion: defaultSessionVersion, Address: "0.0.0.0"},
-		SessionName: "-",
-		ICELite:     c.ICELite,
-		Bundle:      []string{DefaultMID},
-		Media:       []Media{m},
-	}
-	// Catch what the capabilities hold that cannot be written.
-	if err := d.check(); err != nil {
-		return nil, fmt.Errorf("sdp: capabilities: %w", err)
-	}
-	return d, nil
 }
 
 // localMedia returns an audio section with this endpoint's transport,
@@ -452,7 +460,7 @@ func NewAnswer(offer *Description, c Capabilities) (*Description, Agreement, err
 	answer := &Description{
 		Origin:      Origin{Username: "-", SessionID: c.SessionID, SessionVersion: defaultSessionVersion, Address: "0.0.0.0"},
 		SessionName: "-",
-		ICELite:     c.ICELite,
+		ICELite:     c.ICELite && !noICE, // ice-lite is an ICE attribute
 	}
 	for i := range offer.Media {
 		if i == idx {
