@@ -69,8 +69,11 @@ type Call struct {
 	gathered bool
 	// iceReset: ICE restarted for a description of this started call
 	// that no completed exchange has carried yet (restart.go).
-	iceReset   bool
-	localCands []sdp.Candidate // the candidates of this end's last description
+	iceReset bool
+	// localCands are the candidates of this end's last gathering that its
+	// descriptions carry (none with trickle), trickle those it trickled.
+	localCands []sdp.Candidate
+	trickle    trickleState
 	// local and peer are this end's and the peer's descriptions of the
 	// last completed exchange: what a later offer of this end keeps
 	// (sdp.NewLaterOffer).
@@ -321,14 +324,65 @@ func (c *Call) gather(ctx context.Context) ([]sdp.Candidate, error) {
 		return nil, fmt.Errorf("securecall: gather candidates: %w", ErrClosed)
 	}
 	c.wg.Add(1)
+	c.trickle = trickleState{gen: c.trickle.gen + 1}
+	gen := c.trickle.gen
 	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
-		if err := c.ice.Gather(c.ctx, c.cfg.OnCandidate); err != nil && c.ctx.Err() == nil {
+		err := c.ice.Gather(c.ctx, func(cand sdp.Candidate) {
+			c.trickled(gen, cand)
+			c.cfg.OnCandidate(cand)
+		})
+		switch {
+		case err == nil:
+			c.mu.Lock()
+			if c.trickle.gen == gen {
+				c.trickle.done = true
+			}
+			c.mu.Unlock()
+		case c.ctx.Err() == nil:
 			c.log.Warn("securecall: gathering failed", "err", err)
 		}
 	}()
 	return nil, nil
+}
+
+// trickleState is what this end has trickled (Config.OnCandidate) in its
+// current gathering, which each new set of ICE credentials starts: the
+// candidates, in order, and whether the gathering is done. gen numbers
+// the gatherings, so that a late report of an earlier one changes
+// nothing. The candidates are this host's own, one per interface,
+// address family and type, so the list stays short.
+type trickleState struct {
+	gen   uint64
+	cands []sdp.Candidate
+	done  bool
+}
+
+// trickled records cand, trickled by gathering gen, before OnCandidate
+// hands it to the application: from then on it is signalled, and every
+// later description that keeps the ICE session carries it.
+func (c *Call) trickled(gen uint64, cand sdp.Candidate) {
+	c.mu.Lock()
+	if c.trickle.gen == gen {
+		c.trickle.cands = append(c.trickle.cands, cand)
+	}
+	c.mu.Unlock()
+}
+
+// keptCandidatesLocked returns (c.mu held) the candidates of a later
+// description that keeps the ICE session, and whether it says
+// end-of-candidates: every local candidate signalled so far, in the last
+// description or trickled (RFC 8839 section 4.4.1.2.2), with
+// end-of-candidates once a trickled gathering is done (RFC 8838), so
+// that a peer that reads the description as a full one (a SIP B2BUA
+// that does not trickle, a stack that replaces its remote candidates
+// with each description's) keeps the path.
+func (c *Call) keptCandidatesLocked() ([]sdp.Candidate, bool) {
+	cands := make([]sdp.Candidate, 0, len(c.localCands)+len(c.trickle.cands))
+	cands = append(cands, c.localCands...)
+	cands = append(cands, c.trickle.cands...)
+	return cands, c.cfg.OnCandidate != nil && c.trickle.done
 }
 
 // begin takes the signaling step op for the method named name, unless the
@@ -399,12 +453,20 @@ func (c *Call) abort() {
 // describe gathers candidates (after giving ICE fresh credentials if
 // restartICE) and builds this end's description from them with build,
 // numbering it version unless that is zero. On failure it undoes begin.
-// With reuse set it gathers nothing and describes those candidates, for a
-// description that keeps the ICE session.
-func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse []sdp.Candidate, keying sdp.Keying, keyURI string,
+// With keep set it gathers nothing and describes the candidates signalled
+// so far (keptCandidatesLocked), for a description that keeps the ICE
+// session.
+func (c *Call) describe(ctx context.Context, op string, restartICE, keep bool, keying sdp.Keying, keyURI string,
 	version uint64, build func(sdp.Capabilities) (*sdp.Description, error)) (*sdp.Description, string, error) {
-	cands := reuse
-	if reuse == nil {
+	var (
+		cands []sdp.Candidate
+		eoc   bool
+	)
+	if keep {
+		c.mu.Lock()
+		cands, eoc = c.keptCandidatesLocked()
+		c.mu.Unlock()
+	} else {
 		if restartICE {
 			if _, err := c.ice.Restart(ctx); err != nil {
 				c.abort()
@@ -424,6 +486,7 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 		}
 	}
 	caps := c.capabilities(keying, keyURI, cands)
+	caps.ICE.EndOfCandidates = eoc
 	if err := c.sipCapabilities(&caps); err != nil {
 		c.abort()
 		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
@@ -441,9 +504,11 @@ func (c *Call) describe(ctx context.Context, op string, restartICE bool, reuse [
 		c.abort()
 		return nil, "", fmt.Errorf("securecall: %s: %w", op, err)
 	}
-	c.mu.Lock()
-	c.localCands = append([]sdp.Candidate{}, cands...)
-	c.mu.Unlock()
+	if !keep {
+		c.mu.Lock()
+		c.localCands = cands
+		c.mu.Unlock()
+	}
 	if h := testHookDescribed; h != nil {
 		h(c, op)
 	}
@@ -504,7 +569,7 @@ func (c *Call) Offer(ctx context.Context) (string, error) {
 		c.abort()
 		return "", err
 	}
-	d, text, err := c.describe(ctx, "Offer", restartICE, nil, keying, c.cfg.KeyURI, c.nextVersion(), sdp.NewOffer)
+	d, text, err := c.describe(ctx, "Offer", restartICE, false, keying, c.cfg.KeyURI, c.nextVersion(), sdp.NewOffer)
 	if err != nil {
 		return "", err
 	}
@@ -799,7 +864,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 	restartICE = c.gathered // a rolled-back offer of this end gathered already
 	c.mu.Unlock()
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", restartICE, nil, keying, keyURI, c.nextVersion(), answerTo(remote, &agreement))
+	answer, text, err := c.describe(ctx, "Answer", restartICE, false, keying, keyURI, c.nextVersion(), answerTo(remote, &agreement))
 	if err != nil {
 		return "", err
 	}
@@ -844,7 +909,6 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		keying  sdp.Keying
 		keyURI  string
 		version uint64
-		reuse   []sdp.Candidate
 	)
 	// The call's keying and key never change once started.
 	c.mu.Lock()
@@ -882,7 +946,6 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 			if err := c.refuseKeptICELocked(remote); err != nil {
 				return err
 			}
-			reuse = append([]sdp.Candidate{}, c.localCands...)
 		}
 		return nil
 	})
@@ -890,7 +953,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 		return "", err
 	}
 	var agreement sdp.Agreement
-	answer, text, err := c.describe(ctx, "Answer", restart, reuse, keying, keyURI, version+1,
+	answer, text, err := c.describe(ctx, "Answer", restart, !restart, keying, keyURI, version+1,
 		c.keepHold(c.answerKeeping(remote, &agreement), &agreement))
 	if err != nil {
 		return "", err
@@ -1081,7 +1144,7 @@ func (c *Call) Restart(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d, text, err := c.describe(ctx, "Restart", true, nil, keying, keyURI, version+1, c.restartOffer)
+	d, text, err := c.describe(ctx, "Restart", true, false, keying, keyURI, version+1, c.restartOffer)
 	if err != nil {
 		return "", err
 	}

@@ -73,7 +73,11 @@ type Config struct {
 	// [Call.AddRemoteCandidate]. If nil, Offer and Answer wait for
 	// gathering to complete and put every candidate in the description.
 	// It is called on a goroutine of the Call, never concurrently with
-	// itself.
+	// itself. A later description that keeps the ICE session (Hold,
+	// Resume, the answer to a later offer) carries every candidate passed
+	// here so far, and a=end-of-candidates once gathering is done, so
+	// that a peer that takes it as a full description keeps the path; a
+	// restart's description starts again with none.
 	OnCandidate func(sdp.Candidate)
 
 	// Media configures the media session: key budgets, the replay window,

@@ -84,7 +84,6 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 		keying  sdp.Keying
 		keyURI  string
 		version uint64
-		reuse   []sdp.Candidate
 		agreed  sdp.Agreement
 		last    [2]*sdp.Description
 	)
@@ -102,7 +101,6 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 			return &StateError{Op: op, State: c.state, Why: why}
 		}
 		keying, keyURI, version = c.keying, c.keyURI, c.version
-		reuse = append([]sdp.Candidate{}, c.localCands...)
 		agreed = c.agreement
 		agreed.Codecs = append([]sdp.Format(nil), c.agreement.Codecs...)
 		last = [2]*sdp.Description{c.local, c.peer}
@@ -115,7 +113,7 @@ func (c *Call) reoffer(ctx context.Context, op string, hold bool) (string, error
 	if hold {
 		dir = sdp.SendOnly
 	}
-	d, text, err := c.describe(ctx, op, false, reuse, keying, keyURI, version+1, reofferOf(last[0], last[1], agreed, dir))
+	d, text, err := c.describe(ctx, op, false, true, keying, keyURI, version+1, reofferOf(last[0], last[1], agreed, dir))
 	if err != nil {
 		return "", err
 	}
