@@ -79,7 +79,7 @@ type Call struct {
 	// (sdp.NewLaterOffer).
 	local, peer *sdp.Description
 	keyURI      string  // the call's key resource, once started
-	remoteSID   uint64  // the peer's session id, once started
+	remoteSID   uint64  // the peer's session id, once started (session.go)
 	remoteICE   sdp.ICE // the peer's current ICE credentials, once started
 	version     uint64  // the origin version of this end's last description
 	// lastOffer and lastAnswer are the origin version of the peer's last
@@ -89,6 +89,7 @@ type Call struct {
 	lastAnswer        string
 	lastAnswerVersion uint64
 	answerTaken       bool          // SetAnswer has taken an answer
+	leftSessions      []leftSession // sessions of the peer's that it left (session.go)
 	idle              chan struct{} // closed when the description being made is done
 	agreement         sdp.Agreement
 	started           bool // the connect goroutine has been started
@@ -602,7 +603,7 @@ const (
 	offerRepeat                      // the last offer again: answer as before
 	offerRestart                     // new ICE credentials: an ICE restart
 	offerNoRestart                   // a new version with the same ICE session
-	offerNotForCall                  // from another session than the call's
+	offerNotForCall                  // from another session than the call's, which it cannot take (session.go)
 	offerStale                       // older than the last offer answered
 )
 
@@ -617,14 +618,21 @@ func (c *Call) classifyOffer(remote *sdp.Description) offerKind {
 	if !c.started {
 		return offerFirst
 	}
+	creds := descICE(remote)
+	sameICE := creds.Ufrag == c.remoteICE.Ufrag && creds.Pwd == c.remoteICE.Pwd
 	if remote.Origin.SessionID != c.remoteSID {
-		return offerNotForCall
+		// Its versions are its own: neither a repeat nor stale here.
+		switch {
+		case c.otherSessionLocked("Answer", remote.Origin.SessionID, remote.Origin.SessionVersion) != nil:
+			return offerNotForCall
+		case !sameICE:
+			return offerRestart
+		}
+		return offerNoRestart
 	}
 	if c.lastAnswer != "" && remote.Origin.SessionVersion < c.lastOffer {
 		return offerStale
 	}
-	creds := descICE(remote)
-	sameICE := creds.Ufrag == c.remoteICE.Ufrag && creds.Pwd == c.remoteICE.Pwd
 	switch {
 	case !sameICE:
 		return offerRestart
@@ -703,6 +711,22 @@ func (c *Call) winsGlareLocked(remote *sdp.Description) bool {
 // holds for SetAnswer's later answers. A later offer that changes whether a
 // call with ICE multiplexes RTCP is refused the same way: the ICE transport
 // keeps its components for the call's life.
+//
+// A later offer whose o= session id is not the one the peer's descriptions
+// had (RFC 3264 forbids the change, but B2BUAs and border elements that
+// pass on the SDP of whoever is behind them make it, after a transfer for
+// example) is judged by the keying. In kms and hybrid keying the session
+// ids name the call's senders in the key schedule, so the call cannot take
+// it: Answer returns a *SessionChangedError (errors.Is ErrSessionChanged),
+// changes nothing, and the call goes on with the party it has; to reach the
+// new party, close the call and answer its offer with a new Call. In dtls
+// and sdes keying the session id names no key: the offer is judged as any
+// later offer (the keys and fingerprint the call started with must stay,
+// or it is refused as above) and, once answered, its session is the peer's
+// and its o= versions count afresh; a later description of the session the
+// peer left, with a version no newer than the last the call took from it
+// (a late copy), is refused with a *StateError and changes nothing. The
+// same holds for SetAnswer's answers.
 func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 	remote, err := sdp.Unmarshal([]byte(offer))
 	if err != nil {
@@ -725,6 +749,9 @@ func (c *Call) Answer(ctx context.Context, offer string) (string, error) {
 var errStartedMeanwhile = errors.New("securecall: the call started meanwhile")
 
 func (c *Call) answer(ctx context.Context, remote *sdp.Description) (string, error) {
+	if err := c.refuseOwn("Answer", remote); err != nil {
+		return "", err
+	}
 	c.mu.Lock()
 	if err := c.waitIdleLocked(ctx); err != nil {
 		c.mu.Unlock()
@@ -732,12 +759,16 @@ func (c *Call) answer(ctx context.Context, remote *sdp.Description) (string, err
 	}
 	kind := c.classifyOffer(remote)
 	last := c.lastAnswer
+	var notForCall error
+	if kind == offerNotForCall {
+		notForCall = c.otherSessionLocked("Answer", remote.Origin.SessionID, remote.Origin.SessionVersion)
+	}
 	c.mu.Unlock()
 	switch kind {
 	case offerRepeat:
 		return last, nil
 	case offerNotForCall:
-		return "", &StateError{Op: "Answer", State: c.State(), Why: "the call has started and this offer is from another session"}
+		return "", notForCall
 	case offerStale:
 		return "", &StateError{Op: "Answer", State: c.State(), Why: "the offer's o= version is older than the last offer answered (a late copy of an earlier offer)"}
 	case offerRestart, offerNoRestart:
@@ -799,9 +830,6 @@ func (c *Call) waitIdleLocked(ctx context.Context) error {
 
 // answerFirst answers the offer that starts the call.
 func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string, error) {
-	if err := c.refuseOwn("Answer", remote); err != nil {
-		return "", err
-	}
 	keying, err := c.offerKeying(remote)
 	if err != nil {
 		return "", fmt.Errorf("securecall: Answer: %w", err)
@@ -969,6 +997,7 @@ func (c *Call) answerAgain(ctx context.Context, remote *sdp.Description, restart
 	}
 	c.version = answer.Origin.SessionVersion
 	c.signaling, _ = c.signaling.next(opLocalAnswer)
+	c.takeSessionLocked(remote.Origin.SessionID)
 	c.lastOffer, c.lastAnswer = remote.Origin.SessionVersion, text
 	c.local, c.peer = answer, remote
 	c.applyAgreementLocked(agreement)
@@ -1000,8 +1029,10 @@ func (c *Call) olderThanPeerLocked(version uint64) bool {
 // same answer taken twice (a retransmission) is accepted again and
 // changes nothing, and a late copy of an earlier answer of the started
 // call (an o= version below the peer's last description) is refused with
-// a *StateError and changes nothing. Connecting starts at once; Connect
-// waits for it.
+// a *StateError and changes nothing. An answer of a started call from
+// another o= session than the peer's is judged as Answer judges such an
+// offer (see [Call.Answer]). Connecting starts at once; Connect waits for
+// it.
 //
 // The answer to a Restart offer gives ICE the peer's new credentials and
 // candidates. The answer to a Hold or Resume offer keeps the ICE session
@@ -1058,8 +1089,10 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 			agreement.Keying, c.keying, sdp.ErrNegotiation)
 	}
 	if c.started && remote.Origin.SessionID != c.remoteSID {
-		c.mu.Unlock()
-		return &StateError{Op: "SetAnswer", State: c.state, Why: "the answer is from another session than the call's"}
+		if err := c.otherSessionLocked("SetAnswer", remote.Origin.SessionID, remote.Origin.SessionVersion); err != nil {
+			c.mu.Unlock()
+			return err
+		}
 	}
 	if err := c.checkLaterLocked("SetAnswer", &agreement); err != nil {
 		c.mu.Unlock()
@@ -1075,9 +1108,12 @@ func (c *Call) SetAnswer(ctx context.Context, answer string) error {
 	c.signaling, _ = c.signaling.next(opRemoteAnswer)
 	c.stopOfferTimerLocked()
 	c.offer = nil
+	restarting := c.started
+	if restarting {
+		c.takeSessionLocked(remote.Origin.SessionID)
+	}
 	c.lastAnswerVersion, c.answerTaken = remote.Origin.SessionVersion, true
 	c.local, c.peer = offer, remote
-	restarting := c.started
 	if restarting {
 		c.remoteICE = sdp.ICE{Ufrag: agreement.Remote.Ufrag, Pwd: agreement.Remote.Pwd}
 		c.iceReset = false

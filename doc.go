@@ -108,7 +108,15 @@
 // address, from a border element after a transfer or a phone that changed
 // network) moves the stream to the new signalled address under the same
 // rules, and one whose address the call would not take for a first offer
-// is refused and changes nothing.
+// is refused and changes nothing. Such gear may also change the o= session
+// id inside one dialog (a B2BUA passing on the new party's description
+// after a transfer), which RFC 3264 forbids: in sdes and dtls keying, where
+// the session id names no key, a Call takes the description as the peer's
+// session from then on (its keys and fingerprint must still be the call's);
+// in kms and hybrid keying the session ids name the call's senders in the
+// key schedule, so Answer and SetAnswer refuse it with a
+// [*SessionChangedError] and the call goes on unchanged: a new party needs
+// a new Call.
 //
 // # Media path
 //

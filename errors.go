@@ -68,3 +68,36 @@ func (e *DowngradeError) Unwrap() []error { return []error{ErrDowngrade, sdp.Err
 // losing end's Answer rolls its own offer back and answers. The call is
 // unchanged by the refused offer.
 var ErrGlare = errors.New("securecall: offers crossed (glare); this end's pending offer wins, the peer answers it")
+
+// ErrSessionChanged is wrapped by the error Answer and SetAnswer return for
+// a later description of a started call in kms or hybrid keying whose o=
+// session id is not the one the peer's descriptions had so far (a B2BUA
+// that passes through the SDP of a new party after a transfer, say). The
+// error is a [*SessionChangedError]; see it for what to do.
+var ErrSessionChanged = errors.New("securecall: the peer's description is from another SDP session")
+
+// SessionChangedError reports a later description refused because its o=
+// session id differs from the peer's session id that the call runs with,
+// in kms or hybrid keying: there the session ids name the call's two
+// senders in the key schedule (docs/keyschedule.md), so the media keys
+// of the session that the description belongs to are not the call's. The
+// call is unchanged by the refused description and goes on with the party
+// it has; to talk to the other session's party, end this call (Close) and
+// make a new Call that answers that party's offer or offers anew. In dtls
+// and sdes keying the session id names no key, and a Call takes such a
+// description (see [Call.Answer]). errors.Is(err, ErrSessionChanged) holds.
+type SessionChangedError struct {
+	Op      string     // the method, "Answer" or "SetAnswer"
+	Keying  sdp.Keying // the call's keying, kms or hybrid
+	Session uint64     // the peer's session id that the call runs with
+	Got     uint64     // the session id of the refused description
+}
+
+func (e *SessionChangedError) Error() string {
+	return fmt.Sprintf("securecall: %s: the peer's description is from another SDP session (o= session id %d, the call's %d): "+
+		"in %s keying the session ids name the call's senders in the key schedule, so the call keeps its session; "+
+		"to talk to the new session's party, close this call and start a new Call", e.Op, e.Got, e.Session, e.Keying)
+}
+
+// Unwrap returns ErrSessionChanged.
+func (e *SessionChangedError) Unwrap() error { return ErrSessionChanged }

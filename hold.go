@@ -195,6 +195,7 @@ func (c *Call) setReofferAnswerLocked(remote *sdp.Description, a sdp.Agreement) 
 	c.stopOfferTimerLocked()
 	c.offer = nil
 	c.hold.holding, c.hold.offer = c.hold.hold, nil
+	c.takeSessionLocked(remote.Origin.SessionID)
 	c.lastAnswerVersion, c.answerTaken = remote.Origin.SessionVersion, true
 	c.local, c.peer = offer, remote
 	c.applyAgreementLocked(a)
