@@ -37,14 +37,14 @@ import (
 // measurement window is exact: a frame sent in the window either arrives
 // (counted at the receiver by the phase it carries) or is lost.
 //
-// Four sender goroutines write the frames. Each spreads its send groups
-// (an Endpoint's or socket's ends, written in one batch, or a share of
-// the ends) evenly over twenty 1 ms offsets into the period, as the frames
-// of a gateway's calls, started at random moments, fall due all through
-// it; SECURECALL_CAPACITY_SEND=burst writes every frame at the start of
-// the period instead, as this harness did until 2026-12-02 (there the
-// floor rows skipped sends at 45% CPU from 3,200 pairs: the burst, not
-// the stack, was the limit).
+// Four sender goroutines write the frames, by default every frame at the
+// start of the period. With SECURECALL_CAPACITY_SEND=spread each sender
+// spreads its send groups (an Endpoint's or socket's ends, written in one
+// batch, or a share of the ends) evenly over twenty 1 ms offsets into the
+// period, as the frames of a gateway's calls, started at random moments,
+// fall due all through it: with the burst, the floor rows (no stack at
+// all) skipped sends at 45% CPU from 3,200 pairs, so at high N the burst,
+// not the stack, can be the limit.
 //
 // Rerun with (bounded: about N/50 s of setup plus 2 s + window + 1 s per
 // stack and N):
@@ -80,8 +80,8 @@ const (
 	// capacitySenders is how many goroutines send the frames of all ends.
 	capacitySenders = 4
 	// capacitySlots is how many offsets into the period the senders
-	// spread their send groups over (1 ms apart), unless
-	// SECURECALL_CAPACITY_SEND=burst.
+	// spread their send groups over (1 ms apart) with
+	// SECURECALL_CAPACITY_SEND=spread.
 	capacitySlots = 20
 )
 
@@ -815,9 +815,9 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 }
 
 // capacitySpread reports whether the senders spread the frames over the
-// period (the default) or send all at its start
-// (SECURECALL_CAPACITY_SEND=burst, as the harness did before 2026-12-02).
-func capacitySpread() bool { return os.Getenv("SECURECALL_CAPACITY_SEND") != "burst" }
+// period (SECURECALL_CAPACITY_SEND=spread) or send all at its start (the
+// default, as every figure in BENCHMARKS.md before 2026-12-02).
+func capacitySpread() bool { return os.Getenv("SECURECALL_CAPACITY_SEND") == "spread" }
 
 func capacityPairs() ([]int, error) {
 	s := os.Getenv("SECURECALL_CAPACITY_PAIRS")
