@@ -91,7 +91,9 @@ type Quality struct {
 	Remote RemoteReport
 	// RTT is the round-trip time from the last report block that answered
 	// one of this side's sender reports (RFC 3550 section 6.4.1, LSR and
-	// DLSR); zero until measured. Only a side that sends RTP gets it.
+	// DLSR); zero until measured. Its resolution is 1/65536 s: a shorter
+	// round trip reads as that, about 15 µs. Only a side that sends RTP
+	// gets it.
 	RTT time.Duration
 	// RFactor and MOS estimate the listening quality of the received
 	// stream so far (its cumulative loss, current jitter and RTT) with a

@@ -325,7 +325,10 @@ func (q *reports) blocks(b []byte, count int, now time.Time, ourSSRC uint32) {
 		if rb.lsr != 0 {
 			rtt := int32(ntpMiddle(ntpTime(now)) - rb.lsr - rb.dlsr)
 			if rtt >= 0 {
-				q.rtt = time.Duration(int64(rtt) * int64(time.Second) / 65536)
+				// A round trip below the fields' resolution (0 units,
+				// loopback on a fast machine) reads as one unit, about
+				// 15 µs, not as zero, which means "not measured".
+				q.rtt = time.Duration(int64(max(rtt, 1)) * int64(time.Second) / 65536)
 			}
 		}
 	}
