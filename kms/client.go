@@ -258,13 +258,31 @@ func wipeKeys(m map[uint32]media.CallKey) {
 	}
 }
 
-// callID checks that uri names a call key at this client's KMS.
+// callID checks that uri names a call key at this client's KMS. The URI
+// comes from the signaling path, so the call id must be one path segment
+// that a KMS could have made: 1 to 128 of URL's unreserved characters
+// (RFC 3986 section 2.3; the reference KMS makes 22 of base64url), and not
+// a dot segment, which URL path rules resolve to another resource.
 func (c *Client) callID(uri string) (string, error) {
 	id, ok := c.cutBase(uri)
-	if !ok || id == "" || len(id) > 128 || strings.ContainsAny(id, "/?#%") {
+	if !ok || !validCallID(id) {
 		return "", fmt.Errorf("kms: key URI %q is not a call key of %s: %w", uri, c.base, ErrNotFound)
 	}
 	return id, nil
+}
+
+func validCallID(id string) bool {
+	if id == "" || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '-', b == '.', b == '_', b == '~':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Register registers the device's public key under its authenticated

@@ -154,3 +154,25 @@ func TestClientFailoverStaysInSet(t *testing.T) {
 		t.Fatal("an http failover address was accepted")
 	}
 }
+
+// A key URI comes from the signaling path: a call id that no KMS makes
+// (a dot segment, which the URL path rules would resolve into another
+// resource, a control character, a space, anything outside the
+// unreserved characters) is refused before any request is sent.
+func TestClientRefusesMalformedCallID(t *testing.T) {
+	env := startEnv(t, devkms.Options{}, "alice")
+	fake, hits := fakeReplica(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+	})
+	c := failoverClient(t, env, "alice", fake.URL)
+	ctx := ctxT(t)
+	for _, id := range []string{".", "..", "a\x00b", "a b", "a\x7f", "caf\u00e9", "a\tb", "a\\b", "a;b", "a\"b"} {
+		before := hits.Load()
+		if _, err := c.Fetch(ctx, fake.URL+"/v1/calls/"+id); !errors.Is(err, kms.ErrNotFound) {
+			t.Errorf("fetch of call id %q: %v, want ErrNotFound", id, err)
+		}
+		if hits.Load() != before {
+			t.Errorf("fetch of call id %q reached the KMS", id)
+		}
+	}
+}
