@@ -33,7 +33,11 @@
 // KMS's signing keys ([Config].KMSKeys) and checks the signature and that
 // the signed claims equal the envelope and the request.
 // The key URI is https://kms-host/v1/calls/{id}: it names the key and carries
-// nothing secret, so the SDP can carry it.
+// nothing secret, so the SDP can carry it. Since it comes from the signaling
+// path, the client takes only a URI under one of its configured KMS addresses
+// whose id is 1 to 128 of URL's unreserved characters (A-Z a-z 0-9 - . _ ~)
+// and not "." or ".."; any other is refused with [ErrNotFound] before a
+// request is sent.
 //
 // A call ends when its creator ends it ([Client.EndCall]) or at the KMS's
 // maximum call lifetime: it rotates no more, its keys are never delivered
