@@ -147,6 +147,9 @@ func New(cfg Config) (*Call, error) {
 		cfg.Media.HandshakeTimeout < 0 || cfg.Media.SilenceTimeout < 0 {
 		return nil, errors.New("securecall: Media has a negative duration or a packet limit beyond SRTP's 2^48")
 	}
+	if cfg.OnGatheringDone != nil && cfg.OnCandidate == nil {
+		return nil, errors.New("securecall: OnGatheringDone needs OnCandidate (trickle ICE)")
+	}
 	if err := checkSIPConfig(&cfg); err != nil {
 		return nil, err
 	}
@@ -331,18 +334,25 @@ func (c *Call) gather(ctx context.Context) ([]sdp.Candidate, error) {
 	go func() {
 		defer c.wg.Done()
 		err := c.ice.Gather(c.ctx, func(cand sdp.Candidate) {
-			c.trickled(gen, cand)
-			c.cfg.OnCandidate(cand)
-		})
-		switch {
-		case err == nil:
-			c.mu.Lock()
-			if c.trickle.gen == gen {
-				c.trickle.done = true
+			if c.trickled(gen, cand) {
+				c.cfg.OnCandidate(cand)
 			}
-			c.mu.Unlock()
-		case c.ctx.Err() == nil:
+		})
+		c.mu.Lock()
+		current := c.trickle.gen == gen && !c.closed
+		if current && err == nil {
+			c.trickle.done = true
+		}
+		c.mu.Unlock()
+		if !current || c.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
 			c.log.Warn("securecall: gathering failed", "err", err)
+			err = fmt.Errorf("securecall: gather candidates: %w", err)
+		}
+		if c.cfg.OnGatheringDone != nil {
+			c.cfg.OnGatheringDone(err)
 		}
 	}()
 	return nil, nil
@@ -362,13 +372,17 @@ type trickleState struct {
 
 // trickled records cand, trickled by gathering gen, before OnCandidate
 // hands it to the application: from then on it is signalled, and every
-// later description that keeps the ICE session carries it.
-func (c *Call) trickled(gen uint64, cand sdp.Candidate) {
+// later description that keeps the ICE session carries it. It reports
+// false, and records nothing, for a gathering that a restart replaced:
+// its candidate belongs to credentials the peer no longer checks.
+func (c *Call) trickled(gen uint64, cand sdp.Candidate) bool {
 	c.mu.Lock()
-	if c.trickle.gen == gen {
-		c.trickle.cands = append(c.trickle.cands, cand)
+	defer c.mu.Unlock()
+	if c.trickle.gen != gen || c.closed {
+		return false
 	}
-	c.mu.Unlock()
+	c.trickle.cands = append(c.trickle.cands, cand)
+	return true
 }
 
 // keptCandidatesLocked returns (c.mu held) the candidates of a later

@@ -80,6 +80,20 @@ type Config struct {
 	// restart's description starts again with none.
 	OnCandidate func(sdp.Candidate)
 
+	// OnGatheringDone, if set (it needs OnCandidate), is called once a
+	// trickled gathering has handed its last candidate to OnCandidate, on
+	// the same goroutine and after it, so that the application can tell
+	// the peer that no more candidates follow (RFC 8838 section 4: an
+	// a=end-of-candidates in a SIP INFO, RFC 8840, or a null candidate
+	// to a browser). err is nil when the gathering completed, and says
+	// why when it failed (under ice.RelayOnly with no TURN server
+	// answering, for one), when the call has no candidate to send and
+	// should be ended or retried. Each gathering (the first description,
+	// each Restart) reports at most once; one that a restart replaced, or
+	// that Close cut short, reports nothing, and from then on neither it
+	// nor OnCandidate hands over anything of that gathering.
+	OnGatheringDone func(err error)
+
 	// Media configures the media session: key budgets, the replay window,
 	// rotation requests and media-silence reports. If zero, see
 	// [MediaConfig] for its defaults.
