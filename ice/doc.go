@@ -305,8 +305,9 @@
 // Transport's consent: the agent's queue holds 16, the Endpoint
 // remembers the last 4 nominations per ufrag until pion answers them, and
 // a flood of forged checks by anyone who saw the ufrag (in the SDP, and
-// in clear in every check) must not crowd out the genuine ones. pion
-// checks the rest. Datagrams for no known ufrag, transaction or 5-tuple,
+// in clear in every check) must not crowd out the genuine ones. A parked
+// Transport's consent relies on that one check and does not repeat it;
+// pion checks the rest. Datagrams for no known ufrag, transaction or 5-tuple,
 // and the requests and responses that fail, are dropped and counted
 // ([EndpointStats].Unrouted); STUN passes the same guard as on a
 // Transport's own sockets before pion parses it.

@@ -166,6 +166,10 @@ type Endpoint struct {
 	msgs     []ipv4.Message // the flushing writer's
 
 	stats endpointCounters
+	// macChecked, if set (tests only, before any traffic), is called for
+	// each MESSAGE-INTEGRITY the Endpoint or a parked Transport's consent
+	// verifies.
+	macChecked func()
 
 	ifsMu sync.Mutex
 	ifs   []*transport.Interface // the interface list its Transports share
@@ -633,6 +637,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		} else {
 			key = cs.localPwd
 		}
+		e.countMAC()
 		if !authentic(b, key) {
 			e.stats.unrouted.Add(1)
 			return
@@ -647,6 +652,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		// Only the response the peer signed answers: a forgery by someone
 		// who saw the transaction ID must not consume it (the genuine
 		// response would then be unrouted) nor claim its source.
+		e.countMAC()
 		if !authentic(b, answered.responseKey()) {
 			e.stats.unrouted.Add(1)
 			return
@@ -683,6 +689,12 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 	e.stats.stun.Add(1)
 	if !to.deliver(b, src) {
 		e.stats.queueDrops.Add(1)
+	}
+}
+
+func (e *Endpoint) countMAC() {
+	if e.macChecked != nil {
+		e.macChecked()
 	}
 }
 

@@ -168,3 +168,53 @@ func TestEndpointPendingBoundedPerCall(t *testing.T) {
 		t.Fatalf("%d transactions remembered for 2 calls, want at most %d", n, 2*maxPendingTx)
 	}
 }
+
+// A parked Transport's consent checks MESSAGE-INTEGRITY once per STUN
+// message: the Endpoint verifies a request (with the local password) and
+// a response (with the peer's) before it hands either to the session,
+// which must not verify it again (one HMAC-SHA1, about 1 µs, per check).
+func TestEndpointConsentVerifiesOnce(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	var macs int
+	e.macChecked = func() { macs++ } // the reader sees no traffic: only this goroutine dispatches
+	u, err := e.attach(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.detach(u)
+	peer := silentPeer(t)
+	var heard int
+	cs := &consentSession{
+		use: u, localUfrag: "local", localPwd: "localpasswordlocalpassword",
+		remoteUfrag: "peer", remotePwd: "remotepasswordremotepassword",
+		remote: peer, lite: true, disc: time.Hour, fail: time.Hour,
+		report: func(pice.ConnectionState) { heard++ },
+	}
+	e.startConsent(cs)
+	defer e.stopConsent(cs)
+
+	cs.heard.Store(0)
+	e.dispatchSTUN(nominatingRequest(t, [12]byte{1}, cs.localUfrag, cs.localPwd), peer)
+	if cs.heard.Load() == 0 {
+		t.Fatal("the peer's signed request did not count as consent")
+	}
+	if macs != 1 {
+		t.Errorf("%d MESSAGE-INTEGRITY verifications for one consent request, want 1", macs)
+	}
+
+	macs = 0
+	cs.heard.Store(0)
+	id := [12]byte{2}
+	e.mu.Lock()
+	e.addPendingLocked(id, pendingTx{cs: cs})
+	e.mu.Unlock()
+	e.dispatchSTUN(bindingSuccess(t, id, peer, cs.remotePwd), peer)
+	if cs.heard.Load() == 0 {
+		t.Fatal("the peer's signed response did not count as consent")
+	}
+	if macs != 1 {
+		t.Errorf("%d MESSAGE-INTEGRITY verifications for one consent response, want 1", macs)
+	}
+}
