@@ -185,25 +185,33 @@ type Config struct {
 	// The Transport uses a clone and never modifies it.
 	TLSConfig *tls.Config
 	// OnPathChange, if set, is called each time the selected path changes,
-	// with the new path. It runs on a goroutine owned by the Transport,
-	// never concurrently with itself, and must not call Close.
+	// with the new path. OnPathChange, OnConnectivity and OnFailed are
+	// called in the order the Transport made the reports, one at a time
+	// (never concurrently with each other), never after Close has
+	// returned, and never on the goroutine of a call into the Transport:
+	// on pion's notifier goroutines, an Endpoint's consent goroutine, the
+	// restart timer's goroutine, the goroutine of a parked Transport's
+	// restarted checks, or a goroutine the Transport starts for a report
+	// of Restart. They must not call Close (which waits for the
+	// one in progress); they may call Restart. A report that belongs to
+	// the path before a Restart and comes after it is dropped.
 	OnPathChange func(Path)
 
 	// OnConnectivity, if set, is called with false when the connected path
 	// stops answering (no consent or response within DisconnectedTimeout)
-	// and with true when it answers again, for example after Restart. It
-	// is called only for changes after Connect has succeeded, on pion's
-	// notifier goroutine, never concurrently with itself or OnFailed, and
-	// never after Close has returned; it must not call Close (which waits
-	// for it).
+	// or Restart drops it, and with true when it answers again or, after
+	// a Restart, when the restart's new path answers. It is called only
+	// for changes after Connect has succeeded; see OnPathChange for where
+	// it runs.
 	OnConnectivity func(connected bool)
 	// OnFailed, if set, is called once when a Transport whose Connect
 	// succeeded has lost its path for good: nothing answered for
-	// DisconnectedTimeout plus FailedTimeout (30 s with the defaults),
-	// also while the checks of a Restart run. err wraps ErrNoPath. The
-	// Transport then carries nothing more; only Close is left to do. It
-	// runs on pion's notifier goroutine, never concurrently with
-	// OnConnectivity, and must not call Close.
+	// DisconnectedTimeout plus FailedTimeout (30 s with the defaults); or
+	// a Restart selected no pair within as long (err is then a
+	// *RestartTimeoutError); or, on an Endpoint, a Restart's checks found
+	// no path within ConnectTimeout. err wraps ErrNoPath. The Transport
+	// then carries nothing more and reports nothing more; only Close is
+	// left to do. See OnPathChange for where it runs.
 	OnFailed func(err error)
 	// MaxRemoteCandidates is how many of the peer's candidates the
 	// Transport takes between ICE restarts; the rest are dropped, counted

@@ -143,8 +143,13 @@
 //     [DefaultFailedTimeout]); [DefaultConnectTimeout] bounds Connect. A
 //     connected path silent for DisconnectedTimeout is reported down
 //     (Config.OnConnectivity); silent for FailedTimeout more (30 s in all
-//     by default, also while a Restart's checks run) it has failed for
-//     good (Config.OnFailed, with an error wrapping [ErrNoPath]).
+//     by default) it has failed for good (Config.OnFailed, with an error
+//     wrapping [ErrNoPath]). A Restart reports the path down at once and
+//     arms one timer of as long (30 s): a restart that selects no pair
+//     by then (the peer never answered, the application rolled it back,
+//     or no pair works) fails with a [RestartTimeoutError]; the timer is
+//     stopped when the new pair is selected, another Restart begins or
+//     Close runs, so an idle call owns none.
 //
 // pion names the local end of a pair by its base, so a direct path through
 // NAT is reported as host (or srflx) to srflx or prflx; [Path.Direct] says
@@ -235,8 +240,18 @@
 // # Concurrency
 //
 // A Transport's methods may be called from any goroutine. Gather calls its
-// function on the calling goroutine; [Config.OnPathChange] runs on a
-// goroutine owned by the Transport, one call at a time. The net.Conn from
+// function on the calling goroutine. [Config.OnPathChange],
+// [Config.OnConnectivity] and [Config.OnFailed] pass through one ordered
+// queue per Transport: they run one at a time, in order, on the goroutine
+// that made the first report while none was running (pion's notifier
+// goroutines, an Endpoint's consent goroutine, the restart timer's, that
+// of a parked Transport's restarted checks) or, for the report Restart
+// makes, on a goroutine started for it; never on the
+// goroutine of a call into the Transport, and never after Close. Each
+// report carries its restart generation: one that pion (or a parked
+// Transport's consent) makes for the path before a Restart and that
+// arrives after it is dropped, also when it arrives after the restart's
+// new pair was selected. The net.Conn from
 // Connect allows one reader and concurrent writers. Close waits for every
 // goroutine the Transport started.
 //
@@ -330,10 +345,12 @@
 // answer in between OnConnectivity(true), as pion's agent reports them;
 // those callbacks then run on the consent goroutine, so they must not
 // block; Close waits for one in progress and none runs after it (Restart
-// from inside one does not wait). Restart on a parked Transport makes a new pion agent (with the
-// same configuration and the new credentials); SetRemote starts its checks
-// in the background, bounded by ConnectTimeout (OnFailed if no path), and
-// the Transport parks again once a pair is selected. A parked Transport
+// from inside one does not wait). Restart on a parked Transport makes a
+// new pion agent (with the same configuration and the new credentials),
+// which runs no checks until SetRemote: the restart timer fails a restart
+// that is never answered. SetRemote starts its checks in the background,
+// bounded by ConnectTimeout (OnFailed if no path), and the Transport parks
+// again once a pair is selected. A parked Transport
 // ignores trickled remote candidates (the path is chosen; pion does not
 // renominate either) and refuses Gather until Restart. The peer may keep
 // checking pairs it had in flight: those are answered too. Transports with

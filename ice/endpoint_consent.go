@@ -39,7 +39,7 @@ type consentSession struct {
 	priority    uint32
 	interval    time.Duration
 	disc, fail  time.Duration
-	report      func(pice.ConnectionState) // the Transport's onState
+	report      func(pice.ConnectionState) // the Transport's consentState, for its generation
 
 	heard   atomic.Int64 // unix ns of the last consent from the peer
 	stopped atomic.Bool  // no more checks or answers
@@ -260,6 +260,7 @@ func (t *Transport) park(controlling bool) error {
 	}
 	t.mu.Lock()
 	local, remote := t.local, t.remote
+	gen := t.gen.Load() // the session reports for this generation only
 	t.mu.Unlock()
 	var tb [8]byte
 	if _, err := rand.Read(tb[:]); err != nil {
@@ -279,7 +280,7 @@ func (t *Transport) park(controlling bool) error {
 		interval:    t.cfg.KeepaliveInterval,
 		disc:        t.cfg.DisconnectedTimeout,
 		fail:        t.cfg.FailedTimeout,
-		report:      t.onState,
+		report:      func(s pice.ConnectionState) { t.consentState(gen, s) },
 	}
 	// The session first, so that no check of the peer's goes unanswered
 	// between pion's close and the session's start.
@@ -301,7 +302,7 @@ func (t *Transport) park(controlling bool) error {
 	ag := t.ag()
 	t.mu.Unlock()
 	// pion reports Closed, which noteConnectivity ignores; its notifier
-	// has finished when GracefulClose returns, so onState has one caller.
+	// has finished when GracefulClose returns.
 	_ = ag.GracefulClose()
 	// Drop the closed agent (its candidates, check list and buffers): a
 	// restart makes a new one.

@@ -14,14 +14,26 @@ import (
 // connectedPair connects two Transports of cfg on loopback, a controlling.
 func connectedPair(t *testing.T, cfg Config) (a, b *Transport) {
 	t.Helper()
+	return connectedPairOf(t, cfg, cfg)
+}
+
+// onLoopback keeps cfg's gathering on 127.0.0.1.
+func onLoopback(cfg Config) Config {
 	cfg.InterfaceFilter = func(name string) bool { return name == "lo" }
 	cfg.IPFilter = func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.1") }
 	cfg.Networks = []Network{UDP4}
+	return cfg
+}
+
+// connectedPairOf connects a Transport of cfgA (controlling) with one of
+// cfgB on loopback.
+func connectedPairOf(t *testing.T, cfgA, cfgB Config) (a, b *Transport) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var cands [2][]sdp.Candidate
 	var trs [2]*Transport
-	for i := range trs {
+	for i, cfg := range []Config{onLoopback(cfgA), onLoopback(cfgB)} {
 		tr, err := NewTransport(cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -162,12 +162,17 @@ func (c *component) restart(creds Credentials) error {
 		return nil
 	}
 	s.red.add(creds.Pwd)
+	// The same gate as component 1's: a late report of the old
+	// generation must not fail the Transport (OnFailed).
+	gen := s.beginRestart(false)
 	if err := s.ag().Restart(creds.Ufrag, creds.Pwd); err != nil {
+		s.abortRestart()
 		return fmt.Errorf("ice: restart RTCP component: %w", err)
 	}
 	s.mu.Lock()
 	s.local = creds
 	s.path = Path{}
+	s.gen.Store(gen)
 	s.mu.Unlock()
 	return nil
 }

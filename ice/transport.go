@@ -50,7 +50,6 @@ type Transport struct {
 	site    siteNetworks       // DirectOnly: the remote addresses allowed
 	refused refusals           // DirectOnly: the last address refused
 
-	pathMu sync.Mutex // serializes OnPathChange
 	mu     sync.Mutex
 	local  Credentials
 	remote Peer
@@ -64,17 +63,42 @@ type Transport struct {
 	// controlling is the role Connect took; read by the role-conflict
 	// layer, which answers only for a controlled Lite agent.
 	controlling bool
-	// everUp, wasUp and failReported track what OnConnectivity and
-	// OnFailed last reported; pion's notifier goroutine and, once parked,
-	// the Endpoint's consent goroutine touch them, under noteMu.
-	noteMu        sync.Mutex
+	// reports delivers OnPathChange, OnConnectivity and OnFailed in
+	// order (report.go). everUp, wasUp and failReported track what they
+	// last reported; only the report being delivered touches them.
+	reports       reportQueue
 	everUp, wasUp bool
+	connectOK     atomic.Bool   // Connect has returned its path: the first connection
 	failReported  bool          // OnFailed has been called
 	failed        chan struct{} // closed when the checks fail
-	closing       chan struct{} // closed by Close
-	failedOnce    sync.Once
-	conn          pathConn
-	ep            *endpointUse // on a shared Endpoint; nil otherwise
+	// gen is the restart generation: Restart adds one (under mu, once
+	// pion's agent has dropped the old pair). A report of an older
+	// generation is not delivered.
+	gen atomic.Uint64
+	// The restart gate, under gateMu: what pion's state notifier may
+	// still deliver from before the last Restart, and that Restart's
+	// timer.
+	gateMu sync.Mutex
+	// lastState is the last state the current pion agent reported.
+	lastState pice.ConnectionState
+	// awaitMarker: pion's Checking for the last Restart is still to
+	// come; the states its notifier delivers before it are the old
+	// generation's.
+	awaitMarker bool
+	// restarting: no pair has been selected since the Restart of
+	// generation restartGen; its timer (stopTimer) fails it when none is
+	// within DisconnectedTimeout plus FailedTimeout.
+	restarting bool
+	restartGen uint64
+	answered   bool        // SetRemote gave the peer's credentials for that restart
+	stopTimer  func() bool // the restart timer's Stop; nil when none is armed
+	// afterFunc is the clock seam for the restart timer: time.AfterFunc
+	// (tests replace it before Restart).
+	afterFunc  func(d time.Duration, f func()) (stop func() bool)
+	closing    chan struct{} // closed by Close
+	failedOnce sync.Once
+	conn       pathConn
+	ep         *endpointUse // on a shared Endpoint; nil otherwise
 	// On an Endpoint, once connected, the Transport is parked: its pion
 	// agent is closed and consent runs on the Endpoint (endpoint_consent.go).
 	consent   *consentSession
@@ -110,7 +134,11 @@ func newTransport(cfg Config, creds *Credentials) (*Transport, error) {
 		failed:  make(chan struct{}),
 		closing: make(chan struct{}),
 		limit:   candidateLimit{maxRemote: cfg.MaxRemoteCandidates, maxPairs: cfg.MaxCandidatePairs, log: cfg.Logger},
+		afterFunc: func(d time.Duration, f func()) func() bool {
+			return time.AfterFunc(d, f).Stop
+		},
 	}
+	t.reports.init(t.deliver)
 	var (
 		urls       []*stun.URI
 		parsed     []*stun.URI
@@ -310,7 +338,7 @@ func (t *Transport) newAgent(acfg *pice.AgentConfig) error {
 		_ = agent.GracefulClose()
 		return fmt.Errorf("ice: %w", err)
 	}
-	if err := agent.OnConnectionStateChange(t.onState); err != nil {
+	if err := agent.OnConnectionStateChange(func(s pice.ConnectionState) { t.agentState(agent, s) }); err != nil {
 		_ = agent.GracefulClose()
 		return fmt.Errorf("ice: %w", err)
 	}
@@ -733,6 +761,7 @@ func (t *Transport) Connect(ctx context.Context, remote Peer, controlling bool) 
 		return nil, fmt.Errorf("ice: connect: %w", net.ErrClosed)
 	}
 	t.conn = c
+	t.connectOK.Store(true)
 	controlling = t.controlling // as connectAgent settled it (Lite)
 	t.mu.Unlock()
 	if t.ep != nil {
@@ -813,7 +842,8 @@ func (t *Transport) connectAgent(ctx context.Context, remote Peer, controlling b
 
 // noteConnectivity reports to OnConnectivity when a connected path stops
 // or starts answering again, and to OnFailed when it has failed for good.
-// The first connection is Connect's to report.
+// The first connection is Connect's to report. It runs as a report is
+// delivered (deliver).
 func (t *Transport) noteConnectivity(s pice.ConnectionState) {
 	var up bool
 	switch s {
@@ -851,20 +881,107 @@ func (t *Transport) noteConnectivity(s pice.ConnectionState) {
 	}
 }
 
-// onState runs on pion's notifier goroutine or, for a parked Transport,
-// on its Endpoint's consent goroutine.
-func (t *Transport) onState(s pice.ConnectionState) {
+// agentState takes a connection state that pion's agent ag reports, on
+// its notifier goroutine. After a Restart, pion may still deliver states
+// of the old generation: on the same agent (a Transport with its own
+// sockets) they come before the Checking that pion's Restart reports
+// when the agent was past Checking, so the gate drops them until that
+// Checking (awaitMarker). Until the restart's new pair is selected there
+// is no path to lose: Disconnected and Failed are dropped (the restart
+// timer fails a restart that finds no path), and Connected counts only
+// with a pair selected.
+func (t *Transport) agentState(ag *pice.Agent, s pice.ConnectionState) {
 	t.cfg.Logger.Debug("ice: connection state", "state", s.String())
-	t.noteMu.Lock()
-	t.noteConnectivity(s)
-	t.noteMu.Unlock()
+	t.gateMu.Lock()
+	stale := false
+	switch {
+	case t.awaitMarker:
+		t.awaitMarker = s != pice.ConnectionStateChecking
+		stale = true
+	case t.restarting:
+		switch s {
+		case pice.ConnectionStateConnected, pice.ConnectionStateCompleted:
+			pair, err := ag.GetSelectedCandidatePair()
+			stale = err != nil || pair == nil
+			if !stale {
+				t.endRestartLocked()
+			}
+		case pice.ConnectionStateDisconnected, pice.ConnectionStateFailed:
+			stale = true
+		}
+	}
+	t.lastState = s
+	gen := t.gen.Load()
+	t.gateMu.Unlock()
+	if stale {
+		t.cfg.Logger.Debug("ice: a connection state from before the last restart, ignored", "state", s.String())
+		return
+	}
+	t.report(gen, s)
+}
+
+// consentState takes a connection state that the consent session of
+// generation gen reports, on the Endpoint's consent goroutine.
+func (t *Transport) consentState(gen uint64, s pice.ConnectionState) {
+	if gen != t.gen.Load() {
+		return // a session that a Restart retired as it reported
+	}
+	t.report(gen, s)
+}
+
+func (t *Transport) report(gen uint64, s pice.ConnectionState) {
 	if s == pice.ConnectionStateFailed {
 		t.failedOnce.Do(func() { close(t.failed) })
+	}
+	t.reports.add(report{gen: gen, kind: reportState, state: s})
+}
+
+// deliver tells the application what r reports, unless r belongs to a
+// generation before the last Restart or the Transport has failed.
+func (t *Transport) deliver(r report) {
+	if r.gen != t.gen.Load() || t.failReported {
+		return
+	}
+	if !t.everUp && t.connectOK.Load() {
+		// pion's report of the first connection may come after Connect
+		// returned, and after a Restart that drops it as stale.
+		t.everUp, t.wasUp = true, true
+	}
+	switch r.kind {
+	case reportState:
+		t.noteConnectivity(r.state)
+	case reportPath:
+		if t.cfg.OnPathChange != nil {
+			p := r.path
+			p.RTT = t.rtt.rtt()
+			t.cfg.OnPathChange(p)
+		}
+	case reportDown:
+		if t.wasUp {
+			t.wasUp = false
+			if t.cfg.OnConnectivity != nil {
+				t.cfg.OnConnectivity(false)
+			}
+		}
+	case reportFailed:
+		t.failReported = true
+		if t.wasUp {
+			t.wasUp = false
+			if t.cfg.OnConnectivity != nil {
+				t.cfg.OnConnectivity(false)
+			}
+		}
+		if t.cfg.OnFailed != nil {
+			t.cfg.OnFailed(r.err)
+		}
 	}
 }
 
 // onSelected runs on pion's notifier goroutine, one call at a time.
 func (t *Transport) onSelected(local, remote pice.Candidate) {
+	// The generation first: a pair that is still selected after it was
+	// read belongs to it (Restart adds one once pion dropped the pair).
+	gen := t.gen.Load()
 	if !t.selectedNow(local, remote) {
 		return
 	}
@@ -880,16 +997,16 @@ func (t *Transport) onSelected(local, remote pice.Candidate) {
 	}
 	p := t.makePath(local, remote)
 	t.mu.Lock()
+	if t.gen.Load() != gen {
+		t.mu.Unlock()
+		return // a Restart dropped the pair meanwhile
+	}
 	t.path = p
 	p = t.withAttestationLocked(p)
 	t.mu.Unlock()
 	t.cfg.Logger.Debug("ice: selected path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay)
-	if t.cfg.OnPathChange != nil {
-		p.RTT = t.rtt.rtt()
-		t.pathMu.Lock()
-		defer t.pathMu.Unlock()
-		t.cfg.OnPathChange(p)
-	}
+	t.pathSelected(gen)
+	t.reports.add(report{gen: gen, kind: reportPath, path: p})
 }
 
 // selectedNow reports whether local and remote are, as far as a Path
@@ -997,10 +1114,14 @@ func (t *Transport) Path() Path {
 // the peer, and gives the peer's new ones to SetRemote and
 // AddRemoteCandidate. The net.Conn from Connect stays usable: packets
 // written before a new path is selected are dropped, as on a network
-// without a route. After a Gather that returned before gathering ended
-// (its ctx ended), Restart first waits for that gathering to end, on ICE
-// component 1 and on the RTCP component if it runs, or for ctx, which
-// then fails it with nothing changed.
+// without a route. A connected Transport reports the path down
+// (Config.OnConnectivity(false), on another goroutine) and arms a timer:
+// if no new pair is selected within DisconnectedTimeout plus
+// FailedTimeout, Config.OnFailed gets a *RestartTimeoutError. After a
+// Gather that returned before gathering ended (its ctx ended), Restart
+// first waits for that gathering to end, on ICE component 1 and on the
+// RTCP component if it runs, or for ctx, which then fails it with nothing
+// changed.
 func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	if err := ctx.Err(); err != nil {
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
@@ -1020,6 +1141,7 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	parked, cs := t.parked, t.consent
 	t.mu.Unlock()
 	t.red.add(creds.Pwd)
+	gen := t.beginRestart(parked)
 	if parked {
 		// pion's agent is closed: the restart gets a new one, whose checks
 		// SetRemote starts. The old session reports nothing more; Restart
@@ -1037,9 +1159,11 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		err := t.newAgent(&acfg)
 		t.mu.Unlock()
 		if err != nil {
+			t.abortRestart()
 			return Credentials{}, fmt.Errorf("ice: restart: %w", err)
 		}
 	} else if err := t.ag().Restart(creds.Ufrag, creds.Pwd); err != nil {
+		t.abortRestart()
 		return Credentials{}, fmt.Errorf("ice: restart: %w", err)
 	}
 	if err := t.comp.restart(creds); err != nil {
@@ -1050,6 +1174,10 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 	t.local = creds
 	t.path = Path{}
 	t.peerLocal = nil
+	// pion's agent has dropped the old pair: from now on its reports,
+	// and those of the old consent session, are of the old generation.
+	t.gen.Store(gen)
+	connected := t.conn != nil
 	t.mu.Unlock()
 	if t.ep != nil {
 		// Before Gather, where pion's agent takes the new ufrag's
@@ -1057,6 +1185,12 @@ func (t *Transport) Restart(ctx context.Context) (Credentials, error) {
 		t.ep.setLocal(creds)
 		t.ep.e.release(t.ep)
 	}
+	if connected {
+		t.armRestartTimer(gen)
+	}
+	// On a goroutine of the queue's: the caller may hold locks that
+	// OnConnectivity takes.
+	t.reports.addAsync(report{gen: gen, kind: reportDown})
 	return creds, nil
 }
 
@@ -1117,12 +1251,18 @@ func (t *Transport) SetRemote(remote Peer) error {
 	if redial {
 		t.bg.Add(1)
 	}
+	gen := t.gen.Load()
 	t.mu.Unlock()
+	t.gateMu.Lock()
+	if t.restarting && t.restartGen == gen {
+		t.answered = true
+	}
+	t.gateMu.Unlock()
 	if t.ep != nil {
 		t.ep.setPeer(remote)
 	}
 	if redial {
-		go t.reconnect(remote)
+		go t.reconnect(gen, remote)
 		return nil
 	}
 	ag := t.ag()
@@ -1137,8 +1277,9 @@ func (t *Transport) SetRemote(remote Peer) error {
 
 // reconnect runs the checks of a restart after park on the new agent and
 // parks the Transport again once a pair is selected. A path that is not
-// found within ConnectTimeout is reported to OnFailed.
-func (t *Transport) reconnect(remote Peer) {
+// found within ConnectTimeout is reported to OnFailed, unless another
+// Restart followed the one of generation gen.
+func (t *Transport) reconnect(gen uint64, remote Peer) {
 	defer t.bg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.ConnectTimeout)
 	defer cancel()
@@ -1156,9 +1297,7 @@ func (t *Transport) reconnect(remote Peer) {
 		return
 	}
 	if err != nil {
-		if t.cfg.OnFailed != nil {
-			t.cfg.OnFailed(t.noPathError(" after an ICE restart"))
-		}
+		t.failRestart(gen, t.noPathError(" after an ICE restart"))
 		return
 	}
 	if err := t.claimSelected(); err != nil {
@@ -1166,6 +1305,7 @@ func (t *Transport) reconnect(remote Peer) {
 		return
 	}
 	t.notePath()
+	t.pathSelected(gen)
 	if err := t.park(t.controlling); err != nil && !errors.Is(err, net.ErrClosed) {
 		t.cfg.Logger.Debug("ice: park after restart", "err", err)
 	}
@@ -1186,6 +1326,11 @@ func (t *Transport) Close() error {
 	t.mu.Unlock()
 	close(t.closing)
 	t.cancel()
+	t.gateMu.Lock()
+	t.endRestartLocked()
+	t.gateMu.Unlock()
+	// No report runs after this (nor after Close returns).
+	t.reports.close()
 	var err error
 	if parked {
 		t.ep.e.stopConsent(cs)

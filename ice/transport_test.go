@@ -211,6 +211,14 @@ func TestRestartKeepsConn(t *testing.T) {
 	a, b := newSide(t, cfg), newSide(t, loopback())
 	connect(t, a, b, false, false, nil)
 	exchange(t, a.conn, b.conn)
+	// pion reports the first path on its own goroutine, possibly after
+	// Connect returned; a report that came after the Restart would be
+	// the old path's, which is dropped.
+	select {
+	case <-paths:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnPathChange for the first path")
+	}
 	old := a.t.LocalCredentials()
 	ctx := context.Background()
 	ca, err := a.t.Restart(ctx)
@@ -246,12 +254,10 @@ func TestRestartKeepsConn(t *testing.T) {
 	if a.t.Path().Local.Type == "" {
 		t.Error("no path after restart")
 	}
-	for i := range 2 {
-		select {
-		case <-paths:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("OnPathChange called %d times, want once before and once after the restart", i)
-		}
+	select {
+	case <-paths:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnPathChange not called for the path after the restart")
 	}
 }
 
