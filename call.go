@@ -867,7 +867,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 		// Fetch before answering: an unauthorized device must learn it
 		// now, not after the peer has started sending.
 		if _, err := c.cfg.KeySource.Keys(ctx, keyURI); err != nil {
-			return "", fmt.Errorf("securecall: Answer: fetch call key %q: %w", keyURI, err)
+			return "", fmt.Errorf("securecall: Answer: fetch call key %.96q: %w", keyURI, err)
 		}
 	case sdp.KeyingSDES:
 		// checkKeying let it through: Config.Keying asks for sdes.

@@ -266,9 +266,23 @@ func wipeKeys(m map[uint32]media.CallKey) {
 func (c *Client) callID(uri string) (string, error) {
 	id, ok := c.cutBase(uri)
 	if !ok || !validCallID(id) {
-		return "", fmt.Errorf("kms: key URI %q is not a call key of %s: %w", uri, c.base, ErrNotFound)
+		return "", fmt.Errorf("kms: key URI %s is not a call key of %s: %w", quotePrefix(uri, maxQuotedURI), c.base, ErrInvalidKeyURI)
 	}
 	return id, nil
+}
+
+// maxQuotedURI bounds how much of a refused key URI an error quotes: the
+// URI comes from the signaling path, and its error may reach every log
+// line that records it.
+const maxQuotedURI = 96
+
+// quotePrefix quotes at most the first n bytes of s, and says how long s
+// was when it cut.
+func quotePrefix(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:n], len(s))
 }
 
 func validCallID(id string) bool {

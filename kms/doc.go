@@ -36,8 +36,9 @@
 // nothing secret, so the SDP can carry it. Since it comes from the signaling
 // path, the client takes only a URI under one of its configured KMS addresses
 // whose id is 1 to 128 of URL's unreserved characters (A-Z a-z 0-9 - . _ ~)
-// and not "." or ".."; any other is refused with [ErrNotFound] before a
-// request is sent.
+// and not "." or ".."; any other is refused with [ErrInvalidKeyURI] (which
+// is [ErrNotFound] too) before a request is sent, and its error quotes at
+// most the URI's first 96 bytes.
 //
 // A call ends when its creator ends it ([Client.EndCall]) or at the KMS's
 // maximum call lifetime: it rotates no more, its keys are never delivered

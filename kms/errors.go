@@ -26,6 +26,12 @@ var (
 	ErrDeviceRevoked = errors.New("kms: device revoked")
 	// ErrNotFound: no call key has this URI.
 	ErrNotFound = errors.New("kms: not found")
+	// ErrInvalidKeyURI: the client refused a key URI before sending
+	// anything: it does not name a call key at this client's KMS (another
+	// host or path, or a call id that is not 1 to 128 of URL's unreserved
+	// characters, or is a dot segment). The URI comes from the signaling
+	// path. An error that is ErrInvalidKeyURI is ErrNotFound too.
+	ErrInvalidKeyURI error = invalidKeyURI{}
 	// ErrRevoked: the requested key version is compromised or destroyed.
 	ErrRevoked = errors.New("kms: key revoked")
 	// ErrBelowMinimum: the requested version is below the call's minimum
@@ -184,3 +190,10 @@ func permanent(err error) bool {
 		errors.Is(err, ErrRevoked) || errors.Is(err, ErrInvalidDelivery) || errors.Is(err, ErrBelowMinimum) ||
 		errors.Is(err, ErrExpired) || errors.Is(err, ErrRedirect) || errors.Is(err, ErrEnded) || errors.Is(err, ErrQuota)
 }
+
+// invalidKeyURI is ErrInvalidKeyURI, which is ErrNotFound as well.
+type invalidKeyURI struct{}
+
+func (invalidKeyURI) Error() string { return "kms: invalid key URI" }
+
+func (invalidKeyURI) Is(target error) bool { return target == ErrNotFound }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -174,5 +175,34 @@ func TestClientRefusesMalformedCallID(t *testing.T) {
 		if hits.Load() != before {
 			t.Errorf("fetch of call id %q reached the KMS", id)
 		}
+	}
+}
+
+// TestClientInvalidKeyURIError: a key URI the client refuses before
+// sending anything (it comes from the signaling path: another KMS, a
+// malformed call id, a megabyte of junk) fails with ErrInvalidKeyURI,
+// which is still ErrNotFound for callers that test for that, and the
+// error quotes a bounded prefix of the URI, not all of it: an attacker
+// on the signaling must not make every log line that records the error
+// a megabyte long.
+func TestClientInvalidKeyURIError(t *testing.T) {
+	env := startEnv(t, devkms.Options{}, "alice")
+	fake, hits := fakeReplica(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+	})
+	c := failoverClient(t, env, "alice", fake.URL)
+	ctx := ctxT(t)
+	huge := fake.URL + "/v1/calls/" + strings.Repeat("a\x00", 1<<19)
+	for _, uri := range []string{"https://elsewhere.example/v1/calls/abc", fake.URL + "/v1/calls/..", huge} {
+		_, err := c.Fetch(ctx, uri)
+		if !errors.Is(err, kms.ErrInvalidKeyURI) || !errors.Is(err, kms.ErrNotFound) {
+			t.Errorf("fetch of %.60q: %v, want ErrInvalidKeyURI and ErrNotFound", uri, err)
+		}
+		if err != nil && len(err.Error()) > 400 {
+			t.Errorf("fetch of a %d-byte URI: a %d-byte error, want at most 400", len(uri), len(err.Error()))
+		}
+	}
+	if hits.Load() != 0 {
+		t.Errorf("%d refused URIs reached the KMS", hits.Load())
 	}
 }

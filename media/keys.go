@@ -105,7 +105,7 @@ func (s *Session) checkKey(k CallKey, now time.Time) error {
 	case len(k.Key) != CallKeySize:
 		return fmt.Errorf("media: call key version %d has %d bytes, want %d", k.Version, len(k.Key), CallKeySize)
 	case k.URI != "" && k.URI != s.cfg.KeyURI:
-		return fmt.Errorf("media: call key version %d is for %q, not %q", k.Version, k.URI, s.cfg.KeyURI)
+		return fmt.Errorf("media: call key version %d is for %.96q, not %.96q", k.Version, k.URI, s.cfg.KeyURI)
 	case k.CallID == "":
 		return fmt.Errorf("media: call key version %d has no call id", k.Version)
 	case s.callID != "" && k.CallID != s.callID:
@@ -133,7 +133,7 @@ func (s *Session) initVersioned(keys []CallKey) error {
 		usable = append(usable, k)
 	}
 	if len(usable) == 0 {
-		return fmt.Errorf("media: key source has no usable version of %q", s.cfg.KeyURI)
+		return fmt.Errorf("media: key source has no usable version of %.96q", s.cfg.KeyURI)
 	}
 	slices.SortFunc(usable, func(a, b CallKey) int { return int(int64(a.Version) - int64(b.Version)) })
 	usable = slices.CompactFunc(usable, func(a, b CallKey) bool { return a.Version == b.Version })

@@ -262,7 +262,7 @@ func (s *Session) start(ctx context.Context) error {
 		var err error
 		keys, err = s.cfg.KeySource.Keys(ctx, s.cfg.KeyURI)
 		if err != nil {
-			return fmt.Errorf("media: fetch call key %q: %w", s.cfg.KeyURI, err)
+			return fmt.Errorf("media: fetch call key %.96q: %w", s.cfg.KeyURI, err)
 		}
 	}
 	switch s.cfg.Keying {
