@@ -265,3 +265,28 @@ func TestRefusedDeliveryWiped(t *testing.T) {
 		t.Fatal("the key opened before the refusal was not wiped")
 	}
 }
+
+// FuzzCallID: validCallID takes exactly the ids a KMS could have made (1
+// to 128 of URL's unreserved characters, not a dot segment), and the
+// refusal's quote of any input stays bounded.
+func FuzzCallID(f *testing.F) {
+	for _, s := range []string{"", ".", "..", "...", "abc", "a b", "caf\u00e9", "a\x00", strings.Repeat("a", 128), strings.Repeat("a", 129), "AZaz09-._~"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		want := id != "" && len(id) <= 128 && id != "." && id != ".."
+		for _, r := range id {
+			if !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~", r) {
+				want = false
+			}
+		}
+		if got := validCallID(id); got != want {
+			t.Fatalf("validCallID(%q) = %t, want %t", id, got, want)
+		}
+		// Quoting escapes a byte as at most 4 (\x00), plus quotes and the
+		// length note.
+		if q := quotePrefix(id, maxQuotedURI); len(q) > 4*maxQuotedURI+40 {
+			t.Fatalf("quotePrefix of %d bytes: %d bytes", len(id), len(q))
+		}
+	})
+}
