@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -403,5 +404,60 @@ func TestExpiredCachedKeysWiped(t *testing.T) {
 	}
 	if b := alice.CachedKeyBytes(long)[1]; zeroed(b) {
 		t.Fatal("the long call's key was wiped")
+	}
+}
+
+// TestReleaseDropsLateAnswer: an answer to a fetch sent before Release
+// (or EndCall) that lands after it is handed to its caller but does not
+// put the released call's keys back in the cache: they would stay in
+// memory, and be served, after the application said it was done with
+// the call.
+func TestReleaseDropsLateAnswer(t *testing.T) {
+	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
+	ctx := ctxT(t)
+	answered, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	alice, _ := clientWith(t, env, "alice", func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/keys") {
+				held := false
+				once.Do(func() { held = true })
+				if held {
+					close(answered)
+					<-gate
+				}
+			}
+			return resp, err
+		})
+	})
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		keys []media.CallKey
+		err  error
+	}
+	early := make(chan result)
+	go func() {
+		keys, err := alice.Fetch(ctx, uri)
+		early <- result{keys, err}
+	}()
+	<-answered // the KMS answered; the response is on its way
+	alice.Release(uri)
+	close(gate)
+	if r := <-early; r.err != nil || len(r.keys) == 0 {
+		t.Fatalf("the fetch in flight: %v, %v; want its keys", versions(r.keys), r.err)
+	}
+	if n := alice.CachedCalls(); n != 0 {
+		t.Errorf("after Release, a late answer left %d calls cached (%d versions)", n, len(alice.CachedKeyBytes(uri)))
+	}
+	// A fetch after the Release caches again.
+	if _, err := alice.Fetch(ctx, uri); err != nil {
+		t.Fatal(err)
+	}
+	if n := alice.CachedCalls(); n != 1 {
+		t.Errorf("a fetch after Release: %d calls cached, want 1", n)
 	}
 }

@@ -60,6 +60,11 @@ type Client struct {
 	tick       uint64
 	retryAt    time.Time // no request before: the KMS said 429, Retry-After
 	flights    map[string]*flight
+	// asking counts, per URI, the key requests in flight and the forgets
+	// of the call since (see askKeys): an answer that lands after its
+	// call was forgotten is not cached. An entry lives while a request
+	// of its URI is in flight.
+	asking map[string]*asking
 
 	// opened, if set (by tests, before any request), sees the keys of
 	// every delivery the client opens, before it hands any on.
@@ -172,6 +177,7 @@ func NewClient(cfg Config) (*Client, error) {
 		jwk:     jwk,
 		cache:   map[string]*cacheEntry{},
 		flights: map[string]*flight{},
+		asking:  map[string]*asking{},
 	}
 	if c.hc == nil {
 		tc := &tls.Config{
@@ -391,7 +397,8 @@ func (c *Client) EndCall(ctx context.Context, uri string) error {
 
 // Release forgets the cached keys of uri (wiping them), for an application
 // that is done with a call it did not end itself. A later Fetch asks the
-// KMS again.
+// KMS again; the answer to a request already on its way is handed to its
+// caller but not cached.
 func (c *Client) Release(uri string) {
 	c.forget(uri)
 }
@@ -501,6 +508,9 @@ func (c *Client) cached(uri string) []media.CallKey {
 func (c *Client) forget(uri string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if a := c.asking[uri]; a != nil {
+		a.forgets++
+	}
 	if e := c.cache[uri]; e != nil {
 		wipeKeys(e.keys)
 		delete(c.cache, uri)
@@ -513,11 +523,16 @@ func (c *Client) forget(uri string) {
 // may still carry, and which it wipes. A full fetch (after == 0) replaces
 // the versions that were there, so that versions the KMS no longer
 // delivers are dropped, but not what the client learnt of the call.
-// Replaced key material is wiped; callers hold their own copies.
-func (c *Client) remember(uri string, min uint32, after uint32, keys []media.CallKey, jwes []string) []media.CallKey {
+// Replaced key material is wiped; callers hold their own copies. An
+// answer to a request (ticket, from askKeys) sent before the call was
+// forgotten is handed on and not cached.
+func (c *Client) remember(uri string, ticket uint64, min uint32, after uint32, keys []media.CallKey, jwes []string) []media.CallKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
+		return keys
+	}
+	if a := c.asking[uri]; a != nil && a.forgets != ticket {
 		return keys
 	}
 	e := c.entryLocked(uri)
@@ -707,6 +722,8 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if wait > 0 {
 		q.Set("wait", strconv.FormatInt(wait.Milliseconds(), 10))
 	}
+	ticket := c.askKeys(uri)
+	defer c.answered(uri)
 	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, wait)
 	if err != nil {
 		return nil, err
@@ -718,7 +735,40 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if c.opened != nil {
 		c.opened(keys)
 	}
-	return c.remember(uri, resp.MinVersion, after, keys, jwes), nil
+	return c.remember(uri, ticket, resp.MinVersion, after, keys, jwes), nil
+}
+
+// asking is what the client tracks of a URI's key requests in flight.
+type asking struct {
+	n       int    // requests in flight
+	forgets uint64 // forgets of the call while any was
+}
+
+// askKeys notes a key request of uri going out and returns its ticket,
+// which remember checks: a forget of the call meanwhile (Release,
+// EndCall, a permanent refusal) makes the answer one for a call the
+// client no longer keeps.
+func (c *Client) askKeys(uri string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.asking[uri]
+	if a == nil {
+		a = &asking{}
+		c.asking[uri] = a
+	}
+	a.n++
+	return a.forgets
+}
+
+// answered notes the end of a key request of uri.
+func (c *Client) answered(uri string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.asking[uri]; a != nil {
+		if a.n--; a.n == 0 {
+			delete(c.asking, uri)
+		}
+	}
 }
 
 // FetchVersion returns one version of the call key, for a receiver that
