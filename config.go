@@ -73,7 +73,8 @@ type Config struct {
 	// [Call.AddRemoteCandidate]. If nil, Offer and Answer wait for
 	// gathering to complete and put every candidate in the description.
 	// It is called on a goroutine of the Call, never concurrently with
-	// itself. A later description that keeps the ICE session (Hold,
+	// itself, and must not call Close (which waits for that goroutine).
+	// A later description that keeps the ICE session (Hold,
 	// Resume, the answer to a later offer) carries every candidate passed
 	// here so far, and a=end-of-candidates once gathering is done, so
 	// that a peer that takes it as a full description keeps the path; a
@@ -91,7 +92,10 @@ type Config struct {
 	// should be ended or retried. Each gathering (the first description,
 	// each Restart) reports at most once; one that a restart replaced, or
 	// that Close cut short, reports nothing, and from then on neither it
-	// nor OnCandidate hands over anything of that gathering.
+	// nor OnCandidate hands over anything of that gathering. Like
+	// OnCandidate it must not call Close, which waits for the goroutine
+	// it runs on: to end the call on an error, call Close from another
+	// goroutine.
 	OnGatheringDone func(err error)
 
 	// Media configures the media session: key budgets, the replay window,
