@@ -120,3 +120,14 @@ func TestTrickleReportsGatheringFailure(t *testing.T) {
 		t.Fatalf("OnGatheringDone was never called; events %q", g.list())
 	}
 }
+
+// TestGatheringDoneNeedsTrickle: OnGatheringDone without OnCandidate
+// would never be called (without trickle, Offer and Answer gather
+// everything first), so New refuses it.
+func TestGatheringDoneNeedsTrickle(t *testing.T) {
+	c, err := securecall.New(securecall.Config{ICE: loopbackICE(), OnGatheringDone: func(error) {}})
+	if err == nil {
+		c.Close()
+		t.Fatal("New took OnGatheringDone without OnCandidate")
+	}
+}
