@@ -43,6 +43,19 @@ func (g *gatherEvents) list() []string {
 	return append([]string(nil), g.events...)
 }
 
+// wait returns what OnGatheringDone was called with, failing t if it is
+// not called before ctx ends.
+func (g *gatherEvents) wait(ctx context.Context, t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-g.done:
+		return err
+	case <-ctx.Done():
+		t.Fatalf("OnGatheringDone was never called; events %q", g.list())
+		return nil
+	}
+}
+
 // TestTrickleReportsGatheringDone: with trickle ICE the application is
 // told when the gathering has passed its last candidate, so that it can
 // signal end-of-candidates to the peer (RFC 8838 section 4; a SIP INFO
@@ -62,13 +75,8 @@ func TestTrickleReportsGatheringDone(t *testing.T) {
 	if _, err := c.Offer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-g.done:
-		if err != nil {
-			t.Fatalf("OnGatheringDone(%v) for a gathering that completed", err)
-		}
-	case <-ctx.Done():
-		t.Fatalf("OnGatheringDone was never called; the call handed over %q", g.list())
+	if err := g.wait(ctx, t); err != nil {
+		t.Fatalf("OnGatheringDone(%v) for a gathering that completed", err)
 	}
 	c.Close() // waits for the call's goroutines: nothing more can arrive
 	ev := g.list()
@@ -108,16 +116,12 @@ func TestTrickleReportsGatheringFailure(t *testing.T) {
 	if _, err := c.Offer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-g.done:
-		if err == nil {
-			t.Fatalf("OnGatheringDone(nil) for a RelayOnly gathering with no relay; events %q", g.list())
-		}
-		if !strings.Contains(err.Error(), "RelayOnly") {
-			t.Errorf("OnGatheringDone(%v): want the reason (no relay under RelayOnly)", err)
-		}
-	case <-ctx.Done():
-		t.Fatalf("OnGatheringDone was never called; events %q", g.list())
+	err = g.wait(ctx, t)
+	if err == nil {
+		t.Fatalf("OnGatheringDone(nil) for a RelayOnly gathering with no relay; events %q", g.list())
+	}
+	if !strings.Contains(err.Error(), "RelayOnly") {
+		t.Errorf("OnGatheringDone(%v): want the reason (no relay under RelayOnly)", err)
 	}
 }
 

@@ -856,16 +856,7 @@ func (t *Transport) noteConnectivity(s pice.ConnectionState) {
 		}
 		// pion reports Failed after the Disconnected it already told of:
 		// that is not one more "down" but the end of the path.
-		t.failReported = true
-		if t.wasUp {
-			t.wasUp = false
-			if t.cfg.OnConnectivity != nil {
-				t.cfg.OnConnectivity(false)
-			}
-		}
-		if t.cfg.OnFailed != nil {
-			t.cfg.OnFailed(fmt.Errorf("%w: nothing answered for %v", ErrNoPath, t.cfg.DisconnectedTimeout+t.cfg.FailedTimeout))
-		}
+		t.deliverFailed(fmt.Errorf("%w: nothing answered for %v", ErrNoPath, t.cfg.DisconnectedTimeout+t.cfg.FailedTimeout))
 		return
 	default:
 		return // new, checking, closed: nothing to report
@@ -957,23 +948,29 @@ func (t *Transport) deliver(r report) {
 			t.cfg.OnPathChange(p)
 		}
 	case reportDown:
-		if t.wasUp {
-			t.wasUp = false
-			if t.cfg.OnConnectivity != nil {
-				t.cfg.OnConnectivity(false)
-			}
-		}
+		t.deliverDown()
 	case reportFailed:
-		t.failReported = true
-		if t.wasUp {
-			t.wasUp = false
-			if t.cfg.OnConnectivity != nil {
-				t.cfg.OnConnectivity(false)
-			}
+		t.deliverFailed(r.err)
+	}
+}
+
+// deliverDown tells OnConnectivity that a path that answered stopped.
+func (t *Transport) deliverDown() {
+	if t.wasUp {
+		t.wasUp = false
+		if t.cfg.OnConnectivity != nil {
+			t.cfg.OnConnectivity(false)
 		}
-		if t.cfg.OnFailed != nil {
-			t.cfg.OnFailed(r.err)
-		}
+	}
+}
+
+// deliverFailed ends the Transport's reports: a path that was up goes
+// down first, then OnFailed gets err; nothing is delivered after it.
+func (t *Transport) deliverFailed(err error) {
+	t.failReported = true
+	t.deliverDown()
+	if t.cfg.OnFailed != nil {
+		t.cfg.OnFailed(err)
 	}
 }
 

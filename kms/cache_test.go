@@ -87,21 +87,8 @@ func TestRevokedVersionNotServedFromCache(t *testing.T) {
 func TestRevokedVersionNotCachedByEarlierFetch(t *testing.T) {
 	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
 	ctx := ctxT(t)
-	answered, gate := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	alice, _ := clientWith(t, env, "alice", func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			resp, err := rt.RoundTrip(r)
-			if r.Method == http.MethodGet && !r.URL.Query().Has("version") {
-				held := false
-				once.Do(func() { held = true })
-				if held {
-					close(answered)
-					<-gate
-				}
-			}
-			return resp, err
-		})
+	alice, answered, gate := clientHoldingFirst(t, env, "alice", func(r *http.Request) bool {
+		return r.Method == http.MethodGet && !r.URL.Query().Has("version")
 	})
 	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
 	if err != nil {
@@ -110,15 +97,7 @@ func TestRevokedVersionNotCachedByEarlierFetch(t *testing.T) {
 	if _, err := alice.Rotate(ctx, uri); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		keys []media.CallKey
-		err  error
-	}
-	early := make(chan result)
-	go func() {
-		keys, err := alice.Fetch(ctx, uri)
-		early <- result{keys, err}
-	}()
+	early := fetchAsync(ctx, alice, uri)
 	<-answered // the KMS delivered versions 1 and 2; the response is on its way
 	id := callIDOf(t, uri)
 	if err := env.Server.SetKeyState(ctx, id, 2, kmsserver.StateCompromised); err != nil {
@@ -136,6 +115,47 @@ func TestRevokedVersionNotCachedByEarlierFetch(t *testing.T) {
 	if got, err := alice.Fetch(ctx, uri); err != nil || !slices.Equal(versions(got), []uint32{1}) {
 		t.Fatalf("with the KMS unreachable: %v, %v; want only version 1", versions(got), err)
 	}
+}
+
+// clientHoldingFirst makes a client for identity whose first request
+// that match selects is answered by the KMS but held on its way back:
+// answered closes once the KMS has answered it, and the answer goes on
+// to the client when the test closes gate.
+func clientHoldingFirst(t *testing.T, env *devkms.Env, identity string, match func(*http.Request) bool) (c *kms.Client, answered, gate chan struct{}) {
+	answered, gate = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c, _ = clientWith(t, env, identity, func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if match(r) {
+				held := false
+				once.Do(func() { held = true })
+				if held {
+					close(answered)
+					<-gate
+				}
+			}
+			return resp, err
+		})
+	})
+	return c, answered, gate
+}
+
+// fetchResult is what a Fetch returned.
+type fetchResult struct {
+	keys []media.CallKey
+	err  error
+}
+
+// fetchAsync runs c.Fetch(ctx, uri) on its own goroutine and hands its
+// result to the channel it returns.
+func fetchAsync(ctx context.Context, c *kms.Client, uri string) <-chan fetchResult {
+	ch := make(chan fetchResult, 1)
+	go func() {
+		keys, err := c.Fetch(ctx, uri)
+		ch <- fetchResult{keys, err}
+	}()
+	return ch
 }
 
 // ownClient makes and registers a client for identity that env does not
@@ -415,35 +435,14 @@ func TestExpiredCachedKeysWiped(t *testing.T) {
 func TestReleaseDropsLateAnswer(t *testing.T) {
 	env := startEnv(t, devkms.Options{Server: hammering}, "alice")
 	ctx := ctxT(t)
-	answered, gate := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	alice, _ := clientWith(t, env, "alice", func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			resp, err := rt.RoundTrip(r)
-			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/keys") {
-				held := false
-				once.Do(func() { held = true })
-				if held {
-					close(answered)
-					<-gate
-				}
-			}
-			return resp, err
-		})
+	alice, answered, gate := clientHoldingFirst(t, env, "alice", func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/keys")
 	})
 	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		keys []media.CallKey
-		err  error
-	}
-	early := make(chan result)
-	go func() {
-		keys, err := alice.Fetch(ctx, uri)
-		early <- result{keys, err}
-	}()
+	early := fetchAsync(ctx, alice, uri)
 	<-answered // the KMS answered; the response is on its way
 	alice.Release(uri)
 	close(gate)
