@@ -78,12 +78,28 @@ func (w *watchedSource) Watch(ctx context.Context, uri string, fn func(media.Cal
 	return w.Client.Watch(ctx, uri, func(k media.CallKey) {
 		v := k.Version
 		fn(k)
-		w.mu.Lock()
-		w.seen[v] = true
-		close(w.changed)
-		w.changed = make(chan struct{})
-		w.mu.Unlock()
+		w.note(v)
 	})
+}
+
+// WatchChanges is the client's WatchChanges, which a session prefers to
+// Watch, noting each version after fn returns.
+func (w *watchedSource) WatchChanges(ctx context.Context, uri string, fn func(media.KeyChange)) error {
+	return w.Client.WatchChanges(ctx, uri, func(c media.KeyChange) {
+		v := c.Key.Version
+		fn(c)
+		if v != 0 {
+			w.note(v)
+		}
+	})
+}
+
+func (w *watchedSource) note(v uint32) {
+	w.mu.Lock()
+	w.seen[v] = true
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
 }
 
 // waitSeen waits, at most d of real time, until the watch handed over

@@ -467,7 +467,7 @@ func (c *Client) Fetch(ctx context.Context, uri string) ([]media.CallKey, error)
 func (c *Client) fly(f *flight, uri, id string) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
-	f.keys, f.err = c.fetchKeys(ctx, uri, id, 0, 0)
+	f.keys, _, f.err = c.fetchKeys(ctx, uri, id, 0, 0, nil)
 	cancel()
 	c.mu.Lock()
 	delete(c.flights, uri)
@@ -526,7 +526,7 @@ func (c *Client) forget(uri string) {
 // Replaced key material is wiped; callers hold their own copies. An
 // answer to a request (ticket, from askKeys) sent before the call was
 // forgotten is handed on and not cached.
-func (c *Client) remember(uri string, ticket uint64, min uint32, after uint32, keys []media.CallKey, jwes []string) []media.CallKey {
+func (c *Client) remember(uri string, ticket uint64, w withdrawals, after uint32, keys []media.CallKey, jwes []string) []media.CallKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -543,7 +543,10 @@ func (c *Client) remember(uri string, ticket uint64, min uint32, after uint32, k
 	}
 	c.tick++
 	e.used = c.tick
-	e.raiseMinLocked(min)
+	e.raiseMinLocked(w.min)
+	for _, v := range w.revoked {
+		e.dropLocked(v)
+	}
 	out := keys[:0]
 	for i, k := range keys {
 		if k.Version < e.min || slices.Contains(e.gone, k.Version) {
@@ -713,8 +716,17 @@ func (c *Client) known(uri string) func(version uint32, jwe string) (media.CallK
 	}
 }
 
-// fetchKeys asks for the versions above after, holding up to wait.
-func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wait time.Duration) ([]media.CallKey, error) {
+// withdrawals is what a keys answer says the call has withdrawn.
+type withdrawals struct {
+	count   uint64   // wire.KeysResponse.Withdrawn
+	min     uint32   // the call's minimum version
+	revoked []uint32 // ascending
+}
+
+// fetchKeys asks for the versions above after, holding up to wait. A watch
+// that tracks withdrawals passes the count it has seen in seen (nil: it
+// does not track), and is answered as soon as that count changes too.
+func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wait time.Duration, seen *uint64) ([]media.CallKey, withdrawals, error) {
 	q := url.Values{}
 	if after > 0 {
 		q.Set("after", strconv.FormatUint(uint64(after), 10))
@@ -722,20 +734,24 @@ func (c *Client) fetchKeys(ctx context.Context, uri, id string, after uint32, wa
 	if wait > 0 {
 		q.Set("wait", strconv.FormatInt(wait.Milliseconds(), 10))
 	}
+	if seen != nil {
+		q.Set(wire.QueryWithdrawn, strconv.FormatUint(*seen, 10))
+	}
 	ticket := c.askKeys(uri)
 	defer c.answered(uri)
 	out, err := c.do(ctx, "fetch", http.MethodGet, wire.PathCalls+"/"+id+"/keys", q, nil, false, wait)
 	if err != nil {
-		return nil, err
+		return nil, withdrawals{}, err
 	}
 	resp, keys, jwes, err := parseKeysResponse(out, uri, id, after, c.key, c.kid, c.signers, c.known(uri))
 	if err != nil {
-		return nil, err
+		return nil, withdrawals{}, err
 	}
 	if c.opened != nil {
 		c.opened(keys)
 	}
-	return c.remember(uri, ticket, resp.MinVersion, after, keys, jwes), nil
+	w := withdrawals{count: resp.Withdrawn, min: resp.MinVersion, revoked: resp.Revoked}
+	return c.remember(uri, ticket, w, after, keys, jwes), w, nil
 }
 
 // asking is what the client tracks of a URI's key requests in flight.
@@ -862,6 +878,28 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 // closed ([net.ErrClosed] wrapped) or on a permanent error: unauthorized,
 // forbidden (for example after removal), not found, or an invalid delivery.
 func (c *Client) Watch(ctx context.Context, uri string, fn func(media.CallKey)) error {
+	return c.watch(ctx, uri, false, func(ch media.KeyChange) { fn(ch.Key) })
+}
+
+// WatchChanges is [Client.Watch] that also reports what the KMS withdraws
+// from the call while it is up ([media.KeyChangeWatcher]): when a version
+// is marked compromised or destroyed, or the call's minimum version is
+// raised, fn receives a [media.KeyChange] with the revoked versions (the
+// newest 64 versions' at most) and the minimum, within one round trip of
+// the change, in the same long-poll that brings new versions. A
+// [media.Session] given the client as its KeySource watches through
+// WatchChanges and stops sending and receiving under withdrawn versions at
+// once. fn sees new versions of an answer before its withdrawals, so that a
+// session has the replacement of a compromised version before it drops it.
+// The list of withdrawals is protected by the TLS connection to the KMS,
+// not by the KMS's signature as keys are: a party able to forge it could
+// only take keys away, which one on that path can do by dropping answers.
+func (c *Client) WatchChanges(ctx context.Context, uri string, fn func(media.KeyChange)) error {
+	return c.watch(ctx, uri, true, fn)
+}
+
+// watch is Watch and, with track, WatchChanges.
+func (c *Client) watch(ctx context.Context, uri string, track bool, fn func(media.KeyChange)) error {
 	id, err := c.callID(uri)
 	if err != nil {
 		return err
@@ -878,17 +916,24 @@ func (c *Client) Watch(ctx context.Context, uri string, fn func(media.CallKey)) 
 	defer stop()
 	var last uint32
 	var wait time.Duration
+	var seen *uint64 // the withdrawals reported; nil until the first answer
 	attempt := 0
 	for {
-		keys, err := c.fetchKeys(wctx, uri, id, last, wait)
+		keys, w, err := c.fetchKeys(wctx, uri, id, last, wait, seen)
 		if err == nil {
 			attempt = 0
 			wait = c.cfg.WatchWait
 			for _, k := range keys {
 				if k.Version > last {
-					fn(k)
+					fn(media.KeyChange{Key: k})
 					last = k.Version
 				}
+			}
+			if track && (seen == nil || w.count != *seen) {
+				if len(w.revoked) > 0 || w.min > 1 {
+					fn(media.KeyChange{Revoked: slices.Clone(w.revoked), MinVersion: w.min})
+				}
+				seen = &w.count
 			}
 			continue
 		}

@@ -221,9 +221,12 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 	if err := env.Server.SetMinVersion(ctx, id, 2); err != nil {
 		t.Fatal(err)
 	}
+	// Destroying version 4, the newest, made version 5 in its place:
+	// live calls have a version to move to. Compromising 3 did not, as 4
+	// was newer.
 	keys, err = alice.Fetch(ctx, uri)
-	if err != nil || len(keys) != 1 || keys[0].Version != 2 {
-		t.Fatalf("usable after compromise/destroy/min: %v, %v; want only v2", versions(keys), err)
+	if err != nil || len(keys) != 2 || keys[0].Version != 2 || keys[1].Version != 5 {
+		t.Fatalf("usable after compromise/destroy/min: %v, %v; want v2 and v5", versions(keys), err)
 	}
 	for _, tt := range []struct {
 		v    uint32
@@ -233,7 +236,7 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 		{1, kms.ErrBelowMinimum, "below_minimum"},
 		{3, kms.ErrRevoked, "compromised"},
 		{4, kms.ErrRevoked, "destroyed"},
-		{5, kms.ErrNotFound, "not_found"},
+		{6, kms.ErrNotFound, "not_found"},
 	} {
 		k, err := alice.FetchVersion(ctx, uri, tt.v)
 		if !errors.Is(err, tt.want) || serverCode(err) != tt.code || k.Key != nil {
@@ -246,6 +249,9 @@ func TestKeyStatesAndMinimum(t *testing.T) {
 	entries := auditEntries(t, env)
 	if !hasEntry(entries, "state", "operator", "ok", "compromised") || !hasEntry(entries, "state", "operator", "ok", "destroyed") {
 		t.Fatal("state changes not audited")
+	}
+	if !hasEntry(entries, "rotate", "operator", "ok", "version 4 destroyed") || hasEntry(entries, "rotate", "operator", "ok", "version 3 compromised") {
+		t.Fatal("want one rotation audited, for the newest version destroyed")
 	}
 }
 

@@ -25,7 +25,10 @@
 //
 // A participant fetches the usable versions ([Client.Fetch], which is also
 // [media.KeySource.Keys]) and follows new ones by long-poll ([Client.Watch],
-// [media.KeyWatcher]). Every version arrives signed, then encrypted: a
+// [media.KeyWatcher]); [Client.WatchChanges] ([media.KeyChangeWatcher],
+// what a media session uses) also reports, in the same long-poll and as
+// soon as the operator acts, the versions the KMS withdraws: compromised,
+// destroyed or below a raised minimum. Every version arrives signed, then encrypted: a
 // compact JWS (ES256, by the KMS's signing key) over the key, its URI, call
 // id, version, activation, expiry and the recipient device key, inside a
 // compact JWE wrapped to the device's registered key (ECDH-ES+A256KW,

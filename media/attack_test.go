@@ -179,20 +179,8 @@ func TestAttackReplayAndTamper(t *testing.T) {
 func TestAttackRemovedKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		keys := newFakeKeys(t, 1)
-		ca, cb := memPair()
-		cap := &capture{}
-		ca.setTap(cap.tap)
-		a, b := pairConfigs(t, sdp.KeyingKMS, keys)
-		a.RotationGrace, b.RotationGrace = 50*time.Millisecond, 50*time.Millisecond
-		sa, sb := mustPair(t, ca, cb, a, b)
-
-		writeSeq(t, sa, 1)
-		readSeq(t, sb)
 		// Packet 2 under version 1 is held back by the attacker.
-		cap.setDrop(true)
-		writeSeq(t, sa, 2)
-		cap.setDrop(false)
-		old := cap.last()
+		sa, sb, cb, old := withheldPair(t, sdp.KeyingKMS, keys, 50*time.Millisecond)
 
 		keys.Publish(t, 2, time.Now())
 		for give := time.Now().Add(5 * time.Second); sa.Stats().SendKeyVersion != 2 || !hasRecvKey(sb, 2); {

@@ -7,7 +7,10 @@
 // [Session.ReadRTP] carry media and [Session.WriteRTCP] and
 // [Session.ReadRTCP] compound RTCP. Keys rotate during the call without
 // losing a packet: [Session.InstallKey], or automatically when the
-// [KeySource] is also a [KeyWatcher].
+// [KeySource] is also a [KeyWatcher]. A version the KMS withdraws
+// (compromised, destroyed) stops protecting media at once:
+// [Session.RevokeKey], or automatically when the KeySource is a
+// [KeyChangeWatcher].
 //
 // # Keying modes
 //
@@ -208,7 +211,8 @@
 //     authenticates (proof that the peer has its keys and will never need a
 //     DTLS retransmission); pion/dtls's end asynchronously, within
 //     milliseconds of that.
-//   - kms and hybrid keying with a KeyWatcher: one, running Watch.
+//   - kms and hybrid keying with a KeyChangeWatcher or KeyWatcher: one,
+//     running WatchChanges (preferred) or Watch.
 //   - kms and hybrid keying with a KeyFetcher: one while a version met in
 //     an MKI is fetched; it hands the held packets to the queues, waiting
 //     for the reader when they are full. When InstallKey installs a

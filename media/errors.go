@@ -22,6 +22,13 @@ var (
 	// hybrid) or set up a new session.
 	ErrKeyExhausted = errors.New("media: sending key exhausted or expired")
 
+	// ErrKeyRevoked means the key source withdrew the key version
+	// (compromised, destroyed, below the call's minimum; see
+	// [KeyChangeWatcher] and [Session.RevokeKey]): WriteRTP and WriteRTCP
+	// return it while the sending version is withdrawn and no other is
+	// installed, and InstallKey for a withdrawn version.
+	ErrKeyRevoked = errors.New("media: key version revoked")
+
 	// ErrNoRotation means InstallKey was called on a session whose keying
 	// (dtls, sdes) has no key versions.
 	ErrNoRotation = errors.New("media: keying mode has no key versions")

@@ -86,7 +86,7 @@ func (s *Session) holdLocked(raw []byte, trailer int) bool {
 	}
 	v := binary.BigEndian.Uint32(raw[end-mkiLen : end])
 	newest := s.newestHeldLocked()
-	if v <= newest || v <= s.removedUpTo || v-newest > fetchAhead {
+	if v <= newest || v <= s.removedUpTo || v-newest > fetchAhead || s.withdrawnLocked(v) {
 		return false
 	}
 	if !f.inFlight && !s.startFetchLocked(v) {

@@ -19,14 +19,71 @@ import (
 type fakeKeys struct {
 	mu       sync.Mutex
 	versions []CallKey
-	changed  chan struct{} // closed and replaced on every Publish
+	revoked  []uint32
+	min      uint32
+	changed  chan struct{} // closed and replaced on every Publish, Revoke, Raise
 	fetchErr error
 }
 
 var (
-	_ KeySource  = (*fakeKeys)(nil)
-	_ KeyWatcher = (*fakeKeys)(nil)
+	_ KeySource        = (*fakeKeys)(nil)
+	_ KeyWatcher       = (*fakeKeys)(nil)
+	_ KeyChangeWatcher = (*fakeKeys)(nil)
 )
+
+// Revoke withdraws version v, as a KMS does when it is compromised.
+func (f *fakeKeys) Revoke(v uint32) {
+	f.mu.Lock()
+	f.revoked = append(f.revoked, v)
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Raise withdraws the versions below min.
+func (f *fakeKeys) Raise(min uint32) {
+	f.mu.Lock()
+	f.min = min
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// WatchChanges is Watch that also reports withdrawals, each time they
+// change.
+func (f *fakeKeys) WatchChanges(ctx context.Context, uri string, fn func(KeyChange)) error {
+	var reported uint32
+	var revoked int
+	var min uint32
+	for {
+		f.mu.Lock()
+		var fresh []CallKey
+		for _, k := range f.versions {
+			if k.Version > reported {
+				fresh = append(fresh, k)
+				reported = k.Version
+			}
+		}
+		var change *KeyChange
+		if len(f.revoked) != revoked || f.min != min {
+			revoked, min = len(f.revoked), f.min
+			change = &KeyChange{Revoked: append([]uint32(nil), f.revoked...), MinVersion: min}
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		for _, k := range fresh {
+			fn(KeyChange{Key: k})
+		}
+		if change != nil {
+			fn(*change)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
 
 const testURI = "kms://test/calls/1/key"
 
@@ -67,27 +124,11 @@ func (f *fakeKeys) Keys(ctx context.Context, uri string) ([]CallKey, error) {
 }
 
 func (f *fakeKeys) Watch(ctx context.Context, uri string, fn func(CallKey)) error {
-	var reported uint32 // none yet: the first round reports every version
-	for {
-		f.mu.Lock()
-		var fresh []CallKey
-		for _, k := range f.versions {
-			if k.Version > reported {
-				fresh = append(fresh, k)
-				reported = k.Version
-			}
+	return f.WatchChanges(ctx, uri, func(c KeyChange) {
+		if c.Key.Version != 0 {
+			fn(c.Key)
 		}
-		changed := f.changed
-		f.mu.Unlock()
-		for _, k := range fresh {
-			fn(k)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-changed:
-		}
-	}
+	})
 }
 
 // udpPair returns two UDP sockets on loopback connected to each other.

@@ -73,6 +73,34 @@ type KeyWatcher interface {
 	Watch(ctx context.Context, uri string, fn func(CallKey)) error
 }
 
+// KeyChange is what a [KeyChangeWatcher] reports: a new version of the
+// call key, or versions the key source withdrew.
+type KeyChange struct {
+	// Key is a new version, as Watch reports it; its Version is 0 in a
+	// change that only withdraws.
+	Key CallKey
+	// Revoked lists withdrawn versions (compromised or destroyed).
+	Revoked []uint32
+	// MinVersion, above 1, withdraws every version below it.
+	MinVersion uint32
+}
+
+// KeyChangeWatcher is an optional ability of a [KeySource], detected by
+// type assertion and preferred to [KeyWatcher]: a source that implements it
+// also reports the versions it withdraws while a call is up, and a session
+// stops sending and receiving under them at once (see [Session.RevokeKey]),
+// without waiting for its peer to move on or for RotationGrace. A session
+// whose source implements both watches through WatchChanges only, so a
+// wrapper that changes what Watch reports must wrap WatchChanges as well.
+// kms.Client implements it.
+type KeyChangeWatcher interface {
+	// WatchChanges is Watch, calling fn with KeyChange.Key set for each
+	// new version, and also with Revoked and MinVersion each time the
+	// versions withdrawn change. fn runs on one goroutine, never
+	// concurrently.
+	WatchChanges(ctx context.Context, uri string, fn func(KeyChange)) error
+}
+
 // KeyFetcher is an optional ability of a [KeySource], detected by type
 // assertion: a source that implements it fetches one version on demand. A
 // session whose peer sends under a version newer than any it holds (the

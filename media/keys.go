@@ -2,9 +2,11 @@ package media
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -164,6 +166,7 @@ func (s *Session) initVersioned(keys []CallKey) error {
 	s.scheduleSendChecksLocked()
 	s.stats.sendVersion.Store(sending.Version)
 	s.recvKeys[first.Version] = true
+	s.recvSelect = first.Version
 	for _, k := range usable {
 		if err := s.installKey(k, now); err != nil {
 			return err
@@ -173,9 +176,10 @@ func (s *Session) initVersioned(keys []CallKey) error {
 }
 
 // InstallKey installs a new version of the call key (kms and hybrid
-// keying): at once for receiving, and for sending from its ActivateAt on.
-// Versions the session already has, and versions older than one it already
-// removed, are ignored. When the KeySource implements KeyWatcher, the
+// keying): at once for receiving, and for sending from its ActivateAt on
+// (at once, if the version sending now was revoked). Versions the session
+// already has, and versions older than one it already removed, are
+// ignored; a revoked version is refused with [ErrKeyRevoked]. When the KeySource implements KeyWatcher, the
 // session calls InstallKey itself for every version the watcher reports.
 // Packets held while the version was fetched (see [HeldPacketLimit]) are
 // decrypted at once and delivered on a goroutine of the session's, since
@@ -209,8 +213,12 @@ func (s *Session) installKey(k CallKey, now time.Time) error {
 	mki := versionMKI(k.Version)
 
 	s.recvMu.Lock()
+	withdrawn := s.withdrawnLocked(k.Version)
 	needRecv := !s.recvKeys[k.Version] && k.Version > s.removedUpTo
 	s.recvMu.Unlock()
+	if withdrawn {
+		return fmt.Errorf("media: install key version %d: %w", k.Version, ErrKeyRevoked)
+	}
 	if needRecv {
 		ks, err := s.derive(k, s.cfg.RemoteID)
 		if err != nil {
@@ -221,6 +229,12 @@ func (s *Session) installKey(k CallKey, now time.Time) error {
 		err = s.recv.AddCipherForMKI(mki, ks[:kl], ks[kl:])
 		if err == nil {
 			s.recvKeys[k.Version] = true
+			if s.recvSelect == 0 {
+				// Every version was revoked: the real one replaces the
+				// placeholder.
+				s.selectRecvLocked(func(uint32) bool { return true })
+				_ = s.recv.RemoveMKI(versionMKI(0))
+			}
 			// In the same critical section: no packet read later uses
 			// the version before the ones held for it.
 			s.openHeldLocked()
@@ -262,6 +276,11 @@ func (s *Session) sendEventsLocked(now time.Time) {
 		if !p.activateAt.After(now) {
 			next = i
 		}
+	}
+	if s.sendKey.revoked && len(s.pending) > 0 {
+		// Anything but the revoked version, active yet or not: a peer
+		// without it fetches it when it meets its MKI.
+		next = len(s.pending) - 1
 	}
 	if next >= 0 {
 		p := s.pending[next]
@@ -389,9 +408,7 @@ func (s *Session) removeOldKeysLocked(now time.Time) {
 		return
 	}
 	s.removeAt = 0
-	// The context refuses to remove its "sending" MKI, which on a receiving
-	// context only selects tag sizes: point it at a version that stays.
-	_ = s.recv.SetSendMKI(versionMKI(s.recvNewest))
+	s.selectRecvLocked(func(v uint32) bool { return v >= s.removeBelow })
 	for v := range s.recvKeys {
 		if v < s.removeBelow {
 			if err := s.recv.RemoveMKI(versionMKI(v)); err != nil {
@@ -419,4 +436,128 @@ func (s *Session) askRotation(rot KeyRotator, r RotationRequest) {
 		return
 	}
 	s.log.Debug("media: rotation requested", "version", r.Version, "reason", r.Reason.String(), "new_version", v)
+}
+
+// maxRevoked bounds the versions a session remembers as revoked one by
+// one: as many as a KMS lists ([kms.Client.WatchChanges]).
+const maxRevoked = 64
+
+// withdrawnLocked reports whether version v was revoked (recvMu held).
+func (s *Session) withdrawnLocked(v uint32) bool {
+	return v < s.revokedBelow || s.revoked[v]
+}
+
+// selectRecvLocked points the receiving context's selected MKI at the
+// newest installed version keep accepts, or, if there is none, at a
+// placeholder under MKI 0 with a random key, which no packet authenticates
+// under (versions start at 1). The context refuses to remove its selected
+// MKI, which on a receiving context only selects tag sizes, so a version
+// is removed only once another is selected (recvMu held).
+func (s *Session) selectRecvLocked(keep func(uint32) bool) {
+	var next uint32
+	for v := range s.recvKeys {
+		if v > next && keep(v) && !s.withdrawnLocked(v) {
+			next = v
+		}
+	}
+	if next == s.recvSelect {
+		return
+	}
+	if next == 0 {
+		ks := make([]byte, s.profile.keyLen()+s.profile.saltLen())
+		if _, err := rand.Read(ks); err != nil {
+			s.log.Error("media: placeholder receiving key", "err", err)
+			return
+		}
+		err := s.recv.AddCipherForMKI(versionMKI(0), ks[:s.profile.keyLen()], ks[s.profile.keyLen():])
+		clear(ks)
+		if err != nil {
+			s.log.Error("media: placeholder receiving key", "err", err)
+			return
+		}
+	}
+	if err := s.recv.SetSendMKI(versionMKI(next)); err != nil {
+		s.log.Error("media: select receiving key", "version", next, "err", err)
+		return
+	}
+	s.recvSelect = next
+}
+
+// RevokeKey withdraws version of the call key (kms and hybrid keying) at
+// once, as a [KeyChangeWatcher] does when its KMS reports the version
+// compromised or destroyed: packets under it are no longer accepted
+// (counted in Stats.UnknownMKIDrops) and never trigger a fetch, it is
+// never installed again, and if the session sends under it, it sends under
+// its newest other installed version from now on, active yet or not, or,
+// if there is none, refuses to send with [ErrKeyRevoked] until one is
+// installed. Revoking a version the session does not hold only keeps it
+// from being installed later.
+func (s *Session) RevokeKey(version uint32) error {
+	if !usesKMS(s.cfg.Keying) {
+		return fmt.Errorf("media: revoke key in %s keying: %w", s.cfg.Keying, ErrNoRotation)
+	}
+	if version == 0 {
+		return errors.New("media: revoke key version 0 (versions start at 1)")
+	}
+	if s.closed.Load() {
+		return errClosed("revoke key")
+	}
+	s.withdraw([]uint32{version}, 0)
+	return nil
+}
+
+// withdraw revokes the versions in revoked and those below min (if above
+// 1).
+func (s *Session) withdraw(revoked []uint32, min uint32) {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	gone := func(v uint32) bool { return v < min || slices.Contains(revoked, v) }
+
+	s.recvMu.Lock()
+	if min > s.revokedBelow {
+		s.revokedBelow = min
+		maps.DeleteFunc(s.revoked, func(v uint32, _ bool) bool { return v < min })
+	}
+	for _, v := range revoked {
+		if v < s.revokedBelow || s.revoked[v] {
+			continue
+		}
+		if s.revoked == nil {
+			s.revoked = map[uint32]bool{}
+		}
+		if len(s.revoked) >= maxRevoked {
+			delete(s.revoked, slices.Min(slices.Collect(maps.Keys(s.revoked))))
+		}
+		s.revoked[v] = true
+	}
+	if gone(s.recvSelect) {
+		s.selectRecvLocked(func(v uint32) bool { return !gone(v) })
+	}
+	for v := range s.recvKeys {
+		if !gone(v) || v == s.recvSelect {
+			continue
+		}
+		if err := s.recv.RemoveMKI(versionMKI(v)); err != nil {
+			s.log.Error("media: remove revoked key version", "version", v, "err", err)
+			continue
+		}
+		delete(s.recvKeys, v)
+		s.log.Info("media: revoked key version removed for receiving", "version", v)
+	}
+	s.recvMu.Unlock()
+
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.pending = slices.DeleteFunc(s.pending, func(p pendingKey) bool {
+		if gone(p.version) {
+			_ = s.send.RemoveMKI(versionMKI(p.version))
+			return true
+		}
+		return false
+	})
+	if k := &s.sendKey; gone(k.version) && !k.revoked {
+		k.revoked, k.expired = true, true
+		s.log.Info("media: sending key version revoked", "version", k.version, "replacements", len(s.pending))
+		s.sendEventsLocked(s.cfg.Clock())
+	}
 }

@@ -75,8 +75,14 @@ type Session struct {
 	removeBelow uint32 // versions below it are removed at removeAt
 	removeAt    int64  // unix ns; 0: no removal pending
 	removedUpTo uint32 // versions up to it were removed; never reinstalled
-	fetch       fetchState
-	releaseMu   sync.Mutex // serializes releaseHeld
+	// Withdrawn versions (RevokeKey, a KeyChangeWatcher) are never
+	// installed again: those in revoked (at most maxRevoked) and those
+	// below revokedBelow.
+	revoked      map[uint32]bool
+	revokedBelow uint32
+	recvSelect   uint32 // the version the receiving context's selected MKI names; 0: the placeholder
+	fetch        fetchState
+	releaseMu    sync.Mutex // serializes releaseHeld
 
 	// life is cancelled by Close: it bounds requests the session makes
 	// on its own (on-demand fetches, rotation requests).
@@ -126,8 +132,17 @@ type sendKeyState struct {
 	requested   bool // a rotation was requested for this version
 	lifeAsked   bool // the lifetime check is done for this version
 	expired     bool
+	revoked     bool // withdrawn: expired is set too, WriteRTP says why
 	rtcpBudget  uint64
 	rtpHardStop uint64
+}
+
+// refusal is why the key cannot send.
+func (k *sendKeyState) refusal() error {
+	if k.revoked {
+		return ErrKeyRevoked
+	}
+	return ErrKeyExhausted
 }
 
 type pendingKey struct {
@@ -300,8 +315,9 @@ func (s *Session) start(ctx context.Context) error {
 		go s.pushLoop()
 	}
 	if usesKMS(s.cfg.Keying) {
-		if w, ok := s.cfg.KeySource.(KeyWatcher); ok {
-			s.watch(w)
+		switch s.cfg.KeySource.(type) {
+		case KeyChangeWatcher, KeyWatcher:
+			s.watch(s.cfg.KeySource)
 		}
 	}
 	return nil
@@ -329,14 +345,15 @@ func (s *Session) markReady() {
 	s.readyNow.Store(true)
 }
 
-// watch installs the versions a KeyWatcher reports until Close.
-func (s *Session) watch(w KeyWatcher) {
+// watch installs the versions a KeyChangeWatcher or KeyWatcher reports,
+// and withdraws those a KeyChangeWatcher reports withdrawn, until Close.
+func (s *Session) watch(w KeySource) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopWatch = cancel
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		err := w.Watch(ctx, s.cfg.KeyURI, func(k CallKey) {
+		install := func(k CallKey) {
 			// On the watch's goroutine, which holds no lock of the
 			// session's: it delivers the held packets itself.
 			if err := s.installOpen(k); err != nil {
@@ -344,7 +361,20 @@ func (s *Session) watch(w KeyWatcher) {
 				return
 			}
 			s.releaseHeld()
-		})
+		}
+		var err error
+		if cw, ok := w.(KeyChangeWatcher); ok {
+			err = cw.WatchChanges(ctx, s.cfg.KeyURI, func(c KeyChange) {
+				if c.Key.Version != 0 {
+					install(c.Key)
+				}
+				if len(c.Revoked) > 0 || c.MinVersion > 1 {
+					s.withdraw(c.Revoked, c.MinVersion)
+				}
+			})
+		} else {
+			err = w.(KeyWatcher).Watch(ctx, s.cfg.KeyURI, install)
+		}
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("media: key watch ended; keys no longer rotate on their own", "err", err)
 		}
@@ -533,7 +563,7 @@ func (s *Session) protectRTPLocked(buf []byte, h *RTPHeader, payload []byte) ([]
 	}
 	k := &s.sendKey
 	if k.expired || k.rtp >= k.rtpHardStop {
-		return nil, fmt.Errorf("media: write RTP with key version %d: %w", k.version, ErrKeyExhausted)
+		return nil, fmt.Errorf("media: write RTP with key version %d: %w", k.version, k.refusal())
 	}
 	// pion/srtp protects in place when dst and the plaintext are one
 	// buffer: one buffer instead of two.
@@ -584,7 +614,7 @@ func (s *Session) sendRTCPLocked(pkt []byte) error {
 	}
 	k := &s.sendKey
 	if k.expired || k.rtcp >= maxSRTCPPackets {
-		return fmt.Errorf("media: write RTCP with key version %d: %w", k.version, ErrKeyExhausted)
+		return fmt.Errorf("media: write RTCP with key version %d: %w", k.version, k.refusal())
 	}
 	ob := getOut()
 	defer putOut(ob)

@@ -13,7 +13,11 @@
 // removed. A new version activates after [Config].ActivationDelay; the one
 // it supersedes stays deliverable for [Config].Grace after that. The
 // operator marks versions compromised or destroyed ([Server.SetKeyState])
-// and raises a call's minimum version ([Server.SetMinVersion]).
+// and raises a call's minimum version ([Server.SetMinVersion]). Marking
+// the newest version makes a new one in the same commit, so that live
+// calls have a version to move to; every watch that tracks withdrawals
+// (kms.Client.WatchChanges) is answered at once, on every replica, and its
+// session stops sending and receiving under the withdrawn versions.
 //
 // The operator revokes a device, a lost or stolen one whose credentials
 // are still valid ([Server.RevokeDevice]; [Server.RestoreDevice] lifts

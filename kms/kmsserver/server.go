@@ -132,6 +132,34 @@ type callRecord struct {
 
 func (r *callRecord) ended() bool { return !r.EndedAt.IsZero() }
 
+// withdrawnCount is what the call has withdrawn (wire.KeysResponse's
+// Withdrawn): its minimum version plus its revoked versions. Neither ever
+// goes down, so the sum changes exactly when the call withdraws a version.
+func (r *callRecord) withdrawnCount() uint64 {
+	n := uint64(r.MinVersion)
+	for _, vr := range r.Versions {
+		if vr.State != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// revokedListed lists the revoked versions at or above the minimum among
+// the newest wire.MaxRevokedListed, ascending (wire.KeysResponse's
+// Revoked). An older one is no longer held by a live call: sessions drop
+// a version after its successor plus their grace, and the KMS's minimum
+// rotation period spaces the versions.
+func (r *callRecord) revokedListed() []uint32 {
+	var out []uint32
+	for _, vr := range r.Versions[max(len(r.Versions)-wire.MaxRevokedListed, 0):] {
+		if vr.State != "" && vr.Version >= r.MinVersion {
+			out = append(out, vr.Version)
+		}
+	}
+	return out
+}
+
 func (r callRecord) clone() callRecord {
 	r.Participants = slices.Clone(r.Participants)
 	r.Versions = slices.Clone(r.Versions)
@@ -690,12 +718,12 @@ func (s *Server) EndCall(ctx context.Context, callID string) error {
 }
 
 func (s *Server) endCall(id, actor, detail string, extra ...Write) error {
-	err := s.changeCall(id, AuditEntry{Action: "end", Actor: actor, Detail: detail}, func(rec *callRecord) error {
+	err := s.changeCall(id, AuditEntry{Action: "end", Actor: actor, Detail: detail}, func(rec *callRecord) (bool, error) {
 		if rec.ended() {
-			return errEnded
+			return false, errEnded
 		}
 		rec.EndedAt = s.cfg.Clock().UTC()
-		return nil
+		return false, nil
 	}, func(c *call) {
 		c.nextRotation = time.Time{}
 		s.creators.add(c.rec.Creator, -1)
@@ -830,23 +858,30 @@ func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, v
 // SetKeyState marks a version of call callID compromised or destroyed (the
 // only states an operator sets; the others follow from time). Destroying
 // erases the key material from the store. Both are final and audited.
+// Watches that track withdrawals ([kms.Client.WatchChanges]) hear of it at
+// once, and their sessions stop sending and receiving under the version.
+// When it is the call's newest version, the one live calls send with, a new
+// version replaces it in the same commit (audited as a rotation), active
+// after the activation delay; sessions that heard of the withdrawal send
+// under it at once.
 func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32, state KeyState) error {
 	if state != StateCompromised && state != StateDestroyed {
 		return fmt.Errorf("kmsserver: set key state: %v cannot be set", state)
 	}
-	return s.changeCall(callID, AuditEntry{Action: "state", Actor: "operator", Version: version, Detail: state.String()}, func(rec *callRecord) error {
+	return s.changeCall(callID, AuditEntry{Action: "state", Actor: "operator", Version: version, Detail: state.String()}, func(rec *callRecord) (bool, error) {
 		if version == 0 || int(version) > len(rec.Versions) {
-			return fmt.Errorf("kmsserver: set key state: call %q has no version %d", callID, version)
+			return false, fmt.Errorf("kmsserver: set key state: call %q has no version %d", callID, version)
 		}
 		vr := &rec.Versions[version-1]
 		if vr.State == StateDestroyed.String() {
-			return fmt.Errorf("kmsserver: set key state: version %d is destroyed", version)
+			return false, fmt.Errorf("kmsserver: set key state: version %d is destroyed", version)
 		}
+		renew := vr.State == "" && int(version) == len(rec.Versions) && !rec.ended()
 		vr.State = state.String()
 		if state == StateDestroyed {
 			vr.SealedKey = nil
 		}
-		return nil
+		return renew, nil
 	}, func(c *call) {
 		if state == StateDestroyed {
 			delete(c.keys, version)
@@ -857,31 +892,47 @@ func (s *Server) SetKeyState(ctx context.Context, callID string, version uint32,
 // SetMinVersion sets the lowest version of call callID that is delivered;
 // lower ones are refused from then on. It never lowers the minimum.
 func (s *Server) SetMinVersion(ctx context.Context, callID string, version uint32) error {
-	return s.changeCall(callID, AuditEntry{Action: "min-version", Actor: "operator", Version: version}, func(rec *callRecord) error {
+	return s.changeCall(callID, AuditEntry{Action: "min-version", Actor: "operator", Version: version}, func(rec *callRecord) (bool, error) {
 		if int(version) > len(rec.Versions) {
-			return fmt.Errorf("kmsserver: set min version: call %q has no version %d", callID, version)
+			return false, fmt.Errorf("kmsserver: set min version: call %q has no version %d", callID, version)
 		}
 		rec.MinVersion = max(rec.MinVersion, version)
-		return nil
+		return false, nil
 	}, nil)
 }
 
-func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) error, apply func(*call), extra ...Write) error {
+// changeCall applies change to a copy of call id's record and commits it
+// with audit entry e, then applies apply to the call under s.mu. When
+// change reports renew, a new version is added in the same commit, with
+// its own rotation entry.
+func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) (renew bool, err error), apply func(*call), extra ...Write) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	c, rec := s.callForChange(id)
 	if c == nil {
 		return fmt.Errorf("kmsserver: call %q: %w", id, ErrNoCall)
 	}
-	if err := change(&rec); err != nil {
+	renew, err := change(&rec)
+	if err != nil {
 		return err
+	}
+	now := s.cfg.Clock().UTC()
+	e.Time, e.Call, e.Outcome = now, id, "ok"
+	entries := []AuditEntry{e}
+	var key []byte
+	var vr versionRecord
+	if renew {
+		if key, vr, err = s.newVersion(&rec, now, now.Add(s.cfg.ActivationDelay)); err != nil {
+			return err
+		}
+		entries = append(entries, AuditEntry{Time: now, Action: "rotate", Actor: e.Actor, Call: id, Version: vr.Version, Outcome: "ok",
+			Detail: fmt.Sprintf("version %d %s", e.Version, e.Detail)})
 	}
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	e.Time, e.Call, e.Outcome = s.cfg.Clock().UTC(), id, "ok"
-	if err := s.commit(append([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, extra...), e); err != nil {
+	if err := s.commit(append([]Write{{Bucket: bucketCalls, Key: id, Value: val}}, extra...), entries...); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -889,12 +940,22 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) er
 	if apply != nil {
 		apply(c)
 	}
+	if renew {
+		c.keys[vr.Version] = key
+		if rec.RotateEveryMS > 0 {
+			c.nextRotation = now.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
+		}
+	}
 	c.wrapMu.Lock()
 	c.wrapped = nil // no wrapped copy of a destroyed key stays around
 	c.wrapMu.Unlock()
 	close(c.changed)
 	c.changed = make(chan struct{})
 	s.mu.Unlock()
+	if renew {
+		s.poke()
+		s.cfg.Logger.Info("kmsserver: rotated", "call", id, "version", vr.Version, "actor", e.Actor, "replacing", e.Version)
+	}
 	return nil
 }
 
@@ -1276,7 +1337,11 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 	after, err1 := parseUint32(q.Get("after"))
 	waitMS, err2 := strconv.ParseUint(defaultString(q.Get("wait"), "0"), 10, 32)
 	version, err3 := parseUint32(q.Get("version"))
-	if err1 != nil || err2 != nil || err3 != nil {
+	// A watch that tracks withdrawals sends the count it has seen and is
+	// answered when it changes.
+	tracking := q.Has(wire.QueryWithdrawn)
+	seen, err4 := strconv.ParseUint(defaultString(q.Get(wire.QueryWithdrawn), "0"), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		s.deny(w, fail(http.StatusBadRequest, wire.CodeBadRequest), "fetch", p.identity, id)
 		return
 	}
@@ -1347,7 +1412,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 			s.deny(w, stateErr, action, p.identity, id)
 			return
 		}
-		if len(ds) > 0 || timeout == nil {
+		if len(ds) > 0 || timeout == nil || (tracking && rec.withdrawnCount() != seen) {
 			s.deliver(w, r, c, rec, dev, ds, action, p.identity)
 			return
 		}
@@ -1391,7 +1456,8 @@ func (s *Server) oneVersion(c *call, now time.Time, v uint32) ([]deliverable, *a
 
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request, c *call, rec callRecord, dev *device, ds []deliverable, action, identity string) {
 	uri := s.baseURL(r) + wire.PathCalls + "/" + rec.ID
-	resp := wire.KeysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wire.Key, 0, len(ds))}
+	resp := wire.KeysResponse{URI: uri, CallID: rec.ID, MinVersion: rec.MinVersion, Latest: uint32(len(rec.Versions)), Keys: make([]wire.Key, 0, len(ds)),
+		Revoked: rec.revokedListed(), Withdrawn: rec.withdrawnCount()}
 	var last uint32
 	sig := s.currentSigner()
 	for _, d := range ds {

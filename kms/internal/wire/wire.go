@@ -106,7 +106,23 @@ type KeysResponse struct {
 	MinVersion uint32 `json:"min_version"`
 	Latest     uint32 `json:"latest"`
 	Keys       []Key  `json:"keys"`
+	// Revoked lists, ascending, the versions at or above MinVersion that
+	// are compromised or destroyed, among the newest MaxRevokedListed
+	// versions of the call.
+	Revoked []uint32 `json:"revoked,omitempty"`
+	// Withdrawn counts what the call has withdrawn: its minimum version
+	// plus its revoked versions. It only grows. A watch that sends it back
+	// (QueryWithdrawn) is answered as soon as it changes, not only when a
+	// version is added.
+	Withdrawn uint64 `json:"withdrawn"`
 }
+
+// QueryWithdrawn is the keys request parameter carrying the Withdrawn
+// count a watch has seen.
+const QueryWithdrawn = "withdrawn"
+
+// MaxRevokedListed bounds KeysResponse.Revoked.
+const MaxRevokedListed = 64
 
 // ErrorResponse is a JSON body of the protocol.
 type ErrorResponse struct {

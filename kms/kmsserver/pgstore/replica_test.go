@@ -140,6 +140,21 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
+// watchChanges runs c's WatchChanges of uri until the test ends and
+// returns what it reports.
+func watchChanges(t *testing.T, ctx context.Context, c *kms.Client, uri string) <-chan media.KeyChange {
+	got := make(chan media.KeyChange, 16)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.WatchChanges(wctx, uri, func(c media.KeyChange) { got <- c })
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return got
+}
+
 // A watch on replica B wakes when replica A rotates (LISTEN/NOTIFY).
 func TestInteropPostgresWatchAcrossReplicas(t *testing.T) {
 	c := pgtest.Start(t)
@@ -150,21 +165,13 @@ func TestInteropPostgresWatchAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan media.CallKey, 16)
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		bob.Watch(wctx, uri, func(k media.CallKey) { got <- k })
-	}()
-	defer func() { cancel(); wg.Wait() }()
+	got := watchChanges(t, ctx, bob, uri)
 	waitVersion := func(v uint32) time.Duration {
 		start := time.Now()
 		for {
 			select {
-			case k := <-got:
-				if k.Version == v {
+			case c := <-got:
+				if c.Key.Version == v {
 					return time.Since(start)
 				}
 			case <-ctx.Done():
@@ -181,6 +188,47 @@ func TestInteropPostgresWatchAcrossReplicas(t *testing.T) {
 		d := waitVersion(v)
 		t.Logf("version %d created on A reached the watch on B %v after the rotate returned (machine shared)", v, d)
 	}
+}
+
+// A watch on replica B that tracks withdrawals wakes when an operator on
+// replica A compromises the newest version: it reports the replacement
+// made on A, then the withdrawal.
+func TestInteropPostgresWithdrawalAcrossReplicas(t *testing.T) {
+	c := pgtest.Start(t)
+	rs := startReplicas(t, c, 2, kmsserver.Config{})
+	alice, bob := rs.client("alice", 0), rs.client("bob", 1)
+	ctx := ctxT(t)
+	uri, err := alice.CreateCall(ctx, kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := watchChanges(t, ctx, bob, uri)
+	next := func(what string) media.KeyChange {
+		t.Helper()
+		select {
+		case c := <-got:
+			return c
+		case <-time.After(15 * time.Second):
+			t.Fatalf("bob's watch on replica B reported no change within 15 s: want %s", what)
+		}
+		return media.KeyChange{}
+	}
+	if c := next("version 1"); c.Key.Version != 1 {
+		t.Fatalf("change %+v, want version 1", c)
+	}
+	time.Sleep(50 * time.Millisecond) // let the watch poll again
+	id := uri[len(rs.envs[0].URL+wire.PathCalls+"/"):]
+	start := time.Now()
+	if err := rs.envs[0].Server.SetKeyState(ctx, id, 1, kmsserver.StateCompromised); err != nil {
+		t.Fatal(err)
+	}
+	if c := next("version 2"); c.Key.Version != 2 {
+		t.Fatalf("change %+v, want version 2, made on A to replace version 1", c)
+	}
+	if c := next("version 1 revoked"); !slices.Equal(c.Revoked, []uint32{1}) {
+		t.Fatalf("change %+v, want version 1 revoked", c)
+	}
+	t.Logf("the compromise on A reached the watch on B %v after it returned (machine shared)", time.Since(start))
 }
 
 // A proof used on one replica is refused on another.
