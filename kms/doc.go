@@ -52,6 +52,7 @@
 //	POST   /v1/devices                          register the device key (proof)
 //	POST   /v1/calls                            create a call key       (proof)
 //	GET    /v1/calls/{id}/keys[?after=N&wait=ms] usable versions; long-poll with wait
+//	       [&withdrawn=N]                       ... answered too when the withdrawn count changes
 //	GET    /v1/calls/{id}/keys?version=N        one version
 //	POST   /v1/calls/{id}/rotate                new version             (proof)
 //	DELETE /v1/calls/{id}/participants/{who}    remove and rotate       (proof; who path-escaped)
@@ -147,8 +148,9 @@
 // # Concurrency
 //
 // [Client] is safe for concurrent use. Concurrent
-// [Client.Fetch] calls for one URI share one request. [Client.Watch] calls
-// its function on the goroutine that called Watch, never concurrently, and
+// [Client.Fetch] calls for one URI share one request. [Client.Watch] (and
+// [Client.WatchChanges]) calls its function on the goroutine that called
+// it, never concurrently, and
 // returns when its context is done, when the client closes, or on a
 // permanent error ([ErrUnauthorized], [ErrForbidden], [ErrDeviceRevoked],
 // [ErrNotFound], [ErrRevoked], [ErrEnded], [ErrRedirect],

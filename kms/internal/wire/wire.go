@@ -27,6 +27,7 @@ import (
 //	POST   /v1/devices                          register the device key   (proof)
 //	POST   /v1/calls                            create a call key         (proof)
 //	GET    /v1/calls/{id}/keys[?after=&wait=]   usable versions; long-poll with wait
+//	       [&withdrawn=]                        ... answered too when Withdrawn changes
 //	GET    /v1/calls/{id}/keys?version=N        one version
 //	POST   /v1/calls/{id}/rotate                new version               (proof)
 //	DELETE /v1/calls/{id}/participants/{who}    remove and rotate          (proof)
