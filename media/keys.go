@@ -179,8 +179,9 @@ func (s *Session) initVersioned(keys []CallKey) error {
 // keying): at once for receiving, and for sending from its ActivateAt on
 // (at once, if the version sending now was revoked). Versions the session
 // already has, and versions older than one it already removed, are
-// ignored; a revoked version is refused with [ErrKeyRevoked]. When the KeySource implements KeyWatcher, the
-// session calls InstallKey itself for every version the watcher reports.
+// ignored; a revoked version is refused with [ErrKeyRevoked]. When the
+// KeySource implements KeyWatcher, the session calls InstallKey itself for
+// every version the watcher reports.
 // Packets held while the version was fetched (see [HeldPacketLimit]) are
 // decrypted at once and delivered on a goroutine of the session's, since
 // the caller may be OnRTP or the reader they wait for.
@@ -233,7 +234,6 @@ func (s *Session) installKey(k CallKey, now time.Time) error {
 				// Every version was revoked: the real one replaces the
 				// placeholder.
 				s.selectRecvLocked(func(uint32) bool { return true })
-				_ = s.recv.RemoveMKI(versionMKI(0))
 			}
 			// In the same critical section: no packet read later uses
 			// the version before the ones held for it.
@@ -450,9 +450,10 @@ func (s *Session) withdrawnLocked(v uint32) bool {
 // selectRecvLocked points the receiving context's selected MKI at the
 // newest installed version keep accepts, or, if there is none, at a
 // placeholder under MKI 0 with a random key, which no packet authenticates
-// under (versions start at 1). The context refuses to remove its selected
-// MKI, which on a receiving context only selects tag sizes, so a version
-// is removed only once another is selected (recvMu held).
+// under (versions start at 1); the placeholder goes once a version is
+// selected again. The context refuses to remove its selected MKI, which on
+// a receiving context only selects tag sizes, so a version is removed only
+// once another is selected (recvMu held).
 func (s *Session) selectRecvLocked(keep func(uint32) bool) {
 	var next uint32
 	for v := range s.recvKeys {
@@ -479,6 +480,9 @@ func (s *Session) selectRecvLocked(keep func(uint32) bool) {
 	if err := s.recv.SetSendMKI(versionMKI(next)); err != nil {
 		s.log.Error("media: select receiving key", "version", next, "err", err)
 		return
+	}
+	if s.recvSelect == 0 {
+		_ = s.recv.RemoveMKI(versionMKI(0))
 	}
 	s.recvSelect = next
 }
