@@ -23,8 +23,10 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/securecall/securecall"
+	"github.com/securecall/securecall/internal/devkms"
 	"github.com/securecall/securecall/internal/testpki"
 	"github.com/securecall/securecall/kms"
+	"github.com/securecall/securecall/kms/kmsserver"
 	"github.com/securecall/securecall/media"
 )
 
@@ -228,4 +230,46 @@ func TestSecurityForgedDeliveryControl(t *testing.T) {
 		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri},
 		securecall.Config{ICE: loopbackICE(), KeySource: kmsClient(t, env, "bob")})
 	sendRecv(t, a, b, 5)
+}
+
+// An operator compromises the version a live Call sends with: both Calls
+// move to the replacement the KMS makes, within a KMS round trip and
+// before its activation time, and media keeps flowing. The Call hands its
+// kms.Client to the media session as it is, so the session watches
+// withdrawals (media.KeyChangeWatcher); media's
+// TestCompromisedVersionLeavesLiveCall shows the forged packets refused.
+func TestSecurityCompromisedVersionLeavesCall(t *testing.T) {
+	env, err := devkms.StartWith(context.Background(), t.TempDir(),
+		devkms.Options{Server: kmsserver.Config{ActivationDelay: time.Hour}}, "alice", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	alice, err := env.Client("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := env.Client("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri, err := alice.CreateCall(context.Background(), kms.CallOptions{Participants: []string{"alice", "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := pair(t,
+		securecall.Config{ICE: loopbackICE(), KeySource: alice, KeyURI: uri},
+		securecall.Config{ICE: loopbackICE(), KeySource: bob})
+	sendRecv(t, a, b, 5)
+	if va, vb := a.Stats().SendKeyVersion, b.Stats().SendKeyVersion; va != 1 || vb != 1 {
+		t.Fatalf("sending under versions %d and %d, want 1", va, vb)
+	}
+	if err := env.Server.SetKeyState(context.Background(), uri[strings.LastIndexByte(uri, '/')+1:], 1, kmsserver.StateCompromised); err != nil {
+		t.Fatal(err)
+	}
+	// The replacement activates in an hour: only the withdrawal moves the
+	// Calls to it now.
+	waitFor(t, 10*time.Second, func() bool { return a.Stats().SendKeyVersion == 2 && b.Stats().SendKeyVersion == 2 })
+	sendRecv(t, a, b, 5)
+	sendRecv(t, b, a, 5)
 }
