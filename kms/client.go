@@ -836,6 +836,9 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 	if resp.URI != uri || resp.CallID != id {
 		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrBinding, Detail: "response for another key"}
 	}
+	if err := checkRevoked(resp); err != nil {
+		return resp, nil, nil, &DeliveryError{URI: uri, Reason: ErrMalformed, Detail: err.Error()}
+	}
 	keys := make([]media.CallKey, 0, len(resp.Keys))
 	jwes := make([]string, 0, len(resp.Keys))
 	// refuse wipes the keys opened so far: none is handed on.
@@ -868,6 +871,24 @@ func parseKeysResponse(body []byte, uri, id string, after uint32, priv *ecdsa.Pr
 		prev = wk.Version
 	}
 	return resp, keys, jwes, nil
+}
+
+// checkRevoked refuses a list of revoked versions the KMS would not send:
+// longer than wire.MaxRevokedListed, out of order, below the minimum or
+// above the latest version. The withdrawal count is the KMS's token, only
+// sent back.
+func checkRevoked(resp wire.KeysResponse) error {
+	if len(resp.Revoked) > wire.MaxRevokedListed {
+		return fmt.Errorf("%d revoked versions listed, at most %d", len(resp.Revoked), wire.MaxRevokedListed)
+	}
+	prev := uint32(0)
+	for _, v := range resp.Revoked {
+		if v <= prev || v < resp.MinVersion || v > resp.Latest {
+			return fmt.Errorf("revoked version %d out of order or outside %d..%d", v, resp.MinVersion, resp.Latest)
+		}
+		prev = v
+	}
+	return nil
 }
 
 // Watch calls fn with every version of the call key newer than the newest

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,48 @@ func delivery(t testing.TB, priv *ecdsa.PrivateKey) (body []byte, jwe string) {
 	return body, jwe
 }
 
+// A keys answer whose list of revoked versions the KMS would not send is
+// refused as malformed, and nothing in it is handed on or cached.
+func TestParseKeysResponseRevokedList(t *testing.T) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kid, _ := wire.KeyID(&priv.PublicKey)
+	_, jwe := delivery(t, priv)
+	long := make([]uint32, wire.MaxRevokedListed+1)
+	for i := range long {
+		long[i] = uint32(i + 2)
+	}
+	for name, tc := range map[string]struct {
+		revoked   []uint32
+		min       uint32
+		withdrawn uint64
+		ok        bool
+	}{
+		"none":          {nil, 1, 1, true},
+		"listed":        {[]uint32{2, 5}, 1, 3, true},
+		"old server":    {nil, 1, 0, true},
+		"too many":      {long, 1, 100, false},
+		"out of order":  {[]uint32{5, 2}, 1, 3, false},
+		"repeated":      {[]uint32{2, 2}, 1, 3, false},
+		"below minimum": {[]uint32{2}, 3, 4, false},
+		"above latest":  {[]uint32{70}, 1, 2, false},
+		"zero":          {[]uint32{0}, 0, 1, false},
+	} {
+		delivered := []wire.Key{{Version: 1, State: "active", JWE: jwe}}
+		if tc.min > 1 {
+			delivered = nil // version 1 is below the minimum
+		}
+		body, _ := json.Marshal(wire.KeysResponse{URI: "https://kms/v1/calls/c1", CallID: "c1", MinVersion: tc.min, Latest: 66,
+			Keys: delivered, Revoked: tc.revoked, Withdrawn: tc.withdrawn})
+		_, keys, _, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", 0, priv, kid, testSigners, nil)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case !tc.ok && (!errors.Is(err, ErrMalformed) || keys != nil):
+			t.Errorf("%s: %v, %d keys; want ErrMalformed and none", name, err, len(keys))
+		}
+	}
+}
+
 func FuzzParseKeysResponse(f *testing.F) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	kid, _ := wire.KeyID(&priv.PublicKey)
@@ -152,13 +195,22 @@ func FuzzParseKeysResponse(f *testing.F) {
 	f.Add(body, uint32(0))
 	f.Add([]byte(`{"uri":"https://kms/v1/calls/c1","call_id":"c1","keys":[{"version":1,"jwe":"a.b.c.d.e"}]}`), uint32(0))
 	f.Add([]byte(`{"keys":null}`), uint32(3))
+	f.Add([]byte(`{"uri":"https://kms/v1/calls/c1","call_id":"c1","min_version":2,"latest":9,"keys":[],"revoked":[3,5],"withdrawn":4}`), uint32(0))
 	f.Fuzz(func(t *testing.T, body []byte, after uint32) {
-		_, keys, _, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", after, priv, kid, testSigners, nil)
+		resp, keys, _, err := parseKeysResponse(body, "https://kms/v1/calls/c1", "c1", after, priv, kid, testSigners, nil)
 		if err != nil {
 			if keys != nil {
 				t.Fatal("keys returned with an error")
 			}
 			return
+		}
+		if len(resp.Revoked) > wire.MaxRevokedListed || !slices.IsSorted(resp.Revoked) {
+			t.Fatalf("accepted revoked versions %v", resp.Revoked)
+		}
+		for _, v := range resp.Revoked {
+			if v < resp.MinVersion || v > resp.Latest || v == 0 {
+				t.Fatalf("accepted revoked version %d outside %d..%d", v, resp.MinVersion, resp.Latest)
+			}
 		}
 		prev := after
 		for _, k := range keys {
