@@ -197,14 +197,7 @@ func TestAttackRemovedKey(t *testing.T) {
 		if hasRecvKey(sb, 1) {
 			t.Fatal("version 1 still installed after its grace period")
 		}
-		cb.inject(old)
-		writeSeq(t, sa, 5)
-		if got := readSeq(t, sb); got != 5 {
-			t.Fatalf("packet under a removed key delivered: seq %d", got)
-		}
-		if st := sb.Stats(); st.UnknownMKIDrops != 1 {
-			t.Fatalf("stats %+v: want 1 unknown-MKI drop", st)
-		}
+		refusedHeld(t, sa, sb, cb, old, 5)
 		// A removed version is not installed again.
 		keys.mu.Lock()
 		v1 := keys.versions[0]

@@ -29,6 +29,21 @@ func withheldPair(t *testing.T, mode sdp.Keying, keys *fakeKeys, grace time.Dura
 	return sa, sb, cb, cap.last()
 }
 
+// refusedHeld injects held, a packet under a version sb no longer has,
+// into sb's conn cb, then sends seq from sa: sb must read seq, not held,
+// and count held as its one unknown-MKI drop.
+func refusedHeld(t *testing.T, sa, sb *Session, cb *memConn, held []byte, seq uint16) {
+	t.Helper()
+	cb.inject(held)
+	writeSeq(t, sa, seq)
+	if got := readSeq(t, sb); got != seq {
+		t.Fatalf("packet under a withdrawn version delivered: seq %d", got)
+	}
+	if st := sb.Stats(); st.UnknownMKIDrops != 1 {
+		t.Fatalf("stats %+v: want 1 unknown-MKI drop", st)
+	}
+}
+
 // A version the key source revokes after the peer moved on is refused at
 // once, not after RotationGrace: a packet forged under it, or an old one
 // an attacker held back, is dropped, and its MKI starts no fetch.
@@ -48,14 +63,7 @@ func TestRevokeReplacedVersionAtOnce(t *testing.T) {
 				}
 				keys.Revoke(1)
 				waitUntil(t, func() bool { return !hasRecvKey(sb, 1) && !hasRecvKey(sa, 1) })
-				cb.inject(old)
-				writeSeq(t, sa, 4)
-				if got := readSeq(t, sb); got != 4 {
-					t.Fatalf("packet under a revoked version delivered: seq %d", got)
-				}
-				if st := sb.Stats(); st.UnknownMKIDrops != 1 {
-					t.Fatalf("stats %+v: want 1 unknown-MKI drop", st)
-				}
+				refusedHeld(t, sa, sb, cb, old, 4)
 			})
 		})
 	}

@@ -819,16 +819,28 @@ func (s *Server) rotate(id, actor, detail string, change func(*callRecord) error
 	}
 	s.mu.Lock()
 	c.rec = rec
-	c.keys[vr.Version] = key
-	if rec.RotateEveryMS > 0 {
-		c.nextRotation = now.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
-	}
+	addedLocked(c, vr, key, now)
 	close(c.changed)
 	c.changed = make(chan struct{})
 	s.mu.Unlock()
-	s.poke()
-	s.cfg.Logger.Info("kmsserver: rotated", "call", id, "version", vr.Version, "actor", actor)
+	s.rotated(id, vr.Version, actor)
 	return vr.Version, nil
+}
+
+// addedLocked puts a committed new version of c, made at now, in memory
+// and moves its next scheduled rotation. Called with s.mu held.
+func addedLocked(c *call, vr versionRecord, key []byte, now time.Time) {
+	c.keys[vr.Version] = key
+	if c.rec.RotateEveryMS > 0 {
+		c.nextRotation = now.Add(time.Duration(c.rec.RotateEveryMS) * time.Millisecond)
+	}
+}
+
+// rotated wakes the scheduler after a rotation of call id to version v,
+// and logs it.
+func (s *Server) rotated(id string, v uint32, actor string, attrs ...any) {
+	s.poke()
+	s.cfg.Logger.Info("kmsserver: rotated", append([]any{"call", id, "version", v, "actor", actor}, attrs...)...)
 }
 
 func (s *Server) newVersion(rec *callRecord, now, activate time.Time) ([]byte, versionRecord, error) {
@@ -941,10 +953,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) (r
 		apply(c)
 	}
 	if renew {
-		c.keys[vr.Version] = key
-		if rec.RotateEveryMS > 0 {
-			c.nextRotation = now.Add(time.Duration(rec.RotateEveryMS) * time.Millisecond)
-		}
+		addedLocked(c, vr, key, now)
 	}
 	c.wrapMu.Lock()
 	c.wrapped = nil // no wrapped copy of a destroyed key stays around
@@ -953,8 +962,7 @@ func (s *Server) changeCall(id string, e AuditEntry, change func(*callRecord) (r
 	c.changed = make(chan struct{})
 	s.mu.Unlock()
 	if renew {
-		s.poke()
-		s.cfg.Logger.Info("kmsserver: rotated", "call", id, "version", vr.Version, "actor", e.Actor, "replacing", e.Version)
+		s.rotated(id, vr.Version, e.Actor, "replacing", e.Version)
 	}
 	return nil
 }
