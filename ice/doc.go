@@ -270,8 +270,10 @@
 //
 // An [Endpoint] ([Config.Endpoint]) is one UDP socket for any number of
 // Transports, both ends of a call included. Its one reader takes up to 32
-// datagrams per recvmmsg and routes each on the spot: STUN requests by the
-// ICE username (the receiver's ufrag before the colon), STUN responses by
+// datagrams per recvmmsg (on Linux its own call, which allocates nothing
+// per datagram; elsewhere x/net's ReadBatch, which allocates each source
+// address) and routes each on the spot: STUN requests by the ICE
+// username (the receiver's ufrag before the colon), STUN responses by
 // the transaction ID of the request the Transport sent, everything else by
 // the 5-tuple of the Transport's selected pair, straight into the queue
 // the net.Conn from Connect reads (a channel of at most 64 datagrams per
