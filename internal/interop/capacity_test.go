@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,7 +52,8 @@ import (
 //
 //	cd internal/interop && go test -run '^$' -bench Capacity -benchtime 1x -timeout 30m
 //
-// SECURECALL_CAPACITY_PAIRS lists the N (default "100,200,400"), and
+// SECURECALL_CAPACITY_PAIRS lists the N (default "100,200,400"), for
+// every stack or per stack (capacityPlan), and
 // SECURECALL_CAPACITY_WINDOW the window (default 5s).
 // SECURECALL_CAPACITY_PERF=1 counts the process's system calls over each
 // window with perf, SECURECALL_CAPACITY_STRACE=1 with strace (see
@@ -351,6 +353,8 @@ type capacityResult struct {
 	straceCalls      float64       // all system calls per frame (perf or strace); -1: not measured
 	straceTop        string        // the first lines of the counter's summary
 	schedP99         time.Duration // how long a runnable goroutine waited for a core, p99 over the window
+	allocsPerFrame   float64       // heap allocations of the whole process per frame sent, over the window
+	gcCycles         uint64        // garbage collections that ended in the window
 }
 
 // latencyHist is a log-scale histogram of one-way latencies: bucket b
@@ -432,6 +436,20 @@ func (r *capacityReceiver) frame(payload []byte) {
 
 // schedLatencies reads the runtime's histogram of the time goroutines
 // spent runnable before they ran.
+// heapCounters returns the process's heap allocations and completed GC
+// cycles so far.
+func heapCounters() (allocs, cycles uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		allocs = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		cycles = s[1].Value.Uint64()
+	}
+	return allocs, cycles
+}
+
 func schedLatencies() *metrics.Float64Histogram {
 	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
 	metrics.Read(s)
@@ -750,12 +768,19 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 		return res, err
 	}
 	sched0 := schedLatencies()
+	allocs0, cycles0 := heapCounters()
+	sent0 := sentAll.Load()
 	w0 := time.Now()
 	phase.Store(phaseMeasure)
 	err = sleep(window)
 	phase.Store(phaseDrain)
 	elapsed := time.Since(w0)
 	t1, _ := cpuTicks()
+	allocs1, cycles1 := heapCounters()
+	if s := sentAll.Load() - sent0; s > 0 {
+		res.allocsPerFrame = float64(allocs1-allocs0) / float64(s)
+	}
+	res.gcCycles = cycles1 - cycles0
 	if perr := stopProfile(); perr != nil && err == nil {
 		err = perr
 	}
@@ -819,20 +844,70 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 // default, as every figure in BENCHMARKS.md before 2026-12-02).
 func capacitySpread() bool { return os.Getenv("SECURECALL_CAPACITY_SEND") == "spread" }
 
-func capacityPairs() ([]int, error) {
-	s := os.Getenv("SECURECALL_CAPACITY_PAIRS")
+// capacityRun is one stack at one N.
+type capacityRun struct {
+	stack string
+	pairs int
+}
+
+// capacityPlan reads SECURECALL_CAPACITY_PAIRS (default "100,200,400")
+// into rounds of runs, run in order. A plain list, "300,500", runs every
+// stack at each N in turn. Per-stack lists, "pion:225,250;securecall-push:
+// 900,1000", run only the stacks named, each on its own grid (near its own
+// limit, so that no time goes on a stack far past it), interleaved: round
+// i runs each stack's i-th N, so that a machine whose speed drifts during
+// the run moves every stack's figures alike. known lists the stack names.
+func capacityPlan(s string, known []string) ([][]capacityRun, error) {
 	if s == "" {
 		s = "100,200,400"
 	}
-	var ns []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("SECURECALL_CAPACITY_PAIRS: bad %q", f)
+	bad := func(f string) error { return fmt.Errorf("SECURECALL_CAPACITY_PAIRS: bad %q", f) }
+	list := func(f string) ([]int, error) {
+		var ns []int
+		for _, v := range strings.Split(f, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 1 {
+				return nil, bad(v)
+			}
+			ns = append(ns, n)
 		}
-		ns = append(ns, n)
+		return ns, nil
 	}
-	return ns, nil
+	var rounds [][]capacityRun
+	add := func(i int, r capacityRun) {
+		for len(rounds) <= i {
+			rounds = append(rounds, nil)
+		}
+		rounds[i] = append(rounds[i], r)
+	}
+	if !strings.Contains(s, ":") {
+		ns, err := list(s)
+		if err != nil {
+			return nil, err
+		}
+		for i, n := range ns {
+			for _, st := range known {
+				add(i, capacityRun{st, n})
+			}
+		}
+		return rounds, nil
+	}
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ";") {
+		name, f, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok || !slices.Contains(known, name) || seen[name] {
+			return nil, bad(part)
+		}
+		seen[name] = true
+		ns, err := list(f)
+		if err != nil {
+			return nil, err
+		}
+		for i, n := range ns {
+			add(i, capacityRun{name, n})
+		}
+	}
+	return rounds, nil
 }
 
 // BenchmarkCapacity runs each stack at each N of SECURECALL_CAPACITY_PAIRS
@@ -843,7 +918,11 @@ func capacityPairs() ([]int, error) {
 // than a frame period late or skipped. It then logs, per stack, the
 // largest N with 0 loss, no skipped send and under 90% CPU. Run it with -benchtime 1x: each N is one run.
 func BenchmarkCapacity(b *testing.B) {
-	ns, err := capacityPairs()
+	var names []string
+	for _, st := range capacityStacks() {
+		names = append(names, st.name)
+	}
+	rounds, err := capacityPlan(os.Getenv("SECURECALL_CAPACITY_PAIRS"), names)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -856,11 +935,14 @@ func BenchmarkCapacity(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	best := map[string]int{}
+	tried := map[string][]int{}
 	var results []capacityResult
-	for _, n := range ns {
-		stacks := capacityStacks()
-		for _, st := range stacks {
+	for _, round := range rounds {
+		stacks := capacityStacks() // fresh grids for each round
+		for _, run := range round {
+			st, n := stacks[slices.Index(names, run.stack)], run.pairs
 			b.Run(fmt.Sprintf("stack=%s/pairs=%d", st.name, n), func(b *testing.B) {
+				tried[st.name] = append(tried[st.name], n)
 				for range b.N {
 					r, err := runCapacity(ctx, st, n, window)
 					if err != nil {
@@ -878,6 +960,8 @@ func BenchmarkCapacity(b *testing.B) {
 					b.ReportMetric(float64(r.lateSends), "late-sends")
 					b.ReportMetric(float64(r.skipped), "skipped-sends")
 					b.ReportMetric(float64(r.schedP99)/1e6, "sched-p99-ms")
+					b.ReportMetric(r.allocsPerFrame, "allocs/frame")
+					b.ReportMetric(float64(r.gcCycles), "gc-cycles")
 					if r.straceCalls >= 0 {
 						b.ReportMetric(r.straceCalls, "syscalls/frame")
 						b.Logf("system calls over the window:\n%s", r.straceTop)
@@ -885,8 +969,8 @@ func BenchmarkCapacity(b *testing.B) {
 					if r.syscallsPerFrame >= 0 {
 						b.ReportMetric(r.syscallsPerFrame, "socket-syscalls/datagram")
 					}
-					b.Logf("%s pairs=%d: lost %d of %d, cpu %.1f%%, %.3f cores/1000 pairs, %.0f B and %.2f goroutines per pair, p50 %v p99 %v, %d late and %d skipped sends, scheduling p99 %v, setup %v (%d retried), load average %s",
-						r.stack, r.pairs, r.lost, r.sent, r.cpuPercent, r.coresPer1000, r.heapPerPair, r.goroutinesPair, r.p50, r.p99, r.lateSends, r.skipped, r.schedP99.Round(time.Microsecond), r.setup.Round(time.Millisecond), r.setupFailures, r.load1)
+					b.Logf("%s pairs=%d: lost %d of %d, cpu %.1f%%, %.3f cores/1000 pairs, %.0f B and %.2f goroutines per pair, p50 %v p99 %v, %d late and %d skipped sends, scheduling p99 %v, %.2f allocations per frame and %d GC cycles in the window, setup %v (%d retried), load average %s",
+						r.stack, r.pairs, r.lost, r.sent, r.cpuPercent, r.coresPer1000, r.heapPerPair, r.goroutinesPair, r.p50, r.p99, r.lateSends, r.skipped, r.schedP99.Round(time.Microsecond), r.allocsPerFrame, r.gcCycles, r.setup.Round(time.Millisecond), r.setupFailures, r.load1)
 					if r.lost == 0 && r.skipped == 0 && r.cpuPercent < 90 && n > best[r.stack] {
 						best[r.stack] = n
 					}
@@ -894,8 +978,10 @@ func BenchmarkCapacity(b *testing.B) {
 			})
 		}
 	}
-	for _, st := range capacityStacks() {
-		b.Logf("largest N with 0 loss under 90%% CPU: %s %d (of the N tried: %v)", st.name, best[st.name], ns)
+	for _, name := range names {
+		if len(tried[name]) > 0 {
+			b.Logf("largest N with 0 loss under 90%% CPU: %s %d (of the N tried: %v)", name, best[name], tried[name])
+		}
 	}
 }
 
