@@ -97,3 +97,74 @@ func TestBatchReaderSources(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkBatchRead compares, side by side in one run, the Endpoint's
+// reader (recvmmsg of our own on Linux) with x/net's ReadBatch: each
+// iteration queues 32 datagrams of 172 bytes (a PCMU frame in SRTP) on
+// each of two loopback sockets, then times each reader taking its 32,
+// the two taking turns to go first.
+// Reported: ns per datagram of each and their ratio (x-xnet below 1: ours
+// is faster). Allocations are TestEndpointZeroAllocsPerDatagram's.
+func BenchmarkBatchRead(b *testing.B) {
+	const batch, size = 32, 2048
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = c.SetReadBuffer(1 << 20)
+		b.Cleanup(func() { c.Close() })
+		return c
+	}
+	ours, theirs, from := listen(), listen(), listen()
+	mine, err := newBatchReader(ours, ipv4.NewPacketConn(ours), batch, size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	readers := []struct {
+		r    batchReader
+		to   *net.UDPAddr
+		took time.Duration
+	}{
+		{r: mine, to: ours.LocalAddr().(*net.UDPAddr)},
+		{r: newXnetReader(ipv4.NewPacketConn(theirs), batch, size), to: theirs.LocalAddr().(*net.UDPAddr)},
+	}
+	out := ipv4.NewPacketConn(from)
+	msgs := make([]ipv4.Message, batch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 172)}
+	}
+	for iter := 0; b.Loop(); iter++ {
+		for j := range readers {
+			rd := &readers[(j+iter)%len(readers)] // each goes first every other time
+			for i := range msgs {
+				msgs[i].Addr = rd.to
+			}
+			for sent := 0; sent < batch; {
+				n, err := out.WriteBatch(msgs[sent:], 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sent += n
+			}
+			start := time.Now()
+			for got := 0; got < batch; {
+				n, err := rd.r.read()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range n {
+					if _, src, _, ok := rd.r.datagram(i); !ok || !src.IsValid() {
+						b.Fatal("no source")
+					}
+				}
+				got += n
+			}
+			rd.took += time.Since(start)
+		}
+	}
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N*batch) }
+	b.ReportMetric(per(readers[0].took), "ns/datagram")
+	b.ReportMetric(per(readers[1].took), "xnet-ns/datagram")
+	b.ReportMetric(per(readers[0].took)/per(readers[1].took), "x-xnet")
+}
