@@ -798,7 +798,10 @@ func runCapacity(ctx context.Context, stack capacityStack, n int, window time.Du
 	elapsed := time.Since(w0)
 	t1, _ := cpuTicks()
 	allocs1, cycles1 := heapCounters()
-	res.stealPercent = 100 * float64(stealTicks()-steal0) / 100 / elapsed.Seconds() / float64(runtime.NumCPU())
+	if steal1 := stealTicks(); steal1 >= steal0 {
+		// Clock ticks of 1/100 s, as a percent of all cores over the window.
+		res.stealPercent = float64(steal1-steal0) / elapsed.Seconds() / float64(runtime.NumCPU())
+	}
 	if s := sentAll.Load() - sent0; s > 0 {
 		res.allocsPerFrame = float64(allocs1-allocs0) / float64(s)
 	}
