@@ -435,8 +435,6 @@ func (r *capacityReceiver) frame(payload []byte) {
 	}
 }
 
-// schedLatencies reads the runtime's histogram of the time goroutines
-// spent runnable before they ran.
 // heapCounters returns the process's heap allocations and completed GC
 // cycles so far.
 func heapCounters() (allocs, cycles uint64) {
@@ -451,6 +449,8 @@ func heapCounters() (allocs, cycles uint64) {
 	return allocs, cycles
 }
 
+// schedLatencies reads the runtime's histogram of the time goroutines
+// spent runnable before they ran.
 func schedLatencies() *metrics.Float64Histogram {
 	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
 	metrics.Read(s)
@@ -935,13 +935,16 @@ func capacityPlan(s string, known []string) ([][]capacityRun, error) {
 	return rounds, nil
 }
 
-// BenchmarkCapacity runs each stack at each N of SECURECALL_CAPACITY_PAIRS
-// in turn, in one run, and reports per stack and N: loss in the window,
-// CPU (percent of all cores, from /proc/self/stat), cores per 1,000
-// pairs, heap and goroutines per pair (the harness's reader per endpoint
-// and 4 senders not counted), p50 and p99 one-way latency, and sends more
-// than a frame period late or skipped. It then logs, per stack, the
-// largest N with 0 loss, no skipped send and under 90% CPU. Run it with -benchtime 1x: each N is one run.
+// BenchmarkCapacity runs the stacks at the N of SECURECALL_CAPACITY_PAIRS
+// (capacityPlan: every stack at each N, or each stack on its own grid,
+// interleaved), in one run, and reports per stack and N: loss in the
+// window, CPU (percent of all cores, from /proc/self/stat), cores per
+// 1,000 pairs, heap and goroutines per pair (the harness's reader per
+// endpoint and 4 senders not counted), p50 and p99 one-way latency, sends
+// more than a frame period late or skipped, the scheduler's p99, the
+// process's allocations per frame and GC cycles, and the host's steal
+// time. It then logs, per stack, the largest N with 0 loss, no skipped
+// send and under 90% CPU. Run it with -benchtime 1x: each N is one run.
 func BenchmarkCapacity(b *testing.B) {
 	var names []string
 	for _, st := range capacityStacks() {
