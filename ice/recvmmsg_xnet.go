@@ -35,8 +35,7 @@ func (r *xnetReader) datagram(i int) (b []byte, src netip.AddrPort, truncated, o
 	if !ok {
 		return b, src, truncated, false
 	}
-	src = ua.AddrPort()
-	return b, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), truncated, true
+	return b, unmap(ua.AddrPort()), truncated, true
 }
 
 // msgTrunc is MSG_TRUNC as on Linux (and x/net's Message.Flags carries
