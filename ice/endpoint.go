@@ -637,14 +637,16 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		// fill the agent's short queue, or the ring of nominations, before
 		// the peer's genuine check. pion and the consent session drop what
 		// fails, so nothing they would take is lost.
-		key := "" // the local password: pion's agent's, or the parked Transport's
+		// The local password: pion's agent's, or the parked Transport's.
+		var mac *stunMAC
+		key := ""
 		if to != nil {
-			key = to.key
+			mac, key = &to.mac, to.key
 		} else {
-			key = cs.localPwd
+			mac, key = &cs.localMAC, cs.localPwd
 		}
 		e.countMAC()
-		if !authentic(b, key) {
+		if !mac.authentic(b, key) {
 			e.stats.unrouted.Add(1)
 			return
 		}
@@ -659,7 +661,7 @@ func (e *Endpoint) dispatchSTUN(b []byte, src netip.AddrPort) {
 		// who saw the transaction ID must not consume it (the genuine
 		// response would then be unrouted) nor claim its source.
 		e.countMAC()
-		if !authentic(b, answered.responseKey()) {
+		if !answered.authentic(b) {
 			e.stats.unrouted.Add(1)
 			return
 		}
@@ -753,17 +755,18 @@ func (e *Endpoint) notePending(s *stunConn, b []byte) {
 	e.mu.Unlock()
 }
 
-// responseKey is the password that signs the response to p: the peer's,
-// with which the request was signed (RFC 5389 section 10.1.3); "" when
-// unknown.
-func (p pendingTx) responseKey() string {
+// authentic reports whether b, a response to p, carries a
+// MESSAGE-INTEGRITY under the peer's password, with which the request was
+// signed (RFC 5389 section 10.1.3); the sender's kept HMAC checks it. It
+// is false while the password is unknown.
+func (p pendingTx) authentic(b []byte) bool {
 	switch {
 	case p.cs != nil:
-		return p.cs.remotePwd
+		return p.cs.remoteMAC.authentic(b, p.cs.remotePwd)
 	case p.to != nil:
-		return p.to.use.peerPwd()
+		return p.to.peerMAC.authentic(b, p.to.use.peerPwd())
 	}
-	return ""
+	return false
 }
 
 // owner is the Transport's use of the Endpoint that sent the request.
@@ -1167,14 +1170,17 @@ func (u *endpointUse) GetListenAddresses() []net.Addr {
 // one ufrag through the Endpoint. Datagrams wait in a short queue of
 // pooled records, so that an idle call holds no buffer.
 type stunConn struct {
-	use    *endpointUse
-	ufrag  string
-	key    string // ufrag's local password, which signs the peer's checks
-	q      chan *stunRecord
-	closed chan struct{} // closed by Close
-	noms   [4]nomination // recent authentic nominating requests from the peer (e.mu)
-	nomAt  int
-	done   atomic.Bool
+	use   *endpointUse
+	ufrag string
+	key   string // ufrag's local password, which signs the peer's checks
+	// mac checks the peer's checks with key, peerMAC the peer's responses
+	// with its password.
+	mac, peerMAC stunMAC
+	q            chan *stunRecord
+	closed       chan struct{} // closed by Close
+	noms         [4]nomination // recent authentic nominating requests from the peer (e.mu)
+	nomAt        int
+	done         atomic.Bool
 
 	dlMu    sync.Mutex
 	dlTimer *time.Timer

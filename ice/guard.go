@@ -58,7 +58,7 @@ const (
 type pionAttribute struct {
 	name   string // the pion constant, for TestGuardKnowsEveryDecodedAttribute
 	valid  func(v []byte) bool
-	decode func(m *stun.Message) error
+	decode func(p *guardProbe) error
 }
 
 func exactly(n int) func([]byte) bool { return func(v []byte) bool { return len(v) == n } }
@@ -76,19 +76,21 @@ func address(v []byte) bool {
 	return false
 }
 
-func xorAddress(t stun.AttrType) func(*stun.Message) error {
-	return func(m *stun.Message) error { var a stun.XORMappedAddress; return a.GetFromAs(m, t) }
+// xorAddress and plainAddress decode into the probe's address, whose IP
+// pion reuses: a decode allocates nothing.
+func xorAddress(t stun.AttrType) func(*guardProbe) error {
+	return func(p *guardProbe) error { return p.xor.GetFromAs(&p.m, t) }
 }
 
-func plainAddress(t stun.AttrType) func(*stun.Message) error {
-	return func(m *stun.Message) error { var a stun.MappedAddress; return a.GetFromAs(m, t) }
+func plainAddress(t stun.AttrType) func(*guardProbe) error {
+	return func(p *guardProbe) error { return p.addr.GetFromAs(&p.m, t) }
 }
 
 // sized is pion/turn's decoder for its fixed-size attributes (its proto
 // package is internal): stun.CheckSize, then fixed offsets.
-func sized(t stun.AttrType, n int) func(*stun.Message) error {
-	return func(m *stun.Message) error {
-		v, err := m.Get(t)
+func sized(t stun.AttrType, n int) func(*guardProbe) error {
+	return func(p *guardProbe) error {
+		v, err := p.m.Get(t)
 		if err != nil {
 			return err
 		}
@@ -100,8 +102,8 @@ func sized(t stun.AttrType, n int) func(*stun.Message) error {
 	}
 }
 
-func text(t stun.AttrType) func(*stun.Message) error {
-	return func(m *stun.Message) error { var a stun.TextAttribute; return a.GetFromAs(m, t) }
+func text(t stun.AttrType) func(*guardProbe) error {
+	return func(p *guardProbe) error { var a stun.TextAttribute; return a.GetFromAs(&p.m, t) }
 }
 
 // pionAttributes maps each attribute type pion decodes to its check. The
@@ -122,9 +124,9 @@ var pionAttributes = map[stun.AttrType]pionAttribute{
 	stun.AttrXORRelayedAddress: {"AttrXORRelayedAddress", address, xorAddress(stun.AttrXORRelayedAddress)},
 	stun.AttrErrorCode: {"AttrErrorCode", func(v []byte) bool {
 		return len(v) >= 4 && len(v) <= 4+maxTextLen && v[2] >= 3 && v[2] <= 6 && v[3] < 100
-	}, func(m *stun.Message) error { var a stun.ErrorCodeAttribute; return a.GetFrom(m) }},
+	}, func(p *guardProbe) error { var a stun.ErrorCodeAttribute; return a.GetFrom(&p.m) }},
 	stun.AttrUnknownAttributes: {"AttrUnknownAttributes", func(v []byte) bool { return len(v)%2 == 0 },
-		func(m *stun.Message) error { var a stun.UnknownAttributes; return a.GetFrom(m) }},
+		func(p *guardProbe) error { var a stun.UnknownAttributes; return a.GetFrom(&p.m) }},
 	stun.AttrUsername:         {"AttrUsername", atMost(maxUsernameLen), text(stun.AttrUsername)},
 	stun.AttrRealm:            {"AttrRealm", atMost(maxTextLen), text(stun.AttrRealm)},
 	stun.AttrNonce:            {"AttrNonce", atMost(maxTextLen), text(stun.AttrNonce)},
@@ -132,13 +134,13 @@ var pionAttributes = map[stun.AttrType]pionAttribute{
 	stun.AttrMessageIntegrity: {"AttrMessageIntegrity", exactly(20), text(stun.AttrMessageIntegrity)},
 	stun.AttrFingerprint:      {"AttrFingerprint", exactly(4), sized(stun.AttrFingerprint, 4)},
 	stun.AttrPriority: {"AttrPriority", exactly(4),
-		func(m *stun.Message) error { var a pice.PriorityAttr; return a.GetFrom(m) }},
+		func(p *guardProbe) error { var a pice.PriorityAttr; return a.GetFrom(&p.m) }},
 	stun.AttrICEControlled: {"AttrICEControlled", exactly(8),
-		func(m *stun.Message) error { var a pice.AttrControlled; return a.GetFrom(m) }},
+		func(p *guardProbe) error { var a pice.AttrControlled; return a.GetFrom(&p.m) }},
 	stun.AttrICEControlling: {"AttrICEControlling", exactly(8),
-		func(m *stun.Message) error { var a pice.AttrControlling; return a.GetFrom(m) }},
+		func(p *guardProbe) error { var a pice.AttrControlling; return a.GetFrom(&p.m) }},
 	stun.AttrUseCandidate: {"AttrUseCandidate", exactly(0),
-		func(m *stun.Message) error { pice.UseCandidateAttr{}.IsSet(m); return nil }},
+		func(p *guardProbe) error { pice.UseCandidateAttr{}.IsSet(&p.m); return nil }},
 	stun.AttrLifetime:               {"AttrLifetime", exactly(4), sized(stun.AttrLifetime, 4)},
 	stun.AttrChannelNumber:          {"AttrChannelNumber", exactly(4), sized(stun.AttrChannelNumber, 4)},
 	stun.AttrConnectionID:           {"AttrConnectionID", exactly(4), sized(stun.AttrConnectionID, 4)},
@@ -146,7 +148,7 @@ var pionAttributes = map[stun.AttrType]pionAttribute{
 	stun.AttrRequestedAddressFamily: {"AttrRequestedAddressFamily", exactly(4), sized(stun.AttrRequestedAddressFamily, 4)},
 	stun.AttrEvenPort:               {"AttrEvenPort", exactly(1), sized(stun.AttrEvenPort, 1)},
 	stun.AttrReservationToken:       {"AttrReservationToken", exactly(8), sized(stun.AttrReservationToken, 8)},
-	stun.AttrDontFragment:           {"AttrDontFragment", exactly(0), func(m *stun.Message) error { _, err := m.Get(stun.AttrDontFragment); return err }},
+	stun.AttrDontFragment:           {"AttrDontFragment", exactly(0), func(p *guardProbe) error { _, err := p.m.Get(stun.AttrDontFragment); return err }},
 	stun.AttrData:                   {"AttrData", func([]byte) bool { return true }, text(stun.AttrData)},
 }
 
@@ -186,21 +188,23 @@ func safeDatagram(b []byte, turn bool) bool {
 
 // safeSTUN checks one STUN message (isSTUN is true) as described above.
 func safeSTUN(b []byte, turn bool) bool {
-	m := stun.Message{Raw: b[:len(b):len(b)]}
+	p := guardProbes.Get().(*guardProbe)
+	defer p.release()
+	m := &p.msg
+	*m = stun.Message{Raw: b[:len(b):len(b)], Attributes: p.attrs[:0]}
 	if m.Decode() != nil {
 		return false // pion drops it too, after a warning
 	}
 	if 20+int(m.Length) != len(b) || len(m.Attributes) > maxSTUNAttributes {
 		return false // trailing bytes would change FINGERPRINT's view
 	}
-	probe := stun.Message{Attributes: make(stun.Attributes, 1)}
 	for _, a := range m.Attributes {
 		pa, ok := pionAttributes[a.Type]
 		if !ok {
 			continue // pion never reads it
 		}
 		v := a.Value[:len(a.Value):len(a.Value)]
-		if !pa.valid(v) || !decodes(&probe, a.Type, v, pa.decode) {
+		if !pa.valid(v) || !decodes(p, a.Type, v, pa.decode) {
 			return false
 		}
 	}
@@ -212,17 +216,48 @@ func safeSTUN(b []byte, turn bool) bool {
 	return true
 }
 
+// guardProbe is safeSTUN's scratch, pooled so that a check allocates
+// nothing: msg is the message decoded, in attrs while it has few enough
+// attributes to pass; m is the probe that holds one attribute for pion's
+// decoder, whose addresses pion decodes into xor and addr.
+type guardProbe struct {
+	msg   stun.Message
+	attrs [maxSTUNAttributes + 1]stun.RawAttribute
+	m     stun.Message
+	one   [1]stun.RawAttribute
+	xor   stun.XORMappedAddress
+	addr  stun.MappedAddress
+	ips   [2][net.IPv6len]byte // xor's and addr's IP: one allocation
+}
+
+// release forgets the message checked, whose buffer the pool must not
+// keep alive, and puts p back.
+func (p *guardProbe) release() {
+	clear(p.attrs[:min(len(p.msg.Attributes), len(p.attrs))])
+	p.msg = stun.Message{}
+	p.one[0] = stun.RawAttribute{}
+	p.m.Attributes = nil
+	guardProbes.Put(p)
+}
+
+var guardProbes = sync.Pool{New: func() any {
+	p := new(guardProbe)
+	p.xor.IP, p.addr.IP = p.ips[0][:0], p.ips[1][:0]
+	return p
+}}
+
 // decodes runs pion's decoder on a message holding only v, as type t, and
 // reports whether it returned (with or without an error) rather than
 // panicked.
-func decodes(probe *stun.Message, t stun.AttrType, v []byte, decode func(*stun.Message) error) (ok bool) {
-	probe.Attributes[0] = stun.RawAttribute{Type: t, Length: uint16(len(v)), Value: v}
+func decodes(p *guardProbe, t stun.AttrType, v []byte, decode func(*guardProbe) error) (ok bool) {
+	p.one[0] = stun.RawAttribute{Type: t, Length: uint16(len(v)), Value: v}
+	p.m.Attributes = p.one[:]
 	defer func() {
 		if recover() != nil {
 			ok = false
 		}
 	}()
-	_ = decode(probe)
+	_ = decode(p)
 	return true
 }
 

@@ -133,9 +133,6 @@ func TestSafeDatagram(t *testing.T) {
 	}
 }
 
-// attrXORMappedAddress is the type pion's decoder reads.
-const attrXORMappedAddress = 0x0020
-
 // pionDecodes runs, on a message that the guard passed, everything pion's
 // agent and TURN client do with it, on a buffer of its exact size.
 func pionDecodes(t *testing.T, b []byte, turn bool) {
@@ -149,12 +146,13 @@ func pionDecodes(t *testing.T, b []byte, turn bool) {
 		return
 	}
 	raw := append([]byte(nil), b...)
-	m := &stun.Message{Raw: raw[:len(raw):len(raw)]}
+	p := &guardProbe{m: stun.Message{Raw: raw[:len(raw):len(raw)]}}
+	m := &p.m
 	if m.Decode() != nil {
 		return
 	}
 	for _, pa := range pionAttributes {
-		_ = pa.decode(m)
+		_ = pa.decode(p)
 	}
 	var a stun.XORMappedAddress
 	_ = a.GetFromAs(m, 0x8020)
