@@ -218,8 +218,8 @@ func safeSTUN(b []byte, turn bool) bool {
 
 // guardProbe is safeSTUN's scratch, pooled so that a check allocates
 // nothing: msg is the message decoded, in attrs while it has few enough
-// attributes to pass; m is the probe that holds one attribute for pion's
-// decoder, whose addresses pion decodes into xor and addr.
+// attributes to pass; m is the probe that holds one attribute, in one, for
+// pion's decoder, whose addresses pion decodes into xor and addr.
 type guardProbe struct {
 	msg   stun.Message
 	attrs [maxSTUNAttributes + 1]stun.RawAttribute
@@ -236,12 +236,12 @@ func (p *guardProbe) release() {
 	clear(p.attrs[:min(len(p.msg.Attributes), len(p.attrs))])
 	p.msg = stun.Message{}
 	p.one[0] = stun.RawAttribute{}
-	p.m.Attributes = nil
 	guardProbes.Put(p)
 }
 
 var guardProbes = sync.Pool{New: func() any {
 	p := new(guardProbe)
+	p.m.Attributes = p.one[:]
 	p.xor.IP, p.addr.IP = p.ips[0][:0], p.ips[1][:0]
 	return p
 }}
@@ -251,7 +251,6 @@ var guardProbes = sync.Pool{New: func() any {
 // panicked.
 func decodes(p *guardProbe, t stun.AttrType, v []byte, decode func(*guardProbe) error) (ok bool) {
 	p.one[0] = stun.RawAttribute{Type: t, Length: uint16(len(v)), Value: v}
-	p.m.Attributes = p.one[:]
 	defer func() {
 		if recover() != nil {
 			ok = false

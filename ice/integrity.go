@@ -28,23 +28,14 @@ func stunIntegrity(b []byte) (int, bool) {
 // under key: over the message up to the attribute, with the length field
 // counting up to the attribute's end.
 func integrityMatches(b []byte, at int, key string) bool {
-	if at < stunHeaderLen || at+4+sha1.Size > len(b) || key == "" {
-		return false
-	}
-	var hdr [stunHeaderLen]byte
-	copy(hdr[:], b)
-	binary.BigEndian.PutUint16(hdr[2:4], uint16(at+4+sha1.Size-stunHeaderLen))
-	mac := hmac.New(sha1.New, []byte(key))
-	mac.Write(hdr[:])
-	mac.Write(b[stunHeaderLen:at])
-	var sum [sha1.Size]byte
-	return hmac.Equal(mac.Sum(sum[:0]), b[at+4:at+4+sha1.Size])
+	var m stunMAC // keyed for this one message
+	return m.matches(b, at, key)
 }
 
 // authentic reports whether b carries a MESSAGE-INTEGRITY that key signed.
 func authentic(b []byte, key string) bool {
-	at, ok := stunIntegrity(b)
-	return ok && integrityMatches(b, at, key)
+	var m stunMAC // keyed for this one message
+	return m.authentic(b, key)
 }
 
 // stunMAC is a keyed HMAC-SHA1 kept by the owner of an ICE password (a
@@ -72,7 +63,7 @@ func (m *stunMAC) keyedLocked(key string) hash.Hash {
 	return m.h
 }
 
-// matches is integrityMatches with m's HMAC.
+// matches reports what integrityMatches does, with m's HMAC.
 func (m *stunMAC) matches(b []byte, at int, key string) bool {
 	if at < stunHeaderLen || at+4+sha1.Size > len(b) || key == "" {
 		return false
@@ -87,7 +78,7 @@ func (m *stunMAC) matches(b []byte, at int, key string) bool {
 	return hmac.Equal(h.Sum(m.sum[:0]), b[at+4:at+4+sha1.Size])
 }
 
-// authentic is authentic with m's HMAC.
+// authentic reports what the function authentic does, with m's HMAC.
 func (m *stunMAC) authentic(b []byte, key string) bool {
 	at, ok := stunIntegrity(b)
 	return ok && m.matches(b, at, key)
