@@ -494,7 +494,9 @@ func (t *Transport) onCandidate(c pice.Candidate) {
 
 // Gather gathers local candidates. It calls fn with each one, on the
 // calling goroutine, as soon as it is found (for trickle ICE), and returns
-// when gathering is complete or ctx is done. Gather runs once per
+// when gathering is complete or ctx is done: once ctx is done, with its
+// error, even when the gathering completed at the same moment, and
+// without starting when ctx is done already. Gather runs once per
 // Transport and again after each Restart.
 func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 	ch := make(chan pice.Candidate)
@@ -523,6 +525,9 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 	if ag == nil {
 		return fmt.Errorf("ice: gather: %w", errParked)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("ice: gather: %w", err)
+	}
 	end := make(chan struct{})
 	t.mu.Lock()
 	t.gatherEnd = end
@@ -543,6 +548,12 @@ func (t *Transport) Gather(ctx context.Context, fn func(sdp.Candidate)) error {
 		case <-t.closing:
 			return fmt.Errorf("ice: gather: %w", net.ErrClosed)
 		case pc := <-ch:
+			// select picks at random among ready cases: a ctx that ended
+			// meanwhile (in fn, say) must win over the next candidate
+			// and over the end of gathering, every time.
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("ice: gather: %w", err)
+			}
 			if pc == nil {
 				if err := t.checkRelays(relays); err != nil {
 					return err
