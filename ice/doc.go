@@ -344,7 +344,11 @@
 // These messages are built and read without pion/stun, in pooled
 // buffers, so that a consent round (the check, its answer and the
 // response, with the four HMACs) allocates nothing: a gateway's thousands
-// of parked calls send and answer hundreds of checks a second.
+// of parked calls send and answer hundreds of checks a second. A fuzz test
+// (FuzzEndpointSTUN) holds the Endpoint to pion/stun's reading of any
+// datagram: it answers exactly the checks that pion takes as the peer's
+// (and the guard lets through), its answers are ones pion takes, and a
+// session hears consent only from its peer's address.
 // Authenticated responses and requests on the selected 5-tuple are the
 // peer's consent; media is not (it is not authenticated at this layer).
 // Silence for DisconnectedTimeout reports OnConnectivity(false), FailedTimeout
