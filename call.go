@@ -178,7 +178,9 @@ func New(cfg Config) (*Call, error) {
 	c.sid = binary.BigEndian.Uint64(rnd[4:12]) >> 1
 
 	iceCfg := cfg.ICE
-	userPath := cfg.ICE.OnPathChange
+	// The callbacks capture what they call, not cfg, which would move to
+	// the heap beside c.cfg's copy.
+	userPath, callPath := cfg.ICE.OnPathChange, cfg.OnPathChange
 	iceCfg.OnPathChange = func(p ice.Path) {
 		c.log.Debug("securecall: path", "local", p.Local.Type, "remote", p.Remote.Type, "relay", p.Relay != "")
 		c.pathSelected()
@@ -186,8 +188,8 @@ func New(cfg Config) (*Call, error) {
 		if userPath != nil {
 			userPath(p)
 		}
-		if cfg.OnPathChange != nil {
-			cfg.OnPathChange(p)
+		if callPath != nil {
+			callPath(p)
 		}
 	}
 	userConn := cfg.ICE.OnConnectivity
