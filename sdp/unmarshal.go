@@ -12,7 +12,9 @@ import (
 // or LF, at most [MaxSize] bytes, and ICE, DTLS (fingerprint, setup) and
 // key-mgmt attributes at session or media level, a media-level attribute
 // overriding the session-level one. Attributes this package does not model
-// (extmap, rtcp-fb, msid and the like) are skipped.
+// (extmap, rtcp-fb, msid and the like) are skipped. The Description shares
+// no memory with data or the parsers' buffers: its strings are packed in
+// one allocation of their size, so that keeping it keeps nothing more.
 //
 // Every error is a *[ParseError] that names the line and the reason.
 func Unmarshal(data []byte) (*Description, error) {
@@ -31,6 +33,7 @@ func Unmarshal(data []byte) (*Description, error) {
 	if perr != nil {
 		return nil, perr
 	}
+	d.pack()
 	return d, nil
 }
 
