@@ -1,6 +1,7 @@
 package ice_test
 
 import (
+	"math"
 	"testing"
 )
 
@@ -31,8 +32,16 @@ func TestEndpointZeroAllocsPerDatagram(t *testing.T) {
 	for range 20 {
 		step()
 	}
-	if allocs := testing.AllocsPerRun(500, step); allocs > endpointAllocBound() {
-		t.Fatalf("%.2f allocations per datagram sent and received, want %v", allocs, endpointAllocBound())
+	// The fewest of three trials: AllocsPerRun counts the whole process,
+	// where goroutines of earlier tests may still be winding down (CI ran
+	// one at 2.00 under -race), and they only add; an allocation on the
+	// path itself shows in every trial.
+	allocs := math.Inf(1)
+	for range 3 {
+		allocs = min(allocs, testing.AllocsPerRun(500, step))
+	}
+	if allocs > endpointAllocBound() {
+		t.Fatalf("%.2f allocations per datagram sent and received (the fewest of three trials), want %v", allocs, endpointAllocBound())
 	}
 }
 
