@@ -93,10 +93,10 @@ type Session struct {
 	// packet of its kind is unprotected in place; packets of the other
 	// kind go to its queue.
 	tok         chan struct{}
-	rbuf        []byte         // nil when dr is set
-	dr          datagramReader // conn, if it lends its own buffers
-	held        any            // the datagram dr lent the token holder
-	rtpQ, rtcpQ chan *packetBuf
+	rbuf        []byte          // nil when dr is set
+	dr          datagramReader  // conn, if it lends its own buffers
+	held        any             // the datagram dr lent the token holder
+	rtpQ, rtcpQ chan *packetBuf // rtpQ is nil with OnRTP
 	rdl         deadline
 	rtpMu       sync.Mutex // serializes ReadRTP, owns csrc and ext
 	csrc        [15]uint32
@@ -238,12 +238,15 @@ func newSession(c Config, conn net.Conn) *Session {
 		log:      log,
 		done:     make(chan struct{}),
 		tok:      make(chan struct{}, 1),
-		rtpQ:     make(chan *packetBuf, queueLen),
 		rtcpQ:    make(chan *packetBuf, queueLen),
 		recvKeys: map[uint32]bool{},
 	}
 	s.latch, _ = conn.(SourceLatcher)
-	if c.OnRTP != nil {
+	if c.OnRTP == nil {
+		// With OnRTP, RTP goes there (held packets too: fetch's
+		// pushed), never to a queue, and ReadRTP refuses.
+		s.rtpQ = make(chan *packetBuf, queueLen)
+	} else {
 		s.push.ended = make(chan struct{})
 		if p, ok := conn.(datagramPusher); ok {
 			s.push.pusher = p
