@@ -8,6 +8,25 @@ import (
 	pice "github.com/pion/ice/v3"
 )
 
+// endpointWithUses opens a loopback Endpoint with two uses attached, as
+// two parked Transports' (without agents), all closed at cleanup.
+func endpointWithUses(t testing.TB) (e *Endpoint, ua, ub *endpointUse) {
+	t.Helper()
+	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if ua, err = e.attach(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ub, err = e.attach(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.detach(ua); e.detach(ub) })
+	return e, ua, ub
+}
+
 // consentPair is two parked Transports' consent sessions on one Endpoint,
 // each the other's peer: a check that a sends is handed over in the
 // process, answered by b and its response taken by a, all on the
@@ -15,20 +34,7 @@ import (
 // which so never steps it; b is Lite (it only answers) and never fails.
 func consentPair(t testing.TB) (*Endpoint, *consentSession, *consentSession) {
 	t.Helper()
-	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	ua, err := e.attach(nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ub, err := e.attach(nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.detach(ua); e.detach(ub) })
+	e, ua, ub := endpointWithUses(t)
 	const pwdA, pwdB = "a's password, 22 chars or more", "b's password, 22 chars or more"
 	a := &consentSession{
 		use: ua, localUfrag: "ufragA", localPwd: pwdA, remoteUfrag: "ufragB", remotePwd: pwdB,

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -33,11 +32,7 @@ var rigTx = [12]byte{'r', 'i', 'g', ' ', 't', 'r', 'a', 'n', 's', 'a', 'c', 't'}
 
 func newSTUNRig(t testing.TB) *stunRig {
 	t.Helper()
-	e, err := ListenEndpoint(netip.MustParseAddrPort("127.0.0.1:0"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e, ua, ub := endpointWithUses(t)
 	socket := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -48,15 +43,6 @@ func newSTUNRig(t testing.TB) *stunRig {
 	}
 	r := &stunRig{e: e, peer: socket(), stranger: socket()}
 	peer := r.peer.LocalAddr().(*net.UDPAddr).AddrPort()
-	ua, err := e.attach(nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ub, err := e.attach(nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.detach(ua); e.detach(ub) })
 	// Hours apart: the consent goroutine never sends a check of its own,
 	// nor finds either session silent, while the fuzzer runs.
 	r.a = &consentSession{
