@@ -181,15 +181,16 @@ func rtcpBothWays(t *testing.T, a, b *securecall.Call) {
 		rr[4], rr[5], rr[6], rr[7] = byte(ssrc>>24), byte(ssrc>>16), byte(ssrc>>8), byte(ssrc)
 		buf := make([]byte, 1500)
 		sent := 0
+		var other []byte // the last RTCP read that was not the report
 		for end := time.Now().Add(10 * time.Second); ; {
 			if !time.Now().Before(end) {
-				t.Fatalf("no RTCP report crossed in 10 s (%d sent)", sent)
+				t.Fatalf("no RTCP report crossed in 10 s (%d sent; the last other RTCP read: %x)", sent, other)
 			}
 			if err := from.WriteRTCP(rr); err != nil {
 				t.Fatal(err)
 			}
 			sent++
-			if readReport(t, to, buf, rr, time.Now().Add(resend)) {
+			if readReport(t, to, buf, rr, time.Now().Add(resend), &other) {
 				break
 			}
 		}
@@ -197,7 +198,7 @@ func rtcpBothWays(t *testing.T, a, b *securecall.Call) {
 			t.Logf("RTCP crossed after %d reports", sent)
 			// A copy sent earlier may still come: read it now, or a later
 			// check would take it for a report of its own.
-			readReport(t, to, buf, rr, time.Now().Add(resend))
+			readReport(t, to, buf, rr, time.Now().Add(resend), &other)
 		}
 		if err := to.SetReadDeadline(time.Time{}); err != nil {
 			t.Fatal(err)
@@ -206,8 +207,9 @@ func rtcpBothWays(t *testing.T, a, b *securecall.Call) {
 }
 
 // readReport reads RTCP on c until the report rr arrives (true) or until
-// the deadline (false), skipping the Call's own reports.
-func readReport(t *testing.T, c *securecall.Call, buf, rr []byte, deadline time.Time) bool {
+// the deadline (false), skipping the Call's own reports; the last packet it
+// skips is kept in other.
+func readReport(t *testing.T, c *securecall.Call, buf, rr []byte, deadline time.Time, other *[]byte) bool {
 	t.Helper()
 	if err := c.SetReadDeadline(deadline); err != nil {
 		t.Fatal(err)
@@ -223,6 +225,7 @@ func readReport(t *testing.T, c *securecall.Call, buf, rr []byte, deadline time.
 		if string(buf[:n]) == string(rr) {
 			return true
 		}
+		*other = append((*other)[:0], buf[:n]...)
 	}
 }
 
