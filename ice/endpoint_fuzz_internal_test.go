@@ -88,7 +88,7 @@ func resign(m []byte, key string) {
 	}
 	if at := len(m) - 8; at >= 20 && 20+int(binary.BigEndian.Uint16(m[2:4])) == len(m) &&
 		binary.BigEndian.Uint16(m[at:]) == stun.AttrFingerprint.Value() && binary.BigEndian.Uint16(m[at+2:]) == 4 {
-		binary.BigEndian.PutUint32(m[at+4:], crc32.ChecksumIEEE(m[:at])^0x5354554e)
+		binary.BigEndian.PutUint32(m[at+4:], crc32.ChecksumIEEE(m[:at])^fingerprintXOR)
 	}
 }
 

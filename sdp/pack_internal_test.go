@@ -34,10 +34,9 @@ func walkStrings(v reflect.Value, fn func(reflect.Value)) {
 
 // A Description that Unmarshal returns shares no memory with the
 // parsers: all its strings lie in one allocation of their total size (its
-// empty ones point nowhere), so
-// that keeping it (a Call keeps its peer's) keeps only what it holds, not
-// the scanned text and pion's copies of it, each about as large as the
-// whole description.
+// empty ones point nowhere), so that keeping it (a Call keeps its peer's)
+// keeps only what it holds, not the scanned text and pion's copies of it,
+// each about as large as the whole description.
 func TestUnmarshalPacksStrings(t *testing.T) {
 	for _, name := range []string{"chrome_offer.txt", "firefox_offer.txt", "lite_border_offer.txt", "rfc3264_offer.txt", "rfc4568_offer.txt", "sip_noice_offer.txt", "sip_sdes_offer.txt"} {
 		t.Run(name, func(t *testing.T) {
@@ -72,5 +71,43 @@ func TestUnmarshalPacksStrings(t *testing.T) {
 				t.Fatalf("the description's %d strings (%d bytes) span %d bytes of memory, want them packed in one allocation", n, total, span)
 			}
 		})
+	}
+}
+
+// eachString visits every string of a Description, whatever the parsed
+// descriptions in testdata happen to carry: a Description with every
+// slice one long and every pointer set is walked both ways, by
+// reflection and by eachString, and they must find the same strings.
+func TestEachStringVisitsEveryString(t *testing.T) {
+	var d Description
+	var fill func(v reflect.Value)
+	fill = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Struct:
+			for i := range v.NumField() {
+				fill(v.Field(i))
+			}
+		case reflect.Slice:
+			if v.Type().Elem().Kind() != reflect.Uint8 {
+				v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+				fill(v.Index(0))
+			}
+		case reflect.Pointer:
+			v.Set(reflect.New(v.Type().Elem()))
+			fill(v.Elem())
+		}
+	}
+	fill(reflect.ValueOf(&d).Elem())
+	want := map[uintptr]bool{}
+	walkStrings(reflect.ValueOf(&d).Elem(), func(v reflect.Value) { want[v.Addr().Pointer()] = true })
+	got := map[uintptr]bool{}
+	d.eachString(func(s *string) { got[uintptr(unsafe.Pointer(s))] = true })
+	if len(want) == 0 || len(got) != len(want) {
+		t.Fatalf("eachString visits %d strings, reflection finds %d", len(got), len(want))
+	}
+	for p := range want {
+		if !got[p] {
+			t.Fatalf("eachString misses the string at %#x", p)
+		}
 	}
 }
