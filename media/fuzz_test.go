@@ -55,11 +55,10 @@ func FuzzParseRTP(f *testing.F) {
 	f.Add([]byte{0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var (
-			h    RTPHeader
-			csrc [15]uint32
-			ext  []byte
+			h     RTPHeader
+			lists *headerLists
 		)
-		payload, err := parseRTP(pkt, &h, &csrc, &ext)
+		payload, err := parseRTP(pkt, &h, &lists)
 		if err != nil {
 			return
 		}

@@ -191,7 +191,7 @@ func (s *Session) pushRTP(raw []byte) bool {
 // (rtpMu held, the session open).
 func (s *Session) onRTPLocked(out []byte) {
 	var h RTPHeader
-	body, err := parseRTP(out, &h, &s.csrc, &s.ext)
+	body, err := parseRTP(out, &h, &s.lists)
 	if err != nil {
 		// Authenticated but malformed: the peer's bug, as in ReadRTP.
 		s.stats.malformed.Add(1)

@@ -86,7 +86,7 @@ func BenchmarkQualityReport(b *testing.B) {
 // the A.1/A.8 update with the clock read.
 func BenchmarkQualityReceiveUpdate(b *testing.B) {
 	var q reports
-	q.init(RTCPConfig{Disabled: true}, time.Now())
+	q.init(&RTCPConfig{Disabled: true}, time.Now())
 	pkt := make([]byte, 172)
 	pkt[0] = 0x80
 	seq, ts := uint16(0), uint32(0)

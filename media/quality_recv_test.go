@@ -277,7 +277,7 @@ func TestRTCPConfigDefaults(t *testing.T) {
 // within [0.5, 1.5] / (e - 3/2) of it.
 func TestRTCPIntervalRFC3550(t *testing.T) {
 	var q reports
-	q.init(RTCPConfig{}, time.Now())
+	q.init(&RTCPConfig{}, time.Now())
 	lo, hi := 0.5/(math.E-1.5), 1.5/(math.E-1.5)
 	check := func(name string, td float64) {
 		t.Helper()

@@ -13,7 +13,7 @@ import (
 func TestInteropPionRTCPReadsOurReports(t *testing.T) {
 	var q reports
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	q.init(RTCPConfig{SSRC: 0x1111, CNAME: "alice@example", ClockRate: 8000}, now)
+	q.init(&RTCPConfig{SSRC: 0x1111, CNAME: "alice@example", ClockRate: 8000}, now)
 	for i := range 100 {
 		if i == 40 || i == 41 {
 			continue // two lost
@@ -73,7 +73,7 @@ func TestInteropPionRTCPReadsOurReports(t *testing.T) {
 func TestInteropPionRTCPReportsReadByUs(t *testing.T) {
 	var q reports
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	q.init(RTCPConfig{SSRC: 0x1111, ClockRate: 48000}, t0)
+	q.init(&RTCPConfig{SSRC: 0x1111, ClockRate: 48000}, t0)
 	// Our SR left at t0; pion held it 250 ms, and its RR arrives 40 ms
 	// after that on top: RTT 40 ms.
 	lsr := ntpMiddle(ntpTime(t0))
@@ -135,7 +135,7 @@ func FuzzRTCPReports(f *testing.F) {
 	f.Add([]byte{0xa1, 203, 0, 1, 0, 0, 0, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var q reports
-		q.init(RTCPConfig{SSRC: 1}, time.Now())
+		q.init(&RTCPConfig{SSRC: 1}, time.Now())
 		q.noteRTCP(b, time.Now(), 1)
 		st := q.snapshot()
 		if st.RTT < 0 || st.Remote.FractionLost > 1 || len(st.ByeReason) > 255 {

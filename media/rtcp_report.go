@@ -34,7 +34,9 @@ type reportBuf [maxReportLen]byte
 var reportBufs = sync.Pool{New: func() any { return new(reportBuf) }}
 
 type reports struct {
-	cfg   RTCPConfig
+	// cfg is the session's Config.RTCP, resolved by init: the session
+	// keeps one copy, not two.
+	cfg   *RTCPConfig
 	epoch time.Time // base of the session's monotonic clock
 	// due is when the next report is due, in ns since epoch; 0 while
 	// reports are off.
@@ -74,9 +76,12 @@ type reports struct {
 	sent, received atomic.Uint64 // reports
 }
 
-// init prepares the reports of a session that starts now.
-func (q *reports) init(c RTCPConfig, now time.Time) {
-	q.cfg = c.resolve()
+// init prepares the reports of a session that starts now. It resolves *c
+// in place, choosing the SSRC and CNAME where c leaves them zero, and
+// keeps c.
+func (q *reports) init(c *RTCPConfig, now time.Time) {
+	*c = c.resolve()
+	q.cfg = c
 	q.epoch = now
 	var rnd [12]byte
 	_, _ = rand.Read(rnd[:]) // crypto/rand.Read does not fail

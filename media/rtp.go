@@ -92,9 +92,19 @@ func (h *RTPHeader) appendTo(b []byte) []byte {
 
 var errBadRTP = errors.New("media: malformed RTP packet")
 
-// parseRTP parses a plaintext RTP packet into h, using csrc and ext as
-// storage for the header's lists, and returns the payload without padding.
-func parseRTP(pkt []byte, h *RTPHeader, csrc *[15]uint32, ext *[]byte) (payload []byte, err error) {
+// headerLists is where the CSRC list and the extension of the last header
+// ReadRTP or OnRTP gave out are kept. A session makes it for the first
+// packet that carries either, so that one whose peer sends neither (a SIP
+// phone, a gateway) spends no memory on them.
+type headerLists struct {
+	csrc [15]uint32
+	ext  []byte
+}
+
+// parseRTP parses a plaintext RTP packet into h, using *lists (made when
+// first needed) as storage for the header's lists, and returns the payload
+// without padding.
+func parseRTP(pkt []byte, h *RTPHeader, lists **headerLists) (payload []byte, err error) {
 	if len(pkt) < rtpFixedLen || pkt[0]>>6 != 2 {
 		return nil, errBadRTP
 	}
@@ -110,6 +120,10 @@ func parseRTP(pkt []byte, h *RTPHeader, csrc *[15]uint32, ext *[]byte) (payload 
 	h.SSRC = binary.BigEndian.Uint32(pkt[8:])
 	h.CSRC = nil
 	if cc > 0 {
+		if *lists == nil {
+			*lists = new(headerLists)
+		}
+		csrc := &(*lists).csrc
 		for i := range cc {
 			csrc[i] = binary.BigEndian.Uint32(pkt[rtpFixedLen+4*i:])
 		}
@@ -126,6 +140,10 @@ func parseRTP(pkt []byte, h *RTPHeader, csrc *[15]uint32, ext *[]byte) (payload 
 		if len(pkt) < n+l {
 			return nil, errBadRTP
 		}
+		if *lists == nil {
+			*lists = new(headerLists)
+		}
+		ext := &(*lists).ext
 		*ext = append((*ext)[:0], pkt[n:n+l]...)
 		h.ExtensionProfile, h.Extension = profile, *ext
 		n += l

@@ -11,7 +11,7 @@ import (
 // must not read as zero, which means "not measured yet".
 func TestRTTBelowResolution(t *testing.T) {
 	var q reports
-	q.cfg.ClockRate = 8000
+	q.cfg = &RTCPConfig{ClockRate: 8000}
 	now := time.Now()
 	b := make([]byte, 24)
 	binary.BigEndian.PutUint32(b[0:], 7)

@@ -34,8 +34,8 @@ type Session struct {
 	latch   SourceLatcher // conn, when it latches onto authenticated sources
 	log     *slog.Logger
 	profile Profile
+	closed  atomic.Bool // in profile's word
 	done    chan struct{}
-	closed  atomic.Bool
 	wg      sync.WaitGroup
 	stats   counters
 
@@ -98,10 +98,9 @@ type Session struct {
 	held        any             // the datagram dr lent the token holder
 	rtpQ, rtcpQ chan *packetBuf // rtpQ is nil with OnRTP
 	rdl         deadline
-	rtpMu       sync.Mutex // serializes ReadRTP, owns csrc and ext
-	csrc        [15]uint32
-	ext         []byte
-	rtcpMu      sync.Mutex // serializes ReadRTCP
+	rtpMu       sync.Mutex   // serializes ReadRTP and OnRTP, owns lists
+	lists       *headerLists // nil until a packet has CSRCs or an extension
+	rtcpMu      sync.Mutex   // serializes ReadRTCP
 
 	// DTLS (dtls and hybrid keying). dtMu guards dt, dconn and dtDone
 	// while handshake attempts replace dt; after the handshake only
@@ -260,7 +259,7 @@ func newSession(c Config, conn net.Conn) *Session {
 	} else if s.push.pusher == nil {
 		s.rbuf = make([]byte, MaxPacketSize)
 	} // else nothing reads the transport: it pushes
-	s.q.init(c.RTCP, time.Now())
+	s.q.init(&s.cfg.RTCP, time.Now())
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if usesKMS(c.Keying) {
 		s.fetch.fetcher, _ = c.KeySource.(KeyFetcher)
@@ -658,7 +657,7 @@ func (s *Session) ReadRTP(payload []byte) (RTPHeader, int, error) {
 		return RTPHeader{}, 0, err
 	}
 	var h RTPHeader
-	body, perr := parseRTP(pkt, &h, &s.csrc, &s.ext)
+	body, perr := parseRTP(pkt, &h, &s.lists)
 	if b != nil {
 		defer putPacket(b)
 	} else {
