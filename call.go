@@ -32,10 +32,12 @@ import (
 // The methods of a Call may be called from any goroutine. ReadRTP and
 // ReadRTCP may each be used by one goroutine while others write.
 type Call struct {
-	cfg   Config // a copy, with defaults applied
+	// cfg is a copy of New's, with defaults applied; its Certificate is
+	// the one the call's DTLS uses (generated when New's had none), or
+	// none when the keying needs no DTLS.
+	cfg   Config
 	log   *slog.Logger
 	ice   *ice.Transport
-	cert  tls.Certificate
 	print sdp.Fingerprint
 	ssrc  uint32
 	sid   uint64
@@ -52,15 +54,17 @@ type Call struct {
 	// and closed when it has reported all.
 	stateNotes []stateNote
 	reporting  chan struct{}
-	// pathLost: ICE restarted (restart.go) and has selected no pair since,
-	// so the call has no path: it is not StateConnected.
-	pathLost  bool
-	signaling SignalingState
-	making    bool // Offer, Restart or Answer is building a description
-	keying    sdp.Keying
-	offer     *sdp.Description // the local offer awaiting its answer
+	signaling  SignalingState
+	keying     sdp.Keying
+	offer      *sdp.Description // the local offer awaiting its answer
 	// offerTimer rolls back an unanswered restart offer.
 	offerTimer *time.Timer
+	// The flags share one word.
+	//
+	// pathLost: ICE restarted (restart.go) and has selected no pair since,
+	// so the call has no path: it is not StateConnected.
+	pathLost bool
+	making   bool // Offer, Restart or Answer is building a description
 	// offerer: this end made the call's first offer; its restart wins a
 	// glare (see Answer).
 	offerer bool
@@ -69,7 +73,10 @@ type Call struct {
 	gathered bool
 	// iceReset: ICE restarted for a description of this started call
 	// that no completed exchange has carried yet (restart.go).
-	iceReset bool
+	iceReset    bool
+	answerTaken bool // SetAnswer has taken an answer
+	started     bool // the connect goroutine has been started
+	closed      bool
 	// localCands are the candidates of this end's last gathering that its
 	// descriptions carry (none with trickle), trickle those it trickled.
 	localCands []sdp.Candidate
@@ -88,17 +95,14 @@ type Call struct {
 	lastOffer         uint64
 	lastAnswer        string
 	lastAnswerVersion uint64
-	answerTaken       bool          // SetAnswer has taken an answer
 	leftSessions      []leftSession // sessions of the peer's that it left (session.go)
 	idle              chan struct{} // closed when the description being made is done
 	agreement         sdp.Agreement
-	started           bool // the connect goroutine has been started
 	session           *media.Session
 	samples           *media.SampleWriter // made by the first WriteSample
 	connectErr        error
 	failErr           error                    // why the call failed, once it has
 	mediaRef          atomic.Pointer[mediaRef] // published by publishMediaLocked
-	closed            bool
 
 	silence silenceWatch
 	// live is mediaRef's session while it has no error, else nil: the
@@ -154,18 +158,19 @@ func New(cfg Config) (*Call, error) {
 		return nil, err
 	}
 	if usesDTLS(c.keying) {
-		c.cert = cfg.Certificate
-		if len(c.cert.Certificate) == 0 {
+		if len(c.cfg.Certificate.Certificate) == 0 {
 			var err error
-			if c.cert, err = media.GenerateCertificate(); err != nil {
+			if c.cfg.Certificate, err = media.GenerateCertificate(); err != nil {
 				return nil, fmt.Errorf("securecall: generate DTLS certificate: %w", err)
 			}
 		}
-		fp, err := media.CertificateFingerprint(c.cert)
+		fp, err := media.CertificateFingerprint(c.cfg.Certificate)
 		if err != nil {
 			return nil, fmt.Errorf("securecall: certificate fingerprint: %w", err)
 		}
 		c.print = fp
+	} else {
+		c.cfg.Certificate = tls.Certificate{} // the keying needs none
 	}
 	var rnd [12]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -877,7 +882,7 @@ func (c *Call) answerFirst(ctx context.Context, remote *sdp.Description) (string
 		return "", fmt.Errorf("securecall: Answer: offer asks for %s keying, which a Call does not support: %w",
 			keying, sdp.ErrNegotiation)
 	}
-	if usesDTLS(keying) && len(c.cert.Certificate) == 0 {
+	if usesDTLS(keying) && len(c.cfg.Certificate.Certificate) == 0 {
 		// Configured for kms keying but the offer is hybrid: the Call
 		// refuses above unless Keying was left zero, and with a zero
 		// Keying and a KeySource, New prepared a certificate.
@@ -1357,7 +1362,7 @@ func (c *Call) connect(a sdp.Agreement, keyURI, localID, remoteID string) error 
 	mcfg := c.cfg.Media.session()
 	mcfg.Keying = a.Keying
 	mcfg.Profiles = c.cfg.Profiles
-	mcfg.Certificate = c.cert
+	mcfg.Certificate = c.cfg.Certificate
 	mcfg.RemoteFingerprints = a.RemoteFingerprints
 	mcfg.HandshakeRTT = c.ice.Path().RTT
 	mcfg.RTCP = c.rtcpConfig(a)
