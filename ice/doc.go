@@ -306,6 +306,11 @@
 // others keep writing. [Endpoint.Batch] holds the sends while its
 // function runs, up to 32 at a time, so that a gateway that writes a
 // frame to each of many calls per tick sends them 32 to a sendmmsg. The
+// queue's memory (32 slots of 2 KiB) comes from a pool that all of a
+// process's Endpoints share and goes back once sent, and on Linux so do
+// the reader's buffers (taken for a recvmmsg, given back before the reader
+// waits): an idle Endpoint holds neither, and a process writing to many
+// Endpoints in turn reuses the few queues still in its cache. The
 // reader never yields between batches: it serves every call on the
 // socket, and waiting behind the process's other goroutines once per
 // batch let the socket's buffer overflow. A datagram the socket

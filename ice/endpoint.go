@@ -158,13 +158,12 @@ type Endpoint struct {
 	sendMu   sync.Mutex
 	sendRoom sync.Cond      // writers waiting for room in sendQ (L: &sendMu)
 	flushers sync.WaitGroup // flushRest goroutines, joined by Close
-	sendQ    []sendSlot
-	spare    []sendSlot
-	flushing bool           // a writer is sending a batch (owns msgs)
+	sendQ    *sendBatch     // the queue, from sendBatches; nil when empty
+	queued   int            // datagrams in sendQ
+	flushing bool           // a writer is sending a batch
 	held     int            // Batch calls running: the queue is sent when full
 	sendShut bool           // the Endpoint is closing: writes fail
 	out      batchConn      // the send side of batch (a seam for tests)
-	msgs     []ipv4.Message // the flushing writer's
 
 	stats endpointCounters
 	// macChecked, if set (tests only, before any traffic), is called for
@@ -204,11 +203,51 @@ type pendingTx struct {
 	use bool            // a nominating request (USE-CANDIDATE)
 }
 
+// sendSlot is one queued datagram: its header fields first, so that a
+// short datagram spans as few cache lines as it can.
 type sendSlot struct {
-	buf  [endpointBufSize]byte
 	n    int
 	ip   [16]byte
 	addr net.UDPAddr
+	buf  [endpointBufSize]byte
+}
+
+// sendBatch is the memory of one send queue: up to endpointBatch
+// datagrams and their sendmmsg headers. An Endpoint takes one when a
+// datagram is queued and gives it back once it is sent, to a pool that
+// all of the process's Endpoints share: a process that writes to many
+// Endpoints in turn (a gateway's tick) reuses the few batches still in
+// its cache instead of each Endpoint's own memory, cold by the time that
+// Endpoint's next tick comes (BenchmarkEndpointSendQueue), and an idle
+// Endpoint holds none.
+type sendBatch struct {
+	slots [endpointBatch]sendSlot
+	msgs  [endpointBatch]ipv4.Message
+	bufs  [endpointBatch][1][]byte // msgs[i].Buffers
+}
+
+var sendBatches = sync.Pool{New: func() any {
+	b := new(sendBatch)
+	for i := range b.msgs {
+		b.msgs[i].Buffers = b.bufs[i][:]
+	}
+	return b
+}}
+
+// put queues b for dst in slot i.
+func (q *sendBatch) put(i int, b []byte, dst netip.AddrPort) {
+	s := &q.slots[i]
+	s.n = copy(s.buf[:], b)
+	if a := dst.Addr(); a.Is4() {
+		a4 := a.As4()
+		copy(s.ip[:4], a4[:])
+		s.addr.IP = s.ip[:4]
+	} else {
+		s.ip = a.As16()
+		s.addr.IP = s.ip[:]
+	}
+	s.addr.Port = int(dst.Port())
+	s.addr.Zone = ""
 }
 
 type endpointCounters struct {
@@ -284,7 +323,6 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 		consent:     make(map[string]*consentSession),
 		stop:        make(chan struct{}),
 		consentDone: make(chan struct{}),
-		msgs:        make([]ipv4.Message, endpointBatch),
 	}
 	e.sendRoom.L = &e.sendMu
 	e.addr = netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port())
@@ -297,9 +335,6 @@ func ListenEndpoint(addr netip.AddrPort, logger *slog.Logger) (*Endpoint, error)
 	if e.reader, err = newBatchReader(conn, e.batch, endpointBatch, endpointBufSize); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("ice: endpoint: %w", err)
-	}
-	for i := range e.msgs {
-		e.msgs[i].Buffers = make([][]byte, 1)
 	}
 	go e.read()
 	go e.consentLoop()
@@ -844,7 +879,12 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		return nil
 	}
 	e.sendMu.Lock()
-	for len(e.sendQ) >= endpointBatch && e.flushing && !e.sendShut {
+	for e.queued >= endpointBatch && !e.sendShut {
+		if !e.flushing {
+			// Not reached: a queue is sent as it fills.
+			e.flushLocked()
+			continue
+		}
 		// A full batch waits while the one before is in the kernel: wait
 		// for room rather than send out of order or grow without bound.
 		e.sendRoom.Wait()
@@ -853,8 +893,12 @@ func (e *Endpoint) write(b []byte, dst netip.AddrPort, from *endpointUse) error 
 		e.sendMu.Unlock()
 		return fmt.Errorf("ice: %w", ErrEndpointClosed)
 	}
-	e.sendQ = e.appendSlot(e.sendQ, b, dst)
-	if !e.flushing && (e.held == 0 || len(e.sendQ) >= endpointBatch) {
+	if e.sendQ == nil {
+		e.sendQ = sendBatches.Get().(*sendBatch)
+	}
+	e.sendQ.put(e.queued, b, dst)
+	e.queued++
+	if !e.flushing && (e.held == 0 || e.queued >= endpointBatch) {
 		e.flushLocked()
 	} // else the flushing writer sends it with its next batch, or Batch does
 	e.sendMu.Unlock()
@@ -882,7 +926,7 @@ func (e *Endpoint) Batch(fn func()) {
 	defer func() {
 		e.sendMu.Lock()
 		e.held--
-		if !e.flushing && !e.sendShut && len(e.sendQ) > 0 {
+		if !e.flushing && !e.sendShut && e.queued > 0 {
 			e.flushLocked()
 		}
 		e.sendMu.Unlock()
@@ -903,7 +947,7 @@ const maxFlushRounds = 4
 // is held on entry and on return, not while sending.
 func (e *Endpoint) flushLocked() {
 	e.flushing = true
-	for round := 0; len(e.sendQ) > 0; round++ {
+	for round := 0; e.queued > 0; round++ {
 		if round == maxFlushRounds {
 			if e.sendShut {
 				e.dropQueuedLocked()
@@ -921,13 +965,13 @@ func (e *Endpoint) flushLocked() {
 // flushRound sends the queue as it is now. sendMu is held on entry and on
 // return, not while sending.
 func (e *Endpoint) flushRound() {
-	q := e.sendQ
-	e.sendQ, e.spare = e.spare[:0], nil
+	q, n := e.sendQ, e.queued
+	e.sendQ, e.queued = nil, 0
 	e.sendRoom.Broadcast()
 	e.sendMu.Unlock()
-	e.flush(q)
+	e.flush(q, n)
+	sendBatches.Put(q)
 	e.sendMu.Lock()
-	e.spare = q[:0]
 }
 
 // flushRest takes over from a writer that made its rounds and sends until
@@ -935,7 +979,7 @@ func (e *Endpoint) flushRound() {
 func (e *Endpoint) flushRest() {
 	defer e.flushers.Done()
 	e.sendMu.Lock()
-	for len(e.sendQ) > 0 {
+	for e.queued > 0 {
 		e.flushRound()
 	}
 	e.flushing = false
@@ -946,44 +990,25 @@ func (e *Endpoint) flushRest() {
 // dropQueuedLocked counts the datagrams still queued as lost, once the
 // socket is closed, and forgets them. sendMu is held.
 func (e *Endpoint) dropQueuedLocked() {
-	if n := len(e.sendQ); n > 0 {
-		e.stats.sendErrors.Add(uint64(n))
-		e.sendQ = e.sendQ[:0]
+	if e.queued > 0 {
+		e.stats.sendErrors.Add(uint64(e.queued))
+	}
+	if e.sendQ != nil {
+		sendBatches.Put(e.sendQ)
+		e.sendQ, e.queued = nil, 0
 	}
 }
 
-func (e *Endpoint) appendSlot(q []sendSlot, b []byte, dst netip.AddrPort) []sendSlot {
-	if len(q) < cap(q) {
-		q = q[:len(q)+1]
-	} else {
-		q = append(q, sendSlot{})
+// flush sends the first n datagrams of q with as few sendmmsg calls as
+// the kernel allows.
+func (e *Endpoint) flush(q *sendBatch, n int) {
+	for i := range n {
+		s := &q.slots[i]
+		q.msgs[i].Buffers[0] = s.buf[:s.n]
+		q.msgs[i].Addr = &s.addr
 	}
-	s := &q[len(q)-1]
-	s.n = copy(s.buf[:], b)
-	a := dst.Addr().As16()
-	if dst.Addr().Is4() {
-		copy(s.ip[:4], dst.Addr().AsSlice())
-		s.addr.IP = s.ip[:4]
-	} else {
-		s.ip = a
-		s.addr.IP = s.ip[:]
-	}
-	s.addr.Port = int(dst.Port())
-	s.addr.Zone = ""
-	return q
-}
-
-// flush sends q with as few sendmmsg calls as the kernel allows. Only the
-// flushing writer uses e.msgs.
-func (e *Endpoint) flush(q []sendSlot) {
-	for off := 0; off < len(q); {
-		n := min(len(q)-off, len(e.msgs))
-		for i := range n {
-			s := &q[off+i]
-			e.msgs[i].Buffers[0] = s.buf[:s.n]
-			e.msgs[i].Addr = &s.addr
-		}
-		sent, err := e.out.WriteBatch(e.msgs[:n], 0)
+	for off := 0; off < n; {
+		sent, err := e.out.WriteBatch(q.msgs[off:n], 0)
 		e.stats.writeBatches.Add(1)
 		if sent > 0 {
 			e.stats.sent.Add(uint64(sent))

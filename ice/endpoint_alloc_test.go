@@ -48,14 +48,16 @@ func TestEndpointZeroAllocsPerDatagram(t *testing.T) {
 // endpointAllocBound is how many allocations a datagram sent and
 // received may make: none. Under the race detector a sync.Pool drops a
 // quarter of what is put back, at random, and the next taker allocates
-// anew: the Endpoint's record pool (one object) and x/net's sendmmsg
-// scratch pool (three) refill at 0.25 * 4 = 1 allocation per datagram on
-// average, so the bound there is 1.5, while an allocation of the path
-// itself adds at least 1 more. CI runs the exact check without -race (its
-// stage "allocations").
+// anew: the Endpoint's record pool (one object), its send and receive
+// batch pools (one each; the reader gives its batch back before each
+// wait, so once or twice per datagram here) and x/net's sendmmsg scratch
+// pool (three) refill at 2.3-2.5 allocations per datagram on average
+// (measured), which AllocsPerRun rounds down to 2, so the bound there is
+// 2.5, while an allocation of the path itself adds at least 1 more. CI
+// runs the exact check without -race (its stage "allocations").
 func endpointAllocBound() float64 {
 	if raceEnabled {
-		return 1.5
+		return 2.5
 	}
 	return 0
 }

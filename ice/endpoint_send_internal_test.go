@@ -152,7 +152,7 @@ func TestEndpointSendQueueBounded(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	e.sendMu.Lock()
-	queued := len(e.sendQ)
+	queued := e.queued
 	e.sendMu.Unlock()
 	if queued != endpointBatch {
 		t.Fatalf("%d queued, want the bound %d", queued, endpointBatch)
@@ -313,5 +313,41 @@ func TestEndpointCloseDuringBatchCounts(t *testing.T) {
 	})
 	if st := e.Stats(); accepted != 3 || st.Sent+st.SendErrors != 3 {
 		t.Fatalf("%d writes returned nil; Sent=%d SendErrors=%d", accepted, st.Sent, st.SendErrors)
+	}
+}
+
+// TestEndpointHoldsNoSendQueueWhenIdle checks that an Endpoint gives its
+// send queue's memory (32 slots of 2 KiB) back once the queue is sent, in
+// and out of Batch, so that idle Endpoints hold none and busy ones share
+// what the process's cache holds (BenchmarkEndpointSendQueue).
+func TestEndpointHoldsNoSendQueueWhenIdle(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	e.out = discardBatch{}
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+	idle := func(when string) {
+		t.Helper()
+		e.sendMu.Lock()
+		defer e.sendMu.Unlock()
+		if e.sendQ != nil || e.queued != 0 {
+			t.Fatalf("%s: the Endpoint holds a send queue (%d queued)", when, e.queued)
+		}
+	}
+	idle("new")
+	if err := e.write([]byte("alone"), dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	idle("after a write")
+	e.Batch(func() {
+		for range 2*endpointBatch + 5 {
+			if err := e.write([]byte("batched"), dst, nil); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	idle("after a Batch")
+	if st := e.Stats(); st.Sent != 2*endpointBatch+6 || st.WriteBatches != 4 {
+		t.Fatalf("sent %d in %d batches, want %d in 4", st.Sent, st.WriteBatches, 2*endpointBatch+6)
 	}
 }
