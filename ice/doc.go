@@ -342,8 +342,11 @@
 // state, and the Endpoint keeps consent (RFC 7675): its reader answers
 // the peer's authenticated binding requests (USERNAME, MESSAGE-INTEGRITY
 // with the local password, FINGERPRINT) with XOR-MAPPED-ADDRESS, and its
-// one consent goroutine, which wakes every 100 ms for all its Transports,
-// sends each a binding request every KeepaliveInterval with +-20% jitter
+// one consent goroutine, which wakes every 100 ms for all its Transports
+// and steps only those with a check or a silence due (a queue ordered by
+// that time, so that a Transport is looked at about once per check, not
+// ten times a second), sends each a binding request every
+// KeepaliveInterval with +-20% jitter
 // (USERNAME, the ICE role with a fresh tie-breaker, PRIORITY of the
 // selected local candidate, MESSAGE-INTEGRITY with the peer's password).
 // These messages are built and read without pion/stun, in pooled

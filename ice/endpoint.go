@@ -142,6 +142,9 @@ type Endpoint struct {
 	pending map[[12]byte]pendingTx           // STUN requests sent, by transaction ID
 	uses    map[*endpointUse]struct{}
 	consent map[string]*consentSession // local ufrag -> parked Transport
+	// consentNew are the sessions startConsent added since the consent
+	// goroutine last took them into its queue.
+	consentNew []*consentSession
 
 	// Hand-over to pushing conns in the process (handOver): started on
 	// first use, guarded by mu.

@@ -1,6 +1,7 @@
 package ice
 
 import (
+	"container/heap"
 	"crypto/rand"
 	"encoding/binary"
 	mrand "math/rand/v2"
@@ -13,9 +14,11 @@ import (
 	pice "github.com/pion/ice/v3"
 )
 
-// consentTick is how often the Endpoint's consent goroutine looks at its
-// parked Transports: it bounds how late a check is sent or a silence is
-// noticed. One timer per Endpoint, not per call.
+// consentTick is how often the Endpoint's consent goroutine looks for
+// parked Transports with something due: it bounds how late a check is sent
+// or a silence is noticed. One timer per Endpoint, not per call, and at
+// each tick only the Transports with a check or a silence due (see
+// consentQueue).
 const consentTick = 100 * time.Millisecond
 
 // consentSession keeps a connected Transport's path alive after its pion
@@ -52,6 +55,7 @@ type consentSession struct {
 
 	// Only the consent goroutine touches these.
 	next time.Time
+	wake time.Time // when the session next needs a step (consentQueue)
 	down bool
 	txID [12]byte
 }
@@ -124,6 +128,7 @@ func (e *Endpoint) startConsent(cs *consentSession) {
 		return
 	}
 	e.consent[cs.localUfrag] = cs
+	e.consentNew = append(e.consentNew, cs)
 	e.mu.Unlock()
 }
 
@@ -180,25 +185,102 @@ func (e *Endpoint) consentLoop() {
 	defer close(e.consentDone)
 	tk := time.NewTicker(consentTick)
 	defer tk.Stop()
-	var due []*consentSession
+	var q consentQueue
+	step := e.consentStep
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-tk.C:
 		}
-		due = due[:0]
 		e.mu.Lock()
-		for _, cs := range e.consent {
-			due = append(due, cs)
-		}
+		added := e.consentNew
+		e.consentNew = nil
 		e.mu.Unlock()
-		now := time.Now()
-		for _, cs := range due {
-			e.consentStep(cs, now)
+		for _, cs := range added {
+			q.add(cs)
 		}
-		clear(due)
+		q.run(time.Now(), step)
 	}
+}
+
+// consentQueue orders the consent sessions by when each next needs a
+// step, so that a tick steps only those with a check or a silence due:
+// with checks every few seconds, a session is stepped about once per
+// check instead of at every tick, and an Endpoint with thousands of
+// parked Transports does not look at each of them ten times a second.
+// A session is due at its next check (none for a Lite side) or at the
+// moment its peer's silence would pass DisconnectedTimeout, whichever
+// comes first; consent heard meanwhile only moves that moment later, and
+// a step at the earlier one finds the session not silent and puts it
+// back. A disconnected session is stepped at every tick, to notice its
+// recovery or its failure as before. A session that stopped leaves the
+// queue when it comes due. Only the consent goroutine uses it.
+type consentQueue struct {
+	h   consentHeap
+	due []*consentSession
+}
+
+// add queues a session that startConsent readied.
+func (q *consentQueue) add(cs *consentSession) {
+	cs.wake = cs.nextWake(time.Time{})
+	heap.Push(&q.h, cs)
+}
+
+// run steps each session due at now, once, and queues it again unless it
+// stopped; it returns how many it stepped.
+func (q *consentQueue) run(now time.Time, step func(*consentSession, time.Time)) int {
+	for len(q.h) > 0 && !q.h[0].wake.After(now) {
+		q.due = append(q.due, heap.Pop(&q.h).(*consentSession))
+	}
+	n := 0
+	for _, cs := range q.due {
+		if cs.stopped.Load() {
+			continue
+		}
+		step(cs, now)
+		n++
+		if !cs.stopped.Load() {
+			cs.wake = cs.nextWake(now)
+			heap.Push(&q.h, cs)
+		}
+	}
+	clear(q.due)
+	q.due = q.due[:0]
+	return n
+}
+
+// nextWake returns when cs, just stepped at now (or just started, with
+// now zero), next needs a step: after now, so that a tick steps it at
+// most once.
+func (cs *consentSession) nextWake(now time.Time) time.Time {
+	if cs.down {
+		return now.Add(time.Nanosecond) // the next tick
+	}
+	// The first instant at which the silence exceeds disc.
+	w := time.Unix(0, cs.heard.Load()).Add(cs.disc + time.Nanosecond)
+	if !cs.lite && cs.next.Before(w) {
+		w = cs.next
+	}
+	if !w.After(now) {
+		w = now.Add(time.Nanosecond)
+	}
+	return w
+}
+
+// consentHeap is a min-heap of sessions by wake (container/heap).
+type consentHeap []*consentSession
+
+func (h consentHeap) Len() int           { return len(h) }
+func (h consentHeap) Less(i, j int) bool { return h[i].wake.Before(h[j].wake) }
+func (h consentHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *consentHeap) Push(x any)        { *h = append(*h, x.(*consentSession)) }
+func (h *consentHeap) Pop() any {
+	old := *h
+	cs := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return cs
 }
 
 func (e *Endpoint) consentStep(cs *consentSession, now time.Time) {

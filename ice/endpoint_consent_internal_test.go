@@ -218,3 +218,82 @@ func TestEndpointConsentVerifiesOnce(t *testing.T) {
 		t.Errorf("%d MESSAGE-INTEGRITY verifications for one consent response, want 1", macs)
 	}
 }
+
+// TestConsentQueueStepsOnlyDue checks that the consent goroutine's queue
+// steps a parked Transport only when it has a check or a silence due, not
+// at every tick, while checks still go out every KeepaliveInterval and a
+// silent peer is still reported at the first tick past
+// DisconnectedTimeout (and Failed past FailedTimeout more), as when every
+// session was stepped at every tick. 200 sessions over 10.2 s of ticks
+// (simulated time), 190 of whose peers answer each check at once.
+func TestConsentQueueStepsOnlyDue(t *testing.T) {
+	e := newLoopbackEndpoint(t)
+	defer e.Close()
+	e.out = discardBatch{} // the checks go nowhere
+	u, err := e.attach(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.detach(u)
+	const sessions, silentN, ticks = 200, 10, 102
+	const interval, disc, fail = 2 * time.Second, 5 * time.Second, 5 * time.Second
+	start := time.Now()
+	type report struct {
+		s  pice.ConnectionState
+		at time.Duration
+	}
+	var now time.Time
+	reports := make([][]report, sessions)
+	var q consentQueue
+	all := make([]*consentSession, sessions)
+	for i := range all {
+		cs := &consentSession{
+			use: u, localUfrag: "local", localPwd: "localpasswordlocalpassword",
+			remoteUfrag: "remote", remotePwd: "remotepasswordremotepassword",
+			remote:   netip.MustParseAddrPort("127.0.0.1:9"),
+			interval: interval, disc: disc, fail: fail,
+			report: func(s pice.ConnectionState) { reports[i] = append(reports[i], report{s, now.Sub(start)}) },
+		}
+		stepOnly(cs, start)
+		cs.next = start.Add(jitter(interval))
+		q.add(cs)
+		all[i] = cs
+	}
+	steps := 0
+	for k := 1; k <= ticks; k++ {
+		now = start.Add(time.Duration(k) * consentTick)
+		sentBefore := e.Stats().Sent
+		steps += q.run(now, e.consentStep)
+		if e.Stats().Sent > sentBefore {
+			// The answering peers answer at once: consent heard now.
+			for _, cs := range all[silentN:] {
+				cs.heard.Store(now.UnixNano())
+			}
+		}
+	}
+	// About a check per 2 s for each session, and the silent ones at every
+	// tick once disconnected: some 1,500 steps, against 20,400 for a step
+	// of every session at every tick.
+	t.Logf("%d steps, %d checks sent", steps, e.Stats().Sent)
+	if steps > sessions*ticks/5 {
+		t.Fatalf("%d steps for %d sessions over %d ticks, want at most %d", steps, sessions, ticks, sessions*ticks/5)
+	}
+	if sent, want := e.Stats().Sent, uint64(sessions*4); sent < want {
+		t.Fatalf("%d checks sent by %d sessions in %v, want at least %d (one per %v)", sent, sessions, ticks*consentTick, want, interval)
+	}
+	for i, rs := range reports {
+		if i >= silentN {
+			if len(rs) != 0 {
+				t.Fatalf("session %d, whose peer answers, reported %v", i, rs)
+			}
+			continue
+		}
+		want := []report{{pice.ConnectionStateDisconnected, disc + consentTick}, {pice.ConnectionStateFailed, disc + fail + consentTick}}
+		if len(rs) != 2 || rs[0] != want[0] || rs[1] != want[1] {
+			t.Fatalf("silent session %d reported %v, want %v", i, rs, want)
+		}
+	}
+	if len(q.h) != sessions-silentN {
+		t.Fatalf("%d sessions queued, want the %d that did not fail", len(q.h), sessions-silentN)
+	}
+}
