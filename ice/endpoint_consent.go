@@ -252,10 +252,11 @@ func (q *consentQueue) run(now time.Time, step func(*consentSession, time.Time))
 
 // nextWake returns when cs, just stepped at now (or just started, with
 // now zero), next needs a step: after now, so that a tick steps it at
-// most once.
+// most once. It is a wall-clock time, as heard is, with no monotonic
+// reading, so that the queue compares every pair of sessions the same way.
 func (cs *consentSession) nextWake(now time.Time) time.Time {
 	if cs.down {
-		return now.Add(time.Nanosecond) // the next tick
+		return now.Add(time.Nanosecond).Round(0) // the next tick
 	}
 	// The first instant at which the silence exceeds disc.
 	w := time.Unix(0, cs.heard.Load()).Add(cs.disc + time.Nanosecond)
@@ -265,7 +266,7 @@ func (cs *consentSession) nextWake(now time.Time) time.Time {
 	if !w.After(now) {
 		w = now.Add(time.Nanosecond)
 	}
-	return w
+	return w.Round(0)
 }
 
 // consentHeap is a min-heap of sessions by wake (container/heap).
