@@ -297,3 +297,31 @@ func TestConsentQueueStepsOnlyDue(t *testing.T) {
 		t.Fatalf("%d sessions queued, want the %d that did not fail", len(q.h), sessions-silentN)
 	}
 }
+
+// TestConsentWakeIsWallClock: every wake time the consent queue orders by
+// has no monotonic reading (the silence deadline, from heard, has none), so
+// that time.Before compares every pair of sessions by the same clock and
+// the heap's order holds even when the wall clock is stepped.
+func TestConsentWakeIsWallClock(t *testing.T) {
+	now := time.Now() // with a monotonic reading
+	cs := &consentSession{interval: 2 * time.Second, disc: 5 * time.Second, fail: 5 * time.Second}
+	cs.heard.Store(now.UnixNano())
+	check := func(what string, w time.Time) {
+		t.Helper()
+		if w != w.Round(0) {
+			t.Errorf("%s: wake %v carries a monotonic reading", what, w)
+		}
+		if !w.After(now) {
+			t.Errorf("%s: wake %v is not after the step at %v", what, w, now)
+		}
+	}
+	cs.next = now.Add(time.Second)
+	check("next check first", cs.nextWake(now))
+	cs.next = now.Add(time.Hour)
+	check("silence first", cs.nextWake(now))
+	cs.heard.Store(now.Add(-time.Hour).UnixNano())
+	cs.next = now.Add(-time.Second)
+	check("both past", cs.nextWake(now))
+	cs.down = true
+	check("disconnected", cs.nextWake(now))
+}
