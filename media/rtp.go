@@ -101,6 +101,14 @@ type headerLists struct {
 	ext  []byte
 }
 
+// headerListsOf returns *lists, made first if it is nil.
+func headerListsOf(lists **headerLists) *headerLists {
+	if *lists == nil {
+		*lists = new(headerLists)
+	}
+	return *lists
+}
+
 // parseRTP parses a plaintext RTP packet into h, using *lists (made when
 // first needed) as storage for the header's lists, and returns the payload
 // without padding.
@@ -120,10 +128,7 @@ func parseRTP(pkt []byte, h *RTPHeader, lists **headerLists) (payload []byte, er
 	h.SSRC = binary.BigEndian.Uint32(pkt[8:])
 	h.CSRC = nil
 	if cc > 0 {
-		if *lists == nil {
-			*lists = new(headerLists)
-		}
-		csrc := &(*lists).csrc
+		csrc := &headerListsOf(lists).csrc
 		for i := range cc {
 			csrc[i] = binary.BigEndian.Uint32(pkt[rtpFixedLen+4*i:])
 		}
@@ -140,10 +145,7 @@ func parseRTP(pkt []byte, h *RTPHeader, lists **headerLists) (payload []byte, er
 		if len(pkt) < n+l {
 			return nil, errBadRTP
 		}
-		if *lists == nil {
-			*lists = new(headerLists)
-		}
-		ext := &(*lists).ext
+		ext := &headerListsOf(lists).ext
 		*ext = append((*ext)[:0], pkt[n:n+l]...)
 		h.ExtensionProfile, h.Extension = profile, *ext
 		n += l
